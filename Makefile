@@ -1,0 +1,46 @@
+# The two commands of the README: `make up` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test check lint bench lock clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (this project needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs whenever the lock changes. Every package is pinned, torch to its 2.13.0 CPU build.
+$(STAMP): requirements.lock | $(PY)
+	$(PY) -m pip install --disable-pip-version-check --quiet --upgrade "pip==26.0.1"
+	$(PY) -m pip install --disable-pip-version-check --quiet --no-deps -r requirements.lock
+	$(PY) -m pip check
+	@touch $@
+
+install: $(STAMP)
+
+up: install
+	$(PY) -m config.up
+
+test: install
+	$(PY) -m pytest
+
+check: install
+	$(PY) manage.py check
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) -m bench.startup
+
+# Regenerate the full lock from requirements.in (needs the package registry).
+lock: | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.in
+	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^pip==' \
+		| sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,187 @@
+"""The ledger's Ed25519 signing keys, in the C2SP signed-note formats.
+
+A signing key file holds one or more signer keys, one per line, in the form Go's
+``golang.org/x/mod/sumdb/note`` package and the C2SP signed-note spec use::
+
+    PRIVATE+KEY+<name>+<key id, 8 hex digits>+<base64(0x01 || 32-byte Ed25519 seed)>
+
+Every key in the file signs each checkpoint; a rotation adds a key (both sign during the overlap)
+and later removes the old one, whose public key stays published. The file must be readable by
+the service's user alone: a group- or world-readable key is refused at start-up.
+
+The key ID follows C2SP signed-note: the first four bytes of
+``SHA-256(name || 0x0A || 0x01 || public key)``. The verifier key form, published for anyone, is
+``<name>+<key id hex>+<base64(0x01 || public key)>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+ED25519_ALG = 0x01
+_NAME_FORBIDDEN = set(" +\n\t\r") | {"\u2014"}
+
+
+class KeyFileError(Exception):
+    """The signing key file is missing, unreadable, too widely readable or malformed."""
+
+
+def _check_name(name: str) -> None:
+    if not name or any(ch in _NAME_FORBIDDEN for ch in name) or not name.isprintable():
+        raise KeyFileError(f"invalid key name {name!r}: no spaces, '+' or control characters")
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519_ALG]) + public_key).digest()[:4]
+
+
+@dataclass(frozen=True)
+class VerifierKey:
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    def encode(self) -> str:
+        blob = base64.b64encode(bytes([ED25519_ALG]) + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{blob}"
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    @classmethod
+    def decode(cls, text: str) -> VerifierKey:
+        parts = text.strip().split("+", 2)  # base64 may hold "+"; a name never does
+        if len(parts) != 3:
+            raise KeyFileError("a verifier key is <name>+<key id hex>+<base64 key>")
+        name, hex_id, blob = parts
+        _check_name(name)
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            wanted_id = bytes.fromhex(hex_id)
+        except ValueError as exc:
+            raise KeyFileError(f"verifier key {name}: bad encoding ({exc})") from None
+        if len(raw) != 33 or raw[0] != ED25519_ALG:
+            raise KeyFileError(f"verifier key {name}: not an Ed25519 key")
+        public = raw[1:]
+        if key_id(name, public) != wanted_id:
+            raise KeyFileError(f"verifier key {name}: key id {hex_id} does not match the key")
+        return cls(name=name, key_id=wanted_id, public_key=public)
+
+
+@dataclass(frozen=True)
+class SignerKey:
+    name: str
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.name, self.public_key)
+
+    def verifier(self) -> VerifierKey:
+        return VerifierKey(name=self.name, key_id=self.key_id, public_key=self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+    def encode(self) -> str:
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        seed = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        blob = base64.b64encode(bytes([ED25519_ALG]) + seed).decode()
+        return f"PRIVATE+KEY+{self.name}+{self.key_id.hex()}+{blob}"
+
+    @classmethod
+    def generate(cls, name: str) -> SignerKey:
+        _check_name(name)
+        return cls(name=name, private_key=Ed25519PrivateKey.generate())
+
+    @classmethod
+    def decode(cls, text: str) -> SignerKey:
+        parts = text.strip().split("+", 4)
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            raise KeyFileError("a signer key is PRIVATE+KEY+<name>+<key id hex>+<base64 key>")
+        name, hex_id, blob = parts[2], parts[3], parts[4]
+        _check_name(name)
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            wanted_id = bytes.fromhex(hex_id)
+        except ValueError as exc:
+            raise KeyFileError(f"signer key {name}: bad encoding ({exc})") from None
+        if len(raw) != 33 or raw[0] != ED25519_ALG:
+            raise KeyFileError(f"signer key {name}: not an Ed25519 key")
+        signer = cls(name=name, private_key=Ed25519PrivateKey.from_private_bytes(raw[1:]))
+        if signer.key_id != wanted_id:
+            raise KeyFileError(f"signer key {name}: key id {hex_id} does not match the key")
+        return signer
+
+
+def _check_permissions(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"signing key file {path} does not exist; create it with `python manage.py ledger keygen`"
+        ) from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read signing key file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise KeyFileError(f"signing key file {path} is not a regular file")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"signing key file {path} is accessible to group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run chmod 600 {path}"
+        )
+
+
+def load_signer_keys(path: Path) -> list[SignerKey]:
+    """Read every signer key in ``path``; raises ``KeyFileError`` naming the file and the fault."""
+    _check_permissions(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read signing key file {path}: {exc.strerror or exc}") from None
+    keys: list[SignerKey] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            keys.append(SignerKey.decode(line))
+        except KeyFileError as exc:
+            raise KeyFileError(f"{path}, line {number}: {exc}") from None
+    if not keys:
+        raise KeyFileError(f"signing key file {path} holds no key")
+    ids = [(k.name, k.key_id) for k in keys]
+    if len(set(ids)) != len(ids):
+        raise KeyFileError(f"signing key file {path} holds the same key twice")
+    return keys
+
+
+def write_signer_keys(path: Path, keys: list[SignerKey]) -> None:
+    """Atomically replace ``path`` with ``keys``, created with mode 0600 from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(key.encode() + "\n" for key in keys))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

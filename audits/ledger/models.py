@@ -1,0 +1,1 @@
+"""Models of the ledger: entries, stored subtree hashes, checkpoints and the vault."""

@@ -1,0 +1,10 @@
+"""ASGI entry point."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import config.celery  # noqa: F401  (web processes dispatch tasks: bind them to our app)
+
+application = get_asgi_application()

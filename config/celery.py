@@ -1,0 +1,58 @@
+"""The Celery app. Workers: ``celery -A config worker``; beat: ``celery -A config beat``.
+
+Tasks live in each app's ``tasks.py`` (found by autodiscovery); they take ids, re-read rows and
+call services. The request id of the request that dispatched a task travels in the message
+headers, so the task's log lines and ledger entries carry it too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery, signals
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("governance")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+_REQUEST_ID_HEADER = "request_id"
+
+
+@signals.before_task_publish.connect
+def _stamp_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    from common.request_context import get_request_id
+
+    if headers is not None and _REQUEST_ID_HEADER not in headers:
+        headers[_REQUEST_ID_HEADER] = get_request_id()
+
+
+@signals.task_prerun.connect
+def _adopt_request_id(task: Any = None, **_: Any) -> None:
+    from common.request_context import accept_request_id, set_request_id
+
+    carried = getattr(task.request, _REQUEST_ID_HEADER, None) if task is not None else None
+    set_request_id(accept_request_id(carried))
+
+
+@signals.task_postrun.connect
+def _forget_request_id(**_: Any) -> None:
+    from common.request_context import set_request_id
+
+    set_request_id(None)
+
+
+@app.task(name="system.ping", acks_late=True)
+def ping(token: str) -> dict[str, Any]:
+    """A trivial task that proves the broker round trip: echoes the token and names the worker."""
+    from common.request_context import get_request_id
+
+    return {
+        "token": token,
+        "worker_pid": os.getpid(),
+        "worker_host": socket.gethostname(),
+        "request_id": get_request_id(),
+    }

@@ -1,0 +1,293 @@
+"""Base settings: with no environment variable set, the embedded default runs.
+
+Embedded default: SQLite in WAL mode under ``var/``, a Celery broker and result store on SQLite
+files (kombu's SQLAlchemy transport; no server to start), MLflow on a local SQLite store, artifacts
+in a local content-addressed folder, the ledger's signing key in a file only the service can read.
+Named variables switch each part to its at-scale counterpart; README.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from config.env import (
+    SettingError,
+    env_bool,
+    env_int,
+    env_list,
+    env_optional_str,
+    env_path,
+    env_secret,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = env_path("GOV_VAR_DIR", BASE_DIR / "var")
+
+# Nothing this service runs may reach a model or dataset hub, or fetch a suffix list. Worker code
+# paths import transformers, garak, mlflow, tldextract; they inherit these from the settings.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def _ensure_dir(path: Path, variable: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(variable, f"cannot create directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _embedded_secret_key(path: Path) -> str:
+    """The embedded default keeps a generated key in var/, readable by the owner only."""
+    if not path.exists():
+        _ensure_dir(path.parent, "GOV_VAR_DIR")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingError("DJANGO_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or _embedded_secret_key(VAR_DIR / "secret-key")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "guardian",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    # Our apps, floor by floor (see README.md, "Where things live").
+    "audits.ledger",
+    "governance",
+    "registry",
+    "training",
+    "serving",
+    "audits",
+]
+
+MIDDLEWARE = [
+    "common.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+SQLITE_BUSY_TIMEOUT_S = env_int("SQLITE_BUSY_TIMEOUT", 20, minimum=1)
+_database_url = env_secret("DATABASE_URL")
+if _database_url is None:
+    _database_url = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+_db = parse_database_url("DATABASE_URL", _database_url)
+if _db.engine == "sqlite":
+    _sqlite_path = Path(_db.name)
+    if not _sqlite_path.is_absolute():
+        _sqlite_path = BASE_DIR / _sqlite_path
+    _ensure_dir(_sqlite_path.parent, "DATABASE_URL")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(_sqlite_path),
+            "OPTIONS": {
+                # Measured: WAL alone makes concurrent read-then-write transactions fail with
+                # "database is locked"; IMMEDIATE takes the write lock at BEGIN, and the busy
+                # timeout makes writers queue instead of failing.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": SQLITE_BUSY_TIMEOUT_S,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+            },
+            "TEST": {"NAME": str(_sqlite_path.with_name(_sqlite_path.stem + "-test.sqlite3"))},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _db.name,
+            "USER": _db.user,
+            "PASSWORD": _db.password,
+            "HOST": _db.host,
+            "PORT": _db.port,
+            "OPTIONS": dict(_db.options or {}),
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+# No guardian "anonymous user" row: anonymous callers hold no permission at all.
+ANONYMOUS_USER_NAME = None
+GUARDIAN_RAISE_403 = False
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = _ensure_dir(VAR_DIR / "static", "GOV_VAR_DIR")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve the admin's assets from the installed apps without a collectstatic step in development
+# and tests; `make up` still runs collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "governance.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "common.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLMOps governance service API",
+    "DESCRIPTION": (
+        "Approval workflows, inventory and the signed ledger of an organisation's LLM work. "
+        "Authenticate with `Authorization: Token <token>`."
+    ),
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+API_TOKEN_PREFIX = "gov"  # noqa: S105 (the public part of every token, not a secret)
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_APP_MODULE = "config.celery"
+CELERY_BROKER_URL = env_optional_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+CELERY_RESULT_BACKEND = (
+    env_optional_str("CELERY_RESULT_BACKEND") or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+)
+if not CELERY_BROKER_URL.startswith(("sqla+", "redis://", "rediss://", "amqp://", "amqps://", "filesystem://")):
+    raise SettingError("CELERY_BROKER_URL", f"unsupported broker {CELERY_BROKER_URL.split(':', 1)[0]!r}")
+CELERY_LONGEST_TASK_S = env_int("CELERY_LONGEST_TASK_S", 6 * 3600, minimum=60)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object]
+if CELERY_BROKER_URL.startswith("sqla+"):
+    # kombu hands these options to SQLAlchemy's create_engine(): only engine arguments belong
+    # here. The busy timeout lets web, worker and beat share the SQLite file without
+    # "database is locked".
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+else:
+    # Longer than the longest task, so a late-acknowledged message is never redelivered while
+    # its task still runs (Redis honours it).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_LONGEST_TASK_S + 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_TRACK_STARTED = True
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_WORKER_QUEUES = env_list("CELERY_WORKER_QUEUES", ["default", "cpu"])
+
+# --- Storage of artifacts, tracking ---------------------------------------------------------
+ARTIFACT_ROOT = _ensure_dir(env_path("ARTIFACT_ROOT", VAR_DIR / "artifacts"), "ARTIFACT_ROOT")
+MLFLOW_TRACKING_URI = env_optional_str("MLFLOW_TRACKING_URI") or f"sqlite:///{VAR_DIR / 'mlflow.sqlite3'}"
+
+# --- Ledger ---------------------------------------------------------------------------------
+LEDGER_SIGNING_KEY_FILE = env_path("LEDGER_SIGNING_KEY_FILE", VAR_DIR / "keys" / "ledger-signing.key")
+# The log's identity: the first line of every checkpoint and the name of its signing keys.
+LEDGER_ORIGIN = env_str("LEDGER_ORIGIN", "localhost/llmops-governance/ledger")
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise SettingError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOG_FORMAT = env_str("LOG_FORMAT", "json").lower()
+if LOG_FORMAT not in {"json", "text"}:
+    raise SettingError("LOG_FORMAT", f"expected json or text, got {LOG_FORMAT!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "common.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "common.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}

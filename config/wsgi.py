@@ -1,0 +1,10 @@
+"""WSGI entry point (gunicorn config.wsgi)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import config.celery  # noqa: F401  (web processes dispatch tasks: bind them to our app)
+
+application = get_wsgi_application()

@@ -1,0 +1,89 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ledger_signing_key(django_db_blocker: object) -> Path:
+    """Every test session has a signing key in its temporary var/, as `make up` would."""
+    from django.conf import settings
+
+    from audits.ledger.keys import SignerKey, write_signer_keys
+
+    path: Path = settings.LEDGER_SIGNING_KEY_FILE
+    if not path.exists():
+        write_signer_keys(path, [SignerKey.generate(settings.LEDGER_ORIGIN)])
+    return path
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker in its own process, on the real (embedded) broker. Not eager mode."""
+    log = Path(os.environ["GOV_VAR_DIR"]) / f"worker-{uuid.uuid4().hex[:8]}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config.celery",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--queues",
+                "default,cpu",
+                "--hostname",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    from config.celery import ping
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                ping.apply_async(args=["ready"]).get(timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the Celery worker did not answer within 90 s:\n{log.read_text()[-4000:]}"
+                    ) from None
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,1 @@
+"""The governance REST API: identity, projects, and (later) approvals."""

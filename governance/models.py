@@ -1,0 +1,62 @@
+"""Projects, service accounts and API tokens."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from governance.roles import ROLE_DESCRIPTIONS
+
+
+class Project(models.Model):
+    """A workspace that owns assets; every permission of the service is scoped to one."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [
+            (role.codename, f"Holds the {role.value} role: {text}") for role, text in ROLE_DESCRIPTIONS.items()
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ServiceAccount(models.Model):
+    """A non-human principal (CI, workers) that authenticates by API token only.
+
+    The system itself acts through the service account named ``system``.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="service_account")
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="owned_service_accounts"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+
+class ApiToken(models.Model):
+    """An API token. Only the SHA-256 of the token is stored; the token is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, help_text="public part of the token, for lookup")
+    digest = models.CharField(max_length=64, unique=True, help_text="hex SHA-256 of the whole token")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -1,0 +1,1 @@
+"""Cross-app scenarios. Unit tests live in each app's tests/ folder."""

@@ -1,0 +1,53 @@
+"""Schema, docs, request ids and structured logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.test import Client
+
+from common.logging import JsonFormatter, RequestIdFilter
+from common.request_context import reset_request_id, set_request_id
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_docs_are_served_offline(client: Client) -> None:
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    document = json.loads(schema.content)
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/me" in document["paths"]
+    assert "/api/v1/projects/" in document["paths"]
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html  # assets are served locally
+
+
+@pytest.mark.django_db
+def test_request_id_is_echoed_or_generated(client: Client) -> None:
+    given = client.get("/healthz", HTTP_X_REQUEST_ID="trace-0123456789")
+    assert given["X-Request-ID"] == "trace-0123456789"
+    injected = client.get("/healthz", HTTP_X_REQUEST_ID="bad id\nforged: yes")
+    assert injected["X-Request-ID"] != "bad id\nforged: yes"
+    assert len(injected["X-Request-ID"]) == 32
+
+
+def test_log_lines_are_json_with_the_request_id() -> None:
+    record = logging.LogRecord("governance.test", logging.INFO, __file__, 1, "decided %s", ("ok",), None)
+    record.subject = "dataset_version:7"
+    token = set_request_id("req-abcdef012345")
+    try:
+        RequestIdFilter().filter(record)
+        line = JsonFormatter().format(record)
+    finally:
+        reset_request_id(token)
+    entry = json.loads(line)
+    assert entry["message"] == "decided ok"
+    assert entry["request_id"] == "req-abcdef012345"
+    assert entry["subject"] == "dataset_version:7"
+    assert entry["time"].endswith("+00:00")
+    assert entry["level"] == "INFO"
