@@ -87,3 +87,9 @@ def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _private_checkpoint_log(settings: object, tmp_path: Path) -> None:
+    """Each test gets its own checkpoint log: database rows roll back between tests, files do not."""
+    settings.LEDGER_CHECKPOINT_LOG = tmp_path / "ledger-checkpoints.jsonl"  # type: ignore[attr-defined]

@@ -32,6 +32,9 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "heavy": [m for m in {HEA
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gov-bench-") as var_dir:
         env = dict(os.environ, GOV_VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="config.settings")
+        subprocess.run(
+            [sys.executable, "manage.py", "ledger", "keygen"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, check=True, capture_output=True)
         check_times = []
         for _ in range(RUNS):

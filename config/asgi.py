@@ -8,3 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import config.celery  # noqa: F401  (web processes dispatch tasks: bind them to our app)
 
 application = get_asgi_application()
+
+from audits.ledger.checks import require_signing_key  # noqa: E402
+
+require_signing_key()

@@ -30,6 +30,14 @@ def _stamp_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[_REQUEST_ID_HEADER] = get_request_id()
 
 
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _require_signing_key(**_: Any) -> None:
+    from audits.ledger.checks import require_signing_key
+
+    require_signing_key()
+
+
 @signals.task_prerun.connect
 def _adopt_request_id(task: Any = None, **_: Any) -> None:
     from common.request_context import accept_request_id, set_request_id

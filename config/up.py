@@ -78,8 +78,8 @@ def main() -> int:
     from django.conf import settings
 
     var_dir: Path = settings.VAR_DIR
-    _manage("migrate", "--noinput")
     _manage("ledger", "keygen", "--if-missing")
+    _manage("migrate", "--noinput")
     url = f"http://{host}:{port}/"
     _manage("seed_demo", "--url", f"{url}admin/")
     _manage("collectstatic", "--noinput", "--verbosity", "0")

@@ -5,3 +5,6 @@ class LedgerConfig(AppConfig):
     name = "audits.ledger"
     label = "ledger"
     verbose_name = "Ledger"
+
+    def ready(self) -> None:
+        from audits.ledger import checks  # noqa: F401  (registers the signing-key system check)

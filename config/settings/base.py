@@ -138,7 +138,8 @@ if _db.engine == "sqlite":
                 # timeout makes writers queue instead of failing.
                 "transaction_mode": "IMMEDIATE",
                 "timeout": SQLITE_BUSY_TIMEOUT_S,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                # secure_delete overwrites freed pages: an erased vault key leaves no copy behind.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
             },
             "TEST": {"NAME": str(_sqlite_path.with_name(_sqlite_path.stem + "-test.sqlite3"))},
         }
@@ -251,7 +252,7 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}  # filled in below, once every setting is known
 CELERY_WORKER_QUEUES = env_list("CELERY_WORKER_QUEUES", ["default", "cpu"])
 
 # --- Storage of artifacts, tracking ---------------------------------------------------------
@@ -260,6 +261,9 @@ MLFLOW_TRACKING_URI = env_optional_str("MLFLOW_TRACKING_URI") or f"sqlite:///{VA
 
 # --- Ledger ---------------------------------------------------------------------------------
 LEDGER_SIGNING_KEY_FILE = env_path("LEDGER_SIGNING_KEY_FILE", VAR_DIR / "keys" / "ledger-signing.key")
+# Every signed checkpoint is also appended here, outside the database (put it on other storage).
+LEDGER_CHECKPOINT_LOG = env_path("LEDGER_CHECKPOINT_LOG", VAR_DIR / "ledger-checkpoints.jsonl")
+LEDGER_CHECKPOINT_EVERY_S = env_int("LEDGER_CHECKPOINT_EVERY_S", 60, minimum=1)
 # The log's identity: the first line of every checkpoint and the name of its signing keys.
 LEDGER_ORIGIN = env_str("LEDGER_ORIGIN", "localhost/llmops-governance/ledger")
 
@@ -290,4 +294,10 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": LOG_LEVEL},
     },
+}
+
+CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
+    "task": "ledger.checkpoint",
+    "schedule": float(LEDGER_CHECKPOINT_EVERY_S),
+    "options": {"expires": float(LEDGER_CHECKPOINT_EVERY_S)},
 }

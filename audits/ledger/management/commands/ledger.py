@@ -1,40 +1,134 @@
 """python manage.py ledger <command>: administer the ledger.
 
 - ``keygen [--if-missing]``: create the signing key file (mode 0600) with a new Ed25519 key.
+- ``rotate-key``: add a new key beside the current ones; from now on both sign every checkpoint.
+- ``retire-key KEY_ID``: stop signing with a key; its public key stays published.
+- ``checkpoint [--force]``: sign a checkpoint of the current tree now.
+- ``verify``: re-hash every entry, rebuild every root, check every checkpoint and consistency
+  step; exit 0 when all holds, 1 naming the first entry or checkpoint that fails.
+- ``export DIR``: write a bundle that ``python -m audits.verify DIR`` checks without the service.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from audits.ledger.keys import KeyFileError, SignerKey, load_signer_keys, write_signer_keys
 
 
 class Command(BaseCommand):
-    help = "Administer the ledger: keygen."
+    help = "Administer the ledger: keygen, rotate-key, retire-key, checkpoint, verify, export."
+    # keygen must run before anything else exists, including a valid key for the system check.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="subcommand", required=True)
         keygen = sub.add_parser("keygen", help="create the signing key file with a new Ed25519 key")
         keygen.add_argument("--if-missing", action="store_true", help="do nothing when the key file exists")
+        sub.add_parser("rotate-key", help="add a new signing key; both keys sign during the overlap")
+        retire = sub.add_parser("retire-key", help="stop signing with a key (it stays published)")
+        retire.add_argument("key_id", help="the 8 hex digits of the key id")
+        checkpoint = sub.add_parser("checkpoint", help="sign a checkpoint of the current tree")
+        checkpoint.add_argument("--force", action="store_true", help="sign even if the tree has not grown")
+        sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
+        export = sub.add_parser("export", help="write a bundle for offline verification")
+        export.add_argument("directory", type=Path)
 
     def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
         getattr(self, f"_{subcommand.replace('-', '_')}")(**options)
+
+    def _signers(self) -> list[SignerKey]:
+        try:
+            return load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)
+        except KeyFileError as exc:
+            raise CommandError(str(exc)) from None
 
     def _keygen(self, *, if_missing: bool, **_: Any) -> None:
         path = settings.LEDGER_SIGNING_KEY_FILE
         if path.exists():
             if not if_missing:
                 raise CommandError(f"{path} exists; to add a key alongside, use `ledger rotate-key`")
-            try:
-                keys = load_signer_keys(path)
-            except KeyFileError as exc:
-                raise CommandError(str(exc)) from None
-            self.stdout.write(f"Signing key file present: {path} ({len(keys)} key(s))")
+            self.stdout.write(f"Signing key file present: {path} ({len(self._signers())} key(s))")
             return
         signer = SignerKey.generate(settings.LEDGER_ORIGIN)
         write_signer_keys(path, [signer])
         self.stdout.write(f"Created {path} (mode 600). Verifier key: {signer.verifier().encode()}")
+
+    def _rotate_key(self, **_: Any) -> None:
+        signers = self._signers()
+        new = SignerKey.generate(settings.LEDGER_ORIGIN)
+        write_signer_keys(settings.LEDGER_SIGNING_KEY_FILE, [*signers, new])
+        self.stdout.write(
+            f"Added key {new.key_id.hex()}; {len(signers) + 1} keys now sign every checkpoint. "
+            f"Publish its verifier key: {new.verifier().encode()}\n"
+            "Retire the old key with `ledger retire-key KEY_ID` once verifiers know the new one."
+        )
+
+    def _retire_key(self, *, key_id: str, **_: Any) -> None:
+        from audits.ledger.models import PublishedKey
+
+        signers = self._signers()
+        keep = [s for s in signers if s.key_id.hex() != key_id.lower()]
+        if len(keep) == len(signers):
+            raise CommandError(
+                f"no signing key with id {key_id}; present: {', '.join(s.key_id.hex() for s in signers)}"
+            )
+        if not keep:
+            raise CommandError("refusing to retire the last signing key: rotate first")
+        write_signer_keys(settings.LEDGER_SIGNING_KEY_FILE, keep)
+        PublishedKey.objects.filter(key_id=key_id.lower(), retired_at__isnull=True).update(retired_at=timezone.now())
+        self.stdout.write(f"Retired key {key_id}; it no longer signs and stays published for verification.")
+
+    def _checkpoint(self, *, force: bool, **_: Any) -> None:
+        from audits.ledger.services import LedgerError, LedgerIntegrityError, checkpoint_create
+
+        try:
+            checkpoint = checkpoint_create(force=force)
+        except (LedgerError, LedgerIntegrityError) as exc:
+            raise CommandError(str(exc)) from None
+        if checkpoint is None:
+            self.stdout.write("The tree has not grown since the last checkpoint; nothing signed.")
+        else:
+            self.stdout.write(checkpoint.note)
+
+    def _verify(self, **_: Any) -> None:
+        from tqdm import tqdm
+
+        from audits.ledger.replay import VerificationFailed
+        from audits.ledger.selectors import tree_size
+        from audits.ledger.verification import ledger_verify
+
+        total = tree_size()
+        with tqdm(total=total, unit="entry", file=sys.stderr, disable=total < 65536 or None) as bar:
+
+            def progress(done: int) -> None:
+                bar.update(done - bar.n)
+
+            try:
+                result = ledger_verify(progress=progress)
+            except VerificationFailed as failure:
+                bar.close()
+                self.stderr.write(f"FAIL {failure.where}: {failure.why}")
+                sys.exit(1)
+        self.stdout.write(
+            f"OK {result.tree_size} entries re-hashed, {result.checkpoints_checked} checkpoint signatures and "
+            "every consistency step verified."
+        )
+
+    def _export(self, *, directory: Path, **_: Any) -> None:
+        from audits.ledger.export import ExportError, ledger_export
+
+        try:
+            manifest = ledger_export(directory)
+        except ExportError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"Exported {manifest['tree_size']} entries and {manifest['checkpoints']} checkpoints to {directory}. "
+            f"Verify with: python -m audits.verify {directory}"
+        )

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audits.ledger import selectors
+from audits.ledger.models import Entry
+from audits.ledger.services import LedgerError
+from audits.ledger.verification import known_verifiers
+from common.errors import DomainError, NotFound
+
+MAX_PAGE = 1000
+_b64 = serializers.ListField(child=serializers.CharField())
+
+
+class CanReadEntries(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("ledger.view_entry"))
+
+
+def _int_param(request: Request, name: str, *, default: int | None = None, minimum: int = 0) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise DomainError("invalid_input", f"{name} is required", fields={name: ["required"]})
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise DomainError("invalid_input", f"{name} must be an integer ≥ {minimum}", fields={name: [f"got {raw!r}"]})
+    return int(raw)
+
+
+def _signed_size() -> int:
+    latest = selectors.latest_checkpoint()
+    return latest.tree_size if latest else 0
+
+
+def _check_signed(size: int, name: str) -> None:
+    signed = _signed_size()
+    if size > signed:
+        raise LedgerError(
+            "beyond_checkpoint",
+            f"{name}={size} is beyond the latest checkpoint (size {signed})",
+            fields={name: ["too large"]},
+        )
+
+
+def _b64e(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+class CheckpointView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_checkpoint",
+        responses={(200, "text/plain"): OpenApiTypes.STR, 404: OpenApiResponse(description="no checkpoint yet")},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        """The latest signed checkpoint, as a C2SP signed note."""
+        latest = selectors.latest_checkpoint()
+        if latest is None:
+            raise NotFound("no_checkpoint", "no checkpoint has been signed yet")
+        return HttpResponse(latest.note, content_type="text/plain; charset=utf-8")
+
+
+class KeysView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="ledger_keys", responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request: Request) -> HttpResponse:
+        """Every verifier key of the log (current and retired), one per line, C2SP signed-note form."""
+        body = "".join(key.encode() + "\n" for key in known_verifiers())
+        return HttpResponse(body, content_type="text/plain; charset=utf-8")
+
+
+class InclusionProofSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    leaf_hash = serializers.CharField()
+    root = serializers.CharField()
+    proof = _b64
+
+
+class InclusionProofView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_inclusion_proof",
+        parameters=[OpenApiParameter("index", int, required=True), OpenApiParameter("tree_size", int)],
+        responses=InclusionProofSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        """RFC 9162 inclusion proof of entry ``index`` in the tree of ``tree_size`` (default: the
+        latest checkpoint's), hashes in base64. Sizes beyond the latest checkpoint are refused."""
+        size = _int_param(request, "tree_size", default=_signed_size(), minimum=1)
+        index = _int_param(request, "index")
+        _check_signed(size, "tree_size")
+        if index >= size:
+            raise LedgerError(
+                "index_out_of_range", f"index {index} is not in a tree of size {size}", fields={"index": ["too large"]}
+            )
+        proof = selectors.inclusion_proof(index, size)
+        leaf = bytes(Entry.objects.values_list("leaf_hash", flat=True).get(index=index))
+        data = {
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": _b64e(leaf),
+            "root": _b64e(selectors.root_at(size)),
+            "proof": [_b64e(p) for p in proof],
+        }
+        return Response(data)
+
+
+class ConsistencyProofSerializer(serializers.Serializer):
+    first = serializers.IntegerField()
+    second = serializers.IntegerField()
+    first_root = serializers.CharField()
+    second_root = serializers.CharField()
+    proof = _b64
+
+
+class ConsistencyProofView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_consistency_proof",
+        parameters=[OpenApiParameter("first", int, required=True), OpenApiParameter("second", int)],
+        responses=ConsistencyProofSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        """RFC 9162 consistency proof from tree size ``first`` to ``second`` (default: the latest
+        checkpoint's). Requires 1 ≤ first ≤ second ≤ the latest checkpoint's size."""
+        second = _int_param(request, "second", default=_signed_size(), minimum=1)
+        first = _int_param(request, "first", minimum=1)
+        if first > second:
+            raise LedgerError(
+                "invalid_range",
+                f"first={first} is larger than second={second}",
+                fields={"first": ["larger than second"]},
+            )
+        _check_signed(second, "second")
+        proof = selectors.consistency_proof(first, second)
+        data = {
+            "first": first, "second": second, "first_root": _b64e(selectors.root_at(first)),
+            "second_root": _b64e(selectors.root_at(second)), "proof": [_b64e(p) for p in proof],
+        }  # fmt: skip
+        return Response(data)
+
+
+class EntrySerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    leaf_hash = serializers.CharField()
+    body_b64 = serializers.CharField()
+    entry = serializers.JSONField()
+
+
+class EntryPageSerializer(serializers.Serializer):
+    start = serializers.IntegerField()
+    end = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    entries = EntrySerializer(many=True)
+
+
+class EntryListView(APIView):
+    permission_classes = [CanReadEntries]
+
+    @extend_schema(
+        operation_id="ledger_entries",
+        parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int)],
+        responses=EntryPageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        """Entries with ``start ≤ index < end`` (at most 1000; default the first 100 from ``start``).
+        Sealed personal data is shown as sealed."""
+        start = _int_param(request, "start", default=0)
+        end = _int_param(request, "end", default=start + 100)
+        if end < start or end - start > MAX_PAGE:
+            raise DomainError(
+                "invalid_input", f"end must be within [start, start + {MAX_PAGE}]", fields={"end": [f"got {end}"]}
+            )
+        size = selectors.tree_size()
+        entries = [selectors.entry_decoded(e) for e in selectors.entries_in_range(start, min(end, size))]
+        return Response({"start": start, "end": min(end, size), "tree_size": size, "entries": entries})
+
+
+class EntryDetailView(APIView):
+    permission_classes = [CanReadEntries]
+
+    @extend_schema(operation_id="ledger_entry", responses=EntrySerializer)
+    def get(self, request: Request, index: int) -> Response:
+        entry = Entry.objects.filter(index=index).first()
+        if entry is None:
+            raise NotFound("not_found", f"no entry with index {index}")
+        return Response(selectors.entry_decoded(entry))

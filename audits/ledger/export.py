@@ -1,0 +1,57 @@
+"""Export a ledger bundle that ``python -m audits.verify`` checks without the service.
+
+Layout of the bundle directory:
+
+- ``entries.jsonl``: one line per entry: ``index``, ``body_b64`` (the exact hashed bytes),
+  ``leaf_hash_b64`` (the leaf hash the server stored: it lets the verifier name a changed entry)
+  and ``entry`` (the same bytes decoded, for reading; sealed personal data stays sealed);
+- ``checkpoints/``: one signed note per file, ``<tree size>-<id>.note``;
+- ``keys.txt``: the verifier keys (C2SP signed-note form), one per line;
+- ``bundle.json``: origin, tree size and export time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from audits.ledger.models import Checkpoint
+from audits.ledger.verification import known_verifiers, stream_entries
+
+
+class ExportError(Exception):
+    pass
+
+
+def ledger_export(directory: Path) -> dict[str, object]:
+    if directory.exists() and any(directory.iterdir()):
+        raise ExportError(f"{directory} is not empty; export into a new or empty directory")
+    (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+    size = 0
+    with (directory / "entries.jsonl").open("w", encoding="utf-8") as out:
+        for index, body, leaf in stream_entries():
+            record = {
+                "index": index,
+                "body_b64": base64.b64encode(body).decode(),
+                "leaf_hash_b64": base64.b64encode(leaf or b"").decode(),
+                "entry": json.loads(body),
+            }
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            size += 1
+    count = 0
+    for row in Checkpoint.objects.order_by("tree_size", "id"):
+        (directory / "checkpoints" / f"{row.tree_size:012d}-{row.pk}.note").write_text(row.note, encoding="utf-8")
+        count += 1
+    (directory / "keys.txt").write_text("".join(k.encode() + "\n" for k in known_verifiers()), encoding="utf-8")
+    manifest = {
+        "origin": settings.LEDGER_ORIGIN,
+        "tree_size": size,
+        "checkpoints": count,
+        "exported_at": timezone.now().isoformat(),
+    }
+    (directory / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

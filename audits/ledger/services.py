@@ -1,0 +1,334 @@
+"""Writes of the ledger: append entries, sign checkpoints, seal and erase personal data.
+
+``ledger_append`` is called by every governed service inside its own transaction: the entry
+commits with the change it describes, or neither does. Appends are serialised on the head row and
+update the stored subtree hashes incrementally; nothing here ever recomputes the tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audits.ledger import merkle, notes
+from audits.ledger.keys import KeyFileError, load_signer_keys
+from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
+from common.errors import Conflict, DomainError
+from common.request_context import get_request_id
+
+ENTRY_VERSION = 1
+MAX_PAYLOAD_BYTES = 60 * 1024
+NODE_LEVEL_SHIFT = 48
+_ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_SUBJECT_REF = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+SEALED_MARK = "$sealed"
+ERASED = "[erased]"
+
+
+class LedgerError(DomainError):
+    """A ledger request the service refuses; nothing was written."""
+
+
+class LedgerIntegrityError(Exception):
+    """The stored ledger contradicts itself or an earlier checkpoint. Never signed over."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    type: str
+    id: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted, frozen at the time: the id and the display name as they were."""
+
+    id: str
+    name: str
+
+    @classmethod
+    def of(cls, user: Any) -> Actor:
+        if isinstance(user, Actor):
+            return user
+        if user is None or not getattr(user, "is_authenticated", False):
+            raise LedgerError("invalid_actor", "a ledger entry needs an authenticated actor")
+        return cls(id=str(user.pk), name=user.get_username())
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    actor: Actor
+    action: str
+    subject: Subject | None = None
+    payload: Any = None
+    policy_hash: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Appended:
+    index: int
+    leaf_hash: bytes
+    body: bytes
+
+
+def node_key(level: int, position: int) -> int:
+    return (level << NODE_LEVEL_SHIFT) | position
+
+
+def _validate(request: AppendRequest) -> None:
+    """Refuse bad input before any row is touched, so the caller's transaction stays usable."""
+    if not _ACTION.match(request.action):
+        raise LedgerError("invalid_action", f"action {request.action!r} is not a dotted lower-case name")
+    try:
+        payload = rfc8785.dumps(request.payload)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise LedgerError("payload_not_json", f"the payload is not JSON-serialisable: {exc}") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise LedgerError("payload_too_large", f"the payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+
+
+def _canonical_body(index: int, created_at: datetime, request: AppendRequest) -> bytes:
+    subject = request.subject
+    document = {
+        "v": ENTRY_VERSION,
+        "index": index,
+        "time": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": {"id": request.actor.id, "name": request.actor.name},
+        "action": request.action,
+        "subject": None if subject is None else {"type": subject.type, "id": subject.id, "digest": subject.digest},
+        "request_id": request.request_id,
+        "policy_hash": request.policy_hash,
+        "payload": request.payload,
+    }
+    return rfc8785.dumps(document)
+
+
+def _lock_head(cursor: Any) -> merkle.CompactRange:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(f"SELECT size, frontier FROM ledger_ledgerhead WHERE id = 1{lock}")  # noqa: S608
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute("SELECT COUNT(*) FROM ledger_entry")
+        if cursor.fetchone()[0]:
+            raise LedgerIntegrityError("the ledger head row is missing while entries exist")
+        cursor.execute("INSERT INTO ledger_ledgerhead (id, size, frontier) VALUES (1, 0, %s)", [b""])
+        return merkle.CompactRange()
+    return merkle.CompactRange.decode(int(row[0]), bytes(row[1]))
+
+
+def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
+    """Append entries in order, inside the caller's transaction (or one of its own)."""
+    if not requests:
+        return []
+    for request in requests:
+        _validate(request)
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        tree = _lock_head(cursor)
+        appended: list[Appended] = []
+        entry_rows, node_rows = [], []
+        for request in requests:
+            index = tree.size
+            body = _canonical_body(index, now, request)
+            leaf = merkle.leaf_hash(body)
+            node_rows.extend((node_key(level, pos), digest) for (level, pos), digest in tree.append(leaf))
+            subject = request.subject
+            entry_rows.append(
+                (
+                    index, body, leaf, adapt(now), request.action, request.actor.id[:64], request.actor.name[:150],
+                    subject.type[:64] if subject else "", subject.id[:128] if subject else "",
+                    (request.request_id or "")[:128],
+                )
+            )  # fmt: skip
+            appended.append(Appended(index=index, leaf_hash=leaf, body=body))
+        cursor.executemany(
+            'INSERT INTO ledger_entry ("index", body, leaf_hash, created_at, action, actor_id, actor_name, '
+            "subject_type, subject_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            entry_rows,
+        )
+        if node_rows:
+            cursor.executemany('INSERT INTO ledger_node ("key", hash) VALUES (%s, %s)', node_rows)
+        cursor.execute("UPDATE ledger_ledgerhead SET size = %s, frontier = %s WHERE id = 1", [tree.size, tree.encode()])
+    return appended
+
+
+def ledger_append(
+    *,
+    actor: Any,
+    action: str,
+    subject: Subject | None = None,
+    payload: Any = None,
+    policy_hash: str | None = None,
+    request_id: str | None = None,
+) -> Appended:
+    """Append one entry. Call it inside the transaction of the change it records.
+
+    ``payload`` must be JSON (no floats outside IEEE doubles' exact range, no bytes) and hold no
+    personal data in clear: seal such values with ``vault_seal`` first. The request id defaults
+    to the current request's or task's.
+    """
+    request = AppendRequest(
+        actor=Actor.of(actor),
+        action=action,
+        subject=subject,
+        payload=payload,
+        policy_hash=policy_hash,
+        request_id=request_id if request_id is not None else get_request_id(),
+    )
+    return ledger_append_many([request])[0]
+
+
+# --- Checkpoints ---------------------------------------------------------------------------------
+
+
+def _append_to_checkpoint_log(path: Path, tree_size: int, note: str, created_at: datetime) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"tree_size": tree_size, "created_at": created_at.isoformat(), "note": note}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_create(*, force: bool = False) -> Checkpoint | None:
+    """Sign a checkpoint of the current tree when it has grown since the last one (or ``force``).
+
+    Before signing, proves the current tree consistent with the last checkpoint from the stored
+    subtree hashes; if it is not, raises ``LedgerIntegrityError`` and signs nothing. The note is
+    appended (and fsynced) to ``LEDGER_CHECKPOINT_LOG`` outside the database before the row
+    commits, so that file always holds every checkpoint.
+    """
+    from audits.ledger.selectors import consistency_proof, head_tree
+
+    try:
+        signers = load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)
+    except KeyFileError as exc:
+        raise LedgerError("signing_key_unavailable", str(exc)) from None
+    with transaction.atomic():
+        tree = head_tree(lock=True)
+        last = Checkpoint.objects.order_by("-tree_size", "-id").first()
+        if not force and (tree.size == 0 or (last is not None and last.tree_size == tree.size)):
+            return None
+        root = tree.root()
+        if last is not None:
+            if tree.size < last.tree_size:
+                raise LedgerIntegrityError(f"the tree has {tree.size} entries, fewer than checkpoint {last.tree_size}")
+            try:
+                proof = consistency_proof(last.tree_size, tree.size) if last.tree_size else []
+                if last.tree_size:
+                    merkle.verify_consistency(last.tree_size, tree.size, bytes(last.root), root, proof)
+            except merkle.ProofError as exc:
+                raise LedgerIntegrityError(
+                    f"refusing to sign: size {tree.size} is not consistent with checkpoint {last.tree_size} ({exc})"
+                ) from None
+        note = notes.sign(notes.Checkpoint(origin=settings.LEDGER_ORIGIN, size=tree.size, root=root), signers)
+        now = timezone.now()
+        for signer in signers:
+            PublishedKey.objects.get_or_create(
+                verifier=signer.verifier().encode(),
+                defaults={"name": signer.name, "key_id": signer.key_id.hex(), "first_used_at": now},
+            )
+        checkpoint = Checkpoint.objects.create(tree_size=tree.size, root=root, note=note, created_at=now)
+        _append_to_checkpoint_log(settings.LEDGER_CHECKPOINT_LOG, tree.size, note, now)
+    return checkpoint
+
+
+# --- The vault: personal data sealed per data subject ---------------------------------------------
+
+
+def _check_ref(subject_ref: str) -> None:
+    if not _SUBJECT_REF.match(subject_ref):
+        raise LedgerError("invalid_subject_ref", "a data-subject reference is 8-64 of [A-Za-z0-9_.:-]")
+
+
+def vault_seal(*, subject_ref: str, value: Any) -> dict[str, str]:
+    """Encrypt ``value`` under the data subject's key (made on first use); returns the sealed form
+    to put in a ledger payload. Refuses a subject whose data was erased."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    _check_ref(subject_ref)
+    try:
+        plaintext = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise LedgerError("payload_not_json", f"the sealed value is not JSON-serialisable: {exc}") from None
+    with transaction.atomic(savepoint=False):
+        row, _ = DataSubjectKey.objects.get_or_create(
+            ref=subject_ref, defaults={"key": AESGCM.generate_key(bit_length=256), "created_at": timezone.now()}
+        )
+        if row.key is None:
+            raise Conflict("subject_erased", f"the data of subject {subject_ref} was erased; nothing new is sealed")
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(bytes(row.key)).encrypt(nonce, plaintext, subject_ref.encode())
+    return {
+        SEALED_MARK: "aes-256-gcm",
+        "subject": subject_ref,
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and SEALED_MARK in value
+
+
+def vault_open(sealed: dict[str, str]) -> Any:
+    """The clear value of a sealed field, or ``ERASED`` once its subject's key is destroyed."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    row = DataSubjectKey.objects.filter(ref=sealed["subject"]).first()
+    if row is None or row.key is None:
+        return ERASED
+    plaintext = AESGCM(bytes(row.key)).decrypt(
+        base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]), sealed["subject"].encode()
+    )
+    return json.loads(plaintext)
+
+
+def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended:
+    """Crypto-shred a data subject (GDPR Art. 17): destroy the key, record the erasure.
+
+    Every entry that holds the subject's sealed data keeps its bytes, so every hash, proof and
+    checkpoint still verifies; the sealed values can no longer be read by any path. On SQLite
+    the key's old page is overwritten (``secure_delete``) and the WAL is checkpointed after commit.
+    """
+    _check_ref(subject_ref)
+    if not reason.strip():
+        raise LedgerError("invalid_input", "an erasure needs a reason", fields={"reason": ["may not be blank"]})
+    with transaction.atomic():
+        row = DataSubjectKey.objects.select_for_update().filter(ref=subject_ref).first()
+        if row is None:
+            raise LedgerError("unknown_subject", f"the vault holds no key for subject {subject_ref}", status_code=404)
+        if row.key is None:
+            raise Conflict("already_erased", f"subject {subject_ref} was already erased on {row.erased_at:%Y-%m-%d}")
+        DataSubjectKey.objects.filter(pk=row.pk).update(key=None, erased_at=timezone.now())
+        appended = ledger_append(
+            actor=actor,
+            action="ledger.data_subject.erased",
+            subject=Subject(type="data_subject", id=subject_ref),
+            payload={"reason": reason},
+        )
+        if connection.vendor == "sqlite":
+            transaction.on_commit(_sqlite_purge_wal)
+    return appended
+
+
+def _sqlite_purge_wal() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,72 @@
+"""Database triggers that refuse UPDATE, DELETE and TRUNCATE on the append-only ledger tables.
+
+Installed by a migration, for SQLite and PostgreSQL. They stop mistakes and anyone writing
+through the application's connection; an operator who drops them can still rewrite the tables,
+which the signed checkpoints kept outside the database then expose (``ledger verify``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+APPEND_ONLY_TABLES = ("ledger_entry", "ledger_node", "ledger_checkpoint")
+
+
+def _sqlite_install(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: UPDATE refused'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: DELETE refused'); END",
+    ]
+
+
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
+END
+$$
+"""
+
+
+def _pg_install(table: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}",
+        f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()",
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()",
+    ]
+
+
+def install_statements(vendor: str) -> list[str]:
+    if vendor == "sqlite":
+        return [sql for table in APPEND_ONLY_TABLES for sql in _sqlite_install(table)]
+    if vendor == "postgresql":
+        return [_PG_FUNCTION] + [sql for table in APPEND_ONLY_TABLES for sql in _pg_install(table)]
+    raise NotImplementedError(f"no append-only triggers for database vendor {vendor!r}")
+
+
+def drop_statements(vendor: str) -> list[str]:
+    if vendor == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {t}_{op}" for t in APPEND_ONLY_TABLES for op in ("no_update", "no_delete")]
+    if vendor == "postgresql":
+        return [
+            f"DROP TRIGGER IF EXISTS {t}_{op} ON {t}" for t in APPEND_ONLY_TABLES for op in ("no_change", "no_truncate")
+        ]
+    raise NotImplementedError(f"no append-only triggers for database vendor {vendor!r}")
+
+
+def install(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        for sql in install_statements(connection.vendor):
+            cursor.execute(sql)
+
+
+def drop_rollback_unsafe(connection: Any) -> None:
+    """Remove the triggers. For tests that play an attacker, and nothing else."""
+    with connection.cursor() as cursor:
+        for sql in drop_statements(connection.vendor):
+            cursor.execute(sql)
