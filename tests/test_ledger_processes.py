@@ -43,7 +43,7 @@ def test_sixteen_processes_append_gapless_without_loss_or_lock_errors(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for w in range(WORKERS)
     ]
     reports = []
