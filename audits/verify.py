@@ -63,7 +63,7 @@ def verify_bundle(directory: Path, pinned: list[VerifierKey], origin: str | None
     if not notes:
         raise VerificationFailed("checkpoints/", "the bundle holds no signed checkpoint")
     signed = check_notes(notes, keys, origin)
-    result = replay(_entries(directory / "entries.jsonl"), signed)
+    result = replay(lambda: _entries(directory / "entries.jsonl"), signed)
     return {
         "tree_size": result.tree_size,
         "checkpoints": result.checkpoints_checked,

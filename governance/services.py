@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from audits.ledger.services import Subject, ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import ApiToken, Project, ServiceAccount
 from governance.permissions import is_platform_admin
@@ -35,6 +36,9 @@ def project_create(*, actor: AbstractBaseUser, slug: str, name: str, description
         project = Project(slug=slug, name=name, description=description)
         project.full_clean()
         project.save()
+        ledger_append(
+            actor=actor, action="project.created", subject=Subject("project", project.slug), payload={"name": name}
+        )
     return project
 
 
@@ -50,12 +54,24 @@ def project_role_grant(*, actor: AbstractBaseUser, project: Project, user: Abstr
         if role in STAFF_ROLES and not user.is_staff and not hasattr(user, "service_account"):
             user.is_staff = True  # type: ignore[attr-defined]
             user.save(update_fields=["is_staff"])
+        ledger_append(
+            actor=actor,
+            action="project.role_granted",
+            subject=Subject("project", project.slug),
+            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value},
+        )
 
 
 def project_role_revoke(*, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role) -> None:
     _require_platform_admin(actor, "revoke roles")
     with transaction.atomic():
         remove_perm(role.perm, user, project)
+        ledger_append(
+            actor=actor,
+            action="project.role_revoked",
+            subject=Subject("project", project.slug),
+            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value},
+        )
 
 
 def service_account_create(
@@ -70,7 +86,14 @@ def service_account_create(
         user.set_unusable_password()
         user.full_clean()
         user.save()
-        return ServiceAccount.objects.create(user=user, description=description, owner=owner)
+        account = ServiceAccount.objects.create(user=user, description=description, owner=owner)
+        ledger_append(
+            actor=actor,
+            action="service_account.created",
+            subject=Subject("user", str(user.pk)),
+            payload={"username": username, "owner": owner.get_username() if owner else None},
+        )
+        return account
 
 
 def _token_digest(token: str) -> str:
@@ -92,18 +115,33 @@ def api_token_create(
         )
     prefix = secrets.token_hex(6)
     token = f"{settings.API_TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiToken.objects.create(
-        user=user, name=name.strip(), prefix=prefix, digest=_token_digest(token), expires_at=expires_at
-    )
+    with transaction.atomic():
+        row = ApiToken.objects.create(
+            user=user, name=name.strip(), prefix=prefix, digest=_token_digest(token), expires_at=expires_at
+        )
+        ledger_append(
+            actor=actor,
+            action="api_token.created",
+            subject=Subject("api_token", prefix),
+            payload={
+                "user": user.get_username(),
+                "name": row.name,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
     return row, token
 
 
 def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> ApiToken:
     if actor.pk != token.user_id and not is_platform_admin(actor):
         raise PermissionDenied("permission_denied", "only the token's owner or a platform admin may revoke it")
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+    with transaction.atomic():
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            ledger_append(
+                actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix), payload={}
+            )
     return token
 
 

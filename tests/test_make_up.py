@@ -35,7 +35,12 @@ def _get(url: str) -> tuple[int, bytes]:
 
 def test_make_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     port = _free_port()
-    env = subprocess_env(GOV_VAR_DIR=str(tmp_path), GOV_PORT=str(port), DJANGO_SETTINGS_MODULE="config.settings")
+    env = subprocess_env(
+        GOV_VAR_DIR=str(tmp_path),
+        GOV_PORT=str(port),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        LEDGER_CHECKPOINT_EVERY_S="2",
+    )
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
@@ -80,6 +85,14 @@ def test_make_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert sent.returncode == 0, sent.stderr
         assert json.loads(sent.stdout.strip().splitlines()[-1])["token"] == "up"
+
+        # Beat schedules the checkpoint task, the worker signs: the demo seeding's entries get signed.
+        deadline = time.monotonic() + 60
+        while (status := _get(f"{base}/api/v1/ledger/checkpoint")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert status == 200, f"no checkpoint was signed by beat and the worker:\n{log.read_text()[-4000:]}"
+        note = _get(f"{base}/api/v1/ledger/checkpoint")[1].decode()
+        assert note.startswith("localhost/llmops-governance/ledger\n") and "\n\n\u2014 " in note
 
         children = psutil.Process(up.pid).children(recursive=True)
         commands = [" ".join(child.cmdline()) for child in children]

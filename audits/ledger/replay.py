@@ -7,6 +7,7 @@ found stops the replay with a ``VerificationFailed`` that names the entry or che
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,49 +70,84 @@ def check_notes(
 
 
 def replay(
-    entries: Iterable[tuple[int, bytes, bytes | None]],
+    entries: Callable[[], Iterable[tuple[int, bytes, bytes | None]]],
     checkpoints: Sequence[SignedCheckpoint],
     *,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """``entries`` yields ``(index, body, stored leaf hash or None)`` in index order."""
-    tree = merkle.CompactRange()
-    pending = list(checkpoints)
+    """Replay the log that ``entries()`` yields as ``(index, body, stored leaf hash or None)``.
+
+    Entries covered by a signed checkpoint are checked by the signed root alone (the fast pass);
+    only if a root does not match is the log read again, entry by entry, to name the first entry
+    that differs from what was stored. Entries after the last checkpoint, which no signature
+    covers yet, get the entry-by-entry checks at once.
+    """
+    ordered = sorted(checkpoints, key=lambda c: c.checkpoint.size)
+    signed_up_to = ordered[-1].checkpoint.size if ordered else 0
+    try:
+        return _replay(entries(), ordered, thorough_from=signed_up_to, progress=progress)
+    except VerificationFailed as failure:
+        if not failure.where.startswith("entry"):
+            _replay(entries(), ordered, thorough_from=0, progress=None)  # names the entry, if one is at fault
+        raise
+
+
+def _replay(
+    entries: Iterable[tuple[int, bytes, bytes | None]],
+    pending: Sequence[SignedCheckpoint],
+    *,
+    thorough_from: int,
+    progress: Callable[[int], None] | None,
+) -> ReplayResult:
+    # Written out by hand, no helper call per entry: this loop runs once per entry of the log.
+    sha256 = hashlib.sha256
+    index_key = _INDEX_KEY
+    stack: list[bytes] = []  # the right edge: perfect subtree hashes, levels decreasing
+    size = 0
     position = 0
 
-    def settle() -> None:
+    def settle() -> int:
         nonlocal position
-        while position < len(pending) and pending[position].checkpoint.size == tree.size:
+        while position < len(pending) and pending[position].checkpoint.size == size:
             signed = pending[position]
-            if tree.root() != signed.checkpoint.root:
+            if merkle.CompactRange(size, stack).root() != signed.checkpoint.root:
                 raise VerificationFailed(
-                    signed.label, f"the signed root does not match the root of entries 0..{tree.size - 1}"
+                    signed.label, f"the signed root does not match the root of entries 0..{size - 1}"
                 )
             position += 1
+        return pending[position].checkpoint.size if position < len(pending) else -1
 
-    settle()
+    next_size = settle()
     for index, body, stored_leaf in entries:
-        expected = tree.size
-        if index != expected:
-            if index > expected:
-                raise VerificationFailed(f"entry {expected}", f"missing (the next stored entry is {index})")
+        if index != size:
+            if index > size:
+                raise VerificationFailed(f"entry {size}", f"missing (the next stored entry is {index})")
             raise VerificationFailed(f"entry {index}", "stored twice or out of order")
-        if body_index(body) != index:
-            raise VerificationFailed(
-                f"entry {index}", f"its bytes say index {body_index(body)}: entries were reordered or replaced"
-            )
-        leaf = merkle.leaf_hash(body)
-        if stored_leaf is not None and leaf != stored_leaf:
-            raise VerificationFailed(f"entry {index}", "its bytes do not hash to its stored leaf hash: it was changed")
-        tree.append(leaf)
-        settle()
-        if progress is not None and tree.size % 65536 == 0:
-            progress(tree.size)
+        leaf = sha256(b"\x00" + body).digest()
+        if size >= thorough_from:
+            at = body.find(index_key)
+            if at < 0 or not body.startswith(b"%d," % index, at + 9):
+                raise VerificationFailed(
+                    f"entry {index}", f"its bytes say index {body_index(body)}: entries were reordered or replaced"
+                )
+            if stored_leaf is not None and leaf != stored_leaf:
+                raise VerificationFailed(
+                    f"entry {index}", "its bytes do not hash to its stored leaf hash: it was changed"
+                )
+        node, bits = leaf, size
+        while bits & 1:
+            node = sha256(b"\x01" + stack.pop() + node).digest()
+            bits >>= 1
+        stack.append(node)
+        size += 1
+        if size == next_size:
+            next_size = settle()
+        if progress is not None and not size & 0xFFFF:
+            progress(size)
     if position < len(pending):
-        signed = pending[position]
         raise VerificationFailed(
-            signed.label, f"the log holds only {tree.size} entries: entries were removed from its end"
+            pending[position].label, f"the log holds only {size} entries: entries were removed from its end"
         )
     if progress is not None:
-        progress(tree.size)
-    return ReplayResult(tree_size=tree.size, root=tree.root(), checkpoints_checked=len(checkpoints))
+        progress(size)
+    return ReplayResult(tree_size=size, root=merkle.CompactRange(size, stack).root(), checkpoints_checked=len(pending))

@@ -119,6 +119,11 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 SQLITE_BUSY_TIMEOUT_S = env_int("SQLITE_BUSY_TIMEOUT", 20, minimum=1)
+# FULL: every commit is fsynced (durable across power loss). NORMAL: WAL commits survive a crash
+# of the process but the last ones may be lost on power loss; faster. See README, "Ledger figures".
+SQLITE_SYNCHRONOUS = env_str("SQLITE_SYNCHRONOUS", "FULL").upper()
+if SQLITE_SYNCHRONOUS not in {"FULL", "NORMAL"}:
+    raise SettingError("SQLITE_SYNCHRONOUS", f"expected FULL or NORMAL, got {SQLITE_SYNCHRONOUS!r}")
 _database_url = env_secret("DATABASE_URL")
 if _database_url is None:
     _database_url = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
@@ -139,7 +144,9 @@ if _db.engine == "sqlite":
                 "transaction_mode": "IMMEDIATE",
                 "timeout": SQLITE_BUSY_TIMEOUT_S,
                 # secure_delete overwrites freed pages: an erased vault key leaves no copy behind.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+                "init_command": (
+                    f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS}; PRAGMA secure_delete=ON;"
+                ),
             },
             "TEST": {"NAME": str(_sqlite_path.with_name(_sqlite_path.stem + "-test.sqlite3"))},
         }

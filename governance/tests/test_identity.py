@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from governance.services import (
     api_token_revoke,
     project_create,
     project_role_grant,
+    project_role_revoke,
     service_account_create,
 )
 
@@ -145,3 +147,37 @@ def test_me_query_count_stays_flat_as_projects_grow(client: Client, system: obje
         return len(ctx.captured_queries)
 
     assert queries_with(2) == queries_with(10)
+
+
+def test_every_identity_change_is_in_the_ledger(system: object) -> None:
+    from audits.ledger.models import Entry
+
+    start = Entry.objects.count()
+    project = project_create(actor=system, slug="alpha", name="Alpha")
+    person = _person("led")
+    project_role_grant(actor=system, project=project, user=person, role=Role.DATA_STEWARD)
+    project_role_revoke(actor=system, project=project, user=person, role=Role.DATA_STEWARD)
+    bot = service_account_create(actor=system, username="ci-bot").user
+    row, token = api_token_create(actor=system, user=bot, name="ci")
+    api_token_revoke(actor=system, token=row)
+    api_token_revoke(actor=system, token=row)  # already revoked: no second entry
+    entries = [json.loads(bytes(b)) for b in Entry.objects.filter(index__gte=start).values_list("body", flat=True)]
+    assert [(e["action"], e["subject"]["type"], e["actor"]["name"]) for e in entries] == [
+        ("project.created", "project", "system"),
+        ("project.role_granted", "project", "system"),
+        ("project.role_revoked", "project", "system"),
+        ("service_account.created", "user", "system"),
+        ("api_token.created", "api_token", "system"),
+        ("api_token.revoked", "api_token", "system"),
+    ]
+    assert entries[1]["payload"] == {"user": "led", "user_id": str(person.pk), "role": "data_steward"}
+    assert all(token not in json.dumps(e) for e in entries)  # the token never reaches the ledger
+
+
+def test_a_refused_change_writes_no_entry(system: object) -> None:
+    from audits.ledger.models import Entry
+
+    start = Entry.objects.count()
+    with pytest.raises(PermissionDenied):
+        project_create(actor=_person("nobody"), slug="x", name="X")
+    assert Entry.objects.count() == start

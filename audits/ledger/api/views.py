@@ -108,13 +108,12 @@ class InclusionProofView(APIView):
             raise LedgerError(
                 "index_out_of_range", f"index {index} is not in a tree of size {size}", fields={"index": ["too large"]}
             )
-        proof = selectors.inclusion_proof(index, size)
-        leaf = bytes(Entry.objects.values_list("leaf_hash", flat=True).get(index=index))
+        leaf, proof, root = selectors.inclusion_proof_with_root(index, size)
         data = {
             "index": index,
             "tree_size": size,
             "leaf_hash": _b64e(leaf),
-            "root": _b64e(selectors.root_at(size)),
+            "root": _b64e(root),
             "proof": [_b64e(p) for p in proof],
         }
         return Response(data)
@@ -148,10 +147,10 @@ class ConsistencyProofView(APIView):
                 fields={"first": ["larger than second"]},
             )
         _check_signed(second, "second")
-        proof = selectors.consistency_proof(first, second)
+        proof, first_root, second_root = selectors.consistency_proof_with_roots(first, second)
         data = {
-            "first": first, "second": second, "first_root": _b64e(selectors.root_at(first)),
-            "second_root": _b64e(selectors.root_at(second)), "proof": [_b64e(p) for p in proof],
+            "first": first, "second": second, "first_root": _b64e(first_root),
+            "second_root": _b64e(second_root), "proof": [_b64e(p) for p in proof],
         }  # fmt: skip
         return Response(data)
 

@@ -5,15 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
+import rfc8785
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audits.ledger import merkle
 from audits.ledger.models import AppendOnlyError, Checkpoint, Entry, Node
 from audits.ledger.selectors import consistency_proof, head_tree, inclusion_proof, root_at
-from audits.ledger.services import LedgerError, Subject, checkpoint_create, ledger_append
+from audits.ledger.services import (
+    Actor,
+    AppendRequest,
+    LedgerError,
+    Subject,
+    canonical_body,
+    checkpoint_create,
+    entry_document,
+    ledger_append,
+)
 from common.request_context import reset_request_id, set_request_id
 
 pytestmark = pytest.mark.django_db
@@ -154,3 +167,30 @@ def test_database_triggers_refuse_truncate(append: Callable[..., object]) -> Non
     append(2)
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
         c.execute("TRUNCATE ledger_entry")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=json_values, name=st.text(min_size=1, max_size=20), request_id=st.none() | st.text(max_size=20))
+def test_assembled_body_is_exactly_the_rfc8785_form(payload: object, name: str, request_id: str | None) -> None:
+    request = AppendRequest(
+        actor=Actor(id="7", name=name),
+        action="test.event",
+        subject=Subject(type="thing", id=name, digest=None),
+        payload=payload,
+        policy_hash="sha256:00",
+        request_id=request_id,
+    )
+    when = datetime(2026, 11, 27, 23, 59, 59, 123456, tzinfo=UTC)
+    expected = rfc8785.dumps(entry_document(41, when, request))
+    assert canonical_body(41, when, request, rfc8785.dumps(payload)) == expected
