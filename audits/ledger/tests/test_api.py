@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from audits.ledger import merkle, notes
+from audits.ledger.selectors import tree_size
 from audits.ledger.services import checkpoint_create
 from governance.permissions import SYSTEM_USERNAME
 from governance.roles import Role
@@ -98,7 +99,7 @@ def test_entries_need_the_ledger_read_permission(client: Client, append: Callabl
         page = client.get("/api/v1/ledger/entries/", {"start": 1, "end": 3}, **auth)
         assert page.status_code == 200
         body = page.json()
-        assert [e["index"] for e in body["entries"]] == [1, 2] and body["tree_size"] == 3
+        assert [e["index"] for e in body["entries"]] == [1, 2] and body["tree_size"] == tree_size()
         assert body["entries"][0]["entry"]["payload"] == {"i": 1}
     auditor = readers[Role.AUDITOR]
     detail = client.get("/api/v1/ledger/entries/2", **auditor)
