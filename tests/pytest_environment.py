@@ -13,7 +13,10 @@ import tempfile
 
 _VAR_DIR = tempfile.mkdtemp(prefix="gov-test-var-")
 os.environ["GOV_VAR_DIR"] = _VAR_DIR
-for _name in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "LEDGER_SIGNING_KEY_FILE", "ARTIFACT_ROOT"):
+# Paths a developer may have set for their own service stay out of the suite. DATABASE_URL and
+# CELERY_BROKER_URL are kept: they select the scale mode (pytest-django makes its own test
+# database on the server, never touching the named one).
+for _name in ("LEDGER_SIGNING_KEY_FILE", "LEDGER_CHECKPOINT_LOG", "ARTIFACT_ROOT", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_name, None)
 os.environ.setdefault("LOG_FORMAT", "json")
 

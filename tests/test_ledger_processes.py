@@ -25,7 +25,9 @@ def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture
 def fresh_env(tmp_path: Path) -> dict[str, str]:
-    env = subprocess_env(GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING")
+    env = subprocess_env(
+        embedded=True, GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING"
+    )
     for args in (("ledger", "keygen"), ("migrate", "--noinput")):
         result = _manage(env, *args)
         assert result.returncode == 0, result.stderr

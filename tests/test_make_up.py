@@ -36,6 +36,7 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_make_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     port = _free_port()
     env = subprocess_env(
+        embedded=True,
         GOV_VAR_DIR=str(tmp_path),
         GOV_PORT=str(port),
         DJANGO_SETTINGS_MODULE="config.settings",

@@ -29,7 +29,7 @@ def _run_check(
     return subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
-        env=subprocess_env(GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE=settings_module, **env),
+        env=subprocess_env(embedded=True, GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE=settings_module, **env),
         capture_output=True,
         text=True,
         timeout=60,
