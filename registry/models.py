@@ -1,1 +1,135 @@
-"""Models of the registry app."""
+"""Datasets and their content-addressed versions, PII scans and the data-subject index."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from governance.models import Project
+
+
+class LawfulBasis(models.TextChoices):
+    """GDPR Art. 6(1)."""
+
+    CONSENT = "consent", "(a) consent"
+    CONTRACT = "contract", "(b) performance of a contract"
+    LEGAL_OBLIGATION = "legal_obligation", "(c) legal obligation"
+    VITAL_INTERESTS = "vital_interests", "(d) vital interests"
+    PUBLIC_TASK = "public_task", "(e) public task"
+    LEGITIMATE_INTERESTS = "legitimate_interests", "(f) legitimate interests"
+
+
+class Dataset(models.Model):
+    """A dataset and what a record of processing (GDPR Art. 30) needs to know about it."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="datasets")
+    slug = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    purpose = models.TextField()
+    lawful_basis = models.CharField(max_length=32, choices=LawfulBasis.choices)
+    data_subject_categories = models.JSONField(default=list, blank=True)
+    personal_data_categories = models.JSONField(default=list, blank=True)
+    recipients = models.JSONField(default=list, blank=True)
+    third_country_transfers = models.JSONField(default=list, blank=True)
+    retention_days = models.PositiveIntegerField()
+    source = models.CharField(max_length=500)
+    data_steward = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="registry_dataset_unique_slug")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class PiiVerdict(models.TextChoices):
+    PENDING = "pending"
+    NONE = "none"
+    FOUND = "found"
+    FAILED = "failed"
+
+
+class Review(models.TextChoices):
+    UNREVIEWED = "unreviewed"
+    CONFIRMED = "confirmed", "personal data confirmed; use allowed under the dataset's lawful basis"
+    FALSE_POSITIVE = "false_positive", "no personal data after all"
+    ANONYMISATION_REQUIRED = "anonymisation_required", "use only an anonymised derived version"
+
+
+class DatasetVersion(models.Model):
+    """An immutable version: the bytes are in the artifact store under their SHA-256."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    format = models.CharField(max_length=16)
+    original_name = models.CharField(max_length=255)
+    record_count = models.PositiveIntegerField()
+    duplicate_count = models.PositiveIntegerField()
+    pii_verdict = models.CharField(max_length=16, choices=PiiVerdict.choices, default=PiiVerdict.PENDING)
+    review = models.CharField(max_length=32, choices=Review.choices, default=Review.UNREVIEWED)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="registry_version_unique_number"),
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="registry_version_unique_content"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} v{self.number}"
+
+
+class ScanStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class PiiScan(models.Model):
+    """One Presidio scan of a dataset version. Findings hold types, counts and locations only."""
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="scans")
+    status = models.CharField(max_length=16, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    engine = models.JSONField(default=dict, blank=True)
+    records_scanned = models.PositiveIntegerField(default=0)
+    findings = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"scan {self.pk} of {self.version} ({self.status})"
+
+
+class DataSubjectIndexEntry(models.Model):
+    """An identifier found by a scan, as a keyed hash (HMAC-SHA256 with a server secret): a
+    data-subject request finds the versions that hold a person without the identifier in clear."""
+
+    key_hash = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=32)
+    version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="subject_index")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key_hash", "kind", "version"], name="registry_subject_index_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key_hash[:12]}… in {self.version_id}"

