@@ -43,9 +43,25 @@ def subprocess_env(*, embedded: bool = False, **overrides: str) -> dict[str, str
     return env
 
 
+def _test_database_url() -> str:
+    """The URL of the test database pytest-django made, for processes the tests start."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    credentials = f"{quote(db['USER'])}:{quote(db['PASSWORD'])}@" if db["USER"] else ""
+    return f"postgres://{credentials}{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.fixture(scope="session")
-def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker in its own process, on the real (embedded) broker. Not eager mode."""
+def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker in its own process, on the real broker and the test database. Not
+    eager mode. Tests that need the worker to see their rows use
+    ``django_db(transaction=True, serialized_rollback=True)`` (the flush after them also removes
+    the rows migrations made, which the serialized copy restores)."""
     log = Path(os.environ["GOV_VAR_DIR"]) / f"worker-{uuid.uuid4().hex[:8]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -68,7 +84,7 @@ def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
                 f"test-{uuid.uuid4().hex[:6]}@%h",
             ],
             cwd=ROOT,
-            env=subprocess_env(),
+            env=subprocess_env(DATABASE_URL=_test_database_url()),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

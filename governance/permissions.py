@@ -24,3 +24,14 @@ def has_project_role(user: AbstractBaseUser | AnonymousUser, project: Project, r
     if not user.is_authenticated or not user.is_active:
         return False
     return user.has_perm(role.perm, project)
+
+
+def require_project_role(user: AbstractBaseUser | AnonymousUser, project: Project, roles: set[Role], what: str) -> None:
+    """Raise ``PermissionDenied`` unless ``user`` holds one of ``roles`` in ``project`` (or is a
+    platform admin)."""
+    from common.errors import PermissionDenied
+
+    if is_platform_admin(user) or any(has_project_role(user, project, role) for role in roles):
+        return
+    names = " or ".join(sorted(role.value for role in roles))
+    raise PermissionDenied("permission_denied", f"{what} needs the {names} role in project {project.slug}")

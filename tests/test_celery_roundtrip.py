@@ -30,7 +30,7 @@ def test_ping_round_trip_through_the_real_broker(celery_worker_process: subproce
     assert result["request_id"] == request_id  # the dispatching request's id travels with the task
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_dispatch_on_commit_sends_only_committed_work(celery_worker_process: subprocess.Popen[bytes]) -> None:
     rolled_back, committed = uuid.uuid4().hex, uuid.uuid4().hex
     with pytest.raises(RuntimeError), transaction.atomic():

@@ -1,0 +1,354 @@
+"""Writes of the registry. Each checks the actor's role in the project, changes the rows and
+appends its ledger entries in one transaction; scans are dispatched after commit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audits.ledger.services import Subject, ledger_append
+from common import artifacts
+from common.digests import canonical_digest
+from common.errors import Conflict, DomainError, NotFound
+from common.tasks import dispatch_on_commit
+from governance.models import Project
+from governance.permissions import require_project_role
+from governance.roles import Role
+from registry.models import (
+    Dataset,
+    DatasetVersion,
+    DataSubjectIndexEntry,
+    LawfulBasis,
+    PiiScan,
+    PiiVerdict,
+    Review,
+    ScanStatus,
+)
+from registry.records import RecordError, format_of, quality_of
+
+logger = logging.getLogger(__name__)
+WRITERS = {Role.DATA_STEWARD, Role.ML_ENGINEER}
+
+
+def dataset_version_digest(version: DatasetVersion) -> str:
+    """The governed fields of a version: content, format and the state of its PII review."""
+    return canonical_digest(
+        {
+            "dataset": str(version.dataset),
+            "number": version.number,
+            "content_sha256": version.sha256,
+            "format": version.format,
+            "pii_verdict": version.pii_verdict,
+            "review": version.review,
+        }
+    )
+
+
+def _version_subject(version: DatasetVersion) -> Subject:
+    return Subject(type="dataset_version", id=str(version.pk), digest=dataset_version_digest(version))
+
+
+def dataset_create(
+    *,
+    actor: Any,
+    project: Project,
+    slug: str,
+    name: str,
+    purpose: str,
+    lawful_basis: str,
+    retention_days: int,
+    source: str,
+    data_steward: Any,
+    description: str = "",
+    data_subject_categories: list[str] | None = None,
+    personal_data_categories: list[str] | None = None,
+    recipients: list[str] | None = None,
+    third_country_transfers: list[str] | None = None,
+) -> Dataset:
+    require_project_role(actor, project, {Role.DATA_STEWARD}, "registering a dataset")
+    if lawful_basis not in LawfulBasis.values:
+        raise DomainError(
+            "invalid_input",
+            f"lawful_basis must be one of {', '.join(LawfulBasis.values)}",
+            fields={"lawful_basis": [f"got {lawful_basis!r}"]},
+        )
+    with transaction.atomic():
+        if Dataset.objects.filter(project=project, slug=slug).exists():
+            raise Conflict("dataset_exists", f"project {project.slug} already has a dataset {slug!r}")
+        dataset = Dataset(
+            project=project, slug=slug, name=name, description=description, purpose=purpose,
+            lawful_basis=lawful_basis, retention_days=retention_days, source=source, data_steward=data_steward,
+            data_subject_categories=data_subject_categories or [],
+            personal_data_categories=personal_data_categories or [],
+            recipients=recipients or [], third_country_transfers=third_country_transfers or [],
+        )  # fmt: skip
+        dataset.full_clean()
+        dataset.save()
+        ledger_append(
+            actor=actor,
+            action="dataset.created",
+            subject=Subject("dataset", str(dataset.pk)),
+            payload={"project": project.slug, "slug": slug, "purpose": purpose, "lawful_basis": lawful_basis},
+        )
+    return dataset
+
+
+def dataset_version_upload(*, actor: Any, dataset: Dataset, filename: str, data: bytes) -> tuple[DatasetVersion, bool]:
+    """Register ``data`` as a version of ``dataset``; returns (version, created).
+
+    The file is parsed in full first: an empty file, a malformed line, an unsupported type or a
+    file over ``REGISTRY_MAX_UPLOAD_BYTES`` is refused and nothing is stored. Identical bytes give
+    the existing version back (one blob, no new version). A new version gets a PII scan.
+    """
+    require_project_role(actor, dataset.project, WRITERS, "adding a dataset version")
+    if len(data) > settings.REGISTRY_MAX_UPLOAD_BYTES:
+        raise DomainError(
+            "file_too_large",
+            f"the file is {len(data)} bytes; REGISTRY_MAX_UPLOAD_BYTES is {settings.REGISTRY_MAX_UPLOAD_BYTES}",
+            status_code=413,
+        )
+    if not data:
+        raise DomainError("empty_file", "the file is empty", fields={"file": ["empty"]})
+    try:
+        fmt = format_of(filename)
+        quality = quality_of(data, fmt)
+    except RecordError as exc:
+        fields = {"file": [str(exc)]}
+        raise DomainError("invalid_file", f"{filename}: {exc}", fields=fields) from None
+    digest, size = artifacts.put_bytes(data)
+    with transaction.atomic():
+        existing = DatasetVersion.objects.filter(dataset=dataset, sha256=digest).first()
+        if existing is not None:
+            return existing, False
+        number = (dataset.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        try:
+            with transaction.atomic():
+                version = DatasetVersion.objects.create(
+                    dataset=dataset, number=number, sha256=digest, size_bytes=size, format=fmt,
+                    original_name=Path(filename).name[:255], record_count=quality.records,
+                    duplicate_count=quality.duplicates, created_by=actor,
+                )  # fmt: skip
+        except IntegrityError:
+            raise Conflict("concurrent_upload", "another upload of this dataset committed first; retry") from None
+        ledger_append(
+            actor=actor,
+            action="dataset_version.registered",
+            subject=_version_subject(version),
+            payload={
+                "dataset": str(dataset),
+                "number": number,
+                "content_sha256": digest,
+                "size_bytes": size,
+                "format": fmt,
+                "records": quality.records,
+                "duplicates": quality.duplicates,
+            },
+        )
+        _scan_request(actor=actor, version=version)
+    return version, True
+
+
+def dataset_version_register_path(*, actor: Any, dataset: Dataset, path: str) -> tuple[DatasetVersion, bool]:
+    """Register a file already on the server; it must lie under one of ``REGISTRY_ALLOWED_ROOTS``."""
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(root) for root in settings.REGISTRY_ALLOWED_ROOTS):
+        raise DomainError(
+            "path_not_allowed",
+            f"{path} is outside the allowed roots (REGISTRY_ALLOWED_ROOTS)",
+            fields={"path": ["outside the allowed roots"]},
+        )
+    if not resolved.is_file():
+        raise DomainError("path_not_found", f"{path} is not a file", fields={"path": ["not a file"]})
+    if resolved.stat().st_size > settings.REGISTRY_MAX_UPLOAD_BYTES:
+        raise DomainError("file_too_large", f"{path} is over REGISTRY_MAX_UPLOAD_BYTES", status_code=413)
+    return dataset_version_upload(actor=actor, dataset=dataset, filename=resolved.name, data=resolved.read_bytes())
+
+
+def _scan_request(*, actor: Any, version: DatasetVersion) -> PiiScan:
+    scan = PiiScan.objects.create(version=version)
+    ledger_append(
+        actor=actor, action="pii_scan.requested", subject=_version_subject(version), payload={"scan": scan.pk}
+    )
+    dispatch_on_commit("registry.pii_scan", args=(scan.pk,), queue="cpu")
+    return scan
+
+
+def pii_scan_request(*, actor: Any, version: DatasetVersion) -> PiiScan:
+    """Scan a version again (after a failure, or with new recognizers)."""
+    require_project_role(actor, version.dataset.project, WRITERS, "requesting a PII scan")
+    with transaction.atomic():
+        if version.scans.filter(status__in=[ScanStatus.QUEUED, ScanStatus.RUNNING]).exists():
+            raise Conflict("scan_in_progress", f"a scan of {version} is already queued or running")
+        return _scan_request(actor=actor, version=version)
+
+
+def _summarise(findings: list[tuple[int, str, Any]], samples: int) -> dict[str, Any]:
+    summary: dict[str, dict[str, Any]] = {}
+    for record, field, hit in findings:
+        entry = summary.setdefault(hit.entity, {"count": 0, "records": set(), "samples": []})
+        entry["count"] += 1
+        entry["records"].add(record)
+        if len(entry["samples"]) < samples:
+            entry["samples"].append({"record": record, "field": field, "start": hit.start, "end": hit.end})
+    return {
+        entity: {"count": e["count"], "records": len(e["records"]), "samples": e["samples"]}
+        for entity, e in sorted(summary.items())
+    }
+
+
+def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
+    """Run one scan (called by the Celery task). Claims the scan by a conditional update, so a
+    second delivery does nothing; a blob that vanished fails the scan visibly."""
+    from registry import pii
+    from registry.records import read_records
+
+    claimed = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
+        status=ScanStatus.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        logger.info("pii scan %s is not queued (already claimed or gone); nothing to do", scan_id)
+        return None
+    scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
+    version = scan.version
+    try:
+        data = artifacts.open_blob(version.sha256).read_bytes()
+        texts = [
+            (r.number, name, value) for r in read_records(data, version.format) for name, value in r.fields.items()
+        ]
+        scanner = pii.configured_scanner()
+        found = scanner.analyze_many((text for _, _, text in texts), processes=settings.PII_SCAN_PROCESSES)
+    except (artifacts.ArtifactMissing, RecordError, OSError, ValueError) as exc:
+        return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}")
+    findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
+    subject_keys: set[tuple[str, str]] = set()
+    for _, _, text in texts:
+        for hit in found.get(text, []):
+            kind = pii.SUBJECT_KINDS.get(hit.entity)
+            if kind:
+                subject_keys.add(
+                    (kind, pii.subject_key(kind, text[hit.start : hit.end], settings.DATA_SUBJECT_INDEX_KEY))
+                )
+    summary = _summarise(findings, settings.PII_SAMPLE_LOCATIONS)
+    verdict = PiiVerdict.FOUND if findings else PiiVerdict.NONE
+    with transaction.atomic():
+        PiiScan.objects.filter(pk=scan.pk).update(
+            status=ScanStatus.SUCCEEDED, finished_at=timezone.now(), findings=summary,
+            records_scanned=version.record_count, engine=scanner.describe(),
+        )  # fmt: skip
+        DataSubjectIndexEntry.objects.bulk_create(
+            [DataSubjectIndexEntry(key_hash=key, kind=kind, version=version) for kind, key in sorted(subject_keys)],
+            ignore_conflicts=True,
+        )
+        version.pii_verdict = verdict
+        version.save(update_fields=["pii_verdict"])
+        ledger_append(
+            actor=actor,
+            action="pii_scan.succeeded",
+            subject=_version_subject(version),
+            payload={
+                "scan": scan.pk,
+                "verdict": verdict,
+                "counts": {entity: e["count"] for entity, e in summary.items()},
+                "records": version.record_count,
+                "indexed_identifiers": len(subject_keys),
+            },
+        )
+    scan.refresh_from_db()
+    return scan
+
+
+def _scan_fail(scan: PiiScan, actor: Any, reason: str) -> PiiScan:
+    logger.error("pii scan %s failed: %s", scan.pk, reason)
+    with transaction.atomic():
+        PiiScan.objects.filter(pk=scan.pk).update(status=ScanStatus.FAILED, finished_at=timezone.now(), error=reason)
+        version = scan.version
+        version.pii_verdict = PiiVerdict.FAILED
+        version.save(update_fields=["pii_verdict"])
+        ledger_append(
+            actor=actor,
+            action="pii_scan.failed",
+            subject=_version_subject(version),
+            payload={"scan": scan.pk, "reason": reason[:500]},
+        )
+    scan.refresh_from_db()
+    return scan
+
+
+def dataset_version_review(*, actor: Any, version: DatasetVersion, decision: str, note: str = "") -> DatasetVersion:
+    """A data steward's judgement of a scan's findings: ``confirmed`` (personal data present, use
+    allowed under the lawful basis), ``false_positive`` or ``anonymisation_required``."""
+    require_project_role(actor, version.dataset.project, {Role.DATA_STEWARD}, "reviewing personal data")
+    allowed = {Review.CONFIRMED, Review.FALSE_POSITIVE, Review.ANONYMISATION_REQUIRED}
+    if decision not in allowed:
+        raise DomainError(
+            "invalid_input",
+            f"decision must be one of {', '.join(sorted(allowed))}",
+            fields={"decision": [f"got {decision!r}"]},
+        )
+    with transaction.atomic():
+        version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+        if version.pii_verdict != PiiVerdict.FOUND:
+            raise Conflict(
+                "nothing_to_review", f"{version} has PII verdict {version.pii_verdict!r}: only found PII is reviewed"
+            )
+        version.review, version.reviewed_by, version.reviewed_at, version.review_note = (
+            decision, actor, timezone.now(), note,
+        )  # fmt: skip
+        version.save(update_fields=["review", "reviewed_by", "reviewed_at", "review_note"])
+        ledger_append(
+            actor=actor, action="dataset_version.reviewed", subject=_version_subject(version),
+            payload={"decision": decision, "note": note},
+        )  # fmt: skip
+    return version
+
+
+def use_status(version: DatasetVersion) -> tuple[bool, str]:
+    """May this version be used (for training)? With the reason when it may not."""
+    if version.pii_verdict == PiiVerdict.PENDING:
+        return False, "the PII scan has not finished"
+    if version.pii_verdict == PiiVerdict.FAILED:
+        return False, "the PII scan failed; request a new scan"
+    if version.pii_verdict == PiiVerdict.NONE:
+        return True, "no personal data found"
+    if version.review == Review.UNREVIEWED:
+        return False, "personal data was found and a data steward has not reviewed it"
+    if version.review == Review.ANONYMISATION_REQUIRED:
+        return False, "a data steward requires an anonymised version"
+    return True, f"personal data reviewed: {version.review}"
+
+
+def data_subject_lookup(*, actor: Any, project: Project, kind: str, identifier: str) -> list[DatasetVersion]:
+    """The dataset versions of ``project`` whose scans found this identifier. The lookup is
+    recorded in the ledger by its keyed hash, never in clear."""
+    from registry import pii
+
+    require_project_role(actor, project, {Role.COMPLIANCE_OFFICER}, "a data-subject lookup")
+    try:
+        key = pii.subject_key(kind, identifier, settings.DATA_SUBJECT_INDEX_KEY)
+    except ValueError as exc:
+        raise DomainError("invalid_input", str(exc), fields={"kind": [str(exc)]}) from None
+    versions = list(
+        DatasetVersion.objects.filter(dataset__project=project, subject_index__kind=kind, subject_index__key_hash=key)
+        .select_related("dataset")
+        .distinct()
+        .order_by("dataset__slug", "number")
+    )
+    ledger_append(
+        actor=actor,
+        action="data_subject.looked_up",
+        subject=Subject("project", project.slug),
+        payload={"kind": kind, "key_hash": key, "versions": [v.pk for v in versions]},
+    )
+    return versions
+
+
+def dataset_version_get(*, pk: int) -> DatasetVersion:
+    version = DatasetVersion.objects.select_related("dataset__project").filter(pk=pk).first()
+    if version is None:
+        raise NotFound("not_found", f"no dataset version {pk}")
+    return version
