@@ -17,4 +17,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/ledger/", include("audits.ledger.api.urls")),
     path("api/v1/", include("governance.api.urls")),
+    path("api/v1/", include("registry.api.urls")),
 ]

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from registry.api import views
+
+urlpatterns = [
+    path("projects/<slug:slug>/datasets/", views.ProjectDatasetsView.as_view(), name="api-datasets"),
+    path("projects/<slug:slug>/data-subjects/lookup", views.SubjectLookupView.as_view(), name="api-subject-lookup"),
+    path("datasets/<int:pk>", views.DatasetDetailView.as_view(), name="api-dataset"),
+    path("datasets/<int:pk>/versions/", views.DatasetVersionsView.as_view(), name="api-dataset-versions"),
+    path(
+        "datasets/<int:pk>/versions/register-path",
+        views.DatasetVersionRegisterPathView.as_view(),
+        name="api-dataset-version-register-path",
+    ),
+    path("dataset-versions/<int:pk>", views.DatasetVersionDetailView.as_view(), name="api-dataset-version"),
+    path(
+        "dataset-versions/<int:pk>/review", views.DatasetVersionReviewView.as_view(), name="api-dataset-version-review"
+    ),
+    path("dataset-versions/<int:pk>/scan", views.DatasetVersionScanView.as_view(), name="api-dataset-version-scan"),
+]

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.errors import DomainError
+from registry import selectors, services
+from registry.api.serializers import (
+    DatasetCreateSerializer,
+    DatasetSerializer,
+    DatasetVersionDetailSerializer,
+    DatasetVersionSerializer,
+    PiiScanSerializer,
+    RegisterPathSerializer,
+    ReviewSerializer,
+    SubjectLookupSerializer,
+    UploadSerializer,
+)
+
+
+def _valid(serializer_class: type, request: Request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ProjectDatasetsView(APIView):
+    @extend_schema(operation_id="datasets_list", responses=DatasetSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_get(user=request.user, slug=slug)
+        return Response(DatasetSerializer(selectors.dataset_list(user=request.user, project=project), many=True).data)
+
+    @extend_schema(operation_id="datasets_create", request=DatasetCreateSerializer, responses={201: DatasetSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        """Register a dataset with its record-of-processing facts (data stewards)."""
+        project = selectors.project_get(user=request.user, slug=slug)
+        data = _valid(DatasetCreateSerializer, request)
+        dataset = services.dataset_create(actor=request.user, project=project, data_steward=request.user, **data)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    @extend_schema(operation_id="datasets_retrieve", responses=DatasetSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(DatasetSerializer(selectors.dataset_get(user=request.user, pk=pk)).data)
+
+
+class DatasetVersionsView(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(operation_id="dataset_versions_list", responses=DatasetVersionSerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        dataset = selectors.dataset_get(user=request.user, pk=pk)
+        return Response(DatasetVersionSerializer(selectors.version_list(dataset=dataset), many=True).data)
+
+    @extend_schema(
+        operation_id="dataset_versions_upload",
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: DatasetVersionSerializer, 200: DatasetVersionSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Upload a JSONL, CSV, Parquet or text file as a new version (200 with the existing
+        version when the same bytes were uploaded before). A PII scan starts on its own."""
+        dataset = selectors.dataset_get(user=request.user, pk=pk)
+        upload = _valid(UploadSerializer, request)["file"]
+        if upload.size > settings.REGISTRY_MAX_UPLOAD_BYTES:
+            raise DomainError("file_too_large", "the file is over REGISTRY_MAX_UPLOAD_BYTES", status_code=413)
+        version, created = services.dataset_version_upload(
+            actor=request.user, dataset=dataset, filename=upload.name, data=upload.read()
+        )
+        return Response(DatasetVersionSerializer(version).data, status=201 if created else 200)
+
+
+class DatasetVersionRegisterPathView(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        operation_id="dataset_versions_register_path",
+        request=RegisterPathSerializer,
+        responses={201: DatasetVersionSerializer, 200: DatasetVersionSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Register a file already on the server, under one of REGISTRY_ALLOWED_ROOTS."""
+        dataset = selectors.dataset_get(user=request.user, pk=pk)
+        path = _valid(RegisterPathSerializer, request)["path"]
+        version, created = services.dataset_version_register_path(actor=request.user, dataset=dataset, path=path)
+        return Response(DatasetVersionSerializer(version).data, status=201 if created else 200)
+
+
+class DatasetVersionDetailView(APIView):
+    @extend_schema(operation_id="dataset_versions_retrieve", responses=DatasetVersionDetailSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        """A version with its latest scan: entity types, counts and locations (never values)."""
+        return Response(DatasetVersionDetailSerializer(selectors.version_get(user=request.user, pk=pk)).data)
+
+
+class DatasetVersionReviewView(APIView):
+    @extend_schema(operation_id="dataset_versions_review", request=ReviewSerializer, responses=DatasetVersionSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        """A data steward's review of found personal data."""
+        version = selectors.version_get(user=request.user, pk=pk)
+        data = _valid(ReviewSerializer, request)
+        version = services.dataset_version_review(actor=request.user, version=version, **data)
+        return Response(DatasetVersionSerializer(version).data)
+
+
+class DatasetVersionScanView(APIView):
+    @extend_schema(operation_id="dataset_versions_scan", request=None, responses={202: PiiScanSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Scan the version again (after a failed scan, or with new recognizers)."""
+        version = selectors.version_get(user=request.user, pk=pk)
+        scan = services.pii_scan_request(actor=request.user, version=version)
+        return Response(PiiScanSerializer(scan).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SubjectLookupView(APIView):
+    @extend_schema(
+        operation_id="data_subject_lookup",
+        request=SubjectLookupSerializer,
+        responses=DatasetVersionSerializer(many=True),
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        """The dataset versions of the project holding this person (compliance officers). The
+        identifier travels in the body, never in a URL, and is recorded only as a keyed hash."""
+        project = selectors.project_get(user=request.user, slug=slug)
+        data = _valid(SubjectLookupSerializer, request)
+        versions = services.data_subject_lookup(actor=request.user, project=project, **data)
+        return Response(DatasetVersionSerializer(versions, many=True).data)

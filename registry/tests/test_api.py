@@ -1,0 +1,127 @@
+"""The registry API, role by role, through token authentication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from governance.services import api_token_create
+from registry.models import DatasetVersion, PiiVerdict
+from registry.tests.conftest import make_dataset
+
+pytestmark = pytest.mark.django_db
+CSV = b"id,text\n1,hello\n2,world\n"
+
+
+def _auth(user: Any) -> dict[str, str]:
+    _, token = api_token_create(actor=user, user=user, name="t")
+    return {"HTTP_AUTHORIZATION": f"Token {token}"}
+
+
+def _upload(client: Client, dataset_id: int, auth: dict[str, str], name: str, data: bytes) -> Any:
+    return client.post(f"/api/v1/datasets/{dataset_id}/versions/", {"file": SimpleUploadedFile(name, data)}, **auth)
+
+
+def test_dataset_lifecycle_over_the_api(client: Client, people: dict[str, Any]) -> None:
+    steward, engineer = _auth(people["data_steward"]), _auth(people["ml_engineer"])
+    body = {
+        "slug": "tickets", "name": "Tickets", "purpose": "fine-tuning", "lawful_basis": "contract",
+        "retention_days": 90, "source": "helpdesk",
+    }  # fmt: skip
+    assert (
+        client.post(
+            "/api/v1/projects/assistant/datasets/", body, content_type="application/json", **engineer
+        ).status_code
+        == 403
+    )
+    created = client.post("/api/v1/projects/assistant/datasets/", body, content_type="application/json", **steward)
+    assert created.status_code == 201, created.json()
+    dataset_id = created.json()["id"]
+
+    first = _upload(client, dataset_id, engineer, "t.csv", CSV)
+    assert first.status_code == 201
+    version = first.json()
+    assert version["number"] == 1 and version["record_count"] == 2 and version["pii_verdict"] == "pending"
+    assert version["usable"] is False and version["digest"].startswith("sha256:")
+    again = _upload(client, dataset_id, engineer, "t.csv", CSV)
+    assert again.status_code == 200 and again.json()["id"] == version["id"]
+
+    bad = _upload(client, dataset_id, engineer, "t.csv", b"id,text\n1,ok\n2,too,many\n")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_file" and "line 3" in bad.json()["error"]["message"]
+
+    detail = client.get(f"/api/v1/dataset-versions/{version['id']}", **_auth(people["auditor"]))
+    assert detail.status_code == 200 and detail.json()["latest_scan"]["status"] == "queued"
+    assert client.post(f"/api/v1/dataset-versions/{version['id']}/scan", **engineer).status_code == 409
+
+    DatasetVersion.objects.filter(pk=version["id"]).update(pii_verdict=PiiVerdict.FOUND)  # as a scan would
+    review = {"decision": "false_positive", "note": "product names"}
+    assert (
+        client.post(
+            f"/api/v1/dataset-versions/{version['id']}/review", review, content_type="application/json", **engineer
+        ).status_code
+        == 403
+    )
+    reviewed = client.post(
+        f"/api/v1/dataset-versions/{version['id']}/review", review, content_type="application/json", **steward
+    )
+    assert reviewed.status_code == 200 and reviewed.json()["usable"] is True
+    invalid = client.post(
+        f"/api/v1/dataset-versions/{version['id']}/review",
+        {"decision": "fine"},
+        content_type="application/json",
+        **steward,
+    )
+    assert invalid.status_code == 400 and "decision" in invalid.json()["error"]["fields"]
+
+
+def test_outsiders_get_404_and_lookups_are_for_compliance_officers(client: Client, people: dict[str, Any]) -> None:
+    from django.contrib.auth import get_user_model
+
+    dataset = make_dataset(people)
+    outsider = _auth(get_user_model().objects.create_user(username="outsider"))
+    assert client.get(f"/api/v1/datasets/{dataset.pk}", **outsider).status_code == 404
+    assert client.get("/api/v1/projects/assistant/datasets/", **outsider).status_code == 404
+    lookup = {"kind": "email", "identifier": "someone@example.org"}
+    assert (
+        client.post(
+            "/api/v1/projects/assistant/data-subjects/lookup",
+            lookup,
+            content_type="application/json",
+            **_auth(people["ml_engineer"]),
+        ).status_code
+        == 403
+    )
+    found = client.post(
+        "/api/v1/projects/assistant/data-subjects/lookup",
+        lookup,
+        content_type="application/json",
+        **_auth(people["compliance_officer"]),
+    )
+    assert found.status_code == 200 and found.json() == []
+    wrong = client.post(
+        "/api/v1/projects/assistant/data-subjects/lookup",
+        {"kind": "shoe size", "identifier": "9"},
+        content_type="application/json",
+        **_auth(people["compliance_officer"]),
+    )
+    assert wrong.status_code == 400
+
+
+def test_dataset_list_query_count_stays_flat(client: Client, people: dict[str, Any]) -> None:
+    auth = _auth(people["auditor"])
+    client.get("/api/v1/projects/assistant/datasets/", **auth)
+
+    def queries_with(n: int) -> int:
+        for i in range(n):
+            make_dataset(people, slug=f"d{n}-{i}")
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get("/api/v1/projects/assistant/datasets/", **auth).status_code == 200
+        return len(ctx.captured_queries)
+
+    assert queries_with(1) == queries_with(6)
