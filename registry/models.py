@@ -77,6 +77,11 @@ class DatasetVersion(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.TextField(blank=True)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="derived",
+        help_text="the version this one was derived from",
+    )  # fmt: skip
+    derivation = models.CharField(max_length=32, blank=True, help_text="how it was derived: deduplicated, ...")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -133,3 +138,74 @@ class DataSubjectIndexEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key_hash[:12]}… in {self.version_id}"
+
+
+class Model(models.Model):
+    """A model family in a project; its versions hold the weights."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="models")
+    slug = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="registry_model_unique_slug")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class ModelVersion(models.Model):
+    """Weights by content: every file is a blob in the artifact store, and the weights digest is
+    the SHA-256 over the sorted ``path digest`` lines. Lineage: the base model version and the
+    dataset versions it was trained on."""
+
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    weights_digest = models.CharField(max_length=71)
+    files = models.JSONField(help_text="relative path -> SHA-256 of the file")
+    size_bytes = models.BigIntegerField()
+    source = models.CharField(max_length=500)
+    base = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="derived")
+    dataset_versions = models.ManyToManyField(DatasetVersion, blank=True, related_name="model_versions")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "number"], name="registry_model_version_unique_number"),
+            models.UniqueConstraint(fields=["model", "weights_digest"], name="registry_model_version_unique_weights"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} v{self.number}"
+
+
+class PromptTemplate(models.Model):
+    """A prompt template or chain, versioned by content."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="prompt_templates")
+    slug = models.SlugField(max_length=100)
+    version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=[("template", "template"), ("chain", "chain")], default="template")
+    body = models.JSONField(help_text="the template text, or the chain's steps")
+    content_digest = models.CharField(max_length=71)
+    intended_use = models.TextField()
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "slug", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug", "version"], name="registry_prompt_unique_version"),
+            models.UniqueConstraint(
+                fields=["project", "slug", "content_digest"], name="registry_prompt_unique_content"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug} v{self.version}"

@@ -52,3 +52,44 @@ def version_get(*, user: Any, pk: int) -> DatasetVersion:
 
 def latest_scan(version: DatasetVersion) -> PiiScan | None:
     return version.scans.order_by("-requested_at").first()
+
+
+def lineage_of_dataset_version(version: DatasetVersion) -> dict[str, list[Any]]:
+    """What was derived from a dataset version: derived versions and the model versions trained on
+    it or on anything derived from it. (Deployments join in when serving lands.)"""
+    from registry.models import ModelVersion
+
+    derived: list[DatasetVersion] = []
+    frontier = [version]
+    while frontier:
+        children = list(DatasetVersion.objects.filter(parent__in=frontier).select_related("dataset"))
+        derived.extend(children)
+        frontier = children
+    sources = [version, *derived]
+    models = list(
+        ModelVersion.objects.filter(dataset_versions__in=sources).select_related("model").distinct().order_by("pk")
+    )
+    descendants = list(models)
+    frontier_models = models
+    while frontier_models:
+        children_models = list(ModelVersion.objects.filter(base__in=frontier_models).select_related("model"))
+        descendants.extend(m for m in children_models if m not in descendants)
+        frontier_models = children_models
+    return {"derived_dataset_versions": derived, "model_versions": descendants}
+
+
+def lineage_of_model_version(model_version: Any) -> dict[str, list[Any]]:
+    """Where a model version came from: its chain of base versions and every dataset version
+    that went into it or into a base (with the versions those were derived from)."""
+    bases = []
+    current = model_version.base
+    while current is not None:
+        bases.append(current)
+        current = current.base
+    datasets: list[DatasetVersion] = []
+    for mv in [model_version, *bases]:
+        for dv in mv.dataset_versions.select_related("dataset").all():
+            while dv is not None and dv not in datasets:
+                datasets.append(dv)
+                dv = dv.parent
+    return {"base_model_versions": bases, "dataset_versions": datasets}

@@ -352,3 +352,186 @@ def dataset_version_get(*, pk: int) -> DatasetVersion:
     if version is None:
         raise NotFound("not_found", f"no dataset version {pk}")
     return version
+
+
+# --- Derived versions -----------------------------------------------------------------------------
+
+
+def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple[DatasetVersion, bool]:
+    """A derived version without exact duplicates (by normalised-record hash), first copy kept,
+    in the original format for JSONL and text (CSV keeps its header). Lineage points back."""
+    from registry.records import READERS, record_key
+
+    require_project_role(actor, version.dataset.project, WRITERS, "deduplicating a dataset version")
+    if version.format not in ("jsonl", "text", "csv"):
+        raise DomainError("unsupported_format", f"deduplication writes jsonl, text or csv, not {version.format}")
+    if version.duplicate_count == 0:
+        raise Conflict("no_duplicates", f"{version} holds no duplicate record")
+    data = artifacts.open_blob(version.sha256).read_bytes()
+    lines = data.decode("utf-8-sig").splitlines(keepends=True)
+    keep_lines: list[str] = []
+    if version.format == "csv":
+        # Records are read again with their line spans: a quoted field may hold a newline.
+        import csv
+        import io
+
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), strict=True)
+        header = next(reader)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        seen: set[str] = set()
+        for record in READERS["csv"](data):
+            key = record_key(record)
+            if key not in seen:
+                seen.add(key)
+                writer.writerow([record.fields.get(name, "") for name in header])
+        derived = out.getvalue().encode()
+    else:
+        seen = set()
+        for record in READERS[version.format](data):
+            key = record_key(record)
+            if key not in seen:
+                seen.add(key)
+                keep_lines.append(lines[record.number - 1].rstrip("\r\n") + "\n")
+        derived = "".join(keep_lines).encode()
+    name = f"{Path(version.original_name).stem}.dedup{Path(version.original_name).suffix}"
+    with transaction.atomic():
+        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=derived)
+        if created:
+            new.parent, new.derivation = version, "deduplicated"
+            new.save(update_fields=["parent", "derivation"])
+            ledger_append(
+                actor=actor, action="dataset_version.derived", subject=_version_subject(new),
+                payload={"from": version.pk, "derivation": "deduplicated", "removed": version.duplicate_count},
+            )  # fmt: skip
+    return new, created
+
+
+# --- Models and model versions -------------------------------------------------------------------
+
+
+def weights_digest(files: dict[str, str]) -> str:
+    """SHA-256 over the sorted ``<relative path> <file SHA-256>`` lines."""
+    import hashlib
+
+    listing = "".join(f"{path} {digest}\n" for path, digest in sorted(files.items()))
+    return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
+
+
+def model_create(*, actor: Any, project: Project, slug: str, name: str, description: str = "") -> Any:
+    from registry.models import Model
+
+    require_project_role(actor, project, {Role.ML_ENGINEER}, "registering a model")
+    with transaction.atomic():
+        if Model.objects.filter(project=project, slug=slug).exists():
+            raise Conflict("model_exists", f"project {project.slug} already has a model {slug!r}")
+        model = Model(project=project, slug=slug, name=name, description=description, owner=actor)
+        model.full_clean()
+        model.save()
+        ledger_append(
+            actor=actor, action="model.created", subject=Subject("model", str(model.pk)), payload={"slug": slug}
+        )
+    return model
+
+
+def model_version_register_folder(
+    *,
+    actor: Any,
+    model: Any,
+    folder: str,
+    base: Any = None,
+    dataset_versions: list[DatasetVersion] | None = None,
+    allowed_roots: list[Path] | None = None,
+) -> tuple[Any, bool]:
+    """Register the weights in ``folder`` (under ``REGISTRY_ALLOWED_ROOTS``, or ``allowed_roots``
+    for the system's own outputs): every file becomes a blob; identical weights give the
+    existing version back."""
+    from registry.models import ModelVersion
+
+    require_project_role(actor, model.project, {Role.ML_ENGINEER}, "registering model weights")
+    root = Path(folder).resolve()
+    roots = allowed_roots if allowed_roots is not None else settings.REGISTRY_ALLOWED_ROOTS
+    if not any(root.is_relative_to(r) for r in roots):
+        raise DomainError("path_not_allowed", f"{folder} is outside the allowed roots (REGISTRY_ALLOWED_ROOTS)")
+    if not root.is_dir():
+        raise DomainError("path_not_found", f"{folder} is not a folder")
+    paths = sorted(p for p in root.rglob("*") if p.is_file())
+    if not paths:
+        raise DomainError("empty_folder", f"{folder} holds no file")
+    files: dict[str, str] = {}
+    size = 0
+    for path in paths:
+        if not path.resolve().is_relative_to(root):
+            raise DomainError("path_not_allowed", f"{path} links outside {folder}")
+        with path.open("rb") as handle:
+            digest, n = artifacts.put_chunks(iter(lambda h=handle: h.read(artifacts.CHUNK), b""))
+        files[path.relative_to(root).as_posix()] = digest
+        size += n
+    digest = weights_digest(files)
+    for dv in dataset_versions or []:
+        allowed, reason = use_status(dv)
+        if not allowed:
+            raise DomainError("dataset_not_usable", f"{dv} may not be used: {reason}")
+    with transaction.atomic():
+        existing = ModelVersion.objects.filter(model=model, weights_digest=digest).first()
+        if existing is not None:
+            return existing, False
+        number = (model.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        version = ModelVersion.objects.create(
+            model=model, number=number, weights_digest=digest, files=files, size_bytes=size, source=str(root),
+            base=base, created_by=actor,
+        )  # fmt: skip
+        version.dataset_versions.set(dataset_versions or [])
+        ledger_append(
+            actor=actor,
+            action="model_version.registered",
+            subject=Subject("model_version", str(version.pk), digest),
+            payload={
+                "model": str(model), "number": number, "files": len(files), "size_bytes": size,
+                "base": base.weights_digest if base else None,
+                "dataset_versions": [dataset_version_digest(dv) for dv in dataset_versions or []],
+            },
+        )  # fmt: skip
+    return version, True
+
+
+# --- Prompt templates ----------------------------------------------------------------------------
+
+
+def prompt_template_register(
+    *, actor: Any, project: Project, slug: str, body: Any, intended_use: str, kind: str = "template"
+) -> tuple[Any, bool]:
+    """A new version of a prompt template (``body`` a string) or chain (``body`` a list of steps);
+    the same content again gives the existing version back."""
+    from registry.models import PromptTemplate
+
+    require_project_role(actor, project, {Role.ML_ENGINEER}, "registering a prompt template")
+    if kind == "template" and not (isinstance(body, str) and body.strip()):
+        raise DomainError("invalid_input", "a template's body is non-empty text", fields={"body": ["expected text"]})
+    if kind == "chain" and not (
+        isinstance(body, list) and body and all(isinstance(s, str) and s.strip() for s in body)
+    ):
+        raise DomainError(
+            "invalid_input", "a chain's body is a list of step texts", fields={"body": ["expected a list"]}
+        )
+    if kind not in ("template", "chain"):
+        raise DomainError("invalid_input", "kind is template or chain", fields={"kind": [f"got {kind!r}"]})
+    if not intended_use.strip():
+        raise DomainError("invalid_input", "state the intended use", fields={"intended_use": ["may not be blank"]})
+    digest = canonical_digest({"kind": kind, "body": body})
+    with transaction.atomic():
+        existing = PromptTemplate.objects.filter(project=project, slug=slug, content_digest=digest).first()
+        if existing is not None:
+            return existing, False
+        latest = PromptTemplate.objects.filter(project=project, slug=slug).order_by("-version").first()
+        template = PromptTemplate.objects.create(
+            project=project, slug=slug, version=(latest.version + 1) if latest else 1, kind=kind, body=body,
+            content_digest=digest, intended_use=intended_use, owner=actor,
+        )  # fmt: skip
+        ledger_append(
+            actor=actor, action="prompt_template.registered",
+            subject=Subject("prompt_template", str(template.pk), digest),
+            payload={"slug": slug, "version": template.version, "kind": kind, "intended_use": intended_use},
+        )  # fmt: skip
+    return template, True
