@@ -171,6 +171,11 @@ class ModelVersion(models.Model):
     source = models.CharField(max_length=500)
     base = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="derived")
     dataset_versions = models.ManyToManyField(DatasetVersion, blank=True, related_name="model_versions")
+    # Its mirror in the MLflow model registry (filled by the registry.mlflow_mirror task).
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_model_name = models.CharField(max_length=256, blank=True)
+    mlflow_version = models.CharField(max_length=32, blank=True)
+    mlflow_alias = models.CharField(max_length=256, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -493,6 +493,7 @@ def model_version_register_folder(
                 "dataset_versions": [dataset_version_digest(dv) for dv in dataset_versions or []],
             },
         )  # fmt: skip
+        dispatch_on_commit("registry.mlflow_mirror", args=(version.pk,), queue="cpu")
     return version, True
 
 
@@ -535,3 +536,61 @@ def prompt_template_register(
             payload={"slug": slug, "version": template.version, "kind": kind, "intended_use": intended_use},
         )  # fmt: skip
     return template, True
+
+
+# --- The MLflow mirror ---------------------------------------------------------------------------
+
+
+def mlflow_model_name(model_version: Any) -> str:
+    return f"{model_version.model.project.slug}.{model_version.model.slug}"
+
+
+def model_version_mirror_to_mlflow(*, model_version_id: int, actor: Any) -> Any:
+    """Mirror a model version into the MLflow model registry (a run holding its weights digest,
+    a registered version, and the alias ``registry-v<number>``). Idempotent: a mirrored version
+    is left alone. The ledger records the MLflow ids; MLflow holds no governance fact."""
+    from mlflow import MlflowClient
+
+    from registry.models import ModelVersion
+
+    version = ModelVersion.objects.select_related("model__project").get(pk=model_version_id)
+    if version.mlflow_version:
+        return version
+    client = MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI, registry_uri=settings.MLFLOW_REGISTRY_URI)
+    experiment_name = f"governance/{version.model.project.slug}"
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(experiment_name, artifact_location=settings.MLFLOW_ARTIFACT_LOCATION)
+    )
+    run = client.create_run(experiment_id, tags={"governance.model_version": str(version.pk)})
+    client.log_param(run.info.run_id, "weights_digest", version.weights_digest)
+    client.log_param(run.info.run_id, "files", len(version.files))
+    client.set_terminated(run.info.run_id)
+    name = mlflow_model_name(version)
+    if not _registered(client, name):
+        client.create_registered_model(name, tags={"governance.project": version.model.project.slug})
+    registered = client.create_model_version(name, source=Path(version.source).as_uri(), run_id=run.info.run_id)
+    alias = f"registry-v{version.number}"
+    client.set_registered_model_alias(name, alias, registered.version)
+    with transaction.atomic():
+        version.mlflow_run_id, version.mlflow_model_name = run.info.run_id, name
+        version.mlflow_version, version.mlflow_alias = str(registered.version), alias
+        version.save(update_fields=["mlflow_run_id", "mlflow_model_name", "mlflow_version", "mlflow_alias"])
+        ledger_append(
+            actor=actor, action="model_version.mirrored_to_mlflow",
+            subject=Subject("model_version", str(version.pk), version.weights_digest),
+            payload={"run_id": run.info.run_id, "model": name, "version": str(registered.version), "alias": alias},
+        )  # fmt: skip
+    return version
+
+
+def _registered(client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return False
+    return True

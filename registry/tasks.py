@@ -15,3 +15,11 @@ def pii_scan(scan_id: int) -> str | None:
     system = get_user_model().objects.get(username=SYSTEM_USERNAME)
     scan = pii_scan_run(scan_id=scan_id, actor=system)
     return scan.status if scan else None
+
+
+@shared_task(name="registry.mlflow_mirror", acks_late=True)
+def mlflow_mirror(model_version_id: int) -> str:
+    from registry.services import model_version_mirror_to_mlflow
+
+    system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+    return model_version_mirror_to_mlflow(model_version_id=model_version_id, actor=system).mlflow_version

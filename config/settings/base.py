@@ -270,6 +270,9 @@ CELERY_WORKER_QUEUES = env_list("CELERY_WORKER_QUEUES", ["default", "cpu"])
 # --- Storage of artifacts, tracking ---------------------------------------------------------
 ARTIFACT_ROOT = _ensure_dir(env_path("ARTIFACT_ROOT", VAR_DIR / "artifacts"), "ARTIFACT_ROOT")
 MLFLOW_TRACKING_URI = env_optional_str("MLFLOW_TRACKING_URI") or f"sqlite:///{VAR_DIR / 'mlflow.sqlite3'}"
+MLFLOW_REGISTRY_URI = env_optional_str("MLFLOW_REGISTRY_URI") or MLFLOW_TRACKING_URI
+# Where MLflow keeps run artifacts; set explicitly so nothing lands in the working directory.
+MLFLOW_ARTIFACT_LOCATION = env_optional_str("MLFLOW_ARTIFACT_LOCATION") or (ARTIFACT_ROOT / "mlflow").as_uri()
 
 # --- Registry: uploads and PII scans ---------------------------------------------------------
 REGISTRY_MAX_UPLOAD_BYTES = env_int("REGISTRY_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1)

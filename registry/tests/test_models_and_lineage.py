@@ -120,3 +120,29 @@ def test_prompt_templates_are_versioned_by_content(people: dict[str, Any]) -> No
             prompt_template_register(**arguments)
     with pytest.raises(Exception, match="ml_engineer"):
         prompt_template_register(actor=people["auditor"], project=project, slug="x", body="y", intended_use="z")
+
+
+def test_model_versions_are_mirrored_in_the_mlflow_registry(people: dict[str, Any], tmp_path: Path) -> None:
+    from django.conf import settings
+    from mlflow import MlflowClient
+
+    from registry.services import model_version_mirror_to_mlflow
+
+    root = tmp_path / "imports"
+    model = model_create(actor=people["ml_engineer"], project=people["project"], slug="assistant", name="Assistant")
+    with override_settings(REGISTRY_ALLOWED_ROOTS=[root.resolve()]):
+        version, _ = model_version_register_folder(
+            actor=people["ml_engineer"], model=model, folder=str(build_tiny_gpt2(root / "base"))
+        )
+    mirrored = model_version_mirror_to_mlflow(model_version_id=version.pk, actor=people["system"])
+    assert (mirrored.mlflow_model_name, mirrored.mlflow_alias) == ("assistant.assistant", "registry-v1")
+    client = MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI, registry_uri=settings.MLFLOW_REGISTRY_URI)
+    by_alias = client.get_model_version_by_alias("assistant.assistant", "registry-v1")
+    assert str(by_alias.version) == mirrored.mlflow_version and by_alias.run_id == mirrored.mlflow_run_id
+    assert client.get_run(mirrored.mlflow_run_id).data.params["weights_digest"] == version.weights_digest
+    experiment = client.get_experiment_by_name("governance/assistant")
+    assert experiment.artifact_location == settings.MLFLOW_ARTIFACT_LOCATION
+    again = model_version_mirror_to_mlflow(model_version_id=version.pk, actor=people["system"])
+    assert again.mlflow_version == mirrored.mlflow_version  # idempotent: no second registry version
+    assert len(client.search_model_versions("name='assistant.assistant'")) == 1
+    assert Entry.objects.filter(action="model_version.mirrored_to_mlflow").count() == 1
