@@ -93,3 +93,39 @@ def lineage_of_model_version(model_version: Any) -> dict[str, list[Any]]:
                 datasets.append(dv)
                 dv = dv.parent
     return {"base_model_versions": bases, "dataset_versions": datasets}
+
+
+def model_list(*, user: Any, project: Project) -> QuerySet[Any]:
+    from registry.models import Model
+
+    return Model.objects.filter(project__in=project_list(user=user), project=project).select_related("project", "owner")
+
+
+def model_version_get(*, user: Any, pk: int) -> Any:
+    from registry.models import ModelVersion
+
+    version = (
+        ModelVersion.objects.filter(pk=pk, model__project__in=project_list(user=user))
+        .select_related("model__project", "base", "created_by")
+        .first()
+    )
+    if version is None:
+        raise NotFound("not_found", f"no model version {pk}")
+    return version
+
+
+def model_get(*, user: Any, pk: int) -> Any:
+    from registry.models import Model
+
+    model = Model.objects.filter(pk=pk, project__in=project_list(user=user)).select_related("project").first()
+    if model is None:
+        raise NotFound("not_found", f"no model {pk}")
+    return model
+
+
+def prompt_template_list(*, user: Any, project: Project) -> QuerySet[Any]:
+    from registry.models import PromptTemplate
+
+    return PromptTemplate.objects.filter(project__in=project_list(user=user), project=project).select_related(
+        "project", "owner"
+    )

@@ -109,3 +109,53 @@ class ReviewSerializer(serializers.Serializer):
 class SubjectLookupSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["email", "phone", "name"])
     identifier = serializers.CharField(max_length=500)
+
+
+class ModelSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    slug = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model = serializers.IntegerField(source="model_id")
+    number = serializers.IntegerField()
+    weights_digest = serializers.CharField()
+    files = serializers.DictField(child=serializers.CharField())
+    size_bytes = serializers.IntegerField()
+    base = serializers.IntegerField(source="base_id", allow_null=True)
+    mlflow_run_id = serializers.CharField()
+    mlflow_model_name = serializers.CharField()
+    mlflow_version = serializers.CharField()
+    mlflow_alias = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ModelVersionRegisterSerializer(serializers.Serializer):
+    folder = serializers.CharField(max_length=4096)
+    base = serializers.IntegerField(required=False, allow_null=True, default=None)
+    dataset_versions = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+
+class PromptTemplateSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    slug = serializers.SlugField(max_length=100)
+    version = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=["template", "chain"], default="template")
+    body = serializers.JSONField()
+    content_digest = serializers.CharField(read_only=True)
+    intended_use = serializers.CharField()
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class DatasetLineageSerializer(serializers.Serializer):
+    derived_dataset_versions = DatasetVersionSerializer(many=True)
+    model_versions = ModelVersionSerializer(many=True)
+
+
+class ModelLineageSerializer(serializers.Serializer):
+    base_model_versions = ModelVersionSerializer(many=True)
+    dataset_versions = DatasetVersionSerializer(many=True)

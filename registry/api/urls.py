@@ -17,4 +17,17 @@ urlpatterns = [
         "dataset-versions/<int:pk>/review", views.DatasetVersionReviewView.as_view(), name="api-dataset-version-review"
     ),
     path("dataset-versions/<int:pk>/scan", views.DatasetVersionScanView.as_view(), name="api-dataset-version-scan"),
+    path(
+        "dataset-versions/<int:pk>/lineage",
+        views.DatasetVersionLineageView.as_view(),
+        name="api-dataset-version-lineage",
+    ),
+    path("projects/<slug:slug>/models/", views.ProjectModelsView.as_view(), name="api-models"),
+    path("models/<int:pk>/versions/", views.ModelVersionsView.as_view(), name="api-model-versions"),
+    path("model-versions/<int:pk>/lineage", views.ModelVersionLineageView.as_view(), name="api-model-version-lineage"),
+    path(
+        "projects/<slug:slug>/prompt-templates/",
+        views.ProjectPromptTemplatesView.as_view(),
+        name="api-prompt-templates",
+    ),
 ]

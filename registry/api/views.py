@@ -12,10 +12,16 @@ from common.errors import DomainError
 from registry import selectors, services
 from registry.api.serializers import (
     DatasetCreateSerializer,
+    DatasetLineageSerializer,
     DatasetSerializer,
     DatasetVersionDetailSerializer,
     DatasetVersionSerializer,
+    ModelLineageSerializer,
+    ModelSerializer,
+    ModelVersionRegisterSerializer,
+    ModelVersionSerializer,
     PiiScanSerializer,
+    PromptTemplateSerializer,
     RegisterPathSerializer,
     ReviewSerializer,
     SubjectLookupSerializer,
@@ -131,3 +137,75 @@ class SubjectLookupView(APIView):
         data = _valid(SubjectLookupSerializer, request)
         versions = services.data_subject_lookup(actor=request.user, project=project, **data)
         return Response(DatasetVersionSerializer(versions, many=True).data)
+
+
+class ProjectModelsView(APIView):
+    @extend_schema(operation_id="models_list", responses=ModelSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_get(user=request.user, slug=slug)
+        return Response(ModelSerializer(selectors.model_list(user=request.user, project=project), many=True).data)
+
+    @extend_schema(operation_id="models_create", request=ModelSerializer, responses={201: ModelSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        project = selectors.project_get(user=request.user, slug=slug)
+        model = services.model_create(actor=request.user, project=project, **_valid(ModelSerializer, request))
+        return Response(ModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelVersionsView(APIView):
+    @extend_schema(operation_id="model_versions_list", responses=ModelVersionSerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        model = selectors.model_get(user=request.user, pk=pk)
+        return Response(ModelVersionSerializer(model.versions.order_by("number"), many=True).data)
+
+    @extend_schema(
+        operation_id="model_versions_register",
+        request=ModelVersionRegisterSerializer,
+        responses={201: ModelVersionSerializer, 200: ModelVersionSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Register the weights in a server folder (under REGISTRY_ALLOWED_ROOTS), with lineage."""
+        model = selectors.model_get(user=request.user, pk=pk)
+        data = _valid(ModelVersionRegisterSerializer, request)
+        base = selectors.model_version_get(user=request.user, pk=data["base"]) if data["base"] else None
+        datasets = [selectors.version_get(user=request.user, pk=dv) for dv in data["dataset_versions"]]
+        version, created = services.model_version_register_folder(
+            actor=request.user, model=model, folder=data["folder"], base=base, dataset_versions=datasets
+        )
+        return Response(ModelVersionSerializer(version).data, status=201 if created else 200)
+
+
+class ModelVersionLineageView(APIView):
+    @extend_schema(operation_id="model_versions_lineage", responses=ModelLineageSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        """Where a model version came from: base versions and every dataset version behind it."""
+        version = selectors.model_version_get(user=request.user, pk=pk)
+        return Response(ModelLineageSerializer(selectors.lineage_of_model_version(version)).data)
+
+
+class DatasetVersionLineageView(APIView):
+    @extend_schema(operation_id="dataset_versions_lineage", responses=DatasetLineageSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        """What was derived from a dataset version: derived versions and model versions."""
+        version = selectors.version_get(user=request.user, pk=pk)
+        return Response(DatasetLineageSerializer(selectors.lineage_of_dataset_version(version)).data)
+
+
+class ProjectPromptTemplatesView(APIView):
+    @extend_schema(operation_id="prompt_templates_list", responses=PromptTemplateSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        project = selectors.project_get(user=request.user, slug=slug)
+        templates = selectors.prompt_template_list(user=request.user, project=project)
+        return Response(PromptTemplateSerializer(templates, many=True).data)
+
+    @extend_schema(
+        operation_id="prompt_templates_register",
+        request=PromptTemplateSerializer,
+        responses={201: PromptTemplateSerializer, 200: PromptTemplateSerializer},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        """A new version of a template or chain (the same content returns the existing version)."""
+        project = selectors.project_get(user=request.user, slug=slug)
+        data = _valid(PromptTemplateSerializer, request)
+        template, created = services.prompt_template_register(actor=request.user, project=project, **data)
+        return Response(PromptTemplateSerializer(template).data, status=201 if created else 200)

@@ -125,3 +125,44 @@ def test_dataset_list_query_count_stays_flat(client: Client, people: dict[str, A
         return len(ctx.captured_queries)
 
     assert queries_with(1) == queries_with(6)
+
+
+def test_models_templates_and_lineage_over_the_api(client: Client, people: dict[str, Any], tmp_path: Any) -> None:
+    from django.test import override_settings
+
+    from registry.tests.tiny_model import build_tiny_gpt2
+
+    engineer = _auth(people["ml_engineer"])
+    created = client.post(
+        "/api/v1/projects/assistant/models/",
+        {"slug": "bot", "name": "Bot"},
+        content_type="application/json",
+        **engineer,
+    )
+    assert created.status_code == 201
+    model_id = created.json()["id"]
+    folder = build_tiny_gpt2(tmp_path / "imports" / "base")
+    with override_settings(REGISTRY_ALLOWED_ROOTS=[(tmp_path / "imports").resolve()]):
+        registered = client.post(
+            f"/api/v1/models/{model_id}/versions/", {"folder": str(folder)}, content_type="application/json", **engineer
+        )
+        assert registered.status_code == 201, registered.json()
+        outside = client.post(
+            f"/api/v1/models/{model_id}/versions/", {"folder": "/etc"}, content_type="application/json", **engineer
+        )
+        assert outside.status_code == 400 and outside.json()["error"]["code"] == "path_not_allowed"
+    version = registered.json()
+    assert version["weights_digest"].startswith("sha256:") and "model.safetensors" in version["files"]
+    lineage = client.get(f"/api/v1/model-versions/{version['id']}/lineage", **_auth(people["auditor"]))
+    assert lineage.status_code == 200 and lineage.json() == {"base_model_versions": [], "dataset_versions": []}
+
+    template = {"slug": "answer", "body": "Answer from {context} only.", "intended_use": "grounded answers"}
+    first = client.post(
+        "/api/v1/projects/assistant/prompt-templates/", template, content_type="application/json", **engineer
+    )
+    same = client.post(
+        "/api/v1/projects/assistant/prompt-templates/", template, content_type="application/json", **engineer
+    )
+    assert (first.status_code, same.status_code) == (201, 200) and first.json()["id"] == same.json()["id"]
+    listing = client.get("/api/v1/projects/assistant/prompt-templates/", **_auth(people["auditor"]))
+    assert [t["version"] for t in listing.json()] == [1]
