@@ -594,3 +594,85 @@ def _registered(client: Any, name: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+# --- Anonymised derived versions -----------------------------------------------------------------
+
+
+def dataset_version_anonymise_request(*, actor: Any, version: DatasetVersion) -> None:
+    """Ask for an anonymised derived version (a task builds it with Presidio's anonymizer)."""
+    require_project_role(actor, version.dataset.project, {Role.DATA_STEWARD}, "anonymising a dataset version")
+    if version.format not in ("jsonl", "csv", "text"):
+        raise DomainError("unsupported_format", f"anonymisation writes jsonl, csv or text, not {version.format}")
+    with transaction.atomic():
+        ledger_append(actor=actor, action="dataset_version.anonymisation_requested", subject=_version_subject(version))
+        dispatch_on_commit("registry.anonymise", args=(version.pk, str(actor.pk)), queue="cpu")
+
+
+def _replace_strings(value: Any, path: str, replace: Any) -> Any:
+    """Apply ``replace(path, text)`` to every scalar leaf, with the paths ``records._flatten`` uses."""
+    if isinstance(value, dict):
+        return {k: _replace_strings(v, f"{path}.{k}" if path else str(k), replace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_strings(v, f"{path}[{i}]", replace) for i, v in enumerate(value)]
+    if isinstance(value, str) or (value is not None and not isinstance(value, bool)):
+        text = value if isinstance(value, str) else str(value)
+        new = replace(path or "value", text)
+        return value if new == text else new
+    return value
+
+
+def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[DatasetVersion, bool]:
+    """Replace every finding with ``<ENTITY_TYPE>`` (Presidio's anonymizer), write the result in
+    the version's format and register it as a derived version (which gets its own scan)."""
+    import csv
+    import io
+    import json
+
+    from presidio_analyzer import RecognizerResult
+    from presidio_anonymizer import AnonymizerEngine
+
+    from registry import pii
+    from registry.records import read_records
+
+    version = DatasetVersion.objects.select_related("dataset__project").get(pk=version_id)
+    data = artifacts.open_blob(version.sha256).read_bytes()
+    records = list(read_records(data, version.format))
+    scanner = pii.configured_scanner()
+    found = scanner.analyze_many(
+        (text for r in records for text in r.fields.values()), processes=settings.PII_SCAN_PROCESSES
+    )
+    engine = AnonymizerEngine()
+
+    def replace(_path: str, text: str) -> str:
+        hits = found.get(text)
+        if not hits:
+            return text
+        results = [RecognizerResult(h.entity, h.start, h.end, h.score) for h in hits]
+        return engine.anonymize(text=text, analyzer_results=results).text
+
+    if version.format == "jsonl":
+        lines = [json.dumps(_replace_strings(json.loads(line), "", replace), ensure_ascii=False)
+                 for line in data.decode("utf-8-sig").splitlines() if line.strip()]  # fmt: skip
+        derived = ("\n".join(lines) + "\n").encode()
+    elif version.format == "text":
+        derived = "".join(replace("text", r.fields["text"]) + "\n" for r in records).encode()
+    else:
+        header = next(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for r in records:
+            writer.writerow([replace(name, r.fields.get(name, "")) if r.fields.get(name) else "" for name in header])
+        derived = out.getvalue().encode()
+    name = f"{Path(version.original_name).stem}.anonymised{Path(version.original_name).suffix}"
+    with transaction.atomic():
+        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=derived)
+        if created:
+            new.parent, new.derivation = version, "anonymised"
+            new.save(update_fields=["parent", "derivation"])
+            ledger_append(
+                actor=actor, action="dataset_version.derived", subject=_version_subject(new),
+                payload={"from": version.pk, "derivation": "anonymised", "texts_changed": len(found)},
+            )  # fmt: skip
+    return new, created

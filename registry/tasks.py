@@ -23,3 +23,12 @@ def mlflow_mirror(model_version_id: int) -> str:
 
     system = get_user_model().objects.get(username=SYSTEM_USERNAME)
     return model_version_mirror_to_mlflow(model_version_id=model_version_id, actor=system).mlflow_version
+
+
+@shared_task(name="registry.anonymise", acks_late=True)
+def anonymise(version_id: int, requested_by: str) -> int:
+    """Build the anonymised version as the user who asked for it (their role was checked then)."""
+    from registry.services import dataset_version_anonymise_run
+
+    actor = get_user_model().objects.get(pk=int(requested_by))
+    return dataset_version_anonymise_run(version_id=version_id, actor=actor)[0].pk

@@ -146,3 +146,28 @@ def test_model_versions_are_mirrored_in_the_mlflow_registry(people: dict[str, An
     assert again.mlflow_version == mirrored.mlflow_version  # idempotent: no second registry version
     assert len(client.search_model_versions("name='assistant.assistant'")) == 1
     assert Entry.objects.filter(action="model_version.mirrored_to_mlflow").count() == 1
+
+
+def test_anonymisation_gives_a_usable_derived_version(people: dict[str, Any], dataset: Any) -> None:
+    from registry.services import dataset_version_anonymise_run, dataset_version_review, use_status
+
+    original, _ = dataset_version_upload(
+        actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl",
+        data=b'{"text": "write to ada@example.org", "meta": {"phone": "+1 212-555-0198"}}\n{"text": "no pii"}\n',
+    )  # fmt: skip
+    original = _scanned(people, original)
+    assert original.pii_verdict == "found"
+    dataset_version_review(actor=people["data_steward"], version=original, decision="anonymisation_required")
+    original.refresh_from_db()
+    assert use_status(original)[0] is False
+    with override_settings(**PATTERN_ONLY):
+        derived, created = dataset_version_anonymise_run(version_id=original.pk, actor=people["data_steward"])
+    assert created and derived.parent == original and derived.derivation == "anonymised"
+    from common import artifacts
+
+    content = artifacts.open_blob(derived.sha256).read_bytes().decode()
+    assert "ada@example.org" not in content and "555-0198" not in content
+    assert "<EMAIL_ADDRESS>" in content and "<PHONE_NUMBER>" in content and "no pii" in content
+    derived = _scanned(people, derived)
+    assert derived.pii_verdict == "none" and use_status(derived) == (True, "no personal data found")
+    assert lineage_of_dataset_version(original)["derived_dataset_versions"] == [derived]
