@@ -56,6 +56,7 @@ class PiiScanSerializer(serializers.ModelSerializer):
 
 class DatasetVersionSerializer(serializers.ModelSerializer):
     dataset = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     digest = serializers.SerializerMethodField()
@@ -67,7 +68,7 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
         fields = [
             "id", "dataset", "number", "sha256", "digest", "size_bytes", "format", "original_name", "record_count",
             "duplicate_count", "pii_verdict", "review", "reviewed_by", "reviewed_at", "review_note", "usable",
-            "usable_reason", "created_by", "created_at",
+            "usable_reason", "parent", "derivation", "created_by", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
 

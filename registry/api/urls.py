@@ -22,6 +22,16 @@ urlpatterns = [
         views.DatasetVersionLineageView.as_view(),
         name="api-dataset-version-lineage",
     ),
+    path(
+        "dataset-versions/<int:pk>/deduplicate",
+        views.DatasetVersionDeduplicateView.as_view(),
+        name="api-dataset-version-deduplicate",
+    ),
+    path(
+        "dataset-versions/<int:pk>/anonymise",
+        views.DatasetVersionAnonymiseView.as_view(),
+        name="api-dataset-version-anonymise",
+    ),
     path("projects/<slug:slug>/models/", views.ProjectModelsView.as_view(), name="api-models"),
     path("models/<int:pk>/versions/", views.ModelVersionsView.as_view(), name="api-model-versions"),
     path("model-versions/<int:pk>/lineage", views.ModelVersionLineageView.as_view(), name="api-model-version-lineage"),

@@ -209,3 +209,22 @@ class ProjectPromptTemplatesView(APIView):
         data = _valid(PromptTemplateSerializer, request)
         template, created = services.prompt_template_register(actor=request.user, project=project, **data)
         return Response(PromptTemplateSerializer(template).data, status=201 if created else 200)
+
+
+class DatasetVersionDeduplicateView(APIView):
+    @extend_schema(operation_id="dataset_versions_deduplicate", request=None, responses={201: DatasetVersionSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """A derived version without the exact duplicates (lineage points back)."""
+        version = selectors.version_get(user=request.user, pk=pk)
+        derived, created = services.dataset_version_deduplicate(actor=request.user, version=version)
+        return Response(DatasetVersionSerializer(derived).data, status=201 if created else 200)
+
+
+class DatasetVersionAnonymiseView(APIView):
+    @extend_schema(operation_id="dataset_versions_anonymise", request=None, responses={202: None})
+    def post(self, request: Request, pk: int) -> Response:
+        """Build an anonymised derived version in the background (data stewards); it appears in
+        the dataset's versions with ``derivation: anonymised`` and gets its own scan."""
+        version = selectors.version_get(user=request.user, pk=pk)
+        services.dataset_version_anonymise_request(actor=request.user, version=version)
+        return Response(status=status.HTTP_202_ACCEPTED)

@@ -166,3 +166,16 @@ def test_models_templates_and_lineage_over_the_api(client: Client, people: dict[
     assert (first.status_code, same.status_code) == (201, 200) and first.json()["id"] == same.json()["id"]
     listing = client.get("/api/v1/projects/assistant/prompt-templates/", **_auth(people["auditor"]))
     assert [t["version"] for t in listing.json()] == [1]
+
+
+def test_derived_versions_over_the_api(client: Client, people: dict[str, Any]) -> None:
+    dataset = make_dataset(people)
+    engineer, steward = _auth(people["ml_engineer"]), _auth(people["data_steward"])
+    version = _upload(client, dataset.pk, engineer, "t.csv", b"id,text\n1,same\n1,same\n2,other\n").json()
+    derived = client.post(f"/api/v1/dataset-versions/{version['id']}/deduplicate", **engineer)
+    assert derived.status_code == 201
+    assert (derived.json()["parent"], derived.json()["derivation"], derived.json()["record_count"]) == (
+        version["id"], "deduplicated", 2,
+    )  # fmt: skip
+    assert client.post(f"/api/v1/dataset-versions/{version['id']}/anonymise", **engineer).status_code == 403
+    assert client.post(f"/api/v1/dataset-versions/{version['id']}/anonymise", **steward).status_code == 202
