@@ -4,29 +4,17 @@ roles and write the ledger."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdmin
 from registry.models import Dataset, DatasetVersion, PiiScan
 from registry.services import use_status
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Dataset)
-class DatasetAdmin(ReadOnly):
+class DatasetAdmin(ReadOnlyAdmin):
     list_display = ["slug", "project", "name", "lawful_basis", "retention_days", "data_steward", "created_at"]
     list_filter = ["lawful_basis", "project"]
     list_select_related = ["project", "data_steward"]
@@ -34,7 +22,7 @@ class DatasetAdmin(ReadOnly):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(ReadOnly):
+class DatasetVersionAdmin(ReadOnlyAdmin):
     list_display = [
         "__str__",
         "format",
@@ -55,7 +43,7 @@ class DatasetVersionAdmin(ReadOnly):
 
 
 @admin.register(PiiScan)
-class PiiScanAdmin(ReadOnly):
+class PiiScanAdmin(ReadOnlyAdmin):
     list_display = ["id", "version", "status", "requested_at", "finished_at", "records_scanned"]
     list_filter = ["status"]
     list_select_related = ["version__dataset__project"]

@@ -395,15 +395,26 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
                 seen.add(key)
                 keep_lines.append(lines[record.number - 1].rstrip("\r\n") + "\n")
         derived = "".join(keep_lines).encode()
-    name = f"{Path(version.original_name).stem}.dedup{Path(version.original_name).suffix}"
+    return _register_derived(
+        actor=actor, version=version, data=derived, derivation="deduplicated",
+        details={"removed": version.duplicate_count},
+    )  # fmt: skip
+
+
+def _register_derived(
+    *, actor: Any, version: DatasetVersion, data: bytes, derivation: str, details: dict[str, Any]
+) -> tuple[DatasetVersion, bool]:
+    """Register ``data`` as a version derived from ``version``, with its lineage and ledger entry."""
+    original = Path(version.original_name)
+    name = f"{original.stem}.{derivation}{original.suffix}"
     with transaction.atomic():
-        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=derived)
+        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=data)
         if created:
-            new.parent, new.derivation = version, "deduplicated"
+            new.parent, new.derivation = version, derivation
             new.save(update_fields=["parent", "derivation"])
             ledger_append(
                 actor=actor, action="dataset_version.derived", subject=_version_subject(new),
-                payload={"from": version.pk, "derivation": "deduplicated", "removed": version.duplicate_count},
+                payload={"from": version.pk, "derivation": derivation, **details},
             )  # fmt: skip
     return new, created
 
@@ -665,14 +676,6 @@ def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[Datas
         for r in records:
             writer.writerow([replace(name, r.fields.get(name, "")) if r.fields.get(name) else "" for name in header])
         derived = out.getvalue().encode()
-    name = f"{Path(version.original_name).stem}.anonymised{Path(version.original_name).suffix}"
-    with transaction.atomic():
-        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=derived)
-        if created:
-            new.parent, new.derivation = version, "anonymised"
-            new.save(update_fields=["parent", "derivation"])
-            ledger_append(
-                actor=actor, action="dataset_version.derived", subject=_version_subject(new),
-                payload={"from": version.pk, "derivation": "anonymised", "texts_changed": len(found)},
-            )  # fmt: skip
-    return new, created
+    return _register_derived(
+        actor=actor, version=version, data=derived, derivation="anonymised", details={"texts_changed": len(found)}
+    )

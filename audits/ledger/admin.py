@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.html import format_html
 
 from audits.ledger.models import Checkpoint, Entry, PublishedKey, VerificationRun
 from audits.ledger.selectors import entry_decoded
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from common.admin import ReadOnlyAdmin
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnly):
+class EntryAdmin(ReadOnlyAdmin):
     list_display = ["index", "created_at", "action", "actor_name", "subject_type", "subject_id", "request_id"]
     list_filter = ["action", "subject_type"]
     search_fields = ["=index", "action", "actor_name", "subject_id", "request_id"]
@@ -44,7 +32,7 @@ class EntryAdmin(ReadOnly):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(ReadOnly):
+class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ["id", "tree_size", "created_at", "root_b64"]
     fields = ["tree_size", "created_at", "root_b64", "signed_note"]
     readonly_fields = fields
@@ -59,11 +47,11 @@ class CheckpointAdmin(ReadOnly):
 
 
 @admin.register(PublishedKey)
-class PublishedKeyAdmin(ReadOnly):
+class PublishedKeyAdmin(ReadOnlyAdmin):
     list_display = ["name", "key_id", "first_used_at", "retired_at", "verifier"]
 
 
 @admin.register(VerificationRun)
-class VerificationRunAdmin(ReadOnly):
+class VerificationRunAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "ok", "tree_size", "checkpoints_checked", "failure"]
     list_filter = ["ok"]
