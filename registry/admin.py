@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from common.admin import ReadOnlyAdmin
-from registry.models import Dataset, DatasetVersion, PiiScan
+from registry.models import Dataset, DatasetVersion, Model, ModelVersion, PiiScan, PromptTemplate
 from registry.services import use_status
 
 
@@ -52,3 +52,35 @@ class PiiScanAdmin(ReadOnlyAdmin):
     @admin.display(description="findings (types, counts, locations)")
     def findings_pretty(self, obj: PiiScan) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.findings, indent=2))
+
+
+@admin.register(Model)
+class ModelAdmin(ReadOnlyAdmin):
+    list_display = ["slug", "project", "name", "owner", "created_at"]
+    list_select_related = ["project", "owner"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "weights_digest",
+        "size_bytes",
+        "base",
+        "mlflow_model_name",
+        "mlflow_version",
+        "created_at",
+    ]
+    list_select_related = ["model__project", "base__model__project"]
+    exclude = ["dataset_versions"]
+    readonly_fields = ["trained_on"]
+
+    @admin.display(description="dataset versions")
+    def trained_on(self, obj: ModelVersion) -> str:
+        return ", ".join(str(dv) for dv in obj.dataset_versions.select_related("dataset__project")) or "-"
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "content_digest", "intended_use", "owner", "created_at"]
+    list_select_related = ["project", "owner"]
