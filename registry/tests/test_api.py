@@ -179,3 +179,12 @@ def test_derived_versions_over_the_api(client: Client, people: dict[str, Any]) -
     )  # fmt: skip
     assert client.post(f"/api/v1/dataset-versions/{version['id']}/anonymise", **engineer).status_code == 403
     assert client.post(f"/api/v1/dataset-versions/{version['id']}/anonymise", **steward).status_code == 202
+
+
+def test_the_admin_shows_the_registry_read_only(client: Client, people: dict[str, Any]) -> None:
+    dataset = make_dataset(people)
+    client.force_login(people["auditor"])
+    for page in ("dataset", "datasetversion", "piiscan", "model", "modelversion", "prompttemplate"):
+        assert client.get(f"/admin/registry/{page}/").status_code == 200, page
+    assert client.get(f"/admin/registry/dataset/{dataset.pk}/change/").status_code == 200
+    assert client.get("/admin/registry/dataset/add/").status_code == 403
