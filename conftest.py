@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,23 @@ def _wipe_ledger_after_transactional_tests(request: pytest.FixtureRequest) -> It
 
     with transaction.atomic():
         triggers.wipe_for_tests_rollback_unsafe(connection)
+
+
+@pytest.fixture
+def people(db: None) -> dict[str, Any]:
+    """A project and one person per working role in it, all made through the services."""
+    from django.contrib.auth import get_user_model
+
+    from governance.permissions import SYSTEM_USERNAME
+    from governance.roles import Role
+    from governance.services import project_create, project_role_grant
+
+    User = get_user_model()
+    system = User.objects.get(username=SYSTEM_USERNAME)
+    project = project_create(actor=system, slug="assistant", name="Assistant")
+    cast: dict[str, Any] = {"system": system, "project": project}
+    for role in (Role.DATA_STEWARD, Role.ML_ENGINEER, Role.COMPLIANCE_OFFICER, Role.AUDITOR):
+        user = User.objects.create_user(username=role.value.replace("_", "-"))
+        project_role_grant(actor=system, project=project, user=user, role=role)
+        cast[role.value] = User.objects.get(pk=user.pk)
+    return cast

@@ -34,8 +34,10 @@ def _stamp_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 @signals.beat_init.connect
 def _require_signing_key(**_: Any) -> None:
     from audits.ledger.checks import require_signing_key
+    from governance.checks import require_valid_policies
 
     require_signing_key()
+    require_valid_policies()
 
 
 @signals.task_prerun.connect

@@ -60,3 +60,64 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class ApprovalState(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+
+
+class ApprovalRequest(models.Model):
+    """A request to perform ``action`` on one governed subject, bound to the subject's digest.
+
+    ``slots`` is the policy rule's approval slots at submission, so a later policy change never
+    rewrites what this request needs; the policy-set hash is recorded with it and every decision.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="approval_requests")
+    action = models.CharField(max_length=100)
+    subject_type = models.CharField(max_length=64)
+    subject_id = models.CharField(max_length=64)
+    subject_digest = models.CharField(max_length=71)
+    context = models.JSONField(default=dict, blank=True)
+    rule = models.JSONField()
+    policy_hash = models.CharField(max_length=71)
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    comment = models.TextField(blank=True)
+    state = models.CharField(max_length=16, choices=ApprovalState.choices, default=ApprovalState.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["subject_type", "subject_id", "action"], name="gov_approval_subject")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} {self.subject_type}:{self.subject_id} ({self.state})"
+
+
+class ApprovalDecision(models.Model):
+    """One person's decision on one request, filling one slot (or rejecting it)."""
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="decisions")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=32)
+    decision = models.CharField(max_length=8, choices=[("approve", "approve"), ("reject", "reject")])
+    reason = models.TextField()
+    subject_digest = models.CharField(max_length=71)
+    policy_hash = models.CharField(max_length=71)
+    ledger_index = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "approver"], name="gov_decision_one_per_person"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.approver_id} as {self.role} on #{self.request_id}"

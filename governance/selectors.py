@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from guardian.core import ObjectPermissionChecker
@@ -31,3 +33,34 @@ def project_roles_of(*, user: AbstractBaseUser) -> list[tuple[Project, list[str]
         codenames = set(checker.get_perms(project))  # served from the prefetched cache
         result.append((project, [role.value for role in Role if role.codename in codenames]))
     return result
+
+
+def approval_list(*, user: AbstractBaseUser, inbox: bool = False) -> QuerySet[Any]:
+    """Requests in the projects the user holds a role in. ``inbox``: pending requests the user can
+    decide now (holds a slot's role, did not ask, has not decided)."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    queryset = (
+        ApprovalRequest.objects.filter(project__in=project_list(user=user))
+        .select_related("project", "requester")
+        .prefetch_related("decisions__approver")
+    )
+    if not inbox:
+        return queryset
+    pending = queryset.filter(state=ApprovalState.PENDING).exclude(requester=user).exclude(decisions__approver=user)
+    roles_by_project = {project.pk: set(roles) for project, roles in project_roles_of(user=user)}
+    keep = [
+        request.pk
+        for request in pending
+        if roles_by_project.get(request.project_id, set()) & {slot["role"] for slot in request.rule["approvals"]}
+    ]
+    return queryset.filter(pk__in=keep)
+
+
+def approval_get(*, user: AbstractBaseUser, pk: int) -> Any:
+    from common.errors import NotFound
+
+    request = approval_list(user=user).filter(pk=pk).first()
+    if request is None:
+        raise NotFound("not_found", f"no approval request {pk}")
+    return request

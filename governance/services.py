@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -160,3 +161,217 @@ def api_token_authenticate(token: str) -> ApiToken | None:
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
     return row
+
+
+# --- Approval workflows --------------------------------------------------------------------------
+
+REQUESTER_ROLES = {Role.ML_ENGINEER, Role.DATA_STEWARD, Role.PLATFORM_ADMIN}
+
+
+class PolicyViolation(DomainError):
+    """The request breaks a rule of the policy (422); the message names the rule."""
+
+    status_code = 422
+
+
+def _approval_subject(request: Any) -> Subject:
+    return Subject(request.subject_type, request.subject_id, request.subject_digest)
+
+
+def _evidence_or_raise(rule: dict[str, Any], kind: str, obj: Any) -> list[dict[str, Any]]:
+    from governance.evidence import evaluate
+
+    outcomes = evaluate(tuple(rule["evidence"]), kind, obj)
+    missing = [o for o in outcomes if not o["holds"]]
+    if missing:
+        first = missing[0]
+        raise PolicyViolation("evidence_missing", f"evidence {first['check']!r} does not hold: {first['detail']}")
+    return outcomes
+
+
+def approval_request_submit(
+    *,
+    actor: AbstractBaseUser,
+    subject_type: str,
+    subject_id: str,
+    action: str,
+    context: dict[str, str] | None = None,
+    comment: str = "",
+) -> Any:
+    """Open an approval request for ``action`` on a subject, under the policy rule that matches the
+    context (project, environment, risk tier). The request is bound to the subject's digest now."""
+    from governance.models import ApprovalRequest, ApprovalState
+    from governance.permissions import has_project_role
+    from governance.policy import current_policy_set
+    from governance.subjects import subject_type as get_type
+
+    kind = get_type(subject_type)
+    obj = kind.get(subject_id)
+    if obj is None:
+        raise DomainError("not_found", f"no {subject_type} {subject_id}", status_code=404)
+    project = kind.project(obj)
+    if not (is_platform_admin(actor) or any(has_project_role(actor, project, r) for r in REQUESTER_ROLES)):
+        raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
+    context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
+    policies = current_policy_set()
+    rule = policies.rule_for(action, {"project": project.slug, **context})
+    if rule is None:
+        raise PolicyViolation("no_policy", f"no policy rule covers {action} in this context ({context or 'none'})")
+    described = rule.describe()
+    digest = kind.digest(obj)
+    with transaction.atomic():
+        outcomes = _evidence_or_raise(described, subject_type, obj)
+        if ApprovalRequest.objects.filter(
+            subject_type=subject_type, subject_id=str(subject_id), action=action, state=ApprovalState.PENDING
+        ).exists():
+            raise Conflict("already_pending", f"a request for {action} on this {subject_type} is already pending")
+        days = described["expires_after_days"]
+        request = ApprovalRequest.objects.create(
+            project=project, action=action, subject_type=subject_type, subject_id=str(subject_id),
+            subject_digest=digest, context=context, rule=described, policy_hash=policies.hash, requester=actor,
+            comment=comment, expires_at=timezone.now() + timezone.timedelta(days=days) if days else None,
+        )  # fmt: skip
+        ledger_append(
+            actor=actor, action="approval.requested", subject=_approval_subject(request), policy_hash=policies.hash,
+            payload={"request": request.pk, "action": action, "rule": described, "comment": comment,
+                     "evidence": outcomes},
+        )  # fmt: skip
+    return request
+
+
+def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
+    """Approve (fill one slot) or reject a pending request.
+
+    In one transaction, with the request row locked (so two approvers racing for the last slot
+    cannot both fill it): the request must be pending and unexpired; the approver is not the
+    requester and has not decided before; the subject's digest is unchanged; the evidence still
+    holds; the approver holds a role with an open slot. A decision that fills the last slot
+    approves the request; a rejection closes it.
+    """
+    from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
+    from governance.permissions import has_project_role
+    from governance.policy import current_policy_set
+    from governance.subjects import subject_type as get_type
+
+    if decision not in ("approve", "reject"):
+        raise DomainError("invalid_input", "decision is approve or reject", fields={"decision": [decision]})
+    if not reason.strip():
+        raise DomainError("invalid_input", "a decision needs a reason", fields={"reason": ["may not be blank"]})
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
+        if request is None:
+            raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
+        if request.state != ApprovalState.PENDING:
+            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        if request.expires_at is not None and request.expires_at <= timezone.now():
+            raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
+        if actor.pk == request.requester_id:
+            raise PolicyViolation(
+                "self_approval", "separation of duties: a requester never decides on their own request"
+            )
+        decisions = list(request.decisions.all())
+        if any(d.approver_id == actor.pk for d in decisions):
+            raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
+        kind = get_type(request.subject_type)
+        obj = kind.get(request.subject_id)
+        current = kind.digest(obj) if obj is not None else None
+        if current != request.subject_digest:
+            raise Conflict(
+                "stale_digest", f"the {request.subject_type} changed since the request: approvals bind to its digest"
+            )
+        filled: dict[str, int] = {}
+        for d in decisions:
+            if d.decision == "approve":
+                filled[d.role] = filled.get(d.role, 0) + 1
+        slots = request.rule["approvals"]
+        held = [s["role"] for s in slots if has_project_role(actor, request.project, Role(s["role"]))]
+        if not held:
+            raise PermissionDenied(
+                "not_an_approver", f"deciding needs one of the roles {', '.join(s['role'] for s in slots)}"
+            )
+        open_roles = [s["role"] for s in slots if s["role"] in held and filled.get(s["role"], 0) < s["count"]]
+        if decision == "approve" and not open_roles:
+            raise Conflict("slot_filled", "every slot your roles could fill is already filled")
+        role = open_roles[0] if open_roles else held[0]
+        if decision == "approve":
+            _evidence_or_raise(request.rule, request.subject_type, obj)
+            filled[role] = filled.get(role, 0) + 1
+        complete = all(filled.get(s["role"], 0) >= s["count"] for s in slots)
+        new_state = ApprovalState.REJECTED if decision == "reject" else (
+            ApprovalState.APPROVED if complete else ApprovalState.PENDING
+        )  # fmt: skip
+        policy_hash = current_policy_set().hash
+        if decision == "reject":
+            entry_action = "approval.rejected"
+        elif new_state == ApprovalState.APPROVED:
+            entry_action = "approval.approved"
+        else:
+            entry_action = "approval.slot_filled"
+        appended = ledger_append(
+            actor=actor, action=entry_action, subject=_approval_subject(request), policy_hash=policy_hash,
+            payload={"request": request.pk, "decision": decision, "role": role, "reason": reason,
+                     "state": new_state, "filled": filled},
+        )  # fmt: skip
+        ApprovalDecision.objects.create(
+            request=request, approver=actor, role=role, decision=decision, reason=reason,
+            subject_digest=request.subject_digest, policy_hash=policy_hash, ledger_index=appended.index,
+        )  # fmt: skip
+        if new_state != request.state:
+            request.state, request.closed_at = new_state, timezone.now()
+            request.save(update_fields=["state", "closed_at"])
+    return request
+
+
+def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reason: str) -> Any:
+    from governance.models import ApprovalRequest, ApprovalState
+
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is None:
+            raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
+        if actor.pk != request.requester_id and not is_platform_admin(actor):
+            raise PermissionDenied("permission_denied", "only the requester withdraws a request")
+        if request.state != ApprovalState.PENDING:
+            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        request.state, request.closed_at = ApprovalState.WITHDRAWN, timezone.now()
+        request.save(update_fields=["state", "closed_at"])
+        ledger_append(
+            actor=actor, action="approval.withdrawn", subject=_approval_subject(request),
+            payload={"request": request.pk, "reason": reason},
+        )  # fmt: skip
+    return request
+
+
+def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
+    """Close pending requests past their expiry (run by beat). Returns how many expired."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    expired = 0
+    for pk in ApprovalRequest.objects.filter(state=ApprovalState.PENDING, expires_at__lte=timezone.now()).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            request = ApprovalRequest.objects.select_for_update().get(pk=pk)
+            if request.state != ApprovalState.PENDING:
+                continue
+            request.state, request.closed_at = ApprovalState.EXPIRED, timezone.now()
+            request.save(update_fields=["state", "closed_at"])
+            ledger_append(
+                actor=actor, action="approval.expired", subject=_approval_subject(request),
+                payload={"request": request.pk},
+            )  # fmt: skip
+            expired += 1
+    return expired
+
+
+def approval_holds(*, subject_type: str, subject_id: str, action: str, digest: str) -> bool:
+    """Is there an approval, unexpired, for this action on the subject as it is now (its digest)?"""
+    from django.db.models import Q
+
+    from governance.models import ApprovalRequest, ApprovalState
+
+    return ApprovalRequest.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+        subject_type=subject_type, subject_id=str(subject_id), action=action, subject_digest=digest,
+        state=ApprovalState.APPROVED,
+    ).exists()  # fmt: skip

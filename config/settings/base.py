@@ -274,6 +274,9 @@ MLFLOW_REGISTRY_URI = env_optional_str("MLFLOW_REGISTRY_URI") or MLFLOW_TRACKING
 # Where MLflow keeps run artifacts; set explicitly so nothing lands in the working directory.
 MLFLOW_ARTIFACT_LOCATION = env_optional_str("MLFLOW_ARTIFACT_LOCATION") or (ARTIFACT_ROOT / "mlflow").as_uri()
 
+# --- Governance --------------------------------------------------------------------------------
+POLICY_DIR = env_path("POLICY_DIR", BASE_DIR / "policies")
+
 # --- Registry: uploads and PII scans ---------------------------------------------------------
 REGISTRY_MAX_UPLOAD_BYTES = env_int("REGISTRY_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1)
 # Registering a dataset by path is allowed only under these folders (symlinks resolved).

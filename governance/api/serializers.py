@@ -22,3 +22,42 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["slug", "name", "description", "created_at"]
         read_only_fields = fields
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    approver = serializers.CharField(source="approver.username")
+    role = serializers.CharField()
+    decision = serializers.CharField()
+    reason = serializers.CharField()
+    ledger_index = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ApprovalRequestSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.CharField(source="project.slug")
+    action = serializers.CharField()
+    subject_type = serializers.CharField()
+    subject_id = serializers.CharField()
+    subject_digest = serializers.CharField()
+    context = serializers.DictField(child=serializers.CharField())
+    rule = serializers.JSONField()
+    policy_hash = serializers.CharField()
+    requester = serializers.CharField(source="requester.username")
+    comment = serializers.CharField()
+    state = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    closed_at = serializers.DateTimeField(allow_null=True)
+    decisions = ApprovalDecisionSerializer(many=True, source="decisions.all")
+
+
+class DecisionInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class SubmitSerializer(serializers.Serializer):
+    action = serializers.CharField(max_length=100)
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    environment = serializers.CharField(required=False, max_length=50)
+    risk_tier = serializers.CharField(required=False, max_length=50)

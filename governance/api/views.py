@@ -1,14 +1,24 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.serializers import MeSerializer, ProjectSerializer
+from common.errors import NotFound
+from governance.api.serializers import (
+    ApprovalRequestSerializer,
+    DecisionInputSerializer,
+    MeSerializer,
+    ProjectSerializer,
+    SubmitSerializer,
+)
 from governance.models import Project
-from governance.selectors import project_list, project_roles_of
+from governance.selectors import approval_get, approval_list, project_list, project_roles_of
+from governance.services import approval_request_decide, approval_request_submit, approval_request_withdraw
 
 
 class MeView(APIView):
@@ -43,3 +53,128 @@ class ProjectDetailView(generics.RetrieveAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         # A project the caller may not see answers 404, exactly like one that does not exist.
         return project_list(user=self.request.user) if self.request.user else Project.objects.none()
+
+
+def _validated(serializer_class: type, request: Request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+ERRORS = {
+    400: OpenApiResponse(description="invalid input"),
+    403: OpenApiResponse(description="your role may not decide this request"),
+    404: OpenApiResponse(description="no such request, or not in a project of yours"),
+    409: OpenApiResponse(description="the request is closed, expired, its slots filled, or the subject changed"),
+    422: OpenApiResponse(description="a policy rule forbids it (self-approval, one slot per person, evidence)"),
+}
+
+
+class ApprovalListView(generics.ListAPIView):
+    """Approval requests in your projects; ``?inbox=1``: what you can decide now. Filters:
+    ``state``, ``subject_type``, ``project`` (slug)."""
+
+    serializer_class = ApprovalRequestSerializer
+
+    @extend_schema(
+        operation_id="approvals_list",
+        parameters=[
+            OpenApiParameter("inbox", bool), OpenApiParameter("state", str),
+            OpenApiParameter("subject_type", str), OpenApiParameter("project", str),
+        ],
+    )  # fmt: skip
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        params = self.request.query_params
+        queryset = approval_list(user=self.request.user, inbox=params.get("inbox") in ("1", "true"))
+        if params.get("state"):
+            queryset = queryset.filter(state=params["state"])
+        if params.get("subject_type"):
+            queryset = queryset.filter(subject_type=params["subject_type"])
+        if params.get("project"):
+            queryset = queryset.filter(project__slug=params["project"])
+        return queryset.order_by("-created_at")
+
+
+class ApprovalDetailView(APIView):
+    @extend_schema(operation_id="approvals_retrieve", responses={200: ApprovalRequestSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
+
+
+class _DecisionView(APIView):
+    decision = ""
+
+    def post(self, request: Request, pk: int) -> Response:
+        approval_get(user=request.user, pk=pk)  # 404 for requests the caller may not see
+        reason = _validated(DecisionInputSerializer, request)["reason"]
+        if self.decision == "withdraw":
+            approval_request_withdraw(actor=request.user, request_id=pk, reason=reason)
+        else:
+            approval_request_decide(actor=request.user, request_id=pk, decision=self.decision, reason=reason)
+        return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
+
+
+class ApprovalApproveView(_DecisionView):
+    decision = "approve"
+
+    @extend_schema(
+        operation_id="approvals_approve",
+        request=DecisionInputSerializer,
+        responses={200: ApprovalRequestSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Fill one slot of a pending request with your approval (a reason is required)."""
+        return super().post(request, pk)
+
+
+class ApprovalRejectView(_DecisionView):
+    decision = "reject"
+
+    @extend_schema(
+        operation_id="approvals_reject",
+        request=DecisionInputSerializer,
+        responses={200: ApprovalRequestSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Reject a pending request (a reason is required); the request closes."""
+        return super().post(request, pk)
+
+
+class ApprovalWithdrawView(_DecisionView):
+    decision = "withdraw"
+
+    @extend_schema(
+        operation_id="approvals_withdraw",
+        request=DecisionInputSerializer,
+        responses={200: ApprovalRequestSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Withdraw your own pending request."""
+        return super().post(request, pk)
+
+
+class SubjectSubmitView(APIView):
+    subject_type = ""
+
+    @extend_schema(
+        operation_id="subjects_submit", request=SubmitSerializer,
+        responses={201: ApprovalRequestSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Open an approval request for an action on this subject, under the matching policy."""
+        from governance.subjects import subject_type as get_type
+
+        kind = get_type(self.subject_type)
+        obj = kind.get(str(pk))
+        if obj is None or not project_list(user=request.user).filter(pk=kind.project(obj).pk).exists():
+            raise NotFound("not_found", f"no {self.subject_type} {pk}")
+        data = _validated(SubmitSerializer, request)
+        context = {k: data[k] for k in ("environment", "risk_tier") if k in data}
+        created = approval_request_submit(
+            actor=request.user, subject_type=self.subject_type, subject_id=str(pk), action=data["action"],
+            context=context, comment=data["comment"],
+        )  # fmt: skip
+        return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=created.pk)).data, status=201)

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from governance.api.views import SubjectSubmitView
 from registry.api import views
 
 urlpatterns = [
@@ -31,6 +32,12 @@ urlpatterns = [
         "dataset-versions/<int:pk>/anonymise",
         views.DatasetVersionAnonymiseView.as_view(),
         name="api-dataset-version-anonymise",
+    ),
+    # The governed-subject submit action (governance's generic view, bound to this subject type).
+    path(
+        "dataset-versions/<int:pk>/submit",
+        SubjectSubmitView.as_view(subject_type="dataset_version"),
+        name="api-dataset-version-submit",
     ),
     path("projects/<slug:slug>/models/", views.ProjectModelsView.as_view(), name="api-models"),
     path("models/<int:pk>/versions/", views.ModelVersionsView.as_view(), name="api-model-versions"),

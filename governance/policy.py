@@ -1,0 +1,231 @@
+"""Approval policies: YAML files in ``policies/``, validated against a schema, hashed as a set.
+
+A policy file names one action and lists rules; the first rule whose ``when`` matches the request's
+context (project, environment, risk tier) applies::
+
+    action: dataset_version.use_for_training
+    rules:
+      - when: {risk_tier: high}
+        approvals:
+          - {role: data_steward, count: 1}
+          - {role: compliance_officer, count: 1}
+        separation_of_duties: {requester_may_approve: false, one_slot_per_person: true}
+        evidence: [personal_data_reviewed]
+        expires_after_days: 30
+
+A malformed file is refused with its file, line and field; the service does not start with it.
+The policy-set hash (SHA-256 over every file's name and bytes, in name order) is written with
+every decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from governance.roles import Role
+
+CONTEXT_KEYS = ("project", "environment", "risk_tier")
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["action", "rules"],
+    "properties": {
+        "action": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"},
+        "description": {"type": "string"},
+        "rules": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["approvals"],
+                "properties": {
+                    "when": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {key: {"type": "string", "minLength": 1} for key in CONTEXT_KEYS},
+                    },
+                    "approvals": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["role", "count"],
+                            "properties": {
+                                "role": {"enum": [role.value for role in Role if role != Role.AUDITOR]},
+                                "count": {"type": "integer", "minimum": 1, "maximum": 10},
+                            },
+                        },
+                    },
+                    "separation_of_duties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "requester_may_approve": {"const": False},
+                            "one_slot_per_person": {"type": "boolean"},
+                        },
+                    },
+                    "evidence": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
+                    "expires_after_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                },
+            },
+        },
+    },
+}
+
+
+class PolicyError(ValueError):
+    """A policy file is malformed; the message names the file, the line and the field."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    role: Role
+    count: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    when: dict[str, str]
+    slots: tuple[Slot, ...]
+    one_slot_per_person: bool
+    evidence: tuple[str, ...]
+    expires_after_days: int | None
+
+    def matches(self, context: dict[str, str]) -> bool:
+        return all(context.get(key) == value for key, value in self.when.items())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "when": self.when,
+            "approvals": [{"role": s.role.value, "count": s.count} for s in self.slots],
+            "one_slot_per_person": self.one_slot_per_person,
+            "evidence": list(self.evidence),
+            "expires_after_days": self.expires_after_days,
+        }
+
+
+@dataclass(frozen=True)
+class Policy:
+    action: str
+    file: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    hash: str
+    policies: dict[str, Policy] = field(default_factory=dict)
+
+    def rule_for(self, action: str, context: dict[str, str]) -> Rule | None:
+        policy = self.policies.get(action)
+        if policy is None:
+            return None
+        return next((rule for rule in policy.rules if rule.matches(context)), None)
+
+
+def _line_of(node: Any, path: list[Any]) -> int:
+    """The 1-based line of the YAML node at ``path`` (as deep as the path resolves)."""
+    for step in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((value for key, value in node.value if key.value == step), None)
+            if match is None:
+                break
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        else:
+            break
+    return node.start_mark.line + 1
+
+
+def _field_name(path: list[Any]) -> str:
+    return (
+        "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path)) or "(top)"
+    )
+
+
+def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -> Policy:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        raise PolicyError(f"{name}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if node is None:
+        raise PolicyError(f"{name}, line 1: the file is empty")
+    errors = sorted(Draft202012Validator(SCHEMA).iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        path = list(error.absolute_path)
+        raise PolicyError(f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: {error.message}")
+    rules = []
+    for index, raw in enumerate(document["rules"]):
+        roles = [slot["role"] for slot in raw["approvals"]]
+        if len(set(roles)) != len(roles):
+            path = ["rules", index, "approvals"]
+            raise PolicyError(f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: a role has one slot")
+        for position, check in enumerate(raw.get("evidence", [])):
+            if known_evidence is not None and check not in known_evidence:
+                path = ["rules", index, "evidence", position]
+                raise PolicyError(
+                    f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: unknown evidence check "
+                    f"{check!r}; known: {', '.join(sorted(known_evidence)) or 'none'}"
+                )
+        sod = raw.get("separation_of_duties", {})
+        rules.append(
+            Rule(
+                when=dict(raw.get("when", {})),
+                slots=tuple(Slot(Role(slot["role"]), slot["count"]) for slot in raw["approvals"]),
+                one_slot_per_person=sod.get("one_slot_per_person", True),
+                evidence=tuple(raw.get("evidence", [])),
+                expires_after_days=raw.get("expires_after_days"),
+            )
+        )
+    return Policy(action=document["action"], file=name, rules=tuple(rules))
+
+
+def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> PolicySet:
+    if not folder.is_dir():
+        raise PolicyError(f"{folder}: the policy folder does not exist")
+    files = sorted(folder.glob("*.yaml"))
+    digest = hashlib.sha256()
+    policies: dict[str, Policy] = {}
+    for path in files:
+        data = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + data + b"\0")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PolicyError(f"{path.name}: not UTF-8") from None
+        policy = parse_policy(path.name, text, known_evidence)
+        if policy.action in policies:
+            raise PolicyError(f"{path.name}: action {policy.action} is also defined in {policies[policy.action].file}")
+        policies[policy.action] = policy
+    return PolicySet(hash="sha256:" + digest.hexdigest(), policies=policies)
+
+
+@cache
+def _cached(folder: str, evidence: frozenset[str], stamp: tuple[tuple[str, float, int], ...]) -> PolicySet:
+    return load_policy_set(Path(folder), set(evidence))
+
+
+def current_policy_set() -> PolicySet:
+    """The policy set on disk now (re-read when a file changes: name, mtime and size)."""
+    from django.conf import settings
+
+    from governance.evidence import known_checks
+
+    folder = Path(settings.POLICY_DIR)
+    stamp = tuple((p.name, p.stat().st_mtime, p.stat().st_size) for p in sorted(folder.glob("*.yaml")))
+    return _cached(str(folder), frozenset(known_checks()), stamp)

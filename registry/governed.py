@@ -1,0 +1,53 @@
+"""The registry's governed subjects and evidence checks, plugged into governance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from governance.evidence import register_check
+from governance.subjects import SubjectType, register_subject_type
+
+
+def _dataset_version(pk: str) -> Any:
+    from registry.models import DatasetVersion
+
+    if not str(pk).isdigit():
+        return None
+    return DatasetVersion.objects.select_related("dataset__project").filter(pk=int(pk)).first()
+
+
+def _describe(version: Any) -> dict[str, Any]:
+    from registry.services import use_status
+
+    usable, reason = use_status(version)
+    return {
+        "dataset": str(version.dataset),
+        "number": version.number,
+        "content_sha256": version.sha256,
+        "records": version.record_count,
+        "pii_verdict": version.pii_verdict,
+        "review": version.review,
+        "usable": usable,
+        "usable_reason": reason,
+    }
+
+
+def _personal_data_reviewed(version: Any) -> tuple[bool, str]:
+    from registry.services import use_status
+
+    return use_status(version)
+
+
+def register() -> None:
+    from registry.services import dataset_version_digest
+
+    register_subject_type(
+        SubjectType(
+            name="dataset_version",
+            get=_dataset_version,
+            project=lambda version: version.dataset.project,
+            digest=dataset_version_digest,
+            describe=_describe,
+        )
+    )
+    register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)

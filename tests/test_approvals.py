@@ -1,0 +1,305 @@
+"""Approval workflows on the first governed subject, dataset versions: policy rules, separation
+of duties, quorum, digest binding, evidence, closed states and the ledger."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+
+from audits.ledger.models import Entry
+from common.errors import Conflict, PermissionDenied
+from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
+from governance.policy import PolicyError, current_policy_set, load_policy_set, parse_policy
+from governance.roles import Role
+from governance.services import (
+    PolicyViolation,
+    approval_holds,
+    approval_request_decide,
+    approval_request_submit,
+    approval_request_withdraw,
+    approval_requests_expire_due,
+    project_role_grant,
+)
+from registry.models import DatasetVersion, PiiScan
+from registry.services import dataset_version_digest, dataset_version_review, dataset_version_upload, pii_scan_run
+from registry.tests.conftest import make_dataset
+
+ACTION = "dataset_version.use_for_training"
+PATTERN_ONLY = {"PII_NLP_MODEL": "blank", "PII_ENTITIES": ["EMAIL_ADDRESS"], "PII_SCAN_PROCESSES": 1}
+
+
+def _version(people: dict[str, Any], data: bytes = b'{"text": "no personal data here"}\n') -> DatasetVersion:
+    dataset = make_dataset(people, slug=f"d{DatasetVersion.objects.count()}")
+    version, _ = dataset_version_upload(actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data)
+    with override_settings(**PATTERN_ONLY):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
+    version.refresh_from_db()
+    return version
+
+
+def _submit(people: dict[str, Any], version: DatasetVersion, **context: str) -> ApprovalRequest:
+    return approval_request_submit(
+        actor=people["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk), action=ACTION,
+        context=context, comment="for the tone fine-tune",
+    )  # fmt: skip
+
+
+def _entries(**filters: Any) -> list[dict[str, Any]]:
+    return [json.loads(bytes(b)) for b in Entry.objects.filter(**filters).values_list("body", flat=True)]
+
+
+@pytest.mark.django_db
+def test_a_request_is_approved_by_its_slots_and_bound_to_the_digest(people: dict[str, Any]) -> None:
+    version = _version(people)
+    request = _submit(people, version)
+    assert request.rule["approvals"] == [{"role": "data_steward", "count": 1}]
+    assert request.subject_digest == dataset_version_digest(version)
+    with pytest.raises(PolicyViolation) as caught:
+        approval_request_decide(actor=people["ml_engineer"], request_id=request.pk, decision="approve", reason="mine")
+    assert caught.value.code == "self_approval" and "separation of duties" in caught.value.message
+    with pytest.raises(PermissionDenied):
+        approval_request_decide(actor=people["auditor"], request_id=request.pk, decision="approve", reason="ok")
+    approved = approval_request_decide(
+        actor=people["data_steward"], request_id=request.pk, decision="approve", reason="clean data"
+    )
+    assert approved.state == ApprovalState.APPROVED
+    assert approval_holds(subject_type="dataset_version", subject_id=str(version.pk), action=ACTION,
+                          digest=dataset_version_digest(version))  # fmt: skip
+    with pytest.raises(Conflict, match="is approved"):
+        approval_request_decide(
+            actor=people["compliance_officer"], request_id=request.pk, decision="reject", reason="x"
+        )
+
+    entries = _entries(action__startswith="approval.")
+    assert [e["action"] for e in entries] == ["approval.requested", "approval.approved"]
+    decision = entries[-1]
+    assert decision["actor"]["name"] == "data-steward"
+    assert decision["subject"]["digest"] == request.subject_digest
+    assert decision["policy_hash"] == current_policy_set().hash
+    assert decision["payload"]["reason"] == "clean data"
+    assert ApprovalDecision.objects.get().ledger_index == Entry.objects.get(action="approval.approved").index
+
+
+@pytest.mark.django_db
+def test_two_slots_one_person_each_and_stale_digests(people: dict[str, Any]) -> None:
+    version = _version(people)
+    both = get_user_model().objects.create_user(username="both-hats")
+    for role in (Role.DATA_STEWARD, Role.COMPLIANCE_OFFICER):
+        project_role_grant(actor=people["system"], project=people["project"], user=both, role=role)
+    request = _submit(people, version, risk_tier="high")
+    assert [s["role"] for s in request.rule["approvals"]] == ["data_steward", "compliance_officer"]
+    first = approval_request_decide(actor=both, request_id=request.pk, decision="approve", reason="steward ok")
+    assert first.state == ApprovalState.PENDING
+    with pytest.raises(PolicyViolation, match="one person fills one slot"):
+        approval_request_decide(actor=both, request_id=request.pk, decision="approve", reason="and compliance")
+    with pytest.raises(Conflict, match="slot"):
+        approval_request_decide(
+            actor=people["data_steward"], request_id=request.pk, decision="approve", reason="me too"
+        )
+    # The subject changes under the request: the remaining decision is refused.
+    DatasetVersion.objects.filter(pk=version.pk).update(review="confirmed")  # as a later review would
+    with pytest.raises(Conflict) as caught:
+        approval_request_decide(
+            actor=people["compliance_officer"], request_id=request.pk, decision="approve", reason="ok"
+        )
+    assert caught.value.code == "stale_digest"
+
+
+@pytest.mark.django_db
+def test_evidence_blocks_unreviewed_personal_data(people: dict[str, Any]) -> None:
+    version = _version(people, b'{"text": "write to ada@example.org"}\n')
+    assert version.pii_verdict == "found"
+    with pytest.raises(PolicyViolation) as caught:
+        _submit(people, version)
+    assert caught.value.code == "evidence_missing" and "personal_data_reviewed" in caught.value.message
+    assert ApprovalRequest.objects.count() == 0
+    dataset_version_review(actor=people["data_steward"], version=version, decision="confirmed", note="needed")
+    request = _submit(people, version)
+    assert request.state == ApprovalState.PENDING
+
+
+@pytest.mark.django_db
+def test_reject_withdraw_expire_are_final(people: dict[str, Any]) -> None:
+    rejected = _submit(people, _version(people))
+    approval_request_decide(actor=people["data_steward"], request_id=rejected.pk, decision="reject", reason="too old")
+    with pytest.raises(Conflict, match="rejected"):
+        approval_request_withdraw(actor=people["ml_engineer"], request_id=rejected.pk, reason="never mind")
+
+    withdrawn = _submit(people, _version(people))
+    with pytest.raises(PermissionDenied):
+        approval_request_withdraw(actor=people["data_steward"], request_id=withdrawn.pk, reason="not mine")
+    approval_request_withdraw(actor=people["ml_engineer"], request_id=withdrawn.pk, reason="wrong file")
+    with pytest.raises(Conflict, match="withdrawn"):
+        approval_request_decide(actor=people["data_steward"], request_id=withdrawn.pk, decision="approve", reason="x")
+
+    expiring = _submit(people, _version(people))
+    ApprovalRequest.objects.filter(pk=expiring.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(Conflict, match="expired"):
+        approval_request_decide(actor=people["data_steward"], request_id=expiring.pk, decision="approve", reason="x")
+    assert approval_requests_expire_due(actor=people["system"]) == 1
+    assert ApprovalRequest.objects.get(pk=expiring.pk).state == ApprovalState.EXPIRED
+    assert approval_requests_expire_due(actor=people["system"]) == 0
+    actions = [e["action"] for e in _entries(action__startswith="approval.")]
+    assert (
+        actions.count("approval.rejected")
+        == actions.count("approval.withdrawn")
+        == actions.count("approval.expired")
+        == 1
+    )
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_sixteen_concurrent_approvers_fill_exactly_the_quorum(people: dict[str, Any]) -> None:
+    version = _version(people)
+    request = _submit(people, version, risk_tier="high")
+    approvers = []
+    for i in range(16):
+        user = get_user_model().objects.create_user(username=f"approver-{i}")
+        role = Role.DATA_STEWARD if i % 2 else Role.COMPLIANCE_OFFICER
+        project_role_grant(actor=people["system"], project=people["project"], user=user, role=role)
+        approvers.append(user)
+    start = threading.Barrier(16)
+    outcomes: list[str] = []
+
+    def decide(user: Any) -> None:
+        try:
+            start.wait()
+            approval_request_decide(actor=user, request_id=request.pk, decision="approve", reason="looks right")
+            outcomes.append("ok")
+        except (Conflict, PolicyViolation) as exc:
+            outcomes.append(exc.code)
+        except Exception as exc:  # a lock error would land here and fail the test
+            outcomes.append(f"error: {exc}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(user,)) for user in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 2, outcomes
+    assert set(outcomes) <= {"ok", "request_closed", "slot_filled"}, outcomes
+    assert ApprovalDecision.objects.filter(request=request).count() == 2
+    assert sorted(ApprovalDecision.objects.values_list("role", flat=True)) == ["compliance_officer", "data_steward"]
+    assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.APPROVED
+    indexes = list(Entry.objects.order_by("index").values_list("index", flat=True))
+    assert indexes == list(range(len(indexes)))
+
+
+BAD_POLICIES = [
+    (
+        "action: x.y\nrules:\n  - approvals:\n      - {role: wizard, count: 1}\n",
+        "line 4, field rules[0].approvals[0].role",
+    ),
+    ("action: x.y\nrules:\n  - approvals: []\n", "line 3, field rules[0].approvals"),
+    (
+        "action: x.y\nrules:\n  - approvals:\n      - {role: data_steward, count: 0}\n",
+        "line 4, field rules[0].approvals[0].count",
+    ),
+    (
+        "action: x.y\nrules:\n  - approvals:\n      - {role: data_steward, count: 1}\n    evidence: [vibes]\n",
+        "line 5, field rules[0].evidence[0]: unknown evidence check 'vibes'",
+    ),
+    (
+        "action: x.y\nrules:\n  - approvals:\n      - {role: data_steward, count: 1}\n      - {role: data_steward, count: 1}\n",
+        "line 4, field rules[0].approvals: a role has one slot",
+    ),
+    (
+        "action: x.y\nrules:\n  - approvals:\n      - {role: data_steward, count: 1}\n    separation_of_duties: {requester_may_approve: true}\n",
+        "line 5, field rules[0].separation_of_duties.requester_may_approve",
+    ),
+    ("action: x.y\nrules: [\n", "line 3: not valid YAML"),
+    (
+        "rules:\n  - approvals:\n      - {role: data_steward, count: 1}\n",
+        "line 1, field (top): 'action' is a required property",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_POLICIES)
+def test_a_bad_policy_file_is_refused_with_file_line_and_field(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("bad.yaml", text, known_evidence={"personal_data_reviewed"})
+    assert str(caught.value).startswith("bad.yaml, ") and message in str(caught.value), str(caught.value)
+
+
+def test_the_shipped_policies_load_and_a_bad_folder_stops_the_service(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT, subprocess_env
+
+    assert "dataset_version.use_for_training" in load_policy_set(ROOT / "policies", {"personal_data_reviewed"}).policies
+    (tmp_path / "broken.yaml").write_text(BAD_POLICIES[0][0])
+    result = subprocess.run(
+        [sys.executable, "manage.py", "policies", "check", "--dir", str(tmp_path)],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and "broken.yaml, line 4, field rules[0].approvals[0].role" in result.stderr
+    web = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi"], cwd=ROOT, env=subprocess_env(POLICY_DIR=str(tmp_path)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert web.returncode != 0
+    assert web.stderr.strip().startswith("configuration error: POLICY_DIR: broken.yaml, line 4")
+
+
+@pytest.mark.django_db
+def test_the_approval_api_end_to_end(client: Any, people: dict[str, Any]) -> None:
+    from governance.services import api_token_create
+
+    def auth(user: Any) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+
+    engineer, steward, auditor = auth(people["ml_engineer"]), auth(people["data_steward"]), auth(people["auditor"])
+    version = _version(people)
+    submitted = client.post(
+        f"/api/v1/dataset-versions/{version.pk}/submit", {"action": ACTION, "comment": "tone tune"},
+        content_type="application/json", **engineer,
+    )  # fmt: skip
+    assert submitted.status_code == 201, submitted.json()
+    pk = submitted.json()["id"]
+    assert [r["id"] for r in client.get("/api/v1/approvals/?inbox=1", **steward).json()["results"]] == [pk]
+    assert client.get("/api/v1/approvals/?inbox=1", **engineer).json()["results"] == []
+    assert client.get(f"/api/v1/approvals/{pk}", **auditor).json()["comment"] == "tone tune"
+    body = {"reason": "mine"}
+    own = client.post(f"/api/v1/approvals/{pk}/approve", body, content_type="application/json", **engineer)
+    assert own.status_code == 422 and own.json()["error"]["code"] == "self_approval"
+    assert (
+        client.post(f"/api/v1/approvals/{pk}/approve", body, content_type="application/json", **auditor).status_code
+        == 403
+    )
+    assert (
+        client.post(f"/api/v1/approvals/{pk}/approve", {}, content_type="application/json", **steward).status_code
+        == 400
+    )
+    done = client.post(
+        f"/api/v1/approvals/{pk}/approve", {"reason": "clean"}, content_type="application/json", **steward
+    )
+    assert done.status_code == 200 and done.json()["state"] == "approved"
+    assert done.json()["decisions"][0]["approver"] == "data-steward"
+    again = client.post(
+        f"/api/v1/approvals/{pk}/reject", {"reason": "late"}, content_type="application/json", **steward
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "request_closed"
+    outsider = get_user_model().objects.create_user(username="outsider")
+    assert client.get(f"/api/v1/approvals/{pk}", **auth(outsider)).status_code == 404
+    assert (
+        client.post(
+            f"/api/v1/dataset-versions/{version.pk}/submit",
+            {"action": ACTION},
+            content_type="application/json",
+            **auth(outsider),
+        ).status_code
+        == 404
+    )
