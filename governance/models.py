@@ -121,3 +121,14 @@ class ApprovalDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.approver_id} as {self.role} on #{self.request_id}"
+
+
+class PolicySetRecord(models.Model):
+    """Each distinct policy set the service has decided under; a new one is a ledger entry."""
+
+    hash = models.CharField(max_length=71, unique=True)
+    files = models.JSONField()
+    first_used_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.hash

@@ -125,6 +125,7 @@ class Policy:
 class PolicySet:
     hash: str
     policies: dict[str, Policy] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of its bytes
 
     def rule_for(self, action: str, context: dict[str, str]) -> Rule | None:
         policy = self.policies.get(action)
@@ -201,8 +202,10 @@ def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> Pol
     files = sorted(folder.glob("*.yaml"))
     digest = hashlib.sha256()
     policies: dict[str, Policy] = {}
+    file_digests: dict[str, str] = {}
     for path in files:
         data = path.read_bytes()
+        file_digests[path.name] = hashlib.sha256(data).hexdigest()
         digest.update(path.name.encode() + b"\0" + data + b"\0")
         try:
             text = data.decode("utf-8")
@@ -212,7 +215,7 @@ def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> Pol
         if policy.action in policies:
             raise PolicyError(f"{path.name}: action {policy.action} is also defined in {policies[policy.action].file}")
         policies[policy.action] = policy
-    return PolicySet(hash="sha256:" + digest.hexdigest(), policies=policies)
+    return PolicySet(hash="sha256:" + digest.hexdigest(), policies=policies, files=file_digests)
 
 
 @cache

@@ -18,7 +18,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from audits.ledger.services import Subject, ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import ApiToken, Project, ServiceAccount
-from governance.permissions import is_platform_admin
+from governance.permissions import SYSTEM_USERNAME, is_platform_admin
 from governance.roles import STAFF_ROLES, Role
 
 User = get_user_model()
@@ -178,6 +178,44 @@ def _approval_subject(request: Any) -> Subject:
     return Subject(request.subject_type, request.subject_id, request.subject_digest)
 
 
+def _policy_set_in_force() -> Any:
+    """The policy set on disk; the first decision under a new set records it in the ledger."""
+    from governance.models import PolicySetRecord
+    from governance.policy import current_policy_set
+
+    policies = current_policy_set()
+    if not PolicySetRecord.objects.filter(hash=policies.hash).exists():
+        system = User.objects.get(username=SYSTEM_USERNAME)
+        with transaction.atomic():
+            PolicySetRecord.objects.create(hash=policies.hash, files=policies.files)
+            ledger_append(
+                actor=system, action="policy_set.changed", subject=Subject("policy_set", policies.hash),
+                policy_hash=policies.hash, payload={"files": policies.files},
+            )  # fmt: skip
+    return policies
+
+
+def _notify_approvers(request: Any) -> None:
+    """After commit: tell the people who can fill a slot that a request waits for them."""
+    from django.core.mail import send_mail
+    from guardian.shortcuts import get_users_with_perms
+
+    roles = {slot["role"] for slot in request.rule["approvals"]}
+    holders = get_users_with_perms(request.project, only_with_perms_in=[f"role_{r}" for r in roles])
+    recipients = sorted({u.email for u in holders if u.email and u.pk != request.requester_id})
+    if recipients:
+        send_mail(
+            subject=f"Approval needed: {request.action} on {request.subject_type} {request.subject_id}",
+            message=(
+                f"{request.requester.get_username()} asks for {request.action} in project {request.project.slug}.\n"
+                f"Comment: {request.comment or '-'}\nRequest #{request.pk}: /api/v1/approvals/{request.pk}\n"
+            ),
+            from_email=None,
+            recipient_list=recipients,
+            fail_silently=True,
+        )
+
+
 def _evidence_or_raise(rule: dict[str, Any], kind: str, obj: Any) -> list[dict[str, Any]]:
     from governance.evidence import evaluate
 
@@ -202,7 +240,6 @@ def approval_request_submit(
     context (project, environment, risk tier). The request is bound to the subject's digest now."""
     from governance.models import ApprovalRequest, ApprovalState
     from governance.permissions import has_project_role
-    from governance.policy import current_policy_set
     from governance.subjects import subject_type as get_type
 
     kind = get_type(subject_type)
@@ -213,7 +250,7 @@ def approval_request_submit(
     if not (is_platform_admin(actor) or any(has_project_role(actor, project, r) for r in REQUESTER_ROLES)):
         raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
     context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
-    policies = current_policy_set()
+    policies = _policy_set_in_force()
     rule = policies.rule_for(action, {"project": project.slug, **context})
     if rule is None:
         raise PolicyViolation("no_policy", f"no policy rule covers {action} in this context ({context or 'none'})")
@@ -236,6 +273,7 @@ def approval_request_submit(
             payload={"request": request.pk, "action": action, "rule": described, "comment": comment,
                      "evidence": outcomes},
         )  # fmt: skip
+        transaction.on_commit(lambda: _notify_approvers(request))
     return request
 
 
@@ -250,7 +288,6 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
     """
     from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
     from governance.permissions import has_project_role
-    from governance.policy import current_policy_set
     from governance.subjects import subject_type as get_type
 
     if decision not in ("approve", "reject"):
@@ -300,7 +337,7 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
         new_state = ApprovalState.REJECTED if decision == "reject" else (
             ApprovalState.APPROVED if complete else ApprovalState.PENDING
         )  # fmt: skip
-        policy_hash = current_policy_set().hash
+        policy_hash = _policy_set_in_force().hash
         if decision == "reject":
             entry_action = "approval.rejected"
         elif new_state == ApprovalState.APPROVED:

@@ -303,3 +303,21 @@ def test_the_approval_api_end_to_end(client: Any, people: dict[str, Any]) -> Non
         ).status_code
         == 404
     )
+
+
+@pytest.mark.django_db
+def test_a_new_policy_set_is_recorded_once_and_approvers_are_notified(
+    people: dict[str, Any], mailoutbox: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    people["data_steward"].email = "steward@example.org"
+    people["data_steward"].save()
+    version = _version(people)
+    with django_capture_on_commit_callbacks(execute=True):
+        request = _submit(people, version)
+    assert [m.to for m in mailoutbox] == [["steward@example.org"]]
+    assert f"Request #{request.pk}" in mailoutbox[0].body
+    _submit(people, _version(people))
+    changes = _entries(action="policy_set.changed")
+    assert len(changes) == 1
+    assert changes[0]["policy_hash"] == current_policy_set().hash
+    assert "dataset_version.use_for_training.yaml" in changes[0]["payload"]["files"]

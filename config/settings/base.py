@@ -274,6 +274,15 @@ MLFLOW_REGISTRY_URI = env_optional_str("MLFLOW_REGISTRY_URI") or MLFLOW_TRACKING
 # Where MLflow keeps run artifacts; set explicitly so nothing lands in the working directory.
 MLFLOW_ARTIFACT_LOCATION = env_optional_str("MLFLOW_ARTIFACT_LOCATION") or (ARTIFACT_ROOT / "mlflow").as_uri()
 
+# --- Mail: notifications of pending work --------------------------------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "governance@localhost")
+
 # --- Governance --------------------------------------------------------------------------------
 POLICY_DIR = env_path("POLICY_DIR", BASE_DIR / "policies")
 
