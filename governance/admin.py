@@ -11,7 +11,19 @@ from django.http import HttpRequest
 
 from common.admin import ReadOnlyAdmin
 from governance.models import ApiToken, Project, ServiceAccount
+from governance.selectors import project_list
 from governance.services import api_token_revoke
+
+
+class ProjectScopedAdmin(ReadOnlyAdmin):
+    """Read-only pages that show a user only the rows of the projects where they hold a role.
+    ``project_path`` is the lookup from the model to its project (``"dataset__project"``)."""
+
+    project_path = "project"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        return queryset.filter(**{f"{self.project_path}__in": project_list(user=request.user)})
 
 
 @admin.register(Project)

@@ -11,13 +11,17 @@ SYSTEM_USERNAME = "system"
 
 
 def is_platform_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
-    """Global administration (creating projects, granting roles): superusers and the
-    ``platform_admin`` group. The group is for people; role grants within a project are separate."""
+    """Global administration (creating projects, service accounts, anyone's tokens): superusers
+    and the ``system`` account only. The ``platform_admin`` role is granted per project and
+    administers that project alone (see ``can_administer``)."""
     if not user.is_authenticated or not user.is_active:
         return False
-    if user.is_superuser:  # type: ignore[union-attr]
-        return True
-    return user.groups.filter(name=Role.PLATFORM_ADMIN.value).exists()  # type: ignore[union-attr]
+    return bool(user.is_superuser or user.get_username() == SYSTEM_USERNAME)  # type: ignore[union-attr]
+
+
+def can_administer(user: AbstractBaseUser | AnonymousUser, project: Project) -> bool:
+    """Granting and revoking roles in ``project``: global admins and the project's platform admins."""
+    return is_platform_admin(user) or has_project_role(user, project, Role.PLATFORM_ADMIN)
 
 
 def has_project_role(user: AbstractBaseUser | AnonymousUser, project: Project, role: Role) -> bool:

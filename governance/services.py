@@ -18,7 +18,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from audits.ledger.services import Subject, ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import ApiToken, Project, ServiceAccount
-from governance.permissions import SYSTEM_USERNAME, is_platform_admin
+from governance.permissions import SYSTEM_USERNAME, can_administer, is_platform_admin
 from governance.roles import STAFF_ROLES, Role
 
 User = get_user_model()
@@ -44,8 +44,10 @@ def project_create(*, actor: AbstractBaseUser, slug: str, name: str, description
 
 
 def project_role_grant(*, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role) -> None:
-    """Give ``user`` the ``role`` in ``project`` (and membership of the role's group)."""
-    _require_platform_admin(actor, "grant roles")
+    """Give ``user`` the ``role`` in ``project`` (and membership of the role's group, which holds
+    the role's admin-page permissions)."""
+    if not can_administer(actor, project):
+        raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may grant roles")
     if not user.is_active:
         raise DomainError("inactive_user", f"user {user.get_username()!r} is inactive")
     with transaction.atomic():
@@ -64,7 +66,8 @@ def project_role_grant(*, actor: AbstractBaseUser, project: Project, user: Abstr
 
 
 def project_role_revoke(*, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role) -> None:
-    _require_platform_admin(actor, "revoke roles")
+    if not can_administer(actor, project):
+        raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may revoke roles")
     with transaction.atomic():
         remove_perm(role.perm, user, project)
         ledger_append(

@@ -8,13 +8,14 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdmin
+from governance.admin import ProjectScopedAdmin
 from registry.models import Dataset, DatasetVersion, Model, ModelVersion, PiiScan, PromptTemplate
 from registry.services import use_status
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ReadOnlyAdmin):
+class DatasetAdmin(ProjectScopedAdmin):
+    project_path = "project"
     list_display = ["slug", "project", "name", "lawful_basis", "retention_days", "data_steward", "created_at"]
     list_filter = ["lawful_basis", "project"]
     list_select_related = ["project", "data_steward"]
@@ -22,7 +23,8 @@ class DatasetAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(ReadOnlyAdmin):
+class DatasetVersionAdmin(ProjectScopedAdmin):
+    project_path = "dataset__project"
     list_display = [
         "__str__",
         "format",
@@ -43,7 +45,8 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PiiScan)
-class PiiScanAdmin(ReadOnlyAdmin):
+class PiiScanAdmin(ProjectScopedAdmin):
+    project_path = "version__dataset__project"
     list_display = ["id", "version", "status", "requested_at", "finished_at", "records_scanned"]
     list_filter = ["status"]
     list_select_related = ["version__dataset__project"]
@@ -55,13 +58,15 @@ class PiiScanAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Model)
-class ModelAdmin(ReadOnlyAdmin):
+class ModelAdmin(ProjectScopedAdmin):
+    project_path = "project"
     list_display = ["slug", "project", "name", "owner", "created_at"]
     list_select_related = ["project", "owner"]
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ReadOnlyAdmin):
+class ModelVersionAdmin(ProjectScopedAdmin):
+    project_path = "model__project"
     list_display = [
         "__str__",
         "weights_digest",
@@ -81,6 +86,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PromptTemplate)
-class PromptTemplateAdmin(ReadOnlyAdmin):
+class PromptTemplateAdmin(ProjectScopedAdmin):
+    project_path = "project"
     list_display = ["__str__", "kind", "content_digest", "intended_use", "owner", "created_at"]
     list_select_related = ["project", "owner"]

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from governance.roles import Role
 from governance.services import api_token_create
 from registry.models import DatasetVersion, PiiVerdict
 from registry.tests.conftest import make_dataset
@@ -188,3 +189,39 @@ def test_the_admin_shows_the_registry_read_only(client: Client, people: dict[str
         assert client.get(f"/admin/registry/{page}/").status_code == 200, page
     assert client.get(f"/admin/registry/dataset/{dataset.pk}/change/").status_code == 200
     assert client.get("/admin/registry/dataset/add/").status_code == 403
+
+
+def test_admin_pages_show_only_the_users_projects(client: Client, people: dict[str, Any]) -> None:
+    from governance.services import project_create, project_role_grant
+
+    mine = make_dataset(people, slug="mine")
+    other_project = project_create(actor=people["system"], slug="elsewhere", name="Elsewhere")
+    project_role_grant(
+        actor=people["system"], project=other_project, user=people["data_steward"], role=Role.DATA_STEWARD
+    )
+    theirs = make_dataset({**people, "project": other_project}, slug="theirs")
+    client.force_login(people["auditor"])
+    listing = client.get("/admin/registry/dataset/").content.decode()
+    assert mine.name in listing and f"/admin/registry/dataset/{mine.pk}/change/" in listing
+    assert f"/admin/registry/dataset/{theirs.pk}/change/" not in listing
+    assert client.get(f"/admin/registry/dataset/{theirs.pk}/change/").status_code == 302  # "does not exist"
+
+
+def test_a_project_platform_admin_administers_that_project_only(people: dict[str, Any]) -> None:
+    from django.contrib.auth import get_user_model
+
+    from common.errors import PermissionDenied
+    from governance.permissions import has_project_role
+    from governance.services import project_create, project_role_grant
+
+    admin_user = get_user_model().objects.create_user(username="padmin")
+    project_role_grant(actor=people["system"], project=people["project"], user=admin_user, role=Role.PLATFORM_ADMIN)
+    admin_user = get_user_model().objects.get(pk=admin_user.pk)
+    newcomer = get_user_model().objects.create_user(username="newcomer")
+    project_role_grant(actor=admin_user, project=people["project"], user=newcomer, role=Role.AUDITOR)
+    assert has_project_role(get_user_model().objects.get(pk=newcomer.pk), people["project"], Role.AUDITOR)
+    other = project_create(actor=people["system"], slug="elsewhere", name="Elsewhere")
+    with pytest.raises(PermissionDenied):
+        project_role_grant(actor=admin_user, project=other, user=newcomer, role=Role.AUDITOR)
+    with pytest.raises(PermissionDenied):
+        project_create(actor=admin_user, slug="mine", name="Mine")
