@@ -301,14 +301,22 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
         request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
         if request is None:
             raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
-        if request.state != ApprovalState.PENDING:
-            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
-        if request.expires_at is not None and request.expires_at <= timezone.now():
-            raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
+        # Who may decide comes before the request's state: a caller without a slot's role learns
+        # nothing from this endpoint that reading the request would not tell them.
         if actor.pk == request.requester_id:
             raise PolicyViolation(
                 "self_approval", "separation of duties: a requester never decides on their own request"
             )
+        slots = request.rule["approvals"]
+        held = [s["role"] for s in slots if has_project_role(actor, request.project, Role(s["role"]))]
+        if not held:
+            raise PermissionDenied(
+                "not_an_approver", f"deciding needs one of the roles {', '.join(s['role'] for s in slots)}"
+            )
+        if request.state != ApprovalState.PENDING:
+            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        if request.expires_at is not None and request.expires_at <= timezone.now():
+            raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
         decisions = list(request.decisions.all())
         if any(d.approver_id == actor.pk for d in decisions):
             raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
@@ -323,12 +331,6 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
         for d in decisions:
             if d.decision == "approve":
                 filled[d.role] = filled.get(d.role, 0) + 1
-        slots = request.rule["approvals"]
-        held = [s["role"] for s in slots if has_project_role(actor, request.project, Role(s["role"]))]
-        if not held:
-            raise PermissionDenied(
-                "not_an_approver", f"deciding needs one of the roles {', '.join(s['role'] for s in slots)}"
-            )
         open_roles = [s["role"] for s in slots if s["role"] in held and filled.get(s["role"], 0) < s["count"]]
         if decision == "approve" and not open_roles:
             raise Conflict("slot_filled", "every slot your roles could fill is already filled")

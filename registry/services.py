@@ -155,6 +155,8 @@ def dataset_version_upload(*, actor: Any, dataset: Dataset, filename: str, data:
 
 def dataset_version_register_path(*, actor: Any, dataset: Dataset, path: str) -> tuple[DatasetVersion, bool]:
     """Register a file already on the server; it must lie under one of ``REGISTRY_ALLOWED_ROOTS``."""
+    # The role first: a caller without it learns nothing about the server's files.
+    require_project_role(actor, dataset.project, WRITERS, "adding a dataset version")
     resolved = Path(path).resolve()
     if not any(resolved.is_relative_to(root) for root in settings.REGISTRY_ALLOWED_ROOTS):
         raise DomainError(

@@ -1,0 +1,216 @@
+"""Every API endpoint, every role (anonymous included), an object of the caller's project and one
+of another project. The endpoints come from the URL resolver: an endpoint without a row in MATRIX
+fails the suite.
+
+Expected outcome per cell: 401 (anonymous), 403 (a member whose role may not do it), 404 (an
+object of a project the caller holds no role in: it looks like no object at all), or OK: the
+request got past authentication and authorisation (2xx, or 400/409/422 about the input or the
+object's state, never 401/403/404).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client, override_settings
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from audits.ledger.services import checkpoint_create
+from governance.roles import Role
+from governance.services import (
+    api_token_create,
+    approval_request_submit,
+    project_create,
+    project_role_grant,
+)
+from registry.models import PiiScan
+from registry.services import (
+    dataset_version_upload,
+    model_create,
+    model_version_register_folder,
+    pii_scan_run,
+    prompt_template_register,
+)
+from registry.tests.conftest import make_dataset
+
+ROLES = ["anonymous", *[r.value for r in Role]]
+MEMBERS = [r.value for r in Role]
+PUBLIC, AUTHENTICATED = "public", "authenticated"
+
+# (route, method) -> (roles allowed in their own project, whether another project's object is hidden)
+MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
+    ("api/schema/", "GET"): (PUBLIC, False),
+    ("api/docs/", "GET"): (PUBLIC, False),
+    ("api/v1/me", "GET"): (AUTHENTICATED, False),
+    ("api/v1/projects/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/projects/<slug:slug>", "GET"): (MEMBERS, True),
+    ("api/v1/approvals/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/approvals/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/approvals/<int:pk>/approve", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/approvals/<int:pk>/reject", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/approvals/<int:pk>/withdraw", "POST"): (["ml_engineer"], True),
+    ("api/v1/ledger/checkpoint", "GET"): (PUBLIC, False),
+    ("api/v1/ledger/keys", "GET"): (PUBLIC, False),
+    ("api/v1/ledger/proofs/inclusion", "GET"): (PUBLIC, False),
+    ("api/v1/ledger/proofs/consistency", "GET"): (PUBLIC, False),
+    ("api/v1/ledger/entries/", "GET"): (["auditor", "compliance_officer"], False),
+    ("api/v1/ledger/entries/<int:index>", "GET"): (["auditor", "compliance_officer"], False),
+    ("api/v1/projects/<slug:slug>/datasets/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/datasets/", "POST"): (["data_steward"], True),
+    ("api/v1/projects/<slug:slug>/data-subjects/lookup", "POST"): (["compliance_officer"], True),
+    ("api/v1/datasets/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/datasets/<int:pk>/versions/", "GET"): (MEMBERS, True),
+    ("api/v1/datasets/<int:pk>/versions/", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/datasets/<int:pk>/versions/register-path", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/dataset-versions/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/dataset-versions/<int:pk>/review", "POST"): (["data_steward"], True),
+    ("api/v1/dataset-versions/<int:pk>/scan", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/dataset-versions/<int:pk>/deduplicate", "POST"): (["data_steward", "ml_engineer"], True),
+    ("api/v1/dataset-versions/<int:pk>/anonymise", "POST"): (["data_steward"], True),
+    ("api/v1/dataset-versions/<int:pk>/lineage", "GET"): (MEMBERS, True),
+    ("api/v1/dataset-versions/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    ("api/v1/projects/<slug:slug>/models/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/models/", "POST"): (["ml_engineer"], True),
+    ("api/v1/models/<int:pk>/versions/", "GET"): (MEMBERS, True),
+    ("api/v1/models/<int:pk>/versions/", "POST"): (["ml_engineer"], True),
+    ("api/v1/model-versions/<int:pk>/lineage", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/prompt-templates/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/prompt-templates/", "POST"): (["ml_engineer"], True),
+}
+
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("api/v1/approvals/<int:pk>/approve", "POST"): {"reason": "checked"},
+    ("api/v1/approvals/<int:pk>/reject", "POST"): {"reason": "checked"},
+    ("api/v1/approvals/<int:pk>/withdraw", "POST"): {"reason": "changed my mind"},
+    ("api/v1/projects/<slug:slug>/datasets/", "POST"): {
+        "slug": "new",
+        "name": "New",
+        "purpose": "p",
+        "lawful_basis": "contract",
+        "retention_days": 30,
+        "source": "s",
+    },
+    ("api/v1/projects/<slug:slug>/data-subjects/lookup", "POST"): {"kind": "email", "identifier": "a@example.org"},
+    ("api/v1/datasets/<int:pk>/versions/register-path", "POST"): {"path": "/etc/passwd"},
+    ("api/v1/dataset-versions/<int:pk>/review", "POST"): {"decision": "false_positive"},
+    ("api/v1/dataset-versions/<int:pk>/submit", "POST"): {"action": "dataset_version.use_for_training"},
+    ("api/v1/projects/<slug:slug>/models/", "POST"): {"slug": "m2", "name": "M2"},
+    ("api/v1/models/<int:pk>/versions/", "POST"): {"folder": "/etc"},
+    ("api/v1/projects/<slug:slug>/prompt-templates/", "POST"): {"slug": "t", "body": "Answer.", "intended_use": "u"},
+}
+MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
+SKIP_METHODS = {"OPTIONS", "HEAD"}
+
+
+def api_endpoints() -> list[tuple[str, str]]:
+    """Every (route, method) under api/ that the URL conf serves."""
+    found: list[tuple[str, str]] = []
+
+    def walk(patterns: list[Any], prefix: str) -> None:
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, route)
+            elif isinstance(pattern, URLPattern) and route.startswith("api/"):
+                view = getattr(pattern.callback, "view_class", None) or getattr(pattern.callback, "cls", None)
+                methods = [m.upper() for m in getattr(view, "http_method_names", []) if hasattr(view, m)]
+                found.extend((route, m) for m in methods if m not in SKIP_METHODS)
+
+    walk(get_resolver().url_patterns, "")
+    return sorted(set(found))
+
+
+def test_every_endpoint_has_a_row() -> None:
+    endpoints = set(api_endpoints())
+    assert endpoints - set(MATRIX) == set(), "endpoints without a row in MATRIX"
+    assert set(MATRIX) - endpoints == set(), "rows for endpoints that no longer exist"
+
+
+def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, Any]) -> dict[str, Any]:
+    """One of each object in a project: dataset, scanned version, model, approval request."""
+    system = people["system"]
+    project = project_create(actor=system, slug=project_slug, name=project_slug)
+    for role, user in owner_roles.items():
+        project_role_grant(actor=system, project=project, user=user, role=Role(role))
+    dataset = make_dataset({**people, "project": project, "data_steward": owner_roles["data_steward"]}, slug="d")
+    version, _ = dataset_version_upload(
+        actor=owner_roles["ml_engineer"], dataset=dataset, filename="t.jsonl", data=b'{"t": "a"}\n{"t": "a"}\n'
+    )
+    with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=system)
+    model = model_create(actor=owner_roles["ml_engineer"], project=project, slug="m", name="M")
+    weights = Path(tempfile.mkdtemp(prefix="weights-"))
+    (weights / "model.safetensors").write_bytes(project_slug.encode())
+    with override_settings(REGISTRY_ALLOWED_ROOTS=[weights.resolve()]):
+        model_version_register_folder(actor=owner_roles["ml_engineer"], model=model, folder=str(weights))
+    prompt_template_register(actor=owner_roles["ml_engineer"], project=project, slug="p", body="x", intended_use="u")
+    approval = approval_request_submit(
+        actor=owner_roles["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
+        action="dataset_version.use_for_training",
+    )  # fmt: skip
+    from registry.models import ModelVersion
+
+    model_version = ModelVersion.objects.filter(model=model).first()
+    return {
+        "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
+        "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
+    }  # fmt: skip
+
+
+def _path(route: str, objects: dict[str, Any]) -> str:
+    kind = (
+        "approval" if "approvals/" in route else
+        "version" if "dataset-versions/" in route else
+        "dataset" if "datasets/<int" in route else
+        "model_version" if "model-versions/" in route else
+        "model"
+    )  # fmt: skip
+    path = "/" + route.replace("<slug:slug>", objects["slug"]).replace("<int:index>", "0")
+    return path.replace("<int:pk>", str(objects[kind]))
+
+
+def _call(client: Client, method: str, key: tuple[str, str], path: str, auth: dict[str, str]) -> int:
+    if method == "GET":
+        query = {"index": 0, "first": 1} if "proofs" in path else {}
+        return client.get(path, query, **auth).status_code
+    if key in MULTIPART:
+        return client.post(path, {"file": SimpleUploadedFile("u.jsonl", b'{"t": "b"}\n')}, **auth).status_code
+    return client.post(path, BODIES.get(key, {}), content_type="application/json", **auth).status_code
+
+
+@pytest.mark.django_db
+def test_permission_matrix(client: Client, people: dict[str, Any]) -> None:
+    User = get_user_model()
+    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
+    strangers = {role: User.objects.create_user(username=f"s-{role}") for role in MEMBERS}
+    own = _scenario("own", people, members)
+    other = _scenario("other", people, strangers)
+    checkpoint_create()
+    tokens = {
+        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+        for role, user in members.items()
+    }
+    tokens["anonymous"] = {}
+    failures = []
+    for key in api_endpoints():
+        route, method = key
+        allowed, hides_other = MATRIX[key]
+        for role in ROLES:
+            code = _call(client, method, key, _path(route, own), tokens[role])
+            if allowed == PUBLIC or (role != "anonymous" and (allowed == AUTHENTICATED or role in allowed)):
+                expected = "OK"
+            else:
+                expected = "401" if role == "anonymous" else "403"
+            got = str(code) if code in (401, 403, 404) else "OK"
+            if got != expected:
+                failures.append(f"{method} {route} as {role} (own): expected {expected}, got {code}")
+            if hides_other and role != "anonymous":
+                code = _call(client, method, key, _path(route, other), tokens[role])
+                if code != 404:
+                    failures.append(f"{method} {route} as {role} (other project): expected 404, got {code}")
+    assert failures == [], f"{len(failures)} cells differ:\n" + "\n".join(failures)
