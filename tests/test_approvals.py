@@ -74,10 +74,10 @@ def test_a_request_is_approved_by_its_slots_and_bound_to_the_digest(people: dict
     assert approved.state == ApprovalState.APPROVED
     assert approval_holds(subject_type="dataset_version", subject_id=str(version.pk), action=ACTION,
                           digest=dataset_version_digest(version))  # fmt: skip
+    second = get_user_model().objects.create_user(username="second-steward")
+    project_role_grant(actor=people["system"], project=people["project"], user=second, role=Role.DATA_STEWARD)
     with pytest.raises(Conflict, match="is approved"):
-        approval_request_decide(
-            actor=people["compliance_officer"], request_id=request.pk, decision="reject", reason="x"
-        )
+        approval_request_decide(actor=second, request_id=request.pk, decision="reject", reason="x")
 
     entries = _entries(action__startswith="approval.")
     assert [e["action"] for e in entries] == ["approval.requested", "approval.approved"]
