@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from common.admin import ReadOnlyAdmin
-from governance.models import ApiToken, Project, ServiceAccount
+from governance.models import ApiToken, ApprovalRequest, ApprovalState, Project, ServiceAccount
 from governance.selectors import project_list
-from governance.services import api_token_revoke
+from governance.services import api_token_revoke, approval_request_decide
 
 
 class ProjectScopedAdmin(ReadOnlyAdmin):
@@ -55,3 +55,75 @@ class ApiTokenAdmin(ReadOnlyAdmin):
         for token in queryset:
             api_token_revoke(actor=request.user, token=token)
         messages.success(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ProjectScopedAdmin):
+    """The compliance officer's inbox: pending requests first, with the subject's digest, the
+    requester's comment, the evidence recorded at submission and every decision with its ledger
+    index. Approve and reject call the same service as the API (the reason is the admin's note)."""
+
+    list_display = [
+        "id",
+        "state",
+        "action",
+        "subject_type",
+        "subject_id",
+        "project",
+        "requester",
+        "created_at",
+        "expires_at",
+    ]
+    list_filter = ["state", "project", "subject_type", "created_at"]
+    list_select_related = ["project", "requester"]
+    search_fields = ["subject_id", "action", "comment"]
+    ordering = ["state", "-created_at"]
+    readonly_fields = ["summary"]
+    fields = ["summary"]
+    actions = ["approve_selected", "reject_selected"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Actions need change permission on the list; the form stays read-only.
+        return obj is None and request.user.has_perm("governance.view_approvalrequest")
+
+    @admin.display(description="request")
+    def summary(self, obj: ApprovalRequest) -> str:
+        from django.utils.html import format_html, format_html_join
+
+        rows = [
+            (d.approver.get_username(), d.role, d.decision, d.reason, d.ledger_index)
+            for d in obj.decisions.select_related("approver")
+        ]
+        decisions = format_html_join("", "<li>{} as {}: {} ({}), ledger entry #{}</li>", rows)
+        return format_html(
+            "<p><b>{}</b> on {} {} (digest <code>{}</code>)</p><p>Requested by {}: {}</p>"
+            "<p>Rule: {}</p><p>Policy set <code>{}</code></p><ul>{}</ul>",
+            obj.action, obj.subject_type, obj.subject_id, obj.subject_digest, obj.requester.get_username(),
+            obj.comment or "-", obj.rule, obj.policy_hash, decisions,
+        )  # fmt: skip
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest], decision: str) -> None:
+        from common.errors import DomainError
+
+        done, refused = 0, []
+        for approval in queryset.filter(state=ApprovalState.PENDING):
+            try:
+                approval_request_decide(
+                    actor=request.user, request_id=approval.pk, decision=decision,
+                    reason=f"{decision}d in the admin by {request.user.get_username()}",
+                )  # fmt: skip
+                done += 1
+            except DomainError as exc:
+                refused.append(f"#{approval.pk}: {exc.message}")
+        if done:
+            messages.success(request, f"{decision.capitalize()}d {done} request(s).")
+        for line in refused:
+            messages.error(request, line)
+
+    @admin.action(description="Approve the selected requests (fills your slot)")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        self._decide(request, queryset, "approve")
+
+    @admin.action(description="Reject the selected requests")
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        self._decide(request, queryset, "reject")

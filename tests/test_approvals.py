@@ -321,3 +321,33 @@ def test_a_new_policy_set_is_recorded_once_and_approvers_are_notified(
     assert len(changes) == 1
     assert changes[0]["policy_hash"] == current_policy_set().hash
     assert "dataset_version.use_for_training.yaml" in changes[0]["payload"]["files"]
+
+
+@pytest.mark.django_db
+def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[str, Any]) -> None:
+    request = _submit(people, _version(people))
+    client.force_login(people["data_steward"])
+    listing = client.get("/admin/governance/approvalrequest/?state__exact=pending")
+    assert (
+        listing.status_code == 200
+        and f"/admin/governance/approvalrequest/{request.pk}/change/" in listing.content.decode()
+    )
+    detail = client.get(f"/admin/governance/approvalrequest/{request.pk}/change/").content.decode()
+    assert request.subject_digest in detail and "for the tone fine-tune" in detail
+    response = client.post(
+        "/admin/governance/approvalrequest/",
+        {"action": "approve_selected", "_selected_action": [request.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.APPROVED
+    assert _entries(action="approval.approved")[0]["actor"]["name"] == "data-steward"
+    other = _submit(people, _version(people))
+    client.force_login(people["auditor"])  # not an approver: the service refuses and the admin says why
+    response = client.post(
+        "/admin/governance/approvalrequest/",
+        {"action": "approve_selected", "_selected_action": [other.pk]},
+        follow=True,
+    )
+    assert "deciding needs one of the roles data_steward" in response.content.decode()
+    assert ApprovalRequest.objects.get(pk=other.pk).state == ApprovalState.PENDING
