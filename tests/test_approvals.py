@@ -351,3 +351,17 @@ def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[s
     )
     assert "deciding needs one of the roles data_steward" in response.content.decode()
     assert ApprovalRequest.objects.get(pk=other.pk).state == ApprovalState.PENDING
+
+
+@pytest.mark.django_db
+def test_beat_expires_stale_requests(people: dict[str, Any]) -> None:
+    from django.conf import settings
+
+    from governance.tasks import expire_approvals
+
+    assert settings.CELERY_BEAT_SCHEDULE["governance-expire-approvals"]["task"] == expire_approvals.name
+    request = _submit(people, _version(people))
+    assert expire_approvals() == 0
+    ApprovalRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    assert expire_approvals() == 1
+    assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.EXPIRED

@@ -347,3 +347,8 @@ CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
     "schedule": float(LEDGER_CHECKPOINT_EVERY_S),
     "options": {"expires": float(LEDGER_CHECKPOINT_EVERY_S)},
 }
+CELERY_BEAT_SCHEDULE["governance-expire-approvals"] = {
+    "task": "governance.expire_approvals",
+    "schedule": 300.0,
+    "options": {"expires": 300.0},
+}
