@@ -56,3 +56,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if exc.status_code == status.HTTP_403_FORBIDDEN:
         logger.warning("api authorisation failed", extra={"path": context["request"].path})
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def validated(serializer_class: type, request: Any) -> Any:
+    """The validated input of ``request`` for ``serializer_class``; a 400 naming the fields if not."""
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import validated
 from common.errors import NotFound
 from governance.api.serializers import (
     ApprovalRequestSerializer,
@@ -53,12 +54,6 @@ class ProjectDetailView(generics.RetrieveAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         # A project the caller may not see answers 404, exactly like one that does not exist.
         return project_list(user=self.request.user) if self.request.user else Project.objects.none()
-
-
-def _validated(serializer_class: type, request: Request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 ERRORS = {
@@ -109,7 +104,7 @@ class _DecisionView(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         approval_get(user=request.user, pk=pk)  # 404 for requests the caller may not see
-        reason = _validated(DecisionInputSerializer, request)["reason"]
+        reason = validated(DecisionInputSerializer, request)["reason"]
         if self.decision == "withdraw":
             approval_request_withdraw(actor=request.user, request_id=pk, reason=reason)
         else:
@@ -171,7 +166,7 @@ class SubjectSubmitView(APIView):
         obj = kind.get(str(pk))
         if obj is None or not project_list(user=request.user).filter(pk=kind.project(obj).pk).exists():
             raise NotFound("not_found", f"no {self.subject_type} {pk}")
-        data = _validated(SubmitSerializer, request)
+        data = validated(SubmitSerializer, request)
         context = {k: data[k] for k in ("environment", "risk_tier") if k in data}
         created = approval_request_submit(
             actor=request.user, subject_type=self.subject_type, subject_id=str(pk), action=data["action"],

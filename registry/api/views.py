@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import validated
 from common.errors import DomainError
 from registry import selectors, services
 from registry.api.serializers import (
@@ -29,12 +30,6 @@ from registry.api.serializers import (
 )
 
 
-def _valid(serializer_class: type, request: Request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 class ProjectDatasetsView(APIView):
     @extend_schema(operation_id="datasets_list", responses=DatasetSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
@@ -45,7 +40,7 @@ class ProjectDatasetsView(APIView):
     def post(self, request: Request, slug: str) -> Response:
         """Register a dataset with its record-of-processing facts (data stewards)."""
         project = selectors.project_get(user=request.user, slug=slug)
-        data = _valid(DatasetCreateSerializer, request)
+        data = validated(DatasetCreateSerializer, request)
         dataset = services.dataset_create(actor=request.user, project=project, data_steward=request.user, **data)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
@@ -73,7 +68,7 @@ class DatasetVersionsView(APIView):
         """Upload a JSONL, CSV, Parquet or text file as a new version (200 with the existing
         version when the same bytes were uploaded before). A PII scan starts on its own."""
         dataset = selectors.dataset_get(user=request.user, pk=pk)
-        upload = _valid(UploadSerializer, request)["file"]
+        upload = validated(UploadSerializer, request)["file"]
         if upload.size > settings.REGISTRY_MAX_UPLOAD_BYTES:
             raise DomainError("file_too_large", "the file is over REGISTRY_MAX_UPLOAD_BYTES", status_code=413)
         version, created = services.dataset_version_upload(
@@ -93,7 +88,7 @@ class DatasetVersionRegisterPathView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Register a file already on the server, under one of REGISTRY_ALLOWED_ROOTS."""
         dataset = selectors.dataset_get(user=request.user, pk=pk)
-        path = _valid(RegisterPathSerializer, request)["path"]
+        path = validated(RegisterPathSerializer, request)["path"]
         version, created = services.dataset_version_register_path(actor=request.user, dataset=dataset, path=path)
         return Response(DatasetVersionSerializer(version).data, status=201 if created else 200)
 
@@ -110,7 +105,7 @@ class DatasetVersionReviewView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """A data steward's review of found personal data."""
         version = selectors.version_get(user=request.user, pk=pk)
-        data = _valid(ReviewSerializer, request)
+        data = validated(ReviewSerializer, request)
         version = services.dataset_version_review(actor=request.user, version=version, **data)
         return Response(DatasetVersionSerializer(version).data)
 
@@ -134,7 +129,7 @@ class SubjectLookupView(APIView):
         """The dataset versions of the project holding this person (compliance officers). The
         identifier travels in the body, never in a URL, and is recorded only as a keyed hash."""
         project = selectors.project_get(user=request.user, slug=slug)
-        data = _valid(SubjectLookupSerializer, request)
+        data = validated(SubjectLookupSerializer, request)
         versions = services.data_subject_lookup(actor=request.user, project=project, **data)
         return Response(DatasetVersionSerializer(versions, many=True).data)
 
@@ -148,7 +143,7 @@ class ProjectModelsView(APIView):
     @extend_schema(operation_id="models_create", request=ModelSerializer, responses={201: ModelSerializer})
     def post(self, request: Request, slug: str) -> Response:
         project = selectors.project_get(user=request.user, slug=slug)
-        model = services.model_create(actor=request.user, project=project, **_valid(ModelSerializer, request))
+        model = services.model_create(actor=request.user, project=project, **validated(ModelSerializer, request))
         return Response(ModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
@@ -166,7 +161,7 @@ class ModelVersionsView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Register the weights in a server folder (under REGISTRY_ALLOWED_ROOTS), with lineage."""
         model = selectors.model_get(user=request.user, pk=pk)
-        data = _valid(ModelVersionRegisterSerializer, request)
+        data = validated(ModelVersionRegisterSerializer, request)
         base = selectors.model_version_get(user=request.user, pk=data["base"]) if data["base"] else None
         datasets = [selectors.version_get(user=request.user, pk=dv) for dv in data["dataset_versions"]]
         version, created = services.model_version_register_folder(
@@ -206,7 +201,7 @@ class ProjectPromptTemplatesView(APIView):
     def post(self, request: Request, slug: str) -> Response:
         """A new version of a template or chain (the same content returns the existing version)."""
         project = selectors.project_get(user=request.user, slug=slug)
-        data = _valid(PromptTemplateSerializer, request)
+        data = validated(PromptTemplateSerializer, request)
         template, created = services.prompt_template_register(actor=request.user, project=project, **data)
         return Response(PromptTemplateSerializer(template).data, status=201 if created else 200)
 
