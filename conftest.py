@@ -153,6 +153,6 @@ def people(db: None) -> dict[str, Any]:
     cast: dict[str, Any] = {"system": system, "project": project}
     for role in (Role.DATA_STEWARD, Role.ML_ENGINEER, Role.COMPLIANCE_OFFICER, Role.AUDITOR):
         user = User.objects.create_user(username=role.value.replace("_", "-"))
-        project_role_grant(actor=system, project=project, user=user, role=role)
+        project_role_grant(actor=system, project=project, user=user, role=role, reason="test setup")
         cast[role.value] = User.objects.get(pk=user.pk)
     return cast

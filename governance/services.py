@@ -43,9 +43,19 @@ def project_create(*, actor: AbstractBaseUser, slug: str, name: str, description
     return project
 
 
-def project_role_grant(*, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role) -> None:
+def _require_reason(reason: str) -> None:
+    if not reason.strip():
+        raise DomainError(
+            "invalid_input", "say why: a role change needs a reason", fields={"reason": ["may not be blank"]}
+        )
+
+
+def project_role_grant(
+    *, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role, reason: str
+) -> None:
     """Give ``user`` the ``role`` in ``project`` (and membership of the role's group, which holds
-    the role's admin-page permissions)."""
+    the role's admin-page permissions). The ledger records who gave whom which role, where, why."""
+    _require_reason(reason)
     if not can_administer(actor, project):
         raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may grant roles")
     if not user.is_active:
@@ -61,11 +71,14 @@ def project_role_grant(*, actor: AbstractBaseUser, project: Project, user: Abstr
             actor=actor,
             action="project.role_granted",
             subject=Subject("project", project.slug),
-            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value},
+            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value, "reason": reason},
         )
 
 
-def project_role_revoke(*, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role) -> None:
+def project_role_revoke(
+    *, actor: AbstractBaseUser, project: Project, user: AbstractBaseUser, role: Role, reason: str
+) -> None:
+    _require_reason(reason)
     if not can_administer(actor, project):
         raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may revoke roles")
     with transaction.atomic():
@@ -74,7 +87,7 @@ def project_role_revoke(*, actor: AbstractBaseUser, project: Project, user: Abst
             actor=actor,
             action="project.role_revoked",
             subject=Subject("project", project.slug),
-            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value},
+            payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value, "reason": reason},
         )
 
 

@@ -75,7 +75,9 @@ def test_a_request_is_approved_by_its_slots_and_bound_to_the_digest(people: dict
     assert approval_holds(subject_type="dataset_version", subject_id=str(version.pk), action=ACTION,
                           digest=dataset_version_digest(version))  # fmt: skip
     second = get_user_model().objects.create_user(username="second-steward")
-    project_role_grant(actor=people["system"], project=people["project"], user=second, role=Role.DATA_STEWARD)
+    project_role_grant(
+        actor=people["system"], project=people["project"], user=second, role=Role.DATA_STEWARD, reason="test setup"
+    )
     with pytest.raises(Conflict, match="is approved"):
         approval_request_decide(actor=second, request_id=request.pk, decision="reject", reason="x")
 
@@ -94,7 +96,7 @@ def test_two_slots_one_person_each_and_stale_digests(people: dict[str, Any]) -> 
     version = _version(people)
     both = get_user_model().objects.create_user(username="both-hats")
     for role in (Role.DATA_STEWARD, Role.COMPLIANCE_OFFICER):
-        project_role_grant(actor=people["system"], project=people["project"], user=both, role=role)
+        project_role_grant(actor=people["system"], project=people["project"], user=both, role=role, reason="test setup")
     request = _submit(people, version, risk_tier="high")
     assert [s["role"] for s in request.rule["approvals"]] == ["data_steward", "compliance_officer"]
     first = approval_request_decide(actor=both, request_id=request.pk, decision="approve", reason="steward ok")
@@ -165,7 +167,7 @@ def test_sixteen_concurrent_approvers_fill_exactly_the_quorum(people: dict[str, 
     for i in range(16):
         user = get_user_model().objects.create_user(username=f"approver-{i}")
         role = Role.DATA_STEWARD if i % 2 else Role.COMPLIANCE_OFFICER
-        project_role_grant(actor=people["system"], project=people["project"], user=user, role=role)
+        project_role_grant(actor=people["system"], project=people["project"], user=user, role=role, reason="test setup")
         approvers.append(user)
     start = threading.Barrier(16)
     outcomes: list[str] = []

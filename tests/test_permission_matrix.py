@@ -136,7 +136,7 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
     system = people["system"]
     project = project_create(actor=system, slug=project_slug, name=project_slug)
     for role, user in owner_roles.items():
-        project_role_grant(actor=system, project=project, user=user, role=Role(role))
+        project_role_grant(actor=system, project=project, user=user, role=Role(role), reason="test setup")
     dataset = make_dataset({**people, "project": project, "data_steward": owner_roles["data_steward"]}, slug="d")
     version, _ = dataset_version_upload(
         actor=owner_roles["ml_engineer"], dataset=dataset, filename="t.jsonl", data=b'{"t": "a"}\n{"t": "a"}\n'

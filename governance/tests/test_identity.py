@@ -49,7 +49,7 @@ def test_roles_are_granted_per_project(system: object) -> None:
     alpha = project_create(actor=system, slug="alpha", name="Alpha")
     beta = project_create(actor=system, slug="beta", name="Beta")
     engineer = _person("eve")
-    project_role_grant(actor=system, project=alpha, user=engineer, role=Role.ML_ENGINEER)
+    project_role_grant(actor=system, project=alpha, user=engineer, role=Role.ML_ENGINEER, reason="test setup")
     engineer = User.objects.get(pk=engineer.pk)  # fresh permission cache
     assert has_project_role(engineer, alpha, Role.ML_ENGINEER)
     assert not has_project_role(engineer, beta, Role.ML_ENGINEER)
@@ -63,7 +63,7 @@ def test_only_platform_admins_create_projects_and_grant_roles(system: object) ->
     with pytest.raises(PermissionDenied):
         project_create(actor=mallory, slug="mine", name="Mine")
     with pytest.raises(PermissionDenied):
-        project_role_grant(actor=mallory, project=project, user=mallory, role=Role.PLATFORM_ADMIN)
+        project_role_grant(actor=mallory, project=project, user=mallory, role=Role.PLATFORM_ADMIN, reason="test setup")
     assert not Project.objects.filter(slug="mine").exists()
     assert not has_project_role(User.objects.get(pk=mallory.pk), project, Role.PLATFORM_ADMIN)
 
@@ -119,7 +119,7 @@ def test_projects_are_visible_only_to_their_members(client: Client, system: obje
     alpha = project_create(actor=system, slug="alpha", name="Alpha")
     project_create(actor=system, slug="beta", name="Beta")
     auditor = _person("aud")
-    project_role_grant(actor=system, project=alpha, user=auditor, role=Role.AUDITOR)
+    project_role_grant(actor=system, project=alpha, user=auditor, role=Role.AUDITOR, reason="test setup")
     _, token = api_token_create(actor=auditor, user=auditor, name="laptop")
     auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
     listing = client.get("/api/v1/projects/", **auth)
@@ -141,7 +141,7 @@ def test_me_query_count_stays_flat_as_projects_grow(client: Client, system: obje
     def queries_with(n: int) -> int:
         for i in range(n):
             project = project_create(actor=system, slug=f"p{n}-{i}", name=f"P {i}")
-            project_role_grant(actor=system, project=project, user=person, role=Role.ML_ENGINEER)
+            project_role_grant(actor=system, project=project, user=person, role=Role.ML_ENGINEER, reason="test setup")
         with CaptureQueriesContext(connection) as ctx:
             assert client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
         return len(ctx.captured_queries)
@@ -155,8 +155,8 @@ def test_every_identity_change_is_in_the_ledger(system: object) -> None:
     start = Entry.objects.count()
     project = project_create(actor=system, slug="alpha", name="Alpha")
     person = _person("led")
-    project_role_grant(actor=system, project=project, user=person, role=Role.DATA_STEWARD)
-    project_role_revoke(actor=system, project=project, user=person, role=Role.DATA_STEWARD)
+    project_role_grant(actor=system, project=project, user=person, role=Role.DATA_STEWARD, reason="test setup")
+    project_role_revoke(actor=system, project=project, user=person, role=Role.DATA_STEWARD, reason="test setup")
     bot = service_account_create(actor=system, username="ci-bot").user
     row, token = api_token_create(actor=system, user=bot, name="ci")
     api_token_revoke(actor=system, token=row)
@@ -170,7 +170,9 @@ def test_every_identity_change_is_in_the_ledger(system: object) -> None:
         ("api_token.created", "api_token", "system"),
         ("api_token.revoked", "api_token", "system"),
     ]
-    assert entries[1]["payload"] == {"user": "led", "user_id": str(person.pk), "role": "data_steward"}
+    assert entries[1]["payload"] == {
+        "user": "led", "user_id": str(person.pk), "role": "data_steward", "reason": "test setup",
+    }  # fmt: skip
     assert all(token not in json.dumps(e) for e in entries)  # the token never reaches the ledger
 
 
@@ -181,3 +183,14 @@ def test_a_refused_change_writes_no_entry(system: object) -> None:
     with pytest.raises(PermissionDenied):
         project_create(actor=_person("nobody"), slug="x", name="X")
     assert Entry.objects.count() == start
+
+
+def test_a_role_change_needs_a_reason(system: object) -> None:
+    from common.errors import DomainError
+
+    project = project_create(actor=system, slug="alpha", name="Alpha")
+    person = _person("why")
+    for blank in ("", "  "):
+        with pytest.raises(DomainError, match="needs a reason"):
+            project_role_grant(actor=system, project=project, user=person, role=Role.AUDITOR, reason=blank)
+    assert not has_project_role(User.objects.get(pk=person.pk), project, Role.AUDITOR)

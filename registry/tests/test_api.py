@@ -197,7 +197,11 @@ def test_admin_pages_show_only_the_users_projects(client: Client, people: dict[s
     mine = make_dataset(people, slug="mine")
     other_project = project_create(actor=people["system"], slug="elsewhere", name="Elsewhere")
     project_role_grant(
-        actor=people["system"], project=other_project, user=people["data_steward"], role=Role.DATA_STEWARD
+        actor=people["system"],
+        project=other_project,
+        user=people["data_steward"],
+        role=Role.DATA_STEWARD,
+        reason="test setup",
     )
     theirs = make_dataset({**people, "project": other_project}, slug="theirs")
     client.force_login(people["auditor"])
@@ -215,13 +219,21 @@ def test_a_project_platform_admin_administers_that_project_only(people: dict[str
     from governance.services import project_create, project_role_grant
 
     admin_user = get_user_model().objects.create_user(username="padmin")
-    project_role_grant(actor=people["system"], project=people["project"], user=admin_user, role=Role.PLATFORM_ADMIN)
+    project_role_grant(
+        actor=people["system"],
+        project=people["project"],
+        user=admin_user,
+        role=Role.PLATFORM_ADMIN,
+        reason="test setup",
+    )
     admin_user = get_user_model().objects.get(pk=admin_user.pk)
     newcomer = get_user_model().objects.create_user(username="newcomer")
-    project_role_grant(actor=admin_user, project=people["project"], user=newcomer, role=Role.AUDITOR)
+    project_role_grant(
+        actor=admin_user, project=people["project"], user=newcomer, role=Role.AUDITOR, reason="test setup"
+    )
     assert has_project_role(get_user_model().objects.get(pk=newcomer.pk), people["project"], Role.AUDITOR)
     other = project_create(actor=people["system"], slug="elsewhere", name="Elsewhere")
     with pytest.raises(PermissionDenied):
-        project_role_grant(actor=admin_user, project=other, user=newcomer, role=Role.AUDITOR)
+        project_role_grant(actor=admin_user, project=other, user=newcomer, role=Role.AUDITOR, reason="test setup")
     with pytest.raises(PermissionDenied):
         project_create(actor=admin_user, slug="mine", name="Mine")

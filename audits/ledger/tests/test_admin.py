@@ -23,7 +23,7 @@ def _staff(role: Role) -> object:
     system = User.objects.get(username=SYSTEM_USERNAME)
     user = User.objects.create_user(username=f"staff-{role.value}")
     project = project_create(actor=system, slug=f"p-{role.value.replace('_', '-')}", name="P")
-    project_role_grant(actor=system, project=project, user=user, role=role)
+    project_role_grant(actor=system, project=project, user=user, role=role, reason="test setup")
     return User.objects.get(pk=user.pk)
 
 

@@ -25,7 +25,7 @@ def _token_for(role: Role | None) -> dict[str, str]:
     user = User.objects.create_user(username=f"user-{role or 'none'}")
     if role is not None:
         project = project_create(actor=system, slug=f"p-{role}", name="P")
-        project_role_grant(actor=system, project=project, user=user, role=role)
+        project_role_grant(actor=system, project=project, user=user, role=role, reason="test setup")
     _, token = api_token_create(actor=system, user=user, name="t")
     return {"HTTP_AUTHORIZATION": f"Token {token}"}
 

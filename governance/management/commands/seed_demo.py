@@ -84,13 +84,15 @@ class Command(BaseCommand):
                     user.save()
                     created[username] = password
                 for project in projects:
-                    project_role_grant(actor=system, project=project, user=user, role=role)
+                    project_role_grant(actor=system, project=project, user=user, role=role, reason="demo organisation")
             account = ServiceAccount.objects.filter(user__username=CI_ACCOUNT).first()
             if account is None:
                 account = service_account_create(
                     actor=system, username=CI_ACCOUNT, description="Demo CI pipeline: submits requests, never approves."
                 )
-            project_role_grant(actor=system, project=projects[0], user=account.user, role=Role.ML_ENGINEER)
+            project_role_grant(
+                actor=system, project=projects[0], user=account.user, role=Role.ML_ENGINEER, reason="demo organisation"
+            )
             if CI_ACCOUNT not in logins:
                 _, token = api_token_create(actor=system, user=account.user, name="demo CI token")
                 created[CI_ACCOUNT] = token
