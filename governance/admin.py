@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from common.admin import ReadOnlyAdmin
-from governance.models import ApiToken, ApprovalRequest, ApprovalState, Project, ServiceAccount
+from governance.models import ApiToken, ApprovalRequest, ApprovalState, BreakGlassReview, Project, ServiceAccount
 from governance.selectors import project_list
 from governance.services import api_token_revoke, approval_request_decide
 
@@ -127,3 +127,20 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
     @admin.action(description="Reject the selected requests")
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
         self._decide(request, queryset, "reject")
+
+
+@admin.register(BreakGlassReview)
+class BreakGlassReviewAdmin(ProjectScopedAdmin):
+    """Emergency approvals awaiting (or past) a compliance officer's review; overdue ones first."""
+
+    project_path = "request__project"
+    list_display = ["request", "admin", "opened_at", "due_at", "overdue", "outcome", "closed_by"]
+    list_filter = ["outcome", "request__project"]
+    list_select_related = ["request__project", "admin", "closed_by"]
+    ordering = ["closed_at", "due_at"]
+
+    @admin.display(boolean=True, description="overdue")
+    def overdue(self, obj: BreakGlassReview) -> bool:
+        from django.utils import timezone
+
+        return obj.closed_at is None and obj.due_at < timezone.now()

@@ -132,3 +132,26 @@ class PolicySetRecord(models.Model):
 
     def __str__(self) -> str:
         return self.hash
+
+
+class BreakGlassReview(models.Model):
+    """An emergency approval by a platform admin, to be reviewed by a compliance officer in time.
+    A review closed as ``revoked`` takes the approval away."""
+
+    request = models.OneToOneField(ApprovalRequest, on_delete=models.PROTECT, related_name="break_glass")
+    admin = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    justification = models.TextField()
+    opened_at = models.DateTimeField(auto_now_add=True)
+    due_at = models.DateTimeField()
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, blank=True, choices=[("upheld", "upheld"), ("revoked", "revoked")])
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+
+    def __str__(self) -> str:
+        return f"break-glass review of #{self.request_id} ({self.outcome or 'open'})"

@@ -64,3 +64,14 @@ def approval_get(*, user: AbstractBaseUser, pk: int) -> Any:
     if request is None:
         raise NotFound("not_found", f"no approval request {pk}")
     return request
+
+
+def break_glass_reviews(*, user: AbstractBaseUser) -> QuerySet[Any]:
+    """Break-glass reviews in the user's projects, open and overdue first."""
+    from governance.models import BreakGlassReview
+
+    return (
+        BreakGlassReview.objects.filter(request__project__in=project_list(user=user))
+        .select_related("request__project", "admin", "closed_by")
+        .order_by("closed_at", "due_at")
+    )

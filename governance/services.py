@@ -420,13 +420,94 @@ def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
 
 
 def approval_holds(*, subject_type: str, subject_id: str, action: str, digest: str) -> bool:
-    """Is there an approval, unexpired, for this action on the subject as it is now (its digest)?"""
+    """Is there an approval, unexpired and not revoked by a break-glass review, for this action on
+    the subject as it is now (its digest)?"""
     from django.db.models import Q
 
     from governance.models import ApprovalRequest, ApprovalState
 
-    return ApprovalRequest.objects.filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
-        subject_type=subject_type, subject_id=str(subject_id), action=action, subject_digest=digest,
-        state=ApprovalState.APPROVED,
-    ).exists()  # fmt: skip
+    return (
+        ApprovalRequest.objects.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+            subject_type=subject_type, subject_id=str(subject_id), action=action, subject_digest=digest,
+            state=ApprovalState.APPROVED,
+        )
+        .exclude(break_glass__outcome="revoked")
+        .exists()
+    )  # fmt: skip
+
+
+def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justification: str) -> Any:
+    """Approve a pending request in an emergency, bypassing its slots. Only a platform admin of the
+    project (or a global admin), never the requester, with a written justification. The entry is
+    flagged in the ledger and a compliance officer must review it within BREAK_GLASS_REVIEW_HOURS."""
+    from django.conf import settings
+
+    from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState, BreakGlassReview
+    from governance.subjects import subject_type as get_type
+
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
+        if request is None:
+            raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
+        if not can_administer(actor, request.project):
+            raise PermissionDenied("permission_denied", f"break-glass is for platform admins of {request.project.slug}")
+        if actor.pk == request.requester_id:
+            raise PolicyViolation(
+                "self_approval", "separation of duties: not even break-glass approves your own request"
+            )
+        if len(justification.strip()) < 20:
+            raise DomainError(
+                "invalid_input", "break-glass needs a justification of at least 20 characters",
+                fields={"justification": ["too short"]},
+            )  # fmt: skip
+        if request.state != ApprovalState.PENDING:
+            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        kind = get_type(request.subject_type)
+        obj = kind.get(request.subject_id)
+        if obj is None or kind.digest(obj) != request.subject_digest:
+            raise Conflict("stale_digest", f"the {request.subject_type} changed since the request")
+        policy_hash = _policy_set_in_force().hash
+        due = timezone.now() + timezone.timedelta(hours=settings.BREAK_GLASS_REVIEW_HOURS)
+        appended = ledger_append(
+            actor=actor, action="approval.break_glass", subject=_approval_subject(request), policy_hash=policy_hash,
+            payload={"request": request.pk, "justification": justification, "review_due": due.isoformat(),
+                     "break_glass": True},
+        )  # fmt: skip
+        ApprovalDecision.objects.create(
+            request=request, approver=actor, role="break_glass", decision="approve", reason=justification,
+            subject_digest=request.subject_digest, policy_hash=policy_hash, ledger_index=appended.index,
+        )  # fmt: skip
+        BreakGlassReview.objects.create(request=request, admin=actor, justification=justification, due_at=due)
+        request.state, request.closed_at = ApprovalState.APPROVED, timezone.now()
+        request.save(update_fields=["state", "closed_at"])
+    return request
+
+
+def break_glass_review_close(*, actor: AbstractBaseUser, review_id: int, outcome: str, note: str) -> Any:
+    """A compliance officer's verdict on a break-glass approval: ``upheld`` or ``revoked``."""
+    from governance.models import BreakGlassReview
+    from governance.permissions import has_project_role
+
+    if outcome not in ("upheld", "revoked"):
+        raise DomainError("invalid_input", "outcome is upheld or revoked", fields={"outcome": [outcome]})
+    if not note.strip():
+        raise DomainError("invalid_input", "a review needs a note", fields={"note": ["may not be blank"]})
+    with transaction.atomic():
+        review = (
+            BreakGlassReview.objects.select_for_update().select_related("request__project").filter(pk=review_id).first()
+        )
+        if review is None:
+            raise DomainError("not_found", f"no break-glass review {review_id}", status_code=404)
+        if not has_project_role(actor, review.request.project, Role.COMPLIANCE_OFFICER):
+            raise PermissionDenied("permission_denied", "a compliance officer of the project closes the review")
+        if review.closed_at is not None:
+            raise Conflict("review_closed", f"the review was closed as {review.outcome}")
+        review.closed_by, review.closed_at, review.outcome, review.note = actor, timezone.now(), outcome, note
+        review.save(update_fields=["closed_by", "closed_at", "outcome", "note"])
+        ledger_append(
+            actor=actor, action="approval.break_glass_reviewed", subject=_approval_subject(review.request),
+            payload={"request": review.request_id, "outcome": outcome, "note": note,
+                     "late": review.closed_at > review.due_at},
+        )  # fmt: skip
+    return review

@@ -367,3 +367,39 @@ def test_beat_expires_stale_requests(people: dict[str, Any]) -> None:
     ApprovalRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     assert expire_approvals() == 1
     assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.EXPIRED
+
+
+@pytest.mark.django_db
+def test_break_glass_is_flagged_reviewed_and_can_be_revoked(people: dict[str, Any]) -> None:
+    from common.errors import DomainError
+    from governance.services import approval_break_glass, break_glass_review_close
+
+    admin_user = get_user_model().objects.create_user(username="on-call-admin")
+    project_role_grant(
+        actor=people["system"], project=people["project"], user=admin_user, role=Role.PLATFORM_ADMIN, reason="on call"
+    )
+    version = _version(people)
+    request = _submit(people, version, risk_tier="high")
+    with pytest.raises(PermissionDenied):
+        approval_break_glass(actor=people["data_steward"], request_id=request.pk, justification="x" * 30)
+    with pytest.raises(DomainError, match="at least 20 characters"):
+        approval_break_glass(actor=admin_user, request_id=request.pk, justification="urgent")
+    approved = approval_break_glass(
+        actor=admin_user, request_id=request.pk, justification="outage: the fraud model must be retrained tonight"
+    )
+    assert approved.state == ApprovalState.APPROVED
+    entry = _entries(action="approval.break_glass")[0]
+    assert entry["payload"]["break_glass"] is True and entry["actor"]["name"] == "on-call-admin"
+    review = approved.break_glass
+    assert review.due_at > timezone.now() and review.closed_at is None
+    digest = dataset_version_digest(version)
+    assert approval_holds(subject_type="dataset_version", subject_id=str(version.pk), action=ACTION, digest=digest)
+    with pytest.raises(PermissionDenied):
+        break_glass_review_close(actor=admin_user, review_id=review.pk, outcome="upheld", note="mine")
+    break_glass_review_close(
+        actor=people["compliance_officer"], review_id=review.pk, outcome="revoked", note="not an emergency"
+    )
+    assert not approval_holds(subject_type="dataset_version", subject_id=str(version.pk), action=ACTION, digest=digest)
+    with pytest.raises(Conflict, match="closed as revoked"):
+        break_glass_review_close(actor=people["compliance_officer"], review_id=review.pk, outcome="upheld", note="x")
+    assert _entries(action="approval.break_glass_reviewed")[0]["payload"]["outcome"] == "revoked"

@@ -54,6 +54,9 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/approvals/<int:pk>/approve", "POST"): (["data_steward", "ml_engineer"], True),
     ("api/v1/approvals/<int:pk>/reject", "POST"): (["data_steward", "ml_engineer"], True),
     ("api/v1/approvals/<int:pk>/withdraw", "POST"): (["ml_engineer"], True),
+    ("api/v1/approvals/<int:pk>/break-glass", "POST"): (["platform_admin"], True),
+    ("api/v1/break-glass-reviews/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/break-glass-reviews/<int:pk>/close", "POST"): (["compliance_officer"], True),
     ("api/v1/ledger/checkpoint", "GET"): (PUBLIC, False),
     ("api/v1/ledger/keys", "GET"): (PUBLIC, False),
     ("api/v1/ledger/proofs/inclusion", "GET"): (PUBLIC, False),
@@ -87,6 +90,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/approvals/<int:pk>/approve", "POST"): {"reason": "checked"},
     ("api/v1/approvals/<int:pk>/reject", "POST"): {"reason": "checked"},
     ("api/v1/approvals/<int:pk>/withdraw", "POST"): {"reason": "changed my mind"},
+    ("api/v1/approvals/<int:pk>/break-glass", "POST"): {"justification": "the incident needs the retrained model now"},
+    ("api/v1/break-glass-reviews/<int:pk>/close", "POST"): {"outcome": "upheld", "note": "the incident was real"},
     ("api/v1/projects/<slug:slug>/datasets/", "POST"): {
         "slug": "new",
         "name": "New",
@@ -153,17 +158,32 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         actor=owner_roles["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
         action="dataset_version.use_for_training",
     )  # fmt: skip
+    from governance.services import approval_break_glass
     from registry.models import ModelVersion
 
+    second, _ = dataset_version_upload(
+        actor=owner_roles["ml_engineer"], dataset=dataset, filename="u.jsonl", data=b'{"t": "c"}\n'
+    )
+    with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=second).pk, actor=system)
+    emergency = approval_request_submit(
+        actor=owner_roles["ml_engineer"], subject_type="dataset_version", subject_id=str(second.pk),
+        action="dataset_version.use_for_training",
+    )  # fmt: skip
+    approval_break_glass(
+        actor=owner_roles["platform_admin"], request_id=emergency.pk, justification="an emergency, for the matrix"
+    )
     model_version = ModelVersion.objects.filter(model=model).first()
     return {
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
+        "review": emergency.break_glass.pk,
     }  # fmt: skip
 
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "review" if "break-glass-reviews/" in route else
         "approval" if "approvals/" in route else
         "version" if "dataset-versions/" in route else
         "dataset" if "datasets/<int" in route else

@@ -285,6 +285,8 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "governance@localhost")
 
 # --- Governance --------------------------------------------------------------------------------
 POLICY_DIR = env_path("POLICY_DIR", BASE_DIR / "policies")
+# A break-glass approval opens a review that a compliance officer must close within this time.
+BREAK_GLASS_REVIEW_HOURS = env_int("BREAK_GLASS_REVIEW_HOURS", 24, minimum=1)
 
 # --- Registry: uploads and PII scans ---------------------------------------------------------
 REGISTRY_MAX_UPLOAD_BYTES = env_int("REGISTRY_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1)

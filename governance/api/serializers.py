@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from governance.models import Project
@@ -61,3 +63,31 @@ class SubmitSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
     environment = serializers.CharField(required=False, max_length=50)
     risk_tier = serializers.CharField(required=False, max_length=50)
+
+
+class BreakGlassInputSerializer(serializers.Serializer):
+    justification = serializers.CharField(max_length=4000)
+
+
+class BreakGlassReviewSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    request = serializers.IntegerField(source="request_id")
+    project = serializers.CharField(source="request.project.slug")
+    admin = serializers.CharField(source="admin.username")
+    justification = serializers.CharField()
+    opened_at = serializers.DateTimeField()
+    due_at = serializers.DateTimeField()
+    overdue = serializers.SerializerMethodField()
+    outcome = serializers.CharField()
+    note = serializers.CharField()
+    closed_at = serializers.DateTimeField(allow_null=True)
+
+    def get_overdue(self, obj: Any) -> bool:
+        from django.utils import timezone
+
+        return obj.closed_at is None and obj.due_at < timezone.now()
+
+
+class ReviewCloseSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=["upheld", "revoked"])
+    note = serializers.CharField(max_length=4000)

@@ -2,10 +2,13 @@ from django.urls import path
 
 from governance.api.views import (
     ApprovalApproveView,
+    ApprovalBreakGlassView,
     ApprovalDetailView,
     ApprovalListView,
     ApprovalRejectView,
     ApprovalWithdrawView,
+    BreakGlassReviewCloseView,
+    BreakGlassReviewListView,
     MeView,
     ProjectDetailView,
     ProjectListView,
@@ -20,4 +23,9 @@ urlpatterns = [
     path("approvals/<int:pk>/approve", ApprovalApproveView.as_view(), name="api-approval-approve"),
     path("approvals/<int:pk>/reject", ApprovalRejectView.as_view(), name="api-approval-reject"),
     path("approvals/<int:pk>/withdraw", ApprovalWithdrawView.as_view(), name="api-approval-withdraw"),
+    path("approvals/<int:pk>/break-glass", ApprovalBreakGlassView.as_view(), name="api-approval-break-glass"),
+    path("break-glass-reviews/", BreakGlassReviewListView.as_view(), name="api-break-glass-reviews"),
+    path(
+        "break-glass-reviews/<int:pk>/close", BreakGlassReviewCloseView.as_view(), name="api-break-glass-review-close"
+    ),
 ]

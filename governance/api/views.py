@@ -12,14 +12,23 @@ from common.api import validated
 from common.errors import NotFound
 from governance.api.serializers import (
     ApprovalRequestSerializer,
+    BreakGlassInputSerializer,
+    BreakGlassReviewSerializer,
     DecisionInputSerializer,
     MeSerializer,
     ProjectSerializer,
+    ReviewCloseSerializer,
     SubmitSerializer,
 )
 from governance.models import Project
-from governance.selectors import approval_get, approval_list, project_list, project_roles_of
-from governance.services import approval_request_decide, approval_request_submit, approval_request_withdraw
+from governance.selectors import approval_get, approval_list, break_glass_reviews, project_list, project_roles_of
+from governance.services import (
+    approval_break_glass,
+    approval_request_decide,
+    approval_request_submit,
+    approval_request_withdraw,
+    break_glass_review_close,
+)
 
 
 class MeView(APIView):
@@ -173,3 +182,40 @@ class SubjectSubmitView(APIView):
             context=context, comment=data["comment"],
         )  # fmt: skip
         return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=created.pk)).data, status=201)
+
+
+class ApprovalBreakGlassView(APIView):
+    @extend_schema(
+        operation_id="approvals_break_glass", request=BreakGlassInputSerializer,
+        responses={200: ApprovalRequestSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Emergency approval by a platform admin of the project: flagged in the ledger, and a
+        compliance officer must review it within BREAK_GLASS_REVIEW_HOURS."""
+        approval_get(user=request.user, pk=pk)
+        justification = validated(BreakGlassInputSerializer, request)["justification"]
+        approval_break_glass(actor=request.user, request_id=pk, justification=justification)
+        return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
+
+
+class BreakGlassReviewListView(generics.ListAPIView):
+    """Break-glass reviews in your projects (open and overdue first)."""
+
+    serializer_class = BreakGlassReviewSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return break_glass_reviews(user=self.request.user)
+
+
+class BreakGlassReviewCloseView(APIView):
+    @extend_schema(
+        operation_id="break_glass_reviews_close", request=ReviewCloseSerializer,
+        responses={200: BreakGlassReviewSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Close a break-glass review as upheld, or revoked (the approval then stops counting)."""
+        if not break_glass_reviews(user=request.user).filter(pk=pk).exists():
+            raise NotFound("not_found", f"no break-glass review {pk}")
+        data = validated(ReviewCloseSerializer, request)
+        review = break_glass_review_close(actor=request.user, review_id=pk, **data)
+        return Response(BreakGlassReviewSerializer(review).data)
