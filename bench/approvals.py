@@ -1,0 +1,148 @@
+"""python -m bench.approvals: approval decisions through the real API under 16 concurrent clients.
+
+Builds a fresh embedded-default service in a temporary var/ (SQLite WAL, synchronous=FULL),
+creates one project, 16 data stewards with API tokens and ``BENCH_APPROVALS`` pending requests
+(default 640; each on its own scanned dataset version, under the shipped policy: one data-steward
+slot), starts gunicorn (``BENCH_WEB_WORKERS``, default 3) on a free loopback port, then 16 client
+threads POST ``/api/v1/approvals/{id}/approve`` over keep-alive connections, each on its own
+requests. Prints one JSON object: decisions per second and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    total = int(os.environ.get("BENCH_APPROVALS", "640"))
+    var_dir = tempfile.mkdtemp(prefix="gov-bench-approvals-")
+    env = dict(os.environ, GOV_VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING")
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        env.pop(name, None)
+    os.environ.clear()
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from governance.roles import Role
+    from governance.services import api_token_create, approval_request_submit, project_create, project_role_grant
+    from registry.models import PiiScan
+    from registry.services import dataset_create, dataset_version_upload, pii_scan_run
+
+    call_command("ledger", "keygen", stdout=io.StringIO())
+    call_command("migrate", verbosity=0)
+    User = get_user_model()
+    system = User.objects.get(username="system")
+    project = project_create(actor=system, slug="bench", name="Bench")
+    requester = User.objects.create_user(username="bench-requester")
+    project_role_grant(actor=system, project=project, user=requester, role=Role.ML_ENGINEER, reason="benchmark")
+    stewards = []
+    for i in range(CLIENTS):
+        user = User.objects.create_user(username=f"bench-steward-{i}")
+        project_role_grant(actor=system, project=project, user=user, role=Role.DATA_STEWARD, reason="benchmark")
+        stewards.append(api_token_create(actor=system, user=user, name="bench")[1])
+    dataset = dataset_create(
+        actor=stewards and User.objects.get(username="bench-steward-0"), project=project, slug="d", name="D",
+        purpose="benchmark", lawful_basis="contract", retention_days=1, source="generated",
+        data_steward=User.objects.get(username="bench-steward-0"),
+    )  # fmt: skip
+    requests = []
+    with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
+        for i in range(total):
+            version, _ = dataset_version_upload(
+                actor=requester, dataset=dataset, filename="t.jsonl", data=f'{{"t": "record {i}"}}\n'.encode()
+            )
+            pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=system)
+            requests.append(
+                approval_request_submit(
+                    actor=requester, subject_type="dataset_version", subject_id=str(version.pk),
+                    action="dataset_version.use_for_training",
+                ).pk
+            )  # fmt: skip
+
+    port = _free_port()
+    web = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", os.environ.get("BENCH_WEB_WORKERS", "3"), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        lock = threading.Lock()
+        barrier = threading.Barrier(CLIENTS + 1)
+
+        def client(token: str, mine: list[int]) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body = json.dumps({"reason": "benchmark decision"})
+            headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+            barrier.wait()
+            for pk in mine:
+                started = time.perf_counter()
+                conn.request("POST", f"/api/v1/approvals/{pk}/approve", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append(elapsed)
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(stewards[i], requests[i::CLIENTS])) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+    latencies.sort()
+    print(json.dumps({
+        "clients": CLIENTS,
+        "decisions": len(latencies),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "decisions_per_s": round(len(latencies) / wall, 1),
+        "latency_ms_p50": round(statistics.median(latencies) * 1000, 1),
+        "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "web_workers": int(os.environ.get("BENCH_WEB_WORKERS", "3")),
+        "database": "sqlite (WAL, synchronous=FULL)",
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
