@@ -88,13 +88,17 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
 
     @admin.display(description="request")
     def summary(self, obj: ApprovalRequest) -> str:
+        from django.urls import reverse
         from django.utils.html import format_html, format_html_join
 
         rows = [
-            (d.approver.get_username(), d.role, d.decision, d.reason, d.ledger_index)
+            (
+                d.approver.get_username(), d.role, d.decision, d.reason,
+                reverse("admin:ledger_entry_change", args=[d.ledger_index]), d.ledger_index,
+            )
             for d in obj.decisions.select_related("approver")
-        ]
-        decisions = format_html_join("", "<li>{} as {}: {} ({}), ledger entry #{}</li>", rows)
+        ]  # fmt: skip
+        decisions = format_html_join("", '<li>{} as {}: {} ({}), <a href="{}">ledger entry #{}</a></li>', rows)
         return format_html(
             "<p><b>{}</b> on {} {} (digest <code>{}</code>)</p><p>Requested by {}: {}</p>"
             "<p>Rule: {}</p><p>Policy set <code>{}</code></p><ul>{}</ul>",

@@ -51,3 +51,19 @@ def test_log_lines_are_json_with_the_request_id() -> None:
     assert entry["subject"] == "dataset_version:7"
     assert entry["time"].endswith("+00:00")
     assert entry["level"] == "INFO"
+
+
+@pytest.mark.django_db
+def test_every_operation_documents_its_errors(client: Client) -> None:
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    assert "Error" in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "400" in responses and "403" in responses, (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if method == "post":
+                assert {"409", "422"} <= set(responses), (method, path)
+    approve = document["paths"]["/api/v1/approvals/{id}/approve"]["post"]["responses"]
+    assert "self-approval" in approve["422"]["description"]

@@ -344,6 +344,9 @@ def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[s
     assert response.status_code == 200
     assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.APPROVED
     assert _entries(action="approval.approved")[0]["actor"]["name"] == "data-steward"
+    index = ApprovalDecision.objects.get(request=request).ledger_index
+    history = client.get(f"/admin/governance/approvalrequest/{request.pk}/change/").content.decode()
+    assert f'href="/admin/ledger/entry/{index}/change/"' in history
     other = _submit(people, _version(people))
     client.force_login(people["auditor"])  # not an approver: the service refuses and the admin says why
     response = client.post(
