@@ -370,10 +370,9 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
     if version.duplicate_count == 0:
         raise Conflict("no_duplicates", f"{version} holds no duplicate record")
     data = artifacts.open_blob(version.sha256).read_bytes()
-    lines = data.decode("utf-8-sig").splitlines(keepends=True)
-    keep_lines: list[str] = []
+    seen: set[str] = set()
     if version.format == "csv":
-        # Records are read again with their line spans: a quoted field may hold a newline.
+        # Rewritten from the parsed rows: a quoted field may span lines, so lines are not records.
         import csv
         import io
 
@@ -382,7 +381,6 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        seen: set[str] = set()
         for record in READERS["csv"](data):
             key = record_key(record)
             if key not in seen:
@@ -390,7 +388,9 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
                 writer.writerow([record.fields.get(name, "") for name in header])
         derived = out.getvalue().encode()
     else:
-        seen = set()
+        # JSONL and text keep each first occurrence's line exactly as it was.
+        lines = data.decode("utf-8-sig").splitlines(keepends=True)
+        keep_lines: list[str] = []
         for record in READERS[version.format](data):
             key = record_key(record)
             if key not in seen:
