@@ -255,7 +255,7 @@ def approval_request_submit(
     """Open an approval request for ``action`` on a subject, under the policy rule that matches the
     context (project, environment, risk tier). The request is bound to the subject's digest now."""
     from governance.models import ApprovalRequest, ApprovalState
-    from governance.permissions import has_project_role
+    from governance.permissions import project_roles_held
     from governance.subjects import subject_type as get_type
 
     kind = get_type(subject_type)
@@ -263,7 +263,7 @@ def approval_request_submit(
     if obj is None:
         raise DomainError("not_found", f"no {subject_type} {subject_id}", status_code=404)
     project = kind.project(obj)
-    if not (is_platform_admin(actor) or any(has_project_role(actor, project, r) for r in REQUESTER_ROLES)):
+    if not (is_platform_admin(actor) or project_roles_held(actor, project) & REQUESTER_ROLES):
         raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
     context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
     policies = _policy_set_in_force()
@@ -303,7 +303,7 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
     approves the request; a rejection closes it.
     """
     from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
-    from governance.permissions import has_project_role
+    from governance.permissions import project_roles_held
     from governance.subjects import subject_type as get_type
 
     if decision not in ("approve", "reject"):
@@ -321,7 +321,8 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
                 "self_approval", "separation of duties: a requester never decides on their own request"
             )
         slots = request.rule["approvals"]
-        held = [s["role"] for s in slots if has_project_role(actor, request.project, Role(s["role"]))]
+        roles_held = {role.value for role in project_roles_held(actor, request.project)}
+        held = [s["role"] for s in slots if s["role"] in roles_held]
         if not held:
             raise PermissionDenied(
                 "not_an_approver", f"deciding needs one of the roles {', '.join(s['role'] for s in slots)}"
