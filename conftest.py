@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session", autouse=True)
-def ledger_signing_key(django_db_blocker: object) -> Path:
+def ledger_signing_key() -> Path:
     """Every test session has a signing key in its temporary var/, as `make up` would."""
     from django.conf import settings
 

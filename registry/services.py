@@ -228,8 +228,8 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
         return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}")
     findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
     subject_keys: set[tuple[str, str]] = set()
-    for _, _, text in texts:
-        for hit in found.get(text, []):
+    for text, hits in found.items():  # distinct texts: each identifier is hashed once
+        for hit in hits:
             kind = pii.SUBJECT_KINDS.get(hit.entity)
             if kind:
                 subject_keys.add(
