@@ -44,6 +44,25 @@ def subprocess_env(*, embedded: bool = False, **overrides: str) -> dict[str, str
     return env
 
 
+def manage_in(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGS`` in a child process with ``env``."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def fresh_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a fresh embedded-default service in ``tmp_path``: keys made, migrated."""
+    env = subprocess_env(
+        embedded=True, GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING"
+    )
+    for args in (("ledger", "keygen"), ("migrate", "--noinput")):
+        result = manage_in(env, *args)
+        assert result.returncode == 0, result.stderr
+    return env
+
+
 def _test_database_url() -> str:
     """The URL of the test database pytest-django made, for processes the tests start."""
     from urllib.parse import quote

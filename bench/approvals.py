@@ -1,11 +1,13 @@
-"""python -m bench.approvals: approval decisions through the real API under 16 concurrent clients.
+"""python -m bench.approvals: approval decisions through the real API under concurrent clients.
 
 Builds a fresh embedded-default service in a temporary var/ (SQLite WAL, synchronous=FULL),
 creates one project, 16 data stewards with API tokens and ``BENCH_APPROVALS`` pending requests
 (default 640; each on its own scanned dataset version, under the shipped policy: one data-steward
-slot), starts gunicorn (``BENCH_WEB_WORKERS``, default 3) on a free loopback port, then 16 client
-threads POST ``/api/v1/approvals/{id}/approve`` over keep-alive connections, each on its own
-requests. Prints one JSON object: decisions per second and latency percentiles.
+slot), starts gunicorn (``BENCH_WEB_WORKERS``, default 2 as in ``make up``) on a free loopback
+port. ``BENCH_CLIENTS`` client threads (default 16) each read a few requests first (so every
+worker has booted and loaded before the clock starts), then POST
+``/api/v1/approvals/{id}/approve`` on their own share of the requests. Prints one JSON object:
+decisions per second, latency percentiles and the CPU the server and the clients spent.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENTS = 16
+WARM_UP_READS = 5
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 
 
 def _free_port() -> int:
@@ -87,7 +90,7 @@ def main() -> None:
     port = _free_port()
     web = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", os.environ.get("BENCH_WEB_WORKERS", "3"), "--log-level", "warning"],
+         "--workers", os.environ.get("BENCH_WEB_WORKERS", "2"), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -101,12 +104,17 @@ def main() -> None:
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         lock = threading.Lock()
+        warmed = threading.Barrier(CLIENTS + 1)
         barrier = threading.Barrier(CLIENTS + 1)
 
         def client(token: str, mine: list[int]) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             body = json.dumps({"reason": "benchmark decision"})
             headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+            for pk in mine[:WARM_UP_READS]:  # every worker serves some requests before the clock starts
+                conn.request("GET", f"/api/v1/approvals/{pk}", headers=headers)
+                conn.getresponse().read()
+            warmed.wait()
             barrier.wait()
             for pk in mine:
                 started = time.perf_counter()
@@ -122,11 +130,19 @@ def main() -> None:
         threads = [threading.Thread(target=client, args=(stewards[i], requests[i::CLIENTS])) for i in range(CLIENTS)]
         for thread in threads:
             thread.start()
+        import psutil
+
+        warmed.wait()
+        server = [psutil.Process(web.pid), *psutil.Process(web.pid).children()]
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in server)
+        own_before = sum(os.times()[:2])
         barrier.wait()
         started = time.perf_counter()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
+        server_cpu = sum(sum(p.cpu_times()[:2]) for p in server) - cpu_before
+        client_cpu = sum(os.times()[:2]) - own_before
     finally:
         web.terminate()
         web.wait(timeout=30)
@@ -139,7 +155,9 @@ def main() -> None:
         "decisions_per_s": round(len(latencies) / wall, 1),
         "latency_ms_p50": round(statistics.median(latencies) * 1000, 1),
         "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-        "web_workers": int(os.environ.get("BENCH_WEB_WORKERS", "3")),
+        "server_cpu_ms_per_decision": round(server_cpu / len(latencies) * 1000, 1),
+        "client_cpu_ms_per_decision": round(client_cpu / len(latencies) * 1000, 1),
+        "web_workers": int(os.environ.get("BENCH_WEB_WORKERS", "2")),
         "database": "sqlite (WAL, synchronous=FULL)",
     }))  # fmt: skip
 

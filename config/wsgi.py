@@ -14,3 +14,9 @@ from governance.checks import require_valid_policies  # noqa: E402
 
 require_signing_key()
 require_valid_policies()
+
+# Load the URLconf (DRF, drf-spectacular and every API module) now, in the worker's boot, rather
+# than in its first request: measured 0.45 s on this machine's first request otherwise.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018  (the attribute loads the URLconf)

@@ -18,7 +18,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from audits.ledger.services import Subject, ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import ApiToken, Project, ServiceAccount
-from governance.permissions import SYSTEM_USERNAME, can_administer, is_platform_admin
+from governance.permissions import SYSTEM_USERNAME, can_administer, is_platform_admin, project_roles_held
 from governance.roles import STAFF_ROLES, Role
 
 User = get_user_model()
@@ -255,7 +255,6 @@ def approval_request_submit(
     """Open an approval request for ``action`` on a subject, under the policy rule that matches the
     context (project, environment, risk tier). The request is bound to the subject's digest now."""
     from governance.models import ApprovalRequest, ApprovalState
-    from governance.permissions import project_roles_held
     from governance.subjects import subject_type as get_type
 
     kind = get_type(subject_type)
@@ -303,7 +302,6 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
     approves the request; a rejection closes it.
     """
     from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
-    from governance.permissions import project_roles_held
     from governance.subjects import subject_type as get_type
 
     if decision not in ("approve", "reject"):
@@ -322,6 +320,8 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
             )
         slots = request.rule["approvals"]
         roles_held = {role.value for role in project_roles_held(actor, request.project)}
+        if not roles_held and not is_platform_admin(actor):  # may not even see it
+            raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
         held = [s["role"] for s in slots if s["role"] in roles_held]
         if not held:
             raise PermissionDenied(
@@ -382,8 +382,9 @@ def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reaso
     from governance.models import ApprovalRequest, ApprovalState
 
     with transaction.atomic():
-        request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
-        if request is None:
+        request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
+        visible = request is not None and (is_platform_admin(actor) or project_roles_held(actor, request.project))
+        if not visible:
             raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
         if actor.pk != request.requester_id and not is_platform_admin(actor):
             raise PermissionDenied("permission_denied", "only the requester withdraws a request")

@@ -9,29 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, manage_in
 
 WORKERS = 16
 SECONDS = 8
-
-
-def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-@pytest.fixture
-def fresh_env(tmp_path: Path) -> dict[str, str]:
-    env = subprocess_env(
-        embedded=True, GOV_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING"
-    )
-    for args in (("ledger", "keygen"), ("migrate", "--noinput")):
-        result = _manage(env, *args)
-        assert result.returncode == 0, result.stderr
-    return env
 
 
 def test_sixteen_processes_append_gapless_without_loss_or_lock_errors(
@@ -68,8 +49,8 @@ def test_sixteen_processes_append_gapless_without_loss_or_lock_errors(
         assert sorted(by_worker[report["worker"]]) == list(range(report["appended"]))
     db.close()
 
-    assert _manage(fresh_env, "ledger", "checkpoint").returncode == 0
-    verify = _manage(fresh_env, "ledger", "verify")
+    assert manage_in(fresh_env, "ledger", "checkpoint").returncode == 0
+    verify = manage_in(fresh_env, "ledger", "verify")
     assert verify.returncode == 0, verify.stderr
     assert verify.stdout.startswith(f"OK {total} entries")
 
@@ -89,7 +70,7 @@ checkpoint_create()
 
 
 def test_an_erased_key_leaves_no_copy_in_the_database_files(fresh_env: dict[str, str], tmp_path: Path) -> None:
-    result = _manage(fresh_env, "shell", "-c", SHRED)
+    result = manage_in(fresh_env, "shell", "-c", SHRED)
     assert result.returncode == 0, result.stderr
     key = bytes.fromhex(result.stdout.strip().splitlines()[-1])
     files = [p for p in tmp_path.glob("db.sqlite3*") if p.is_file()]
@@ -97,5 +78,5 @@ def test_an_erased_key_leaves_no_copy_in_the_database_files(fresh_env: dict[str,
     for path in files:
         assert key not in path.read_bytes(), f"the erased key survives in {path.name}"
         assert b"grace@example.org" not in path.read_bytes()
-    verify = _manage(fresh_env, "ledger", "verify")
+    verify = manage_in(fresh_env, "ledger", "verify")
     assert verify.returncode == 0, verify.stderr

@@ -21,7 +21,14 @@ from governance.api.serializers import (
     SubmitSerializer,
 )
 from governance.models import Project
-from governance.selectors import approval_get, approval_list, break_glass_reviews, project_list, project_roles_of
+from governance.selectors import (
+    approval_get,
+    approval_history,
+    approval_list,
+    break_glass_reviews,
+    project_list,
+    project_roles_of,
+)
 from governance.services import (
     approval_break_glass,
     approval_request_decide,
@@ -112,13 +119,13 @@ class _DecisionView(APIView):
     decision = ""
 
     def post(self, request: Request, pk: int) -> Response:
-        approval_get(user=request.user, pk=pk)  # 404 for requests the caller may not see
+        # The services answer 404 for requests the caller may not see.
         reason = validated(DecisionInputSerializer, request)["reason"]
         if self.decision == "withdraw":
-            approval_request_withdraw(actor=request.user, request_id=pk, reason=reason)
+            decided = approval_request_withdraw(actor=request.user, request_id=pk, reason=reason)
         else:
-            approval_request_decide(actor=request.user, request_id=pk, decision=self.decision, reason=reason)
-        return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
+            decided = approval_request_decide(actor=request.user, request_id=pk, decision=self.decision, reason=reason)
+        return Response(ApprovalRequestSerializer(approval_history(decided)).data)
 
 
 class ApprovalApproveView(_DecisionView):
