@@ -18,4 +18,5 @@ urlpatterns = [
     path("api/v1/ledger/", include("audits.ledger.api.urls")),
     path("api/v1/", include("governance.api.urls")),
     path("api/v1/", include("registry.api.urls")),
+    path("api/v1/", include("training.api.urls")),
 ]

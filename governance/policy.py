@@ -31,7 +31,7 @@ from jsonschema import Draft202012Validator
 
 from governance.roles import Role
 
-CONTEXT_KEYS = ("project", "environment", "risk_tier")
+CONTEXT_KEYS = ("project", "environment", "risk_tier", "resource_tier")
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -265,6 +265,8 @@ def approval_request_submit(
     if not (is_platform_admin(actor) or project_roles_held(actor, project) & REQUESTER_ROLES):
         raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
     context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
+    if kind.context is not None:
+        context.update(kind.context(obj))
     policies = _policy_set_in_force()
     rule = policies.rule_for(action, {"project": project.slug, **context})
     if rule is None:
@@ -375,7 +377,20 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
         if new_state != request.state:
             request.state, request.closed_at = new_state, timezone.now()
             request.save(update_fields=["state", "closed_at"])
+            if new_state == ApprovalState.APPROVED:
+                _on_approved(request, actor)
     return request
+
+
+def _on_approved(request: Any, actor: AbstractBaseUser) -> None:
+    """Run the subject type's approval hook, in the approving transaction."""
+    from governance.subjects import subject_type as get_type
+
+    kind = get_type(request.subject_type)
+    if kind.on_approved is not None:
+        obj = kind.get(request.subject_id)
+        if obj is not None:
+            kind.on_approved(obj, request.action, actor)
 
 
 def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reason: str) -> Any:
@@ -483,6 +498,7 @@ def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justificat
         BreakGlassReview.objects.create(request=request, admin=actor, justification=justification, due_at=due)
         request.state, request.closed_at = ApprovalState.APPROVED, timezone.now()
         request.save(update_fields=["state", "closed_at"])
+        _on_approved(request, actor)
     return request
 
 

@@ -3,7 +3,8 @@ their ``AppConfig.ready``), so governance never imports them.
 
 A subject type says how to find an object by id, which project owns it, its digest (SHA-256 over
 its governed fields: an approval is given to a digest, and stops counting when it changes), a short
-description for approvers, and what happens when a request about it is approved.
+description for approvers, policy context it decides itself, and what happens when a request
+about it is approved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class SubjectType:
     project: Callable[[Any], Any]
     digest: Callable[[Any], str]
     describe: Callable[[Any], dict[str, Any]]
+    # Policy context the subject itself decides (say, its resource tier); it overrides the caller's.
+    context: Callable[[Any], dict[str, str]] | None = None
+    # Called in the transaction that approves a request about the subject: (object, action, actor).
+    on_approved: Callable[[Any, str, Any], None] | None = None
 
 
 _TYPES: dict[str, SubjectType] = {}

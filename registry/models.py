@@ -176,6 +176,9 @@ class ModelVersion(models.Model):
     mlflow_model_name = models.CharField(max_length=256, blank=True)
     mlflow_version = models.CharField(max_length=32, blank=True)
     mlflow_alias = models.CharField(max_length=256, blank=True)
+    # How it was made, when the service made it: the fine-tune run, its MLflow run, the code
+    # version and the digests of the dataset versions as they were trained on.
+    lineage = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -456,10 +456,11 @@ def model_version_register_folder(
     base: Any = None,
     dataset_versions: list[DatasetVersion] | None = None,
     allowed_roots: list[Path] | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> tuple[Any, bool]:
     """Register the weights in ``folder`` (under ``REGISTRY_ALLOWED_ROOTS``, or ``allowed_roots``
     for the system's own outputs): every file becomes a blob; identical weights give the
-    existing version back."""
+    existing version back. ``lineage`` records how the service made them (run, code version)."""
     from registry.models import ModelVersion
 
     require_project_role(actor, model.project, {Role.ML_ENGINEER}, "registering model weights")
@@ -493,7 +494,7 @@ def model_version_register_folder(
         number = (model.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
         version = ModelVersion.objects.create(
             model=model, number=number, weights_digest=digest, files=files, size_bytes=size, source=str(root),
-            base=base, created_by=actor,
+            base=base, created_by=actor, lineage=lineage or {},
         )  # fmt: skip
         version.dataset_versions.set(dataset_versions or [])
         ledger_append(
@@ -504,6 +505,7 @@ def model_version_register_folder(
                 "model": str(model), "number": number, "files": len(files), "size_bytes": size,
                 "base": base.weights_digest if base else None,
                 "dataset_versions": [dataset_version_digest(dv) for dv in dataset_versions or []],
+                "lineage": lineage or {},
             },
         )  # fmt: skip
         dispatch_on_commit("registry.mlflow_mirror", args=(version.pk,), queue="cpu")
@@ -577,24 +579,26 @@ def model_version_mirror_to_mlflow(*, model_version_id: int, actor: Any) -> Any:
         if experiment
         else client.create_experiment(experiment_name, artifact_location=settings.MLFLOW_ARTIFACT_LOCATION)
     )
-    run = client.create_run(experiment_id, tags={"governance.model_version": str(version.pk)})
-    client.log_param(run.info.run_id, "weights_digest", version.weights_digest)
-    client.log_param(run.info.run_id, "files", len(version.files))
-    client.set_terminated(run.info.run_id)
+    run_id = version.lineage.get("mlflow_run_id")  # a fine-tune's own run holds its parameters
+    if not run_id:
+        run_id = client.create_run(experiment_id, tags={"governance.model_version": str(version.pk)}).info.run_id
+        client.log_param(run_id, "weights_digest", version.weights_digest)
+        client.log_param(run_id, "files", len(version.files))
+        client.set_terminated(run_id)
     name = mlflow_model_name(version)
     if not _registered(client, name):
         client.create_registered_model(name, tags={"governance.project": version.model.project.slug})
-    registered = client.create_model_version(name, source=Path(version.source).as_uri(), run_id=run.info.run_id)
+    registered = client.create_model_version(name, source=Path(version.source).as_uri(), run_id=run_id)
     alias = f"registry-v{version.number}"
     client.set_registered_model_alias(name, alias, registered.version)
     with transaction.atomic():
-        version.mlflow_run_id, version.mlflow_model_name = run.info.run_id, name
+        version.mlflow_run_id, version.mlflow_model_name = run_id, name
         version.mlflow_version, version.mlflow_alias = str(registered.version), alias
         version.save(update_fields=["mlflow_run_id", "mlflow_model_name", "mlflow_version", "mlflow_alias"])
         ledger_append(
             actor=actor, action="model_version.mirrored_to_mlflow",
             subject=Subject("model_version", str(version.pk), version.weights_digest),
-            payload={"run_id": run.info.run_id, "model": name, "version": str(registered.version), "alias": alias},
+            payload={"run_id": run_id, "model": name, "version": str(registered.version), "alias": alias},
         )  # fmt: skip
     return version
 

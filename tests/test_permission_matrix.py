@@ -84,6 +84,14 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/model-versions/<int:pk>/lineage", "GET"): (MEMBERS, True),
     ("api/v1/projects/<slug:slug>/prompt-templates/", "GET"): (MEMBERS, True),
     ("api/v1/projects/<slug:slug>/prompt-templates/", "POST"): (["ml_engineer"], True),
+    ("api/v1/projects/<slug:slug>/fine-tune-runs/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/fine-tune-runs/", "POST"): (["ml_engineer"], True),
+    ("api/v1/projects/<slug:slug>/gpu-quota", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/gpu-quota", "PUT"): (["platform_admin"], True),
+    ("api/v1/fine-tune-runs/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/fine-tune-runs/<int:pk>/start", "POST"): (["ml_engineer"], True),
+    ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): (["ml_engineer", "platform_admin"], True),
+    ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -107,6 +115,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/projects/<slug:slug>/models/", "POST"): {"slug": "m2", "name": "M2"},
     ("api/v1/models/<int:pk>/versions/", "POST"): {"folder": "/etc"},
     ("api/v1/projects/<slug:slug>/prompt-templates/", "POST"): {"slug": "t", "body": "Answer.", "intended_use": "u"},
+    ("api/v1/projects/<slug:slug>/fine-tune-runs/", "POST"): {
+        "name": "r",
+        "base_model_version": 999999,
+        "dataset_versions": [999999],
+        "hyperparameters": {"learning_rate": 0.001, "batch_size": 1, "max_steps": 1},
+    },
+    ("api/v1/projects/<slug:slug>/gpu-quota", "PUT"): {"gpu_hours": 5, "reason": "the pilot"},
+    ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): {"reason": "not needed"},
+    ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): {"action": "fine_tune_run.execute"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
@@ -174,15 +191,23 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         actor=owner_roles["platform_admin"], request_id=emergency.pk, justification="an emergency, for the matrix"
     )
     model_version = ModelVersion.objects.filter(model=model).first()
+    from training.services import fine_tune_run_request
+
+    version.refresh_from_db()
+    run = fine_tune_run_request(
+        actor=owner_roles["ml_engineer"], project=project, name="r", base=model_version, dataset_versions=[version],
+        text_field="t", hyperparameters={"learning_rate": 1e-3, "batch_size": 1, "max_steps": 1},
+    )  # fmt: skip
     return {
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
-        "review": emergency.break_glass.pk,
+        "review": emergency.break_glass.pk, "fine_tune_run": run.pk,
     }  # fmt: skip
 
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "fine_tune_run" if "fine-tune-runs/<int" in route else
         "review" if "break-glass-reviews/" in route else
         "approval" if "approvals/" in route else
         "version" if "dataset-versions/" in route else
@@ -198,6 +223,8 @@ def _call(client: Client, method: str, key: tuple[str, str], path: str, auth: di
     if method == "GET":
         query = {"index": 0, "first": 1} if "proofs" in path else {}
         return client.get(path, query, **auth).status_code
+    if method == "PUT":
+        return client.put(path, BODIES.get(key, {}), content_type="application/json", **auth).status_code
     if key in MULTIPART:
         return client.post(path, {"file": SimpleUploadedFile("u.jsonl", b'{"t": "b"}\n')}, **auth).status_code
     return client.post(path, BODIES.get(key, {}), content_type="application/json", **auth).status_code

@@ -5,3 +5,8 @@ class TrainingConfig(AppConfig):
     name = "training"
     label = "training"
     verbose_name = "Training"
+
+    def ready(self) -> None:
+        from training.governed import register
+
+        register()

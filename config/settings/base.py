@@ -313,6 +313,26 @@ PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# --- Training -------------------------------------------------------------------------------
+# The GPU types this platform has (a run asking for another is refused), and the most per run.
+TRAINING_GPU_TYPES = [t.lower() for t in env_list("TRAINING_GPU_TYPES", ["h100", "a100", "l4"])]
+TRAINING_MAX_GPUS = env_int("TRAINING_MAX_GPUS", 8, minimum=1)
+# A run asking for GPUs on a worker without them fails, unless this allows CPU (then recorded).
+TRAINING_ALLOW_CPU_FALLBACK = env_bool("TRAINING_ALLOW_CPU_FALLBACK", False)
+# The Celery queues runs go to: GPU workers consume the first (CELERY_WORKER_QUEUES), all others the second.
+TRAINING_GPU_QUEUE = env_str("TRAINING_GPU_QUEUE", "gpu")
+TRAINING_CPU_QUEUE = env_str("TRAINING_CPU_QUEUE", "cpu")
+# Multi-GPU runs start through this launcher: torchrun or accelerate.
+TRAINING_LAUNCHER = env_str("TRAINING_LAUNCHER", "torchrun")
+if TRAINING_LAUNCHER not in {"torchrun", "accelerate"}:
+    raise SettingError("TRAINING_LAUNCHER", f"expected torchrun or accelerate, got {TRAINING_LAUNCHER!r}")
+# A running run whose worker has not beaten for this long is failed by the reaper (beat).
+TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 300, minimum=1)
+# Working folders of runs (the base weights, the texts, the output before it is registered).
+TRAINING_WORK_ROOT = _ensure_dir(env_path("TRAINING_WORK_ROOT", VAR_DIR / "training"), "TRAINING_WORK_ROOT")
+# GPU-hours a project without a quota row may request (0: GPUs need a quota set first).
+TRAINING_DEFAULT_GPU_HOURS = env_int("TRAINING_DEFAULT_GPU_HOURS", 0, minimum=0)
+
 # --- Ledger ---------------------------------------------------------------------------------
 LEDGER_SIGNING_KEY_FILE = env_path("LEDGER_SIGNING_KEY_FILE", VAR_DIR / "keys" / "ledger-signing.key")
 # Every signed checkpoint is also appended here, outside the database (put it on other storage).
@@ -356,6 +376,11 @@ CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
     "task": "ledger.checkpoint",
     "schedule": float(LEDGER_CHECKPOINT_EVERY_S),
     "options": {"expires": float(LEDGER_CHECKPOINT_EVERY_S)},
+}
+CELERY_BEAT_SCHEDULE["training-reap"] = {
+    "task": "training.reap",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
 }
 CELERY_BEAT_SCHEDULE["governance-expire-approvals"] = {
     "task": "governance.expire_approvals",

@@ -131,6 +131,7 @@ class ModelVersionSerializer(serializers.Serializer):
     mlflow_model_name = serializers.CharField()
     mlflow_version = serializers.CharField()
     mlflow_alias = serializers.CharField()
+    lineage = serializers.JSONField()
     created_at = serializers.DateTimeField()
 
 

@@ -131,7 +131,7 @@ def test_dataset_list_query_count_stays_flat(client: Client, people: dict[str, A
 def test_models_templates_and_lineage_over_the_api(client: Client, people: dict[str, Any], tmp_path: Any) -> None:
     from django.test import override_settings
 
-    from registry.tests.tiny_model import build_tiny_gpt2
+    from registry.tiny_model import build_tiny_gpt2
 
     engineer = _auth(people["ml_engineer"])
     created = client.post(

@@ -23,7 +23,7 @@ from registry.services import (
     prompt_template_register,
     weights_digest,
 )
-from registry.tests.tiny_model import build_tiny_gpt2
+from registry.tiny_model import build_tiny_gpt2
 
 pytestmark = pytest.mark.django_db
 PATTERN_ONLY = {"PII_NLP_MODEL": "blank", "PII_ENTITIES": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "PII_SCAN_PROCESSES": 1}

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from governance.api.views import SubjectSubmitView
+from training.api import views
+
+urlpatterns = [
+    path("projects/<slug:slug>/fine-tune-runs/", views.ProjectRunsView.as_view(), name="api-fine-tune-runs"),
+    path("projects/<slug:slug>/gpu-quota", views.GpuQuotaView.as_view(), name="api-gpu-quota"),
+    path("fine-tune-runs/<int:pk>", views.RunDetailView.as_view(), name="api-fine-tune-run"),
+    path("fine-tune-runs/<int:pk>/start", views.RunStartView.as_view(), name="api-fine-tune-run-start"),
+    path("fine-tune-runs/<int:pk>/cancel", views.RunCancelView.as_view(), name="api-fine-tune-run-cancel"),
+    path(
+        "fine-tune-runs/<int:pk>/submit",
+        SubjectSubmitView.as_view(subject_type="fine_tune_run"),
+        name="api-fine-tune-run-submit",
+    ),
+]

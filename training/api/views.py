@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.api import validated
+from common.errors import DomainError
+from governance.api.views import ERRORS
+from governance.permissions import require_project_role
+from governance.roles import Role
+from registry import selectors as registry_selectors
+from registry.models import DatasetVersion, ModelVersion, PromptTemplate
+from training import selectors, services
+from training.api.serializers import (
+    CancelSerializer,
+    GpuQuotaSerializer,
+    GpuQuotaSetSerializer,
+    RunCreateSerializer,
+    RunDetailSerializer,
+    RunSerializer,
+)
+
+
+def _detail(run: object) -> dict[str, object]:
+    run.approvals_loaded = selectors.run_approvals(run)  # type: ignore[attr-defined]
+    return RunDetailSerializer(run).data
+
+
+class ProjectRunsView(APIView):
+    @extend_schema(operation_id="fine_tune_runs_list", responses={200: RunSerializer(many=True), 404: ERRORS[404]})
+    def get(self, request: Request, slug: str) -> Response:
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        runs = selectors.run_list(user=request.user, project=project).prefetch_related("dataset_versions")
+        return Response(RunSerializer(runs, many=True).data)
+
+    @extend_schema(
+        operation_id="fine_tune_runs_create", request=RunCreateSerializer,
+        responses={201: RunDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, slug: str) -> Response:
+        """Request a fine-tune run (ML engineers). Submit it for approval next (``…/submit`` with
+        ``action: fine_tune_run.execute``); it is queued when approved."""
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        require_project_role(request.user, project, {Role.ML_ENGINEER}, "requesting a fine-tune run")
+        data = validated(RunCreateSerializer, request)
+
+        def one(model: type, pk: int | None, field: str) -> object:
+            if pk is None:
+                return None
+            found = model.objects.filter(pk=pk).first()
+            if found is None:
+                raise DomainError("invalid_input", f"{field}: no such object {pk}", fields={field: [f"no {pk}"]})
+            return found
+
+        base = one(ModelVersion, data["base_model_version"], "base_model_version")
+        versions = [one(DatasetVersion, pk, "dataset_versions") for pk in dict.fromkeys(data["dataset_versions"])]
+        run = services.fine_tune_run_request(
+            actor=request.user, project=project, name=data["name"], base=base, dataset_versions=versions,
+            prompt_template=one(PromptTemplate, data.get("prompt_template"), "prompt_template"),
+            text_field=data["text_field"], hyperparameters=data["hyperparameters"], gpu_type=data["gpu_type"],
+            gpu_count=data["gpu_count"], gpu_hours_estimate=data["gpu_hours_estimate"],
+        )  # fmt: skip
+        return Response(_detail(selectors.run_get(user=request.user, pk=run.pk)), status=status.HTTP_201_CREATED)
+
+
+class RunDetailView(APIView):
+    @extend_schema(operation_id="fine_tune_runs_retrieve", responses={200: RunDetailSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        """A run with its approvals, live state (progress, heartbeat), metrics and output."""
+        return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
+
+
+class RunStartView(APIView):
+    @extend_schema(operation_id="fine_tune_runs_start", request=None, responses={200: RunDetailSerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        """Queue an approved run again after a failure (a new attempt)."""
+        run = selectors.run_get(user=request.user, pk=pk)
+        services.fine_tune_run_start(actor=request.user, run=run)
+        return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
+
+
+class RunCancelView(APIView):
+    @extend_schema(
+        operation_id="fine_tune_runs_cancel", request=CancelSerializer, responses={200: RunDetailSerializer, **ERRORS}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Cancel a run; a running one stops at its worker's next heartbeat (within about a second)."""
+        run = selectors.run_get(user=request.user, pk=pk)
+        reason = validated(CancelSerializer, request)["reason"]
+        services.fine_tune_run_cancel(actor=request.user, run=run, reason=reason)
+        return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
+
+
+class GpuQuotaView(APIView):
+    @extend_schema(operation_id="gpu_quota_retrieve", responses={200: GpuQuotaSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, slug: str) -> Response:
+        """The project's GPU-hours: quota, requested by open runs, used, available."""
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        return Response(GpuQuotaSerializer({"project": project.slug, **services.gpu_usage(project)}).data)
+
+    @extend_schema(
+        operation_id="gpu_quota_set", request=GpuQuotaSetSerializer, responses={200: GpuQuotaSerializer, **ERRORS}
+    )
+    def put(self, request: Request, slug: str) -> Response:
+        """Set the project's GPU-hour quota (platform admins), with a reason."""
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        data = validated(GpuQuotaSetSerializer, request)
+        services.gpu_quota_set(actor=request.user, project=project, gpu_hours=data["gpu_hours"], reason=data["reason"])
+        return Response(GpuQuotaSerializer({"project": project.slug, **services.gpu_usage(project)}).data)

@@ -1,0 +1,28 @@
+"""Celery tasks of training. They take ids, re-read rows and call services."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import shared_task
+from django.contrib.auth import get_user_model
+
+from governance.permissions import SYSTEM_USERNAME
+
+
+@shared_task(name="training.run", acks_late=True)
+def run(run_id: int, idempotency_key: str) -> str | None:
+    """Train a queued run once; a second delivery of the same key finds it claimed."""
+    from training.services import fine_tune_run_execute
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    done = fine_tune_run_execute(run_id=run_id, idempotency_key=idempotency_key, worker=worker)
+    return done.state if done else None
+
+
+@shared_task(name="training.reap")
+def reap() -> int:
+    from training.services import fine_tune_runs_reap
+
+    return fine_tune_runs_reap(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
