@@ -9,7 +9,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from common.errors import DomainError
 from governance.admin import ProjectScopedAdmin
@@ -47,7 +48,7 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
             (reverse("admin:governance_approvalrequest_change", args=[r.pk]), r.pk, r.state, r.created_at)
             for r in run_approvals(run)
         ]
-        return format_html_join(format_html("<br>"), '<a href="{}">#{}</a> {} ({:%Y-%m-%d %H:%M})', rows) or "-"
+        return format_html_join(mark_safe("<br>"), '<a href="{}">#{}</a> {} ({:%Y-%m-%d %H:%M})', rows) or "-"
 
     @admin.display(description="project GPU-hours")
     def usage(self, run: FineTuneRun) -> str:
