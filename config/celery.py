@@ -33,11 +33,13 @@ def _stamp_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 @signals.worker_init.connect
 @signals.beat_init.connect
 def _require_signing_key(**_: Any) -> None:
+    from audits.checks.checks import require_valid_profiles
     from audits.ledger.checks import require_signing_key
     from governance.checks import require_valid_policies
 
     require_signing_key()
     require_valid_policies()
+    require_valid_profiles()
 
 
 @signals.task_prerun.connect

@@ -9,11 +9,13 @@ import config.celery  # noqa: F401  (web processes dispatch tasks: bind them to 
 
 application = get_wsgi_application()
 
+from audits.checks.checks import require_valid_profiles  # noqa: E402
 from audits.ledger.checks import require_signing_key  # noqa: E402
 from governance.checks import require_valid_policies  # noqa: E402
 
 require_signing_key()
 require_valid_policies()
+require_valid_profiles()
 
 # Load the URLconf (DRF, drf-spectacular and every API module) now, in the worker's boot, rather
 # than in its first request: measured 0.45 s on this machine's first request otherwise.

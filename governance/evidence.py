@@ -1,31 +1,55 @@
 """Named evidence checks that policies require. Higher apps register them (``AppConfig.ready``):
-a check takes the subject object and answers ``(holds, detail)``."""
+a check takes the subject object (and the parameters the policy gives it) and answers
+``(holds, detail)``.
+
+In a policy a check is named alone (``personal_data_reviewed``) or with its parameters
+(``{check: security_scan_passed, profile: baseline, max_age_days: 30}``); a check declares the
+parameters it takes, each required, with its type, and a policy file naming others, or missing
+one, is refused at load with the file, line and field.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-Check = Callable[[Any], tuple[bool, str]]
-_CHECKS: dict[str, tuple[str, Check]] = {}
+Check = Callable[..., tuple[bool, str]]
+_CHECKS: dict[str, tuple[str, Check, dict[str, type]]] = {}
 
 
-def register_check(name: str, subject_type: str, check: Check) -> None:
-    _CHECKS[name] = (subject_type, check)
+def register_check(name: str, subject_type: str, check: Check, params: dict[str, type] | None = None) -> None:
+    _CHECKS[name] = (subject_type, check, dict(params or {}))
 
 
 def known_checks() -> set[str]:
     return set(_CHECKS)
 
 
-def evaluate(names: tuple[str, ...], subject_type: str, subject: Any) -> list[dict[str, Any]]:
+def check_params(name: str) -> dict[str, type]:
+    """The parameters check ``name`` takes (name -> type)."""
+    return _CHECKS[name][2]
+
+
+def item_name(item: str | dict[str, Any]) -> str:
+    """How an evidence item reads: ``name`` or ``name(param=value, ...)``."""
+    if isinstance(item, str):
+        return item
+    params = ", ".join(f"{k}={v}" for k, v in sorted(item.items()) if k != "check")
+    return f"{item['check']}({params})"
+
+
+def evaluate(items: tuple[str | dict[str, Any], ...], subject_type: str, subject: Any) -> list[dict[str, Any]]:
     """Each required check's outcome; a check made for another subject type does not hold."""
     outcomes = []
-    for name in names:
-        kind, check = _CHECKS[name]
+    for item in items:
+        name = item if isinstance(item, str) else item["check"]
+        params = {} if isinstance(item, str) else {k: v for k, v in item.items() if k != "check"}
+        kind, check, _ = _CHECKS[name]
         if kind != subject_type:
-            outcomes.append({"check": name, "holds": False, "detail": f"applies to {kind}, not {subject_type}"})
+            outcomes.append(
+                {"check": item_name(item), "holds": False, "detail": f"applies to {kind}, not {subject_type}"}
+            )
             continue
-        holds, detail = check(subject)
-        outcomes.append({"check": name, "holds": holds, "detail": detail})
+        holds, detail = check(subject, **params)
+        outcomes.append({"check": item_name(item), "holds": holds, "detail": detail})
     return outcomes

@@ -74,7 +74,21 @@ SCHEMA: dict[str, Any] = {
                             "one_slot_per_person": {"type": "boolean"},
                         },
                     },
-                    "evidence": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
+                    "evidence": {
+                        "type": "array",
+                        "uniqueItems": True,
+                        "items": {
+                            "oneOf": [
+                                {"type": "string", "minLength": 1},
+                                {
+                                    "type": "object",
+                                    "required": ["check"],
+                                    "properties": {"check": {"type": "string", "minLength": 1}},
+                                    "additionalProperties": {"type": ["string", "integer", "number"]},
+                                },
+                            ]
+                        },
+                    },
                     "expires_after_days": {"type": "integer", "minimum": 1, "maximum": 3650},
                 },
             },
@@ -98,7 +112,7 @@ class Rule:
     when: dict[str, str]
     slots: tuple[Slot, ...]
     one_slot_per_person: bool
-    evidence: tuple[str, ...]
+    evidence: tuple[str | dict[str, Any], ...]
     expires_after_days: int | None
 
     def matches(self, context: dict[str, str]) -> bool:
@@ -155,6 +169,20 @@ def _field_name(path: list[Any]) -> str:
     )
 
 
+def _check_evidence_params(where: str, check: str, item: dict[str, Any]) -> None:
+    from governance.evidence import check_params
+
+    wanted = check_params(check)
+    given = {k: v for k, v in item.items() if k != "check"}
+    for param in sorted(set(given) - set(wanted)):
+        raise PolicyError(f"{where}: evidence check {check!r} takes no parameter {param!r}")
+    for param, kind in wanted.items():
+        if param not in given:
+            raise PolicyError(f"{where}: evidence check {check!r} needs the parameter {param!r}")
+        if not isinstance(given[param], kind) or isinstance(given[param], bool):
+            raise PolicyError(f"{where}: parameter {param!r} of {check!r} must be {kind.__name__}")
+
+
 def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -> Policy:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -176,13 +204,16 @@ def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -
         if len(set(roles)) != len(roles):
             path = ["rules", index, "approvals"]
             raise PolicyError(f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: a role has one slot")
-        for position, check in enumerate(raw.get("evidence", [])):
+        for position, item in enumerate(raw.get("evidence", [])):
+            check = item if isinstance(item, str) else item["check"]
+            path = ["rules", index, "evidence", position]
+            where = f"{name}, line {_line_of(node, path)}, field {_field_name(path)}"
             if known_evidence is not None and check not in known_evidence:
-                path = ["rules", index, "evidence", position]
                 raise PolicyError(
-                    f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: unknown evidence check "
-                    f"{check!r}; known: {', '.join(sorted(known_evidence)) or 'none'}"
+                    f"{where}: unknown evidence check {check!r}; known: {', '.join(sorted(known_evidence)) or 'none'}"
                 )
+            if known_evidence is not None:
+                _check_evidence_params(where, check, {} if isinstance(item, str) else item)
         sod = raw.get("separation_of_duties", {})
         rules.append(
             Rule(

@@ -38,6 +38,27 @@ def _personal_data_reviewed(version: Any) -> tuple[bool, str]:
     return use_status(version)
 
 
+def _model_version(pk: str) -> Any:
+    from registry.models import ModelVersion
+
+    if not str(pk).isdigit():
+        return None
+    return ModelVersion.objects.select_related("model__project").filter(pk=int(pk)).first()
+
+
+def _model_version_digest(version: Any) -> str:
+    from common.digests import canonical_digest
+
+    return canonical_digest({"model": str(version.model), "number": version.number, "weights": version.weights_digest})
+
+
+def _describe_model_version(version: Any) -> dict[str, Any]:
+    return {
+        "model": str(version.model), "number": version.number, "weights_digest": version.weights_digest,
+        "base": version.base_id, "lineage": version.lineage,
+    }  # fmt: skip
+
+
 def register() -> None:
     from registry.services import dataset_version_digest
 
@@ -51,3 +72,14 @@ def register() -> None:
         )
     )
     register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)
+    # Model versions are governed for their deployment (``model_version.deploy``); the audits
+    # register the evidence checks a deployment policy asks for.
+    register_subject_type(
+        SubjectType(
+            name="model_version",
+            get=_model_version,
+            project=lambda version: version.model.project,
+            digest=_model_version_digest,
+            describe=_describe_model_version,
+        )
+    )

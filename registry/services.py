@@ -432,6 +432,35 @@ def weights_digest(files: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
 
 
+def model_version_materialise(version: Any, folder: Path) -> Path:
+    """Copy the version's files out of the artifact store into ``folder``, checking each against
+    its digest and the whole against the weights digest; ``weights_mismatch`` if anything differs."""
+    import hashlib
+    import shutil
+
+    if weights_digest(version.files) != version.weights_digest:
+        raise Conflict("weights_mismatch", f"model version {version.pk}: its file list no longer gives its digest")
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative, digest in sorted(version.files.items()):
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            source = artifacts.open_blob(digest)
+        except artifacts.ArtifactMissing:
+            raise Conflict("weights_mismatch", f"model version {version.pk}: {relative} is missing") from None
+        sha = hashlib.sha256()
+        with source.open("rb") as src, target.open("wb") as dst:
+            while chunk := src.read(artifacts.CHUNK):
+                sha.update(chunk)
+                dst.write(chunk)
+        if sha.hexdigest() != digest:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise Conflict(
+                "weights_mismatch", f"model version {version.pk}: {relative} no longer matches its digest {digest}"
+            )
+    return folder
+
+
 def model_create(*, actor: Any, project: Project, slug: str, name: str, description: str = "") -> Any:
     from registry.models import Model
 

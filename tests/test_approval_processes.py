@@ -7,7 +7,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import ROOT
@@ -25,8 +24,11 @@ def test_sixteen_approver_processes_fill_exactly_the_quorum(fresh_env: dict[str,
     out, err = setup_proc.communicate(timeout=300)
     assert setup_proc.returncode == 0, err
     setup = json.loads(out.strip().splitlines()[-1])
-    start_at = time.time() + 12  # every process has set Django up and waits by then (2 cores, 16 processes)
-    procs = [_racer(fresh_env, "decide", user, str(setup["request"]), str(start_at)) for user in setup["approvers"]]
+    go = tmp_path / "go"
+    procs = [_racer(fresh_env, "decide", user, str(setup["request"]), str(go)) for user in setup["approvers"]]
+    for proc in procs:  # every process has set Django up and polls for the signal
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)

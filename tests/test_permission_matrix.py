@@ -92,6 +92,16 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/fine-tune-runs/<int:pk>/start", "POST"): (["ml_engineer"], True),
     ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): (["ml_engineer", "platform_admin"], True),
     ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    ("api/v1/model-versions/<int:pk>/security-scans/", "GET"): (MEMBERS, True),
+    ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): (["ml_engineer", "security_reviewer"], True),
+    ("api/v1/model-versions/<int:pk>/bias-evaluations/", "GET"): (MEMBERS, True),
+    ("api/v1/model-versions/<int:pk>/bias-evaluations/", "POST"): (["ml_engineer", "fairness_reviewer"], True),
+    ("api/v1/model-versions/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    ("api/v1/security-scans/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/security-scans/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    ("api/v1/bias-evaluations/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/bias-evaluations/<int:pk>/chart", "GET"): (MEMBERS, True),
+    ("api/v1/bias-evaluations/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -124,6 +134,18 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/projects/<slug:slug>/gpu-quota", "PUT"): {"gpu_hours": 5, "reason": "the pilot"},
     ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): {"reason": "not needed"},
     ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): {"action": "fine_tune_run.execute"},
+    ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): {"profile": "smoke"},
+    ("api/v1/model-versions/<int:pk>/bias-evaluations/", "POST"): {
+        "profile": "default",
+        "dataset_version": 999999,
+        "prompt_template": 999999,
+        "label_field": "y",
+        "sensitive_feature": "g",
+        "label_mapping": {"yes": "1"},
+    },
+    ("api/v1/model-versions/<int:pk>/submit", "POST"): {"action": "model_version.deploy"},
+    ("api/v1/security-scans/<int:pk>/submit", "POST"): {"action": "security_scan.waive"},
+    ("api/v1/bias-evaluations/<int:pk>/submit", "POST"): {"action": "bias_evaluation.waive"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
@@ -194,6 +216,32 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
     from training.services import fine_tune_run_request
 
     version.refresh_from_db()
+    from audits.checks.services import bias_evaluation_request, security_scan_request
+
+    scan = security_scan_request(actor=owner_roles["ml_engineer"], model_version=model_version, profile_name="smoke")
+    evaluation_data, _ = dataset_version_upload(
+        actor=owner_roles["ml_engineer"], dataset=dataset, filename="e.jsonl",
+        data=b'{"t": "a", "g": "x", "y": "1"}\n{"t": "b", "g": "z", "y": "0"}\n',
+    )  # fmt: skip
+    with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=evaluation_data).pk, actor=system)
+    evaluation_data.refresh_from_db()
+    from governance.services import approval_request_decide
+
+    for_evaluation = approval_request_submit(
+        actor=owner_roles["ml_engineer"], subject_type="dataset_version", subject_id=str(evaluation_data.pk),
+        action="dataset_version.use_for_evaluation",
+    )  # fmt: skip
+    approval_request_decide(
+        actor=owner_roles["data_steward"], request_id=for_evaluation.pk, decision="approve", reason="setup"
+    )
+    from registry.models import PromptTemplate
+
+    evaluation = bias_evaluation_request(
+        actor=owner_roles["ml_engineer"], model_version=model_version, dataset_version=evaluation_data,
+        prompt_template=PromptTemplate.objects.get(project=project, slug="p"), label_field="y",
+        sensitive_feature="g", label_mapping={"yes": "1"}, profile_name="default",
+    )  # fmt: skip
     run = fine_tune_run_request(
         actor=owner_roles["ml_engineer"], project=project, name="r", base=model_version, dataset_versions=[version],
         text_field="t", hyperparameters={"learning_rate": 1e-3, "batch_size": 1, "max_steps": 1},
@@ -201,13 +249,16 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
     return {
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
-        "review": emergency.break_glass.pk, "fine_tune_run": run.pk,
+        "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk,
+        "evaluation": evaluation.pk,
     }  # fmt: skip
 
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
         "fine_tune_run" if "fine-tune-runs/<int" in route else
+        "scan" if "security-scans/<int" in route else
+        "evaluation" if "bias-evaluations/<int" in route else
         "review" if "break-glass-reviews/" in route else
         "approval" if "approvals/" in route else
         "version" if "dataset-versions/" in route else

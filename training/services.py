@@ -35,7 +35,12 @@ from governance.roles import Role
 from governance.services import approval_holds
 from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from registry.records import RecordError, read_records
-from registry.services import dataset_version_digest, model_version_register_folder, use_status
+from registry.services import (
+    dataset_version_digest,
+    model_version_materialise,
+    model_version_register_folder,
+    use_status,
+)
 from training import engine
 from training.engine import TrainingCancelled
 from training.launch import launch_command
@@ -492,11 +497,7 @@ def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dic
 
     if workdir.exists():
         shutil.rmtree(workdir)
-    (workdir / "base").mkdir(parents=True)
-    for relative, digest in run.base.files.items():
-        target = workdir / "base" / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifacts.open_blob(digest), target)
+    model_version_materialise(run.base, workdir / "base")
     versions = sorted(run.dataset_versions.all(), key=lambda v: v.pk)
     texts = _examples(versions, run.text_field, run.prompt_template)
     (workdir / "texts.json").write_text(json.dumps(texts))

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "registry",
     "training",
     "serving",
+    "audits.checks",
     "audits",
 ]
 
@@ -333,6 +334,10 @@ TRAINING_WORK_ROOT = _ensure_dir(env_path("TRAINING_WORK_ROOT", VAR_DIR / "train
 # GPU-hours a project without a quota row may request (0: GPUs need a quota set first).
 TRAINING_DEFAULT_GPU_HOURS = env_int("TRAINING_DEFAULT_GPU_HOURS", 0, minimum=0)
 
+# --- Model audits ----------------------------------------------------------------------------
+# How often beat looks for model versions whose profile asks for a re-scan (rescan_every_days).
+AUDITS_RESCAN_EVERY_S = env_int("AUDITS_RESCAN_EVERY_S", 3600, minimum=60)
+
 # --- Ledger ---------------------------------------------------------------------------------
 LEDGER_SIGNING_KEY_FILE = env_path("LEDGER_SIGNING_KEY_FILE", VAR_DIR / "keys" / "ledger-signing.key")
 # Every signed checkpoint is also appended here, outside the database (put it on other storage).
@@ -379,6 +384,16 @@ CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
 }
 CELERY_BEAT_SCHEDULE["training-reap"] = {
     "task": "training.reap",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
+}
+CELERY_BEAT_SCHEDULE["checks-rescan-due"] = {
+    "task": "checks.rescan_due",
+    "schedule": float(AUDITS_RESCAN_EVERY_S),
+    "options": {"expires": float(AUDITS_RESCAN_EVERY_S)},
+}
+CELERY_BEAT_SCHEDULE["checks-reap"] = {
+    "task": "checks.reap",
     "schedule": 60.0,
     "options": {"expires": 60.0},
 }

@@ -1,7 +1,8 @@
 """Processes for the concurrency test of approvals: ``python -m governance.tests.racer setup`` makes
 a project, a pending high-risk request (two slots: a data steward and a compliance officer) and 16
-approvers, and prints them as JSON; ``python -m governance.tests.racer decide USER REQUEST START``
-waits until the wall-clock time START, approves, and prints one JSON line with the outcome.
+approvers, and prints them as JSON; ``python -m governance.tests.racer decide USER REQUEST GO`` sets
+Django up, prints ``ready``, waits until the file GO exists, approves, and prints one JSON line with
+the outcome.
 """
 
 from __future__ import annotations
@@ -47,15 +48,21 @@ def setup() -> dict[str, object]:
     return {"request": request.pk, "approvers": approvers}
 
 
-def decide(username: str, request_id: int, start_at: float) -> dict[str, object]:
+def decide(username: str, request_id: int, go: str) -> dict[str, object]:
+    from pathlib import Path
+
     from django.contrib.auth import get_user_model
 
     from common.errors import DomainError
     from governance.services import approval_request_decide
 
     user = get_user_model().objects.get(username=username)
-    time.sleep(max(0.0, start_at - time.time()))
+    print("ready", flush=True)
+    signal = Path(go)
+    while not signal.exists():
+        time.sleep(0.001)
     started = time.time()
+    start_at = signal.stat().st_mtime
     try:
         approval_request_decide(actor=user, request_id=request_id, decision="approve", reason="looks right")
         outcome = "ok"
@@ -74,7 +81,7 @@ def main() -> None:
     if sys.argv[1] == "setup":
         print(json.dumps(setup()))
     else:
-        print(json.dumps(decide(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+        print(json.dumps(decide(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""Admin pages of the model audits: scans with their findings, evaluations with their metrics and
+chart, and their waiver requests. Read-only; waivers are approvals (the approval inbox)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from audits.checks.models import BiasEvaluation, SecurityScan
+from governance.admin import ProjectScopedAdmin
+
+
+class _AuditAdmin(ProjectScopedAdmin):
+    kind = ""
+    list_filter = ["state", "verdict", "profile_name", "trigger", "project", "created_at"]
+    list_select_related = ["project", "model_version__model", "requested_by"]
+    readonly_fields = ["audit_digest", "approvals"]
+
+    @admin.display(description="digest (what a waiver binds to)")
+    def audit_digest(self, audit: SecurityScan | BiasEvaluation) -> str:
+        from audits.checks.services import audit_digest
+
+        return audit_digest(audit)
+
+    @admin.display(description="approval requests (runs and waivers)")
+    def approvals(self, audit: SecurityScan | BiasEvaluation) -> str:
+        from audits.checks.selectors import audit_approvals
+
+        rows = [
+            (reverse("admin:governance_approvalrequest_change", args=[r.pk]), r.pk, r.action, r.state)
+            for r in audit_approvals(self.kind, audit)
+        ]
+        return format_html_join(mark_safe("<br>"), '<a href="{}">#{}</a> {}: {}', rows) or "-"
+
+
+@admin.register(SecurityScan)
+class SecurityScanAdmin(_AuditAdmin):
+    kind = "security_scan"
+    list_display = ["id", "model_version", "profile_name", "state", "verdict", "trigger", "finished_at"]
+    readonly_fields = [*_AuditAdmin.readonly_fields, "findings_table"]
+
+    @admin.display(description="findings")
+    def findings_table(self, scan: SecurityScan) -> str:
+        rows = [
+            (f["probe"], f["detector"], f["passed"], f["fails"], f["nones"], f["total"], f"{f['failure_rate']:.3f}")
+            for f in scan.findings
+        ]
+        head = mark_safe(
+            "<table><tr><th>probe</th><th>detector</th><th>passed</th><th>fails</th><th>nones</th>"
+            "<th>total</th><th>failure rate</th></tr>"
+        )
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows)
+        return head + body + mark_safe("</table>") if rows else "-"
+
+
+@admin.register(BiasEvaluation)
+class BiasEvaluationAdmin(_AuditAdmin):
+    kind = "bias_evaluation"
+    list_display = ["id", "model_version", "profile_name", "sensitive_feature", "state", "verdict", "finished_at"]
+    readonly_fields = [*_AuditAdmin.readonly_fields, "chart"]
+
+    @admin.display(description="chart")
+    def chart(self, evaluation: BiasEvaluation) -> str:
+        if not evaluation.chart_digest:
+            return "-"
+        url = reverse("api-bias-evaluation-chart", args=[evaluation.pk])
+        return format_html('<img src="{}" alt="metric by group" style="max-width: 480px">', url)

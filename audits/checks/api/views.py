@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audits.checks import selectors, services
+from audits.checks.api.serializers import (
+    EvaluationDetailSerializer,
+    EvaluationRequestSerializer,
+    EvaluationSerializer,
+    ScanDetailSerializer,
+    ScanRequestSerializer,
+    ScanSerializer,
+)
+from audits.checks.models import BiasEvaluation, SecurityScan
+from common import artifacts
+from common.api import validated
+from common.errors import Conflict, DomainError
+from governance.api.views import ERRORS
+from governance.roles import Role
+from registry.models import DatasetVersion, PromptTemplate
+
+
+def _scan_detail(scan: SecurityScan) -> dict[str, object]:
+    scan.approvals_loaded = selectors.audit_approvals("security_scan", scan)  # type: ignore[attr-defined]
+    return ScanDetailSerializer(scan).data
+
+
+def _evaluation_detail(evaluation: BiasEvaluation) -> dict[str, object]:
+    evaluation.approvals_loaded = selectors.audit_approvals("bias_evaluation", evaluation)  # type: ignore[attr-defined]
+    return EvaluationDetailSerializer(evaluation).data
+
+
+class ModelVersionScansView(APIView):
+    @extend_schema(operation_id="security_scans_list", responses={200: ScanSerializer(many=True), 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        version = selectors.model_version_get(user=request.user, pk=pk)
+        scans = selectors.audit_list(SecurityScan, user=request.user).filter(model_version=version)
+        return Response(ScanSerializer(scans, many=True).data)
+
+    @extend_schema(
+        operation_id="security_scans_create", request=ScanRequestSerializer,
+        responses={201: ScanDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Scan this model version with garak under a profile of ``policies/audits/security.yaml``
+        (ML engineers, security reviewers). It is queued at once unless a ``security_scan.run``
+        policy asks for an approval first."""
+        version = selectors.model_version_get(user=request.user, pk=pk)
+        services.require_requester(request.user, version.model.project, Role.SECURITY_REVIEWER)
+        data = validated(ScanRequestSerializer, request)
+        scan = services.security_scan_request(actor=request.user, model_version=version, profile_name=data["profile"])
+        return Response(_scan_detail(scan), status=status.HTTP_201_CREATED)
+
+
+class ScanDetailView(APIView):
+    @extend_schema(operation_id="security_scans_retrieve", responses={200: ScanDetailSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        """A scan with its findings per probe and detector, its verdict and its waiver requests."""
+        return Response(_scan_detail(selectors.audit_get(SecurityScan, user=request.user, pk=pk)))
+
+
+class ModelVersionEvaluationsView(APIView):
+    @extend_schema(
+        operation_id="bias_evaluations_list", responses={200: EvaluationSerializer(many=True), 404: ERRORS[404]}
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        version = selectors.model_version_get(user=request.user, pk=pk)
+        evaluations = selectors.audit_list(BiasEvaluation, user=request.user).filter(model_version=version)
+        return Response(EvaluationSerializer(evaluations, many=True).data)
+
+    @extend_schema(
+        operation_id="bias_evaluations_create", request=EvaluationRequestSerializer,
+        responses={201: EvaluationDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Evaluate this model version for bias on an approved evaluation dataset version (ML
+        engineers, fairness reviewers), under a profile of ``policies/audits/bias.yaml``."""
+        version = selectors.model_version_get(user=request.user, pk=pk)
+        services.require_requester(request.user, version.model.project, Role.FAIRNESS_REVIEWER)
+        data = validated(EvaluationRequestSerializer, request)
+        dataset_version = DatasetVersion.objects.filter(pk=data["dataset_version"]).first()
+        template = PromptTemplate.objects.filter(pk=data["prompt_template"]).first()
+        if dataset_version is None:
+            raise DomainError("invalid_input", f"dataset_version: no dataset version {data['dataset_version']}")
+        if template is None:
+            raise DomainError("invalid_input", f"prompt_template: no prompt template {data['prompt_template']}")
+        evaluation = services.bias_evaluation_request(
+            actor=request.user, model_version=version, dataset_version=dataset_version, prompt_template=template,
+            label_field=data["label_field"], sensitive_feature=data["sensitive_feature"],
+            label_mapping=data["label_mapping"], profile_name=data["profile"],
+        )  # fmt: skip
+        return Response(_evaluation_detail(evaluation), status=status.HTTP_201_CREATED)
+
+
+class EvaluationDetailView(APIView):
+    @extend_schema(
+        operation_id="bias_evaluations_retrieve", responses={200: EvaluationDetailSerializer, 404: ERRORS[404]}
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        """An evaluation with its metrics by group, differences, verdict and waiver requests."""
+        return Response(_evaluation_detail(selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)))
+
+
+class EvaluationChartView(APIView):
+    @extend_schema(
+        operation_id="bias_evaluations_chart",
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="PNG"), 404: ERRORS[404], 409: ERRORS[409]},
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        """The chart of the evaluation's metric by group (PNG)."""
+        evaluation = selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)
+        if not evaluation.chart_digest:
+            raise Conflict("no_chart_yet", f"bias evaluation {pk} has no chart yet ({evaluation.state})")
+        return HttpResponse(artifacts.open_blob(evaluation.chart_digest).read_bytes(), content_type="image/png")
