@@ -241,8 +241,10 @@ def test_the_shipped_policies_load_and_a_bad_folder_stops_the_service(tmp_path: 
 
     from conftest import ROOT, subprocess_env
 
-    shipped = load_policy_set(ROOT / "policies", {"personal_data_reviewed", "datasets_approved"}).policies
-    assert {"dataset_version.use_for_training", "fine_tune_run.execute"} <= set(shipped)
+    from governance.evidence import known_checks
+
+    shipped = load_policy_set(ROOT / "policies", known_checks()).policies
+    assert {"dataset_version.use_for_training", "fine_tune_run.execute", "model_version.deploy"} <= set(shipped)
     (tmp_path / "broken.yaml").write_text(BAD_POLICIES[0][0])
     result = subprocess.run(
         [sys.executable, "manage.py", "policies", "check", "--dir", str(tmp_path)],

@@ -37,6 +37,7 @@ SECURITY_SCHEMA = {
         "probes": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"}},
         "max_failure_rate": {"type": "number", "minimum": 0, "maximum": 1},
         "generations": {"type": "integer", "minimum": 1, "maximum": 20},
+        "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
     },
 }
 BIAS_SCHEMA = {

@@ -239,6 +239,7 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
         outcome = garak_scan.run_scan(
             model_folder=workdir / "model", probes=list(scan.profile["probes"]), workdir=workdir,
             generations=int(scan.profile.get("generations", 1)), on_line=on_line,
+            max_new_tokens=int(scan.profile.get("max_new_tokens", garak_scan.DEFAULT_MAX_NEW_TOKENS)),
         )  # fmt: skip
     except garak_scan.ProfileError as exc:
         return _finish(scan, state=AuditState.FAILED, failure_reason=f"profile refused: {exc}")
