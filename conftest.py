@@ -104,7 +104,8 @@ def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[by
                 f"test-{uuid.uuid4().hex[:6]}@%h",
             ],
             cwd=ROOT,
-            env=subprocess_env(DATABASE_URL=_test_database_url()),
+            # The runtime guard of test deployments uses pattern recognizers only (no spaCy pipeline).
+            env=subprocess_env(DATABASE_URL=_test_database_url(), SERVING_GUARD_NLP_MODEL="blank"),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

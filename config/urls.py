@@ -20,4 +20,5 @@ urlpatterns = [
     path("api/v1/", include("registry.api.urls")),
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("audits.checks.api.urls")),
+    path("api/v1/", include("serving.api.urls")),
 ]

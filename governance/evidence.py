@@ -14,11 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 Check = Callable[..., tuple[bool, str]]
-_CHECKS: dict[str, tuple[str, Check, dict[str, type]]] = {}
+# name -> subject type -> (check, parameters): one check may be asked of several subject types
+# (a deployment answers "security scan passed" through its model version).
+_CHECKS: dict[str, dict[str, tuple[Check, dict[str, type]]]] = {}
 
 
 def register_check(name: str, subject_type: str, check: Check, params: dict[str, type] | None = None) -> None:
-    _CHECKS[name] = (subject_type, check, dict(params or {}))
+    kinds = _CHECKS.setdefault(name, {})
+    for _, other in kinds.values():
+        if other != dict(params or {}):
+            raise ValueError(f"evidence check {name!r} is registered with other parameters already")
+    kinds[subject_type] = (check, dict(params or {}))
 
 
 def known_checks() -> set[str]:
@@ -27,7 +33,7 @@ def known_checks() -> set[str]:
 
 def check_params(name: str) -> dict[str, type]:
     """The parameters check ``name`` takes (name -> type)."""
-    return _CHECKS[name][2]
+    return next(iter(_CHECKS[name].values()))[1]
 
 
 def item_name(item: str | dict[str, Any]) -> str:
@@ -44,12 +50,11 @@ def evaluate(items: tuple[str | dict[str, Any], ...], subject_type: str, subject
     for item in items:
         name = item if isinstance(item, str) else item["check"]
         params = {} if isinstance(item, str) else {k: v for k, v in item.items() if k != "check"}
-        kind, check, _ = _CHECKS[name]
-        if kind != subject_type:
-            outcomes.append(
-                {"check": item_name(item), "holds": False, "detail": f"applies to {kind}, not {subject_type}"}
-            )
+        kinds = _CHECKS[name]
+        if subject_type not in kinds:
+            detail = f"applies to {', '.join(sorted(kinds))}, not {subject_type}"
+            outcomes.append({"check": item_name(item), "holds": False, "detail": detail})
             continue
-        holds, detail = check(subject, **params)
+        holds, detail = kinds[subject_type][0](subject, **params)
         outcomes.append({"check": item_name(item), "holds": holds, "detail": detail})
     return outcomes

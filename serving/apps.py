@@ -5,3 +5,8 @@ class ServingConfig(AppConfig):
     name = "serving"
     label = "serving"
     verbose_name = "Serving"
+
+    def ready(self) -> None:
+        from serving.governed import register
+
+        register()

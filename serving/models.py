@@ -1,1 +1,108 @@
-"""Models of the serving app."""
+"""Deployments of model versions and the signed grants that let a model server serve them.
+
+A deployment is a governed subject (``deployment``): its digest covers the model's weights, the
+environment, the target and the runtime guard, so an approval does not carry over to another
+configuration. On approval the service signs a grant with the ledger's keys; the model server
+verifies it against the weights it loads. Rows change only through ``serving.services``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from governance.models import Project
+from registry.models import ModelVersion, PromptTemplate
+
+
+class Environment(models.TextChoices):
+    STAGING = "staging", "staging"
+    PRODUCTION = "production", "production"
+
+
+class DeploymentState(models.TextChoices):
+    REQUESTED = "requested", "requested (waiting for approval)"
+    STARTING = "starting", "granted, the server is starting"
+    LIVE = "live", "live"
+    REFUSED = "refused", "the server refused to start"
+    FAILED = "failed", "failed"
+    EXPIRED = "expired", "grant expired"
+    REPLACED = "replaced", "replaced by a newer deployment"
+    RETIRED = "retired", "retired"
+
+
+class Deployment(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="deployments")
+    name = models.SlugField(max_length=100, help_text="the service's name; its versions replace each other")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    runtime = models.CharField(max_length=16, default="transformers")
+    target = models.JSONField(help_text="gpu_type, gpu_count, replicas, max_batch, max_tokens, max_prompt_chars")
+    guard = models.JSONField(help_text="mode (off, redact, block) and entities")
+    prompt_template = models.ForeignKey(
+        PromptTemplate, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments"
+    )
+    state = models.CharField(max_length=16, choices=DeploymentState.choices, default=DeploymentState.REQUESTED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    previous = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="the live deployment of the same name and environment this one replaces",
+    )  # fmt: skip
+    # The running server (the embedded default: a local process the worker started).
+    pid = models.IntegerField(null=True, blank=True)
+    url = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=50, blank=True)
+    cpu_fallback = models.BooleanField(default=False)
+    refusal_reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.name} ({self.environment}) #{self.pk}"
+
+
+class DeploymentGrant(models.Model):
+    """The signed statement a model server checks before it serves: deployment, weights digest,
+    environment, target, guard and expiry, as a C2SP signed note by the ledger's keys."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="grants")
+    grant_id = models.UUIDField(unique=True)
+    statement = models.JSONField()
+    text = models.TextField(help_text="the signed note")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    ledger_index = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"grant {self.grant_id} for {self.deployment}"
+
+
+class InferenceLogSegment(models.Model):
+    """A stretch of a deployment's inference log, summarised into the ledger: how many requests,
+    their outcomes and guard decisions, and the SHA-256 of the log's bytes (never one ledger entry
+    per request; the log itself holds hashes of inputs and outputs, not the text)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="log_segments")
+    start_offset = models.BigIntegerField()
+    end_offset = models.BigIntegerField()
+    requests = models.PositiveIntegerField()
+    summary = models.JSONField()
+    sha256 = models.CharField(max_length=64)
+    ledger_index = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment_id", "start_offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "start_offset"], name="serving_segment_unique_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"log of {self.deployment} bytes {self.start_offset}-{self.end_offset}"

@@ -240,7 +240,6 @@ def test_the_shipped_policies_load_and_a_bad_folder_stops_the_service(tmp_path: 
     import sys
 
     from conftest import ROOT, subprocess_env
-
     from governance.evidence import known_checks
 
     shipped = load_policy_set(ROOT / "policies", known_checks()).policies

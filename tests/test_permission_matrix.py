@@ -102,6 +102,13 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/bias-evaluations/<int:pk>", "GET"): (MEMBERS, True),
     ("api/v1/bias-evaluations/<int:pk>/chart", "GET"): (MEMBERS, True),
     ("api/v1/bias-evaluations/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    ("api/v1/projects/<slug:slug>/deployments/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/deployments/", "POST"): (["ml_engineer"], True),
+    ("api/v1/deployments/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/deployments/<int:pk>/promote", "POST"): (["ml_engineer"], True),
+    ("api/v1/deployments/<int:pk>/rollback", "POST"): (["platform_admin"], True),
+    ("api/v1/deployments/<int:pk>/retire", "POST"): (["platform_admin"], True),
+    ("api/v1/deployments/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -146,6 +153,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/model-versions/<int:pk>/submit", "POST"): {"action": "model_version.deploy"},
     ("api/v1/security-scans/<int:pk>/submit", "POST"): {"action": "security_scan.waive"},
     ("api/v1/bias-evaluations/<int:pk>/submit", "POST"): {"action": "bias_evaluation.waive"},
+    ("api/v1/projects/<slug:slug>/deployments/", "POST"): {
+        "model_version": 999999,
+        "name": "assistant",
+        "environment": "staging",
+    },
+    ("api/v1/deployments/<int:pk>/rollback", "POST"): {"reason": "worse answers"},
+    ("api/v1/deployments/<int:pk>/retire", "POST"): {"reason": "end of the pilot"},
+    ("api/v1/deployments/<int:pk>/submit", "POST"): {"action": "deployment.deploy"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
@@ -242,6 +257,12 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         prompt_template=PromptTemplate.objects.get(project=project, slug="p"), label_field="y",
         sensitive_feature="g", label_mapping={"yes": "1"}, profile_name="default",
     )  # fmt: skip
+    from serving.services import deployment_request
+
+    deployment = deployment_request(
+        actor=owner_roles["ml_engineer"], model_version=model_version, name="assistant", environment="staging",
+        target={}, guard={"mode": "off"},
+    )  # fmt: skip
     run = fine_tune_run_request(
         actor=owner_roles["ml_engineer"], project=project, name="r", base=model_version, dataset_versions=[version],
         text_field="t", hyperparameters={"learning_rate": 1e-3, "batch_size": 1, "max_steps": 1},
@@ -249,7 +270,7 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
     return {
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
-        "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk,
+        "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
         "evaluation": evaluation.pk,
     }  # fmt: skip
 
@@ -257,6 +278,7 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
         "fine_tune_run" if "fine-tune-runs/<int" in route else
+        "deployment" if "deployments/<int" in route else
         "scan" if "security-scans/<int" in route else
         "evaluation" if "bias-evaluations/<int" in route else
         "review" if "break-glass-reviews/" in route else

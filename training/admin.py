@@ -45,10 +45,15 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
         from training.selectors import run_approvals
 
         rows = [
-            (reverse("admin:governance_approvalrequest_change", args=[r.pk]), r.pk, r.state, r.created_at)
+            (
+                reverse("admin:governance_approvalrequest_change", args=[r.pk]),
+                r.pk,
+                r.state,
+                f"{r.created_at:%Y-%m-%d %H:%M}",
+            )
             for r in run_approvals(run)
         ]
-        return format_html_join(mark_safe("<br>"), '<a href="{}">#{}</a> {} ({:%Y-%m-%d %H:%M})', rows) or "-"
+        return format_html_join(mark_safe("<br>"), '<a href="{}">#{}</a> {} ({})', rows) or "-"
 
     @admin.display(description="project GPU-hours")
     def usage(self, run: FineTuneRun) -> str:

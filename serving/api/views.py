@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.api import validated
+from common.errors import DomainError
+from governance.api.views import ERRORS
+from governance.permissions import require_project_role
+from governance.roles import Role
+from registry import selectors as registry_selectors
+from registry.models import ModelVersion
+from serving import selectors, services
+from serving.api.serializers import (
+    DeploymentCreateSerializer,
+    DeploymentDetailSerializer,
+    DeploymentSerializer,
+    ReasonSerializer,
+)
+
+
+class ProjectDeploymentsView(APIView):
+    @extend_schema(operation_id="deployments_list", responses={200: DeploymentSerializer(many=True), 404: ERRORS[404]})
+    def get(self, request: Request, slug: str) -> Response:
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        return Response(DeploymentSerializer(selectors.deployment_list(user=request.user).filter(project=project),
+                                             many=True).data)  # fmt: skip
+
+    @extend_schema(
+        operation_id="deployments_create", request=DeploymentCreateSerializer,
+        responses={201: DeploymentDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, slug: str) -> Response:
+        """Request a deployment (ML engineers); submit it next (``…/submit``, action
+        ``deployment.deploy``). Once approved, a grant is signed and the server starts."""
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        require_project_role(request.user, project, {Role.ML_ENGINEER}, "requesting a deployment")
+        data = validated(DeploymentCreateSerializer, request)
+        version = ModelVersion.objects.filter(pk=data["model_version"], model__project=project).first()
+        if version is None:
+            raise DomainError("invalid_input", f"model_version: no model version {data['model_version']} in {slug}")
+        deployment = services.deployment_request(
+            actor=request.user, model_version=version, name=data["name"], environment=data["environment"],
+            target=data["target"], guard=data["guard"],
+        )  # fmt: skip
+        return Response(DeploymentDetailSerializer(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentDetailView(APIView):
+    @extend_schema(operation_id="deployments_retrieve", responses={200: DeploymentDetailSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        """A deployment with its grants, live state and inference-log summaries."""
+        return Response(DeploymentDetailSerializer(selectors.deployment_get(user=request.user, pk=pk)).data)
+
+
+class DeploymentPromoteView(APIView):
+    @extend_schema(
+        operation_id="deployments_promote", request=None, responses={201: DeploymentDetailSerializer, **ERRORS}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Ask for this live staging deployment in production: a new request, submitted at once
+        (422 naming the evidence when the production policy's evidence does not hold)."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        promoted = services.deployment_promote(actor=request.user, deployment=deployment)
+        return Response(DeploymentDetailSerializer(promoted).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentRollbackView(APIView):
+    @extend_schema(operation_id="deployments_rollback", request=ReasonSerializer,
+                   responses={200: DeploymentDetailSerializer, **ERRORS})  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Put the previous version back in service (platform admins); answers the restored one."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        reason = validated(ReasonSerializer, request)["reason"]
+        restored = services.deployment_rollback(actor=request.user, deployment=deployment, reason=reason)
+        return Response(DeploymentDetailSerializer(restored).data)
+
+
+class DeploymentRetireView(APIView):
+    @extend_schema(operation_id="deployments_retire", request=ReasonSerializer,
+                   responses={200: DeploymentDetailSerializer, **ERRORS})  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Stop serving and retire the deployment (platform admins)."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        reason = validated(ReasonSerializer, request)["reason"]
+        return Response(DeploymentDetailSerializer(services.deployment_retire(actor=request.user,
+                                                                               deployment=deployment,
+                                                                               reason=reason)).data)  # fmt: skip

