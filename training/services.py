@@ -531,6 +531,7 @@ def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dic
     except BaseException:
         client.set_terminated(mlflow_id, status="FAILED")
         raise
+    shutil.rmtree(workdir / "base", ignore_errors=True)  # the base stays in the artifact store
     client.log_metric(mlflow_id, "final_loss", result["final_loss"])
     client.log_artifacts(mlflow_id, str(workdir / "output"), artifact_path="model")
     client.set_terminated(mlflow_id)
