@@ -74,3 +74,32 @@ def test_the_service_refuses_to_start_with_a_bad_profile(tmp_path: Path, setting
     assert web.returncode != 0
     assert web.stderr.strip().splitlines()[-1].startswith("configuration error: POLICY_DIR: security.yaml, profile")
     assert "atkgen.Tox" in web.stderr
+
+
+@pytest.mark.django_db
+def test_a_policy_can_make_running_a_scan_itself_need_an_approval(
+    ready: dict[str, Any], tmp_path: Path, settings: Any
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    from audits.checks.models import AuditState
+    from audits.checks.services import security_scan_request
+    from governance.roles import Role
+    from governance.services import approval_request_decide, approval_request_submit, project_role_grant
+
+    folder = _policies_with(tmp_path, settings, "[goodside.WhoIsRiley]")
+    (folder / "security_scan.run.yaml").write_text(
+        "action: security_scan.run\nrules:\n  - approvals:\n      - {role: security_reviewer, count: 1}\n"
+    )
+    reviewer = get_user_model().objects.create_user(username="security-reviewer")
+    project_role_grant(
+        actor=ready["system"], project=ready["project"], user=reviewer, role=Role.SECURITY_REVIEWER, reason="setup"
+    )
+    scan = security_scan_request(actor=ready["ml_engineer"], model_version=ready["base"], profile_name="smoke")
+    assert scan.state == AuditState.REQUESTED and scan.idempotency_key is None
+    request = approval_request_submit(
+        actor=ready["ml_engineer"], subject_type="security_scan", subject_id=str(scan.pk), action="security_scan.run"
+    )
+    approval_request_decide(actor=reviewer, request_id=request.pk, decision="approve", reason="scan it")
+    scan.refresh_from_db()
+    assert scan.state == AuditState.QUEUED and scan.idempotency_key is not None
