@@ -22,7 +22,6 @@ allowance: the issuer and the server must keep their clocks in sync.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -34,7 +33,7 @@ from typing import Any
 import rfc8785
 
 from audits.ledger.keys import SignerKey, VerifierKey
-from audits.ledger.notes import SIGNATURE_PREFIX, Signature
+from audits.ledger.notes import SIGNATURE_PREFIX, NoteError, Signature, parse_signature_lines
 
 RUNTIMES = ("transformers", "onnx")
 GUARD_MODES = ("off", "redact", "block")
@@ -160,20 +159,10 @@ def _parse_note(text: str) -> tuple[str, list[Signature]]:
         raise GrantError("malformed grant: no blank line between the statement and its signatures")
     if not body_text or "\n" in body_text:
         raise GrantError("malformed grant: the body is one line of canonical JSON")
-    if not signature_block.endswith("\n"):
-        raise GrantError("malformed grant: a note ends with a newline")
-    signatures = []
-    for line in signature_block[:-1].split("\n"):
-        if not line.startswith(SIGNATURE_PREFIX):
-            raise GrantError(f"malformed grant: bad signature line {line[:80]!r}")
-        name, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except binascii.Error:
-            raise GrantError(f"malformed grant: the signature by {name!r} is not base64") from None
-        if not name or len(raw) < 5:
-            raise GrantError(f"malformed grant: bad signature line {line[:80]!r}")
-        signatures.append(Signature(name=name, key_id=raw[:4], signature=raw[4:]))
+    try:
+        signatures = parse_signature_lines(signature_block)
+    except NoteError as exc:
+        raise GrantError(f"malformed grant: {exc}") from None
     return body_text + "\n", signatures
 
 

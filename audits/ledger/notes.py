@@ -77,24 +77,31 @@ def parse(text: str) -> tuple[Checkpoint, list[Signature]]:
         raise NoteError("the root hash is not base64") from None
     if len(root) != 32:
         raise NoteError(f"the root hash is {len(root)} bytes, not 32")
-    if not signature_block.endswith("\n"):
+    signatures = parse_signature_lines(signature_block)
+    if not signatures:
+        raise NoteError("the note is not signed")
+    # Extension lines after the root are allowed by tlog-checkpoint; this log writes none.
+    return Checkpoint(origin=origin, size=int(size_text), root=root), signatures
+
+
+def parse_signature_lines(block: str) -> list[Signature]:
+    """The signature lines of a signed note (everything after its blank line); ``NoteError``
+    naming the first malformed line. Shared by checkpoints and deployment grants."""
+    if not block.endswith("\n"):
         raise NoteError("a note ends with a newline")
     signatures = []
-    for line in signature_block[:-1].split("\n"):
+    for line in block[:-1].split("\n"):
         if not line.startswith(SIGNATURE_PREFIX):
-            raise NoteError(f"malformed signature line {line!r}")
+            raise NoteError(f"malformed signature line {line[:80]!r}")
         name, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
         try:
             raw = base64.b64decode(blob, validate=True)
         except binascii.Error:
             raise NoteError(f"signature by {name!r} is not base64") from None
         if not name or len(raw) < 5:
-            raise NoteError(f"malformed signature line {line!r}")
+            raise NoteError(f"malformed signature line {line[:80]!r}")
         signatures.append(Signature(name=name, key_id=raw[:4], signature=raw[4:]))
-    if not signatures:
-        raise NoteError("the note is not signed")
-    # Extension lines after the root are allowed by tlog-checkpoint; this log writes none.
-    return Checkpoint(origin=origin, size=int(size_text), root=root), signatures
+    return signatures
 
 
 def verify(text: str, verifiers: Iterable[VerifierKey], *, origin: str | None = None) -> Checkpoint:
