@@ -311,7 +311,12 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
     if not reason.strip():
         raise DomainError("invalid_input", "a decision needs a reason", fields={"reason": ["may not be blank"]})
     with transaction.atomic():
-        request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
+        request = (
+            ApprovalRequest.objects.select_for_update(of=("self",))
+            .select_related("project", "requester")
+            .filter(pk=request_id)
+            .first()
+        )
         if request is None:
             raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
         # Who may decide comes before the request's state: a caller without a slot's role learns
@@ -333,7 +338,7 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
             raise Conflict("request_closed", f"request {request.pk} is {request.state}")
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
-        decisions = list(request.decisions.all())
+        decisions = list(request.decisions.select_related("approver"))
         if any(d.approver_id == actor.pk for d in decisions):
             raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
         kind = get_type(request.subject_type)
@@ -370,10 +375,15 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
             payload={"request": request.pk, "decision": decision, "role": role, "reason": reason,
                      "state": new_state, "filled": filled},
         )  # fmt: skip
-        ApprovalDecision.objects.create(
+        decisions.append(ApprovalDecision.objects.create(
             request=request, approver=actor, role=role, decision=decision, reason=reason,
             subject_digest=request.subject_digest, policy_hash=policy_hash, ledger_index=appended.index,
-        )  # fmt: skip
+        ))  # fmt: skip
+        # The answer shows the decisions: hand them over as a filled prefetch cache (what
+        # prefetch_related leaves behind) rather than read them again after the commit.
+        loaded = request.decisions.all()
+        loaded._result_cache, loaded._prefetch_done = decisions, True
+        request._prefetched_objects_cache = {"decisions": loaded}
         if new_state != request.state:
             request.state, request.closed_at = new_state, timezone.now()
             request.save(update_fields=["state", "closed_at"])
