@@ -19,7 +19,7 @@ class DeploymentAdmin(ProjectScopedAdmin):
     list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
     list_filter = ["state", "environment", "project", "created_at"]
     list_select_related = ["project", "model_version__model"]
-    readonly_fields = ["grant_list", "log_summary"]
+    readonly_fields = ["grant_list", "log_summary", "monitoring_charts"]
     actions = ["retire"]
 
     @admin.display(description="grants")
@@ -36,6 +36,46 @@ class DeploymentAdmin(ProjectScopedAdmin):
         rows = [(s.requests, s.summary.get("statuses"), s.summary.get("guard"), s.ledger_index)
                 for s in deployment.log_segments.all()]  # fmt: skip
         return format_html_join(mark_safe("<br>"), "{} requests, statuses {}, guard {} (entry {})", rows) or "-"
+
+    @admin.display(description="monitoring (hourly windows of the inference log)")
+    def monitoring_charts(self, deployment: Deployment) -> str:
+        from serving import monitoring
+        from serving.selectors import inference_log_path
+
+        path = inference_log_path(deployment)
+        if not path.is_file():
+            return "-"
+        feedback = [{"time": f.created_at, "request_id": str(f.request_id), "rating": f.rating}
+                    for f in deployment.feedback.all()]  # fmt: skip
+        windows = monitoring.window_stats(monitoring.read_log(path)[0], window_s=3600, feedback=feedback)
+        if not windows:
+            return "-"
+        drifts = monitoring.drift_series(windows)
+        at = [w.start for w in windows]
+        charts = [
+            monitoring.svg_line_chart(
+                {"p50": list(zip(at, [w.latency_p50_ms for w in windows], strict=True)),
+                 "p99": list(zip(at, [w.latency_p99_ms for w in windows], strict=True))},
+                title="Latency", y_label="ms",
+            ),
+            monitoring.svg_line_chart(
+                {"server errors": list(zip(at, [w.error_rate for w in windows], strict=True)),
+                 "guard hits": list(zip(at, [w.guard_hit_rate for w in windows], strict=True))},
+                title="Error and guard-hit rates", y_label="share of requests",
+            ),
+            monitoring.svg_line_chart(
+                {"PSI": list(zip(at, [d.prompt_chars_psi for d in drifts], strict=True))},
+                title="Prompt-length drift against the first window (PSI; above 0.25 is significant)",
+                y_label="PSI",
+            ),
+            monitoring.svg_bar_chart(
+                {"first window": list(windows[0].prompt_chars_histogram),
+                 "last window": list(windows[-1].prompt_chars_histogram)},
+                title="Prompt length (characters)", y_label="share of requests", normalise=True,
+            ),
+        ]  # fmt: skip
+        # The charts are built from numbers and escaped labels (serving.monitoring escapes every text).
+        return mark_safe("".join(f"<div>{chart}</div>" for chart in charts))  # noqa: S308
 
     @admin.action(description="Retire the selected deployments")
     def retire(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:

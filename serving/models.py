@@ -23,6 +23,7 @@ class Environment(models.TextChoices):
 class DeploymentState(models.TextChoices):
     REQUESTED = "requested", "requested (waiting for approval)"
     STARTING = "starting", "granted, the server is starting"
+    HANDED_OFF = "handed_off", "granted, manifests rendered for the serving platform"
     LIVE = "live", "live"
     REFUSED = "refused", "the server refused to start"
     FAILED = "failed", "failed"
@@ -106,3 +107,56 @@ class InferenceLogSegment(models.Model):
 
     def __str__(self) -> str:
         return f"log of {self.deployment} bytes {self.start_offset}-{self.end_offset}"
+
+
+class FeedbackCategory(models.TextChoices):
+    HELPFUL = "helpful", "helpful"
+    INCORRECT = "incorrect", "incorrect"
+    HARMFUL = "harmful", "harmful"
+    PERSONAL_DATA = "personal_data", "discloses personal data"
+    UNHELPFUL = "unhelpful", "unhelpful"
+    OTHER = "other", "other"
+
+
+class InferenceFeedback(models.Model):
+    """A person's rating of one completion (post-market monitoring). It names the request by the
+    id the server returned; no prompt or completion text is stored, and there is no free text
+    (a comment field would collect the personal data the inference log is built to avoid)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="feedback")
+    request_id = models.UUIDField()
+    rating = models.PositiveSmallIntegerField(help_text="1 (bad) to 5 (good)")
+    category = models.CharField(max_length=16, choices=FeedbackCategory.choices)
+    given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment_id", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "request_id", "given_by"], name="serving_feedback_once_per_person"
+            ),
+            models.CheckConstraint(condition=models.Q(rating__gte=1, rating__lte=5), name="serving_feedback_rating"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating}/5 on {self.request_id} ({self.deployment})"
+
+
+class DeploymentManifest(models.Model):
+    """Manifests rendered for a serving platform (KServe or vLLM on Kubernetes) in place of a local
+    server: they carry the signed grant, and the platform's container refuses other weights."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="manifests")
+    grant = models.ForeignKey(DeploymentGrant, on_delete=models.PROTECT, related_name="manifests")
+    platform = models.CharField(max_length=16)
+    text = models.TextField(help_text="multi-document YAML")
+    sha256 = models.CharField(max_length=64)
+    ledger_index = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.platform} manifests for {self.deployment}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Count, QuerySet
 
 from common.errors import NotFound
 from governance.selectors import project_list
@@ -22,3 +24,29 @@ def deployment_get(*, user: Any, pk: int) -> Deployment:
     if deployment is None:
         raise NotFound("not_found", f"no deployment {pk}")
     return deployment
+
+
+def inference_log_path(deployment: Deployment) -> Path:
+    """Where the deployment's server writes its inference log (the embedded default: a local
+    folder shared by the worker and the web process)."""
+    return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}" / "inference.jsonl"
+
+
+def deployment_monitoring(*, deployment: Deployment, window_s: int) -> dict[str, Any]:
+    """Latency, error rates, prompt lengths and guard hits per window of the deployment's
+    inference log, with the drift of each window against the first, and the feedback given. Reads
+    the whole log (fine for the months one log file holds at these sizes; a log that outgrows it
+    wants the segments' summaries instead)."""
+    from serving import monitoring
+
+    path = inference_log_path(deployment)
+    records = monitoring.read_log(path)[0] if path.is_file() else []
+    feedback = [
+        {"time": f.created_at, "request_id": str(f.request_id), "rating": f.rating} for f in deployment.feedback.all()
+    ]
+    windows = monitoring.window_stats(records, window_s=window_s, feedback=feedback)
+    result = monitoring.summary(windows)
+    result["feedback_by_category"] = dict(
+        deployment.feedback.values_list("category").annotate(n=Count("id")).order_by("category")
+    )
+    return result

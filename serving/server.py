@@ -11,10 +11,12 @@ comment. ``--port 0`` binds a free port, reported by the ``serving`` event.
 At start, before it binds its port, the server reads the keys and the grant, checks the grant's
 signature, fields and validity period, computes the weights digest of the folder and compares it
 with the grant's, checks the device against the grant's target, builds the PII guard (Presidio is
-imported then, not on the first request) and loads the model (transformers, local files only),
-then checks the grant's expiry and the weights' file metadata once more (a load can take minutes,
-and a file replaced while it ran would not be the file that was hashed). Any failure prints one
-line ``{"event": "refused", "reason": ...}`` and exits with code 3.
+imported then, not on the first request) and loads the model, from local files only: with
+transformers, or with ONNX Runtime when the grant's runtime is ``onnx`` (a folder written by
+``serving.onnx_model.export_onnx``, whose digest the grant names like any other). It then checks
+the grant's expiry and the weights' file metadata once more (a load can take minutes, and a file
+replaced while it ran would not be the file that was hashed). Any failure prints one line
+``{"event": "refused", "reason": ...}`` and exits with code 3.
 
 Standard output carries only JSON event lines: ``refused`` (exit 3), ``cpu_fallback``,
 ``serving``, ``expired`` (exit 4) and ``stopped`` (SIGTERM or SIGINT: exit 0, after the requests
@@ -55,11 +57,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from audits.ledger.keys import KeyFileError, VerifierKey
 from serving.grants import GrantError, folder_weights_digest, parse_utc, verify_grant
 from serving.guard import Guard, GuardResult, set_offline_environment
+
+if TYPE_CHECKING:
+    from serving.onnx_model import OnnxCausalLM
 
 EXIT_REFUSED = 3
 EXIT_EXPIRED = 4
@@ -234,8 +239,9 @@ class ModelServer:
         self._keys = keys
         self.expires_at = parse_utc(self.grant["expires_at"], "expires_at")
         self.target = self.grant["target"]
-        if self.grant["runtime"] != "transformers":
-            raise Refused(f"runtime {self.grant['runtime']} is not supported by this server (transformers only)")
+        if self.grant["runtime"] not in ("transformers", "onnx"):
+            raise Refused(f"runtime {self.grant['runtime']} is not supported by this server (transformers, onnx)")
+        self.onnx_model: OnnxCausalLM | None = None
 
         weights = args.weights
         try:
@@ -270,6 +276,15 @@ class ModelServer:
             raise Refused(f"the weights in {weights} changed while the server was loading them")
 
     def _load_model(self, folder: Path) -> None:
+        if self.grant["runtime"] == "onnx":
+            from serving.onnx_model import OnnxCausalLM
+
+            try:
+                self.onnx_model = OnnxCausalLM(folder, device=self.device)
+            except Exception as exc:  # no model.onnx, a broken graph, no CUDA provider
+                raise Refused(f"cannot load the ONNX model from {folder} on {self.device}: {exc}") from None
+            self.max_positions = self.onnx_model.max_positions
+            return
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -367,19 +382,27 @@ class ModelServer:
         types = ", ".join(sorted(result.entities))
         return RequestError(422, "blocked_by_guard", f"the {where} holds {types}; the deployment's guard blocks it")
 
+    def _check_positions(self, length: int, max_tokens: int) -> None:
+        if length + max_tokens > self.max_positions:
+            raise RequestError(
+                400,
+                "prompt_too_long",
+                f"the prompt is {length} tokens; with max_tokens {max_tokens} it exceeds the model's "
+                f"{self.max_positions} positions",
+            )
+
     def generate(self, prompt: str, max_tokens: int) -> str:
+        if self.onnx_model is not None:
+            with self._generate_lock:
+                input_ids = self.onnx_model.encode(prompt)
+                self._check_positions(len(input_ids), max_tokens)
+                return self.onnx_model.decode(self.onnx_model.generate(input_ids, max_tokens))
         torch = self._torch
         with self._generate_lock, torch.inference_mode():
             encoded = self.tokenizer(prompt, return_tensors="pt")
             input_ids = encoded["input_ids"].to(self.device)
             length = int(input_ids.shape[1])
-            if length + max_tokens > self.max_positions:
-                raise RequestError(
-                    400,
-                    "prompt_too_long",
-                    f"the prompt is {length} tokens; with max_tokens {max_tokens} it exceeds the model's "
-                    f"{self.max_positions} positions",
-                )
+            self._check_positions(length, max_tokens)
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=encoded["attention_mask"].to(self.device),

@@ -29,6 +29,7 @@ from governance.roles import Role
 from governance.services import approval_holds
 from registry.models import ModelVersion, PromptTemplate
 from registry.services import dataset_version_digest, model_version_materialise
+from serving.grants import RUNTIMES
 from serving.models import Deployment, DeploymentGrant, DeploymentState, Environment
 
 ACTION = "deployment.deploy"
@@ -113,9 +114,11 @@ def deployment_request(
     target: dict[str, Any],
     guard: dict[str, Any],
     prompt_template: PromptTemplate | None = None,
+    runtime: str = "transformers",
 ) -> Deployment:
     """Ask to deploy a model version (ML engineers). It starts once a policy's approvals and
-    evidence are given to its digest."""
+    evidence are given to its digest. ``runtime`` is ``transformers`` or ``onnx`` (the worker
+    exports the approved weights to ONNX and the grant names the export's digest)."""
     from django.utils.text import slugify
 
     project = model_version.model.project
@@ -126,17 +129,28 @@ def deployment_request(
     if environment not in Environment.values:
         raise _invalid("environment", f"one of {', '.join(Environment.values)}, got {environment!r}")
     target, guard = _target(target), _guard(guard)
+    if runtime not in RUNTIMES:
+        raise _invalid("runtime", f"one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if settings.SERVING_PLATFORM != "local":
+        from serving.manifests import platform_refusal
+
+        refusal = platform_refusal(settings.SERVING_PLATFORM, runtime, target, guard)
+        if refusal is None and runtime == "onnx":
+            refusal = "runtime: ONNX exports are made by the local worker; on a platform, deploy transformers weights"
+        if refusal:
+            field, message = refusal.split(": ", 1)
+            raise _invalid(field, f"{message} (SERVING_PLATFORM={settings.SERVING_PLATFORM})")
     if prompt_template is not None and prompt_template.project_id != project.pk:
         raise _invalid("prompt_template", f"prompt template {prompt_template.pk} belongs to another project")
     with transaction.atomic():
         deployment = Deployment.objects.create(
             project=project, name=name, model_version=model_version, environment=environment, target=target,
-            guard=guard, prompt_template=prompt_template, requested_by=actor,
+            guard=guard, prompt_template=prompt_template, requested_by=actor, runtime=runtime,
         )  # fmt: skip
         ledger_append(
             actor=actor, action="deployment.requested", subject=_subject(deployment),
             payload={"name": name, "environment": environment, "weights": model_version.weights_digest,
-                     "target": target, "guard": guard},
+                     "runtime": runtime, "target": target, "guard": guard},
         )  # fmt: skip
     return deployment
 
@@ -198,9 +212,51 @@ def grant_issue(deployment: Deployment, actor: Any) -> DeploymentGrant:
     )  # fmt: skip
 
 
+def deployment_manifests_render(deployment: Deployment, grant: DeploymentGrant, actor: Any) -> Any:
+    """Render and schema-check the platform's manifests for a granted deployment, and record them
+    (in the caller's transaction): the YAML's SHA-256 goes into the ledger."""
+    import hashlib
+
+    from serving import manifests
+    from serving.models import DeploymentManifest
+
+    platform = settings.SERVING_PLATFORM
+    render = manifests.render_kserve if platform == "kserve" else manifests.render_vllm
+    weights_hex = deployment.model_version.weights_digest.removeprefix("sha256:")
+    name = f"{deployment.name[:30].strip('-')}-{deployment.environment[:4]}-{deployment.pk}"
+    name = name if name[0].isalpha() else f"d-{name}"  # a DNS-1035 label starts with a letter
+    try:
+        rendered = render(
+            grant.statement, grant.text, name=name,
+            namespace=settings.SERVING_PLATFORM_NAMESPACE, image=settings.SERVING_PLATFORM_IMAGE,
+            storage_uri=settings.SERVING_PLATFORM_STORAGE_URI.format(weights_hex=weights_hex),
+        )  # fmt: skip
+        for manifest in rendered:
+            manifests.validate(manifest)
+    except ValueError as exc:  # ManifestError and ManifestValidationError
+        raise Conflict("manifests_invalid", f"cannot render {platform} manifests: {exc}") from None
+    text = manifests.dump_yaml(rendered)
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    entry = ledger_append(
+        actor=actor, action="deployment.manifests_rendered", subject=_subject(deployment),
+        payload={"platform": platform, "grant_id": str(grant.grant_id), "sha256": sha256,
+                 "kinds": [m["kind"] for m in rendered]},
+    )  # fmt: skip
+    return DeploymentManifest.objects.create(
+        deployment=deployment, grant=grant, platform=platform, text=text, sha256=sha256, ledger_index=entry.index
+    )
+
+
 def on_deployment_approved(deployment: Deployment, action: str, actor: Any) -> None:
-    """The approval hook: grant, and start the server on the worker."""
+    """The approval hook: grant, and start the server on the worker (or, with a serving
+    platform, hand it the manifests that carry the grant)."""
     if action != ACTION or deployment.state != DeploymentState.REQUESTED:
+        return
+    if settings.SERVING_PLATFORM != "local":
+        grant = grant_issue(deployment, actor)
+        deployment_manifests_render(deployment, grant, actor)
+        deployment.state = DeploymentState.HANDED_OFF
+        deployment.save(update_fields=["state"])
         return
     grant = grant_issue(deployment, actor)
     deployment.state = DeploymentState.STARTING
@@ -506,3 +562,42 @@ def inference_logs_summarise() -> int:
             )  # fmt: skip
         made += 1
     return made
+
+
+# --- Feedback on outputs (post-market monitoring) ------------------------------------------------
+
+SERVED_STATES = (
+    DeploymentState.LIVE, DeploymentState.EXPIRED, DeploymentState.REPLACED, DeploymentState.RETIRED,
+    DeploymentState.FAILED,
+)  # fmt: skip
+
+
+def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: str, rating: int, category: str) -> Any:
+    """Rate one completion of a deployment (any member of its project). One rating per person and
+    request; the ledger records it with the request id, never the text."""
+    from serving.models import FeedbackCategory, InferenceFeedback
+
+    if not (is_platform_admin(actor) or project_roles_held(actor, deployment.project)):
+        raise DomainError("not_found", f"no deployment {deployment.pk}", status_code=404)
+    try:
+        request_uuid = uuid.UUID(str(request_id))
+    except ValueError:
+        raise _invalid("request_id", f"the id the server returned (a UUID), got {request_id!r}") from None
+    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+        raise _invalid("rating", f"a whole number from 1 to 5, got {rating!r}")
+    if category not in FeedbackCategory.values:
+        raise _invalid("category", f"one of {', '.join(FeedbackCategory.values)}, got {category!r}")
+    if deployment.state not in SERVED_STATES:
+        raise Conflict("not_served", f"deployment {deployment.pk} has not served any request ({deployment.state})")
+    with transaction.atomic():
+        if InferenceFeedback.objects.filter(deployment=deployment, request_id=request_uuid, given_by=actor).exists():
+            raise Conflict("feedback_given", f"you already rated request {request_uuid}")
+        entry = ledger_append(
+            actor=actor, action="deployment.feedback", subject=_subject(deployment),
+            payload={"request_id": str(request_uuid), "rating": rating, "category": category},
+        )  # fmt: skip
+        feedback = InferenceFeedback.objects.create(
+            deployment=deployment, request_id=request_uuid, rating=rating, category=category, given_by=actor
+        )
+    feedback.ledger_index = entry.index
+    return feedback

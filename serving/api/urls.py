@@ -9,6 +9,9 @@ urlpatterns = [
     path("deployments/<int:pk>/promote", views.DeploymentPromoteView.as_view(), name="api-deployment-promote"),
     path("deployments/<int:pk>/rollback", views.DeploymentRollbackView.as_view(), name="api-deployment-rollback"),
     path("deployments/<int:pk>/retire", views.DeploymentRetireView.as_view(), name="api-deployment-retire"),
+    path("deployments/<int:pk>/feedback", views.DeploymentFeedbackView.as_view(), name="api-deployment-feedback"),
+    path("deployments/<int:pk>/manifests", views.DeploymentManifestsView.as_view(), name="api-deployment-manifests"),
+    path("deployments/<int:pk>/monitoring", views.DeploymentMonitoringView.as_view(), name="api-deployment-monitoring"),
     path(
         "deployments/<int:pk>/submit",
         SubjectSubmitView.as_view(subject_type="deployment"),

@@ -18,6 +18,11 @@ from serving.api.serializers import (
     DeploymentCreateSerializer,
     DeploymentDetailSerializer,
     DeploymentSerializer,
+    FeedbackInputSerializer,
+    FeedbackSerializer,
+    ManifestSerializer,
+    MonitoringQuerySerializer,
+    MonitoringSerializer,
     ReasonSerializer,
 )
 
@@ -44,7 +49,7 @@ class ProjectDeploymentsView(APIView):
             raise DomainError("invalid_input", f"model_version: no model version {data['model_version']} in {slug}")
         deployment = services.deployment_request(
             actor=request.user, model_version=version, name=data["name"], environment=data["environment"],
-            target=data["target"], guard=data["guard"],
+            target=data["target"], guard=data["guard"], runtime=data["runtime"],
         )  # fmt: skip
         return Response(DeploymentDetailSerializer(deployment).data, status=status.HTTP_201_CREATED)
 
@@ -89,3 +94,45 @@ class DeploymentRetireView(APIView):
         return Response(DeploymentDetailSerializer(services.deployment_retire(actor=request.user,
                                                                                deployment=deployment,
                                                                                reason=reason)).data)  # fmt: skip
+
+
+class DeploymentFeedbackView(APIView):
+    @extend_schema(operation_id="deployments_feedback", request=FeedbackInputSerializer,
+                   responses={201: FeedbackSerializer, **ERRORS})  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Rate one completion (any member of the project), naming it by the ``X-Request-Id`` the
+        server answered with. One rating per person and request; no free text is kept."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        data = validated(FeedbackInputSerializer, request)
+        feedback = services.deployment_feedback_give(
+            actor=request.user, deployment=deployment, request_id=data["request_id"], rating=data["rating"],
+            category=data["category"],
+        )  # fmt: skip
+        return Response(FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentMonitoringView(APIView):
+    @extend_schema(
+        operation_id="deployments_monitoring", parameters=[MonitoringQuerySerializer],
+        responses={200: MonitoringSerializer, 400: ERRORS[400], 404: ERRORS[404]},
+    )  # fmt: skip
+    def get(self, request: Request, pk: int) -> Response:
+        """Per window of the inference log: requests, error rates, latency p50/p95/p99, the prompt
+        length distribution and guard hits, with the drift (PSI) of each window against the first,
+        and the feedback given."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        query = MonitoringQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        window_s = query.validated_data["window_s"]
+        return Response(selectors.deployment_monitoring(deployment=deployment, window_s=window_s))
+
+
+class DeploymentManifestsView(APIView):
+    @extend_schema(
+        operation_id="deployments_manifests", responses={200: ManifestSerializer(many=True), 404: ERRORS[404]}
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        """The manifests rendered for the serving platform (``SERVING_PLATFORM`` kserve or vllm),
+        newest first: each carries the signed grant; empty for locally served deployments."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        return Response(ManifestSerializer(deployment.manifests.select_related("grant"), many=True).data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from common.errors import DomainError, PermissionDenied
 from governance.services import approval_request_decide, approval_request_submit
 from serving.grants import verify_grant
 from serving.models import Deployment, DeploymentState
+from serving.selectors import inference_log_path
 from serving.services import deployment_digest, deployment_promote, deployment_request
 
 pytestmark = pytest.mark.django_db
@@ -99,8 +101,61 @@ def test_compliance_officers_see_deployments_and_grants_in_the_admin(
         action="deployment.deploy",
     )  # fmt: skip
     approval_request_decide(actor=ready["platform-admin"], request_id=request.pk, decision="approve", reason="ok")
+    log = inference_log_path(deployment)  # two hours of a server's log: the page charts them
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(
+        "".join(
+            json.dumps({"time": f"2026-03-01T{hour:02d}:{minute:02d}:00.000Z", "request_id": str(uuid.uuid4()),
+                        "prompt_chars": 40 * (hour - 8), "status": 200, "error": None, "latency_ms": 20.0 + minute,
+                        "guard": {"prompt": {"action": "allowed", "entities": {}}}}) + "\n"
+            for hour in (9, 10) for minute in range(0, 60, 10)
+        )
+    )  # fmt: skip
     client.force_login(ready["compliance_officer"])
     assert client.get("/admin/serving/deployment/").status_code == 200
     page = client.get(f"/admin/serving/deployment/{deployment.pk}/change/")
     assert page.status_code == 200 and str(deployment.grants.get().grant_id).encode() in page.content
+    for title in (b"Latency", b"Error and guard-hit rates", b"Prompt-length drift", b"Prompt length (characters)"):
+        assert title in page.content
     assert client.get("/admin/serving/deployment/add/").status_code == 403
+
+
+def test_with_a_serving_platform_approval_renders_manifests_that_carry_the_grant(
+    ready: dict[str, Any], staging_policies: Any, settings: Any, client: Any
+) -> None:
+    import yaml
+
+    from serving.manifests import validate
+
+    settings.SERVING_PLATFORM = "vllm"
+    before = Entry.objects.count()
+    with pytest.raises(DomainError, match=r"guard.mode: .*vLLM runs none"):
+        _request(ready)  # the guard redacts: vLLM cannot honour it
+    with pytest.raises(DomainError, match="runtime"):
+        _request(ready, guard={"mode": "off"}, target={"gpu_type": "h100", "gpu_count": 1}, runtime="onnx")
+    assert Deployment.objects.count() == 0 and Entry.objects.count() == before
+
+    settings.SERVING_PLATFORM = "kserve"
+    deployment = _request(ready, target={**TARGET, "gpu_type": "h100", "gpu_count": 1, "replicas": 2})
+    request = approval_request_submit(
+        actor=ready["ml_engineer"], subject_type="deployment", subject_id=str(deployment.pk),
+        action="deployment.deploy",
+    )  # fmt: skip
+    approval_request_decide(actor=ready["platform-admin"], request_id=request.pk, decision="approve", reason="ok")
+    deployment.refresh_from_db()
+    grant, manifest = deployment.grants.get(), deployment.manifests.get()
+    assert deployment.state == DeploymentState.HANDED_OFF and deployment.pid is None
+    documents = list(yaml.safe_load_all(manifest.text))
+    for document in documents:
+        validate(document)
+    service = next(d for d in documents if d["kind"] == "InferenceService")
+    secret = next(d for d in documents if d["kind"] == "Secret")
+    assert grant.text in secret["stringData"].values()
+    container = service["spec"]["predictor"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] in ("1", 1)
+    assert service["spec"]["predictor"]["minReplicas"] == 2
+    rendered = Entry.objects.get(action="deployment.manifests_rendered", subject_id=str(deployment.pk))
+    assert rendered.index == manifest.ledger_index
+    client.force_login(ready["auditor"])
+    listed = client.get(f"/api/v1/deployments/{deployment.pk}/manifests").json()
+    assert listed[0]["sha256"] == manifest.sha256 and listed[0]["grant_id"] == str(grant.grant_id)

@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from audits.ledger.models import Entry
 from common import artifacts
@@ -57,7 +58,7 @@ def _complete(url: str, prompt: str) -> dict[str, Any]:
     body = json.dumps({"prompt": prompt, "max_tokens": 4}).encode()
     request = urllib.request.Request(f"{url}/v1/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+        return {**json.loads(response.read()), "request_id": response.headers["X-Request-Id"]}
 
 
 def _actions(deployment: Deployment) -> list[str]:
@@ -88,6 +89,31 @@ def test_deploy_serve_log_roll_back_and_expire(
         "deployment.requested", "approval.requested", "approval.approved", "deployment.granted", "deployment.live",
         "deployment.inference_log",
     ]  # fmt: skip
+
+    # Feedback on that answer, and the monitoring view of the log, through the API.
+    client = Client()
+    client.force_login(ready["ml_engineer"])
+    rated = client.post(
+        f"/api/v1/deployments/{first.pk}/feedback",
+        {"request_id": answer["request_id"], "rating": 2, "category": "incorrect"}, content_type="application/json",
+    )  # fmt: skip
+    assert rated.status_code == 201, rated.content
+    again = client.post(
+        f"/api/v1/deployments/{first.pk}/feedback",
+        {"request_id": answer["request_id"], "rating": 5, "category": "helpful"}, content_type="application/json",
+    )  # fmt: skip
+    assert again.status_code == 409 and again.json()["error"]["code"] == "feedback_given"
+    assert _actions(first)[-1] == "deployment.feedback"
+    _complete(first.url, "a plain question")
+    monitoring = client.get(f"/api/v1/deployments/{first.pk}/monitoring?window_s=3600").json()
+    window = monitoring["windows"][-1]
+    assert sum(w["requests"] for w in monitoring["windows"]) == 2 and window["errors"] == 0
+    assert sum(w["guard"]["by_entity"].get("EMAIL_ADDRESS", 0) for w in monitoring["windows"]) == 1
+    assert sum(w["feedback"]["count"] for w in monitoring["windows"]) == 1
+    assert monitoring["feedback_by_category"] == {"incorrect": 1}
+    assert monitoring["windows"][0]["drift"]["prompt_chars_psi"] == 0.0
+    bad = client.get(f"/api/v1/deployments/{first.pk}/monitoring?window_s=5")
+    assert bad.status_code == 400 and "window_s" in bad.content.decode()
 
     # A second version, whose weights change in the store after its approval: refused, on record.
     other = build_tiny_gpt2(tmp_path / "imports" / "tiny-2", seed=2)
