@@ -187,16 +187,27 @@ def _signers() -> list[Any]:
     return load_signer_keys(Path(settings.LEDGER_SIGNING_KEY_FILE))
 
 
-def grant_issue(deployment: Deployment, actor: Any) -> DeploymentGrant:
+def _granted_weights(deployment: Deployment) -> str:
+    """The weights a grant may name: the model version's, or for the ``onnx`` runtime the export
+    the worker made from them and recorded (``deployment.exported``)."""
+    if deployment.runtime != "onnx":
+        return deployment.model_version.weights_digest
+    earlier = deployment.grants.order_by("-issued_at").first()
+    if earlier is None:
+        raise Conflict("not_exported", f"deployment {deployment.pk} has no ONNX export yet")
+    return str(earlier.statement["weights_digest"])
+
+
+def grant_issue(deployment: Deployment, actor: Any, *, weights_digest: str | None = None) -> DeploymentGrant:
     """Sign a grant for the deployment with the ledger's keys and record it (in the caller's
-    transaction)."""
+    transaction). ``weights_digest`` names an ONNX export's digest, once, right after the export."""
     from serving.grants import sign_grant
 
     now = timezone.now()
     expires = now + timezone.timedelta(seconds=settings.SERVING_GRANT_TTL_S)
     statement = {
         "grant_id": str(uuid.uuid4()), "deployment": deployment.pk, "environment": deployment.environment,
-        "model_version": deployment.model_version_id, "weights_digest": deployment.model_version.weights_digest,
+        "model_version": deployment.model_version_id, "weights_digest": weights_digest or _granted_weights(deployment),
         "runtime": deployment.runtime, "target": deployment.target, "guard": deployment.guard,
         "issued_at": now.isoformat(), "expires_at": expires.isoformat(),
     }  # fmt: skip
@@ -258,11 +269,51 @@ def on_deployment_approved(deployment: Deployment, action: str, actor: Any) -> N
         deployment.state = DeploymentState.HANDED_OFF
         deployment.save(update_fields=["state"])
         return
-    grant = grant_issue(deployment, actor)
     deployment.state = DeploymentState.STARTING
     deployment.save(update_fields=["state"])
     queue = settings.TRAINING_GPU_QUEUE if deployment.target["gpu_count"] else settings.TRAINING_CPU_QUEUE
+    if deployment.runtime == "onnx":  # the grant names the export, so it is signed after it
+        dispatch_on_commit("serving.export", args=(deployment.pk,), queue=queue)
+        return
+    grant = grant_issue(deployment, actor)
     dispatch_on_commit("serving.start", args=(deployment.pk, str(grant.grant_id)), queue=queue)
+
+
+def deployment_export_onnx(*, deployment_id: int) -> Deployment:
+    """On the worker, for an approved ``onnx`` deployment: copy out the approved weights (checked
+    against their digest), export them to ONNX, record the export's digest next to the source's,
+    sign the grant for the export, and start the server on it. A second delivery finds the grant
+    and only starts. A failed export refuses the deployment, on record."""
+    import shutil
+
+    from serving.grants import folder_weights_digest
+    from serving.onnx_model import OnnxModelError, export_onnx
+
+    deployment = Deployment.objects.select_related("model_version__model__project", "project").get(pk=deployment_id)
+    if deployment.state != DeploymentState.STARTING or deployment.runtime != "onnx":
+        return deployment
+    grant = deployment.grants.order_by("-issued_at").first()
+    if grant is None:
+        folder = _folder(deployment)
+        source, weights = folder / "source", folder / "weights"
+        for stale in (source, weights):
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            model_version_materialise(deployment.model_version, source)
+            export_onnx(source, weights)
+            digest = folder_weights_digest(weights)
+        except (DomainError, OnnxModelError) as exc:
+            return _refused(deployment, f"ONNX export failed: {getattr(exc, 'message', None) or exc}")
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+        with transaction.atomic():
+            ledger_append(
+                actor=_system(), action="deployment.exported", subject=_subject(deployment),
+                payload={"runtime": "onnx", "source_weights_digest": deployment.model_version.weights_digest,
+                         "weights_digest": digest},
+            )  # fmt: skip
+            grant = grant_issue(deployment, _system(), weights_digest=digest)
+    return deployment_start(deployment_id=deployment.pk, grant_id=str(grant.grant_id))
 
 
 # --- The model server (on the worker) ------------------------------------------------------------
@@ -298,6 +349,8 @@ def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
     folder = _folder(deployment)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "weights"
+    if not weights.exists() and deployment.runtime == "onnx":
+        return _refused(deployment, f"the ONNX export of deployment {deployment.pk} is missing from {weights}")
     if not weights.exists():
         try:
             model_version_materialise(deployment.model_version, weights)

@@ -12,6 +12,13 @@ def start(deployment_id: int, grant_id: str) -> str:
     return deployment_start(deployment_id=deployment_id, grant_id=grant_id).state
 
 
+@shared_task(name="serving.export", acks_late=True)
+def export(deployment_id: int) -> str:
+    from serving.services import deployment_export_onnx
+
+    return deployment_export_onnx(deployment_id=deployment_id).state
+
+
 @shared_task(name="serving.supervise")
 def supervise() -> int:
     from serving.services import deployments_supervise

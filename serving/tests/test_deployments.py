@@ -159,3 +159,41 @@ def test_with_a_serving_platform_approval_renders_manifests_that_carry_the_grant
     client.force_login(ready["auditor"])
     listed = client.get(f"/api/v1/deployments/{deployment.pk}/manifests").json()
     assert listed[0]["sha256"] == manifest.sha256 and listed[0]["grant_id"] == str(grant.grant_id)
+
+
+def test_an_onnx_deployment_is_exported_on_the_worker_and_served_under_a_grant_for_the_export(
+    ready: dict[str, Any], staging_policies: Any
+) -> None:
+    """The worker's steps, called as the ``serving.export`` task calls them (the worker itself
+    is exercised in test_worker): export, the export's digest on record, the grant, the server."""
+    import urllib.request
+
+    from serving.grants import folder_weights_digest
+    from serving.selectors import inference_log_path as log_path
+    from serving.services import deployment_export_onnx, deployment_retire
+
+    deployment = _request(ready, guard={"mode": "off"}, runtime="onnx")
+    request = approval_request_submit(
+        actor=ready["ml_engineer"], subject_type="deployment", subject_id=str(deployment.pk),
+        action="deployment.deploy",
+    )  # fmt: skip
+    approval_request_decide(actor=ready["platform-admin"], request_id=request.pk, decision="approve", reason="ok")
+    deployment.refresh_from_db()
+    assert deployment.state == DeploymentState.STARTING and not deployment.grants.exists()
+    live = deployment_export_onnx(deployment_id=deployment.pk)
+    try:
+        assert live.state == DeploymentState.LIVE, live.refusal_reason
+        exported = Entry.objects.get(action="deployment.exported", subject_id=str(deployment.pk))
+        payload = json.loads(bytes(exported.body))["payload"]
+        export_digest = folder_weights_digest(log_path(deployment).parent / "weights")
+        assert payload["weights_digest"] == export_digest != ready["base"].weights_digest
+        assert payload["source_weights_digest"] == ready["base"].weights_digest
+        assert deployment.grants.get().statement["weights_digest"] == export_digest
+        body = json.dumps({"prompt": "hello", "max_tokens": 4}).encode()
+        call = urllib.request.Request(f"{live.url}/v1/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(call, timeout=60) as response:
+            assert json.loads(response.read())["model_digest"] == export_digest
+        assert deployment_export_onnx(deployment_id=deployment.pk).pk == deployment.pk  # a redelivery: no-op
+        assert Entry.objects.filter(action="deployment.exported", subject_id=str(deployment.pk)).count() == 1
+    finally:
+        deployment_retire(actor=ready["platform-admin"], deployment=live, reason="end of test")
