@@ -21,4 +21,6 @@ urlpatterns = [
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("audits.checks.api.urls")),
     path("api/v1/", include("serving.api.urls")),
+    path("api/v1/privacy/", include("audits.privacy.api.urls")),
+    path("api/v1/reports/", include("audits.reports.api.urls")),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -13,8 +14,8 @@ from governance.permissions import is_platform_admin
 from governance.roles import Role
 
 
-def project_list(*, user: AbstractBaseUser) -> QuerySet[Project]:
-    """Projects where ``user`` holds any role; platform admins see all."""
+def project_list(*, user: AbstractBaseUser, roles: Iterable[Role] | None = None) -> QuerySet[Project]:
+    """Projects where ``user`` holds any role (or one of ``roles``); platform admins see all."""
     if is_platform_admin(user):
         return Project.objects.all()
     if not user.is_authenticated or not user.is_active:
@@ -27,7 +28,7 @@ def project_list(*, user: AbstractBaseUser) -> QuerySet[Project]:
 
     where = {
         "content_type": ContentType.objects.get_for_model(Project),
-        "permission__codename__in": [role.codename for role in Role],
+        "permission__codename__in": [role.codename for role in (Role if roles is None else roles)],
     }
     direct = get_user_obj_perms_model().objects.filter(user=user, **where)
     through_groups = get_group_obj_perms_model().objects.filter(group__user=user, **where)

@@ -294,7 +294,36 @@ def approval_request_submit(
     return request
 
 
+SEPARATION_OF_DUTIES_CODES = ("self_approval", "already_decided")
+
+
+def _record_duties_refusal(actor: AbstractBaseUser, request_id: int, exc: DomainError) -> None:
+    """A refusal under separation of duties is evidence an auditor asks for: it is recorded after
+    the refused transaction rolled back (``separation_of_duties.refused``, not an approval entry)."""
+    from governance.models import ApprovalRequest
+
+    request = ApprovalRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return
+    with transaction.atomic():
+        ledger_append(
+            actor=actor, action="separation_of_duties.refused", subject=_approval_subject(request),
+            payload={"request": request.pk, "code": exc.code, "message": exc.message},
+        )  # fmt: skip
+
+
 def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
+    """Approve (fill one slot) or reject a pending request; a refusal under separation of duties
+    is recorded in the ledger (see ``_approval_request_decide``)."""
+    try:
+        return _approval_request_decide(actor=actor, request_id=request_id, decision=decision, reason=reason)
+    except PolicyViolation as exc:
+        if exc.code in SEPARATION_OF_DUTIES_CODES:
+            _record_duties_refusal(actor, request_id, exc)
+        raise
+
+
+def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
     """Approve (fill one slot) or reject a pending request.
 
     In one transaction, with the request row locked (so two approvers racing for the last slot

@@ -82,6 +82,10 @@ class DatasetVersion(models.Model):
         help_text="the version this one was derived from",
     )  # fmt: skip
     derivation = models.CharField(max_length=32, blank=True, help_text="how it was derived: deduplicated, ...")
+    # Set when an erasure (GDPR Art. 17, CCPA delete) replaced this version by one without a
+    # person's records: the blob is deleted, the row stays for lineage and the ledger.
+    erased_at = models.DateTimeField(null=True, blank=True)
+    erased_reason = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -4,6 +4,7 @@ appends its ledger entries in one transaction; scans are dispatched after commit
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ def dataset_version_upload(*, actor: Any, dataset: Dataset, filename: str, data:
     the existing version back (one blob, no new version). A new version gets a PII scan.
     """
     require_project_role(actor, dataset.project, WRITERS, "adding a dataset version")
+    return _dataset_version_store(actor=actor, dataset=dataset, filename=filename, data=data)
+
+
+def _dataset_version_store(*, actor: Any, dataset: Dataset, filename: str, data: bytes) -> tuple[DatasetVersion, bool]:
+    """The upload without its role check, for a caller that checked another role (an erasure)."""
     if len(data) > settings.REGISTRY_MAX_UPLOAD_BYTES:
         raise DomainError(
             "file_too_large",
@@ -123,6 +129,12 @@ def dataset_version_upload(*, actor: Any, dataset: Dataset, filename: str, data:
     digest, size = artifacts.put_bytes(data)
     with transaction.atomic():
         existing = DatasetVersion.objects.filter(dataset=dataset, sha256=digest).first()
+        if existing is not None and existing.erased_at is not None:
+            # These bytes were erased for a data subject: they may not come back.
+            transaction.on_commit(partial(_blob_delete_unless_live, digest))
+            raise Conflict(
+                "content_erased", f"these bytes are {existing}, erased ({existing.erased_reason}); not stored again"
+            )
         if existing is not None:
             return existing, False
         number = (dataset.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
@@ -311,6 +323,8 @@ def dataset_version_review(*, actor: Any, version: DatasetVersion, decision: str
 
 def use_status(version: DatasetVersion) -> tuple[bool, str]:
     """May this version be used (for training)? With the reason when it may not."""
+    if version.erased_at is not None:
+        return False, f"erased ({version.erased_reason}); use the version that replaced it"
     if version.pii_verdict == PiiVerdict.PENDING:
         return False, "the PII scan has not finished"
     if version.pii_verdict == PiiVerdict.FAILED:
@@ -404,13 +418,21 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
 
 
 def _register_derived(
-    *, actor: Any, version: DatasetVersion, data: bytes, derivation: str, details: dict[str, Any]
+    *,
+    actor: Any,
+    version: DatasetVersion,
+    data: bytes,
+    derivation: str,
+    details: dict[str, Any],
+    role_checked: bool = False,
 ) -> tuple[DatasetVersion, bool]:
-    """Register ``data`` as a version derived from ``version``, with its lineage and ledger entry."""
+    """Register ``data`` as a version derived from ``version``, with its lineage and ledger entry.
+    ``role_checked``: the caller checked a role other than the uploaders' (an erasure)."""
     original = Path(version.original_name)
     name = f"{original.stem}.{derivation}{original.suffix}"
+    store = _dataset_version_store if role_checked else dataset_version_upload
     with transaction.atomic():
-        new, created = dataset_version_upload(actor=actor, dataset=version.dataset, filename=name, data=data)
+        new, created = store(actor=actor, dataset=version.dataset, filename=name, data=data)
         if created:
             new.parent, new.derivation = version, derivation
             new.save(update_fields=["parent", "derivation"])
@@ -714,3 +736,109 @@ def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[Datas
     return _register_derived(
         actor=actor, version=version, data=derived, derivation="anonymised", details={"texts_changed": len(found)}
     )
+
+
+# --- Erasure of a data subject's records ----------------------------------------------------------
+
+
+def _blob_delete_unless_live(digest: str) -> bool:
+    """Delete a dataset blob unless a version that is not erased still names it."""
+    if DatasetVersion.objects.filter(sha256=digest, erased_at__isnull=True).exists():
+        return False
+    artifacts.blob_path(digest).unlink(missing_ok=True)
+    return True
+
+
+def _without_records(version: DatasetVersion, data: bytes, drop: set[int]) -> tuple[bytes, int]:
+    """The version's bytes without the records numbered ``drop``, in its format; and how many remain."""
+    import csv
+    import io
+
+    from registry.records import READERS
+
+    kept = 0
+    if version.format in ("jsonl", "text"):
+        # Record numbers are line numbers here: the other lines are kept byte for byte.
+        lines = data.decode("utf-8-sig").splitlines()
+        out_lines = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip() and number not in drop:
+                out_lines.append(line + "\n")
+                kept += 1
+        return "".join(out_lines).encode(), kept
+    if version.format == "csv":
+        header = next(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for record in READERS["csv"](data):
+            if record.number not in drop:
+                writer.writerow([record.fields.get(name, "") for name in header])
+                kept += 1
+        return out.getvalue().encode(), kept
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(data))
+    mask = pa.array([row not in drop for row in range(1, table.num_rows + 1)])
+    table = table.filter(mask)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes(), table.num_rows
+
+
+def dataset_version_erase_records(
+    *, actor: Any, version: DatasetVersion, record_numbers: set[int], reason: str
+) -> DatasetVersion | None:
+    """Replace ``version`` by a derived version without the records ``record_numbers`` (a
+    person's, under GDPR Art. 17 or a CCPA request to delete). Compliance officers only.
+
+    In one transaction: registers the new version (derivation ``erased``, lineage to the old one,
+    a fresh PII scan), marks the old one erased and drops its subject-index entries; once it
+    commits, the old blob is deleted unless a version that is not erased holds the same bytes.
+    Returns the new version, or None when no record remains (the old one is still erased). The
+    caller decides which records are the person's; models trained on the old bytes are not
+    touched here (the data-subject request workflow opens their reviews).
+    """
+    require_project_role(actor, version.dataset.project, {Role.COMPLIANCE_OFFICER}, "erasing records")
+    if not reason.strip():
+        raise DomainError("invalid_input", "an erasure needs a reason", fields={"reason": ["may not be blank"]})
+    if not record_numbers:
+        raise DomainError("invalid_input", "name the records to erase", fields={"record_numbers": ["empty"]})
+    with transaction.atomic():
+        version = DatasetVersion.objects.select_for_update().select_related("dataset__project").get(pk=version.pk)
+        if version.erased_at is not None:
+            raise Conflict("already_erased", f"{version} was already erased ({version.erased_reason})")
+        try:
+            data = artifacts.open_blob(version.sha256).read_bytes()
+        except artifacts.ArtifactMissing as exc:
+            raise Conflict("blob_missing", str(exc)) from None
+        from registry.records import read_records
+
+        present = {record.number for record in read_records(data, version.format)}
+        unknown = sorted(set(record_numbers) - present)
+        if unknown:
+            raise DomainError(
+                "invalid_input", f"{version} has no record {unknown[0]}", fields={"record_numbers": unknown[:20]}
+            )
+        derived, kept = _without_records(version, data, set(record_numbers))
+        new: DatasetVersion | None = None
+        if kept:
+            new, _ = _register_derived(
+                actor=actor, version=version, data=derived, derivation="erased", role_checked=True,
+                details={"reason": reason, "records_removed": len(record_numbers)},
+            )  # fmt: skip
+        version.erased_at, version.erased_reason = timezone.now(), reason[:200]
+        version.save(update_fields=["erased_at", "erased_reason"])
+        DataSubjectIndexEntry.objects.filter(version=version).delete()
+        shared = list(
+            DatasetVersion.objects.filter(sha256=version.sha256, erased_at__isnull=True).values_list("pk", flat=True)
+        )
+        ledger_append(
+            actor=actor, action="dataset_version.erased", subject=_version_subject(version),
+            payload={"reason": reason, "records_removed": len(record_numbers), "records_kept": kept,
+                     "replaced_by": new.pk if new else None, "blob": version.sha256,
+                     "blob_deleted": not shared, "blob_kept_for": shared},
+        )  # fmt: skip
+        transaction.on_commit(partial(_blob_delete_unless_live, version.sha256))
+    return new

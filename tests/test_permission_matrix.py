@@ -111,10 +111,44 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/deployments/<int:pk>/feedback", "POST"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/monitoring", "GET"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/manifests", "GET"): (MEMBERS, True),
+    ("api/v1/reports/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/reports/", "POST"): (["auditor", "compliance_officer"], False),
+    ("api/v1/reports/<int:pk>", "GET"): (["auditor", "compliance_officer"], True),
+    ("api/v1/reports/<int:pk>/pdf", "GET"): (["auditor", "compliance_officer"], True),
     ("api/v1/deployments/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    # Data-subject requests (audits.privacy): compliance officers act, auditors read.
+    ("api/v1/privacy/requests/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/privacy/projects/<slug:slug>/requests/", "POST"): (["compliance_officer"], True),
+    ("api/v1/privacy/projects/<slug:slug>/request-log", "GET"): (["auditor", "compliance_officer"], True),
+    ("api/v1/privacy/projects/<slug:slug>/legal-holds/", "POST"): (["compliance_officer"], True),
+    ("api/v1/privacy/requests/<int:pk>", "GET"): (["auditor", "compliance_officer"], True),
+    **{
+        (f"api/v1/privacy/requests/<int:pk>/{command}", "POST"): (["compliance_officer"], True)
+        for command in (
+            "confirm-receipt",
+            "verify-identity",
+            "search",
+            "access-package",
+            "extend",
+            "deny",
+            "withdraw",
+            "erase",
+            "complete",
+        )
+    },
+    ("api/v1/privacy/legal-holds/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/privacy/legal-holds/<int:pk>/release", "POST"): (["compliance_officer"], True),
+    ("api/v1/privacy/model-reviews/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): (["compliance_officer"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("api/v1/reports/", "POST"): {
+        "kind": "governance_audit",
+        "project": "own",
+        "period_start": "2026-01-01",
+        "period_end": "2026-01-31",
+    },
     ("api/v1/approvals/<int:pk>/approve", "POST"): {"reason": "checked"},
     ("api/v1/approvals/<int:pk>/reject", "POST"): {"reason": "checked"},
     ("api/v1/approvals/<int:pk>/withdraw", "POST"): {"reason": "changed my mind"},
@@ -169,6 +203,21 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "category": "helpful",
     },
     ("api/v1/deployments/<int:pk>/submit", "POST"): {"action": "deployment.deploy"},
+    ("api/v1/privacy/projects/<slug:slug>/requests/", "POST"): {
+        "regime": "gdpr",
+        "kind": "access",
+        "channel": "email",
+        "received_at": "2025-01-06T10:00:00+00:00",
+        "identifiers": [{"kind": "email", "value": "x@example.org"}],
+    },
+    ("api/v1/privacy/projects/<slug:slug>/legal-holds/", "POST"): {"reason": "litigation"},
+    ("api/v1/privacy/requests/<int:pk>/verify-identity", "POST"): {"method": "reply from the address on file"},
+    ("api/v1/privacy/requests/<int:pk>/extend", "POST"): {"reason": "many datasets"},
+    ("api/v1/privacy/requests/<int:pk>/deny", "POST"): {"basis": "manifestly unfounded"},
+    ("api/v1/privacy/requests/<int:pk>/withdraw", "POST"): {"reason": "by phone"},
+    ("api/v1/privacy/requests/<int:pk>/complete", "POST"): {"nature": "answered by email"},
+    ("api/v1/privacy/legal-holds/<int:pk>/release", "POST"): {"reason": "case closed"},
+    ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): {"outcome": "kept", "note": "negligible share"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
@@ -279,12 +328,63 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
-        "evaluation": evaluation.pk,
+        "evaluation": evaluation.pk, "report": _report(project, owner_roles), **_privacy_scenario(project, people, owner_roles),
     }  # fmt: skip
+
+
+def _report(project: Any, owner_roles: dict[str, Any]) -> int:
+    """A report run, queued (no worker here: its PDF answers 409, which the matrix counts as OK)."""
+    import datetime as dt
+
+    from audits.reports.services import report_request
+
+    return report_request(
+        actor=owner_roles["compliance_officer"], kind="governance_audit", project=project,
+        period_start=dt.date(2026, 1, 1), period_end=dt.date(2026, 1, 31),
+    ).pk  # fmt: skip
+
+
+def _privacy_scenario(project: Any, people: dict[str, Any], owner_roles: dict[str, Any]) -> dict[str, int]:
+    """A person's data in a dataset version and a model trained on it, erased (which opens a model
+    review), and a project-wide legal hold placed afterwards."""
+    from django.utils import timezone
+
+    from audits.privacy.services import dsr_erase, dsr_receive, dsr_search, dsr_verify_identity, legal_hold_place
+
+    officer, engineer = owner_roles["compliance_officer"], owner_roles["ml_engineer"]
+    dataset = make_dataset({**people, "project": project, "data_steward": owner_roles["data_steward"]}, slug="pd")
+    version, _ = dataset_version_upload(
+        actor=engineer, dataset=dataset, filename="pd.jsonl", data=b'{"t": "ana@example.org"}\n{"t": "b"}\n'
+    )
+    with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
+    from registry.services import dataset_version_review
+
+    version.refresh_from_db()
+    version = dataset_version_review(
+        actor=owner_roles["data_steward"], version=version, decision="confirmed", note="matrix"
+    )
+    model = model_create(actor=engineer, project=project, slug="pd-model", name="PD")
+    weights = Path(tempfile.mkdtemp(prefix="weights-"))
+    (weights / "model.safetensors").write_bytes(b"pd-" + project.slug.encode())
+    with override_settings(REGISTRY_ALLOWED_ROOTS=[weights.resolve()]):
+        model_version_register_folder(actor=engineer, model=model, folder=str(weights), dataset_versions=[version])
+    request = dsr_receive(
+        actor=officer, project=project, regime="gdpr", kind="erasure", channel="email", received_at=timezone.now(),
+        identifiers=[{"kind": "email", "value": "ana@example.org"}],
+    )  # fmt: skip
+    request = dsr_verify_identity(actor=officer, request=request, method="reply from the address on file")
+    request = dsr_erase(actor=officer, request=dsr_search(actor=officer, request=request))
+    hold = legal_hold_place(actor=officer, project=project, reason="regulator inquiry")
+    return {"dsr": request.pk, "hold": hold.pk, "model_review": request.model_reviews.get().pk}
 
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "report" if "reports/<int" in route else
+        "dsr" if "privacy/requests/<int" in route else
+        "hold" if "legal-holds/<int" in route else
+        "model_review" if "model-reviews/<int" in route else
         "fine_tune_run" if "fine-tune-runs/<int" in route else
         "deployment" if "deployments/<int" in route else
         "scan" if "security-scans/<int" in route else

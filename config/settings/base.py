@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "audits.checks",
     "audits",
     "audits.privacy",
+    "audits.reports",
 ]
 
 MIDDLEWARE = [
@@ -359,6 +360,22 @@ SERVING_PLATFORM_NAMESPACE = env_str("SERVING_PLATFORM_NAMESPACE", "llm-serving"
 SERVING_PLATFORM_IMAGE = env_str("SERVING_PLATFORM_IMAGE", "registry.example.internal/llmops-governance:0.1.0")
 # Where the platform fetches a model version's weights; {weights_hex} is the weights digest's hex.
 SERVING_PLATFORM_STORAGE_URI = env_str("SERVING_PLATFORM_STORAGE_URI", "s3://models/{weights_hex}")
+
+# --- Compliance reports ----------------------------------------------------------------------
+# The controller's identity and contacts, as GDPR Art. 30(1)(a) asks for them in the records of
+# processing; the defaults say plainly that they are not configured.
+REPORTS_CONTROLLER = env_str("REPORTS_CONTROLLER", "not configured (set REPORTS_CONTROLLER)")
+REPORTS_CONTROLLER_CONTACT = env_str("REPORTS_CONTROLLER_CONTACT", "not configured")
+REPORTS_REPRESENTATIVE = env_str("REPORTS_REPRESENTATIVE", "none designated (Art. 27)")
+REPORTS_DPO = env_str("REPORTS_DPO", "not configured (set REPORTS_DPO)")
+# The technical and organisational measures that hold for every processing activity (Art. 32).
+REPORTS_SECURITY_MEASURES = env_str(
+    "REPORTS_SECURITY_MEASURES",
+    "role-based access per project; approvals under separation of duties; an append-only signed ledger; "
+    "personal data in the ledger sealed per data subject; content-addressed artifact storage",
+)
+# The certificate the reports are signed with (its key is the ledger's signing key); made on first use.
+REPORTS_CERTIFICATE_FILE = env_path("REPORTS_CERTIFICATE_FILE", VAR_DIR / "keys" / "reports-certificate.pem")
 
 # --- Model audits ----------------------------------------------------------------------------
 # How often beat looks for model versions whose profile asks for a re-scan (rescan_every_days).

@@ -1,0 +1,110 @@
+"""Admin pages of the reports: compliance officers generate, follow, list and download reports.
+Generation goes through ``report_request`` like the API; rows are never edited here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from audits.reports.models import ReportKind, ReportRun, ReportState
+from audits.reports.selectors import READERS
+from common.admin import ReadOnlyAdmin
+from common.errors import DomainError
+from governance.models import Project
+from governance.selectors import project_list
+
+
+class GenerateForm(forms.Form):
+    kind = forms.ChoiceField(choices=ReportKind.choices)
+    project = forms.ModelChoiceField(queryset=Project.objects.none())
+    model_version = forms.IntegerField(required=False, help_text="for Annex IV and DPIA: the model version's id")
+    period_start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    period_end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@admin.register(ReportRun)
+class ReportRunAdmin(ReadOnlyAdmin):
+    list_display = ["kind", "project", "period_start", "period_end", "state", "progress_bar", "requested_by",
+                    "created_at", "download"]  # fmt: skip
+    list_filter = ["kind", "state", "project"]
+    list_select_related = ["project", "requested_by"]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        from audits.reports.selectors import report_list
+
+        return report_list(user=request.user)
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path("generate/", self.admin_site.admin_view(self.generate_view), name="reports_reportrun_generate"),
+            path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="reports_reportrun_pdf"),
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: ReportRun) -> str:
+        if run.state == ReportState.FAILED:
+            return format_html('<span style="color:#ba2121">failed: {}</span>', run.error[:200])
+        return format_html('<progress max="100" value="{}"></progress> {}% {}', run.progress, run.progress, run.step)
+
+    @admin.display(description="PDF")
+    def download(self, run: ReportRun) -> str:
+        if run.state != ReportState.DONE:
+            return "-"
+        return format_html(
+            '<a href="{}" class="report-download">download</a> ({} KB, ledger entry {})',
+            reverse("admin:reports_reportrun_pdf", args=[run.pk]),
+            (run.pdf_size or 0) // 1024,
+            run.ledger_index,
+        )
+
+    def generate_view(self, request: HttpRequest) -> HttpResponse:
+        from audits.reports.services import report_request
+        from registry.models import ModelVersion
+
+        form = GenerateForm(request.POST or None)
+        form.fields["project"].queryset = project_list(user=request.user, roles=READERS)
+        today = timezone.now().date()
+        form.initial = {"period_start": today.replace(day=1), "period_end": today}
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            version = None
+            if data["model_version"]:
+                version = ModelVersion.objects.filter(pk=data["model_version"], model__project=data["project"]).first()
+                if version is None:
+                    form.add_error("model_version", f"no model version {data['model_version']} in {data['project']}")
+            if not form.errors:
+                try:
+                    run = report_request(
+                        actor=request.user, kind=data["kind"], project=data["project"], model_version=version,
+                        period_start=data["period_start"], period_end=data["period_end"],
+                    )  # fmt: skip
+                except DomainError as exc:
+                    form.add_error(None, exc.message)
+                else:
+                    messages.success(request, f"Report {run.report_id} queued; its progress shows below.")
+                    return HttpResponseRedirect(reverse("admin:reports_reportrun_changelist"))
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Generate a report"}
+        return TemplateResponse(request, "admin/reports/generate.html", context)
+
+    def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        from audits.reports.services import report_pdf
+
+        run = get_object_or_404(self.get_queryset(request), pk=pk)
+        try:
+            pdf = report_pdf(run)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(reverse("admin:reports_reportrun_changelist"))
+        import io
+
+        return FileResponse(io.BytesIO(pdf), as_attachment=True, filename=f"{run.kind}-{run.report_id}.pdf",
+                            content_type="application/pdf")  # fmt: skip

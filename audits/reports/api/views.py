@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import io
+
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audits.reports import selectors, services
+from audits.reports.api.serializers import ReportRequestSerializer, ReportRunSerializer
+from common.api import validated
+from common.errors import DomainError
+from governance.api.views import ERRORS
+from registry import selectors as registry_selectors
+from registry.models import ModelVersion
+
+
+class ReportListView(APIView):
+    @extend_schema(operation_id="reports_list", responses={200: ReportRunSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        """Report runs of the projects where you are a compliance officer or an auditor."""
+        runs = selectors.report_list(user=request.user).order_by("-created_at")[:500]
+        return Response(ReportRunSerializer(runs, many=True).data)
+
+    @extend_schema(operation_id="reports_create", request=ReportRequestSerializer,
+                   responses={202: ReportRunSerializer, **ERRORS})  # fmt: skip
+    def post(self, request: Request) -> Response:
+        """Ask for a report; it is generated on the worker (poll the run, then fetch ``…/pdf``)."""
+        data = validated(ReportRequestSerializer, request)
+        project = registry_selectors.project_get(user=request.user, slug=data["project"]) if data["project"] else None
+        version = None
+        if data["model_version"] is not None:
+            version = ModelVersion.objects.filter(pk=data["model_version"]).select_related("model__project").first()
+            if version is None or (project and version.model.project_id != project.pk):
+                raise DomainError("invalid_input", f"model_version: no model version {data['model_version']}",
+                                  fields={"model_version": ["unknown"]})  # fmt: skip
+            registry_selectors.project_get(user=request.user, slug=version.model.project.slug)
+        run = services.report_request(
+            actor=request.user, kind=data["kind"], project=project, model_version=version,
+            period_start=data["period_start"], period_end=data["period_end"],
+        )  # fmt: skip
+        return Response(ReportRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportDetailView(APIView):
+    @extend_schema(operation_id="reports_retrieve", responses={200: ReportRunSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ReportRunSerializer(selectors.report_get(user=request.user, pk=pk)).data)
+
+
+class ReportPdfView(APIView):
+    @extend_schema(
+        operation_id="reports_pdf",
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="the signed PDF (application/pdf)"),
+                   404: ERRORS[404], 409: ERRORS[409]},
+    )  # fmt: skip
+    def get(self, request: Request, pk: int) -> FileResponse:
+        """The signed PDF (409 while it is not generated yet). Check it with
+        ``python manage.py report verify FILE.pdf``."""
+        run = selectors.report_get(user=request.user, pk=pk)
+        pdf = services.report_pdf(run)
+        return FileResponse(io.BytesIO(pdf), as_attachment=True, filename=f"{run.kind}-{run.report_id}.pdf",
+                            content_type="application/pdf")  # fmt: skip

@@ -1,0 +1,273 @@
+"""Writes of the reports app: asking for a report, generating and signing it on the worker; and
+the check of a report PDF against the ledger.
+
+A report cites a signed checkpoint of the ledger and, per cited fact, the ledger index of the
+entry it comes from; every cited entry lies inside that checkpoint's tree. The PDF is signed
+(PAdES) with the ledger's signing key under a self-signed certificate kept in
+``REPORTS_CERTIFICATE_FILE``; its SHA-256 is a ledger entry (``report.generated``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.ledger.services import Subject, ledger_append
+from audits.reports.models import ReportKind, ReportRun, ReportState
+from common import artifacts
+from common.errors import Conflict, DomainError, PermissionDenied
+from common.tasks import dispatch_on_commit
+from governance.models import Project
+from governance.permissions import is_platform_admin, project_roles_held
+from governance.roles import Role
+
+READERS = {Role.COMPLIANCE_OFFICER, Role.AUDITOR}
+MODEL_KINDS = (ReportKind.ANNEX_IV, ReportKind.DPIA)
+CERTIFICATE_YEARS = 10
+
+
+def _invalid(field_name: str, message: str) -> DomainError:
+    return DomainError("invalid_input", f"{field_name}: {message}", fields={field_name: [message]})
+
+
+def _subject(run: ReportRun) -> Subject:
+    return Subject("report", str(run.report_id))
+
+
+def _require_reader(actor: Any, project: Project | None) -> None:
+    if is_platform_admin(actor):
+        return
+    if project is None:
+        raise PermissionDenied("permission_denied", "an organisation-wide report needs a platform admin")
+    if not project_roles_held(actor, project):
+        raise DomainError("not_found", f"no project {project.slug}", status_code=404)
+    if not READERS & project_roles_held(actor, project):
+        raise PermissionDenied("permission_denied", f"reports need compliance_officer or auditor in {project.slug}")
+
+
+def report_request(
+    *,
+    actor: Any,
+    kind: str,
+    period_start: dt.date,
+    period_end: dt.date,
+    project: Project | None = None,
+    model_version: Any = None,
+) -> ReportRun:
+    """Ask for a report (compliance officers and auditors of the project; platform admins for the
+    whole organisation). It is generated on the worker; the row shows its progress."""
+    if kind not in ReportKind.values:
+        raise _invalid("kind", f"one of {', '.join(ReportKind.values)}, got {kind!r}")
+    for name, value in (("period_start", period_start), ("period_end", period_end)):
+        if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
+            raise _invalid(name, f"a date, got {value!r}")
+    if period_end < period_start:
+        raise _invalid("period_end", f"the period ends ({period_end}) before it starts ({period_start})")
+    if kind in MODEL_KINDS:
+        if model_version is None:
+            raise _invalid("model_version", f"a {kind} report documents one model version")
+        if project is not None and model_version.model.project_id != project.pk:
+            raise _invalid("model_version", f"model version {model_version.pk} belongs to another project")
+        project = model_version.model.project
+    elif model_version is not None:
+        raise _invalid("model_version", f"a {kind} report is not about one model version")
+    _require_reader(actor, project)
+    with transaction.atomic():
+        run = ReportRun.objects.create(
+            kind=kind, project=project, model_version_id=model_version.pk if model_version else None,
+            period_start=period_start, period_end=period_end, requested_by=actor,
+        )  # fmt: skip
+        ledger_append(
+            actor=actor, action="report.requested", subject=_subject(run),
+            payload={"kind": kind, "project": project.slug if project else None, "model_version": run.model_version_id,
+                     "period_start": period_start.isoformat(), "period_end": period_end.isoformat()},
+        )  # fmt: skip
+        dispatch_on_commit("reports.generate", args=(run.pk,), queue="cpu")
+    return run
+
+
+# --- The service's report-signing certificate ----------------------------------------------------
+
+
+def _signer() -> Any:
+    from audits.ledger.keys import KeyFileError, load_signer_keys
+
+    try:
+        return load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)[0]
+    except KeyFileError as exc:
+        raise DomainError("signing_key_unavailable", str(exc)) from None
+
+
+def trusted_certificates() -> list[Any]:
+    """Every certificate the service has signed reports under (older keys' stay, for old reports)."""
+    from cryptography import x509
+
+    path = Path(settings.REPORTS_CERTIFICATE_FILE)
+    if not path.is_file():
+        return []
+    return list(x509.load_pem_x509_certificates(path.read_bytes()))
+
+
+def service_certificate_get(signer: Any) -> Any:
+    """The certificate of ``signer``'s key, made (and appended to the file) on first use."""
+    import os
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from audits.reports.pdf import service_certificate
+
+    raw = signer.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    for certificate in trusted_certificates():
+        if certificate.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == raw:
+            return certificate
+    now = timezone.now().replace(microsecond=0)
+    certificate = service_certificate(
+        signer.private_key, common_name=f"reports of {settings.LEDGER_ORIGIN}"[:64],
+        valid_from=now - dt.timedelta(days=1), valid_to=now + dt.timedelta(days=365 * CERTIFICATE_YEARS),
+    )  # fmt: skip
+    path = Path(settings.REPORTS_CERTIFICATE_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        handle.write(certificate.public_bytes(Encoding.PEM))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return certificate
+
+
+# --- Generation (on the worker) ------------------------------------------------------------------
+
+
+def _progress(run: ReportRun, percent: int, step: str) -> None:
+    ReportRun.objects.filter(pk=run.pk).update(progress=percent, step=step[:200])
+
+
+def report_generate(*, report_pk: int) -> ReportRun | None:
+    """Build, sign and store the report; record its digest. Claimed by a conditional update, so a
+    second delivery does nothing. A failure leaves the run failed with the reason, on record."""
+    from audits.ledger.selectors import latest_checkpoint
+    from audits.ledger.services import checkpoint_create
+    from audits.reports import builders
+    from audits.reports.pdf import build_pdf, cited_indexes, sign_pdf
+
+    if not ReportRun.objects.filter(pk=report_pk, state=ReportState.QUEUED).update(state=ReportState.RUNNING):
+        return None
+    run = ReportRun.objects.select_related("project", "requested_by").get(pk=report_pk)
+    try:
+        _progress(run, 5, "signing a ledger checkpoint")
+        checkpoint_create()
+        checkpoint = latest_checkpoint()
+        assert checkpoint is not None  # the request itself is an entry
+        document = builders.build(
+            run, checkpoint=checkpoint, progress=lambda percent, step: _progress(run, percent, step)
+        )
+        _progress(run, 80, "rendering the PDF")
+        pdf = build_pdf(document)
+        _progress(run, 90, "signing the PDF")
+        signer = _signer()
+        signed = sign_pdf(
+            pdf, private_key=signer.private_key, certificate=service_certificate_get(signer),
+            reason=f"{run.get_kind_display()}, ledger checkpoint {checkpoint.tree_size}",
+            signed_at=document.generated_at,
+        )  # fmt: skip
+        sha256, size = artifacts.put_bytes(signed)
+    except Exception as exc:  # any failure is the run's, recorded; the worker stays up
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        with transaction.atomic():
+            ReportRun.objects.filter(pk=run.pk).update(
+                state=ReportState.FAILED, error=reason[:2000], finished_at=timezone.now()
+            )
+            ledger_append(actor=run.requested_by, action="report.failed", subject=_subject(run),
+                          payload={"reason": reason[:2000]})  # fmt: skip
+        run.refresh_from_db()
+        return run
+    with transaction.atomic():
+        entry = ledger_append(
+            actor=run.requested_by, action="report.generated", subject=_subject(run),
+            payload={"kind": run.kind, "sha256": sha256, "size": size, "checkpoint_size": checkpoint.tree_size,
+                     "cited_entries": len(cited_indexes(document))},
+        )  # fmt: skip
+        ReportRun.objects.filter(pk=run.pk).update(
+            state=ReportState.DONE, progress=100, step="done", pdf_sha256=sha256, pdf_size=size,
+            checkpoint_size=checkpoint.tree_size, ledger_index=entry.index, finished_at=timezone.now(),
+        )  # fmt: skip
+    run.refresh_from_db()
+    return run
+
+
+# --- Checking a report ---------------------------------------------------------------------------
+
+
+@dataclass
+class ReportCheck:
+    ok: bool
+    reason: str = ""
+    report_id: str = ""
+    kind: str = ""
+    checkpoint_size: int | None = None
+    cited: int = 0
+    details: list[str] = field(default_factory=list)
+
+
+def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) -> ReportCheck:
+    """Check a report PDF: the signature is the service's and covers the whole file unchanged; the
+    checkpoint it cites is one the ledger signed (a known key's signature, and a stored checkpoint
+    with that size and root); each cited entry is included in that checkpoint's tree."""
+    from audits.ledger import merkle, notes
+    from audits.ledger.models import Checkpoint, Entry
+    from audits.ledger.selectors import inclusion_proof
+    from audits.ledger.verification import known_verifiers
+    from audits.reports.pdf import ReportPdfError, read_pdf, verify_pdf_signature
+
+    say = progress or (lambda _line: None)
+    signature = verify_pdf_signature(pdf, trusted=trusted_certificates())
+    if not signature.ok:
+        return ReportCheck(ok=False, reason=f"signature: {signature.reason}")
+    say(f"signature: valid, by {signature.signer}, covering the whole file")
+    try:
+        info = read_pdf(pdf)
+    except ReportPdfError as exc:
+        return ReportCheck(ok=False, reason=f"metadata: {exc}")
+    check = ReportCheck(ok=False, report_id=info.report_id, kind=info.kind, cited=len(info.cited_indexes))
+    try:
+        cited = notes.verify(info.checkpoint_text, known_verifiers(), origin=settings.LEDGER_ORIGIN)
+    except notes.NoteError as exc:
+        check.reason = f"checkpoint: not signed by the ledger ({exc})"
+        return check
+    check.checkpoint_size = cited.size
+    stored = Checkpoint.objects.filter(tree_size=cited.size).values_list("root", flat=True)
+    if not any(bytes(root) == cited.root for root in stored):
+        check.reason = f"checkpoint: the ledger never signed a checkpoint of size {cited.size} with this root"
+        return check
+    say(f"checkpoint: size {cited.size}, signed by the ledger and stored")
+    for index in info.cited_indexes:
+        if not 0 <= index < cited.size:
+            check.reason = f"entry {index}: outside the checkpoint's tree of {cited.size} entries"
+            return check
+        leaf = Entry.objects.filter(index=index).values_list("leaf_hash", flat=True).first()
+        if leaf is None:
+            check.reason = f"entry {index}: not in the ledger"
+            return check
+        try:
+            merkle.verify_inclusion(index, cited.size, bytes(leaf), inclusion_proof(index, cited.size), cited.root)
+        except merkle.ProofError as exc:
+            check.reason = f"entry {index}: not included in the checkpoint ({exc})"
+            return check
+    say(f"cited entries: {len(info.cited_indexes)}, each included in the checkpoint")
+    check.ok = True
+    return check
+
+
+def report_pdf(run: ReportRun) -> bytes:
+    """The signed PDF of a finished run, checked against its recorded digest."""
+    if run.state != ReportState.DONE:
+        raise Conflict("report_not_ready", f"report {run.report_id} is {run.state}")
+    if not artifacts.verify_blob(run.pdf_sha256):
+        raise Conflict("report_damaged", f"the stored PDF of report {run.report_id} no longer matches its digest")
+    return artifacts.open_blob(run.pdf_sha256).read_bytes()

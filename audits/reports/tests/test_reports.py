@@ -1,0 +1,210 @@
+"""Reports generated from live data, signed, and checked by ``report verify``; tampering caught."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from audits.ledger.keys import load_signer_keys
+from audits.ledger.models import Entry
+from audits.reports import builders
+from audits.reports.models import ReportRun, ReportState
+from audits.reports.pdf import Report, Table, build_pdf, sign_pdf
+from audits.reports.services import (
+    report_generate,
+    report_pdf,
+    report_request,
+    report_verify,
+    service_certificate_get,
+)
+from common.errors import DomainError, PermissionDenied
+from governance.services import (
+    PolicyViolation,
+    approval_break_glass,
+    approval_request_decide,
+    approval_request_submit,
+)
+
+pytestmark = pytest.mark.django_db
+TODAY = dt.date.today()
+WEEK = (TODAY - dt.timedelta(days=7), TODAY)
+
+
+def _generate(ready: dict[str, Any], kind: str, **extra: Any) -> ReportRun:
+    run = report_request(actor=ready["compliance_officer"], kind=kind, period_start=WEEK[0], period_end=WEEK[1],
+                         project=ready["project"], **extra)  # fmt: skip
+    done = report_generate(report_pk=run.pk)  # what the reports.generate task runs
+    assert done is not None and done.state == ReportState.DONE, done.error if done else "not claimed"
+    assert report_generate(report_pk=run.pk) is None  # a second delivery does nothing
+    return done
+
+
+def _verify(path: Path) -> str:
+    out = io.StringIO()
+    call_command("report", "verify", str(path), stdout=out)
+    return out.getvalue()
+
+
+def _text(document: Report) -> str:
+    parts: list[str] = []
+    for section in document.sections:
+        for value in vars(section).values():
+            parts.append(str(value))
+    return "\n".join(parts)
+
+
+def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
+    ready: dict[str, Any], tmp_path: Path
+) -> None:
+    # A refusal under separation of duties and a break-glass approval, for the report to show.
+    import json
+
+    from django.test import override_settings
+
+    from registry.models import PiiScan
+    from registry.services import dataset_version_upload, pii_scan_run
+    from registry.tests.conftest import make_dataset
+    from training.tests.conftest import PATTERN_ONLY
+
+    data = "".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(5)).encode()
+    version, _ = dataset_version_upload(
+        actor=ready["ml_engineer"], dataset=make_dataset(ready, slug="second"), filename="t.jsonl", data=data
+    )
+    with override_settings(**PATTERN_ONLY):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=ready["system"])
+    request = approval_request_submit(
+        actor=ready["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
+        action="dataset_version.use_for_training",
+    )  # fmt: skip
+    with pytest.raises(PolicyViolation, match="separation of duties"):
+        approval_request_decide(actor=ready["ml_engineer"], request_id=request.pk, decision="approve", reason="mine")
+    approval_break_glass(actor=ready["platform-admin"], request_id=request.pk,
+                         justification="the incident needs this dataset now, reviewed later")  # fmt: skip
+
+    run = _generate(ready, "governance_audit")
+    generated = Entry.objects.get(action="report.generated", subject_id=str(run.report_id))
+    assert generated.index == run.ledger_index
+    pdf = report_pdf(run)
+    path = tmp_path / "audit.pdf"
+    path.write_bytes(pdf)
+    out = _verify(path)
+    assert "verified" in out and f"checkpoint {run.checkpoint_size}" in out
+
+    document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
+    text = _text(document)
+    for needed in (
+        "separation_of_duties",
+        "self_approval",
+        "break-glass",
+        "platform-admin",
+        "Role grants and revocations",
+        "granted",
+        "Ledger verification",
+        "passed",
+        "policy set",
+        "subject digest",
+        "data_steward",
+        "Overdue",
+    ):
+        assert needed.replace("_", " ") in text.replace("_", " "), needed
+    citations = [i for s in document.sections if isinstance(s, Table) and s.citations for i in s.citations if i]
+    refused = Entry.objects.get(action="separation_of_duties.refused")
+    assert refused.index in citations and all(i < run.checkpoint_size for i in citations)
+
+    # One byte changed: the signature check names it.
+    flipped = bytearray(pdf)
+    flipped[len(pdf) // 3] ^= 0x01
+    (tmp_path / "flipped.pdf").write_bytes(bytes(flipped))
+    with pytest.raises(CommandError, match=r"signature: .*(modified|does not verify|readable)"):
+        _verify(tmp_path / "flipped.pdf")
+
+
+def _checkpoint(size: int) -> Any:
+    from audits.ledger.models import Checkpoint
+
+    return Checkpoint.objects.filter(tree_size=size).latest("id")
+
+
+def test_a_report_citing_a_checkpoint_the_ledger_never_signed_fails(ready: dict[str, Any], tmp_path: Path) -> None:
+    from django.conf import settings
+
+    from audits.ledger import notes
+
+    run = _generate(ready, "records_of_processing")
+    real = _checkpoint(run.checkpoint_size)
+    signer = load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)[0]
+    # Signed with the ledger's own key, but for a root the ledger never had.
+    forged = notes.sign(
+        notes.Checkpoint(origin=settings.LEDGER_ORIGIN, size=real.tree_size, root=b"\x07" * 32), [signer]
+    )
+    document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
+    from dataclasses import replace
+
+    pdf = sign_pdf(
+        build_pdf(replace(document, checkpoint_text=forged)), private_key=signer.private_key,
+        certificate=service_certificate_get(signer), reason="test", signed_at=timezone.now(),
+    )  # fmt: skip
+    check = report_verify(pdf)
+    assert not check.ok and "never signed a checkpoint of size" in check.reason
+
+
+def test_records_of_processing_hold_every_art_30_field_from_live_data(ready: dict[str, Any]) -> None:
+    run = _generate(ready, "records_of_processing")
+    document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
+    text = _text(document)
+    dataset = ready["version"].dataset
+    for needed in (
+        "controller",
+        "data protection officer",
+        "representative",
+        "purpose (b)",
+        "data subjects (c)",
+        "personal data (c)",
+        "recipients (d)",
+        "third countries",
+        "erasure limit (f)",
+        "Security measures",
+        dataset.purpose,
+        f"{dataset.retention_days} days",
+        "models trained on it",
+        "deployments",
+    ):
+        assert needed in text, needed
+
+
+def test_annex_iv_and_dpia_document_a_model_version(ready: dict[str, Any]) -> None:
+    for kind, needed in (
+        ("annex_iv", ("1. General description", "2. Development process", "3. Validation and testing",
+                      "4. Monitoring", "5. Risk management", "6. Changes over the lifecycle",
+                      "7. Post-market monitoring plan", ready["base"].weights_digest)),
+        ("dpia", ("(a) Systematic description", "(b) Necessity", "(c) Risks", "(d) Measures")),
+    ):  # fmt: skip
+        run = _generate(ready, kind, model_version=ready["base"])
+        document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
+        text = _text(document)
+        for item in needed:
+            assert item in text, (kind, item)
+
+
+def test_bad_report_requests_are_refused_and_change_nothing(ready: dict[str, Any]) -> None:
+    before = Entry.objects.count(), ReportRun.objects.count()
+    with pytest.raises(DomainError, match=r"period_end: the period ends .* before it starts"):
+        report_request(actor=ready["compliance_officer"], kind="governance_audit", period_start=TODAY,
+                       period_end=TODAY - dt.timedelta(days=1), project=ready["project"])  # fmt: skip
+    with pytest.raises(DomainError, match="kind: one of"):
+        report_request(actor=ready["compliance_officer"], kind="horoscope", period_start=TODAY, period_end=TODAY,
+                       project=ready["project"])  # fmt: skip
+    with pytest.raises(DomainError, match="model_version"):
+        report_request(actor=ready["compliance_officer"], kind="annex_iv", period_start=TODAY, period_end=TODAY,
+                       project=ready["project"])  # fmt: skip
+    with pytest.raises(PermissionDenied):
+        report_request(actor=ready["ml_engineer"], kind="governance_audit", period_start=TODAY, period_end=TODAY,
+                       project=ready["project"])  # fmt: skip
+    assert (Entry.objects.count(), ReportRun.objects.count()) == before
