@@ -180,9 +180,20 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
     if run.project:
         overdue = overdue.filter(project=run.project)
         open_reviews = open_reviews.filter(request__project=run.project)
-    overdue_rows = [["approval request", r.pk, r.action, _day(r.expires_at)] for r in overdue] + [
-        ["break-glass review", b.request_id, "review by a compliance officer", _day(b.due_at)] for b in open_reviews
-    ]
+    from audits.privacy.models import OPEN_STATES, DataSubjectRequest, ModelReview
+
+    late_requests = DataSubjectRequest.objects.filter(state__in=OPEN_STATES, respond_by__lt=now)
+    open_model_reviews = ModelReview.objects.filter(closed_at__isnull=True).select_related("model_version__model")
+    if run.project:
+        late_requests = late_requests.filter(project=run.project)
+        open_model_reviews = open_model_reviews.filter(project=run.project)
+    overdue_rows = (
+        [["approval request", r.pk, r.action, _day(r.expires_at)] for r in overdue]
+        + [["break-glass review", b.request_id, "review by a compliance officer", _day(b.due_at)] for b in open_reviews]
+        + [["data-subject request", r.pk, f"{r.regime} {r.kind}: answer", _day(r.respond_by)] for r in late_requests]
+        + [["model review (open)", m.pk, f"retrain or document: {m.model_version.model.slug} v{m.model_version.number}",
+            _day(m.opened_at)] for m in open_model_reviews]
+    )  # fmt: skip
 
     states = Counter(r.state for r in requests)
     ages = Counter(
@@ -358,7 +369,12 @@ def annex_iv(run: ReportRun, size: int, progress: Progress) -> tuple[str, list[A
                     json.dumps(e.results.get("metrics", e.results), sort_keys=True)[:300], _day(e.finished_at)]
                    for e in f["evaluations"]]  # fmt: skip
     segments = [s for d in f["deployments"] for s in d.log_segments.all()]
+    verdicts = Counter((kind, a.verdict or a.state) for kind, audits in (("security scans", f["scans"]),
+                       ("bias evaluations", f["evaluations"])) for a in audits)  # fmt: skip
+    outcomes = sorted({outcome for _, outcome in verdicts}) or ["none yet"]
     sections = [
+        BarChart("Security scan and bias evaluation results", outcomes,
+                 {k: [float(verdicts[(k, o)]) for o in outcomes] for k in ("security scans", "bias evaluations")}),
         Heading("1. General description"),
         KeyValues([("model", f"{v.model.project.slug}/{v.model.slug} ({v.model.name})"), ("version", v.number),
                    ("weights digest", v.weights_digest), ("size", f"{v.size_bytes} bytes"), ("source", v.source),

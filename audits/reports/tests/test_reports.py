@@ -88,6 +88,12 @@ def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
     approval_break_glass(actor=ready["platform-admin"], request_id=request.pk,
                          justification="the incident needs this dataset now, reviewed later")  # fmt: skip
 
+    from audits.privacy.services import dsr_receive
+
+    late = dsr_receive(
+        actor=ready["compliance_officer"], project=ready["project"], regime="gdpr", kind="access", channel="email",
+        received_at=timezone.now() - dt.timedelta(days=70), identifiers=[{"kind": "email", "value": "x@example.org"}],
+    )  # fmt: skip
     run = _generate(ready, "governance_audit")
     generated = Entry.objects.get(action="report.generated", subject_id=str(run.report_id))
     assert generated.index == run.ledger_index
@@ -114,6 +120,8 @@ def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
         "Overdue",
     ):
         assert needed.replace("_", " ") in text.replace("_", " "), needed
+    overdue = document.sections[-1]
+    assert ["data-subject request", late.pk] in [row[:2] for row in overdue.rows]
     citations = [i for s in document.sections if isinstance(s, Table) and s.citations for i in s.citations if i]
     refused = Entry.objects.get(action="separation_of_duties.refused")
     assert refused.index in citations and all(i < run.checkpoint_size for i in citations)
