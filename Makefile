@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test check lint bench lock clean
+.PHONY: install up test test-embedded test-scale check lint bench lock clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (this project needs Python 3.11)"; exit 1; }
@@ -23,8 +23,18 @@ install: $(STAMP)
 up: install
 	$(PY) -m config.up
 
+# The whole suite twice: on the embedded default (SQLite, embedded broker), then in scale mode on
+# a real PostgreSQL and Redis that bin/scale-services starts on loopback (and stops).
 test: install
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-scale
+
+test-embedded: install
+	$(PY) -m pytest
+
+test-scale: install
+	@echo "== scale mode: PostgreSQL + Redis =="
+	eval "$$(bin/scale-services start)" && $(PY) -m pytest; status=$$?; bin/scale-services stop; exit $$status
 
 check: install
 	$(PY) manage.py check

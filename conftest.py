@@ -76,39 +76,23 @@ def _test_database_url() -> str:
     return f"postgres://{credentials}{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker in its own process, on the real broker and the test database. Not
-    eager mode. Tests that need the worker to see their rows use
-    ``django_db(transaction=True, serialized_rollback=True)`` (the flush after them also removes
-    the rows migrations made, which the serialized copy restores)."""
+def start_celery_worker(queues: str = "default,cpu", *, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+    """A real Celery worker in its own process (prefork, one child), on the real broker and the
+    test database, answering a ping before this returns (unless ``wait`` is false). Its log is
+    next to the test's var/."""
     log = Path(os.environ["GOV_VAR_DIR"]) / f"worker-{uuid.uuid4().hex[:8]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config.celery",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "--queues",
-                "default,cpu",
-                "--hostname",
-                f"test-{uuid.uuid4().hex[:6]}@%h",
-            ],
+            [sys.executable, "-m", "celery", "-A", "config.celery", "worker", "--loglevel", "INFO",
+             "--pool", "prefork", "--concurrency", "1", "--queues", queues,
+             "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
             cwd=ROOT,
             # The runtime guard of test deployments uses pattern recognizers only (no spaCy pipeline).
-            env=subprocess_env(DATABASE_URL=_test_database_url(), SERVING_GUARD_NLP_MODEL="blank"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+            env=subprocess_env(DATABASE_URL=_test_database_url(), SERVING_GUARD_NLP_MODEL="blank", **env),
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if not wait:
+        return proc
     from config.celery import ping
 
     try:
@@ -117,21 +101,39 @@ def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[by
             if proc.poll() is not None:
                 raise RuntimeError(f"the Celery worker exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
             try:
-                ping.apply_async(args=["ready"]).get(timeout=5)
+                ping.apply_async(args=["ready"], queue=queues.split(",")[0]).get(timeout=5)
                 break
             except Exception:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"the Celery worker did not answer within 90 s:\n{log.read_text()[-4000:]}"
                     ) from None
+    except BaseException:
+        stop_celery_worker(proc)
+        raise
+    return proc
+
+
+def stop_celery_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker in its own process, on the real broker and the test database. Not
+    eager mode. Tests that need the worker to see their rows use
+    ``django_db(transaction=True, serialized_rollback=True)`` (the flush after them also removes
+    the rows migrations made, which the serialized copy restores)."""
+    proc = start_celery_worker()
+    try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_celery_worker(proc)
 
 
 @pytest.fixture(autouse=True)

@@ -1,18 +1,18 @@
-"""Turns every API error into one JSON shape: ``{"error": {"code", "message", "fields"}}``."""
+"""Turns every API error into one JSON shape: ``{"error": {"code", "message", "fields"}}``; answers
+that refuse the caller (401, 403, 404, and refused commands) are logged as security events."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 
+from common import security_log
 from common.errors import DomainError
-
-logger = logging.getLogger("common.api")
+from common.ratelimit import LockedOut
 
 _DRF_CODES = {
     exceptions.NotAuthenticated: "not_authenticated",
@@ -22,6 +22,7 @@ _DRF_CODES = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
+    LockedOut: "locked_out",  # before Throttled, its base class
     exceptions.Throttled: "throttled",
     exceptions.ParseError: "malformed_request",
     exceptions.ValidationError: "invalid_input",
@@ -34,6 +35,7 @@ def error_body(code: str, message: str, fields: dict[str, Any] | None = None) ->
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
+        security_log.api_refusal(context, status=exc.status_code, code=exc.code, domain=True)
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -53,13 +55,35 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
-    if exc.status_code == status.HTTP_403_FORBIDDEN:
-        logger.warning("api authorisation failed", extra={"path": context["request"].path})
+    security_log.api_refusal(context, status=exc.status_code, code=code, domain=False)
     return Response(body, status=exc.status_code, headers=headers)
 
 
+READ_ONLY_OR_UNKNOWN = "not accepted here: read-only or unknown"
+
+
 def validated(serializer_class: type, request: Any) -> Any:
-    """The validated input of ``request`` for ``serializer_class``; a 400 naming the fields if not."""
+    """The validated input of ``request`` for ``serializer_class``; a 400 naming the fields if not.
+
+    A field the serializer does not take as input (unknown, or read-only: ``state``, ``owner``,
+    ``digest``, ``project``...) is refused with a 400 that names it, never silently ignored: a
+    client must not believe it set what the server did not (mass assignment, OWASP API3)."""
     serializer = serializer_class(data=request.data)
+    if hasattr(request.data, "keys"):
+        writable = {name for name, field in serializer.fields.items() if not field.read_only}
+        refused = sorted(str(name) for name in request.data.keys() if name not in writable)
+        if refused:
+            raise exceptions.ValidationError({name: [READ_ONLY_OR_UNKNOWN] for name in refused})
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def no_input(request: Any) -> dict[str, Any]:
+    """For a command that takes no input: a body field is refused like a read-only one (400)."""
+    try:
+        data = request.data
+    except exceptions.UnsupportedMediaType:
+        return {}  # not JSON: the API reads no field from such a body, here or anywhere
+    if hasattr(data, "keys") and data.keys():
+        raise exceptions.ValidationError({str(name): [READ_ONLY_OR_UNKNOWN] for name in sorted(data.keys())})
+    return {}

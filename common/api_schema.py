@@ -45,7 +45,11 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                 codes += ["409", "422"]
             if operation.get("security") == [{}] or operation.get("security") == []:
                 codes.remove("401")
+            else:  # the failed-token lockout (any operation) and the per-user rate limits
+                codes.append("429")
             for code in codes:
-                existing = operation["responses"].setdefault(code, {"description": DESCRIPTIONS[code]})
-                existing.setdefault("content", reference)
+                operation["responses"].setdefault(code, {"description": DESCRIPTIONS[code]})
+            for code, response in operation["responses"].items():
+                if code.startswith("4"):  # declared by the view or added here: the one error shape
+                    response.setdefault("content", reference)
     return result

@@ -8,6 +8,7 @@ from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
 from common.request_context import accept_request_id, set_request_id
+from common.security_log import security_event
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -26,6 +27,32 @@ class RequestIdMiddleware:
         set_request_id(request_id)
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class SecurityEventMiddleware:
+    """Log the refusals the API exception handler never sees: a 401 or 403 from Django itself (the
+    admin, CSRF, the second factor) and every 429, whoever answered it (common/security_log.py)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        status = response.status_code
+        if status == 429:
+            event = "ratelimit.exceeded"
+        elif status in (401, 403) and not getattr(response, "exception", False):
+            event = "authz.denied"  # DRF's answers (``exception`` set) were logged by the handler
+        else:
+            return response
+        data = getattr(response, "data", None)  # a DRF answer names its code ("throttled", "locked_out")
+        error = data.get("error") if isinstance(data, dict) else None
+        reason = error.get("code") if isinstance(error, dict) and error.get("code") else f"http_{status}"
+        security_event(
+            event, outcome="denied", reason=str(reason), request=request, user=getattr(request, "user", None),
+            status=status,
+        )  # fmt: skip
         return response
 
 

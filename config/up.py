@@ -27,6 +27,12 @@ def _manage(*args: str) -> None:
         sys.exit(f"make up: `manage.py {' '.join(args)}` failed with exit status {result.returncode}")
 
 
+# gunicorn's default access line holds the query string (%(r)s), the Referer (%(f)s) and the user
+# of an HTTP Basic Authorization header (%(u)s): any of them may carry a secret or personal data.
+# This one logs the path without its query string, and the request id to join the JSON lines.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
+
+
 def _processes(host: str, port: int, var_dir: Path) -> dict[str, list[str]]:
     return {
         "web": [
@@ -38,6 +44,8 @@ def _processes(host: str, port: int, var_dir: Path) -> dict[str, list[str]]:
             str(env_int("GOV_WEB_WORKERS", 2, minimum=1)),
             "--access-logfile",
             "-",
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
             "--graceful-timeout",
             "10",
         ],

@@ -1,9 +1,12 @@
 """URL routing: the admin, the health check, the API under /api/v1/ and its OpenAPI schema."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from common.api import error_body
 from config.health import healthz
 
 admin.site.site_header = "LLMOps governance"
@@ -24,3 +27,14 @@ urlpatterns = [
     path("api/v1/privacy/", include("audits.privacy.api.urls")),
     path("api/v1/reports/", include("audits.reports.api.urls")),
 ]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A path under /api/ that matches no route (``/approvals/abc``) answers the API's JSON error,
+    as every other 404 of the API does; elsewhere, Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "no such endpoint or object"), status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

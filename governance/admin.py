@@ -108,6 +108,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest], decision: str) -> None:
         from common.errors import DomainError
+        from common.security_log import security_event
 
         done, refused = 0, []
         for approval in queryset.filter(state=ApprovalState.PENDING):
@@ -119,6 +120,10 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
                 done += 1
             except DomainError as exc:
                 refused.append(f"#{approval.pk}: {exc.message}")
+                security_event(
+                    "approval.decision.denied", outcome="denied", reason=exc.code, request=request,
+                    user=request.user, status=exc.status_code, approval_request=approval.pk,
+                )  # fmt: skip
         if done:
             messages.success(request, f"{decision.capitalize()}d {done} request(s).")
         for line in refused:

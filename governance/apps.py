@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class GovernanceConfig(AppConfig):
@@ -6,4 +7,15 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
+        from common import security_log
         from governance import checks  # noqa: F401  (registers the policy system check)
+
+        security_log.connect_signals()  # session logins, failed logins and logouts: security events
+
+
+class MfaAdminConfig(admin_apps.AdminConfig):
+    """``django.contrib.admin`` with the site that asks for a second factor (governance/mfa.py):
+    every ``admin.site.register`` of every app lands on it."""
+
+    default = False  # "governance" itself is GovernanceConfig
+    default_site = "governance.mfa.MfaAdminSite"

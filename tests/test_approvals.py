@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audits.ledger.models import Entry
 from common.errors import Conflict, PermissionDenied
+from common.testing import admin_login
 from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
 from governance.policy import PolicyError, current_policy_set, load_policy_set, parse_policy
 from governance.roles import Role
@@ -330,7 +331,7 @@ def test_a_new_policy_set_is_recorded_once_and_approvers_are_notified(
 @pytest.mark.django_db
 def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[str, Any]) -> None:
     request = _submit(people, _version(people))
-    client.force_login(people["data_steward"])
+    admin_login(client, people["data_steward"])
     listing = client.get("/admin/governance/approvalrequest/?state__exact=pending")
     assert (
         listing.status_code == 200
@@ -350,7 +351,7 @@ def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[s
     history = client.get(f"/admin/governance/approvalrequest/{request.pk}/change/").content.decode()
     assert f'href="/admin/ledger/entry/{index}/change/"' in history
     other = _submit(people, _version(people))
-    client.force_login(people["auditor"])  # not an approver: the service refuses and the admin says why
+    admin_login(client, people["auditor"])  # not an approver: the service refuses and the admin says why
     response = client.post(
         "/admin/governance/approvalrequest/",
         {"action": "approve_selected", "_selected_action": [other.pk]},

@@ -97,3 +97,22 @@ def wipe_for_tests_rollback_unsafe(connection: Any) -> None:
         for table in (*APPEND_ONLY_TABLES, "ledger_ledgerhead"):
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
     install(connection)
+
+
+def app_role_grants(role: str, database: str) -> list[str]:
+    """PostgreSQL statements giving ``role`` (the application's, not the owner's) what the service
+    needs: read and write on every table, except UPDATE, DELETE and TRUNCATE on the append-only
+    tables, and no DDL. With the triggers this is the second wall: a web or worker process, even
+    compromised, cannot rewrite an entry through its own connection."""
+    from psycopg import sql
+
+    ident = sql.Identifier(role).as_string()
+    statements = [
+        f"GRANT CONNECT ON DATABASE {sql.Identifier(database).as_string()} TO {ident}",
+        f"GRANT USAGE ON SCHEMA public TO {ident}",
+        f"REVOKE CREATE ON SCHEMA public FROM {ident}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ident}",
+        f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {ident}",
+    ]
+    statements += [f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {ident}" for table in APPEND_ONLY_TABLES]
+    return statements

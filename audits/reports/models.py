@@ -40,6 +40,8 @@ class ReportRun(models.Model):
     state = models.CharField(max_length=16, choices=ReportState.choices, default=ReportState.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0, help_text="percent")
     step = models.CharField(max_length=200, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="the worker process generating it")
+    claimed_at = models.DateTimeField(null=True, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

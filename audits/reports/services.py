@@ -89,7 +89,7 @@ def report_request(
             payload={"kind": kind, "project": project.slug if project else None, "model_version": run.model_version_id,
                      "period_start": period_start.isoformat(), "period_end": period_end.isoformat()},
         )  # fmt: skip
-        dispatch_on_commit("reports.generate", args=(run.pk,), queue="cpu")
+        dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
     return run
 
 
@@ -148,15 +148,36 @@ def _progress(run: ReportRun, percent: int, step: str) -> None:
     ReportRun.objects.filter(pk=run.pk).update(progress=percent, step=step[:200])
 
 
+def _claim(report_pk: int) -> bool:
+    """Claim a queued run, or take over a running one whose worker died (see ``common.claims``)."""
+    from common.claims import claim_abandoned, worker_identity
+
+    me, now = worker_identity(), timezone.now()
+    if ReportRun.objects.filter(pk=report_pk, state=ReportState.QUEUED).update(
+        state=ReportState.RUNNING, claimed_by=me, claimed_at=now
+    ):
+        return True
+    run = ReportRun.objects.filter(pk=report_pk, state=ReportState.RUNNING).only("claimed_by", "claimed_at").first()
+    if run is None or not claim_abandoned(run.claimed_by, run.claimed_at, lease_s=settings.REPORTS_LEASE_S):
+        return False
+    return bool(
+        ReportRun.objects.filter(pk=report_pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
+            claimed_by=me, claimed_at=now, progress=0, step="taken over from a lost worker"
+        )
+    )
+
+
 def report_generate(*, report_pk: int) -> ReportRun | None:
     """Build, sign and store the report; record its digest. Claimed by a conditional update, so a
-    second delivery does nothing. A failure leaves the run failed with the reason, on record."""
+    second delivery does nothing, unless the worker that claimed it died (then it is taken over
+    and generated from the start: nothing is recorded before the final transaction). A failure
+    leaves the run failed with the reason, on record."""
     from audits.ledger.selectors import latest_checkpoint
     from audits.ledger.services import checkpoint_create
     from audits.reports import builders
     from audits.reports.pdf import build_pdf, cited_indexes, sign_pdf
 
-    if not ReportRun.objects.filter(pk=report_pk, state=ReportState.QUEUED).update(state=ReportState.RUNNING):
+    if not _claim(report_pk):
         return None
     run = ReportRun.objects.select_related("project", "requested_by").get(pk=report_pk)
     try:
@@ -180,25 +201,60 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
     except Exception as exc:  # any failure is the run's, recorded; the worker stays up
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         with transaction.atomic():
-            ReportRun.objects.filter(pk=run.pk).update(
+            if not ReportRun.objects.filter(pk=run.pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
                 state=ReportState.FAILED, error=reason[:2000], finished_at=timezone.now()
-            )
+            ):
+                return None
             ledger_append(actor=run.requested_by, action="report.failed", subject=_subject(run),
                           payload={"reason": reason[:2000]})  # fmt: skip
         run.refresh_from_db()
         return run
     with transaction.atomic():
+        # Only the current claimant records the result (a worker that lost its claim records nothing).
+        if not ReportRun.objects.filter(pk=run.pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
+            state=ReportState.DONE, progress=100, step="done", pdf_sha256=sha256, pdf_size=size,
+            checkpoint_size=checkpoint.tree_size, finished_at=timezone.now(),
+        ):  # fmt: skip
+            return None
         entry = ledger_append(
             actor=run.requested_by, action="report.generated", subject=_subject(run),
             payload={"kind": run.kind, "sha256": sha256, "size": size, "checkpoint_size": checkpoint.tree_size,
                      "cited_entries": len(cited_indexes(document))},
         )  # fmt: skip
-        ReportRun.objects.filter(pk=run.pk).update(
-            state=ReportState.DONE, progress=100, step="done", pdf_sha256=sha256, pdf_size=size,
-            checkpoint_size=checkpoint.tree_size, ledger_index=entry.index, finished_at=timezone.now(),
-        )  # fmt: skip
+        ReportRun.objects.filter(pk=run.pk).update(ledger_index=entry.index)
     run.refresh_from_db()
     return run
+
+
+def report_runs_reap(*, stale_queued_s: float | None = None) -> int:
+    """Put back the runs whose worker was lost: running under a claim that is abandoned (see
+    ``common.claims``), or queued for longer than ``stale_queued_s`` (their message was lost with a
+    worker that died twice on it). Each is queued again through the outbox; generation is
+    idempotent, so a run that was only slow is not done twice. Returns how many."""
+    from common.claims import claim_abandoned
+
+    stale = settings.REPORTS_LEASE_S if stale_queued_s is None else stale_queued_s
+    now = timezone.now()
+    requeued = 0
+    for run in ReportRun.objects.filter(state__in=[ReportState.RUNNING, ReportState.QUEUED]).only(
+        "pk", "state", "claimed_by", "claimed_at", "created_at"
+    ):
+        if run.state == ReportState.RUNNING:
+            if not claim_abandoned(run.claimed_by, run.claimed_at, lease_s=settings.REPORTS_LEASE_S):
+                continue
+            with transaction.atomic():
+                if ReportRun.objects.filter(pk=run.pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
+                    state=ReportState.QUEUED, claimed_by="", claimed_at=None, progress=0, step="requeued: worker lost"
+                ):
+                    dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
+                    requeued += 1
+        elif (now - (run.claimed_at or run.created_at)).total_seconds() > stale:
+            with transaction.atomic():
+                # claimed_at marks when it was last queued again, so one stale run is sent once per period
+                if ReportRun.objects.filter(pk=run.pk, state=ReportState.QUEUED).update(claimed_at=now):
+                    dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
+                    requeued += 1
+    return requeued
 
 
 # --- Checking a report ---------------------------------------------------------------------------

@@ -11,3 +11,10 @@ def generate(report_pk: int) -> str | None:
 
     run = report_generate(report_pk=report_pk)
     return run.state if run else None
+
+
+@shared_task(name="reports.reap")
+def reap() -> int:
+    from audits.reports.services import report_runs_reap
+
+    return report_runs_reap()

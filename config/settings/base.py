@@ -9,7 +9,9 @@ Named variables switch each part to its at-scale counterpart; README.md lists th
 from __future__ import annotations
 
 import os
+import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from config.env import (
@@ -72,7 +74,8 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin site asks for a second factor (TOTP) after the password: governance/mfa.py.
+    "governance.apps.MfaAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -82,7 +85,12 @@ INSTALLED_APPS = [
     "guardian",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     # Our apps, floor by floor (see README.md, "Where things live").
+    "common.outbox",
     "audits.ledger",
     "governance",
     "registry",
@@ -96,14 +104,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "common.middleware.RequestIdMiddleware",
+    # Logs 401/403 answers from outside the API's exception handler, and every 429.
+    "common.middleware.SecurityEventMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -181,6 +194,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username+address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -194,6 +209,72 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+
+# --- Login protection: second factor, lockout, request limits ------------------------------------
+# Behind TLS-terminating proxies, how many of them append to X-Forwarded-For: the client address
+# used by the lockouts and the limits is the entry the nearest trusted one appended (0: REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+# Admin sign-in: password, then a TOTP code (enrolled at the first sign-in; governance/mfa.py).
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LLMOps governance")
+MFA_BACKUP_CODES = env_int("MFA_BACKUP_CODES", 8, minimum=0)
+# django-axes: AXES_FAILURE_LIMIT failed passwords for one username from one address lock that
+# pair out for AXES_COOLOFF_MINUTES (the right password included); a success resets the count.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "common.ratelimit.client_ip"
+AXES_LOCKOUT_TEMPLATE = "admin/mfa/locked_out.html"
+# Sign-ins, failures and lockouts are security events of common/security_log.py; axes' own INFO
+# lines (a banner at every start, on stderr before any configuration error) would repeat them.
+AXES_VERBOSE = False
+# Where the request counters live (rate limits, token lockout): a SQLite file on the embedded
+# default (common/counter_cache.py: atomic across processes, no server), Redis at scale.
+_cache_url = env_secret("CACHE_URL")
+if _cache_url is None:
+    _counters: dict[str, object] = {
+        "BACKEND": "common.counter_cache.SQLiteCounterCache",
+        "LOCATION": str(VAR_DIR / "counters.sqlite3"),
+        "OPTIONS": {"timeout": SQLITE_BUSY_TIMEOUT_S},
+    }
+elif _cache_url.startswith(("redis://", "rediss://", "unix://")):
+    _counters = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
+else:
+    raise SettingError("CACHE_URL", "expected redis://host:port/db, rediss://... or unix://...")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "counters": _counters,
+}
+# django-ratelimit's core (common/ratelimit.py) counts here; its app is not installed, since its
+# check knows neither this backend nor Django's own RedisCache (both increment atomically).
+RATELIMIT_USE_CACHE = "counters"
+RATELIMIT_IP_META_KEY = "common.ratelimit.client_ip"
+RATELIMIT_ENABLE = env_bool("API_RATE_LIMITS_ENABLED", True)
+# Per user, fixed windows ("N/s", "N/m", "N/h", "N/d", or "N/30s"); over it: 429 with Retry-After.
+API_RATE_LIMITS = {
+    # approve, reject, withdraw, break-glass (POST /api/v1/approvals/{id}/...)
+    "approvals.decide": env_str("API_RATE_LIMIT_APPROVAL_DECISIONS", "120/m"),
+    # GET /api/v1/approvals/ (the inbox)
+    "approvals.list": env_str("API_RATE_LIMIT_APPROVAL_LIST", "300/m"),
+    # POST /api/v1/reports/ (each one is a PDF rendered on the worker)
+    "reports.generate": env_str("API_RATE_LIMIT_REPORT_GENERATION", "10/m"),
+    # GET /api/v1/reports/, /reports/{id}, /reports/{id}/pdf
+    "reports.read": env_str("API_RATE_LIMIT_REPORT_READS", "300/m"),
+}
+_RATE_NAMES = {
+    "approvals.decide": "API_RATE_LIMIT_APPROVAL_DECISIONS",
+    "approvals.list": "API_RATE_LIMIT_APPROVAL_LIST",
+    "reports.generate": "API_RATE_LIMIT_REPORT_GENERATION",
+    "reports.read": "API_RATE_LIMIT_REPORT_READS",
+}
+for _group, _rate in API_RATE_LIMITS.items():
+    if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
+        raise SettingError(_RATE_NAMES[_group], f"expected a rate like 60/m or 10/30s, got {_rate!r}")
+# Failed API token authentications allowed per client address, and per token prefix, in a window;
+# at the limit every token request from that address (or for that prefix) answers 429 until the
+# window ends.
+API_TOKEN_LOCKOUT_FAILURES = env_int("API_TOKEN_LOCKOUT_FAILURES", 10, minimum=1)
+API_TOKEN_LOCKOUT_WINDOW_S = env_int("API_TOKEN_LOCKOUT_WINDOW_S", 900, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -214,7 +295,7 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "governance.authentication.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "governance.authentication.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -375,6 +456,9 @@ REPORTS_SECURITY_MEASURES = env_str(
     "personal data in the ledger sealed per data subject; content-addressed artifact storage",
 )
 # The certificate the reports are signed with (its key is the ledger's signing key); made on first use.
+# A running report whose worker (on another host) has not finished in this long may be taken over.
+REPORTS_QUEUE = env_str("REPORTS_QUEUE", "cpu")
+REPORTS_LEASE_S = env_int("REPORTS_LEASE_S", 1800, minimum=10)
 REPORTS_CERTIFICATE_FILE = env_path("REPORTS_CERTIFICATE_FILE", VAR_DIR / "keys" / "reports-certificate.pem")
 
 # --- Model audits ----------------------------------------------------------------------------
@@ -413,6 +497,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Logins, failed authorisations, denied decisions (common/security_log.py): kept whatever LOG_LEVEL says.
+        "security": {"level": "INFO"},
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": LOG_LEVEL},
         # Presidio warns, at every start, about recognizers of languages we do not load.
@@ -420,6 +506,17 @@ LOGGING = {
     },
 }
 
+# The transactional outbox (common.tasks): jobs still unsent this long after their transaction
+# committed are sent by the relay, which beat runs this often; sent jobs are forgotten after a week.
+OUTBOX_RELAY_EVERY_S = env_int("OUTBOX_RELAY_EVERY_S", 10, minimum=1)
+OUTBOX_RELAY_GRACE_S = env_int("OUTBOX_RELAY_GRACE_S", 30, minimum=0)
+OUTBOX_KEEP_SENT_S = env_int("OUTBOX_KEEP_SENT_S", 7 * 24 * 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["outbox-relay"] = {
+    "task": "outbox.relay",
+    "schedule": float(OUTBOX_RELAY_EVERY_S),
+    "options": {"expires": float(OUTBOX_RELAY_EVERY_S)},
+}
+CELERY_BEAT_SCHEDULE["reports-reap"] = {"task": "reports.reap", "schedule": 60.0, "options": {"expires": 60.0}}
 CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
     "task": "ledger.checkpoint",
     "schedule": float(LEDGER_CHECKPOINT_EVERY_S),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
@@ -10,6 +11,7 @@ from rest_framework.views import APIView
 
 from common.api import validated
 from common.errors import NotFound
+from common.ratelimit import ApiRateLimit
 from governance.api.serializers import (
     ApprovalRequestSerializer,
     BreakGlassInputSerializer,
@@ -86,6 +88,8 @@ class ApprovalListView(generics.ListAPIView):
     ``state``, ``subject_type``, ``project`` (slug)."""
 
     serializer_class = ApprovalRequestSerializer
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"GET": "approvals.list"}
 
     @extend_schema(
         operation_id="approvals_list",
@@ -117,6 +121,9 @@ class ApprovalDetailView(APIView):
 
 class _DecisionView(APIView):
     decision = ""
+    denied_event = "approval.decision.denied"  # a refusal is logged as this (common/security_log.py)
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"POST": "approvals.decide"}
 
     def post(self, request: Request, pk: int) -> Response:
         # The services answer 404 for requests the caller may not see.
@@ -167,13 +174,17 @@ class ApprovalWithdrawView(_DecisionView):
         return super().post(request, pk)
 
 
+class _SubjectSubmitSchema(AutoSchema):
+    def get_operation_id(self) -> str:
+        return f"{self.view.subject_type}s_submit"  # one view, one operation per subject type
+
+
 class SubjectSubmitView(APIView):
     subject_type = ""
+    schema = _SubjectSubmitSchema()
+    denied_event = "approval.request.denied"
 
-    @extend_schema(
-        operation_id="subjects_submit", request=SubmitSerializer,
-        responses={201: ApprovalRequestSerializer, **ERRORS},
-    )  # fmt: skip
+    @extend_schema(request=SubmitSerializer, responses={201: ApprovalRequestSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         """Open an approval request for an action on this subject, under the matching policy."""
         from governance.subjects import subject_type as get_type
@@ -192,6 +203,10 @@ class SubjectSubmitView(APIView):
 
 
 class ApprovalBreakGlassView(APIView):
+    denied_event = "approval.decision.denied"
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"POST": "approvals.decide"}
+
     @extend_schema(
         operation_id="approvals_break_glass", request=BreakGlassInputSerializer,
         responses={200: ApprovalRequestSerializer, **ERRORS},
@@ -215,6 +230,8 @@ class BreakGlassReviewListView(generics.ListAPIView):
 
 
 class BreakGlassReviewCloseView(APIView):
+    denied_event = "approval.decision.denied"
+
     @extend_schema(
         operation_id="break_glass_reviews_close", request=ReviewCloseSerializer,
         responses={200: BreakGlassReviewSerializer, **ERRORS},

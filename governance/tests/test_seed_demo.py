@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from governance.models import Project
 from governance.permissions import has_project_role
@@ -33,7 +33,7 @@ def test_seed_demo_is_idempotent_and_writes_a_private_logins_file(tmp_path: Path
     for username, password in logins.items():
         if username != "demo-ci":
             assert password in first  # printed once
-            assert authenticate(username=username, password=password) is not None
+            assert authenticate(RequestFactory().post("/admin/login/"), username=username, password=password)
     assert Project.objects.count() == 2
     for role in Role:
         user = User.objects.get(username=f"demo-{role.value.replace('_', '-')}")
@@ -59,4 +59,6 @@ def test_seed_demo_renews_logins_missing_from_the_file(tmp_path: Path) -> None:
     logins = dict(
         line.split("\t") for line in logins_file.read_text().splitlines() if line and not line.startswith("#")
     )
-    assert authenticate(username="demo-auditor", password=logins["demo-auditor"]) is not None
+    assert authenticate(
+        RequestFactory().post("/admin/login/"), username="demo-auditor", password=logins["demo-auditor"]
+    )

@@ -56,9 +56,9 @@ class PiiScanSerializer(serializers.ModelSerializer):
 
 class DatasetVersionSerializer(serializers.ModelSerializer):
     dataset = serializers.PrimaryKeyRelatedField(read_only=True)
-    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     digest = serializers.SerializerMethodField()
     usable = serializers.SerializerMethodField()
     usable_reason = serializers.SerializerMethodField()
@@ -149,7 +149,7 @@ class PromptTemplateSerializer(serializers.Serializer):
     body = serializers.JSONField()
     content_digest = serializers.CharField(read_only=True)
     intended_use = serializers.CharField()
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.CharField(source="owner.username", read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 

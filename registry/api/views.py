@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import validated
+from common.api import no_input, validated
 from common.errors import DomainError
 from registry import selectors, services
 from registry.api.serializers import (
@@ -115,6 +115,7 @@ class DatasetVersionScanView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Scan the version again (after a failed scan, or with new recognizers)."""
         version = selectors.version_get(user=request.user, pk=pk)
+        no_input(request)
         scan = services.pii_scan_request(actor=request.user, version=version)
         return Response(PiiScanSerializer(scan).data, status=status.HTTP_202_ACCEPTED)
 
@@ -207,10 +208,15 @@ class ProjectPromptTemplatesView(APIView):
 
 
 class DatasetVersionDeduplicateView(APIView):
-    @extend_schema(operation_id="dataset_versions_deduplicate", request=None, responses={201: DatasetVersionSerializer})
+    @extend_schema(
+        operation_id="dataset_versions_deduplicate",
+        request=None,
+        responses={201: DatasetVersionSerializer, 200: DatasetVersionSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         """A derived version without the exact duplicates (lineage points back)."""
         version = selectors.version_get(user=request.user, pk=pk)
+        no_input(request)
         derived, created = services.dataset_version_deduplicate(actor=request.user, version=version)
         return Response(DatasetVersionSerializer(derived).data, status=201 if created else 200)
 
@@ -221,5 +227,6 @@ class DatasetVersionAnonymiseView(APIView):
         """Build an anonymised derived version in the background (data stewards); it appears in
         the dataset's versions with ``derivation: anonymised`` and gets its own scan."""
         version = selectors.version_get(user=request.user, pk=pk)
+        no_input(request)
         services.dataset_version_anonymise_request(actor=request.user, version=version)
         return Response(status=status.HTTP_202_ACCEPTED)

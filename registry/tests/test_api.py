@@ -10,6 +10,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from common.testing import admin_login
 from governance.roles import Role
 from governance.services import api_token_create
 from registry.models import DatasetVersion, PiiVerdict
@@ -184,7 +185,7 @@ def test_derived_versions_over_the_api(client: Client, people: dict[str, Any]) -
 
 def test_the_admin_shows_the_registry_read_only(client: Client, people: dict[str, Any]) -> None:
     dataset = make_dataset(people)
-    client.force_login(people["auditor"])
+    admin_login(client, people["auditor"])
     for page in ("dataset", "datasetversion", "piiscan", "model", "modelversion", "prompttemplate"):
         assert client.get(f"/admin/registry/{page}/").status_code == 200, page
     assert client.get(f"/admin/registry/dataset/{dataset.pk}/change/").status_code == 200
@@ -204,7 +205,7 @@ def test_admin_pages_show_only_the_users_projects(client: Client, people: dict[s
         reason="test setup",
     )
     theirs = make_dataset({**people, "project": other_project}, slug="theirs")
-    client.force_login(people["auditor"])
+    admin_login(client, people["auditor"])
     listing = client.get("/admin/registry/dataset/").content.decode()
     assert mine.name in listing and f"/admin/registry/dataset/{mine.pk}/change/" in listing
     assert f"/admin/registry/dataset/{theirs.pk}/change/" not in listing

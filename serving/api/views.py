@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import validated
+from common.api import no_input, validated
 from common.errors import DomainError
 from governance.api.views import ERRORS
 from governance.permissions import require_project_role
@@ -69,6 +69,7 @@ class DeploymentPromoteView(APIView):
         """Ask for this live staging deployment in production: a new request, submitted at once
         (422 naming the evidence when the production policy's evidence does not hold)."""
         deployment = selectors.deployment_get(user=request.user, pk=pk)
+        no_input(request)
         promoted = services.deployment_promote(actor=request.user, deployment=deployment)
         return Response(DeploymentDetailSerializer(promoted).data, status=status.HTTP_201_CREATED)
 

@@ -11,6 +11,7 @@ import pytest
 from audits.ledger.keys import load_signer_keys
 from audits.ledger.models import Entry
 from common.errors import DomainError, PermissionDenied
+from common.testing import admin_login
 from governance.services import approval_request_decide, approval_request_submit
 from serving.grants import verify_grant
 from serving.models import Deployment, DeploymentState
@@ -111,7 +112,7 @@ def test_compliance_officers_see_deployments_and_grants_in_the_admin(
             for hour in (9, 10) for minute in range(0, 60, 10)
         )
     )  # fmt: skip
-    client.force_login(ready["compliance_officer"])
+    admin_login(client, ready["compliance_officer"])
     assert client.get("/admin/serving/deployment/").status_code == 200
     page = client.get(f"/admin/serving/deployment/{deployment.pk}/change/")
     assert page.status_code == 200 and str(deployment.grants.get().grant_id).encode() in page.content
@@ -156,7 +157,7 @@ def test_with_a_serving_platform_approval_renders_manifests_that_carry_the_grant
     assert service["spec"]["predictor"]["minReplicas"] == 2
     rendered = Entry.objects.get(action="deployment.manifests_rendered", subject_id=str(deployment.pk))
     assert rendered.index == manifest.ledger_index
-    client.force_login(ready["auditor"])
+    admin_login(client, ready["auditor"])
     listed = client.get(f"/api/v1/deployments/{deployment.pk}/manifests").json()
     assert listed[0]["sha256"] == manifest.sha256 and listed[0]["grant_id"] == str(grant.grant_id)
 

@@ -15,6 +15,7 @@ from django.test import Client
 
 from audits.ledger.models import Entry
 from common import artifacts
+from common.testing import admin_login
 from governance.services import approval_request_decide, approval_request_submit
 from registry.services import model_version_register_folder
 from registry.tiny_model import build_tiny_gpt2
@@ -92,7 +93,7 @@ def test_deploy_serve_log_roll_back_and_expire(
 
     # Feedback on that answer, and the monitoring view of the log, through the API.
     client = Client()
-    client.force_login(ready["ml_engineer"])
+    admin_login(client, ready["ml_engineer"])
     rated = client.post(
         f"/api/v1/deployments/{first.pk}/feedback",
         {"request_id": answer["request_id"], "rating": 2, "category": "incorrect"}, content_type="application/json",

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import validated
+from common.api import no_input, validated
 from common.errors import DomainError
 from governance.api.views import ERRORS
 from governance.permissions import require_project_role
@@ -78,6 +78,7 @@ class RunStartView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Queue an approved run again after a failure (a new attempt)."""
         run = selectors.run_get(user=request.user, pk=pk)
+        no_input(request)
         services.fine_tune_run_start(actor=request.user, run=run)
         return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
 

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from audits.ledger.models import Entry
+from common.testing import admin_login
 from governance.services import api_token_create
 from training.models import FineTuneRun
 from training.services import gpu_quota_set
@@ -62,7 +63,7 @@ def test_compliance_officers_see_runs_and_quotas_in_the_admin_and_cancel_through
 ) -> None:
     gpu_quota_set(actor=ready["platform-admin"], project=ready["project"], gpu_hours=12, reason="pilot")
     run = approve_run(ready, request_run(ready))
-    client.force_login(ready["compliance_officer"])
+    admin_login(client, ready["compliance_officer"])
     listing = client.get("/admin/training/finetunerun/")
     assert listing.status_code == 200 and b"tone" in listing.content
     page = client.get(f"/admin/training/finetunerun/{run.pk}/change/")
@@ -75,7 +76,7 @@ def test_compliance_officers_see_runs_and_quotas_in_the_admin_and_cancel_through
     assert client.get("/admin/training/gpuquota/").status_code == 200
     assert client.get("/admin/training/finetunerun/add/").status_code == 403
     # A platform admin cancels from the list: the same service as the API, ledgered.
-    client.force_login(ready["platform-admin"])
+    admin_login(client, ready["platform-admin"])
     response = client.post(
         "/admin/training/finetunerun/", {"action": "cancel", "_selected_action": [run.pk]}, follow=True
     )

@@ -110,7 +110,11 @@ class EvaluationDetailView(APIView):
 class EvaluationChartView(APIView):
     @extend_schema(
         operation_id="bias_evaluations_chart",
-        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="PNG"), 404: ERRORS[404], 409: ERRORS[409]},
+        responses={
+            (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="the chart"),
+            404: ERRORS[404],
+            409: ERRORS[409],
+        },
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         """The chart of the evaluation's metric by group (PNG)."""

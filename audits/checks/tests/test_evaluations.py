@@ -19,6 +19,7 @@ from audits.checks.tests.conftest import MAPPING, evaluation_records
 from audits.ledger.models import Entry
 from common import artifacts
 from common.errors import DomainError
+from common.testing import admin_login
 from governance.models import ApprovalRequest
 
 pytestmark = pytest.mark.django_db
@@ -155,7 +156,7 @@ def test_a_scheduled_rerun_that_regresses_opens_a_review(
 
 def test_reviewers_see_evaluations_with_their_chart_in_the_admin(audited: dict[str, Any], client: Any) -> None:
     done = _run(_request(audited))
-    client.force_login(audited["compliance_officer"])
+    admin_login(client, audited["compliance_officer"])
     assert client.get("/admin/checks/biasevaluation/").status_code == 200
     page = client.get(f"/admin/checks/biasevaluation/{done.pk}/change/")
     assert page.status_code == 200

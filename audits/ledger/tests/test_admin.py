@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from audits.ledger.services import checkpoint_create
+from common.testing import admin_login
 from governance.permissions import SYSTEM_USERNAME
 from governance.roles import Role
 from governance.services import project_create, project_role_grant
@@ -33,7 +34,7 @@ def test_auditors_browse_entries_checkpoints_and_verifications_and_change_nothin
     append(3, action="dataset_version.registered")
     checkpoint_create()
     call_command("ledger", "verify", stdout=io.StringIO())
-    client.force_login(_staff(Role.AUDITOR))
+    admin_login(client, _staff(Role.AUDITOR))
     listing = client.get("/admin/ledger/entry/")
     assert listing.status_code == 200 and b"dataset_version.registered" in listing.content
     detail = client.get("/admin/ledger/entry/1/change/")
@@ -48,5 +49,5 @@ def test_auditors_browse_entries_checkpoints_and_verifications_and_change_nothin
 
 def test_staff_without_the_ledger_permissions_see_no_ledger(client: Client, append: Callable[..., object]) -> None:
     append(1)
-    client.force_login(_staff(Role.DATA_STEWARD))
+    admin_login(client, _staff(Role.DATA_STEWARD))
     assert client.get("/admin/ledger/entry/").status_code == 403

@@ -29,7 +29,7 @@ from audits.privacy.api.serializers import (
     RequestReceiveSerializer,
     RequestSerializer,
 )
-from common.api import validated
+from common.api import no_input, validated
 from common.errors import DomainError
 from governance.api.views import ERRORS
 from registry import selectors as registry_selectors
@@ -119,7 +119,7 @@ class _Command(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         dsr = selectors.request_get(user=request.user, pk=pk)
-        data = validated(self.input_serializer, request) if self.input_serializer else {}
+        data = validated(self.input_serializer, request) if self.input_serializer else no_input(request)
         return Response(RequestDetailSerializer(self.call(request, dsr, data)).data)
 
 
@@ -228,6 +228,7 @@ class AccessPackageView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """The Art. 15 / right-to-know package, returned here only; the ledger keeps its SHA-256."""
         dsr = selectors.request_get(user=request.user, pk=pk)
+        no_input(request)
         package, digest = services.dsr_access_package(actor=request.user, request=dsr)
         return Response({"sha256": digest, "package": package})
 

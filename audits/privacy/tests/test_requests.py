@@ -36,6 +36,7 @@ from audits.privacy.services import (
 from audits.privacy.tasks import flag_deadlines
 from common import artifacts
 from common.errors import Conflict, DomainError, NotFound, PermissionDenied
+from common.testing import admin_login
 from governance.services import approval_request_decide, approval_request_submit
 from registry.models import DatasetVersion, PiiScan
 from registry.services import dataset_version_review, dataset_version_upload, pii_scan_run
@@ -519,7 +520,7 @@ def test_the_admin_shows_the_flag_and_closes_reviews_through_the_service(dataset
     request = dsr_erase(actor=officer, request=_searched(datasets, "erasure"))
     DataSubjectRequest.objects.filter(pk=request.pk).update(deadline_flag=DeadlineFlag.OVERDUE)
     _receive(datasets, "access")
-    client.force_login(officer)
+    admin_login(client, officer)
     listing = client.get("/admin/privacy/datasubjectrequest/")
     assert listing.status_code == 200 and '<b style="color: #c62828">Overdue</b>' in listing.content.decode()
     review = ModelReview.objects.get(request=request)

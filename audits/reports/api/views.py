@@ -14,12 +14,16 @@ from audits.reports import selectors, services
 from audits.reports.api.serializers import ReportRequestSerializer, ReportRunSerializer
 from common.api import validated
 from common.errors import DomainError
+from common.ratelimit import ApiRateLimit
 from governance.api.views import ERRORS
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 
 
 class ReportListView(APIView):
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"GET": "reports.read", "POST": "reports.generate"}
+
     @extend_schema(operation_id="reports_list", responses={200: ReportRunSerializer(many=True)})
     def get(self, request: Request) -> Response:
         """Report runs of the projects where you are a compliance officer or an auditor."""
@@ -47,15 +51,21 @@ class ReportListView(APIView):
 
 
 class ReportDetailView(APIView):
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"GET": "reports.read"}
+
     @extend_schema(operation_id="reports_retrieve", responses={200: ReportRunSerializer, 404: ERRORS[404]})
     def get(self, request: Request, pk: int) -> Response:
         return Response(ReportRunSerializer(selectors.report_get(user=request.user, pk=pk)).data)
 
 
 class ReportPdfView(APIView):
+    throttle_classes = [ApiRateLimit]
+    rate_limit_groups = {"GET": "reports.read"}
+
     @extend_schema(
         operation_id="reports_pdf",
-        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="the signed PDF (application/pdf)"),
+        responses={(200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="the signed PDF"),
                    404: ERRORS[404], 409: ERRORS[409]},
     )  # fmt: skip
     def get(self, request: Request, pk: int) -> FileResponse:

@@ -16,6 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audits.reports.models import ReportRun, ReportState
+from common.testing import admin_login
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -24,7 +25,7 @@ def test_generate_in_the_admin_on_the_worker_and_download(
     people: dict[str, Any], celery_worker_process: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     officer = Client()
-    officer.force_login(people["compliance_officer"])
+    admin_login(officer, people["compliance_officer"])
     form = officer.get("/admin/reports/reportrun/generate/")
     assert form.status_code == 200 and b"Generate a report" in form.content
     today = timezone.now().date()
@@ -52,7 +53,7 @@ def test_generate_in_the_admin_on_the_worker_and_download(
     pdf = b"".join(downloaded.streaming_content)
 
     auditor = Client()
-    auditor.force_login(people["auditor"])
+    admin_login(auditor, people["auditor"])
     fetched = auditor.get(f"/api/v1/reports/{run.pk}/pdf")
     assert fetched.status_code == 200 and b"".join(fetched.streaming_content) == pdf
     assert auditor.get("/api/v1/reports/").json()[0]["pdf_sha256"] == run.pdf_sha256

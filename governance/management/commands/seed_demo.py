@@ -105,3 +105,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Demo organisation already present; nothing created.")
         self.stdout.write(f"Logins file (mode 600): {logins_file}")
+        self.stdout.write(
+            "Admin sign-in: the password, then a code from an authenticator app (TOTP). A demo user's first "
+            f"sign-in at {url} shows a QR code and the secret to add to the app (or `oathtool --totp -b SECRET`)."
+        )

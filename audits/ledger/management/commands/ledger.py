@@ -39,9 +39,30 @@ class Command(BaseCommand):
         sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
         export = sub.add_parser("export", help="write a bundle for offline verification")
         export.add_argument("directory", type=Path)
+        grant = sub.add_parser(
+            "grant-app-role",
+            help="PostgreSQL: give the application's role what it needs, and no UPDATE, DELETE or TRUNCATE "
+            "on the ledger's append-only tables (run by the owner after each migrate)",
+        )
+        grant.add_argument("role", help="the role the web and worker processes connect as")
 
     def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
         getattr(self, f"_{subcommand.replace('-', '_')}")(**options)
+
+    def _grant_app_role(self, *, role: str, **_: Any) -> None:
+        from django.db import connection
+
+        from audits.ledger.triggers import app_role_grants
+
+        if connection.vendor != "postgresql":
+            raise CommandError(f"grant-app-role is for PostgreSQL; this database is {connection.vendor}")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+            if cursor.fetchone() is None:
+                raise CommandError(f"no PostgreSQL role {role!r}: create it first (CREATE ROLE {role} LOGIN ...)")
+            for sql in app_role_grants(role, connection.settings_dict["NAME"]):
+                cursor.execute(sql)
+        self.stdout.write(f"{role}: read and write on the service's tables; append only on the ledger's")
 
     def _signers(self) -> list[SignerKey]:
         try:

@@ -1,0 +1,249 @@
+"""The admin's second factor: a password, then a TOTP code (django-otp).
+
+Sign-in goes through three pages of the admin site:
+
+1. ``/admin/login/``: username and password (django-axes counts the failures). A staff user who
+   passes is logged in but not *verified*, and no admin page, nor the API by session
+   (governance/authentication.py), lets an unverified session in.
+2. ``/admin/mfa/verify/``: a code from the user's authenticator app, or one of the backup codes.
+   django-otp refuses a code used before and slows down repeated failures (throttling).
+3. ``/admin/mfa/enrol/``, instead of 2 for a staff user with no authenticator yet: the page shows
+   the TOTP secret (as a QR code, an ``otpauth://`` URI and in base32); the first valid code
+   confirms it, and the page shows the backup codes once. This is part of the first sign-in.
+
+Caveat (trust on first use): until a user enrols, whoever holds their password can enrol instead
+of them. New staff should sign in soon after being given their password; a lost authenticator is
+reset with ``manage.py mfa_reset USERNAME``, after which the next sign-in enrols again.
+"""
+
+from __future__ import annotations
+
+import logging
+from base64 import b32encode
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, auth
+from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
+from django_otp import login as otp_login
+from django_otp import match_token, user_has_device
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from audits.ledger.services import Subject, ledger_append
+from common.errors import DomainError
+
+logger = logging.getLogger("governance.mfa")
+
+
+def user_is_verified(user: Any) -> bool:
+    """Whether this request's user passed the second factor (OTPMiddleware installs ``is_verified``)."""
+    is_verified = getattr(user, "is_verified", None)
+    return bool(is_verified is not None and is_verified())
+
+
+def _password_only(user: Any) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff and not user_is_verified(user))
+
+
+# --- Services ------------------------------------------------------------------------------------
+
+
+def staff_totp_enrolment_start(*, user: AbstractBaseUser) -> TOTPDevice:
+    """The user's authenticator awaiting confirmation, made on the first call: the enrolment page
+    shows the same secret on every visit until a code confirms it."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+    return device
+
+
+def staff_totp_enrolment_confirm(*, user: AbstractBaseUser, device: TOTPDevice, token: str) -> list[str] | None:
+    """Confirm ``device`` with a code from it. Returns the new backup codes (to show once), or
+    ``None`` when the code is wrong. Writes ``mfa.enrolled`` to the ledger."""
+    with transaction.atomic():
+        device = TOTPDevice.objects.select_for_update().get(pk=device.pk, user=user, confirmed=False)
+        if not device.verify_token(token):
+            return None
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        StaticDevice.objects.filter(user=user).delete()
+        codes = [StaticToken.random_token() for _ in range(settings.MFA_BACKUP_CODES)]
+        if codes:
+            backup = StaticDevice.objects.create(user=user, name="backup codes", confirmed=True)
+            StaticToken.objects.bulk_create(StaticToken(device=backup, token=code) for code in codes)
+        ledger_append(
+            actor=user,
+            action="mfa.enrolled",
+            subject=Subject("user", str(user.pk)),
+            payload={"device": "totp", "backup_codes": len(codes)},
+        )
+    return codes
+
+
+def staff_mfa_reset(*, actor: AbstractBaseUser, user: AbstractBaseUser, reason: str) -> int:
+    """Remove every second-factor device of ``user`` (a lost phone): their next sign-in enrols a
+    new authenticator. Returns how many devices were removed. Writes ``mfa.reset`` to the ledger."""
+    from governance.permissions import is_platform_admin
+
+    if not is_platform_admin(actor):
+        raise DomainError("permission_denied", "only a platform admin may reset a second factor", status_code=403)
+    if not reason.strip():
+        raise DomainError("invalid_input", "a reset needs a reason", fields={"reason": ["may not be blank"]})
+    with transaction.atomic():
+        removed = TOTPDevice.objects.filter(user=user).delete()[1].get("otp_totp.TOTPDevice", 0)
+        removed += StaticDevice.objects.filter(user=user).delete()[1].get("otp_static.StaticDevice", 0)
+        ledger_append(
+            actor=actor,
+            action="mfa.reset",
+            subject=Subject("user", str(user.pk)),
+            payload={"devices_removed": removed, "reason": reason.strip()},
+        )
+    return removed
+
+
+# --- The admin site ------------------------------------------------------------------------------
+
+
+class CodeForm(forms.Form):
+    token = forms.CharField(
+        label="Code",
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false"}),
+    )
+
+    def clean_token(self) -> str:
+        return "".join(self.cleaned_data["token"].split()).lower()
+
+
+def _qr_svg(uri: str) -> str:
+    import segno
+
+    return str(segno.make(uri, error="m").svg_inline(scale=5, border=2))
+
+
+class MfaAdminSite(admin.AdminSite):
+    """The admin site: staff need a password and a verified second factor for every page."""
+
+    site_header = "LLMOps governance"
+    site_title = "LLMOps governance"
+    index_title = "Approvals, inventory and the ledger"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        return super().has_permission(request) and user_is_verified(request.user)
+
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        return [
+            path("mfa/verify/", self._password_stage(self.mfa_verify_view), name="mfa_verify"),
+            path("mfa/enrol/", self._password_stage(self.mfa_enrol_view), name="mfa_enrol"),
+            path("mfa/sign-out/", self._password_stage(require_POST(self.mfa_sign_out_view)), name="mfa_sign_out"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(never_cache)
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if request.method == "GET" and _password_only(request.user):
+            return self._to_second_factor(request)
+        response = super().login(request, extra_context)
+        if request.method == "POST" and response.status_code == 302 and _password_only(request.user):
+            return self._to_second_factor(request)
+        return response
+
+    # Views for a session that has passed the password only.
+
+    def _password_stage(self, view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = request.user
+            if not (user.is_authenticated and user.is_active and user.is_staff):
+                return redirect_to_login(request.get_full_path(), reverse("admin:login", current_app=self.name))
+            return view(request, *args, **kwargs)
+
+        return never_cache(csrf_protect(inner))
+
+    def _next(self, request: HttpRequest) -> str:
+        target = request.POST.get("next") or request.GET.get("next") or ""
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        return reverse("admin:index", current_app=self.name)
+
+    def _to_second_factor(self, request: HttpRequest) -> HttpResponse:
+        query = urlencode({"next": self._next(request)})
+        return HttpResponseRedirect(f"{reverse('admin:mfa_verify', current_app=self.name)}?{query}")
+
+    def _context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.each_context(request),
+            "is_nav_sidebar_enabled": False,
+            "available_apps": [],
+            "next": self._next(request),
+            "sign_out_url": reverse("admin:mfa_sign_out", current_app=self.name),
+            **extra,
+        }
+
+    def mfa_verify_view(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if user_is_verified(user):
+            return HttpResponseRedirect(self._next(request))
+        if not user_has_device(user):
+            query = urlencode({"next": self._next(request)})
+            return HttpResponseRedirect(f"{reverse('admin:mfa_enrol', current_app=self.name)}?{query}")
+        form = CodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            device = match_token(user, form.cleaned_data["token"])
+            if device is not None:
+                otp_login(request, device)
+                request.session.cycle_key()
+                return HttpResponseRedirect(self._next(request))
+            logger.warning("admin second factor refused", extra={"path": request.path})
+            form.add_error("token", "That code is not valid. Try the next code (after several tries, wait a little).")
+        context = self._context(request, title="Second factor", form=form)
+        return TemplateResponse(request, "admin/mfa/verify.html", context)
+
+    def mfa_enrol_view(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if user_is_verified(user):
+            return HttpResponseRedirect(self._next(request))
+        if user_has_device(user):
+            query = urlencode({"next": self._next(request)})
+            return HttpResponseRedirect(f"{reverse('admin:mfa_verify', current_app=self.name)}?{query}")
+        device = staff_totp_enrolment_start(user=user)
+        form = CodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            codes = staff_totp_enrolment_confirm(user=user, device=device, token=form.cleaned_data["token"])
+            if codes is not None:
+                device.refresh_from_db()
+                otp_login(request, device)
+                request.session.cycle_key()
+                context = self._context(request, title="Authenticator enrolled", backup_codes=codes, sign_out_url=None)
+                return TemplateResponse(request, "admin/mfa/enrolled.html", context)
+            form.add_error("token", "That code is not valid: check the app shows this account, and the clock.")
+        secret = b32encode(device.bin_key).decode()
+        context = self._context(
+            request,
+            title="Set up your authenticator",
+            form=form,
+            secret=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+            otpauth_uri=device.config_url,
+            qr_svg=_qr_svg(device.config_url),
+        )
+        return TemplateResponse(request, "admin/mfa/enrol.html", context)
+
+    def mfa_sign_out_view(self, request: HttpRequest) -> HttpResponse:
+        auth.logout(request)
+        return HttpResponseRedirect(reverse("admin:login", current_app=self.name))
