@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,8 +285,6 @@ def deployment_export_onnx(*, deployment_id: int) -> Deployment:
     against their digest), export them to ONNX, record the export's digest next to the source's,
     sign the grant for the export, and start the server on it. A second delivery finds the grant
     and only starts. A failed export refuses the deployment, on record."""
-    import shutil
-
     from serving.grants import folder_weights_digest
     from serving.onnx_model import OnnxModelError, export_onnx
 
@@ -351,6 +350,17 @@ def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
     weights = folder / "weights"
     if not weights.exists() and deployment.runtime == "onnx":
         return _refused(deployment, f"the ONNX export of deployment {deployment.pk} is missing from {weights}")
+    if weights.exists() and deployment.runtime != "onnx":
+        # A copy left from an earlier start is reused only if it is still the approved weights
+        # (the server checks again; this spares a refusal for a stale or foreign copy).
+        from serving.grants import folder_weights_digest
+
+        try:
+            stale = folder_weights_digest(weights) != deployment.model_version.weights_digest
+        except ValueError:
+            stale = True
+        if stale:
+            shutil.rmtree(weights, ignore_errors=True)
     if not weights.exists():
         try:
             model_version_materialise(deployment.model_version, weights)
