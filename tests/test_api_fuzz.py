@@ -1,0 +1,190 @@
+"""Schemathesis against the OpenAPI schema, in-process, once per role (anonymous included).
+
+Every operation of the schema is called with generated input (valid and invalid) by each role:
+anonymous, and a member holding one project role. Path parameters are drawn from generated values,
+an object of the caller's project and the same kind of object in another project (objects made by
+the permission matrix's ``_scenario``, through the real services). Every response must be
+documented: no server error, its status code, content type and body as the schema says.
+
+The world (two projects, a member per role, their tokens) is built once for the module inside a
+transaction that is rolled back at the end; each (operation, role) test runs in a savepoint of its
+own, so what one test writes through the API never reaches the next. ``on_commit`` work (Celery
+tasks) never runs: nothing commits.
+
+The figures (operations, requests per role, failing operation-role pairs) are written as one
+line at the end of the module and checked by ``test_every_operation_was_called_by_every_role``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections, transaction
+from django.test import Client
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from audits.ledger.services import checkpoint_create
+from audits.reports.services import report_generate
+from governance.permissions import SYSTEM_USERNAME
+from governance.services import api_token_create
+from tests.test_permission_matrix import MEMBERS, ROLES, _path, _scenario
+
+# Examples per (operation, role): 88 operations, 8 roles and 6 examples (about 4,000 requests at
+# some 30 ms of CPU each to generate and answer, plus 40 s of setup, mostly importing Presidio for
+# the PII scans) keep the module near 3 minutes on 2 cores. More with the variable.
+MAX_EXAMPLES = int(os.environ.get("API_FUZZ_MAX_EXAMPLES", "6"))
+SEED = int(os.environ.get("API_FUZZ_SEED", "11"))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+schema = schemathesis.openapi.from_wsgi(
+    "/api/schema/?format=json",
+    # The Django handler itself (config.wsgi also runs the deployment checks, which need the
+    # signing key a session fixture makes after collection).
+    get_wsgi_application(),
+    config=schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {"max-examples": MAX_EXAMPLES},
+            # The coverage phase (boundary values of every field) has no bound on its number of
+            # cases: off by default, on for a deeper run. Stateful runs are not driven by pytest.
+            "phases": {"coverage": {"enabled": os.environ.get("API_FUZZ_COVERAGE_PHASE") == "1"}},
+        }
+    ),
+)
+
+FIGURES: dict[str, Any] = {"requests": Counter(), "statuses": Counter(), "failures": set(), "pairs": set()}
+WORLD: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Two projects with one of each object, a member per role in the first and a stranger per
+    role in the second, and each member's API token. Rolled back after the module."""
+    User = get_user_model()
+    # Django closes a connection at each request's start and end when it is not in autocommit:
+    # under the module's transaction that would end it. Its test client does the same.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        try:
+            people = {"system": User.objects.get(username=SYSTEM_USERNAME)}
+            members = {role: User.objects.create_user(username=f"fuzz-{role}") for role in MEMBERS}
+            strangers = {role: User.objects.create_user(username=f"fuzz-other-{role}") for role in MEMBERS}
+            own = _scenario("own", people, members)
+            other = _scenario("other", people, strangers)
+            report = report_generate(report_pk=own["report"])  # a finished run: its PDF answers 200
+            assert report is not None and report.state == "done", report and report.error
+            checkpoint_create()
+            headers = {
+                role: {"Authorization": f"Token {api_token_create(actor=user, user=user, name='fuzz')[1]}"}
+                for role, user in members.items()
+            }
+            WORLD.update(own=own, other=other, headers={"anonymous": {}, **headers})
+            started = time.monotonic()
+            yield WORLD
+            _report(request, time.monotonic() - started)
+        finally:
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+
+
+def _report(request: pytest.FixtureRequest, seconds: float) -> None:
+    requests: Counter[str] = FIGURES["requests"]
+    operations = {operation for operation, _ in FIGURES["pairs"]}
+    line = (
+        f"api fuzz: {len(operations)} operations, {sum(requests.values())} requests "
+        f"({', '.join(f'{role} {requests[role]}' for role in ROLES)}), "
+        f"answers {dict(sorted(FIGURES['statuses'].items()))}, "
+        f"{len(FIGURES['failures'])} failing operation-role pairs, {seconds:.0f} s"
+    )
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
+def _template_regex(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path)))
+
+
+def _objects_for(path: str, objects: dict[str, Any]) -> dict[str, Any]:
+    """The path parameters that name ``objects``' instance of what ``path`` addresses."""
+    route = path.lstrip("/").replace("{id}", "<int:pk>").replace("{slug}", "<slug:slug>")
+    route = route.replace("{index}", "<int:index>")
+    match = _template_regex(path).fullmatch(_path(route, objects))
+    assert match is not None, path
+    return {name: int(value) if value.isdigit() else value for name, value in match.groupdict().items()}
+
+
+@schema.hook
+def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: dict[str, Any]) -> Any:
+    """Half the calls address the caller's project's object, a quarter another project's."""
+    path = context.operation.path
+    if path_parameters is None:
+        return st.just(path_parameters)
+    own, other = _objects_for(path, WORLD["own"]), _objects_for(path, WORLD["other"])
+    return st.sampled_from([own, own, other, path_parameters]).map(lambda chosen: {**path_parameters, **chosen})
+
+
+@schema.parametrize()
+@pytest.mark.parametrize("role", ROLES)
+@hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck), database=None)
+def test_api_conforms_to_schema(case: schemathesis.Case, role: str, world: dict[str, Any], db: None) -> None:
+    FIGURES["pairs"].add((case.operation.label, role))
+    FIGURES["requests"][role] += 1
+    try:
+        response = case.call(headers=world["headers"][role])
+        FIGURES["statuses"][response.status_code] += 1
+        case.validate_response(response, checks=CHECKS)
+    except Exception:
+        FIGURES["failures"].add((case.operation.label, role))
+        raise
+
+
+def test_every_operation_was_called_by_every_role() -> None:
+    called = FIGURES["pairs"]
+    if not called:
+        pytest.skip("the fuzz tests did not run in this session")
+    expected = {(operation.label, role) for operation in _operations() for role in ROLES}
+    assert expected - called == set(), "operation-role pairs never called (deselected?)"
+
+
+def _operations() -> list[Any]:
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.django_db
+def test_a_path_no_api_route_matches_answers_the_json_error(client: Client) -> None:
+    response = client.get("/api/v1/approvals/not-a-number")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert client.get("/no-such-page").headers["Content-Type"].startswith("text/html")
