@@ -23,11 +23,11 @@ install: $(STAMP)
 up: install
 	$(PY) -m config.up
 
-# The whole suite twice: on the embedded default (SQLite, embedded broker), then in scale mode on
-# a real PostgreSQL and Redis that bin/scale-services starts on loopback (and stops).
+# The whole suite twice, both passes at once (bin/test-both): on the embedded default (SQLite,
+# embedded broker) and in scale mode on a real PostgreSQL and Redis that bin/scale-services
+# starts on loopback (and stops). test-embedded and test-scale run one pass each.
 test: install
-	$(PY) -m pytest
-	$(MAKE) --no-print-directory test-scale
+	PY=$(PY) bin/test-both
 
 test-embedded: install
 	$(PY) -m pytest
