@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -57,11 +59,18 @@ class ApiTokenAdmin(ReadOnlyAdmin):
         messages.success(request, f"Revoked {queryset.count()} token(s).")
 
 
+class DecisionActionForm(ActionForm):
+    # The ledger keeps the approver's reason with the decision: the officer writes it next to the
+    # action rather than leaving a generic note.
+    reason = forms.CharField(label="Reason:", required=False, max_length=500)
+
+
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(ProjectScopedAdmin):
     """The compliance officer's inbox: pending requests first, with the subject's digest, the
     requester's comment, the evidence recorded at submission and every decision with its ledger
-    index. Approve and reject call the same service as the API (the reason is the admin's note)."""
+    index. Approve and reject call the same service as the API, with the reason typed next to the
+    action (or, left blank, a note naming the admin)."""
 
     list_display = [
         "id",
@@ -81,6 +90,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
     readonly_fields = ["summary"]
     fields = ["summary"]
     actions = ["approve_selected", "reject_selected"]
+    action_form = DecisionActionForm
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Actions need change permission on the list; the form stays read-only.
@@ -111,11 +121,11 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
         from common.security_log import security_event
 
         done, refused = 0, []
+        reason = request.POST.get("reason", "").strip() or f"{decision}d in the admin by {request.user.get_username()}"
         for approval in queryset.filter(state=ApprovalState.PENDING):
             try:
                 approval_request_decide(
-                    actor=request.user, request_id=approval.pk, decision=decision,
-                    reason=f"{decision}d in the admin by {request.user.get_username()}",
+                    actor=request.user, request_id=approval.pk, decision=decision, reason=reason,
                 )  # fmt: skip
                 done += 1
             except DomainError as exc:

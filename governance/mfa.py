@@ -142,6 +142,8 @@ class MfaAdminSite(admin.AdminSite):
     site_header = "LLMOps governance"
     site_title = "LLMOps governance"
     index_title = "Approvals, inventory and the ledger"
+    # No public site stands behind the admin ("/" answers 404): no "View site" link.
+    site_url = None
 
     def has_permission(self, request: HttpRequest) -> bool:
         return super().has_permission(request) and user_is_verified(request.user)

@@ -82,7 +82,7 @@ import rfc8785
 import yaml
 from jsonschema import Draft202012Validator
 
-from audits.ledger.keys import KeyFileError, VerifierKey
+from audits.ledger.keys import KeyFileError, VerifierKey, load_verifier_keys
 from serving.grants import GrantError, check_statement, folder_weights_digest, parse_utc, verify_grant
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -570,20 +570,9 @@ class _Refused(Exception):
 def _read_verifier_keys(path: Path) -> list[VerifierKey]:
     """The verifier keys file as ``serving.server`` reads it: one key a line, ``#`` comments."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise _Refused(f"cannot read the verifier keys {path}: {exc.strerror or exc}") from None
-    keys = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            keys.append(VerifierKey.decode(line))
-        except KeyFileError as exc:
-            raise _Refused(f"verifier keys {path}, line {number}: {exc}") from None
-    if not keys:
-        raise _Refused(f"the verifier keys file {path} holds no key")
-    return keys
+        return load_verifier_keys(path)
+    except KeyFileError as exc:
+        raise _Refused(str(exc)) from None
 
 
 def verify_weights(grant: Path, verifier_keys: Path, weights: Path) -> dict[str, Any]:

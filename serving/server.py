@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from audits.ledger.keys import KeyFileError, VerifierKey
+from audits.ledger.keys import load_verifier_keys as read_verifier_keys
 from serving.grants import GrantError, folder_weights_digest, parse_utc, verify_grant
 from serving.guard import Guard, GuardResult, set_offline_environment
 
@@ -111,20 +112,9 @@ def _sha256(text: str) -> str:
 
 def load_verifier_keys(path: Path) -> list[VerifierKey]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise Refused(f"cannot read the verifier keys {path}: {exc.strerror or exc}") from None
-    keys = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            keys.append(VerifierKey.decode(line))
-        except KeyFileError as exc:
-            raise Refused(f"verifier keys {path}, line {number}: {exc}") from None
-    if not keys:
-        raise Refused(f"the verifier keys file {path} holds no key")
-    return keys
+        return read_verifier_keys(path)
+    except KeyFileError as exc:
+        raise Refused(str(exc)) from None
 
 
 def weights_snapshot(folder: Path) -> list[tuple[str, int, int, int]]:

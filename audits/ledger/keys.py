@@ -22,6 +22,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -151,23 +152,35 @@ def _check_permissions(path: Path) -> None:
         )
 
 
-def load_signer_keys(path: Path) -> list[SignerKey]:
-    """Read every signer key in ``path``; raises ``KeyFileError`` naming the file and the fault."""
-    _check_permissions(path)
+def _read_key_lines(path: Path, decode: Any, what: str) -> list[Any]:
+    """Decode one key a line (blank lines and ``#`` comments skipped); ``KeyFileError`` names the
+    file and the line at fault."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise KeyFileError(f"cannot read signing key file {path}: {exc.strerror or exc}") from None
-    keys: list[SignerKey] = []
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    keys = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            keys.append(SignerKey.decode(line))
+            keys.append(decode(line))
         except KeyFileError as exc:
-            raise KeyFileError(f"{path}, line {number}: {exc}") from None
+            raise KeyFileError(f"{what} {path}, line {number}: {exc}") from None
     if not keys:
-        raise KeyFileError(f"signing key file {path} holds no key")
+        raise KeyFileError(f"the {what} {path} holds no key")
+    return keys
+
+
+def load_verifier_keys(path: Path) -> list[VerifierKey]:
+    """Read a file of verifier keys (``<name>+<key id hex>+<base64 key>``, one a line)."""
+    return _read_key_lines(path, VerifierKey.decode, "verifier keys file")
+
+
+def load_signer_keys(path: Path) -> list[SignerKey]:
+    """Read every signer key in ``path``; raises ``KeyFileError`` naming the file and the fault."""
+    _check_permissions(path)
+    keys: list[SignerKey] = _read_key_lines(path, SignerKey.decode, "signing key file")
     ids = [(k.name, k.key_id) for k in keys]
     if len(set(ids)) != len(ids):
         raise KeyFileError(f"signing key file {path} holds the same key twice")
