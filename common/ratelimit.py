@@ -22,16 +22,24 @@ from rest_framework.throttling import BaseThrottle
 logger = logging.getLogger("common.ratelimit")
 
 
-def client_ip(request: HttpRequest) -> str:
+def client_ip(request: HttpRequest) -> str | None:
     """The client's address: ``REMOTE_ADDR``, or behind ``TRUSTED_PROXY_COUNT`` proxies the entry
-    they appended to ``X-Forwarded-For`` (entries left of it are whatever the client sent)."""
+    they appended to ``X-Forwarded-For`` (entries left of it are whatever the client sent).
+    ``None`` when there is none or it is not an IP address (django-axes stores it in an address
+    column, which PostgreSQL checks)."""
+    import ipaddress
+
+    address = request.META.get("REMOTE_ADDR")
     proxies = settings.TRUSTED_PROXY_COUNT
     if proxies:
         forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [part for part in forwarded if part]
         if len(forwarded) >= proxies:
-            return forwarded[-proxies]
-    return request.META.get("REMOTE_ADDR") or "unknown"
+            address = forwarded[-proxies]
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
 
 
 def _usage(request: Any, *, group: str, value: str, rate: str, increment: bool) -> dict[str, Any] | None:
@@ -57,7 +65,8 @@ class ApiRateLimit(BaseThrottle):
             return True
         rate = settings.API_RATE_LIMITS[group]
         user = getattr(request, "user", None)
-        value = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{client_ip(request)}"
+        who = f"user:{user.pk}" if user is not None and user.is_authenticated else None
+        value = who or f"ip:{client_ip(request) or 'unknown'}"
         usage = _usage(request, group=f"api.{group}", value=value, rate=rate, increment=True)
         if usage is None or not usage["should_limit"]:
             return True
@@ -83,7 +92,7 @@ class LockedOut(exceptions.Throttled):
 
 
 def _token_lockout_keys(request: Any, prefix: str) -> list[tuple[str, str]]:
-    keys = [("auth.token.ip", client_ip(request))]
+    keys = [("auth.token.ip", client_ip(request) or "unknown")]
     if prefix:
         keys.append(("auth.token.prefix", prefix))
     return keys
