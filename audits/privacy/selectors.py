@@ -21,25 +21,7 @@ READER_ROLES = frozenset({Role.COMPLIANCE_OFFICER, Role.AUDITOR})
 
 def privacy_projects(*, user: Any) -> QuerySet[Project]:
     """Projects where ``user`` is a compliance officer or an auditor; platform admins see all."""
-    if is_platform_admin(user):
-        return Project.objects.all()
-    if not user.is_authenticated or not user.is_active:
-        return Project.objects.none()
-    from django.contrib.contenttypes.models import ContentType
-    from django.db.models import IntegerField, Q
-    from django.db.models.functions import Cast
-    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
-
-    where = {
-        "content_type": ContentType.objects.get_for_model(Project),
-        "permission__codename__in": [role.codename for role in READER_ROLES],
-    }
-    direct = get_user_obj_perms_model().objects.filter(user=user, **where)
-    through_groups = get_group_obj_perms_model().objects.filter(group__user=user, **where)
-    return Project.objects.filter(
-        Q(pk__in=direct.values(pk_int=Cast("object_pk", IntegerField())))
-        | Q(pk__in=through_groups.values(pk_int=Cast("object_pk", IntegerField())))
-    )
+    return project_list(user=user, roles=READER_ROLES)
 
 
 def require_reader(*, user: Any, project: Project) -> None:
