@@ -19,6 +19,17 @@ from serving.selectors import inference_log_path
 from serving.services import deployment_digest, deployment_promote, deployment_request
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _own_serving_root(settings: Any, tmp_path: Any) -> None:
+    """These tests run in-process (no worker): their deployment folders and logs stay in the test's
+    own folder, so a later test whose deployment gets the same id (ids restart after a flush)
+    finds none of them."""
+    settings.SERVING_ROOT = tmp_path / "serving"
+    settings.SERVING_ROOT.mkdir()
+
+
 TARGET = {"max_tokens": 16, "max_prompt_chars": 500}
 GUARD = {"mode": "redact", "entities": ["EMAIL_ADDRESS", "CREDIT_CARD"]}
 
