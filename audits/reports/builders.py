@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from audits.reports.models import ReportKind, ReportRun
@@ -99,16 +98,14 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
     if run.project:
         requests = requests.filter(project=run.project)
     requests = list(requests.order_by("created_at"))
-    by_key = {(r.subject_type, r.subject_id): r for r in requests}
-    requested_at: dict[int, int] = {}
+    in_period = {r.pk for r in requests}
+    requested_at: dict[int, int] = {}  # request -> its approval.requested entry
     for entry in _entries(size, action="approval.requested", created_at__gte=start, created_at__lt=end).only(
-        "index", "subject_type", "subject_id", "body"
+        "index", "body"
     ):
-        match = by_key.get((entry.subject_type, entry.subject_id))
         request_pk = _payload(entry).get("request")
-        for r in requests:
-            if r.pk == request_pk or (request_pk is None and match is r):
-                requested_at.setdefault(r.pk, entry.index)
+        if request_pk in in_period:
+            requested_at.setdefault(request_pk, entry.index)
     request_rows = [
         [r.pk, r.project.slug, r.action, f"{r.subject_type} {r.subject_id}", _short(r.subject_digest),
          r.requester.username, r.state, _day(r.created_at), _day(r.closed_at), _short(r.policy_hash)]
@@ -126,17 +123,10 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
     ]  # fmt: skip
 
     progress(45, "reading refusals, break-glass approvals and waivers")
-    subjects = Q()
-    for r in requests:
-        subjects |= Q(subject_type=r.subject_type, subject_id=r.subject_id)
-    refusals = (
-        list(_entries(size, action="separation_of_duties.refused", created_at__gte=start, created_at__lt=end)
-             .filter(subjects)) if requests else []
-    )  # fmt: skip
-    if not run.project:
-        refusals = list(
-            _entries(size, action="separation_of_duties.refused", created_at__gte=start, created_at__lt=end)
-        )
+    refusals = list(_entries(size, action="separation_of_duties.refused", created_at__gte=start, created_at__lt=end))
+    if run.project:  # refusals on the project's requests, whenever those were made
+        project_requests = set(ApprovalRequest.objects.filter(project=run.project).values_list("pk", flat=True))
+        refusals = [e for e in refusals if _payload(e).get("request") in project_requests]
     refusal_rows = [
         [_payload(e).get("request"), e.actor_name, _payload(e).get("code"), _payload(e).get("message"),
          _day(e.created_at)]
@@ -342,7 +332,6 @@ def _model_facts(run: ReportRun, size: int) -> dict[str, Any]:
     from audits.checks.models import BiasEvaluation, SecurityScan
     from registry.models import ModelVersion
     from serving.models import Deployment
-    from training.models import FineTuneRun
 
     version = ModelVersion.objects.select_related("model__project", "base__model", "created_by").get(
         pk=run.model_version_id
@@ -350,7 +339,6 @@ def _model_facts(run: ReportRun, size: int) -> dict[str, Any]:
     return {
         "version": version,
         "datasets": list(version.dataset_versions.select_related("dataset").order_by("dataset__slug", "number")),
-        "runs": list(FineTuneRun.objects.filter(output_id=version.pk)) if hasattr(FineTuneRun, "output") else [],
         "scans": list(SecurityScan.objects.filter(model_version=version).order_by("created_at")),
         "evaluations": list(BiasEvaluation.objects.filter(model_version=version).order_by("created_at")),
         "deployments": list(Deployment.objects.filter(model_version=version).prefetch_related("log_segments")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +268,6 @@ class ReportCheck:
     kind: str = ""
     checkpoint_size: int | None = None
     cited: int = 0
-    details: list[str] = field(default_factory=list)
 
 
 def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) -> ReportCheck:
