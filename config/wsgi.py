@@ -22,3 +22,11 @@ require_valid_profiles()
 from django.urls import get_resolver  # noqa: E402
 
 get_resolver().url_patterns  # noqa: B018  (the attribute loads the URLconf)
+
+# Everything loaded so far lives as long as the worker: move it out of the garbage collector's
+# generations, so a collection walks only what requests allocate (measured: a collection over the
+# whole loaded Django, DRF and project heap cost several milliseconds inside random requests).
+import gc  # noqa: E402
+
+gc.collect()
+gc.freeze()

@@ -16,6 +16,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from audits.ledger.services import Subject, ledger_append
+from common.db import rows
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import ApiToken, Project, ServiceAccount
 from governance.permissions import SYSTEM_USERNAME, can_administer, is_platform_admin, project_roles_held
@@ -167,7 +168,15 @@ def api_token_authenticate(token: str) -> ApiToken | None:
     parts = token.split("_", 2)  # the secret part may itself hold "_"
     if len(parts) != 3 or parts[0] != settings.API_TOKEN_PREFIX:
         return None
-    row = ApiToken.objects.select_related("user").filter(prefix=parts[1]).first()
+    # Every API request runs this: one hand-written join (common/db/rows.py), not a queryset.
+    found = rows.fetch(
+        f"SELECT {rows.columns(ApiToken, 't')}, {rows.columns(User, 'u')} FROM {rows.table(ApiToken)} t "  # noqa: S608 (names from model metadata)
+        f"INNER JOIN {rows.table(User)} u ON u.id = t.user_id WHERE t.prefix = %s",
+        [parts[1]],
+    )
+    row = rows.load(ApiToken, found[0]) if found else None
+    if row is not None:
+        rows.attach(row, "user", rows.load(User, found[0], rows.width(ApiToken)))
     if row is None or not hmac.compare_digest(row.digest, _token_digest(token)):
         return None
     now = timezone.now()
@@ -200,7 +209,8 @@ def _policy_set_in_force() -> Any:
     from governance.policy import current_policy_set
 
     policies = current_policy_set()
-    if not PolicySetRecord.objects.filter(hash=policies.hash).exists():
+    recorded = rows.fetch(f"SELECT 1 FROM {rows.table(PolicySetRecord)} WHERE hash = %s", [policies.hash])  # noqa: S608 (names from model metadata)
+    if not recorded:
         system = User.objects.get(username=SYSTEM_USERNAME)
         with transaction.atomic():
             PolicySetRecord.objects.create(hash=policies.hash, files=policies.files)
@@ -323,6 +333,48 @@ def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisio
         raise
 
 
+def _approval_request_locked(request_id: int) -> Any:
+    """The request with its project and requester, its row locked for this transaction (on SQLite
+    the transaction already holds the database's write lock). The decision's hot path: hand-written
+    (common/db/rows.py) rather than a queryset compiled on every call."""
+    from django.db import connection
+
+    from governance.models import ApprovalRequest
+
+    lock = " FOR UPDATE OF r" if connection.features.has_select_for_update_of else ""
+    found = rows.fetch(
+        f"SELECT {rows.columns(ApprovalRequest, 'r')}, {rows.columns(Project, 'p')}, {rows.columns(User, 'u')} "  # noqa: S608 (names from model metadata)
+        f"FROM {rows.table(ApprovalRequest)} r INNER JOIN {rows.table(Project)} p ON p.id = r.project_id "
+        f"INNER JOIN {rows.table(User)} u ON u.id = r.requester_id WHERE r.id = %s{lock}",
+        [request_id],
+    )
+    if not found:
+        return None
+    request = rows.load(ApprovalRequest, found[0])
+    rows.attach(request, "project", rows.load(Project, found[0], rows.width(ApprovalRequest)))
+    rows.attach(request, "requester", rows.load(User, found[0], rows.width(ApprovalRequest) + rows.width(Project)))
+    return request
+
+
+def _approval_decisions(request: Any) -> list[Any]:
+    """The request's decisions in order, each with its approver (as ``_approval_request_locked``)."""
+    from governance.models import ApprovalDecision
+
+    found = rows.fetch(
+        f"SELECT {rows.columns(ApprovalDecision, 'd')}, {rows.columns(User, 'u')} "  # noqa: S608 (names from model metadata)
+        f"FROM {rows.table(ApprovalDecision)} d "
+        f"INNER JOIN {rows.table(User)} u ON u.id = d.approver_id WHERE d.request_id = %s ORDER BY d.created_at, d.id",
+        [request.pk],
+    )
+    decisions = []
+    for row in found:
+        decision = rows.load(ApprovalDecision, row)
+        rows.attach(decision, "approver", rows.load(User, row, rows.width(ApprovalDecision)))
+        rows.attach(decision, "request", request)
+        decisions.append(decision)
+    return decisions
+
+
 def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
     """Approve (fill one slot) or reject a pending request.
 
@@ -332,7 +384,7 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
     holds; the approver holds a role with an open slot. A decision that fills the last slot
     approves the request; a rejection closes it.
     """
-    from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState
+    from governance.models import ApprovalDecision, ApprovalState
     from governance.subjects import subject_type as get_type
 
     if decision not in ("approve", "reject"):
@@ -340,12 +392,7 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
     if not reason.strip():
         raise DomainError("invalid_input", "a decision needs a reason", fields={"reason": ["may not be blank"]})
     with transaction.atomic():
-        request = (
-            ApprovalRequest.objects.select_for_update(of=("self",))
-            .select_related("project", "requester")
-            .filter(pk=request_id)
-            .first()
-        )
+        request = _approval_request_locked(request_id)
         if request is None:
             raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
         # Who may decide comes before the request's state: a caller without a slot's role learns
@@ -367,7 +414,7 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
             raise Conflict("request_closed", f"request {request.pk} is {request.state}")
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
-        decisions = list(request.decisions.select_related("approver"))
+        decisions = _approval_decisions(request)
         if any(d.approver_id == actor.pk for d in decisions):
             raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
         kind = get_type(request.subject_type)
