@@ -161,6 +161,23 @@ def _wipe_ledger_after_transactional_tests(request: pytest.FixtureRequest) -> It
 
 
 @pytest.fixture
+def security_events() -> Iterator[list[dict[str, Any]]]:
+    """The security events (common/security_log.py) logged while the test runs, as their fields."""
+    import logging
+
+    events: list[dict[str, Any]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append({k: v for k, v in vars(record).items() if k not in ("msg", "args", "exc_info")})
+
+    handler, security = Collect(), logging.getLogger("security")
+    security.addHandler(handler)
+    yield events
+    security.removeHandler(handler)
+
+
+@pytest.fixture
 def people(db: None) -> dict[str, Any]:
     """A project and one person per working role in it, all made through the services."""
     from django.contrib.auth import get_user_model

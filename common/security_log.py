@@ -10,7 +10,9 @@ Events: ``auth.login.succeeded``, ``auth.login.failed``, ``auth.logout`` (``auth
 session or token), ``authz.denied`` (401, 403, and 404 for what the caller may not see: a hidden
 object and a missing one answer alike, so both are logged), ``approval.decision.denied`` and
 ``approval.request.denied`` (a view's ``denied_event``; other refused commands log
-``request.denied``), ``ratelimit.exceeded`` (429).
+``request.denied``), ``ratelimit.exceeded`` (429), ``auth.mfa.succeeded`` and ``auth.mfa.failed``
+(the admin's second factor: verification and enrolment, ``auth_method`` totp). The admin's actions
+log their refusals as the API does (``refusal``).
 
 Never logged: a password, a token or any part of it (a token is named by its row id), a session
 id, a cookie, the Authorization header, a request body, a query string. A login that fails for a
@@ -108,6 +110,30 @@ def api_refusal(context: dict[str, Any], *, status: int, code: str, domain: bool
     security_event(
         event, outcome="denied", reason=code, request=request, user=request_user(request), status=status,
         view=type(view).__name__ if view is not None else None,
+    )  # fmt: skip
+
+
+def refusal(request: Any, exc: Any, *, event: str = "request.denied", **fields: Any) -> None:
+    """Log a service's refusal (a ``DomainError``) of a command that did not come through the API,
+    such as an admin action, as ``api_refusal`` logs the API's: a 404 and a 403 without a named
+    ``event`` are ``authz.denied``; 409 and 422 are ``event``; other statuses (400) are not
+    refusals of the caller's rights and are not logged."""
+    status = exc.status_code
+    if status not in _REFUSAL_STATUSES and status != 404:
+        return
+    named = status in _REFUSAL_STATUSES and (status != 403 or event != "request.denied")
+    security_event(
+        event if named else "authz.denied", outcome="denied", reason=exc.code, request=request,
+        user=request_user(request), status=status, **fields,
+    )  # fmt: skip
+
+
+def mfa_attempt(request: Any, user: Any, *, succeeded: bool, step: str) -> None:
+    """A second-factor code offered at the admin's ``step`` (``verify`` or ``enrol``)."""
+    security_event(
+        "auth.mfa.succeeded" if succeeded else "auth.mfa.failed", outcome="success" if succeeded else "failure",
+        reason=step if succeeded else "invalid_code", request=request, user=user,
+        level=logging.INFO if succeeded else logging.WARNING, auth_method="totp", step=step,
     )  # fmt: skip
 
 

@@ -118,7 +118,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest], decision: str) -> None:
         from common.errors import DomainError
-        from common.security_log import security_event
+        from common.security_log import refusal
 
         done, refused = 0, []
         reason = request.POST.get("reason", "").strip() or f"{decision}d in the admin by {request.user.get_username()}"
@@ -130,10 +130,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
                 done += 1
             except DomainError as exc:
                 refused.append(f"#{approval.pk}: {exc.message}")
-                security_event(
-                    "approval.decision.denied", outcome="denied", reason=exc.code, request=request,
-                    user=request.user, status=exc.status_code, approval_request=approval.pk,
-                )  # fmt: skip
+                refusal(request, exc, event="approval.decision.denied", approval_request=approval.pk)
         if done:
             messages.success(request, f"{decision.capitalize()}d {done} request(s).")
         for line in refused:

@@ -18,7 +18,6 @@ reset with ``manage.py mfa_reset USERNAME``, after which the next sign-in enrols
 
 from __future__ import annotations
 
-import logging
 from base64 import b32encode
 from collections.abc import Callable
 from typing import Any
@@ -45,8 +44,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audits.ledger.services import Subject, ledger_append
 from common.errors import DomainError
-
-logger = logging.getLogger("governance.mfa")
+from common.security_log import mfa_attempt
 
 
 def user_is_verified(user: Any) -> bool:
@@ -208,11 +206,11 @@ class MfaAdminSite(admin.AdminSite):
         form = CodeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             device = match_token(user, form.cleaned_data["token"])
+            mfa_attempt(request, user, succeeded=device is not None, step="verify")
             if device is not None:
                 otp_login(request, device)
                 request.session.cycle_key()
                 return HttpResponseRedirect(self._next(request))
-            logger.warning("admin second factor refused", extra={"path": request.path})
             form.add_error("token", "That code is not valid. Try the next code (after several tries, wait a little).")
         context = self._context(request, title="Second factor", form=form)
         return TemplateResponse(request, "admin/mfa/verify.html", context)
@@ -228,6 +226,7 @@ class MfaAdminSite(admin.AdminSite):
         form = CodeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             codes = staff_totp_enrolment_confirm(user=user, device=device, token=form.cleaned_data["token"])
+            mfa_attempt(request, user, succeeded=codes is not None, step="enrol")
             if codes is not None:
                 device.refresh_from_db()
                 otp_login(request, device)

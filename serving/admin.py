@@ -10,6 +10,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
 from common.errors import DomainError
+from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
 from serving.models import Deployment
 
@@ -85,6 +86,7 @@ class DeploymentAdmin(ProjectScopedAdmin):
             try:
                 deployment_retire(actor=request.user, deployment=deployment, reason="retired in the admin")
             except DomainError as exc:
+                refusal(request, exc, deployment=deployment.pk)
                 messages.error(request, f"deployment {deployment.pk}: {exc.message}")
             else:
                 messages.success(request, f"deployment {deployment.pk}: retired")

@@ -13,6 +13,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
 from common.errors import DomainError
+from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
 from training.models import FineTuneRun, GpuQuota
 
@@ -70,6 +71,7 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
             try:
                 fine_tune_run_cancel(actor=request.user, run=run, reason="cancelled in the admin")
             except DomainError as exc:
+                refusal(request, exc, fine_tune_run=run.pk)
                 messages.error(request, f"run {run.pk}: {exc.message}")
             else:
                 messages.success(request, f"run {run.pk}: cancelled (a running run stops at its next heartbeat)")

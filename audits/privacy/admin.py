@@ -16,6 +16,7 @@ from audits.privacy.models import DataSubjectRequest, DeadlineFlag, LegalHold, M
 from audits.privacy.selectors import privacy_projects
 from common.admin import ReadOnlyAdmin
 from common.errors import DomainError
+from common.security_log import refusal
 
 FLAG_COLOURS = {DeadlineFlag.ON_TIME: "#2e7d32", DeadlineFlag.DUE_SOON: "#ef6c00", DeadlineFlag.OVERDUE: "#c62828"}
 
@@ -35,6 +36,7 @@ class PrivacyAdmin(ReadOnlyAdmin):
             try:
                 call(obj)
             except DomainError as exc:
+                refusal(request, exc, object_type=obj._meta.label_lower, object_id=obj.pk)
                 messages.error(request, f"{obj}: {exc.message}")
             else:
                 messages.success(request, f"{obj}: {done}")

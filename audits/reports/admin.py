@@ -18,6 +18,7 @@ from audits.reports.models import ReportKind, ReportRun, ReportState
 from audits.reports.selectors import READERS
 from common.admin import ReadOnlyAdmin
 from common.errors import DomainError
+from common.security_log import refusal
 from governance.models import Project
 from governance.selectors import project_list
 
@@ -88,6 +89,7 @@ class ReportRunAdmin(ReadOnlyAdmin):
                         period_start=data["period_start"], period_end=data["period_end"],
                     )  # fmt: skip
                 except DomainError as exc:
+                    refusal(request, exc, report_kind=data["kind"])
                     form.add_error(None, exc.message)
                 else:
                     messages.success(request, f"Report {run.report_id} queued; its progress shows below.")
@@ -102,6 +104,7 @@ class ReportRunAdmin(ReadOnlyAdmin):
         try:
             pdf = report_pdf(run)
         except DomainError as exc:
+            refusal(request, exc, report_run=run.pk)
             messages.error(request, exc.message)
             return HttpResponseRedirect(reverse("admin:reports_reportrun_changelist"))
         import io

@@ -45,7 +45,9 @@ def _code(device: TOTPDevice, steps_ahead: int = 0) -> str:
     return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead):06d}"
 
 
-def test_first_sign_in_enrols_an_authenticator_and_the_second_asks_for_a_code(officer: Any) -> None:
+def test_first_sign_in_enrols_an_authenticator_and_the_second_asks_for_a_code(
+    officer: Any, security_events: list[dict[str, Any]]
+) -> None:
     client = Client()
     signed_in = _password(client, officer.username)
     assert signed_in.status_code == 302 and signed_in["Location"].startswith("/admin/mfa/verify/?next=")
@@ -96,6 +98,18 @@ def test_first_sign_in_enrols_an_authenticator_and_the_second_asks_for_a_code(of
     location = _password(fourth, officer.username)["Location"]
     assert fourth.post(location, {"token": backup_codes[0]}).status_code == 200  # used up
     assert fourth.get("/admin/").status_code == 302
+
+    # Every code offered is a security event (ASVS V16): who, which step, and whether it passed.
+    enrol, verify_path = "/admin/mfa/enrol/", "/admin/mfa/verify/"
+    mfa_events = [e for e in security_events if e["event"].startswith("auth.mfa.")]
+    assert [(e["event"], e["reason"], e["step"], e["path"]) for e in mfa_events] == [
+        ("auth.mfa.failed", "invalid_code", "enrol", enrol), ("auth.mfa.succeeded", "enrol", "enrol", enrol),
+        ("auth.mfa.failed", "invalid_code", "verify", verify_path),
+        ("auth.mfa.succeeded", "verify", "verify", verify_path),
+        ("auth.mfa.succeeded", "verify", "verify", verify_path),
+        ("auth.mfa.failed", "invalid_code", "verify", verify_path),
+    ]  # fmt: skip
+    assert {e["user_id"] for e in mfa_events} == {officer.pk}
 
 
 def test_a_lost_authenticator_is_reset_by_a_platform_admin_and_enrolled_again(

@@ -59,7 +59,7 @@ def test_the_quota_shows_in_the_api(ready: dict[str, Any]) -> None:
 
 
 def test_compliance_officers_see_runs_and_quotas_in_the_admin_and_cancel_through_the_service(
-    ready: dict[str, Any], client: Client
+    ready: dict[str, Any], client: Client, security_events: list[dict[str, Any]]
 ) -> None:
     gpu_quota_set(actor=ready["platform-admin"], project=ready["project"], gpu_hours=12, reason="pilot")
     run = approve_run(ready, request_run(ready))
@@ -83,6 +83,14 @@ def test_compliance_officers_see_runs_and_quotas_in_the_admin_and_cancel_through
     assert response.status_code == 200
     run.refresh_from_db()
     assert run.state == "cancelled" and run.cancelled_by == ready["platform-admin"]
+    assert Entry.objects.filter(action="fine_tune_run.cancelled", subject_id=str(run.pk)).count() == 1
+    # Cancelling it again is refused, shown, and logged as the API logs a refusal (ASVS V16).
+    again = client.post("/admin/training/finetunerun/", {"action": "cancel", "_selected_action": [run.pk]}, follow=True)
+    assert again.status_code == 200 and f"Run {run.pk}: run {run.pk} is cancelled".encode() in again.content
+    denied = [e for e in security_events if e["event"] == "request.denied"]
+    assert [(e["fine_tune_run"], e["user_id"], e["status"], e["path"]) for e in denied] == [
+        (run.pk, ready["platform-admin"].pk, 409, "/admin/training/finetunerun/")
+    ]
     assert Entry.objects.filter(action="fine_tune_run.cancelled", subject_id=str(run.pk)).count() == 1
 
 

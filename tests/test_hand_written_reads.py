@@ -1,0 +1,109 @@
+"""The decision's hot path reads rows with hand-written SQL (common/db/rows.py): what it builds must
+be exactly what the ORM builds, on both databases, for every field type the models use (JSON,
+aware datetimes, booleans, nulls), and a lookup must refuse what the ORM would refuse."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Model
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from governance.models import ApiToken, ApprovalDecision, ApprovalRequest
+from governance.permissions import project_roles_held
+from governance.roles import Role
+from governance.services import (
+    _approval_decisions,
+    _approval_request_locked,
+    api_token_authenticate,
+    api_token_create,
+    approval_request_decide,
+    project_role_grant,
+)
+from registry.governed import _dataset_version
+from registry.models import DatasetVersion
+from tests.test_approvals import _submit, _version
+
+
+def _same(loaded: Model, expected: Model) -> None:
+    assert type(loaded) is type(expected)
+    assert loaded._state.adding is False and loaded._state.db == expected._state.db
+    for field in expected._meta.concrete_fields:
+        got, want = getattr(loaded, field.attname), getattr(expected, field.attname)
+        assert (got, type(got)) == (want, type(want)), field.name
+
+
+@pytest.mark.django_db
+def test_request_decisions_token_and_version_load_as_the_orm_loads_them(people: dict[str, Any]) -> None:
+    version = _version(people)
+    request = _submit(people, version)
+    second = get_user_model().objects.create_user(username="second-steward")
+    project_role_grant(
+        actor=people["system"], project=people["project"], user=second, role=Role.DATA_STEWARD, reason="test setup"
+    )
+    # Two slots: one decision leaves the request pending, with a decision row to read back.
+    rule = {**request.rule, "approvals": [{"role": "data_steward", "count": 2}], "nested": {"ü": [1, 2.5, None, True]}}
+    ApprovalRequest.objects.filter(pk=request.pk).update(
+        rule=rule,
+        expires_at=timezone.now() + timedelta(days=3),
+    )
+    approval_request_decide(actor=people["data_steward"], request_id=request.pk, decision="approve", reason="ok")
+
+    loaded = _approval_request_locked(request.pk)
+    expected = ApprovalRequest.objects.select_related("project", "requester").get(pk=request.pk)
+    _same(loaded, expected)
+    _same(loaded.project, expected.project)
+    _same(loaded.requester, expected.requester)
+    assert loaded.rule["nested"] == {"ü": [1, 2.5, None, True]} and loaded.expires_at.tzinfo is not None
+    assert loaded.closed_at is None
+    assert _approval_request_locked(request.pk + 1000) is None
+
+    decisions = _approval_decisions(loaded)
+    expected_decisions = list(ApprovalDecision.objects.filter(request=request).order_by("created_at", "id"))
+    assert len(decisions) == len(expected_decisions) == 1
+    _same(decisions[0], expected_decisions[0])
+    _same(decisions[0].approver, expected_decisions[0].approver)
+    assert decisions[0].request is loaded
+
+    token_row, token = api_token_create(
+        actor=people["system"], user=people["auditor"], name="t", expires_at=timezone.now() + timedelta(days=1)
+    )
+    api_token_authenticate(token)  # the first use stamps last_used_at; the second reads it back
+    authenticated = api_token_authenticate(token)
+    assert authenticated.last_used_at is not None
+    _same(authenticated, ApiToken.objects.get(pk=token_row.pk))
+    _same(authenticated.user, people["auditor"])
+    assert api_token_authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+
+    found = _dataset_version(str(version.pk))
+    expected_version = DatasetVersion.objects.select_related("dataset__project").get(pk=version.pk)
+    _same(found, expected_version)
+    _same(found.dataset, expected_version.dataset)
+    _same(found.dataset.project, expected_version.dataset.project)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pk", ["", "-1", "1.0", " 1", "\u0661", "\u00b2", str(2**63), "1e3"])
+def test_a_version_id_the_orm_would_refuse_finds_nothing(people: dict[str, Any], pk: str) -> None:
+    _version(people)
+    assert _dataset_version(pk) is None
+
+
+@pytest.mark.django_db
+def test_roles_held_through_user_and_group_permissions(people: dict[str, Any]) -> None:
+    project = people["project"]
+    user = get_user_model().objects.create_user(username="grouped")
+    assert project_roles_held(user, project) == set()
+    group = Group.objects.create(name="reviewers")
+    user.groups.add(group)
+    assign_perm(Role.AUDITOR.codename, group, project)  # a group grant (as an operator might set up)
+    assign_perm(Role.DATA_STEWARD.codename, user, project)
+    assert project_roles_held(user, project) == {Role.AUDITOR, Role.DATA_STEWARD}
+    other = get_user_model().objects.create_user(username="outsider")
+    assert project_roles_held(other, project) == set()
+    assert project_roles_held(people["auditor"], project) == {Role.AUDITOR}
