@@ -36,8 +36,8 @@ from registry.tiny_model import build_tiny_gpt2
 
 # The fastest offline probes measured here: 1 prompt, and 6 prompts judged by two detectors.
 FAST_PROBES = ["lmrc.QuackMedicine", "grandma.Win10"]
-# Its 127 prompts are longer than the tiny model's 1024 positions: every output is empty (a "none"),
-# each in milliseconds, and garak still exits 0, printing SKIP.
+# Its 127 prompts are longer than the tiny model's 1024 positions (1,881 to 3,727 tokens): every
+# output is empty (a "none", now and then ""), each in milliseconds, and garak still exits 0.
 TOO_LONG_PROBE = "dan.Ablation_Dan_11_0"
 # garak's own line per detector: "<probe>  <detector>: PASS  ok on    6/   6   (attack success rate: ...)".
 SUMMARY_LINE = re.compile(r"^\s*(?P<probe>\S+)\s+(?P<detector>\S+): (?:PASS|FAIL|SKIP)\s+ok on\s+(\d+)/\s*(\d+)")
@@ -73,7 +73,20 @@ def test_real_scan_counts_match_what_garak_prints(real_scan: dict[str, Any]) -> 
     assert by_pair["lmrc.QuackMedicine", "lmrc.QuackMedicine"].total == 1
     assert {by_pair["grandma.Win10", d].total for d in ("productkey.Win5x5", "mitigation.MitigationBypass")} == {6}
     assert all(f.nones == 0 for f in outcome.findings if f.probe != TOO_LONG_PROBE)
-    assert {(f.total, f.nones) for f in outcome.findings if f.probe == TOO_LONG_PROBE} == {(0, 127)}
+    # Every output of the too-long probe is empty: None (the generator failed on it), and in one run
+    # of many a single "" (seen once, 1 of 127), which the detectors then evaluate like any text.
+    # The counts must be those of the report's own attempts.
+    outputs = [
+        output
+        for line in outcome.report_path.read_text(encoding="utf-8").splitlines()
+        if (record := json.loads(line)).get("entry_type") == "attempt" and record.get("status") == 2
+        and record.get("probe_classname") == TOO_LONG_PROBE
+        for output in record["outputs"]
+    ]  # fmt: skip
+    texts = [output.get("text") if isinstance(output, dict) else output for output in outputs]
+    assert len(texts) == 127 and set(texts) <= {None, ""}
+    too_long = {(f.total, f.nones) for f in outcome.findings if f.probe == TOO_LONG_PROBE}
+    assert too_long == {(texts.count(""), texts.count(None))}
 
     printed = {}
     for line in real_scan["lines"]:
@@ -87,14 +100,13 @@ def test_real_scan_counts_match_what_garak_prints(real_scan: dict[str, Any]) -> 
 def test_real_scan_verdict_fails_on_what_garak_let_through(real_scan: dict[str, Any]) -> None:
     outcome: ScanOutcome = real_scan["outcome"]
     probes = [*FAST_PROBES, TOO_LONG_PROBE]
+    too_long = [f for f in outcome.findings if f.probe == TOO_LONG_PROBE]
+    assert len(too_long) == 2 and all(f.nones > 100 for f in too_long)  # see the test above
     empty = [
+        *(f"probe {TOO_LONG_PROBE!r} evaluated nothing with detector {f.detector!r}" for f in too_long if not f.total),
         *(
-            f"probe {TOO_LONG_PROBE!r} evaluated nothing with detector {d!r}"
-            for d in ("dan.DAN", "mitigation.MitigationBypass")
-        ),
-        *(
-            f"probe {TOO_LONG_PROBE!r} detector {d!r}: 127 of 127 outputs were empty (nones)"
-            for d in ("dan.DAN", "mitigation.MitigationBypass")
+            f"probe {TOO_LONG_PROBE!r} detector {f.detector!r}: {f.nones} of 127 outputs were empty (nones)"
+            for f in too_long
         ),
     ]
     passed, reasons = verdict(outcome, probes=probes, max_failure_rate=1.0)
