@@ -451,10 +451,12 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
             payload={"request": request.pk, "decision": decision, "role": role, "reason": reason,
                      "state": new_state, "filled": filled},
         )  # fmt: skip
-        decisions.append(ApprovalDecision.objects.create(
+        made = ApprovalDecision(
             request=request, approver=actor, role=role, decision=decision, reason=reason,
             subject_digest=request.subject_digest, policy_hash=policy_hash, ledger_index=appended.index,
-        ))  # fmt: skip
+        )  # fmt: skip
+        rows.insert(made)  # ApprovalDecision.objects.create, without compiling the query
+        decisions.append(made)
         # The answer shows the decisions: hand them over as a filled prefetch cache (what
         # prefetch_related leaves behind) rather than read them again after the commit.
         loaded = request.decisions.all()
@@ -462,7 +464,7 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
         request._prefetched_objects_cache = {"decisions": loaded}
         if new_state != request.state:
             request.state, request.closed_at = new_state, timezone.now()
-            request.save(update_fields=["state", "closed_at"])
+            rows.update(request, ["state", "closed_at"])
             if new_state == ApprovalState.APPROVED:
                 _on_approved(request, actor)
     return request

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from common.db import rows
 from governance.models import ApiToken, ApprovalDecision, ApprovalRequest
 from governance.permissions import project_roles_held
 from governance.roles import Role
@@ -85,6 +87,28 @@ def test_request_decisions_token_and_version_load_as_the_orm_loads_them(people: 
     _same(found, expected_version)
     _same(found.dataset, expected_version.dataset)
     _same(found.dataset.project, expected_version.dataset.project)
+
+
+@pytest.mark.django_db
+def test_insert_and_update_write_what_save_writes(people: dict[str, Any]) -> None:
+    request = _submit(people, _version(people))
+    made = ApprovalDecision(
+        request=request, approver=people["data_steward"], role="data_steward", decision="approve",
+        reason="r\u00e9ason", subject_digest=request.subject_digest, policy_hash="sha256:x", ledger_index=2**40,
+    )  # fmt: skip
+    rows.insert(made)
+    assert made.pk is not None and made.created_at is not None and made._state.adding is False
+    _same(made, ApprovalDecision.objects.get(pk=made.pk))
+    with pytest.raises(IntegrityError), transaction.atomic():  # the one-decision-per-person constraint holds
+        rows.insert(ApprovalDecision(**{f.attname: getattr(made, f.attname) for f in made._meta.concrete_fields[1:]}))
+
+    request.state, request.closed_at, request.comment = "approved", timezone.now(), "not written"
+    rows.update(request, ["state", "closed_at"])
+    stored = ApprovalRequest.objects.get(pk=request.pk)
+    assert (stored.state, stored.closed_at, stored.comment) == ("approved", request.closed_at, "for the tone fine-tune")
+    request.pk = request.pk + 1000
+    with pytest.raises(ApprovalRequest.DoesNotExist):
+        rows.update(request, ["state"])
 
 
 @pytest.mark.django_db

@@ -9,8 +9,13 @@ an instance as a queryset would make it: the backend's and the fields' converter
 ``Model.from_db`` (``load``). Joined rows fill the foreign-key caches (``attach``), as
 ``select_related`` would.
 
-Only plain, indexed single-table or joined reads belong here: anything with filtering logic of its
-own stays a queryset.
+Writes the same way (``insert``, ``update``): one row by primary key, each value prepared by its
+field (``pre_save`` then ``get_db_prep_save``, as ``Model.save`` prepares it). No signal is sent:
+use them only for models no signal handler listens to (none does in this project; governed
+writes never go through signals).
+
+Only plain, indexed single-table or joined reads and single-row writes belong here: anything
+with filtering logic of its own stays a queryset.
 """
 
 from __future__ import annotations
@@ -73,3 +78,41 @@ def fetch(sql: str, params: Sequence[Any], using: str = "default") -> list[tuple
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def insert(instance: Model, using: str = "default") -> None:
+    """INSERT ``instance`` as a new row, as ``instance.save()`` would (``auto_now_add`` and other
+    ``pre_save`` hooks applied), and set its primary key."""
+    connection = connections[using]
+    opts = instance._meta
+    pk = opts.pk
+    fields = [f for f in opts.concrete_fields if not (f is pk and getattr(instance, f.attname) is None)]
+    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 (names from model metadata)
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    returning = pk not in fields and connection.features.can_return_columns_from_insert
+    with connection.cursor() as cursor:
+        cursor.execute(sql + (f" RETURNING {quote(pk.column)}" if returning else ""), values)
+        if pk not in fields:
+            setattr(instance, pk.attname, cursor.fetchone()[0] if returning else cursor.lastrowid)
+    instance._state.adding, instance._state.db = False, using
+
+
+def update(instance: Model, fields: Sequence[str], using: str = "default") -> None:
+    """UPDATE ``fields`` of ``instance``'s row, as ``instance.save(update_fields=fields)`` would."""
+    connection = connections[using]
+    opts = instance._meta
+    chosen = [opts.get_field(name) for name in fields]
+    values = [f.get_db_prep_save(f.pre_save(instance, False), connection) for f in chosen]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(opts.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in chosen)} "  # noqa: S608 (names from model metadata)
+        f"WHERE {quote(opts.pk.column)} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, instance.pk])
+        if cursor.rowcount != 1:
+            raise opts.model.DoesNotExist(f"no {opts.label} row {instance.pk} to update")
