@@ -21,6 +21,7 @@ with filtering logic of its own stays a queryset.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from django.db import connections
@@ -29,13 +30,21 @@ from django.db.models import Model
 
 def table(model: type[Model]) -> str:
     """The quoted table name of ``model``."""
-    return connections["default"].ops.quote_name(model._meta.db_table)
+    return _quoted(model, None, connections["default"].vendor)
 
 
 def columns(model: type[Model], alias: str) -> str:
     """``"alias"."col", ...`` for every concrete field of ``model``, in field order (what ``load``
     expects)."""
+    return _quoted(model, alias, connections["default"].vendor)
+
+
+@cache
+def _quoted(model: type[Model], alias: str | None, vendor: str) -> str:
+    # Built once per model, alias and database vendor: a statement asks for it on every call.
     quote = connections["default"].ops.quote_name
+    if alias is None:
+        return quote(model._meta.db_table)
     return ", ".join(f"{quote(alias)}.{quote(f.column)}" for f in model._meta.concrete_fields)
 
 
@@ -44,16 +53,15 @@ def width(model: type[Model]) -> int:
     return len(model._meta.concrete_fields)
 
 
-def _converters(model: type[Model], using: str) -> list[tuple[Any, list[Any]]]:
-    connection = connections[using]
+def _converters(model: type[Model], connection: Any) -> tuple[list[str], list[tuple[Any, list[Any]]]]:
     cache = connection.__dict__.setdefault("_row_converters", {})
     found = cache.get(model)
     if found is None:
-        found = []
+        converters = []
         for field in model._meta.concrete_fields:
             col = field.get_col(model._meta.db_table)
-            found.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-        cache[model] = found
+            converters.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+        found = cache[model] = ([f.attname for f in model._meta.concrete_fields], converters)
     return found
 
 
@@ -61,12 +69,12 @@ def load(model: type[Model], values: Sequence[Any], offset: int = 0, using: str 
     """An instance of ``model`` from ``values[offset:offset + width(model)]``, converted as a
     queryset converts them."""
     connection = connections[using]
-    converted = []
-    for (col, converters), value in zip(_converters(model, using), values[offset:], strict=False):
-        for converter in converters:
-            value = converter(value, col, connection)
-        converted.append(value)
-    return model.from_db(using, [f.attname for f in model._meta.concrete_fields], converted)
+    attnames, converters = _converters(model, connection)
+    converted = list(values[offset : offset + len(attnames)])
+    for i, (col, functions) in enumerate(converters):
+        for function in functions:
+            converted[i] = function(converted[i], col, connection)
+    return model.from_db(using, attnames, converted)
 
 
 def attach(instance: Model, field: str, related: Model) -> None:
