@@ -119,6 +119,10 @@ class PiiScan(models.Model):
     engine = models.JSONField(default=dict, blank=True)
     records_scanned = models.PositiveIntegerField(default=0)
     findings = models.JSONField(default=dict, blank=True)
+    # The worker running it (common.claims.worker_identity) and when it claimed it, or when the
+    # reaper last queued it again: a scan whose worker died is taken over, not left running.
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]

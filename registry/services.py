@@ -215,17 +215,39 @@ def _summarise(findings: list[tuple[int, str, Any]], samples: int) -> dict[str, 
     }
 
 
+def _pii_scan_claim(scan_id: int, me: str) -> bool:
+    """Claim a queued scan, or take over a running one whose claim is abandoned (its worker died:
+    ``common.claims``). A conditional update each, so two deliveries never both hold it."""
+    from common.claims import claim_abandoned
+
+    now = timezone.now()
+    if PiiScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
+        status=ScanStatus.RUNNING, started_at=now, claimed_by=me, claimed_at=now
+    ):
+        return True
+    running = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.RUNNING).values("claimed_by", "claimed_at").first()
+    if running is None or not claim_abandoned(running["claimed_by"], running["claimed_at"],
+                                              lease_s=settings.PII_SCAN_LEASE_S):  # fmt: skip
+        return False
+    taken = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.RUNNING, claimed_by=running["claimed_by"]).update(
+        started_at=now, claimed_by=me, claimed_at=now
+    )
+    if taken:
+        logger.warning("pii scan %s taken over from %s (its worker is gone)", scan_id, running["claimed_by"] or "?")
+    return bool(taken)
+
+
 def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     """Run one scan (called by the Celery task). Claims the scan by a conditional update, so a
-    second delivery does nothing; a blob that vanished fails the scan visibly."""
+    second delivery does nothing while its worker lives, and takes it over when that worker died;
+    only the current claimant records the result. A blob that vanished fails the scan visibly."""
+    from common.claims import worker_identity
     from registry import pii
     from registry.records import read_records
 
-    claimed = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
-        status=ScanStatus.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
-        logger.info("pii scan %s is not queued (already claimed or gone); nothing to do", scan_id)
+    me = worker_identity()
+    if not _pii_scan_claim(scan_id, me):
+        logger.info("pii scan %s is not queued (claimed by a live worker, done, or gone); nothing to do", scan_id)
         return None
     scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
     version = scan.version
@@ -237,7 +259,7 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
         scanner = pii.configured_scanner()
         found = scanner.analyze_many((text for _, _, text in texts), processes=settings.PII_SCAN_PROCESSES)
     except (artifacts.ArtifactMissing, RecordError, OSError, ValueError) as exc:
-        return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}")
+        return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}", claimed_by=me)
     findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
     subject_keys: set[tuple[str, str]] = set()
     for text, hits in found.items():  # distinct texts: each identifier is hashed once
@@ -250,10 +272,12 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     summary = _summarise(findings, settings.PII_SAMPLE_LOCATIONS)
     verdict = PiiVerdict.FOUND if findings else PiiVerdict.NONE
     with transaction.atomic():
-        PiiScan.objects.filter(pk=scan.pk).update(
+        if not PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=me).update(
             status=ScanStatus.SUCCEEDED, finished_at=timezone.now(), findings=summary,
             records_scanned=version.record_count, engine=scanner.describe(),
-        )  # fmt: skip
+        ):  # fmt: skip
+            logger.warning("pii scan %s: this worker lost its claim; the claimant records the result", scan.pk)
+            return None
         DataSubjectIndexEntry.objects.bulk_create(
             [DataSubjectIndexEntry(key_hash=key, kind=kind, version=version) for kind, key in sorted(subject_keys)],
             ignore_conflicts=True,
@@ -276,10 +300,13 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     return scan
 
 
-def _scan_fail(scan: PiiScan, actor: Any, reason: str) -> PiiScan:
+def _scan_fail(scan: PiiScan, actor: Any, reason: str, *, claimed_by: str) -> PiiScan | None:
     logger.error("pii scan %s failed: %s", scan.pk, reason)
     with transaction.atomic():
-        PiiScan.objects.filter(pk=scan.pk).update(status=ScanStatus.FAILED, finished_at=timezone.now(), error=reason)
+        if not PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=claimed_by).update(
+            status=ScanStatus.FAILED, finished_at=timezone.now(), error=reason
+        ):
+            return None
         version = scan.version
         version.pii_verdict = PiiVerdict.FAILED
         version.save(update_fields=["pii_verdict"])
@@ -291,6 +318,40 @@ def _scan_fail(scan: PiiScan, actor: Any, reason: str) -> PiiScan:
         )
     scan.refresh_from_db()
     return scan
+
+
+def pii_scans_reap(*, stale_queued_s: float | None = None) -> int:
+    """Put back the scans whose worker was lost: running under an abandoned claim (see
+    ``common.claims``), or queued for longer than ``stale_queued_s`` (default
+    ``PII_SCAN_LEASE_S``: their message was lost with a worker that died holding it). Each is sent
+    again through the outbox; a scan is idempotent, so one that was only slow is not recorded
+    twice. Returns how many."""
+    from common.claims import claim_abandoned
+
+    stale = settings.PII_SCAN_LEASE_S if stale_queued_s is None else stale_queued_s
+    now = timezone.now()
+    requeued = 0
+    for scan in PiiScan.objects.filter(status__in=[ScanStatus.RUNNING, ScanStatus.QUEUED]).only(
+        "pk", "status", "claimed_by", "claimed_at", "requested_at"
+    ):
+        with transaction.atomic():
+            if scan.status == ScanStatus.RUNNING:
+                if not claim_abandoned(scan.claimed_by, scan.claimed_at, lease_s=settings.PII_SCAN_LEASE_S):
+                    continue
+                sent = PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=scan.claimed_by).update(
+                    status=ScanStatus.QUEUED, claimed_by="", claimed_at=now, started_at=None
+                )
+            elif (now - (scan.claimed_at or scan.requested_at)).total_seconds() > stale:
+                # claimed_at marks when it was last sent again: one stale scan is sent once per period
+                sent = PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.QUEUED, claimed_at=scan.claimed_at).update(
+                    claimed_at=now
+                )
+            else:
+                continue
+            if sent:
+                dispatch_on_commit("registry.pii_scan", args=(scan.pk,), queue="cpu")
+                requeued += 1
+    return requeued
 
 
 def dataset_version_review(*, actor: Any, version: DatasetVersion, decision: str, note: str = "") -> DatasetVersion:

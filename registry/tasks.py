@@ -17,6 +17,14 @@ def pii_scan(scan_id: int) -> str | None:
     return scan.status if scan else None
 
 
+@shared_task(name="registry.reap")
+def reap() -> int:
+    """Queue again the scans whose worker was lost (beat runs this every minute)."""
+    from registry.services import pii_scans_reap
+
+    return pii_scans_reap()
+
+
 @shared_task(name="registry.mlflow_mirror", acks_late=True)
 def mlflow_mirror(model_version_id: int) -> str:
     from registry.services import model_version_mirror_to_mlflow

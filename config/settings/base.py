@@ -394,6 +394,9 @@ PII_ENTITIES = env_list(
 PII_SCORE_THRESHOLD = float(env_str("PII_SCORE_THRESHOLD", "0.4"))
 PII_SCAN_PROCESSES = env_int("PII_SCAN_PROCESSES", 2, minimum=1)
 PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
+# A running scan whose claim is older than this is taken over (a claimant on this host whose
+# process is gone is taken over at once); a queued one this old is sent again (registry.reap).
+PII_SCAN_LEASE_S = env_int("PII_SCAN_LEASE_S", 1800, minimum=10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -516,6 +519,7 @@ CELERY_BEAT_SCHEDULE["outbox-relay"] = {
     "schedule": float(OUTBOX_RELAY_EVERY_S),
     "options": {"expires": float(OUTBOX_RELAY_EVERY_S)},
 }
+CELERY_BEAT_SCHEDULE["registry-reap"] = {"task": "registry.reap", "schedule": 60.0, "options": {"expires": 60.0}}
 CELERY_BEAT_SCHEDULE["reports-reap"] = {"task": "reports.reap", "schedule": 60.0, "options": {"expires": 60.0}}
 CELERY_BEAT_SCHEDULE["ledger-checkpoint"] = {
     "task": "ledger.checkpoint",
