@@ -221,7 +221,7 @@ def check_bounds(result: BiasResult, bounds: dict[str, float]) -> list[str]:
         "equalized_odds_difference": result.equalized_odds_difference,
     }
     values.update({f"{metric}_difference": value for metric, value in result.differences.items()})
-    for name, bound in bounds.items():
+    for name, bound in sorted(bounds.items()):
         if name not in values:
             metric = name.removesuffix("_difference")
             if name.endswith("_difference") and metric in METRICS:
@@ -230,7 +230,9 @@ def check_bounds(result: BiasResult, bounds: dict[str, float]) -> list[str]:
         if not isinstance(bound, int | float) or math.isnan(bound) or bound < 0:
             raise ValueError(f"bounds: {name} must be a number of at least 0, not {bound!r}")
     messages = []
-    for name, bound in bounds.items():
+    # By name: the bounds may come back from a JSON column, whose key order PostgreSQL's jsonb
+    # does not keep, and the reasons must read the same on every database.
+    for name, bound in sorted(bounds.items()):
         value = values[name]
         if math.isnan(value):
             messages.append(f"{name} is not a number, so the bound {bound:.3f} cannot be shown to hold")
