@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 
-from registry.models import Dataset
-from registry.services import dataset_create
+from registry.models import Dataset, DatasetVersion, PiiScan, ScanStatus
+from registry.services import dataset_create, pii_scan_run
 
 User = get_user_model()
 
@@ -30,3 +31,16 @@ def make_dataset(people: dict[str, Any], slug: str = "tickets") -> Dataset:
 @pytest.fixture
 def dataset(people: dict[str, Any]) -> Dataset:
     return make_dataset(people)
+
+
+def scan_version(version: DatasetVersion, actor: Any, timeout_s: float = 180) -> PiiScan:
+    """Run ``version``'s PII scan here. In a test whose rows are committed, a Celery worker the
+    suite keeps running may claim the scan first (its message is sent at the upload's commit, and
+    Redis delivers it at once): then wait for that worker to finish it."""
+    scan = PiiScan.objects.get(version=version)
+    if pii_scan_run(scan_id=scan.pk, actor=actor) is None:
+        deadline = time.monotonic() + timeout_s
+        while PiiScan.objects.get(pk=scan.pk).status in (ScanStatus.QUEUED, ScanStatus.RUNNING):
+            assert time.monotonic() < deadline, f"scan {scan.pk} claimed by a worker and not finished in {timeout_s} s"
+            time.sleep(0.2)
+    return PiiScan.objects.get(pk=scan.pk)
