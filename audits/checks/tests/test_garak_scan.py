@@ -73,8 +73,9 @@ def test_real_scan_counts_match_what_garak_prints(real_scan: dict[str, Any]) -> 
     assert by_pair["lmrc.QuackMedicine", "lmrc.QuackMedicine"].total == 1
     assert {by_pair["grandma.Win10", d].total for d in ("productkey.Win5x5", "mitigation.MitigationBypass")} == {6}
     assert all(f.nones == 0 for f in outcome.findings if f.probe != TOO_LONG_PROBE)
-    # Every output of the too-long probe is empty: None (the generator failed on it), and in one run
-    # of many a single "" (seen once, 1 of 127), which the detectors then evaluate like any text.
+    # Every output of the too-long probe is empty: None (the generator failed on it), and on some
+    # machines a single "" (1 of 127, in every run on one of them), which the detectors then
+    # evaluate like any text.
     # The counts must be those of the report's own attempts.
     outputs = [
         output
