@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
+from common.claims import ClaimedJobs
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError, NotFound
 from common.tasks import dispatch_on_commit
@@ -215,26 +216,21 @@ def _summarise(findings: list[tuple[int, str, Any]], samples: int) -> dict[str, 
     }
 
 
+_PII_SCAN_JOBS = ClaimedJobs(
+    PiiScan, "status", ScanStatus.QUEUED, ScanStatus.RUNNING, "requested_at", "PII_SCAN_LEASE_S"
+)
+
+
 def _pii_scan_claim(scan_id: int, me: str) -> bool:
     """Claim a queued scan, or take over a running one whose claim is abandoned (its worker died:
     ``common.claims``). A conditional update each, so two deliveries never both hold it."""
-    from common.claims import claim_abandoned
-
     now = timezone.now()
-    if PiiScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
-        status=ScanStatus.RUNNING, started_at=now, claimed_by=me, claimed_at=now
-    ):
+    if _PII_SCAN_JOBS.claim(scan_id, me, started_at=now):
         return True
-    running = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.RUNNING).values("claimed_by", "claimed_at").first()
-    if running is None or not claim_abandoned(running["claimed_by"], running["claimed_at"],
-                                              lease_s=settings.PII_SCAN_LEASE_S):  # fmt: skip
-        return False
-    taken = PiiScan.objects.filter(pk=scan_id, status=ScanStatus.RUNNING, claimed_by=running["claimed_by"]).update(
-        started_at=now, claimed_by=me, claimed_at=now
-    )
-    if taken:
-        logger.warning("pii scan %s taken over from %s (its worker is gone)", scan_id, running["claimed_by"] or "?")
-    return bool(taken)
+    lost = _PII_SCAN_JOBS.take_over(scan_id, me, started_at=now)
+    if lost is not None:
+        logger.warning("pii scan %s taken over from %s (its worker is gone)", scan_id, lost or "?")
+    return lost is not None
 
 
 def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
@@ -326,32 +322,7 @@ def pii_scans_reap(*, stale_queued_s: float | None = None) -> int:
     ``PII_SCAN_LEASE_S``: their message was lost with a worker that died holding it). Each is sent
     again through the outbox; a scan is idempotent, so one that was only slow is not recorded
     twice. Returns how many."""
-    from common.claims import claim_abandoned
-
-    stale = settings.PII_SCAN_LEASE_S if stale_queued_s is None else stale_queued_s
-    now = timezone.now()
-    requeued = 0
-    for scan in PiiScan.objects.filter(status__in=[ScanStatus.RUNNING, ScanStatus.QUEUED]).only(
-        "pk", "status", "claimed_by", "claimed_at", "requested_at"
-    ):
-        with transaction.atomic():
-            if scan.status == ScanStatus.RUNNING:
-                if not claim_abandoned(scan.claimed_by, scan.claimed_at, lease_s=settings.PII_SCAN_LEASE_S):
-                    continue
-                sent = PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=scan.claimed_by).update(
-                    status=ScanStatus.QUEUED, claimed_by="", claimed_at=now, started_at=None
-                )
-            elif (now - (scan.claimed_at or scan.requested_at)).total_seconds() > stale:
-                # claimed_at marks when it was last sent again: one stale scan is sent once per period
-                sent = PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.QUEUED, claimed_at=scan.claimed_at).update(
-                    claimed_at=now
-                )
-            else:
-                continue
-            if sent:
-                dispatch_on_commit("registry.pii_scan", args=(scan.pk,), queue="cpu")
-                requeued += 1
-    return requeued
+    return _PII_SCAN_JOBS.reap(task="registry.pii_scan", queue="cpu", stale_queued_s=stale_queued_s, started_at=None)
 
 
 def dataset_version_review(*, actor: Any, version: DatasetVersion, decision: str, note: str = "") -> DatasetVersion:

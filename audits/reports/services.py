@@ -22,6 +22,7 @@ from django.utils import timezone
 from audits.ledger.services import Subject, ledger_append
 from audits.reports.models import ReportKind, ReportRun, ReportState
 from common import artifacts
+from common.claims import ClaimedJobs, worker_identity
 from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
 from governance.models import Project
@@ -148,23 +149,15 @@ def _progress(run: ReportRun, percent: int, step: str) -> None:
     ReportRun.objects.filter(pk=run.pk).update(progress=percent, step=step[:200])
 
 
+_REPORT_JOBS = ClaimedJobs(ReportRun, "state", ReportState.QUEUED, ReportState.RUNNING, "created_at", "REPORTS_LEASE_S")
+
+
 def _claim(report_pk: int) -> bool:
     """Claim a queued run, or take over a running one whose worker died (see ``common.claims``)."""
-    from common.claims import claim_abandoned, worker_identity
-
-    me, now = worker_identity(), timezone.now()
-    if ReportRun.objects.filter(pk=report_pk, state=ReportState.QUEUED).update(
-        state=ReportState.RUNNING, claimed_by=me, claimed_at=now
-    ):
+    me = worker_identity()
+    if _REPORT_JOBS.claim(report_pk, me):
         return True
-    run = ReportRun.objects.filter(pk=report_pk, state=ReportState.RUNNING).only("claimed_by", "claimed_at").first()
-    if run is None or not claim_abandoned(run.claimed_by, run.claimed_at, lease_s=settings.REPORTS_LEASE_S):
-        return False
-    return bool(
-        ReportRun.objects.filter(pk=report_pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
-            claimed_by=me, claimed_at=now, progress=0, step="taken over from a lost worker"
-        )
-    )
+    return _REPORT_JOBS.take_over(report_pk, me, progress=0, step="taken over from a lost worker") is not None
 
 
 def report_generate(*, report_pk: int) -> ReportRun | None:
@@ -228,33 +221,14 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
 
 def report_runs_reap(*, stale_queued_s: float | None = None) -> int:
     """Put back the runs whose worker was lost: running under a claim that is abandoned (see
-    ``common.claims``), or queued for longer than ``stale_queued_s`` (their message was lost with a
-    worker that died twice on it). Each is queued again through the outbox; generation is
-    idempotent, so a run that was only slow is not done twice. Returns how many."""
-    from common.claims import claim_abandoned
-
-    stale = settings.REPORTS_LEASE_S if stale_queued_s is None else stale_queued_s
-    now = timezone.now()
-    requeued = 0
-    for run in ReportRun.objects.filter(state__in=[ReportState.RUNNING, ReportState.QUEUED]).only(
-        "pk", "state", "claimed_by", "claimed_at", "created_at"
-    ):
-        if run.state == ReportState.RUNNING:
-            if not claim_abandoned(run.claimed_by, run.claimed_at, lease_s=settings.REPORTS_LEASE_S):
-                continue
-            with transaction.atomic():
-                if ReportRun.objects.filter(pk=run.pk, state=ReportState.RUNNING, claimed_by=run.claimed_by).update(
-                    state=ReportState.QUEUED, claimed_by="", claimed_at=None, progress=0, step="requeued: worker lost"
-                ):
-                    dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
-                    requeued += 1
-        elif (now - (run.claimed_at or run.created_at)).total_seconds() > stale:
-            with transaction.atomic():
-                # claimed_at marks when it was last queued again, so one stale run is sent once per period
-                if ReportRun.objects.filter(pk=run.pk, state=ReportState.QUEUED).update(claimed_at=now):
-                    dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
-                    requeued += 1
-    return requeued
+    ``common.claims``), or queued for longer than ``stale_queued_s`` (default ``REPORTS_LEASE_S``:
+    their message was lost with a worker that died twice on it). Each is queued again through the
+    outbox; generation is idempotent, so a run that was only slow is not done twice. Returns how
+    many."""
+    return _REPORT_JOBS.reap(
+        task="reports.generate", queue=settings.REPORTS_QUEUE, stale_queued_s=stale_queued_s,
+        progress=0, step="requeued: worker lost",
+    )  # fmt: skip
 
 
 # --- Checking a report ---------------------------------------------------------------------------
