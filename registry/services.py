@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
-from common.claims import ClaimedJobs
+from common.claims import ClaimedJobs, worker_identity
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError, NotFound
 from common.tasks import dispatch_on_commit
@@ -237,7 +237,6 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     """Run one scan (called by the Celery task). Claims the scan by a conditional update, so a
     second delivery does nothing while its worker lives, and takes it over when that worker died;
     only the current claimant records the result. A blob that vanished fails the scan visibly."""
-    from common.claims import worker_identity
     from registry import pii
     from registry.records import read_records
 
