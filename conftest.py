@@ -80,6 +80,9 @@ def start_celery_worker(queues: str = "default,cpu", *, wait: bool = True, **env
     """A real Celery worker in its own process (prefork, one child), on the real broker and the
     test database, answering a ping before this returns (unless ``wait`` is false). Its log is
     next to the test's var/."""
+    from config.celery import declare_queues, ping
+
+    declare_queues(*queues.split(","))  # before any worker: two creating one queue at once lose one
     log = Path(os.environ["GOV_VAR_DIR"]) / f"worker-{uuid.uuid4().hex[:8]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -93,8 +96,6 @@ def start_celery_worker(queues: str = "default,cpu", *, wait: bool = True, **env
         )  # fmt: skip
     if not wait:
         return proc
-    from config.celery import ping
-
     try:
         deadline = time.monotonic() + 90
         while True:

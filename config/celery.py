@@ -57,6 +57,21 @@ def _forget_request_id(**_: Any) -> None:
     set_request_id(None)
 
 
+def declare_queues(*names: str) -> None:
+    """Create the named queues on the broker, from this one process.
+
+    On the embedded broker every process creates a queue (and the broker's tables) the first time
+    it uses it, and kombu's SQLAlchemy transport does not survive two processes doing so at once:
+    the loser's unique-constraint error ends a worker at start-up. Whoever starts a worker and the
+    processes that publish to it (``make up``, the tests) declares the queues first. On Redis this
+    is harmless.
+    """
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for name in dict.fromkeys(names):
+            channel.queue_declare(queue=name)
+
+
 @app.task(name="system.ping", acks_late=True)
 def ping(token: str) -> dict[str, Any]:
     """A trivial task that proves the broker round trip: echoes the token and names the worker."""

@@ -34,6 +34,8 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-re
 
 
 def _processes(host: str, port: int, var_dir: Path) -> dict[str, list[str]]:
+    from django.conf import settings
+
     return {
         "web": [
             str(BIN / "gunicorn"),
@@ -59,7 +61,7 @@ def _processes(host: str, port: int, var_dir: Path) -> dict[str, list[str]]:
             "--concurrency",
             str(env_int("GOV_WORKER_CONCURRENCY", 2, minimum=1)),
             "--queues",
-            env_str("CELERY_WORKER_QUEUES", "default,cpu"),
+            ",".join(settings.CELERY_WORKER_QUEUES),
             "--hostname",
             "worker@%h",
         ],
@@ -91,6 +93,15 @@ def main() -> int:
     url = f"http://{host}:{port}/"
     _manage("seed_demo", "--url", f"{url}admin/")
     _manage("collectstatic", "--noinput", "--verbosity", "0")
+    from config.celery import declare_queues
+
+    declare_queues(
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        *settings.CELERY_WORKER_QUEUES,
+        settings.TRAINING_GPU_QUEUE,
+        settings.TRAINING_CPU_QUEUE,
+        settings.REPORTS_QUEUE,
+    )
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name, argv in _processes(host, port, var_dir).items():
