@@ -21,6 +21,7 @@ from django.test import Client
 
 from audits.ledger.models import Entry
 from audits.ledger.verification import ledger_verify
+from config.celery import declare_queues
 from conftest import ROOT, _test_database_url, subprocess_env
 from governance.services import api_token_create
 from registry.models import ModelVersion
@@ -160,6 +161,7 @@ def test_a_worker_killed_mid_run_leaves_it_failed_and_it_can_start_again(
     # A worker of its own, on a CPU queue of its own, in its own process group: killed outright.
     queue = f"doomed-{uuid.uuid4().hex[:6]}"
     settings.TRAINING_CPU_QUEUE = queue
+    declare_queues(queue)
     with (tmp_path / "doomed.log").open("wb") as log:
         doomed = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config.celery", "worker", "--pool", "prefork",
