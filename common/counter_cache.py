@@ -1,12 +1,14 @@
 """A cache of integer counters in a SQLite file, shared by every process of one machine.
 
-The rate limits (django-ratelimit) and the token lockout count requests in a cache that every web
-process sees and that increments atomically. django-ratelimit refuses the local-memory cache (one
-per process), the file cache and the database cache (their ``incr`` is a read then a write, so two
-processes lose counts). The embedded default has no server to run memcached or Redis, so this
-backend keeps its counters in a SQLite file of its own: one ``UPSERT`` or ``UPDATE ... RETURNING``
-statement per operation, atomic across processes, and no write lock taken on the main database.
-At scale, ``CACHE_URL=redis://...`` selects Django's Redis cache instead (settings).
+The rate limits and the token lockout (common/ratelimit.py) count requests in a cache that every
+web process sees and that increments atomically: not the local-memory cache (one per process), nor
+the file or database caches (their ``incr`` is a read then a write, so two processes lose counts).
+The embedded default has no server to run memcached or Redis, so this backend keeps its counters
+in a SQLite file of its own: one ``UPSERT`` or ``UPDATE ... RETURNING`` statement per operation,
+atomic across processes, and no write lock taken on the main database. ``hit`` (count one more,
+starting the counter if there is none) is one statement where ``add`` then ``incr`` would be two
+writes: the rate limit runs it on every limited request. At scale, ``CACHE_URL=redis://...``
+selects Django's Redis cache instead (settings).
 
 Only integers are stored (nothing is pickled); the counters are a brake, not a record: the file
 may be deleted at any time and is not made durable on power loss (``synchronous=NORMAL``).
@@ -14,6 +16,7 @@ may be deleted at any time and is not made durable on power loss (``synchronous=
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -75,6 +78,36 @@ class SQLiteCounterCache(BaseCache):
         if added and random.randrange(_PURGE_ONE_IN) == 0:  # noqa: S311 (not security: a sampling of clean-ups)
             self._db().execute("DELETE FROM counters WHERE expires <= ?", (now,))
         return added
+
+    def hit(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> int:
+        """Count one more on ``key`` and return its count: 1 for a new (or expired) key, which then
+        expires after ``timeout``; an existing key keeps its expiry. One atomic statement."""
+        key = self.make_and_validate_key(key, version=version)
+        now = time.time()
+        row = (
+            self._db()
+            .execute(
+                "INSERT INTO counters (key, value, expires) VALUES (?, 1, ?) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "value = CASE WHEN counters.expires <= ? THEN 1 ELSE counters.value + 1 END, "
+                "expires = CASE WHEN counters.expires <= ? THEN excluded.expires ELSE counters.expires END "
+                "RETURNING value",
+                (key, self._expires(timeout), now, now),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def get_many(self, keys: Any, version: int | None = None) -> dict[str, Any]:
+        """The live ones of ``keys`` and their values, in one statement."""
+        made = {self.make_and_validate_key(key, version=version): key for key in keys}
+        if not made:
+            return {}
+        found = self._db().execute(
+            "SELECT key, value FROM counters WHERE key IN (SELECT value FROM json_each(?)) AND expires > ?",
+            (json.dumps(list(made)), time.time()),
+        )
+        return {made[key]: value for key, value in found}
 
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)

@@ -18,6 +18,7 @@ cache = SQLiteCounterCache(sys.argv[1], {})
 cache.add("k", 0, 60)
 for _ in range(int(sys.argv[2])):
     cache.incr("k")
+    cache.hit("h", 60)
 """
 
 
@@ -28,7 +29,7 @@ def test_increments_are_atomic_across_processes(tmp_path: Path) -> None:
         for _ in range(4)
     ]
     assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0, 0]
-    assert SQLiteCounterCache(path, {}).get("k") == 1200
+    assert SQLiteCounterCache(path, {}).get_many(["k", "h", "missing"]) == {"k": 1200, "h": 1200}
 
 
 def test_add_expiry_and_integers_only(tmp_path: Path) -> None:
@@ -42,3 +43,11 @@ def test_add_expiry_and_integers_only(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         cache.set("k", "text")
     assert cache.delete("k") is True and cache.get("k", "default") == "default"
+
+
+def test_hit_starts_counts_and_restarts_an_expired_counter(tmp_path: Path) -> None:
+    cache = SQLiteCounterCache(str(tmp_path / "c.sqlite3"), {})
+    assert [cache.hit("w", 60) for _ in range(3)] == [1, 2, 3]
+    cache.set("old", 41, 0)  # expired: the next hit starts again at 1, with the new timeout
+    assert cache.hit("old", 60) == 1 and cache.hit("old", 60) == 2
+    assert cache.get_many(["w", "old", "none"]) == {"w": 3, "old": 2} and cache.get_many([]) == {}

@@ -245,11 +245,9 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "counters": _counters,
 }
-# django-ratelimit's core (common/ratelimit.py) counts here; its app is not installed, since its
-# check knows neither this backend nor Django's own RedisCache (both increment atomically).
-RATELIMIT_USE_CACHE = "counters"
-RATELIMIT_IP_META_KEY = "common.ratelimit.client_ip"
-RATELIMIT_ENABLE = env_bool("API_RATE_LIMITS_ENABLED", True)
+# The rate limits and the token lockout (common/ratelimit.py) count in the "counters" cache.
+# Turning the rate limits off leaves the lockout on (API_TOKEN_LOCKOUT_FAILURES loosens that).
+API_RATE_LIMITS_ENABLED = env_bool("API_RATE_LIMITS_ENABLED", True)
 # Per user, fixed windows ("N/s", "N/m", "N/h", "N/d", or "N/30s"); over it: 429 with Retry-After.
 API_RATE_LIMITS = {
     # approve, reject, withdraw, break-glass (POST /api/v1/approvals/{id}/...)

@@ -123,3 +123,14 @@ def test_failed_tokens_lock_out_a_token_prefix_from_every_address(
     assert [r.lockout for r in locked] == ["prefix"] and locked[0].token_prefix == prefix  # type: ignore[attr-defined]
     assert "wrong-secret" not in caplog.text
     _assert_429(client.get("/api/v1/me", REMOTE_ADDR="203.0.113.50", **good), "locked_out")
+
+
+def test_turning_the_rate_limits_off_leaves_the_token_lockout_on(people: dict[str, Any], settings: Any) -> None:
+    settings.API_RATE_LIMITS_ENABLED = False
+    client, steward = Client(), _token(people["data_steward"])
+    for _ in range(5):  # the list's limit is 3/m here
+        assert client.get("/api/v1/approvals/", **steward).status_code == 200
+    for i in range(3):
+        guess = f"Token gov_{i:012x}_guess"
+        assert client.get("/api/v1/me", HTTP_AUTHORIZATION=guess, REMOTE_ADDR="198.51.100.20").status_code == 401
+    _assert_429(client.get("/api/v1/me", REMOTE_ADDR="198.51.100.20", **steward), "locked_out")
