@@ -55,7 +55,7 @@ def client_ip(request: HttpRequest) -> str | None:
 _PERIOD_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def split_rate(rate: str) -> tuple[int, int]:
+def _split_rate(rate: str) -> tuple[int, int]:
     """``"120/m"`` -> ``(120, 60)``; ``"10/30s"`` -> ``(10, 30)`` (the settings check the form)."""
     count, per = rate.split("/")
     return int(count), int(per[:-1] or 1) * _PERIOD_S[per[-1]]
@@ -123,7 +123,7 @@ class ApiRateLimit(BaseThrottle):
         if not settings.API_RATE_LIMITS_ENABLED:
             return True
         rate = settings.API_RATE_LIMITS[group]
-        limit, period_s = split_rate(rate)
+        limit, period_s = _split_rate(rate)
         user = getattr(request, "user", None)
         who = f"user:{user.pk}" if user is not None and user.is_authenticated else None
         counted = _count(f"api.{group}", who or f"ip:{client_ip(request) or 'unknown'}", period_s)
