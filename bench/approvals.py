@@ -162,7 +162,7 @@ def main() -> None:
         "server_cpu_ms_per_decision": round(server_cpu / len(latencies) * 1000, 1),
         "client_cpu_ms_per_decision": round(client_cpu / len(latencies) * 1000, 1),
         "web_workers": int(os.environ.get("BENCH_WEB_WORKERS", "2")),
-        "database": "sqlite (WAL, synchronous=FULL)",
+        "database": f"sqlite (WAL, synchronous={env.get('SQLITE_SYNCHRONOUS', 'FULL').upper()})",
     }))  # fmt: skip
 
 
