@@ -4,15 +4,15 @@ Builds a fresh embedded-default service in a temporary var/ (SQLite WAL, synchro
 creates one project, 16 data stewards with API tokens and ``BENCH_APPROVALS`` pending requests
 (default 640; each on its own scanned dataset version, under the shipped policy: one data-steward
 slot), starts gunicorn (``BENCH_WEB_WORKERS``, default 2 as in ``make up``) on a free loopback
-port. ``BENCH_CLIENTS`` client threads (default 16) each read a few requests first (so every
-worker has booted and loaded before the clock starts), then POST
-``/api/v1/approvals/{id}/approve`` on their own share of the requests. Prints one JSON object:
-decisions per second, latency percentiles and the CPU the server and the clients spent.
+port. ``BENCH_CLIENTS`` closed-loop clients (default 16; ``bench.loadgen``: one thread, one
+connection per client) each read a few requests first (so every worker has booted and loaded
+before the clock starts), then POST ``/api/v1/approvals/{id}/approve`` on their own share of the
+requests. Prints one JSON object: decisions per second, latency percentiles and the CPU the server
+and the clients spent.
 """
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -21,9 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from bench import loadgen
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_READS = 5
@@ -105,53 +106,39 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(0.2)
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        lock = threading.Lock()
-        warmed = threading.Barrier(CLIENTS + 1)
-        barrier = threading.Barrier(CLIENTS + 1)
-
-        def client(token: str, mine: list[int]) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            body = json.dumps({"reason": "benchmark decision"})
-            headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
-            for pk in mine[:WARM_UP_READS]:  # every worker serves some requests before the clock starts
-                conn.request("GET", f"/api/v1/approvals/{pk}", headers=headers)
-                conn.getresponse().read()
-            warmed.wait()
-            barrier.wait()
-            for pk in mine:
-                started = time.perf_counter()
-                conn.request("POST", f"/api/v1/approvals/{pk}/approve", body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(stewards[i], requests[i::CLIENTS])) for i in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
         import psutil
 
-        warmed.wait()
+        def headers(token: str, **more: str) -> dict[str, str]:
+            return {"Authorization": f"Token {token}", **more}
+
+        body = json.dumps({"reason": "benchmark decision"}).encode()
+        shares = [requests[i::CLIENTS] for i in range(CLIENTS)]
+        # Every worker serves some requests before the clock starts (boot, first queries).
+        warm_up = [
+            [loadgen.request("GET", f"/api/v1/approvals/{pk}", headers(token)) for pk in mine[:WARM_UP_READS]]
+            for token, mine in zip(stewards, shares, strict=True)
+        ]
+        decisions = [
+            [loadgen.request("POST", f"/api/v1/approvals/{pk}/approve",
+                             headers(token, **{"Content-Type": "application/json"}), body) for pk in mine]
+            for token, mine in zip(stewards, shares, strict=True)
+        ]  # fmt: skip
+        loadgen.run(port, warm_up)
         server = [psutil.Process(web.pid), *psutil.Process(web.pid).children()]
         cpu_before = sum(sum(p.cpu_times()[:2]) for p in server)
         own_before = sum(os.times()[:2])
-        barrier.wait()
-        started = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - started
+        results, wall = loadgen.run(port, decisions)
         server_cpu = sum(sum(p.cpu_times()[:2]) for p in server) - cpu_before
         client_cpu = sum(os.times()[:2]) - own_before
+        latencies = sorted(seconds for mine in results for _, seconds in mine)
+        statuses: dict[int, int] = {}
+        for mine in results:
+            for status, _ in mine:
+                statuses[status] = statuses.get(status, 0) + 1
     finally:
         web.terminate()
         web.wait(timeout=30)
 
-    latencies.sort()
     print(json.dumps({
         "clients": CLIENTS,
         "decisions": len(latencies),

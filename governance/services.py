@@ -391,6 +391,9 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
         raise DomainError("invalid_input", "decision is approve or reject", fields={"decision": [decision]})
     if not reason.strip():
         raise DomainError("invalid_input", "a decision needs a reason", fields={"reason": ["may not be blank"]})
+    # The policy set in force is read from disk and recorded (once per set) before the decision's
+    # transaction: its check need not hold the write lock that every decision waits for.
+    policy_hash = _policy_set_in_force().hash
     with transaction.atomic():
         request = _approval_request_locked(request_id)
         if request is None:
@@ -439,7 +442,6 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
         new_state = ApprovalState.REJECTED if decision == "reject" else (
             ApprovalState.APPROVED if complete else ApprovalState.PENDING
         )  # fmt: skip
-        policy_hash = _policy_set_in_force().hash
         if decision == "reject":
             entry_action = "approval.rejected"
         elif new_state == ApprovalState.APPROVED:
