@@ -18,8 +18,8 @@ as its steward, which closes the request, so the next cycle can ask again. Print
 per step, approval cycles per second, HTTP requests per second, p50/p99 latency of each call and
 of all, statuses, and how busy the machine's CPUs were.
 
-The load generator is in-house (threads on keep-alive ``http.client`` connections, as
-``bench.approvals``): Locust is not in the lock. The approval path dispatches no Celery job, so
+The load generator is in-house (threads on keep-alive ``http.client`` connections; each cycle's
+second call needs the first one's answer): Locust is not in the lock. The approval path dispatches no Celery job, so
 the workers stand by as they would in a deployment; their cost is the memory and the broker
 polling, not work.
 """
