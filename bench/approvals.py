@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench import loadgen
@@ -144,10 +145,7 @@ def main() -> None:
         client_cpu = sum(os.times()[:2]) - own_before
         reference_after = _reference_ms()
         latencies = sorted(seconds for mine in results for _, seconds in mine)
-        statuses: dict[int, int] = {}
-        for mine in results:
-            for status, _ in mine:
-                statuses[status] = statuses.get(status, 0) + 1
+        statuses = Counter(status for mine in results for status, _ in mine)
     finally:
         web.terminate()
         web.wait(timeout=30)
