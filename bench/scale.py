@@ -19,9 +19,9 @@ per step, approval cycles per second, HTTP requests per second, p50/p99 latency 
 of all, statuses, and how busy the machine's CPUs were.
 
 The load generator is in-house (threads on keep-alive ``http.client`` connections; each cycle's
-second call needs the first one's answer): Locust is not in the lock. The approval path dispatches no Celery job, so
-the workers stand by as they would in a deployment; their cost is the memory and the broker
-polling, not work.
+second call needs the first one's answer): Locust is not in the lock. The approval path
+dispatches no Celery job, so the workers stand by as they would in a deployment; their cost is
+the memory and the broker polling, not work.
 """
 
 from __future__ import annotations
