@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import json
 import sys
 from collections.abc import Iterator
@@ -23,24 +22,39 @@ from audits.ledger.keys import KeyFileError, VerifierKey
 from audits.ledger.replay import VerificationFailed, check_notes, replay
 
 
+def _same_json(value: object) -> str:
+    """A JSON value written so that equal text means the same value, types included (Python's
+    ``==`` takes ``true`` for ``1`` and ``1`` for ``1.0``)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=True)
+
+
 def _entries(path: Path) -> Iterator[tuple[int, bytes, bytes | None]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is named, not a traceback
         for number, line in enumerate(handle, start=1):
             try:
-                record = json.loads(line)
+                record = json.loads(line)  # ValueError covers UnicodeDecodeError and binascii.Error
                 index, body = int(record["index"]), base64.b64decode(record["body_b64"], validate=True)
                 stored_leaf = (
                     base64.b64decode(record["leaf_hash_b64"], validate=True) if "leaf_hash_b64" in record else None
                 )
-            except (ValueError, KeyError, TypeError, binascii.Error):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise VerificationFailed(f"entries.jsonl line {number}", "not an entry record") from None
             try:
-                decoded = json.loads(body)
-            except ValueError:
+                same = _same_json(json.loads(body)) == _same_json(record.get("entry"))
+            except (ValueError, RecursionError):
                 raise VerificationFailed(f"entry {index}", "its bytes are not JSON") from None
-            if decoded != record.get("entry"):
+            if not same:
                 raise VerificationFailed(f"entry {index}", "the decoded copy differs from the hashed bytes")
             yield index, body, stored_leaf
+
+
+def _text(path: Path, label: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationFailed(label, "not UTF-8 text") from None
+    except OSError as exc:
+        raise VerificationFailed(label, f"cannot be read ({exc.strerror})") from None
 
 
 def verify_bundle(directory: Path, pinned: list[VerifierKey], origin: str | None) -> dict[str, object]:
@@ -51,13 +65,19 @@ def verify_bundle(directory: Path, pinned: list[VerifierKey], origin: str | None
     keys = pinned
     if not keys:
         try:
-            keys = [VerifierKey.decode(line) for line in (directory / "keys.txt").read_text().splitlines() if line]
+            keys = [VerifierKey.decode(line) for line in _text(directory / "keys.txt", "keys.txt").splitlines() if line]
         except KeyFileError as exc:
             raise VerificationFailed("keys.txt", str(exc)) from None
     if origin is None and (directory / "bundle.json").exists():
-        origin = json.loads((directory / "bundle.json").read_text()).get("origin")
+        try:
+            described = json.loads(_text(directory / "bundle.json", "bundle.json"))
+        except (ValueError, RecursionError):
+            raise VerificationFailed("bundle.json", "not JSON") from None
+        if not isinstance(described, dict) or not isinstance(described.get("origin", ""), str):
+            raise VerificationFailed("bundle.json", "not an object with an origin string")
+        origin = described.get("origin")
     notes = [
-        (f"checkpoints/{p.name}", p.read_text(encoding="utf-8"))
+        (f"checkpoints/{p.name}", _text(p, f"checkpoints/{p.name}"))
         for p in sorted((directory / "checkpoints").glob("*.note"))
     ]
     if not notes:
@@ -81,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         pinned = [VerifierKey.decode(k) for k in args.key]
-        outcome = verify_bundle(args.bundle, pinned, args.origin)
+        try:
+            outcome = verify_bundle(args.bundle, pinned, args.origin)
+        except OSError as exc:  # say, a folder where a file belongs, or unreadable files
+            raise VerificationFailed(exc.filename or str(args.bundle), f"cannot be read ({exc.strerror})") from None
     except KeyFileError as exc:
         print(f"FAIL --key: {exc}", file=sys.stderr)
         return 1

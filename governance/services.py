@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
@@ -83,13 +83,42 @@ def project_role_revoke(
     if not can_administer(actor, project):
         raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may revoke roles")
     with transaction.atomic():
+        if role.codename not in _roles_granted(user, project):
+            raise Conflict("role_not_held", f"{user.get_username()!r} does not hold {role.value} in {project.slug}")
         remove_perm(role.perm, user, project)
+        _drop_unheld_role(user, role)
         ledger_append(
             actor=actor,
             action="project.role_revoked",
             subject=Subject("project", project.slug),
             payload={"user": user.get_username(), "user_id": str(user.pk), "role": role.value, "reason": reason},
         )
+
+
+def _roles_granted(user: AbstractBaseUser, project: Project | None = None) -> set[str]:
+    """The codenames of the roles granted to ``user`` itself (not through a group), in ``project``
+    or in any project."""
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.utils import get_user_obj_perms_model
+
+    project_type = ContentType.objects.get_for_model(Project)
+    granted = get_user_obj_perms_model().objects.filter(user=user, content_type=project_type)
+    if project is not None:
+        granted = granted.filter(object_pk=str(project.pk))
+    return set(granted.values_list("permission__codename", flat=True))
+
+
+def _drop_unheld_role(user: AbstractBaseUser, role: Role) -> None:
+    """After a revocation: leave the role's group (its admin-page permissions, such as reading the
+    ledger) once ``user`` holds the role in no project, and lose staff status once they hold no
+    staff role anywhere."""
+    held = _roles_granted(user)
+    if role.codename not in held:
+        user.groups.remove(Group.objects.get(name=role.value))  # type: ignore[attr-defined]
+    staff_held = {r.codename for r in STAFF_ROLES} & held
+    if not staff_held and user.is_staff and not user.is_superuser:  # type: ignore[attr-defined]
+        user.is_staff = False  # type: ignore[attr-defined]
+        user.save(update_fields=["is_staff"])
 
 
 def service_account_create(
@@ -213,7 +242,13 @@ def _policy_set_in_force() -> Any:
     if not recorded:
         system = User.objects.get(username=SYSTEM_USERNAME)
         with transaction.atomic():
-            PolicySetRecord.objects.create(hash=policies.hash, files=policies.files)
+            # Another process may have recorded it since the read above: the unique hash decides,
+            # and the loser leaves the record (and its ledger entry) to the winner.
+            try:
+                with transaction.atomic():
+                    PolicySetRecord.objects.create(hash=policies.hash, files=policies.files)
+            except IntegrityError:
+                return policies
             ledger_append(
                 actor=system, action="policy_set.changed", subject=Subject("policy_set", policies.hash),
                 policy_hash=policies.hash, payload={"files": policies.files},
@@ -341,6 +376,8 @@ def _approval_request_locked(request_id: int) -> Any:
 
     from governance.models import ApprovalRequest
 
+    if not 0 <= request_id < 2**63:  # no such row; and past what the database's integers hold
+        return None
     lock = " FOR UPDATE OF r" if connection.features.has_select_for_update_of else ""
     found = rows.fetch(
         f"SELECT {rows.columns(ApprovalRequest, 'r')}, {rows.columns(Project, 'p')}, {rows.columns(User, 'u')} "  # noqa: S608 (names from model metadata)
@@ -570,6 +607,14 @@ def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justificat
             )  # fmt: skip
         if request.state != ApprovalState.PENDING:
             raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        if request.expires_at is not None and request.expires_at <= timezone.now():
+            raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
+        if request.decisions.filter(approver=actor).exists():
+            raise PolicyViolation(
+                "already_decided",
+                "separation of duties: you have already decided on this request; "
+                "another platform admin may break the glass",
+            )
         kind = get_type(request.subject_type)
         obj = kind.get(request.subject_id)
         if obj is None or kind.digest(obj) != request.subject_digest:
@@ -611,6 +656,11 @@ def break_glass_review_close(*, actor: AbstractBaseUser, review_id: int, outcome
             raise PermissionDenied("permission_denied", "a compliance officer of the project closes the review")
         if review.closed_at is not None:
             raise Conflict("review_closed", f"the review was closed as {review.outcome}")
+        if actor.pk in (review.admin_id, review.request.requester_id):
+            who = "broke the glass" if actor.pk == review.admin_id else "made the request"
+            raise PolicyViolation(
+                "self_review", f"separation of duties: you {who}; another compliance officer reviews it"
+            )
         review.closed_by, review.closed_at, review.outcome, review.note = actor, timezone.now(), outcome, note
         review.save(update_fields=["closed_by", "closed_at", "outcome", "note"])
         ledger_append(

@@ -48,6 +48,16 @@ def _describe(version: Any) -> dict[str, Any]:
     }
 
 
+def _dataset_version_context(version: Any) -> dict[str, str]:
+    """A version that holds personal data (found by its scan, not ruled a false positive) is high
+    risk whatever the requester says: its policy then asks for the compliance officer too."""
+    from registry.models import PiiVerdict, Review
+
+    if version.pii_verdict == PiiVerdict.FOUND and version.review != Review.FALSE_POSITIVE:
+        return {"risk_tier": "high"}
+    return {}
+
+
 def _personal_data_reviewed(version: Any) -> tuple[bool, str]:
     from registry.services import use_status
 
@@ -57,7 +67,7 @@ def _personal_data_reviewed(version: Any) -> tuple[bool, str]:
 def _model_version(pk: str) -> Any:
     from registry.models import ModelVersion
 
-    if not str(pk).isdigit():
+    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
         return None
     return ModelVersion.objects.select_related("model__project").filter(pk=int(pk)).first()
 
@@ -85,6 +95,7 @@ def register() -> None:
             project=lambda version: version.dataset.project,
             digest=dataset_version_digest,
             describe=_describe,
+            context=_dataset_version_context,
         )
     )
     register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)

@@ -421,3 +421,117 @@ def test_break_glass_is_flagged_reviewed_and_can_be_revoked(people: dict[str, An
     with pytest.raises(Conflict, match="closed as revoked"):
         break_glass_review_close(actor=people["compliance_officer"], review_id=review.pk, outcome="upheld", note="x")
     assert _entries(action="approval.break_glass_reviewed")[0]["payload"]["outcome"] == "revoked"
+
+
+def _admin(people: dict[str, Any], username: str = "on-call-admin", *roles: Role) -> Any:
+    user = get_user_model().objects.create_user(username=username)
+    for role in (Role.PLATFORM_ADMIN, *roles):
+        project_role_grant(actor=people["system"], project=people["project"], user=user, role=role, reason="on call")
+    return user
+
+
+@pytest.mark.django_db
+def test_break_glass_refuses_an_admin_who_decided_and_an_expired_request(people: dict[str, Any]) -> None:
+    from governance.services import approval_break_glass
+
+    why = "outage: the fraud model must be retrained tonight"
+    admin_steward = _admin(people, "admin-steward", Role.DATA_STEWARD)
+    request = _submit(people, _version(people), risk_tier="high")
+    approval_request_decide(actor=admin_steward, request_id=request.pk, decision="approve", reason="steward ok")
+    before = (Entry.objects.count(), ApprovalDecision.objects.count())
+    with pytest.raises(PolicyViolation) as caught:  # deciding twice, once through the slot, once by force
+        approval_break_glass(actor=admin_steward, request_id=request.pk, justification=why)
+    assert caught.value.code == "already_decided" and "another platform admin" in caught.value.message
+    assert (Entry.objects.count(), ApprovalDecision.objects.count()) == before
+    assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.PENDING
+    assert approval_break_glass(actor=_admin(people), request_id=request.pk, justification=why).state == "approved"
+
+    stale = _submit(people, _version(people))
+    ApprovalRequest.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(Conflict) as caught:
+        approval_break_glass(actor=_admin(people, "second-admin"), request_id=stale.pk, justification=why)
+    assert caught.value.code == "request_expired"
+    assert ApprovalRequest.objects.get(pk=stale.pk).state == ApprovalState.PENDING
+
+
+@pytest.mark.django_db
+def test_a_break_glass_review_is_closed_by_neither_its_admin_nor_the_requester(people: dict[str, Any]) -> None:
+    from governance.models import BreakGlassReview
+    from governance.services import approval_break_glass, break_glass_review_close
+
+    why = "outage: the fraud model must be retrained tonight"
+    officer_admin = _admin(people, "officer-admin", Role.COMPLIANCE_OFFICER)
+    review = approval_break_glass(
+        actor=officer_admin, request_id=_submit(people, _version(people)).pk, justification=why
+    ).break_glass
+    project_role_grant(actor=people["system"], project=people["project"], user=people["ml_engineer"],
+                       role=Role.COMPLIANCE_OFFICER, reason="test setup")  # fmt: skip
+    start = Entry.objects.count()
+    for actor, who in ((officer_admin, "broke the glass"), (people["ml_engineer"], "made the request")):
+        with pytest.raises(PolicyViolation) as caught:
+            break_glass_review_close(actor=actor, review_id=review.pk, outcome="upheld", note="fine by me")
+        assert caught.value.code == "self_review" and who in caught.value.message
+    assert Entry.objects.count() == start and BreakGlassReview.objects.get(pk=review.pk).closed_at is None
+    closed = break_glass_review_close(
+        actor=people["compliance_officer"], review_id=review.pk, outcome="upheld", note="a real outage"
+    )
+    assert closed.outcome == "upheld" and closed.closed_by == people["compliance_officer"]
+
+
+@pytest.mark.django_db
+def test_personal_data_makes_the_request_high_risk_whatever_the_requester_says(people: dict[str, Any]) -> None:
+    found = _version(people, b'{"text": "write to ada@example.org"}\n')
+    dataset_version_review(actor=people["data_steward"], version=found, decision="confirmed", note="needed")
+    request = _submit(people, found, risk_tier="low")
+    assert request.context == {"risk_tier": "high"}
+    assert [s["role"] for s in request.rule["approvals"]] == ["data_steward", "compliance_officer"]
+    approval_request_decide(actor=people["data_steward"], request_id=request.pk, decision="approve", reason="ok")
+    assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.PENDING  # the officer's slot is open
+
+    ruled_out = _version(people, b'{"text": "write to bob@example.org"}\n')
+    dataset_version_review(actor=people["data_steward"], version=ruled_out, decision="false_positive", note="test")
+    assert [s["role"] for s in _submit(people, ruled_out).rule["approvals"]] == ["data_steward"]
+    clean = _submit(people, _version(people), risk_tier="high")  # a requester may still ask for more
+    assert [s["role"] for s in clean.rule["approvals"]] == ["data_steward", "compliance_officer"]
+
+
+@pytest.mark.django_db
+def test_a_policy_set_recorded_meanwhile_by_another_process_is_not_recorded_twice(
+    people: dict[str, Any], monkeypatch: Any
+) -> None:
+    from common.db import rows
+    from governance import services
+    from governance.models import PolicySetRecord
+
+    policies = current_policy_set()
+    PolicySetRecord.objects.get_or_create(hash=policies.hash, defaults={"files": policies.files})
+    changes = len(_entries(action="policy_set.changed"))
+    # The other process commits between this one's read and its insert: the read says "not yet".
+    monkeypatch.setattr(
+        services.rows, "fetch", lambda sql, params: [] if "policysetrecord" in sql else rows.fetch(sql, params)
+    )
+    assert services._policy_set_in_force().hash == policies.hash
+    monkeypatch.undo()
+    assert PolicySetRecord.objects.filter(hash=policies.hash).count() == 1
+    assert len(_entries(action="policy_set.changed")) == changes
+    request = _submit(people, _version(people))  # and decisions go on
+    assert (
+        approval_request_decide(
+            actor=people["data_steward"], request_id=request.pk, decision="approve", reason="ok"
+        ).state
+        == ApprovalState.APPROVED
+    )
+
+
+@pytest.mark.django_db
+def test_ids_past_the_databases_integers_are_404_not_500(client: Any, people: dict[str, Any]) -> None:
+    from governance.services import api_token_create
+
+    token = api_token_create(actor=people["data_steward"], user=people["data_steward"], name="t")[1]
+    for verb, body in (("approve", {"reason": "x"}), ("reject", {"reason": "x"}), ("withdraw", {"reason": "x"}),
+                       ("break-glass", {"justification": "x" * 30})):  # fmt: skip
+        answer = client.post(
+            f"/api/v1/approvals/{2**64}/{verb}", body, content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {token}",
+        )  # fmt: skip
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", (verb, answer.content)

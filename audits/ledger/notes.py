@@ -16,7 +16,6 @@ key signed it and every signature by a known key verifies.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,11 +68,11 @@ def parse(text: str) -> tuple[Checkpoint, list[Signature]]:
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not origin:
         raise NoteError("the origin line is empty")
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    if not (size_text.isascii() and size_text.isdigit()) or (size_text != "0" and size_text.startswith("0")):
         raise NoteError(f"the tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise NoteError("the root hash is not base64") from None
     if len(root) != 32:
         raise NoteError(f"the root hash is {len(root)} bytes, not 32")
@@ -96,7 +95,7 @@ def parse_signature_lines(block: str) -> list[Signature]:
         name, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
         try:
             raw = base64.b64decode(blob, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character outside ASCII
             raise NoteError(f"signature by {name!r} is not base64") from None
         if not name or len(raw) < 5:
             raise NoteError(f"malformed signature line {line[:80]!r}")

@@ -194,3 +194,33 @@ def test_a_role_change_needs_a_reason(system: object) -> None:
         with pytest.raises(DomainError, match="needs a reason"):
             project_role_grant(actor=system, project=project, user=person, role=Role.AUDITOR, reason=blank)
     assert not has_project_role(User.objects.get(pk=person.pk), project, Role.AUDITOR)
+
+
+def test_revoking_the_last_grant_of_a_role_takes_its_group_and_staff_status(client: Client, system: object) -> None:
+    from audits.ledger.models import Entry
+    from common.errors import Conflict
+
+    alpha = project_create(actor=system, slug="alpha", name="Alpha")
+    beta = project_create(actor=system, slug="beta", name="Beta")
+    person = _person("aud")
+    for project in (alpha, beta):
+        project_role_grant(actor=system, project=project, user=person, role=Role.AUDITOR, reason="test setup")
+    project_role_grant(actor=system, project=alpha, user=person, role=Role.ML_ENGINEER, reason="test setup")
+    auth = {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=system, user=person, name='t')[1]}"}
+    assert client.get("/api/v1/ledger/entries/", **auth).status_code == 200
+
+    project_role_revoke(actor=system, project=alpha, user=person, role=Role.AUDITOR, reason="left alpha")
+    person = User.objects.get(pk=person.pk)
+    assert person.is_staff and person.groups.filter(name="auditor").exists()  # still an auditor of beta
+    project_role_revoke(actor=system, project=beta, user=person, role=Role.AUDITOR, reason="left beta")
+    person = User.objects.get(pk=person.pk)
+    assert not person.groups.filter(name="auditor").exists() and not person.is_staff
+    assert person.groups.filter(name="ml_engineer").exists()  # the role still held stays
+    assert not person.has_perm("ledger.view_entry")
+    assert client.get("/api/v1/ledger/entries/", **auth).status_code == 403
+
+    start = Entry.objects.count()
+    with pytest.raises(Conflict) as caught:
+        project_role_revoke(actor=system, project=beta, user=person, role=Role.AUDITOR, reason="again")
+    assert caught.value.code == "role_not_held" and "does not hold auditor in beta" in caught.value.message
+    assert Entry.objects.count() == start

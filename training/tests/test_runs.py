@@ -126,6 +126,8 @@ def test_approval_binds_to_the_digest_and_queues_the_run(ready: dict[str, Any]) 
         action="dataset_version.use_for_training",
     )  # fmt: skip
     approval_request_decide(actor=ready["data_steward"], request_id=request.pk, decision="approve", reason="ok")
+    # Personal data makes it high risk: the compliance officer's slot too.
+    approval_request_decide(actor=ready["compliance_officer"], request_id=request.pk, decision="approve", reason="ok")
 
     version.refresh_from_db()
     run = request_run(ready, dataset_versions=[version])
