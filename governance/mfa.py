@@ -93,9 +93,25 @@ def staff_totp_enrolment_confirm(*, user: AbstractBaseUser, device: TOTPDevice, 
     return codes
 
 
+def _end_sessions(user: AbstractBaseUser) -> int:
+    """Sign ``user`` out everywhere: delete their unexpired sessions. Returns how many."""
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    ended = [
+        s.pk
+        for s in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if s.get_decoded().get(auth.SESSION_KEY) == str(user.pk)
+    ]
+    Session.objects.filter(pk__in=ended).delete()
+    return len(ended)
+
+
 def staff_mfa_reset(*, actor: AbstractBaseUser, user: AbstractBaseUser, reason: str) -> int:
-    """Remove every second-factor device of ``user`` (a lost phone): their next sign-in enrols a
-    new authenticator. Returns how many devices were removed. Writes ``mfa.reset`` to the ledger."""
+    """Remove every second-factor device of ``user`` (a lost phone) and end their sessions, so
+    that whoever holds one cannot enrol an authenticator of their own with it: their next sign-in,
+    password first, enrols a new one. Returns how many devices were removed. Writes ``mfa.reset``
+    to the ledger."""
     from governance.permissions import is_platform_admin
 
     if not is_platform_admin(actor):
@@ -105,11 +121,12 @@ def staff_mfa_reset(*, actor: AbstractBaseUser, user: AbstractBaseUser, reason: 
     with transaction.atomic():
         removed = TOTPDevice.objects.filter(user=user).delete()[1].get("otp_totp.TOTPDevice", 0)
         removed += StaticDevice.objects.filter(user=user).delete()[1].get("otp_static.StaticDevice", 0)
+        sessions = _end_sessions(user)
         ledger_append(
             actor=actor,
             action="mfa.reset",
             subject=Subject("user", str(user.pk)),
-            payload={"devices_removed": removed, "reason": reason.strip()},
+            payload={"devices_removed": removed, "sessions_ended": sessions, "reason": reason.strip()},
         )
     return removed
 

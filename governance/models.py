@@ -95,6 +95,14 @@ class ApprovalRequest(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["subject_type", "subject_id", "action"], name="gov_approval_subject")]
+        constraints = [
+            # One pending request per action on a subject, also when two submit at once.
+            models.UniqueConstraint(
+                fields=["subject_type", "subject_id", "action"],
+                condition=models.Q(state="pending"),
+                name="gov_approval_one_pending",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} {self.subject_type}:{self.subject_id} ({self.state})"

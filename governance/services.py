@@ -325,11 +325,17 @@ def approval_request_submit(
         ).exists():
             raise Conflict("already_pending", f"a request for {action} on this {subject_type} is already pending")
         days = described["expires_after_days"]
-        request = ApprovalRequest.objects.create(
-            project=project, action=action, subject_type=subject_type, subject_id=str(subject_id),
-            subject_digest=digest, context=context, rule=described, policy_hash=policies.hash, requester=actor,
-            comment=comment, expires_at=timezone.now() + timezone.timedelta(days=days) if days else None,
-        )  # fmt: skip
+        try:
+            with transaction.atomic():  # the check above, under a concurrent submission (PostgreSQL)
+                request = ApprovalRequest.objects.create(
+                    project=project, action=action, subject_type=subject_type, subject_id=str(subject_id),
+                    subject_digest=digest, context=context, rule=described, policy_hash=policies.hash,
+                    requester=actor, comment=comment,
+                    expires_at=timezone.now() + timezone.timedelta(days=days) if days else None,
+                )  # fmt: skip
+        except IntegrityError:
+            pending = f"a request for {action} on this {subject_type} is already pending"
+            raise Conflict("already_pending", pending) from None
         ledger_append(
             actor=actor, action="approval.requested", subject=_approval_subject(request), policy_hash=policies.hash,
             payload={"request": request.pk, "action": action, "rule": described, "comment": comment,

@@ -3,7 +3,9 @@ appends its ledger entries in one transaction; scans are dispatched after commit
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -104,8 +106,10 @@ def dataset_version_upload(*, actor: Any, dataset: Dataset, filename: str, data:
     """Register ``data`` as a version of ``dataset``; returns (version, created).
 
     The file is parsed in full first: an empty file, a malformed line, an unsupported type or a
-    file over ``REGISTRY_MAX_UPLOAD_BYTES`` is refused and nothing is stored. Identical bytes give
-    the existing version back (one blob, no new version). A new version gets a PII scan.
+    file over ``REGISTRY_MAX_UPLOAD_BYTES`` is refused and nothing is stored; so are the bytes of a
+    version erased for a data subject (``content_erased``, checked before they reach the store).
+    Identical bytes give the existing version back (one blob, no new version). A new version gets a
+    PII scan.
     """
     require_project_role(actor, dataset.project, WRITERS, "adding a dataset version")
     return _dataset_version_store(actor=actor, dataset=dataset, filename=filename, data=data)
@@ -127,15 +131,19 @@ def _dataset_version_store(*, actor: Any, dataset: Dataset, filename: str, data:
     except RecordError as exc:
         fields = {"file": [str(exc)]}
         raise DomainError("invalid_file", f"{filename}: {exc}", fields=fields) from None
-    digest, size = artifacts.put_bytes(data)
+    # Hashed before anything is stored: bytes erased for a data subject never reach the store again.
+    digest = hashlib.sha256(data).hexdigest()
+    erased = DatasetVersion.objects.filter(dataset=dataset, sha256=digest, erased_at__isnull=False).first()
+    if erased is not None:
+        raise _content_erased(erased)
+    _, size = artifacts.put_bytes(data)
     with transaction.atomic():
         existing = DatasetVersion.objects.filter(dataset=dataset, sha256=digest).first()
         if existing is not None and existing.erased_at is not None:
-            # These bytes were erased for a data subject: they may not come back.
-            transaction.on_commit(partial(_blob_delete_unless_live, digest))
-            raise Conflict(
-                "content_erased", f"these bytes are {existing}, erased ({existing.erased_reason}); not stored again"
-            )
+            # Erased since the check above: take the bytes out now (an on_commit would be rolled
+            # back with the refusal), unless a live version holds them.
+            _blob_delete_unless_live(digest)
+            raise _content_erased(existing)
         if existing is not None:
             return existing, False
         number = (dataset.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
@@ -166,22 +174,49 @@ def _dataset_version_store(*, actor: Any, dataset: Dataset, filename: str, data:
     return version, True
 
 
+def _content_erased(erased: DatasetVersion) -> Conflict:
+    return Conflict("content_erased", f"these bytes are {erased}, erased ({erased.erased_reason}); not stored again")
+
+
 def dataset_version_register_path(*, actor: Any, dataset: Dataset, path: str) -> tuple[DatasetVersion, bool]:
     """Register a file already on the server; it must lie under one of ``REGISTRY_ALLOWED_ROOTS``."""
     # The role first: a caller without it learns nothing about the server's files.
     require_project_role(actor, dataset.project, WRITERS, "adding a dataset version")
-    resolved = Path(path).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError) as exc:
+        raise _unreadable("path", path, exc) from None
     if not any(resolved.is_relative_to(root) for root in settings.REGISTRY_ALLOWED_ROOTS):
         raise DomainError(
             "path_not_allowed",
             f"{path} is outside the allowed roots (REGISTRY_ALLOWED_ROOTS)",
             fields={"path": ["outside the allowed roots"]},
         )
-    if not resolved.is_file():
-        raise DomainError("path_not_found", f"{path} is not a file", fields={"path": ["not a file"]})
-    if resolved.stat().st_size > settings.REGISTRY_MAX_UPLOAD_BYTES:
-        raise DomainError("file_too_large", f"{path} is over REGISTRY_MAX_UPLOAD_BYTES", status_code=413)
-    return dataset_version_upload(actor=actor, dataset=dataset, filename=resolved.name, data=resolved.read_bytes())
+    try:
+        if not resolved.is_file():
+            raise DomainError("path_not_found", f"{path} is not a file", fields={"path": ["not a file"]})
+        if resolved.stat().st_size > settings.REGISTRY_MAX_UPLOAD_BYTES:
+            raise DomainError("file_too_large", f"{path} is over REGISTRY_MAX_UPLOAD_BYTES", status_code=413)
+        data = resolved.read_bytes()
+    except OSError as exc:  # a name too long, a folder it may not enter, a file it may not read
+        raise _unreadable("path", path, exc) from None
+    return dataset_version_upload(actor=actor, dataset=dataset, filename=resolved.name, data=data)
+
+
+def _unreadable(field: str, path: str | Path, exc: OSError | ValueError) -> DomainError:
+    """A path under an allowed root that the server cannot use, named with the system's reason."""
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return DomainError("invalid_input", f"{path} cannot be read: {reason}", fields={field: [reason]})
+
+
+def _file_chunks(path: Path, field: str) -> Iterator[bytes]:
+    """A file's bytes in chunks; a read error is the input's fault (``_unreadable``), not the store's."""
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(artifacts.CHUNK):
+                yield chunk
+    except OSError as exc:
+        raise _unreadable(field, path, exc) from None
 
 
 def _scan_request(*, actor: Any, version: DatasetVersion) -> PiiScan:
@@ -247,7 +282,7 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
     version = scan.version
     try:
-        data = artifacts.open_blob(version.sha256).read_bytes()
+        data = artifacts.read_blob(version.sha256)
         texts = [
             (r.number, name, value) for r in read_records(data, version.format) for name, value in r.fields.items()
         ]
@@ -404,17 +439,37 @@ def dataset_version_get(*, pk: int) -> DatasetVersion:
 # --- Derived versions -----------------------------------------------------------------------------
 
 
+def _refuse_erased(version: DatasetVersion) -> None:
+    """Nothing is derived from an erased version: its bytes are gone, and the version that
+    replaced it is the one to use."""
+    if version.erased_at is not None:
+        raise Conflict(
+            "version_erased", f"{version} was erased ({version.erased_reason}); use the version that replaced it"
+        )
+
+
+def _version_bytes(version: DatasetVersion) -> bytes:
+    """The version's bytes, checked against its content hash; a 409 when they are gone or changed."""
+    try:
+        return artifacts.read_blob(version.sha256)
+    except artifacts.ArtifactCorrupt as exc:
+        raise Conflict("blob_corrupt", str(exc)) from None
+    except artifacts.ArtifactMissing as exc:
+        raise Conflict("blob_missing", str(exc)) from None
+
+
 def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple[DatasetVersion, bool]:
     """A derived version without exact duplicates (by normalised-record hash), first copy kept,
     in the original format for JSONL and text (CSV keeps its header). Lineage points back."""
     from registry.records import READERS, record_key
 
     require_project_role(actor, version.dataset.project, WRITERS, "deduplicating a dataset version")
+    _refuse_erased(version)
     if version.format not in ("jsonl", "text", "csv"):
         raise DomainError("unsupported_format", f"deduplication writes jsonl, text or csv, not {version.format}")
     if version.duplicate_count == 0:
         raise Conflict("no_duplicates", f"{version} holds no duplicate record")
-    data = artifacts.open_blob(version.sha256).read_bytes()
+    data = _version_bytes(version)
     seen: set[str] = set()
     if version.format == "csv":
         # Rewritten from the parsed rows: a quoted field may span lines, so lines are not records.
@@ -479,8 +534,6 @@ def _register_derived(
 
 def weights_digest(files: dict[str, str]) -> str:
     """SHA-256 over the sorted ``<relative path> <file SHA-256>`` lines."""
-    import hashlib
-
     listing = "".join(f"{path} {digest}\n" for path, digest in sorted(files.items()))
     return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
 
@@ -488,7 +541,6 @@ def weights_digest(files: dict[str, str]) -> str:
 def model_version_materialise(version: Any, folder: Path) -> Path:
     """Copy the version's files out of the artifact store into ``folder``, checking each against
     its digest and the whole against the weights digest; ``weights_mismatch`` if anything differs."""
-    import hashlib
     import shutil
 
     if weights_digest(version.files) != version.weights_digest:
@@ -498,19 +550,16 @@ def model_version_materialise(version: Any, folder: Path) -> Path:
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            source = artifacts.open_blob(digest)
-        except artifacts.ArtifactMissing:
-            raise Conflict("weights_mismatch", f"model version {version.pk}: {relative} is missing") from None
-        sha = hashlib.sha256()
-        with source.open("rb") as src, target.open("wb") as dst:
-            while chunk := src.read(artifacts.CHUNK):
-                sha.update(chunk)
-                dst.write(chunk)
-        if sha.hexdigest() != digest:
+            with artifacts.open_reader(digest) as src, target.open("wb") as dst:
+                while chunk := src.read(artifacts.CHUNK):
+                    dst.write(chunk)
+        except artifacts.ArtifactCorrupt:
             shutil.rmtree(folder, ignore_errors=True)
             raise Conflict(
                 "weights_mismatch", f"model version {version.pk}: {relative} no longer matches its digest {digest}"
-            )
+            ) from None
+        except artifacts.ArtifactMissing:
+            raise Conflict("weights_mismatch", f"model version {version.pk}: {relative} is missing") from None
     return folder
 
 
@@ -546,22 +595,28 @@ def model_version_register_folder(
     from registry.models import ModelVersion
 
     require_project_role(actor, model.project, {Role.ML_ENGINEER}, "registering model weights")
-    root = Path(folder).resolve()
+    try:
+        root = Path(folder).resolve()
+    except (OSError, ValueError) as exc:
+        raise _unreadable("folder", folder, exc) from None
     roots = allowed_roots if allowed_roots is not None else settings.REGISTRY_ALLOWED_ROOTS
     if not any(root.is_relative_to(r) for r in roots):
         raise DomainError("path_not_allowed", f"{folder} is outside the allowed roots (REGISTRY_ALLOWED_ROOTS)")
-    if not root.is_dir():
-        raise DomainError("path_not_found", f"{folder} is not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file())
+    try:
+        if not root.is_dir():
+            raise DomainError("path_not_found", f"{folder} is not a folder")
+        paths = sorted(p for p in root.rglob("*") if p.is_file())
+        for path in paths:
+            if not path.resolve().is_relative_to(root):
+                raise DomainError("path_not_allowed", f"{path} links outside {folder}")
+    except OSError as exc:  # a name too long, a folder it may not enter
+        raise _unreadable("folder", folder, exc) from None
     if not paths:
         raise DomainError("empty_folder", f"{folder} holds no file")
     files: dict[str, str] = {}
     size = 0
     for path in paths:
-        if not path.resolve().is_relative_to(root):
-            raise DomainError("path_not_allowed", f"{path} links outside {folder}")
-        with path.open("rb") as handle:
-            digest, n = artifacts.put_chunks(iter(lambda h=handle: h.read(artifacts.CHUNK), b""))
+        digest, n = artifacts.put_chunks(_file_chunks(path, "folder"))
         files[path.relative_to(root).as_posix()] = digest
         size += n
     digest = weights_digest(files)
@@ -701,11 +756,21 @@ def _registered(client: Any, name: str) -> bool:
 def dataset_version_anonymise_request(*, actor: Any, version: DatasetVersion) -> None:
     """Ask for an anonymised derived version (a task builds it with Presidio's anonymizer)."""
     require_project_role(actor, version.dataset.project, {Role.DATA_STEWARD}, "anonymising a dataset version")
+    _refuse_erased(version)
     if version.format not in ("jsonl", "csv", "text"):
         raise DomainError("unsupported_format", f"anonymisation writes jsonl, csv or text, not {version.format}")
     with transaction.atomic():
         ledger_append(actor=actor, action="dataset_version.anonymisation_requested", subject=_version_subject(version))
         dispatch_on_commit("registry.anonymise", args=(version.pk, str(actor.pk)), queue="cpu")
+
+
+def _anonymisation_fail(*, actor: Any, version: DatasetVersion, reason: str) -> None:
+    logger.error("anonymisation of dataset version %s failed: %s", version.pk, reason)
+    with transaction.atomic():
+        ledger_append(
+            actor=actor, action="dataset_version.anonymisation_failed", subject=_version_subject(version),
+            payload={"reason": reason[:500]},
+        )  # fmt: skip
 
 
 def _replace_strings(value: Any, path: str, replace: Any) -> Any:
@@ -721,9 +786,12 @@ def _replace_strings(value: Any, path: str, replace: Any) -> Any:
     return value
 
 
-def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[DatasetVersion, bool]:
+def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[DatasetVersion, bool] | None:
     """Replace every finding with ``<ENTITY_TYPE>`` (Presidio's anonymizer), write the result in
-    the version's format and register it as a derived version (which gets its own scan)."""
+    the version's format and register it as a derived version (which gets its own scan).
+
+    A version erased since the request, or whose bytes are gone or changed, is not anonymised:
+    the failure is recorded (``dataset_version.anonymisation_failed``) and None returned."""
     import csv
     import io
     import json
@@ -735,8 +803,14 @@ def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[Datas
     from registry.records import read_records
 
     version = DatasetVersion.objects.select_related("dataset__project").get(pk=version_id)
-    data = artifacts.open_blob(version.sha256).read_bytes()
-    records = list(read_records(data, version.format))
+    try:
+        _refuse_erased(version)
+        data = _version_bytes(version)
+        records = list(read_records(data, version.format))
+    except (DomainError, RecordError) as exc:
+        reason = f"{exc.code}: {exc.message}" if isinstance(exc, DomainError) else f"unreadable: {exc}"
+        _anonymisation_fail(actor=actor, version=version, reason=reason)
+        return None
     scanner = pii.configured_scanner()
     found = scanner.analyze_many(
         (text for r in records for text in r.fields.values()), processes=settings.PII_SCAN_PROCESSES
@@ -764,9 +838,13 @@ def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[Datas
         for r in records:
             writer.writerow([replace(name, r.fields.get(name, "")) if r.fields.get(name) else "" for name in header])
         derived = out.getvalue().encode()
-    return _register_derived(
-        actor=actor, version=version, data=derived, derivation="anonymised", details={"texts_changed": len(found)}
-    )
+    try:
+        return _register_derived(
+            actor=actor, version=version, data=derived, derivation="anonymised", details={"texts_changed": len(found)}
+        )
+    except DomainError as exc:  # e.g. the same bytes were erased meanwhile: refused, on record
+        _anonymisation_fail(actor=actor, version=version, reason=f"{exc.code}: {exc.message}")
+        return None
 
 
 # --- Erasure of a data subject's records ----------------------------------------------------------
@@ -840,10 +918,7 @@ def dataset_version_erase_records(
         version = DatasetVersion.objects.select_for_update().select_related("dataset__project").get(pk=version.pk)
         if version.erased_at is not None:
             raise Conflict("already_erased", f"{version} was already erased ({version.erased_reason})")
-        try:
-            data = artifacts.open_blob(version.sha256).read_bytes()
-        except artifacts.ArtifactMissing as exc:
-            raise Conflict("blob_missing", str(exc)) from None
+        data = _version_bytes(version)
         from registry.records import read_records
 
         present = {record.number for record in read_records(data, version.format)}

@@ -34,9 +34,11 @@ def mlflow_mirror(model_version_id: int) -> str:
 
 
 @shared_task(name="registry.anonymise", acks_late=True)
-def anonymise(version_id: int, requested_by: str) -> int:
-    """Build the anonymised version as the user who asked for it (their role was checked then)."""
+def anonymise(version_id: int, requested_by: str) -> int | None:
+    """Build the anonymised version as the user who asked for it (their role was checked then);
+    None when it could not be built (the failure is in the ledger)."""
     from registry.services import dataset_version_anonymise_run
 
     actor = get_user_model().objects.get(pk=int(requested_by))
-    return dataset_version_anonymise_run(version_id=version_id, actor=actor)[0].pk
+    result = dataset_version_anonymise_run(version_id=version_id, actor=actor)
+    return result[0].pk if result else None

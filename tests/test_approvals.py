@@ -535,3 +535,26 @@ def test_ids_past_the_databases_integers_are_404_not_500(client: Any, people: di
             HTTP_AUTHORIZATION=f"Token {token}",
         )  # fmt: skip
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", (verb, answer.content)
+
+
+@pytest.mark.django_db
+def test_two_submissions_at_once_open_one_request(people: dict[str, Any], monkeypatch: Any) -> None:
+    from django.db import IntegrityError, transaction
+    from django.db.models.query import QuerySet
+
+    version = _version(people)
+    first = _submit(people, version)
+    fields = {f: getattr(first, f) for f in ("project", "action", "subject_type", "subject_id", "subject_digest",
+                                              "rule", "policy_hash", "requester")}  # fmt: skip
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApprovalRequest.objects.create(**fields)  # the database holds one pending request per action on a subject
+    # The other submission's check ran before this one committed: the database still refuses it.
+    exists = QuerySet.exists
+    monkeypatch.setattr(QuerySet, "exists", lambda qs: False if qs.model is ApprovalRequest else exists(qs))
+    start = Entry.objects.count()
+    with pytest.raises(Conflict) as caught:
+        _submit(people, version)
+    assert caught.value.code == "already_pending" and Entry.objects.count() == start
+    monkeypatch.undo()
+    approval_request_withdraw(actor=people["ml_engineer"], request_id=first.pk, reason="resubmit")
+    assert _submit(people, version).state == ApprovalState.PENDING  # once closed, a new one may open

@@ -115,12 +115,18 @@ def test_first_sign_in_enrols_an_authenticator_and_the_second_asks_for_a_code(
 def test_a_lost_authenticator_is_reset_by_a_platform_admin_and_enrolled_again(
     officer: Any, people: dict[str, Any]
 ) -> None:
-    admin_login(Client(), officer)
+    old_session = Client()
+    admin_login(old_session, officer)
+    assert old_session.get("/admin/").status_code == 200
     assert TOTPDevice.objects.filter(user=officer).exists()
     removed = staff_mfa_reset(actor=people["system"], user=officer, reason="phone lost")
     assert removed == 1 and not TOTPDevice.objects.filter(user=officer).exists()
     assert not StaticDevice.objects.filter(user=officer).exists()
-    assert _payload(Entry.objects.get(action="mfa.reset")) == {"devices_removed": 1, "reason": "phone lost"}
+    assert _payload(Entry.objects.get(action="mfa.reset")) == {
+        "devices_removed": 1, "sessions_ended": 1, "reason": "phone lost",
+    }  # fmt: skip
+    # The session from before the reset is over: it cannot enrol an authenticator of its own.
+    assert old_session.get("/admin/mfa/enrol/")["Location"].startswith("/admin/login/")
     client = Client()
     location = client.get(_password(client, officer.username)["Location"])["Location"]
     assert location.startswith("/admin/mfa/enrol/")

@@ -535,3 +535,21 @@ def test_the_admin_shows_the_flag_and_closes_reviews_through_the_service(dataset
     assert review.outcome == "retired" and review.closed_by == officer
     assert _payload("model_review.closed")["note"] == "replaced by v2"
     assert client.get(f"/admin/privacy/datasubjectrequest/{request.pk}/delete/").status_code == 403
+
+
+def test_a_dataset_changed_on_disk_stops_the_answer_and_names_the_version(datasets: dict[str, Any]) -> None:
+    from common import artifacts
+
+    officer, contacts = datasets["compliance_officer"], datasets["contacts"]
+    access, erasure = _searched(datasets, "access"), _searched(datasets, "erasure")
+    blob = artifacts.blob_path(contacts.sha256)
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes().replace(b"the parcel", b"the packet"))  # someone edits the stored file
+    for attempt in (lambda: dsr_access_package(actor=officer, request=access),
+                    lambda: dsr_erase(actor=officer, request=erasure)):  # fmt: skip
+        start = Entry.objects.count()
+        with pytest.raises(Conflict) as caught:
+            attempt()
+        assert caught.value.code == "blob_corrupt" and f"dataset version {contacts.pk}" in caught.value.message
+        assert Entry.objects.count() == start  # the refused answer wrote nothing
+    assert {r.state for r in DataSubjectRequest.objects.filter(pk__in=[access.pk, erasure.pk])} == {"searched"}
