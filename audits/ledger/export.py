@@ -20,6 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from audits.ledger.models import Checkpoint
+from audits.ledger.selectors import head_tree
 from audits.ledger.verification import known_verifiers, stream_entries
 
 
@@ -28,12 +29,18 @@ class ExportError(Exception):
 
 
 def ledger_export(directory: Path) -> dict[str, object]:
+    """Write the bundle. The service may append and sign meanwhile: the checkpoints are read
+    first, then the head, then only the entries below the head's size, so the bundle holds every
+    entry its checkpoints cover and verifies offline; what is appended later goes in the next
+    export."""
     if directory.exists() and any(directory.iterdir()):
         raise ExportError(f"{directory} is not empty; export into a new or empty directory")
+    checkpoints = list(Checkpoint.objects.order_by("tree_size", "id"))
+    size = head_tree().size  # the head only grows: it covers every checkpoint just read
     (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-    size = 0
+    written = 0
     with (directory / "entries.jsonl").open("w", encoding="utf-8") as out:
-        for index, body, leaf in stream_entries():
+        for index, body, leaf in stream_entries(below=size):
             record = {
                 "index": index,
                 "body_b64": base64.b64encode(body).decode(),
@@ -41,16 +48,15 @@ def ledger_export(directory: Path) -> dict[str, object]:
                 "entry": json.loads(body),
             }
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-            size += 1
-    count = 0
-    for row in Checkpoint.objects.order_by("tree_size", "id"):
+            written += 1
+    for row in checkpoints:
         (directory / "checkpoints" / f"{row.tree_size:012d}-{row.pk}.note").write_text(row.note, encoding="utf-8")
-        count += 1
+    # Read after the checkpoints: a key is published in the transaction of the first checkpoint it signs.
     (directory / "keys.txt").write_text("".join(k.encode() + "\n" for k in known_verifiers()), encoding="utf-8")
     manifest = {
         "origin": settings.LEDGER_ORIGIN,
-        "tree_size": size,
-        "checkpoints": count,
+        "tree_size": written,
+        "checkpoints": len(checkpoints),
         "exported_at": timezone.now().isoformat(),
     }
     (directory / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

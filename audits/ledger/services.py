@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +37,10 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _SUBJECT_REF = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 SEALED_MARK = "$sealed"
 ERASED = "[erased]"
+WAL_PURGE_WAIT_S = 2.0  # how long an erasure waits for open reads to end before it leaves the purge to beat
+_WAL_PURGE_TRY_MS = 50  # each try holds new writers back at most this long while it waits for readers
+
+logger = logging.getLogger("audits.ledger")
 
 
 class LedgerError(DomainError):
@@ -328,7 +334,12 @@ def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended
 
     Every entry that holds the subject's sealed data keeps its bytes, so every hash, proof and
     checkpoint still verifies; the sealed values can no longer be read by any path. On SQLite
-    the key's old page is overwritten (``secure_delete``) and the WAL is checkpointed after commit.
+    freed pages are overwritten (``secure_delete``) and, after commit, the write-ahead log is
+    checkpointed into the database file and emptied (``sqlite_wal_purge``), which removes the
+    key's old page from both files. A read transaction held open elsewhere (a long export, say)
+    keeps that from completing: the erasure then waits up to ``WAL_PURGE_WAIT_S``, logs a
+    warning if the reader is still there, and the periodic ``ledger.checkpoint`` task completes
+    the purge at its next run after the reader ends.
     """
     _check_ref(subject_ref)
     if not reason.strip():
@@ -347,10 +358,48 @@ def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended
             payload={"reason": reason},
         )
         if connection.vendor == "sqlite":
-            transaction.on_commit(_sqlite_purge_wal)
+            transaction.on_commit(lambda: _purge_after_erasure(subject_ref))
     return appended
 
 
-def _sqlite_purge_wal() -> None:
+def _purge_after_erasure(subject_ref: str) -> None:
+    if not sqlite_wal_purge():
+        logger.warning(
+            "erasure of data subject %s: the SQLite write-ahead log could not be checkpointed within %s s "
+            "because a read transaction is open; until a checkpoint completes, the erased key's old page "
+            "remains in %s and its -wal file. The periodic ledger.checkpoint task retries every %s s.",
+            subject_ref, WAL_PURGE_WAIT_S, connection.settings_dict["NAME"], settings.LEDGER_CHECKPOINT_EVERY_S,
+        )  # fmt: skip
+
+
+def sqlite_wal_purge(*, wait_s: float = WAL_PURGE_WAIT_S) -> bool:
+    """SQLite: copy every committed page from the write-ahead log into the database file and empty
+    the log (``PRAGMA wal_checkpoint(TRUNCATE)``), so no older version of a page (an erased key's
+    among them) is left in either file. Returns whether that completed; True at once on other
+    databases.
+
+    An open read transaction of another connection keeps the pages it may still read, so the
+    checkpoint cannot complete until it ends: this tries again for ``wait_s`` seconds, each try
+    holding new writers back for at most ``_WAL_PURGE_TRY_MS``. Inside a transaction nothing can
+    be checkpointed past it: returns False without trying.
+    """
+    if connection.vendor != "sqlite":
+        return True
+    if connection.in_atomic_block:
+        return False
+    deadline = time.monotonic() + wait_s
     with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute("PRAGMA busy_timeout")
+        configured = int(cursor.fetchone()[0])
+        cursor.execute(f"PRAGMA busy_timeout = {_WAL_PURGE_TRY_MS}")
+        try:
+            while True:
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = cursor.fetchone()[0]  # (busy, frames in the log, frames checkpointed)
+                if not busy:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {configured}")

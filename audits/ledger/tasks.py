@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from audits.ledger.services import checkpoint_create
+from celery import shared_task
+from django.db import connection
+
+from audits.ledger.services import checkpoint_create, sqlite_wal_purge
+
+logger = logging.getLogger("audits.ledger")
 
 
 @shared_task(name="ledger.checkpoint")
 def checkpoint_if_grown() -> int | None:
-    """Run by beat: sign a checkpoint when the tree has grown since the last one."""
+    """Run by beat: sign a checkpoint when the tree has grown since the last one.
+
+    On SQLite it first checkpoints the write-ahead log into the database file and empties it:
+    this completes the purge of an erased key's old page that an open read held up at erasure
+    time (see ``data_subject_erase``), at the latest one period after the read ends.
+    """
+    if connection.vendor == "sqlite" and not connection.in_atomic_block and not sqlite_wal_purge():
+        logger.warning(
+            "the SQLite write-ahead log could not be checkpointed (a read transaction is open): old page "
+            "versions, erased vault keys' among them, remain in %s until a later run completes it",
+            connection.settings_dict["NAME"],
+        )
     checkpoint = checkpoint_create()
     return checkpoint.tree_size if checkpoint else None

@@ -4,6 +4,12 @@ Re-hashes every stored entry, rebuilds the roots, checks every checkpoint's sign
 the database and those in the checkpoint log outside it), checks each consistency step between
 checkpoints with proofs built from the stored subtree hashes (the ones served to clients), and
 checks the head. The outcome is recorded as a ``VerificationRun`` for the admin.
+
+The service keeps appending and signing while a verification runs, and no one read sees the
+database and the checkpoint log at the same moment; so the reads go in an order in which an append
+or a checkpoint made meanwhile cannot look like tampering: the checkpoint rows, then the log (each
+line is written before its row commits, so the log holds at least those rows), then the head (it
+only grows, so it covers every checkpoint read), then the entries below the head's size only.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audits.ledger import merkle, notes
@@ -50,13 +56,18 @@ def read_checkpoint_log(path: Path) -> list[tuple[str, str]]:
     return texts
 
 
-def stream_entries() -> Iterator[tuple[int, bytes, bytes | None]]:
-    """Every entry in index order, straight from the DB-API cursor in chunks: the ORM would
-    build a model instance per row, and verification time grows with the log."""
+def stream_entries(below: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """Every entry in index order (only those with ``index < below`` when given), straight from
+    the DB-API cursor in chunks: the ORM would build a model instance per row, and verification
+    time grows with the log."""
+    sql, params = 'SELECT "index", body, leaf_hash FROM ledger_entry ORDER BY "index"', []
+    if below is not None:  # the raw DB-API cursor: SQLite's paramstyle is qmark, psycopg's format
+        mark = "?" if connection.vendor == "sqlite" else "%s"
+        sql, params = sql.replace(" ORDER", f' WHERE "index" < {mark} ORDER'), [below]
     connection.ensure_connection()
     cursor = connection.connection.cursor()
     try:
-        cursor.execute('SELECT "index", body, leaf_hash FROM ledger_entry ORDER BY "index"')
+        cursor.execute(sql, params)
         if connection.vendor == "sqlite":  # BLOBs arrive as bytes already
             while rows := cursor.fetchmany(CHUNK):
                 yield from rows
@@ -68,9 +79,34 @@ def stream_entries() -> Iterator[tuple[int, bytes, bytes | None]]:
         cursor.close()
 
 
-def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
-    verifiers = known_verifiers()
+def _wait_for_writers() -> None:
+    """Return once the write transactions under way have ended. A checkpoint's log line is written
+    while its transaction, which holds the head lock, is still open: taking the lock (PostgreSQL
+    ``FOR UPDATE``; on SQLite ``BEGIN IMMEDIATE`` takes the write lock) waits for it to commit."""
+    with transaction.atomic():
+        head_tree(lock=True)
+
+
+def checkpoints_then_log() -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+    """The checkpoint rows and the checkpoint log, read so that a checkpoint signed meanwhile is
+    not taken for one missing from the database: rows first, then the log (which holds the line
+    of every row already, absent tampering); a logged checkpoint not among the rows was being
+    signed while they were read, so the rows are read again once its transaction has ended. A
+    logged checkpoint still missing then is a fault for the caller to report."""
     rows = list(Checkpoint.objects.order_by("tree_size", "id"))
+    logged = read_checkpoint_log(settings.LEDGER_CHECKPOINT_LOG)
+    if not {text for _, text in logged} <= {row.note for row in rows}:
+        _wait_for_writers()
+        rows = list(Checkpoint.objects.order_by("tree_size", "id"))
+    return rows, logged
+
+
+def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
+    rows, logged = checkpoints_then_log()
+    verifiers = known_verifiers()  # after the rows: a key is published in its first checkpoint's transaction
+    # Read after every checkpoint: the head only grows, so its size covers them all. Entries
+    # appended after this moment are left to the next verification.
+    head = head_tree()
     stored = [(f"checkpoint {row.pk}", row.note) for row in rows]
     for row in rows:
         try:
@@ -79,7 +115,6 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
             raise VerificationFailed(f"checkpoint {row.pk}", str(exc)) from None
         if parsed.size != row.tree_size or parsed.root != bytes(row.root):
             raise VerificationFailed(f"checkpoint {row.pk}", "its size or root columns differ from its signed note")
-    logged = read_checkpoint_log(settings.LEDGER_CHECKPOINT_LOG)
     in_database = {row.note for row in rows}
     for label, text in logged:
         if text not in in_database:
@@ -89,7 +124,7 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
             str(settings.LEDGER_CHECKPOINT_LOG), "the checkpoint log outside the database is missing"
         )
     signed = check_notes(stored + logged, verifiers, settings.LEDGER_ORIGIN)
-    result = replay(stream_entries, signed, progress=progress)
+    result = replay(lambda: stream_entries(below=head.size), signed, progress=progress)
 
     sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0})
     roots = {s.checkpoint.size: s.checkpoint.root for s in signed}
@@ -101,9 +136,15 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
             raise VerificationFailed(
                 f"consistency from size {first} to {second}", f"{exc} (the stored subtree hashes were changed)"
             ) from None
-    head = head_tree()
     if head.size != result.tree_size or head.root() != result.root:
         raise VerificationFailed("ledger head", "its size or right edge disagrees with the entries")
+    # Entries past the head's size at the start are appends made since, which moved the head on;
+    # rows past the head's size now were written around the service.
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT MAX("index") FROM ledger_entry')
+        (last,) = cursor.fetchone()
+    if last is not None and last >= head_tree().size:
+        raise VerificationFailed(f"entry {last}", "it lies past the ledger head: written around the service")
     return result
 
 

@@ -247,7 +247,8 @@ class ReportCheck:
 def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) -> ReportCheck:
     """Check a report PDF: the signature is the service's and covers the whole file unchanged; the
     checkpoint it cites is one the ledger signed (a known key's signature, and a stored checkpoint
-    with that size and root); each cited entry is included in that checkpoint's tree."""
+    with that size and root); each cited entry's stored bytes, hashed anew, are included in that
+    checkpoint's tree."""
     from audits.ledger import merkle, notes
     from audits.ledger.models import Checkpoint, Entry
     from audits.ledger.selectors import inclusion_proof
@@ -279,12 +280,17 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
         if not 0 <= index < cited.size:
             check.reason = f"entry {index}: outside the checkpoint's tree of {cited.size} entries"
             return check
-        leaf = Entry.objects.filter(index=index).values_list("leaf_hash", flat=True).first()
-        if leaf is None:
+        row = Entry.objects.filter(index=index).values_list("body", "leaf_hash").first()
+        if row is None:
             check.reason = f"entry {index}: not in the ledger"
             return check
+        # The entry's own bytes are what the checkpoint vouches for: prove those, not the stored hash.
+        leaf = merkle.leaf_hash(bytes(row[0]))
+        if leaf != bytes(row[1]):
+            check.reason = f"entry {index}: its bytes do not hash to its stored leaf hash: it was changed"
+            return check
         try:
-            merkle.verify_inclusion(index, cited.size, bytes(leaf), inclusion_proof(index, cited.size), cited.root)
+            merkle.verify_inclusion(index, cited.size, leaf, inclusion_proof(index, cited.size), cited.root)
         except merkle.ProofError as exc:
             check.reason = f"entry {index}: not included in the checkpoint ({exc})"
             return check

@@ -19,6 +19,7 @@ from audits.ledger.verification import known_verifiers
 from common.errors import DomainError, NotFound
 
 MAX_PAGE = 1000
+MAX_INDEX = 2**63 - 1  # indexes and sizes are 64-bit signed integers in the database
 _b64 = serializers.ListField(child=serializers.CharField())
 
 
@@ -33,8 +34,14 @@ def _int_param(request: Request, name: str, *, default: int | None = None, minim
         if default is None:
             raise DomainError("invalid_input", f"{name} is required", fields={name: ["required"]})
         return default
-    if not raw.isdigit() or int(raw) < minimum:
-        raise DomainError("invalid_input", f"{name} must be an integer ≥ {minimum}", fields={name: [f"got {raw!r}"]})
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses. The length
+    # is checked before int(), which refuses numbers of more than 4300 digits with an error.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_INDEX)) or not minimum <= int(raw) <= MAX_INDEX:
+        raise DomainError(
+            "invalid_input",
+            f"{name} must be an integer from {minimum} to {MAX_INDEX}",
+            fields={name: [f"got {raw[:40]!r}"]},
+        )
     return int(raw)
 
 
@@ -196,7 +203,7 @@ class EntryDetailView(APIView):
 
     @extend_schema(operation_id="ledger_entry", responses=EntrySerializer)
     def get(self, request: Request, index: int) -> Response:
-        entry = Entry.objects.filter(index=index).first()
+        entry = Entry.objects.filter(index=index).first() if index <= MAX_INDEX else None
         if entry is None:
             raise NotFound("not_found", f"no entry with index {index}")
         return Response(selectors.entry_decoded(entry))

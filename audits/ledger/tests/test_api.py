@@ -76,6 +76,13 @@ def test_proofs_verify_against_the_signed_checkpoint(client: Client, append: Cal
         ("consistency", {"first": 0, "second": 2}, "invalid_input", "first"),
         ("consistency", {"first": 1, "second": 7}, "beyond_checkpoint", "second"),
         ("consistency", {"first": "-1"}, "invalid_input", "first"),
+        # Digits that str.isdigit() accepts but are not ASCII: "²" made int() fail (a 500), Arabic-Indic 1 read as 1.
+        ("inclusion", {"index": "²"}, "invalid_input", "index"),
+        ("inclusion", {"index": "\u0661"}, "invalid_input", "index"),
+        ("consistency", {"first": "1", "second": "\u0663"}, "invalid_input", "second"),
+        # Past what a 64-bit database integer holds, and past what int() parses at all.
+        ("inclusion", {"index": 0, "tree_size": str(2**63)}, "invalid_input", "tree_size"),
+        ("inclusion", {"index": "9" * 5000}, "invalid_input", "index"),
     ],
 )
 def test_bad_proof_requests_are_refused_clearly(
@@ -107,3 +114,7 @@ def test_entries_need_the_ledger_read_permission(client: Client, append: Callabl
     assert client.get("/api/v1/ledger/entries/99", **auditor).status_code == 404
     too_wide = client.get("/api/v1/ledger/entries/", {"start": 0, "end": 5000}, **auditor)
     assert too_wide.status_code == 400 and "end" in too_wide.json()["error"]["fields"]
+    huge = client.get("/api/v1/ledger/entries/", {"start": str(2**63)}, **auditor)
+    assert huge.status_code == 400 and "start" in huge.json()["error"]["fields"]
+    assert client.get("/api/v1/ledger/entries/", {"start": "²"}, **auditor).status_code == 400
+    assert client.get(f"/api/v1/ledger/entries/{2**64}", **auditor).status_code == 404

@@ -75,16 +75,20 @@ MALFORMED: dict[str, tuple[list[Callable[[Path], None]], str]] = {
     "size in superscript digits": ([_rewrite_note_line(1, lambda _: "²")], "the tree size '²' is not a decimal number"),
     "root with a non-ASCII character": ([_rewrite_note_line(2, lambda line: "é" + line[1:])], "is not base64"),
     "signature with a non-ASCII character": ([_rewrite_note_line(4, lambda line: line[:-1] + "é")], "is not base64"),
-    "an entries line that is not UTF-8": ([_append_bytes("entries.jsonl", b'{"index": 9, "\xff": 1}\n')],
-                                          "entries.jsonl line 7: not an entry record"),  # fmt: skip
+    "an entries line that is not UTF-8": (
+        [_append_bytes("entries.jsonl", b'{"index": 9, "\xff": 1}\n')],
+        "entries.jsonl line 7: not an entry record",
+    ),
     "keys.txt that is not UTF-8": ([_append_bytes("keys.txt", b"\xff\xfe\n")], "keys.txt: not UTF-8 text"),
     "a note that is not UTF-8": ([lambda b: _note(b).write_bytes(_note(b).read_bytes() + b"\xff")], "not UTF-8 text"),
     "bundle.json that is not JSON": ([lambda b: (b / "bundle.json").write_text("{origin")], "bundle.json: not JSON"),
     "bundle.json that is a list": ([lambda b: (b / "bundle.json").write_text("[1]")], "bundle.json: not an object"),
     "a readable copy nested past the parser's depth": ([_rewrite_entry(_nest), _deep], "entries.jsonl line 3"),
     "a readable copy of another type": ([_rewrite_entry(_retype)], "the decoded copy differs from the hashed bytes"),
-    "a folder where a file belongs": ([lambda b: (b / "keys.txt").unlink(), lambda b: (b / "keys.txt").mkdir()],
-                                      "keys.txt: cannot be read"),  # fmt: skip
+    "a folder where a file belongs": (
+        [lambda b: (b / "keys.txt").unlink(), lambda b: (b / "keys.txt").mkdir()],
+        "keys.txt: cannot be read",
+    ),
 }
 
 

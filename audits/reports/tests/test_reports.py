@@ -216,3 +216,31 @@ def test_bad_report_requests_are_refused_and_change_nothing(ready: dict[str, Any
         report_request(actor=ready["ml_engineer"], kind="governance_audit", period_start=TODAY, period_end=TODAY,
                        project=ready["project"])  # fmt: skip
     assert (Entry.objects.count(), ReportRun.objects.count()) == before
+
+
+def test_a_cited_entry_changed_in_the_database_fails_the_check(ready: dict[str, Any]) -> None:
+    from django.db import connection
+
+    from audits.ledger import merkle, triggers
+    from audits.reports.pdf import read_pdf
+
+    run = _generate(ready, "records_of_processing")
+    pdf = report_pdf(run)
+    assert report_verify(pdf).ok
+    index = read_pdf(pdf).cited_indexes[0]
+    cited = Entry.objects.get(index=index)
+    assert cited.action == "dataset.created"
+    # An attacker with the database: triggers dropped, one byte of the body changed, the stored
+    # leaf hash (which the proofs are built from) left as it was.
+    triggers.drop_rollback_unsafe(connection)
+    body = bytes(cited.body).replace(b'"action":"dataset.created"', b'"action":"dataset.creatEd"')
+    assert body != bytes(cited.body)
+    with connection.cursor() as cursor:
+        cursor.execute('UPDATE ledger_entry SET body = %s WHERE "index" = %s', [body, index])
+    check = report_verify(pdf)
+    assert not check.ok
+    assert check.reason == f"entry {index}: its bytes do not hash to its stored leaf hash: it was changed"
+    with connection.cursor() as cursor:  # the stored hash rewritten to match: the signed root still differs
+        cursor.execute('UPDATE ledger_entry SET leaf_hash = %s WHERE "index" = %s', [merkle.leaf_hash(body), index])
+    check = report_verify(pdf)
+    assert not check.ok and check.reason.startswith(f"entry {index}: not included in the checkpoint")
