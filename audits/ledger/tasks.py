@@ -20,7 +20,8 @@ def checkpoint_if_grown() -> int | None:
     this completes the purge of an erased key's old page that an open read held up at erasure
     time (see ``data_subject_erase``), at the latest one period after the read ends.
     """
-    if connection.vendor == "sqlite" and not connection.in_atomic_block and not sqlite_wal_purge():
+    # One try (writers wait at most 50 ms for it): a read still open is left to the next run.
+    if connection.vendor == "sqlite" and not connection.in_atomic_block and not sqlite_wal_purge(wait_s=0):
         logger.warning(
             "the SQLite write-ahead log could not be checkpointed (a read transaction is open): old page "
             "versions, erased vault keys' among them, remain in %s until a later run completes it",
