@@ -34,9 +34,10 @@ class DeploymentAdmin(ProjectScopedAdmin):
 
     @admin.display(description="inference log (summaries in the ledger)")
     def log_summary(self, deployment: Deployment) -> str:
-        rows = [(s.requests, s.summary.get("statuses"), s.summary.get("guard"), s.ledger_index)
-                for s in deployment.log_segments.all()]  # fmt: skip
-        return format_html_join(mark_safe("<br>"), "{} requests, statuses {}, guard {} (entry {})", rows) or "-"
+        rows = [(s.requests, s.summary.get("statuses"), s.summary.get("guard"), s.summary.get("unreadable_lines", 0),
+                 s.ledger_index) for s in deployment.log_segments.all()]  # fmt: skip
+        template = "{} requests, statuses {}, guard {}, unreadable lines {} (entry {})"
+        return format_html_join(mark_safe("<br>"), template, rows) or "-"
 
     @admin.display(description="monitoring (hourly windows of the inference log)")
     def monitoring_charts(self, deployment: Deployment) -> str:
@@ -48,7 +49,11 @@ class DeploymentAdmin(ProjectScopedAdmin):
             return "-"
         feedback = [{"time": f.created_at, "request_id": str(f.request_id), "rating": f.rating}
                     for f in deployment.feedback.all()]  # fmt: skip
-        windows = monitoring.window_stats(monitoring.read_log(path)[0], window_s=3600, feedback=feedback)
+        records, _, unreadable = monitoring.read_log_skipping_unreadable(path)
+        try:
+            windows = monitoring.window_stats(records, window_s=3600, feedback=feedback)
+        except ValueError as exc:
+            return f"cannot chart the log: {exc}"
         if not windows:
             return "-"
         drifts = monitoring.drift_series(windows)
@@ -75,8 +80,9 @@ class DeploymentAdmin(ProjectScopedAdmin):
                 title="Prompt length (characters)", y_label="share of requests", normalise=True,
             ),
         ]  # fmt: skip
+        note = f"<p>{unreadable} unreadable log line(s) left out</p>" if unreadable else ""
         # The charts are built from numbers and escaped labels (serving.monitoring escapes every text).
-        return mark_safe("".join(f"<div>{chart}</div>" for chart in charts))  # noqa: S308
+        return mark_safe(note + "".join(f"<div>{chart}</div>" for chart in charts))  # noqa: S308
 
     @admin.action(description="Retire the selected deployments")
     def retire(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:

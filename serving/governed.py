@@ -13,9 +13,11 @@ PARAMS = {"profile": str, "max_age_days": int}
 def _deployment(pk: str) -> Any:
     from serving.models import Deployment
 
-    if not str(pk).isdigit():
+    # ASCII digits only ("²".isdigit() is true, and int() refuses it), and an id the column holds.
+    text = str(pk)
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         return None
-    return Deployment.objects.select_related("project", "model_version__model").filter(pk=int(pk)).first()
+    return Deployment.objects.select_related("project", "model_version__model").filter(pk=int(text)).first()
 
 
 def _describe(deployment: Any) -> dict[str, Any]:

@@ -58,6 +58,10 @@ class Deployment(models.Model):
     refusal_reason = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # The worker starting the server (common.claims.worker_identity) and when it claimed the start;
+    # cleared each time the deployment enters ``starting``, so each grant is started once.
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -207,6 +207,39 @@ def _guard_hit(guard: Any, where: str) -> tuple[str | None, set[str]]:
     return worst, types
 
 
+def _record_fields(record: Mapping[str, Any], where: str) -> tuple[int, float | None, int | None, str | None, set[str]]:
+    """A record's status, latency, prompt-length bin, guard hit action and entity types, checked
+    (ValueError naming ``where`` and the field otherwise)."""
+    status = record.get("status")
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise ValueError(f"{where}: status {status!r} is not an integer")
+    latency = record.get("latency_ms")
+    if latency is not None:
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or not 0 <= latency < math.inf:
+            raise ValueError(f"{where}: latency_ms {latency!r} is not a finite non-negative number")
+        latency = float(latency)
+    chars = record.get("prompt_chars")
+    try:
+        chars_bin = None if chars is None else prompt_chars_bin(chars)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    action, types = _guard_hit(record.get("guard"), where)
+    return status, latency, chars_bin, action, types
+
+
+def record_problem(record: Any) -> str | None:
+    """Why ``window_stats`` would refuse this record, or ``None`` when it takes it."""
+    where = _describe(record)
+    if not isinstance(record, Mapping) or "time" not in record:
+        return f"{where}: no time"
+    try:
+        parse_time(record["time"])
+        _record_fields(record, where)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def window_stats(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -274,26 +307,15 @@ def window_stats(
     buckets = [_Bucket() for _ in range(count)]
 
     for moment, record in parsed:
-        where = _describe(record)
         bucket = buckets[(moment - origin) // window_us]
-        status = record.get("status")
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise ValueError(f"{where}: status {status!r} is not an integer")
+        status, latency, chars_bin, action, types = _record_fields(record, _describe(record))
         bucket.statuses.append(status)
-        latency = record.get("latency_ms")
         if latency is not None:
-            if isinstance(latency, bool) or not isinstance(latency, int | float) or not 0 <= latency < math.inf:
-                raise ValueError(f"{where}: latency_ms {latency!r} is not a finite non-negative number")
-            bucket.latencies.append(float(latency))
-        chars = record.get("prompt_chars")
-        if chars is None:
+            bucket.latencies.append(latency)
+        if chars_bin is None:
             bucket.prompt_chars_unknown += 1
         else:
-            try:
-                bucket.histogram[prompt_chars_bin(chars)] += 1
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
-        action, types = _guard_hit(record.get("guard"), where)
+            bucket.histogram[chars_bin] += 1
         if action is not None:
             bucket.hits_by_action[action] += 1
             bucket.hits_by_entity.update(types)
@@ -411,18 +433,9 @@ def drift_series(windows: Sequence[WindowStats]) -> list[WindowDrift]:
 # --- log -----------------------------------------------------------------------------------------
 
 
-def read_log(path: Path, *, start_offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """The records of an inference log from ``start_offset``, and the offset after the last whole line.
-
-    Pass the returned offset back to read what was appended since. A last line without its newline
-    is a write in progress (or torn by a crash): it is skipped, logged at INFO with its length, and
-    the returned offset stays before it, so the next call reads it once it is whole. Blank lines are
-    skipped. Raises ValueError naming the line (1-based, counted from ``start_offset``) and its byte
-    offset for a whole line that is not UTF-8 or not a JSON object, and for an offset that is past
-    the end of the file (the log was truncated or replaced) or not at the start of a line.
-
-    Caveat: reads from the offset to the end into memory at once.
-    """
+def _log_lines(path: Path, start_offset: int) -> tuple[list[tuple[str, bytes]], int]:
+    """The whole, non-blank lines of the log from ``start_offset``, each with where it is (line
+    number from the offset, byte offset), and the offset after the last whole line."""
     if start_offset < 0:
         raise ValueError(f"start_offset {start_offset} is negative")
     path = Path(path)
@@ -437,7 +450,7 @@ def read_log(path: Path, *, start_offset: int = 0) -> tuple[list[dict[str, Any]]
         handle.seek(start_offset)
         data = handle.read()
 
-    records: list[dict[str, Any]] = []
+    lines: list[tuple[str, bytes]] = []
     position = 0
     number = 0
     while position < len(data):
@@ -454,18 +467,72 @@ def read_log(path: Path, *, start_offset: int = 0) -> tuple[list[dict[str, Any]]
         line = data[position:newline]
         where = f"{path}: line {number} (byte {start_offset + position})"
         position = newline + 1
-        if not line.strip():
-            continue
+        if line.strip():
+            lines.append((where, line))
+    return lines, start_offset + position
+
+
+def parse_log_line(line: bytes) -> dict[str, Any]:
+    """One whole inference log line as a JSON object; ValueError saying what it is not."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON: {exc.msg} at column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # an integer too long, arrays nested too deep
+        raise ValueError(f"is not JSON this reader takes: {type(exc).__name__}") from None
+    if not isinstance(record, dict):
+        raise ValueError("is not a JSON object")
+    return record
+
+
+def read_log(path: Path, *, start_offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The records of an inference log from ``start_offset``, and the offset after the last whole line.
+
+    Pass the returned offset back to read what was appended since. A last line without its newline
+    is a write in progress (or torn by a crash): it is skipped, logged at INFO with its length, and
+    the returned offset stays before it, so the next call reads it once it is whole. Blank lines are
+    skipped. Raises ValueError naming the line (1-based, counted from ``start_offset``) and its byte
+    offset for a whole line that is not UTF-8 or not a JSON object, and for an offset that is past
+    the end of the file (the log was truncated or replaced) or not at the start of a line. Readers
+    that must go on past a bad line use ``read_log_skipping_unreadable``.
+
+    Caveat: reads from the offset to the end into memory at once.
+    """
+    lines, offset = _log_lines(path, start_offset)
+    records: list[dict[str, Any]] = []
+    for where, line in lines:
         try:
-            record = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError(f"{where} is not UTF-8") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not JSON: {exc.msg} at column {exc.colno}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where} is not a JSON object")
-        records.append(record)
-    return records, start_offset + position
+            records.append(parse_log_line(line))
+        except ValueError as exc:
+            raise ValueError(f"{where} {exc}") from None
+    return records, offset
+
+
+def read_log_skipping_unreadable(path: Path, *, start_offset: int = 0) -> tuple[list[dict[str, Any]], int, int]:
+    """As ``read_log``, but a whole line that cannot be used (not UTF-8, not a JSON object, or a
+    record ``window_stats`` refuses: see ``record_problem``) is skipped, counted and logged at
+    WARNING, so that one corrupted line (a crash mid-write, a disk error) never hides the rest of
+    the log. Returns the records, the offset after the last whole line and the number of lines
+    skipped. Still raises ValueError for an offset past the end or not at the start of a line."""
+    lines, offset = _log_lines(path, start_offset)
+    records: list[dict[str, Any]] = []
+    unreadable = 0
+    for where, line in lines:
+        try:
+            record = parse_log_line(line)
+        except ValueError as exc:
+            problem: str | None = f"{where} {exc}"
+        else:
+            problem = record_problem(record)
+            if problem is None:
+                records.append(record)
+                continue
+            problem = f"{where}: {problem}"
+        unreadable += 1
+        logger.warning("skipped an unreadable inference log line: %.300s", problem)
+    return records, offset, unreadable
 
 
 # --- summary -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
-from common.errors import NotFound
+from common.errors import DomainError, NotFound
 from governance.selectors import project_list
 from serving.models import Deployment
 
@@ -36,16 +36,21 @@ def deployment_monitoring(*, deployment: Deployment, window_s: int) -> dict[str,
     """Latency, error rates, prompt lengths and guard hits per window of the deployment's
     inference log, with the drift of each window against the first, and the feedback given. Reads
     the whole log (fine for the months one log file holds at these sizes; a log that outgrows it
-    wants the segments' summaries instead)."""
+    wants the segments' summaries instead). Lines that cannot be read (torn by a crash, corrupted)
+    are left out and counted in ``unreadable_lines``."""
     from serving import monitoring
 
     path = inference_log_path(deployment)
-    records = monitoring.read_log(path)[0] if path.is_file() else []
+    records, _, unreadable = monitoring.read_log_skipping_unreadable(path) if path.is_file() else ([], 0, 0)
     feedback = [
         {"time": f.created_at, "request_id": str(f.request_id), "rating": f.rating} for f in deployment.feedback.all()
     ]
-    windows = monitoring.window_stats(records, window_s=window_s, feedback=feedback)
+    try:
+        windows = monitoring.window_stats(records, window_s=window_s, feedback=feedback)
+    except ValueError as exc:  # the log spans more windows than one answer holds
+        raise DomainError("invalid_input", f"window_s: {exc}", fields={"window_s": [str(exc)]}) from None
     result = monitoring.summary(windows)
+    result["unreadable_lines"] = unreadable
     result["feedback_by_category"] = dict(
         deployment.feedback.values_list("category").annotate(n=Count("id")).order_by("category")
     )

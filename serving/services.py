@@ -6,6 +6,7 @@ ledger entries in one transaction; starting a server runs in a Celery task (``se
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
+from common.claims import claim_abandoned, worker_identity
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
@@ -32,6 +34,8 @@ from registry.models import ModelVersion, PromptTemplate
 from registry.services import dataset_version_digest, model_version_materialise
 from serving.grants import RUNTIMES
 from serving.models import Deployment, DeploymentGrant, DeploymentState, Environment
+
+logger = logging.getLogger(__name__)
 
 ACTION = "deployment.deploy"
 GUARD_MODES = ("off", "redact", "block")
@@ -66,15 +70,25 @@ def _subject(deployment: Deployment) -> Subject:
     return Subject("deployment", str(deployment.pk), deployment_digest(deployment))
 
 
+TARGET_FIELDS = ("gpu_type", "gpu_count", "replicas", "max_batch", "max_tokens", "max_prompt_chars")
+GUARD_FIELDS = ("mode", "entities")
+
+
+def _unknown_fields(field: str, raw: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(str(name) for name in set(raw) - set(known))
+    if unknown:
+        raise _invalid(field, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
 def _target(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise _invalid("target", "expected an object")
-    known = {"gpu_type", "gpu_count", "replicas", "max_batch", "max_tokens", "max_prompt_chars"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise _invalid("target", f"unknown field(s) {', '.join(unknown)}")
+        raise _invalid("target", f"expected an object, got {type(raw).__name__}")
+    _unknown_fields("target", raw, TARGET_FIELDS)
+    gpu_type = raw.get("gpu_type", "")
+    if not isinstance(gpu_type, str):
+        raise _invalid("target.gpu_type", f"must be a string, got {gpu_type!r}")
     target = {
-        "gpu_type": str(raw.get("gpu_type", "")).strip().lower(),
+        "gpu_type": gpu_type.strip().lower(),
         "gpu_count": raw.get("gpu_count", 0),
         "replicas": raw.get("replicas", 1),
         "max_batch": raw.get("max_batch", 1),
@@ -98,12 +112,23 @@ def _target(raw: Any) -> dict[str, Any]:
 
 
 def _guard(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict) or raw.get("mode", "redact") not in GUARD_MODES:
-        raise _invalid("guard", f"mode is one of {', '.join(GUARD_MODES)}")
+    """The runtime guard, checked field by field: anything else is refused, naming the field,
+    before a row or an entry is written (a non-string entity once crashed ``set()``)."""
+    if not isinstance(raw, dict):
+        raise _invalid("guard", f"expected an object, got {type(raw).__name__}")
+    _unknown_fields("guard", raw, GUARD_FIELDS)
+    mode = raw.get("mode", "redact")
+    if not isinstance(mode, str) or mode not in GUARD_MODES:
+        raise _invalid("guard.mode", f"one of {', '.join(GUARD_MODES)}, got {mode!r}")
     entities = raw.get("entities", list(GUARD_ENTITIES))
-    if not isinstance(entities, list) or not set(entities) <= set(GUARD_ENTITIES):
-        raise _invalid("guard.entities", f"known entity types: {', '.join(GUARD_ENTITIES)}")
-    return {"mode": raw.get("mode", "redact"), "entities": sorted(set(entities))}
+    if not isinstance(entities, list):
+        raise _invalid("guard.entities", f"expected a list of entity types, got {type(entities).__name__}")
+    for position, entity in enumerate(entities):
+        if not isinstance(entity, str) or entity not in GUARD_ENTITIES:
+            raise _invalid(
+                f"guard.entities[{position}]", f"known entity types: {', '.join(GUARD_ENTITIES)}; got {entity!r}"
+            )
+    return {"mode": mode, "entities": sorted(set(entities))}
 
 
 def deployment_request(
@@ -322,34 +347,130 @@ def _folder(deployment: Deployment) -> Path:
     return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}"
 
 
+def _stdout_events(stdout: Path, *, finished: bool) -> list[dict[str, Any]]:
+    """The JSON events the server printed so far, from whole lines only: while it runs, a last line
+    without its newline is still being written and is left for the next read (once it has exited,
+    that line is complete). A line that is not a JSON object (a library's print) is skipped."""
+    data = stdout.read_bytes()
+    if not finished:
+        data = data[: data.rfind(b"\n") + 1]
+    events = []
+    for line in data.decode(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s: skipped a line that is not JSON: %.200s", stdout, line)
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
 def _read_event(stdout: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
     """The server's first decisive line: ``serving`` or ``refused`` (or ``None`` if it died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in stdout.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                if event.get("event") in ("serving", "refused"):
-                    return event
+        for event in _stdout_events(stdout, finished=False):
+            if event.get("event") in ("serving", "refused"):
+                return event
         if proc.poll() is not None:
             time.sleep(0.2)
-            return next(
-                (json.loads(x) for x in stdout.read_text().splitlines() if x.startswith('{"event": "refused"')), None
-            )
+            return next((e for e in _stdout_events(stdout, finished=True) if e.get("event") == "refused"), None)
         time.sleep(0.2)
     return None
 
 
+def _start_lease_s() -> float:
+    """How long a start's claim holds against a worker on another host, which cannot be checked:
+    well past the server's start timeout, so a slow start is never taken over."""
+    return float(max(1800, 4 * settings.SERVING_START_TIMEOUT_S))
+
+
+def _start_refusal(deployment: Deployment, grant: DeploymentGrant) -> str | None:
+    """Why a claimed start may not go ahead now, or ``None``: its grant must be unexpired and its
+    approval must still hold for the deployment's digest as it is now."""
+    if grant.expires_at <= timezone.now():
+        return f"grant {grant.grant_id} expired at {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC before the server started"
+    if not approval_holds(
+        subject_type="deployment", subject_id=str(deployment.pk), action=ACTION, digest=deployment_digest(deployment)
+    ):
+        return (
+            f"no approval of {ACTION} holds for deployment {deployment.pk} as it is now "
+            "(its digest changed, or the approval expired or was revoked)"
+        )
+    return None
+
+
+def _start_claim(deployment_id: int, grant_id: str, me: str) -> tuple[Deployment, DeploymentGrant] | None:
+    """Claim the start of a deployment for worker ``me``: only a deployment in ``starting`` whose
+    latest grant is ``grant_id``, unclaimed, or claimed by a worker that is gone
+    (``common.claims.claim_abandoned``). A conditional update under the row's lock, so two
+    deliveries never both start it. ``None``: not this delivery's to start (logged, nothing
+    recorded)."""
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("model_version__model__project", "project")
+            .get(pk=deployment_id)
+        )
+        if deployment.state != DeploymentState.STARTING:
+            logger.info("start of deployment %s: it is %s; nothing to do", deployment.pk, deployment.state)
+            return None
+        grant = deployment.grants.order_by("-issued_at").first()
+        if grant is None or str(grant.grant_id) != str(grant_id):
+            logger.info("start of deployment %s: grant %s is not its latest; nothing to do", deployment.pk, grant_id)
+            return None
+        now = timezone.now()
+        waiting = Deployment.objects.filter(pk=deployment.pk, state=DeploymentState.STARTING)
+        if not waiting.filter(claimed_by="").update(claimed_by=me, claimed_at=now):
+            lost = deployment.claimed_by
+            if not claim_abandoned(lost, deployment.claimed_at, lease_s=_start_lease_s()):
+                logger.info("start of deployment %s: %s is starting it; nothing to do", deployment.pk, lost)
+                return None
+            if not waiting.filter(claimed_by=lost).update(claimed_by=me, claimed_at=now):
+                return None
+            logger.warning("start of deployment %s taken over from %s (its worker is gone)", deployment.pk, lost)
+            # The lost worker's server may have outlived it (it runs in its own session): stop it,
+            # where it can be reached, so that one deployment never has two servers.
+            if lost.rpartition(":")[0] == me.rpartition(":")[0]:
+                _stop_process(deployment)
+            elif deployment.pid:
+                logger.warning("deployment %s: a server %s may still run on %s", deployment.pk, deployment.pid, lost)
+            waiting.filter(claimed_by=me).update(pid=None)
+        deployment.refresh_from_db()
+    return deployment, grant
+
+
 def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
     """Start the model server for a granted deployment: it checks the grant itself and serves
-    only weights whose digest the grant names. The refusal, or the start, reaches the ledger."""
-    deployment = Deployment.objects.select_related("model_version__model__project", "project").get(pk=deployment_id)
-    grant = DeploymentGrant.objects.get(grant_id=grant_id, deployment=deployment)
-    folder = _folder(deployment)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "weights"
+    only weights whose digest the grant names. The refusal, or the start, reaches the ledger.
+
+    Run by the ``serving.start`` task (late ack: a delivery may come twice, or after a crash) and
+    after an ONNX export. Only a deployment in ``starting`` under its latest grant is started, by
+    the one delivery that claims it; any other delivery changes nothing and returns the row as it
+    is. A grant that expired, or an approval that no longer holds, refuses it on record. A
+    deployment retired while its server starts stays retired (the new server is stopped)."""
+    me = worker_identity()
+    claimed = _start_claim(deployment_id, grant_id, me)
+    if claimed is None:
+        return Deployment.objects.get(pk=deployment_id)
+    deployment, grant = claimed
+    refusal = _start_refusal(deployment, grant)
+    if refusal:
+        return _refused(deployment, refusal, claimed_by=me)
+    try:
+        return _launch(deployment, grant, me)
+    except Exception as exc:  # the start fails on record, never left in ``starting``; the worker lives on
+        logger.exception("start of deployment %s failed", deployment.pk)
+        return _refused(deployment, f"the server could not be started: {type(exc).__name__}: {exc}", claimed_by=me)
+
+
+def _prepare_weights(deployment: Deployment, weights: Path) -> str | None:
+    """Put the approved weights in the deployment's folder; returns why they cannot be, or ``None``."""
     if not weights.exists() and deployment.runtime == "onnx":
-        return _refused(deployment, f"the ONNX export of deployment {deployment.pk} is missing from {weights}")
+        return f"the ONNX export of deployment {deployment.pk} is missing from {weights}"
     if weights.exists() and deployment.runtime != "onnx":
         # A copy left from an earlier start is reused only if it is still the approved weights
         # (the server checks again; this spares a refusal for a stale or foreign copy).
@@ -365,7 +486,19 @@ def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
         try:
             model_version_materialise(deployment.model_version, weights)
         except DomainError as exc:
-            return _refused(deployment, exc.message)
+            return exc.message
+    return None
+
+
+def _launch(deployment: Deployment, grant: DeploymentGrant, me: str) -> Deployment:
+    """Launch the server for a start claimed by ``me`` and record the outcome, as long as the
+    claim holds (the deployment may be retired meanwhile: then the new server is stopped)."""
+    folder = _folder(deployment)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "weights"
+    problem = _prepare_weights(deployment, weights)
+    if problem:
+        return _refused(deployment, problem, claimed_by=me)
     (folder / "grant.note").write_text(grant.text)
     (folder / "verifier.keys").write_text("".join(k.verifier().encode() + "\n" for k in _signers()))
     stdout = folder / "server.out"
@@ -377,47 +510,76 @@ def deployment_start(*, deployment_id: int, grant_id: str) -> Deployment:
     ]  # fmt: skip
     if settings.TRAINING_ALLOW_CPU_FALLBACK:
         command.append("--allow-cpu-fallback")
-    with stdout.open("wb") as out:
+    claim = Deployment.objects.filter(pk=deployment.pk, state=DeploymentState.STARTING, claimed_by=me)
+    with stdout.open("wb") as out, (folder / "server.err").open("wb") as err:
         proc = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, stdout=out, stderr=(folder / "server.err").open("wb"),
-            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            command, cwd=settings.BASE_DIR, stdout=out, stderr=err, start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )  # fmt: skip
-    event = _read_event(stdout, proc, settings.SERVING_START_TIMEOUT_S)
-    if event is None or event["event"] == "refused":
-        if proc.poll() is None:
-            proc.kill()
-        reason = event["reason"] if event else f"the server did not start within {settings.SERVING_START_TIMEOUT_S} s"
-        return _refused(deployment, reason)
-    fallback = any(
-        json.loads(line).get("event") == "cpu_fallback"
-        for line in stdout.read_text().splitlines()
-        if line.startswith("{")
-    )
-    with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        deployment.state, deployment.pid, deployment.url = (
-            DeploymentState.LIVE,
-            proc.pid,
-            f"http://{settings.SERVING_HOST}:{event['port']}",
-        )
-        deployment.device, deployment.cpu_fallback, deployment.started_at = (
-            event.get("device", ""),
-            fallback,
-            timezone.now(),
-        )
-        deployment.save()
-        ledger_append(
-            actor=_system(), action="deployment.live", subject=_subject(deployment),
-            payload={"grant_id": grant_id, "url": deployment.url, "device": deployment.device,
-                     "cpu_fallback": fallback},
-        )  # fmt: skip
-        _replace_previous(deployment)
-    return deployment
+    try:
+        # Recorded at once, so that a retirement, or a worker taking over after a crash, can stop it.
+        if not claim.update(pid=proc.pid):
+            logger.warning("start of deployment %s: no longer this worker's to start; server stopped", deployment.pk)
+            _kill(proc)
+            return Deployment.objects.get(pk=deployment.pk)
+        event = _read_event(stdout, proc, settings.SERVING_START_TIMEOUT_S)
+        if event is None or event["event"] == "refused":
+            _kill(proc)
+            timeout = f"the server did not start within {settings.SERVING_START_TIMEOUT_S} s"
+            return _refused(deployment, str(event.get("reason", "refused")) if event else timeout, claimed_by=me)
+        fallback = any(e.get("event") == "cpu_fallback" for e in _stdout_events(stdout, finished=False))
+        with transaction.atomic():
+            deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+            if deployment.state != DeploymentState.STARTING or deployment.claimed_by != me:
+                logger.warning(
+                    "start of deployment %s: it became %s while its server started; server stopped",
+                    deployment.pk, deployment.state,
+                )  # fmt: skip
+                _kill(proc)
+                return deployment
+            deployment.state, deployment.pid, deployment.url = (
+                DeploymentState.LIVE,
+                proc.pid,
+                f"http://{settings.SERVING_HOST}:{event['port']}",
+            )
+            deployment.device, deployment.cpu_fallback, deployment.started_at = (
+                event.get("device", ""),
+                fallback,
+                timezone.now(),
+            )
+            deployment.save()
+            ledger_append(
+                actor=_system(), action="deployment.live", subject=_subject(deployment),
+                payload={"grant_id": str(grant.grant_id), "url": deployment.url, "device": deployment.device,
+                         "cpu_fallback": fallback},
+            )  # fmt: skip
+            _replace_previous(deployment)
+        return deployment
+    except BaseException:
+        _kill(proc)
+        raise
 
 
-def _refused(deployment: Deployment, reason: str) -> Deployment:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server this worker launched (its whole session) and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _refused(deployment: Deployment, reason: str, *, claimed_by: str | None = None) -> Deployment:
+    """Refuse a deployment that is starting, on record; with ``claimed_by``, only while that worker
+    holds the start. Otherwise nothing changes (it was retired, or another worker has it)."""
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.state != DeploymentState.STARTING or (
+            claimed_by is not None and deployment.claimed_by != claimed_by
+        ):
+            logger.warning("deployment %s is %s; refusal not recorded: %s", deployment.pk, deployment.state, reason)
+            return deployment
         deployment.state, deployment.refusal_reason = DeploymentState.REFUSED, reason
         deployment.save(update_fields=["state", "refusal_reason"])
         ledger_append(
@@ -527,8 +689,10 @@ def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> D
             payload={"restored": previous.pk, "reason": reason},
         )  # fmt: skip
         grant = grant_issue(previous, actor)
-        previous.state = DeploymentState.STARTING
-        previous.save(update_fields=["state"])
+        # A fresh start under the fresh grant: the earlier start's claim and server are history.
+        previous.state, previous.pid = DeploymentState.STARTING, None
+        previous.claimed_by, previous.claimed_at = "", None
+        previous.save(update_fields=["state", "claimed_by", "claimed_at", "pid"])
         queue = settings.TRAINING_GPU_QUEUE if previous.target["gpu_count"] else settings.TRAINING_CPU_QUEUE
         dispatch_on_commit("serving.start", args=(previous.pk, str(grant.grant_id)), queue=queue)
     return previous
@@ -577,54 +741,80 @@ def deployments_supervise() -> int:
 
 def inference_logs_summarise() -> int:
     """Append one ledger entry per deployment for the log lines written since the last one:
-    counts by status and guard action, and the SHA-256 of those bytes. Returns the segments made."""
+    counts by status and guard action, and the SHA-256 of those bytes. Returns the segments made.
+
+    A line that cannot be read (torn by a crash, corrupted; see
+    ``serving.monitoring.read_log_skipping_unreadable``) is counted in ``unreadable_lines``, not
+    in the requests; its bytes are still in the segment and its hash, so it is read once. A log
+    that cannot be read at all is logged and left for the next run; the other deployments' logs
+    are summarised all the same."""
+    made = 0
+    for deployment in Deployment.objects.exclude(state=DeploymentState.REQUESTED):
+        try:
+            made += _inference_log_summarise(deployment)
+        except OSError:
+            logger.exception("inference log of deployment %s: cannot be read; left for the next run", deployment.pk)
+    return made
+
+
+def _inference_log_summarise(deployment: Deployment) -> int:
     import hashlib
     from collections import Counter
 
     from serving.models import InferenceLogSegment
+    from serving.monitoring import parse_log_line, record_problem
 
-    made = 0
-    for deployment in Deployment.objects.exclude(state=DeploymentState.REQUESTED):
-        log = _folder(deployment) / "inference.jsonl"
-        if not log.is_file():
+    log = _folder(deployment) / "inference.jsonl"
+    if not log.is_file():
+        return 0
+    last = deployment.log_segments.order_by("-end_offset").first()
+    start = last.end_offset if last else 0
+    with log.open("rb") as handle:
+        handle.seek(start)
+        data = handle.read()
+    data = data[: data.rfind(b"\n") + 1]  # whole lines only
+    if not data:
+        return 0
+    statuses: Counter[str] = Counter()
+    guard: Counter[str] = Counter()
+    latencies = []
+    unreadable = 0
+    for line in data.splitlines():
+        if not line.strip():
             continue
-        last = deployment.log_segments.order_by("-end_offset").first()
-        start = last.end_offset if last else 0
-        with log.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read()
-        data = data[: data.rfind(b"\n") + 1]  # whole lines only
-        if not data:
+        try:
+            record = parse_log_line(line)
+        except ValueError:
+            record = None
+        if record is None or record_problem(record) is not None:
+            unreadable += 1
             continue
-        statuses: Counter[str] = Counter()
-        guard: Counter[str] = Counter()
-        latencies = []
-        for line in data.splitlines():
-            record = json.loads(line)
-            statuses[str(record.get("status"))] += 1
-            for side, decision in (record.get("guard") or {}).items():
-                action = decision.get("action") if isinstance(decision, dict) else decision
-                guard[f"{side}:{action}"] += 1
-            if isinstance(record.get("latency_ms"), int | float):
-                latencies.append(record["latency_ms"])
-        latencies.sort()
-        summary = {
-            "requests": sum(statuses.values()), "statuses": dict(statuses), "guard": dict(guard),
-            "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
-            "latency_ms_max": latencies[-1] if latencies else None,
-        }  # fmt: skip
-        digest = hashlib.sha256(data).hexdigest()
-        with transaction.atomic():
-            entry = ledger_append(
-                actor=_system(), action="deployment.inference_log", subject=_subject(deployment),
-                payload={"start_offset": start, "end_offset": start + len(data), "sha256": digest, **summary},
-            )  # fmt: skip
-            InferenceLogSegment.objects.create(
-                deployment=deployment, start_offset=start, end_offset=start + len(data),
-                requests=summary["requests"], summary=summary, sha256=digest, ledger_index=entry.index,
-            )  # fmt: skip
-        made += 1
-    return made
+        statuses[str(record.get("status"))] += 1
+        for side, decision in (record.get("guard") or {}).items():
+            action = decision.get("action") if isinstance(decision, dict) else decision
+            guard[f"{side}:{action}"] += 1
+        if isinstance(record.get("latency_ms"), int | float):
+            latencies.append(record["latency_ms"])
+    if unreadable:
+        logger.warning("inference log of deployment %s: %d unreadable line(s) from byte %d", deployment.pk,
+                       unreadable, start)  # fmt: skip
+    latencies.sort()
+    summary = {
+        "requests": sum(statuses.values()), "statuses": dict(statuses), "guard": dict(guard),
+        "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
+        "latency_ms_max": latencies[-1] if latencies else None, "unreadable_lines": unreadable,
+    }  # fmt: skip
+    digest = hashlib.sha256(data).hexdigest()
+    with transaction.atomic():
+        entry = ledger_append(
+            actor=_system(), action="deployment.inference_log", subject=_subject(deployment),
+            payload={"start_offset": start, "end_offset": start + len(data), "sha256": digest, **summary},
+        )  # fmt: skip
+        InferenceLogSegment.objects.create(
+            deployment=deployment, start_offset=start, end_offset=start + len(data),
+            requests=summary["requests"], summary=summary, sha256=digest, ledger_index=entry.index,
+        )  # fmt: skip
+    return 1
 
 
 # --- Feedback on outputs (post-market monitoring) ------------------------------------------------

@@ -95,6 +95,9 @@ class MonitoringSerializer(serializers.Serializer):
         "prompt length histogram, guard hits, feedback, drift against the first window"
     )
     feedback_by_category = serializers.JSONField()
+    unreadable_lines = serializers.IntegerField(
+        help_text="inference log lines left out because they could not be read (torn or corrupted)"
+    )
 
 
 class ManifestSerializer(serializers.Serializer):
