@@ -11,7 +11,9 @@ from governance.subjects import SubjectType, register_subject_type
 def _run(pk: str) -> Any:
     from training.models import FineTuneRun
 
-    if not str(pk).isdigit():
+    # Only ASCII digits in the database's range: '²' is a digit to str.isdigit but not to int(),
+    # and an id past 2**63 - 1 names nothing; both answer like a missing subject.
+    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
         return None
     return FineTuneRun.objects.select_related("project", "base__model", "prompt_template").filter(pk=int(pk)).first()
 

@@ -161,12 +161,23 @@ def _decimal(field: str, value: Any, *, minimum: Decimal) -> Decimal:
 # --- Requests ------------------------------------------------------------------------------------
 
 
+def _dataset_bytes(version: DatasetVersion) -> bytes:
+    """The version's bytes, checked against their name; a blob gone from the store or changed on
+    disk is a 409 naming the version, never a 500 (nor a task that dies with its row ``running``)."""
+    try:
+        return artifacts.read_blob(version.sha256)
+    except artifacts.ArtifactCorrupt as exc:
+        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
+    except artifacts.ArtifactMissing as exc:
+        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None
+
+
 def _examples(versions: list[DatasetVersion], text_field: str, template: PromptTemplate | None) -> list[str]:
     """The training texts: each record's ``text_field`` (through the prompt template, whose
     ``{field}`` placeholders take the record's fields), in dataset-version order."""
     texts = []
     for version in versions:
-        data = artifacts.open_blob(version.sha256).read_bytes()
+        data = _dataset_bytes(version)
         try:
             for record in read_records(data, version.format):
                 value = record.fields.get(text_field, "")
@@ -470,23 +481,54 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
     FineTuneRun.objects.filter(pk=run.pk).update(device=device, cpu_fallback=fallback)
     run.device, run.cpu_fallback = device, fallback
     workdir = Path(settings.TRAINING_WORK_ROOT) / f"run-{run.pk}-{run.attempt}"
+    registered = False
     try:
-        result, mlflow_run_id = _train(run, workdir, device, note)
-    except TrainingCancelled:
-        return _finish(run, RunState.CANCELLED, reason="cancelled", actor=run.cancel_requested_by)
-    except Exception as exc:  # the run fails with the reason; the worker lives on
-        logger.exception("run %s failed", run.pk)
-        return _finish(run, RunState.FAILED, reason=f"training failed: {exc}")
-    versions = sorted(run.dataset_versions.all(), key=lambda v: v.pk)
-    output, _ = model_version_register_folder(
-        actor=system, model=run.base.model, folder=str(workdir / "output"), base=run.base, dataset_versions=versions,
-        allowed_roots=[Path(settings.TRAINING_WORK_ROOT).resolve()],
-        lineage={"fine_tune_run": run.pk, "attempt": run.attempt, "mlflow_run_id": mlflow_run_id,
-                 "code_version": run.code_version, "run_digest": fine_tune_run_digest(run),
-                 "dataset_versions": [dataset_version_digest(v) for v in versions], "device": device},
-    )  # fmt: skip
-    metrics = {"final_loss": result["final_loss"], "steps": result["steps"], "seconds": result["seconds"]}
-    return _finish(run, RunState.SUCCEEDED, output=output, metrics=metrics, mlflow_run_id=mlflow_run_id)
+        try:
+            result, mlflow_run_id = _train(run, workdir, device, note)
+        except TrainingCancelled:
+            return _finish(run, RunState.CANCELLED, reason="cancelled", actor=run.cancel_requested_by)
+        except Exception as exc:  # the run fails with the reason; the worker lives on
+            logger.exception("run %s failed", run.pk)
+            return _finish(run, RunState.FAILED, reason=f"training failed: {exc}")
+        versions = sorted(run.dataset_versions.all(), key=lambda v: v.pk)
+        try:
+            # Registration checks the dataset versions again: one erased or no longer usable
+            # during training refuses the output, and the run fails on record saying why.
+            output, _ = model_version_register_folder(
+                actor=system, model=run.base.model, folder=str(workdir / "output"), base=run.base,
+                dataset_versions=versions, allowed_roots=[Path(settings.TRAINING_WORK_ROOT).resolve()],
+                lineage={"fine_tune_run": run.pk, "attempt": run.attempt, "mlflow_run_id": mlflow_run_id,
+                         "code_version": run.code_version, "run_digest": fine_tune_run_digest(run),
+                         "dataset_versions": [dataset_version_digest(v) for v in versions], "device": device},
+            )  # fmt: skip
+        except Exception as exc:
+            if not isinstance(exc, DomainError):
+                logger.exception("run %s: registering its output failed", run.pk)
+            message = exc.message if isinstance(exc, DomainError) else str(exc)
+            return _finish(
+                run, RunState.FAILED, reason=f"registering the output failed: {message}", mlflow_run_id=mlflow_run_id
+            )
+        registered = True
+        metrics = {"final_loss": result["final_loss"], "steps": result["steps"], "seconds": result["seconds"]}
+        return _finish(run, RunState.SUCCEEDED, output=output, metrics=metrics, mlflow_run_id=mlflow_run_id)
+    finally:
+        _workdir_scrub(workdir, keep_output=registered)
+
+
+def _workdir_scrub(workdir: Path, *, keep_output: bool) -> None:
+    """Delete the run's working copies of its inputs, whatever the outcome: ``texts.json`` holds
+    the full training records (personal data included), which an Art. 17 erasure of the dataset
+    version could never reach here; ``base/`` stays in the artifact store. Output that was not
+    registered (the run failed or was cancelled) goes too: weights trained on data that may since
+    have been erased. The registered output stays (it is the model version's ``source``), and so
+    do ``job.json`` (hyperparameters) and ``train.log`` (the child's stderr) for diagnosis. A
+    worker killed outright runs no ``finally``: its attempt's folder stays until removed by hand."""
+    (workdir / "texts.json").unlink(missing_ok=True)
+    shutil.rmtree(workdir / "base", ignore_errors=True)
+    if not keep_output:
+        shutil.rmtree(workdir / "output", ignore_errors=True)
+        for staging in workdir.glob(".output-*"):  # the engine's staging folder, left by a killed process
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dict[str, Any], str]:

@@ -15,7 +15,9 @@ def _getter(model_name: str) -> Any:
     def get(pk: str) -> Any:
         from audits.checks import models
 
-        if not str(pk).isdigit():
+        # Only ASCII digits in the database's range: '²' is a digit to str.isdigit but not to int(),
+        # and an id past 2**63 - 1 names nothing; both answer like a missing subject.
+        if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
             return None
         return (
             getattr(models, model_name)

@@ -23,7 +23,7 @@ from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Trigg
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
 from common.digests import canonical_digest
-from common.errors import DomainError, PermissionDenied
+from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
 from governance.permissions import SYSTEM_USERNAME, is_platform_admin, project_roles_held
 from governance.policy import current_policy_set
@@ -264,9 +264,20 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
 # --- Bias evaluations ----------------------------------------------------------------------------
 
 
+def _dataset_bytes(version: DatasetVersion) -> bytes:
+    """The version's bytes, checked against their name; a blob gone from the store or changed on
+    disk is a 409 naming the version, never a 500 (nor a task that dies with its row ``running``)."""
+    try:
+        return artifacts.read_blob(version.sha256)
+    except artifacts.ArtifactCorrupt as exc:
+        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
+    except artifacts.ArtifactMissing as exc:
+        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None
+
+
 def _evaluation_records(version: DatasetVersion, fields: list[str]) -> list[dict[str, str]]:
     """The version's records; every one must hold every field in ``fields`` (named if not)."""
-    data = artifacts.open_blob(version.sha256).read_bytes()
+    data = _dataset_bytes(version)
     records = []
     try:
         for record in read_records(data, version.format):
@@ -280,6 +291,25 @@ def _evaluation_records(version: DatasetVersion, fields: list[str]) -> list[dict
     except RecordError as exc:
         raise DomainError("invalid_dataset", f"dataset version {version.pk}: {exc}") from None
     return records
+
+
+def require_evaluation_data_usable(version: DatasetVersion) -> None:
+    """Raise unless the version may be used for an evaluation now: usable (not erased, personal
+    data reviewed) and approved for ``dataset_version.use_for_evaluation`` as it is now. Checked
+    when an evaluation is requested and again when it runs: the version may have been erased or
+    its approval revoked in between."""
+    usable, reason = use_status(version)
+    if not usable:
+        raise DomainError("dataset_not_usable", f"dataset version {version.pk} may not be used: {reason}")
+    if not approval_holds(
+        subject_type="dataset_version", subject_id=str(version.pk), action=EVALUATION_DATA_ACTION,
+        digest=dataset_version_digest(version),
+    ):  # fmt: skip
+        raise DomainError(
+            "dataset_not_approved",
+            f"dataset version {version.pk} has no approval for {EVALUATION_DATA_ACTION} as it is now",
+            status_code=409,
+        )
 
 
 def bias_evaluation_request(
@@ -312,18 +342,7 @@ def bias_evaluation_request(
         LabelMapping(label_mapping)
     except ValueError as exc:
         raise _invalid("label_mapping", str(exc)) from None
-    usable, reason = use_status(dataset_version)
-    if not usable:
-        raise DomainError("dataset_not_usable", f"dataset version {dataset_version.pk} may not be used: {reason}")
-    if not approval_holds(
-        subject_type="dataset_version", subject_id=str(dataset_version.pk), action=EVALUATION_DATA_ACTION,
-        digest=dataset_version_digest(dataset_version),
-    ):  # fmt: skip
-        raise DomainError(
-            "dataset_not_approved",
-            f"dataset version {dataset_version.pk} has no approval for {EVALUATION_DATA_ACTION} as it is now",
-            status_code=409,
-        )
+    require_evaluation_data_usable(dataset_version)
     records = _evaluation_records(dataset_version, [label_field, sensitive_feature])
     try:
         render_prompts(str(prompt_template.body), records[:1])
@@ -362,6 +381,7 @@ def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker:
     workdir = Path(settings.TRAINING_WORK_ROOT) / f"evaluation-{evaluation.pk}"
     shutil.rmtree(workdir, ignore_errors=True)
     try:
+        require_evaluation_data_usable(evaluation.dataset_version)
         model_version_materialise(evaluation.model_version, workdir / "model")
         records = _evaluation_records(
             evaluation.dataset_version, [evaluation.label_field, evaluation.sensitive_feature]
@@ -378,7 +398,9 @@ def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker:
             sensitive_feature=evaluation.sensitive_feature, positive_label=profile["positive_label"],
             metrics=list(profile["metrics"]),
         )  # fmt: skip
-    except (DomainError, ValueError) as exc:
+    except Exception as exc:  # the evaluation fails on record with the reason; the worker lives on
+        if not isinstance(exc, DomainError | ValueError):
+            logger.exception("bias evaluation %s failed", evaluation.pk)
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         return _finish(evaluation, state=AuditState.FAILED, failure_reason=message)
     finally:

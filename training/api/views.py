@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -7,12 +10,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import no_input, validated
-from common.errors import DomainError
+from common.errors import DomainError, NotFound
 from governance.api.views import ERRORS
 from governance.permissions import require_project_role
 from governance.roles import Role
 from registry import selectors as registry_selectors
-from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from training import selectors, services
 from training.api.serializers import (
     CancelSerializer,
@@ -47,19 +49,26 @@ class ProjectRunsView(APIView):
         require_project_role(request.user, project, {Role.ML_ENGINEER}, "requesting a fine-tune run")
         data = validated(RunCreateSerializer, request)
 
-        def one(model: type, pk: int | None, field: str) -> object:
+        def one(get: Callable[..., Any], pk: int | None, field: str) -> Any:
+            """The object the body names, through a selector of what the caller may see: one in a
+            project the caller holds no role in answers exactly like one that does not exist."""
             if pk is None:
                 return None
-            found = model.objects.filter(pk=pk).first()
-            if found is None:
-                raise DomainError("invalid_input", f"{field}: no such object {pk}", fields={field: [f"no {pk}"]})
-            return found
+            try:
+                return get(user=request.user, pk=pk)
+            except NotFound:
+                raise DomainError(
+                    "invalid_input", f"{field}: no such object {pk}", fields={field: [f"no {pk}"]}
+                ) from None
 
-        base = one(ModelVersion, data["base_model_version"], "base_model_version")
-        versions = [one(DatasetVersion, pk, "dataset_versions") for pk in dict.fromkeys(data["dataset_versions"])]
+        base = one(registry_selectors.model_version_get, data["base_model_version"], "base_model_version")
+        versions = [
+            one(registry_selectors.version_get, pk, "dataset_versions")
+            for pk in dict.fromkeys(data["dataset_versions"])
+        ]
         run = services.fine_tune_run_request(
             actor=request.user, project=project, name=data["name"], base=base, dataset_versions=versions,
-            prompt_template=one(PromptTemplate, data.get("prompt_template"), "prompt_template"),
+            prompt_template=one(selectors.prompt_template_get, data.get("prompt_template"), "prompt_template"),
             text_field=data["text_field"], hyperparameters=data["hyperparameters"], gpu_type=data["gpu_type"],
             gpu_count=data["gpu_count"], gpu_hours_estimate=data["gpu_hours_estimate"],
         )  # fmt: skip

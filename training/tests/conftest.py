@@ -76,3 +76,35 @@ def approve_run(ready: dict[str, Any], run: Any) -> Any:
             approval_request_decide(actor=ready[approver], request_id=request.pk, decision="approve", reason="ok")
     run.refresh_from_db()
     return run
+
+
+@pytest.fixture
+def elsewhere(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A second project, ``elsewhere``, that none of ``ready``'s people holds a role in: a dataset
+    version, a model version and a prompt template of its own, made by its own ML engineer."""
+    from governance.roles import Role
+    from governance.services import project_create
+    from registry.services import dataset_create, prompt_template_register
+
+    project = project_create(actor=ready["system"], slug="elsewhere", name="Elsewhere")
+    owner = get_user_model().objects.create_user(username="elsewhere-engineer")
+    for role in (Role.ML_ENGINEER, Role.DATA_STEWARD):
+        project_role_grant(actor=ready["system"], project=project, user=owner, role=role, reason="setup")
+    owner = get_user_model().objects.get(pk=owner.pk)
+    dataset = dataset_create(
+        actor=owner, project=project, slug="private", name="Private", purpose="their own work",
+        lawful_basis="legitimate_interests", retention_days=30, source="their export", data_steward=owner,
+        data_subject_categories=["customers"], personal_data_categories=["contact details"],
+    )  # fmt: skip
+    data = "".join(json.dumps({"text": t}) + "\n" for t in TEXTS).encode()
+    version, _ = dataset_version_upload(actor=owner, dataset=dataset, filename="p.jsonl", data=data)
+    with override_settings(REGISTRY_ALLOWED_ROOTS=[(tmp_path / "imports").resolve()]):
+        model = model_create(actor=owner, project=project, slug="secret", name="Secret")
+        model_version, _ = model_version_register_folder(
+            actor=owner, model=model, folder=str(tmp_path / "imports" / "tiny")
+        )
+    template, _ = prompt_template_register(
+        actor=owner, project=project, slug="theirs", body="about {topic}", intended_use="their evaluations"
+    )
+    return {"project": project, "owner": owner, "dataset_version": version, "model_version": model_version,
+            "prompt_template": template}  # fmt: skip

@@ -20,10 +20,14 @@ from audits.checks.api.serializers import (
 from audits.checks.models import BiasEvaluation, SecurityScan
 from common import artifacts
 from common.api import validated
-from common.errors import Conflict, DomainError
+from common.errors import Conflict, DomainError, NotFound
 from governance.api.views import ERRORS
 from governance.roles import Role
-from registry.models import DatasetVersion, PromptTemplate
+from registry import selectors as registry_selectors
+
+
+def _no_such(field: str, kind: str, pk: int) -> DomainError:
+    return DomainError("invalid_input", f"{field}: no {kind} {pk}", fields={field: [f"no {kind} {pk}"]})
 
 
 def _scan_detail(scan: SecurityScan) -> dict[str, object]:
@@ -84,12 +88,16 @@ class ModelVersionEvaluationsView(APIView):
         version = selectors.model_version_get(user=request.user, pk=pk)
         services.require_requester(request.user, version.model.project, Role.FAIRNESS_REVIEWER)
         data = validated(EvaluationRequestSerializer, request)
-        dataset_version = DatasetVersion.objects.filter(pk=data["dataset_version"]).first()
-        template = PromptTemplate.objects.filter(pk=data["prompt_template"]).first()
-        if dataset_version is None:
-            raise DomainError("invalid_input", f"dataset_version: no dataset version {data['dataset_version']}")
-        if template is None:
-            raise DomainError("invalid_input", f"prompt_template: no prompt template {data['prompt_template']}")
+        # Through selectors of what the caller may see: an object in a project the caller holds no
+        # role in answers exactly like one that does not exist.
+        try:
+            dataset_version = registry_selectors.version_get(user=request.user, pk=data["dataset_version"])
+        except NotFound:
+            raise _no_such("dataset_version", "dataset version", data["dataset_version"]) from None
+        try:
+            template = selectors.prompt_template_get(user=request.user, pk=data["prompt_template"])
+        except NotFound:
+            raise _no_such("prompt_template", "prompt template", data["prompt_template"]) from None
         evaluation = services.bias_evaluation_request(
             actor=request.user, model_version=version, dataset_version=dataset_version, prompt_template=template,
             label_field=data["label_field"], sensitive_feature=data["sensitive_feature"],
