@@ -6,7 +6,10 @@ RFC 9162 roots, checks every checkpoint's Ed25519 signatures and that each signe
 the entries. Exit status 0 when all holds; 1 with the first failing entry or checkpoint named.
 
 Pin the log's keys with ``--key`` (obtained from the log operator out of band); without it the
-bundle's own ``keys.txt`` is trusted, and the verifier says so.
+bundle's own ``keys.txt`` is trusted, and the verifier says so. Pass checkpoints you saved earlier
+(``GET /api/v1/ledger/checkpoint``) with ``--checkpoint FILE``: the bundle must hold their trees,
+so a history rewritten and signed again since (by the operator's own key, which the signatures
+alone cannot tell from the first) is caught.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ def _text(path: Path, label: str) -> str:
         raise VerificationFailed(label, f"cannot be read ({exc.strerror})") from None
 
 
-def verify_bundle(directory: Path, pinned: list[VerifierKey], origin: str | None) -> dict[str, object]:
+def verify_bundle(
+    directory: Path, pinned: list[VerifierKey], origin: str | None, earlier: list[Path] | None = None
+) -> dict[str, object]:
     for name in ("entries.jsonl", "keys.txt", "checkpoints"):
         if not (directory / name).exists():
             raise VerificationFailed(str(directory), f"not a ledger bundle: {name} is missing")
@@ -82,6 +87,8 @@ def verify_bundle(directory: Path, pinned: list[VerifierKey], origin: str | None
     ]
     if not notes:
         raise VerificationFailed("checkpoints/", "the bundle holds no signed checkpoint")
+    # Checkpoints seen before: each must verify with the same keys and match the bundle's entries.
+    notes += [(f"--checkpoint {path}", _text(path, f"--checkpoint {path}")) for path in earlier or []]
     signed = check_notes(notes, keys, origin)
     result = replay(lambda: _entries(directory / "entries.jsonl"), signed)
     return {
@@ -98,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path, help="directory written by `manage.py ledger export`")
     parser.add_argument("--key", action="append", default=[], help="a verifier key to trust (repeatable)")
     parser.add_argument("--origin", help="the log's origin line to require")
+    parser.add_argument(
+        "--checkpoint", action="append", default=[], type=Path,
+        help="a signed checkpoint saved earlier, whose tree the bundle must hold (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         pinned = [VerifierKey.decode(k) for k in args.key]
         try:
-            outcome = verify_bundle(args.bundle, pinned, args.origin)
+            outcome = verify_bundle(args.bundle, pinned, args.origin, args.checkpoint)
         except OSError as exc:  # say, a folder where a file belongs, or unreadable files
             raise VerificationFailed(exc.filename or str(args.bundle), f"cannot be read ({exc.strerror})") from None
     except KeyFileError as exc:

@@ -193,3 +193,33 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
 
     with pytest.raises(CommandError, match="not empty"):
         call_command("ledger", "export", str(tmp_path / "busy"))
+
+
+def test_a_history_signed_again_is_caught_by_a_checkpoint_saved_earlier(ledger: None, tmp_path: Path) -> None:
+    saved = tmp_path / "seen-in-march.note"
+    saved.write_text(Checkpoint.objects.order_by("-tree_size").first().note)
+    pinned = load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)[0].verifier().encode()
+    bundle = export(tmp_path)
+    assert verify_offline(bundle, "--key", pinned, "--checkpoint", str(saved))[0] == 0
+
+    # The operator rewrites entry 5 and signs new checkpoints over the new history with its own key.
+    lines = (bundle / "entries.jsonl").read_text().splitlines()
+    record = json.loads(lines[5])
+    record["entry"]["payload"]["i"] = 500
+    body = json.dumps(record["entry"], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    record["body_b64"] = base64.b64encode(body).decode()
+    record["leaf_hash_b64"] = base64.b64encode(merkle.leaf_hash(body)).decode()
+    lines[5] = json.dumps(record)
+    (bundle / "entries.jsonl").write_text("\n".join(lines) + "\n")
+    bodies = [base64.b64decode(json.loads(line)["body_b64"]) for line in lines]
+    signer = load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)[0]
+    for path in (bundle / "checkpoints").glob("*.note"):
+        old, _ = notes.parse(path.read_text())
+        forged = notes.Checkpoint(origin=old.origin, size=old.size, root=merkle.slow_mth(bodies[: old.size]))
+        path.write_text(notes.sign(forged, [signer]))
+
+    forged_ok = verify_offline(bundle, "--key", pinned)
+    assert forged_ok[0] == 0, forged_ok[1]  # the signatures alone cannot tell
+    code, output = verify_offline(bundle, "--key", pinned, "--checkpoint", str(saved))
+    assert code == 1 and output.startswith(f"FAIL --checkpoint {saved} (size 20)"), output
+    assert "does not match the root of entries 0..19" in output
