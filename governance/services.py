@@ -363,11 +363,13 @@ def _record_duties_refusal(actor: AbstractBaseUser, request_id: int, exc: Domain
         )  # fmt: skip
 
 
-def approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
+def approval_request_decide(
+    *, actor: AbstractBaseUser, request_id: int, decision: str, reason: str, role: str | None = None
+) -> Any:
     """Approve (fill one slot) or reject a pending request; a refusal under separation of duties
     is recorded in the ledger (see ``_approval_request_decide``)."""
     try:
-        return _approval_request_decide(actor=actor, request_id=request_id, decision=decision, reason=reason)
+        return _approval_request_decide(actor=actor, request_id=request_id, decision=decision, reason=reason, role=role)
     except PolicyViolation as exc:
         if exc.code in SEPARATION_OF_DUTIES_CODES:
             _record_duties_refusal(actor, request_id, exc)
@@ -418,14 +420,17 @@ def _approval_decisions(request: Any) -> list[Any]:
     return decisions
 
 
-def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decision: str, reason: str) -> Any:
+def _approval_request_decide(
+    *, actor: AbstractBaseUser, request_id: int, decision: str, reason: str, role: str | None
+) -> Any:
     """Approve (fill one slot) or reject a pending request.
 
     In one transaction, with the request row locked (so two approvers racing for the last slot
     cannot both fill it): the request must be pending and unexpired; the approver is not the
     requester and has not decided before; the subject's digest is unchanged; the evidence still
     holds; the approver holds a role with an open slot. A decision that fills the last slot
-    approves the request; a rejection closes it.
+    approves the request; a rejection closes it. ``role`` picks the slot for an approver who holds
+    more than one of the rule's roles (default: the first open one).
     """
     from governance.models import ApprovalDecision, ApprovalState
     from governance.subjects import subject_type as get_type
@@ -456,6 +461,12 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
             raise PermissionDenied(
                 "not_an_approver", f"deciding needs one of the roles {', '.join(s['role'] for s in slots)}"
             )
+        if role is not None:
+            if role not in held:
+                raise PermissionDenied(
+                    "not_an_approver", f"you hold no {role} slot of this request: your slots are {', '.join(held)}"
+                )
+            held = [role]
         if request.state != ApprovalState.PENDING:
             raise Conflict("request_closed", f"request {request.pk} is {request.state}")
         if request.expires_at is not None and request.expires_at <= timezone.now():
@@ -476,7 +487,8 @@ def _approval_request_decide(*, actor: AbstractBaseUser, request_id: int, decisi
                 filled[d.role] = filled.get(d.role, 0) + 1
         open_roles = [s["role"] for s in slots if s["role"] in held and filled.get(s["role"], 0) < s["count"]]
         if decision == "approve" and not open_roles:
-            raise Conflict("slot_filled", "every slot your roles could fill is already filled")
+            which = "every slot your roles could fill is" if role is None else f"the {role} slot is"
+            raise Conflict("slot_filled", f"{which} already filled")
         role = open_roles[0] if open_roles else held[0]
         if decision == "approve":
             _evidence_or_raise(request.rule, request.subject_type, obj)

@@ -558,3 +558,32 @@ def test_two_submissions_at_once_open_one_request(people: dict[str, Any], monkey
     monkeypatch.undo()
     approval_request_withdraw(actor=people["ml_engineer"], request_id=first.pk, reason="resubmit")
     assert _submit(people, version).state == ApprovalState.PENDING  # once closed, a new one may open
+
+
+@pytest.mark.django_db
+def test_an_approver_with_two_of_the_roles_chooses_the_slot(client: Any, people: dict[str, Any]) -> None:
+    from governance.services import api_token_create
+
+    def approve(user: Any, **body: str) -> Any:
+        token = api_token_create(actor=user, user=user, name="t")[1]
+        return client.post(f"/api/v1/approvals/{request.pk}/approve", {"reason": "ok", **body},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")  # fmt: skip
+
+    both = get_user_model().objects.create_user(username="both-hats")
+    for role in (Role.DATA_STEWARD, Role.COMPLIANCE_OFFICER):
+        project_role_grant(actor=people["system"], project=people["project"], user=both, role=role, reason="test setup")
+    request = _submit(people, _version(people), risk_tier="high")
+    refused = approve(people["data_steward"], role="compliance_officer")
+    assert refused.status_code == 403 and "your slots are data_steward" in refused.json()["error"]["message"]
+    assert approve(people["data_steward"], role="platform_admin").status_code == 403
+    assert approve(people["data_steward"], role="chief").status_code == 400  # not a role at all
+    # The default would take the steward slot and leave the other steward nothing to fill.
+    chosen = approve(both, role="compliance_officer")
+    assert chosen.status_code == 200 and chosen.json()["decisions"][0]["role"] == "compliance_officer"
+    again = approve(people["compliance_officer"], role="compliance_officer")
+    assert again.status_code == 409 and "the compliance_officer slot is already filled" in again.content.decode()
+    done = approve(people["data_steward"])
+    assert done.status_code == 200 and done.json()["state"] == "approved"
+    assert [e["payload"]["role"] for e in _entries(action__in=["approval.slot_filled", "approval.approved"])] == [
+        "compliance_officer", "data_steward",
+    ]  # fmt: skip

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from governance.models import Project
+from governance.roles import Role
 
 
 class ProjectRoleSerializer(serializers.Serializer):
@@ -94,6 +95,14 @@ _DATETIME = serializers.DateTimeField()  # unbound: the settings' format, in the
 
 class DecisionInputSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
+
+
+class ApproveInputSerializer(DecisionInputSerializer):
+    role = serializers.ChoiceField(
+        choices=[role.value for role in Role], required=False,
+        help_text="The slot to fill, for an approver who holds more than one of the rule's roles "
+        "(default: the first open slot of a role they hold).",
+    )  # fmt: skip
 
 
 class SubmitSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from common.errors import NotFound
 from common.ratelimit import ApiRateLimit
 from governance.api.serializers import (
     ApprovalRequestSerializer,
+    ApproveInputSerializer,
     BreakGlassInputSerializer,
     BreakGlassReviewSerializer,
     DecisionInputSerializer,
@@ -127,11 +128,13 @@ class _DecisionView(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         # The services answer 404 for requests the caller may not see.
-        reason = validated(DecisionInputSerializer, request)["reason"]
+        data = validated(ApproveInputSerializer if self.decision == "approve" else DecisionInputSerializer, request)
         if self.decision == "withdraw":
-            decided = approval_request_withdraw(actor=request.user, request_id=pk, reason=reason)
+            decided = approval_request_withdraw(actor=request.user, request_id=pk, reason=data["reason"])
         else:
-            decided = approval_request_decide(actor=request.user, request_id=pk, decision=self.decision, reason=reason)
+            decided = approval_request_decide(
+                actor=request.user, request_id=pk, decision=self.decision, reason=data["reason"], role=data.get("role")
+            )
         return Response(ApprovalRequestSerializer(approval_history(decided)).data)
 
 
@@ -140,7 +143,7 @@ class ApprovalApproveView(_DecisionView):
 
     @extend_schema(
         operation_id="approvals_approve",
-        request=DecisionInputSerializer,
+        request=ApproveInputSerializer,
         responses={200: ApprovalRequestSerializer, **ERRORS},
     )
     def post(self, request: Request, pk: int) -> Response:
