@@ -123,6 +123,18 @@ def model_get(*, user: Any, pk: int) -> Any:
     return model
 
 
+def prompt_template_get(*, user: Any, pk: int) -> Any:
+    """A prompt template of a project the user holds a role in; any other answers like a missing one."""
+    from registry.models import PromptTemplate
+
+    template = (
+        PromptTemplate.objects.filter(pk=pk, project__in=project_list(user=user)).select_related("project").first()
+    )
+    if template is None:
+        raise NotFound("not_found", f"no prompt template {pk}")
+    return template
+
+
 def prompt_template_list(*, user: Any, project: Project) -> QuerySet[Any]:
     from registry.models import PromptTemplate
 

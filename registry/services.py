@@ -448,14 +448,16 @@ def _refuse_erased(version: DatasetVersion) -> None:
         )
 
 
-def _version_bytes(version: DatasetVersion) -> bytes:
-    """The version's bytes, checked against its content hash; a 409 when they are gone or changed."""
+def dataset_version_bytes(version: DatasetVersion) -> bytes:
+    """The version's bytes, checked against its content hash; a 409 when they are gone or changed
+    (``blob_missing``, ``blob_corrupt``), never a 500 nor a task that dies with its row running.
+    Every app that reads a dataset version's bytes reads them here."""
     try:
         return artifacts.read_blob(version.sha256)
     except artifacts.ArtifactCorrupt as exc:
-        raise Conflict("blob_corrupt", str(exc)) from None
+        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
     except artifacts.ArtifactMissing as exc:
-        raise Conflict("blob_missing", str(exc)) from None
+        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None
 
 
 def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple[DatasetVersion, bool]:
@@ -469,7 +471,7 @@ def dataset_version_deduplicate(*, actor: Any, version: DatasetVersion) -> tuple
         raise DomainError("unsupported_format", f"deduplication writes jsonl, text or csv, not {version.format}")
     if version.duplicate_count == 0:
         raise Conflict("no_duplicates", f"{version} holds no duplicate record")
-    data = _version_bytes(version)
+    data = dataset_version_bytes(version)
     seen: set[str] = set()
     if version.format == "csv":
         # Rewritten from the parsed rows: a quoted field may span lines, so lines are not records.
@@ -805,7 +807,7 @@ def dataset_version_anonymise_run(*, version_id: int, actor: Any) -> tuple[Datas
     version = DatasetVersion.objects.select_related("dataset__project").get(pk=version_id)
     try:
         _refuse_erased(version)
-        data = _version_bytes(version)
+        data = dataset_version_bytes(version)
         records = list(read_records(data, version.format))
     except (DomainError, RecordError) as exc:
         reason = f"{exc.code}: {exc.message}" if isinstance(exc, DomainError) else f"unreadable: {exc}"
@@ -918,7 +920,7 @@ def dataset_version_erase_records(
         version = DatasetVersion.objects.select_for_update().select_related("dataset__project").get(pk=version.pk)
         if version.erased_at is not None:
             raise Conflict("already_erased", f"{version} was already erased ({version.erased_reason})")
-        data = _version_bytes(version)
+        data = dataset_version_bytes(version)
         from registry.records import read_records
 
         present = {record.number for record in read_records(data, version.format)}

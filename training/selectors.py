@@ -9,7 +9,6 @@ from django.db.models import QuerySet
 from common.errors import NotFound
 from governance.models import Project
 from governance.selectors import project_list
-from registry.models import PromptTemplate
 from training.models import FineTuneRun
 
 
@@ -25,17 +24,6 @@ def run_get(*, user: Any, pk: int) -> FineTuneRun:
     if run is None:
         raise NotFound("not_found", f"no fine-tune run {pk}")
     return run
-
-
-def prompt_template_get(*, user: Any, pk: int) -> PromptTemplate:
-    """A prompt template of a project the user holds a role in; any other answers like a missing
-    one (the registry's selectors do the same for dataset and model versions)."""
-    template = (
-        PromptTemplate.objects.filter(pk=pk, project__in=project_list(user=user)).select_related("project").first()
-    )
-    if template is None:
-        raise NotFound("not_found", f"no prompt template {pk}")
-    return template
 
 
 def run_approvals(run: FineTuneRun) -> list[Any]:

@@ -25,7 +25,6 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
-from common import artifacts
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
@@ -36,6 +35,7 @@ from governance.services import approval_holds
 from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from registry.records import RecordError, read_records
 from registry.services import (
+    dataset_version_bytes,
     dataset_version_digest,
     model_version_materialise,
     model_version_register_folder,
@@ -161,23 +161,12 @@ def _decimal(field: str, value: Any, *, minimum: Decimal) -> Decimal:
 # --- Requests ------------------------------------------------------------------------------------
 
 
-def _dataset_bytes(version: DatasetVersion) -> bytes:
-    """The version's bytes, checked against their name; a blob gone from the store or changed on
-    disk is a 409 naming the version, never a 500 (nor a task that dies with its row ``running``)."""
-    try:
-        return artifacts.read_blob(version.sha256)
-    except artifacts.ArtifactCorrupt as exc:
-        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
-    except artifacts.ArtifactMissing as exc:
-        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None
-
-
 def _examples(versions: list[DatasetVersion], text_field: str, template: PromptTemplate | None) -> list[str]:
     """The training texts: each record's ``text_field`` (through the prompt template, whose
     ``{field}`` placeholders take the record's fields), in dataset-version order."""
     texts = []
     for version in versions:
-        data = _dataset_bytes(version)
+        data = dataset_version_bytes(version)
         try:
             for record in read_records(data, version.format):
                 value = record.fields.get(text_field, "")

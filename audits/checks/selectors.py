@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from audits.checks.models import BiasEvaluation, SecurityScan
 from common.errors import NotFound
 from governance.selectors import project_list
-from registry.models import ModelVersion, PromptTemplate
+from registry.models import ModelVersion
 
 
 def model_version_get(*, user: Any, pk: int) -> ModelVersion:
@@ -21,17 +21,6 @@ def model_version_get(*, user: Any, pk: int) -> ModelVersion:
     if version is None:
         raise NotFound("not_found", f"no model version {pk}")
     return version
-
-
-def prompt_template_get(*, user: Any, pk: int) -> PromptTemplate:
-    """A prompt template of a project the user holds a role in; any other answers like a missing
-    one (the registry's selectors do the same for dataset and model versions)."""
-    template = (
-        PromptTemplate.objects.filter(pk=pk, project__in=project_list(user=user)).select_related("project").first()
-    )
-    if template is None:
-        raise NotFound("not_found", f"no prompt template {pk}")
-    return template
 
 
 def audit_list(model: type[SecurityScan] | type[BiasEvaluation], *, user: Any) -> QuerySet[Any]:

@@ -23,7 +23,7 @@ from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Trigg
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
 from common.digests import canonical_digest
-from common.errors import Conflict, DomainError, PermissionDenied
+from common.errors import DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
 from governance.permissions import SYSTEM_USERNAME, is_platform_admin, project_roles_held
 from governance.policy import current_policy_set
@@ -31,7 +31,7 @@ from governance.roles import Role
 from governance.services import approval_holds, approval_request_submit
 from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from registry.records import RecordError, read_records
-from registry.services import dataset_version_digest, model_version_materialise, use_status
+from registry.services import dataset_version_bytes, dataset_version_digest, model_version_materialise, use_status
 
 logger = logging.getLogger(__name__)
 EVALUATION_DATA_ACTION = "dataset_version.use_for_evaluation"
@@ -264,20 +264,9 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
 # --- Bias evaluations ----------------------------------------------------------------------------
 
 
-def _dataset_bytes(version: DatasetVersion) -> bytes:
-    """The version's bytes, checked against their name; a blob gone from the store or changed on
-    disk is a 409 naming the version, never a 500 (nor a task that dies with its row ``running``)."""
-    try:
-        return artifacts.read_blob(version.sha256)
-    except artifacts.ArtifactCorrupt as exc:
-        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
-    except artifacts.ArtifactMissing as exc:
-        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None
-
-
 def _evaluation_records(version: DatasetVersion, fields: list[str]) -> list[dict[str, str]]:
     """The version's records; every one must hold every field in ``fields`` (named if not)."""
-    data = _dataset_bytes(version)
+    data = dataset_version_bytes(version)
     records = []
     try:
         for record in read_records(data, version.format):

@@ -37,7 +37,6 @@ from audits.privacy.models import (
     RequestState,
     ReviewOutcome,
 )
-from common import artifacts
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError
 from governance.models import Project
@@ -212,11 +211,9 @@ def _matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
 def _person_records(version: DatasetVersion, matches: Callable[[str], bool]) -> list[Any]:
     """The records of ``version`` that hold the person; a 409 (which rolls the whole answer back)
     when its bytes are gone from the store or no longer match its content hash."""
-    try:
-        data = artifacts.read_blob(version.sha256)
-    except artifacts.ArtifactMissing as exc:  # ArtifactCorrupt included
-        code = "blob_corrupt" if isinstance(exc, artifacts.ArtifactCorrupt) else "blob_missing"
-        raise Conflict(code, f"dataset version {version.pk} ({version.dataset} v{version.number}): {exc}") from None
+    from registry.services import dataset_version_bytes
+
+    data = dataset_version_bytes(version)
     return [r for r in read_records(data, version.format) if any(matches(text) for text in r.fields.values())]
 
 

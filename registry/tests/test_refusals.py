@@ -127,7 +127,8 @@ def test_an_anonymisation_whose_input_is_gone_fails_on_record(
     assert dataset_version_anonymise_run(version_id=live.pk, actor=people["data_steward"]) is None
     [failed] = _actions_since(start)
     assert failed["action"] == "dataset_version.anonymisation_failed"
-    assert failed["payload"]["reason"] == f"blob_missing: blob {live.sha256} is missing from the artifact store"
+    missing = f"blob {live.sha256} is missing from the artifact store"
+    assert failed["payload"]["reason"] == f"blob_missing: dataset version {live.pk}: {missing}"
     assert DatasetVersion.objects.count() == versions + 1
 
 

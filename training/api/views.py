@@ -68,7 +68,7 @@ class ProjectRunsView(APIView):
         ]
         run = services.fine_tune_run_request(
             actor=request.user, project=project, name=data["name"], base=base, dataset_versions=versions,
-            prompt_template=one(selectors.prompt_template_get, data.get("prompt_template"), "prompt_template"),
+            prompt_template=one(registry_selectors.prompt_template_get, data.get("prompt_template"), "prompt_template"),
             text_field=data["text_field"], hyperparameters=data["hyperparameters"], gpu_type=data["gpu_type"],
             gpu_count=data["gpu_count"], gpu_hours_estimate=data["gpu_hours_estimate"],
         )  # fmt: skip

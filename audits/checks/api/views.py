@@ -95,7 +95,7 @@ class ModelVersionEvaluationsView(APIView):
         except NotFound:
             raise _no_such("dataset_version", "dataset version", data["dataset_version"]) from None
         try:
-            template = selectors.prompt_template_get(user=request.user, pk=data["prompt_template"])
+            template = registry_selectors.prompt_template_get(user=request.user, pk=data["prompt_template"])
         except NotFound:
             raise _no_such("prompt_template", "prompt template", data["prompt_template"]) from None
         evaluation = services.bias_evaluation_request(
