@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from common import security_log
@@ -59,6 +60,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=exc.status_code, headers=headers)
 
 
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in the database
+
+
+def id_field(**kwargs: Any) -> serializers.IntegerField:
+    """An input naming a row by id: 1 to :data:`MAX_ID` (a larger one is a 400, not a 500)."""
+    return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
+
+
 READ_ONLY_OR_UNKNOWN = "not accepted here: read-only or unknown"
 
 
@@ -87,3 +96,28 @@ def no_input(request: Any) -> dict[str, Any]:
     if hasattr(data, "keys") and data.keys():
         raise exceptions.ValidationError({str(name): [READ_ONLY_OR_UNKNOWN] for name in sorted(data.keys())})
     return {}
+
+
+class Pagination(LimitOffsetPagination):
+    """``?limit=`` and ``?offset=`` for every list: ASCII digits, ``limit`` 1 to :attr:`max_limit`,
+    ``offset`` within the database's 64-bit integers; anything else is a 400 naming the parameter
+    (never a silent default, never a 500 from an integer the database cannot hold)."""
+
+    default_limit = 100
+    max_limit = 1000
+    max_offset = 2**62  # offset + limit must still fit in a signed 64-bit integer
+
+    def get_limit(self, request: Any) -> int:
+        return self._parameter(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+
+    def get_offset(self, request: Any) -> int:
+        return self._parameter(request, self.offset_query_param, 0, 0, self.max_offset)
+
+    @staticmethod
+    def _parameter(request: Any, name: str, default: int, low: int, high: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
+            raise exceptions.ValidationError({name: [f"an integer from {low} to {high}"]})
+        return int(raw)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.core.signals import request_finished
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
+from common.api import error_body
 from common.request_context import accept_request_id, set_request_id
 from common.security_log import security_event
 
@@ -54,6 +55,27 @@ class SecurityEventMiddleware:
             status=status,
         )  # fmt: skip
         return response
+
+
+class NulQueryMiddleware:
+    """Refuse a query string holding a NUL character with a 400 that says so.
+
+    No parameter of the service can hold one, and PostgreSQL refuses it in any text it is given:
+    a filter (``?state=%00``) or an admin search would otherwise end in a 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.GET.lists()
+        names = sorted({name for name, values in query if "\x00" in name or any("\x00" in v for v in values)})
+        if not names:
+            return self.get_response(request)
+        message = f"a NUL character in the query parameter(s): {', '.join(repr(n) for n in names)}"
+        if request.path.startswith("/api/"):
+            fields = {name: ["NUL character"] for name in names}
+            return JsonResponse(error_body("invalid_input", message, fields), status=400)
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 
 def _forget_request_id(**_: object) -> None:

@@ -12,7 +12,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from common.admin import ReadOnlyAdmin
+from common.errors import DomainError
+from common.security_log import refusal
 from governance.models import ApiToken, ApprovalRequest, ApprovalState, BreakGlassReview, Project, ServiceAccount
+from governance.permissions import is_platform_admin
 from governance.selectors import project_list
 from governance.services import api_token_revoke, approval_request_decide
 
@@ -33,11 +36,20 @@ class ProjectAdmin(ReadOnlyAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The projects where the user holds a role (all of them for a platform admin), as in the API.
+        return super().get_queryset(request).filter(pk__in=project_list(user=request.user).values("pk"))
+
 
 @admin.register(ServiceAccount)
 class ServiceAccountAdmin(ReadOnlyAdmin):
     list_display = ["user", "owner", "created_at"]
     list_select_related = ["user", "owner"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The accounts the user owns (all of them for a platform admin, who creates them).
+        queryset = super().get_queryset(request)
+        return queryset if is_platform_admin(request.user) else queryset.filter(owner=request.user)
 
 
 @admin.register(ApiToken)
@@ -52,11 +64,27 @@ class ApiTokenAdmin(ReadOnlyAdmin):
         # Actions need change permission on the changelist; the form itself stays read-only.
         return obj is None and request.user.has_perm("governance.change_apitoken")
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The user's own tokens (anyone's for a platform admin): those are the ones they may revoke.
+        queryset = super().get_queryset(request)
+        return queryset if is_platform_admin(request.user) else queryset.filter(user=request.user)
+
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        done, refused = 0, []
         for token in queryset:
-            api_token_revoke(actor=request.user, token=token)
-        messages.success(request, f"Revoked {queryset.count()} token(s).")
+            try:
+                if api_token_revoke(actor=request.user, token=token):
+                    done += 1
+            except DomainError as exc:
+                refused.append(f"{token.prefix}: {exc.message}")
+                refusal(request, exc, api_token=token.prefix)
+        if done:
+            messages.success(request, f"Revoked {done} token(s).")
+        elif not refused:
+            messages.info(request, "No token revoked: each selected token was already revoked.")
+        for line in refused:
+            messages.error(request, line)
 
 
 class DecisionActionForm(ActionForm):
@@ -117,9 +145,6 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
         )  # fmt: skip
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest], decision: str) -> None:
-        from common.errors import DomainError
-        from common.security_log import refusal
-
         done, refused = 0, []
         reason = request.POST.get("reason", "").strip() or f"{decision}d in the admin by {request.user.get_username()}"
         for approval in queryset.filter(state=ApprovalState.PENDING):

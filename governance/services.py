@@ -179,17 +179,20 @@ def api_token_create(
     return row, token
 
 
-def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
+    """Revoke ``token``; ``True`` if this call did, ``False`` if it was already revoked."""
     if actor.pk != token.user_id and not is_platform_admin(actor):
         raise PermissionDenied("permission_denied", "only the token's owner or a platform admin may revoke it")
     with transaction.atomic():
-        if token.revoked_at is None:
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
-            ledger_append(
-                actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix), payload={}
-            )
-    return token
+        # Locked and read again: of two concurrent revocations, one writes the row and the entry.
+        current = ApiToken.objects.select_for_update().get(pk=token.pk)
+        if current.revoked_at is not None:
+            token.revoked_at = current.revoked_at
+            return False
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        ledger_append(actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix), payload={})
+    return True
 
 
 def api_token_authenticate(token: str) -> ApiToken | None:

@@ -159,8 +159,8 @@ def test_every_identity_change_is_in_the_ledger(system: object) -> None:
     project_role_revoke(actor=system, project=project, user=person, role=Role.DATA_STEWARD, reason="test setup")
     bot = service_account_create(actor=system, username="ci-bot").user
     row, token = api_token_create(actor=system, user=bot, name="ci")
-    api_token_revoke(actor=system, token=row)
-    api_token_revoke(actor=system, token=row)  # already revoked: no second entry
+    assert api_token_revoke(actor=system, token=row) is True
+    assert api_token_revoke(actor=system, token=row) is False  # already revoked: no second entry
     entries = [json.loads(bytes(b)) for b in Entry.objects.filter(index__gte=start).values_list("body", flat=True)]
     assert [(e["action"], e["subject"]["type"], e["actor"]["name"]) for e in entries] == [
         ("project.created", "project", "system"),

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api import id_field
 from registry.models import Dataset, DatasetVersion, LawfulBasis, PiiScan, Review
 from registry.services import dataset_version_digest, use_status
 
@@ -29,7 +30,7 @@ class DatasetCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     purpose = serializers.CharField()
     lawful_basis = serializers.ChoiceField(choices=LawfulBasis.choices)
-    retention_days = serializers.IntegerField(min_value=1)
+    retention_days = serializers.IntegerField(min_value=1, max_value=36600, help_text="1 to 36600 (100 years)")
     source = serializers.CharField(max_length=500)
     data_subject_categories = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     personal_data_categories = serializers.ListField(child=serializers.CharField(), required=False, default=list)
@@ -137,8 +138,8 @@ class ModelVersionSerializer(serializers.Serializer):
 
 class ModelVersionRegisterSerializer(serializers.Serializer):
     folder = serializers.CharField(max_length=4096)
-    base = serializers.IntegerField(required=False, allow_null=True, default=None)
-    dataset_versions = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    base = id_field(required=False, allow_null=True, default=None)
+    dataset_versions = serializers.ListField(child=id_field(), required=False, default=list)
 
 
 class PromptTemplateSerializer(serializers.Serializer):

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from common.api import id_field
+
 
 class DeploymentCreateSerializer(serializers.Serializer):
-    model_version = serializers.IntegerField(min_value=1)
+    model_version = id_field()
     name = serializers.CharField(max_length=100)
     environment = serializers.CharField(max_length=16)
     target = serializers.DictField(required=False, default=dict)
@@ -62,7 +64,7 @@ class DeploymentDetailSerializer(DeploymentSerializer):
 
 class FeedbackInputSerializer(serializers.Serializer):
     request_id = serializers.CharField(max_length=64, help_text="the request id the server returned (X-Request-Id)")
-    rating = serializers.IntegerField(help_text="1 (bad) to 5 (good)")
+    rating = serializers.IntegerField(min_value=1, max_value=5, help_text="1 (bad) to 5 (good)")
     category = serializers.CharField(
         max_length=16, help_text="helpful, incorrect, harmful, personal_data, unhelpful or other"
     )

@@ -4,19 +4,20 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api import id_field
 from governance.api.serializers import ApprovalRequestSerializer
 from registry.api.serializers import ModelVersionSerializer
 
 
 class RunCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    base_model_version = serializers.IntegerField(min_value=1)
-    dataset_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=50)
-    prompt_template = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    base_model_version = id_field()
+    dataset_versions = serializers.ListField(child=id_field(), min_length=1, max_length=50)
+    prompt_template = id_field(required=False, allow_null=True)
     text_field = serializers.CharField(max_length=200, default="text")
     hyperparameters = serializers.DictField(help_text="learning_rate, batch_size, epochs or max_steps, seed, method")
     gpu_type = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
-    gpu_count = serializers.IntegerField(min_value=0, default=0)
+    gpu_count = serializers.IntegerField(min_value=0, max_value=32767, default=0)
     gpu_hours_estimate = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, default=0)
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api import id_field
 from governance.api.serializers import ApprovalRequestSerializer
 
 
@@ -13,8 +14,8 @@ class ScanRequestSerializer(serializers.Serializer):
 
 class EvaluationRequestSerializer(serializers.Serializer):
     profile = serializers.CharField(max_length=100)
-    dataset_version = serializers.IntegerField(min_value=1)
-    prompt_template = serializers.IntegerField(min_value=1)
+    dataset_version = id_field()
+    prompt_template = id_field()
     label_field = serializers.CharField(max_length=200)
     sensitive_feature = serializers.CharField(max_length=200)
     label_mapping = serializers.DictField(child=serializers.CharField(max_length=100, allow_blank=True))

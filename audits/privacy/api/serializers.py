@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from common.api import id_field
+
 
 class IdentifierSerializer(serializers.Serializer):
     kind = serializers.CharField(max_length=32, help_text="email, phone, name (or EMAIL_ADDRESS, PHONE_NUMBER, PERSON)")
@@ -38,7 +40,7 @@ class CompleteSerializer(serializers.Serializer):
 class LegalHoldPlaceSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
     identifiers = IdentifierSerializer(many=True, required=False, default=list)
-    request = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    request = id_field(required=False, allow_null=True, default=None)
 
 
 class ModelReviewCloseSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from audits.reports.models import ReportKind
+from common.api import id_field
 
 
 class ReportRequestSerializer(serializers.Serializer):
@@ -13,9 +14,7 @@ class ReportRequestSerializer(serializers.Serializer):
         default=None,
         help_text="the project's slug; omitted: the organisation (platform admins)",
     )
-    model_version = serializers.IntegerField(
-        required=False, allow_null=True, default=None, min_value=1, help_text="for annex_iv and dpia"
-    )
+    model_version = id_field(required=False, allow_null=True, default=None, help_text="for annex_iv and dpia")
     period_start = serializers.DateField()
     period_end = serializers.DateField()
 

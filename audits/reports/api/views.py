@@ -16,6 +16,7 @@ from common.api import validated
 from common.errors import DomainError
 from common.ratelimit import ApiRateLimit
 from governance.api.views import ERRORS
+from governance.selectors import project_list
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 
@@ -38,11 +39,13 @@ class ReportListView(APIView):
         project = registry_selectors.project_get(user=request.user, slug=data["project"]) if data["project"] else None
         version = None
         if data["model_version"] is not None:
-            version = ModelVersion.objects.filter(pk=data["model_version"]).select_related("model__project").first()
+            # Among the projects the caller may see: a version of another project is answered like
+            # one that does not exist, without naming its project.
+            visible = ModelVersion.objects.filter(model__project__in=project_list(user=request.user))
+            version = visible.filter(pk=data["model_version"]).select_related("model__project").first()
             if version is None or (project and version.model.project_id != project.pk):
                 raise DomainError("invalid_input", f"model_version: no model version {data['model_version']}",
                                   fields={"model_version": ["unknown"]})  # fmt: skip
-            registry_selectors.project_get(user=request.user, slug=version.model.project.slug)
         run = services.report_request(
             actor=request.user, kind=data["kind"], project=project, model_version=version,
             period_start=data["period_start"], period_end=data["period_end"],
