@@ -37,11 +37,18 @@ from registry import selectors as registry_selectors
 
 def _datetime(field: str, value: str) -> datetime:
     try:
-        return datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise DomainError(
             "invalid_input", f"{field}: not an ISO 8601 datetime: {value!r}", fields={field: ["ISO 8601"]}
         ) from None
+    if parsed.tzinfo is None:
+        raise DomainError(
+            "invalid_input",
+            f"{field}: must be timezone-aware; {value!r} has no UTC offset (add Z or +01:00)",
+            fields={field: ["UTC offset required"]},
+        )
+    return parsed
 
 
 class RequestListView(generics.ListAPIView):

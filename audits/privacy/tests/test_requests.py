@@ -490,6 +490,14 @@ def test_the_api_runs_a_request_and_hides_it_from_other_projects(people: dict[st
     assert client.get(path, **auth(people["ml_engineer"])).status_code == 403
     log = client.get("/api/v1/privacy/projects/assistant/request-log", **auth(people["auditor"]))
     assert [(r["nature"], r["manner"]) for r in log.json()] == [("access", "web_form")]
+    log_url = "/api/v1/privacy/projects/assistant/request-log"
+    naive_since = client.get(log_url, {"since": "2025-06-01T00:00"}, **auth(people["auditor"]))
+    assert naive_since.status_code == 400 and "since" in naive_since.json()["error"]["message"]
+    assert "timezone-aware" in naive_since.json()["error"]["message"]
+    later = client.get(log_url, {"since": "2099-01-01T00:00Z"}, **auth(people["auditor"]))
+    assert later.status_code == 200 and later.json() == []
+    earlier = client.get(log_url, {"since": "2025-06-01T00:00+02:00"}, **auth(people["auditor"]))
+    assert [r["nature"] for r in earlier.json()] == ["access"]
 
     other = project_create(actor=people["system"], slug="other", name="Other")
     stranger = get_user_model().objects.create_user(username="other-officer")
