@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audits.ledger import merkle, notes
-from audits.ledger.keys import KeyFileError, load_signer_keys
+from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
 from common.errors import Conflict, DomainError
 from common.request_context import get_request_id
@@ -235,13 +235,96 @@ def _append_to_checkpoint_log(path: Path, tree_size: int, note: str, created_at:
         os.close(fd)
 
 
+def _last_logged_checkpoint(path: Path) -> tuple[str, datetime] | None:
+    """The note and time of the checkpoint log's last line (``None`` for an empty log). A last
+    line without its newline is a write the crash of its signer cut short; its checkpoint never
+    committed (the line is written first), so it is cut off before anything is appended after it.
+    Call with the ledger head locked: signers append one at a time under that lock."""
+    if not path.exists():
+        return None
+    with path.open("rb+") as log:
+        end = log.seek(0, os.SEEK_END)
+        start = max(0, end - 65536)  # a note with a few signatures is well under 1 KiB
+        log.seek(start)
+        tail = log.read()
+        if tail and not tail.endswith(b"\n"):
+            keep = start + tail.rfind(b"\n") + 1
+            logger.warning("the checkpoint log %s ended in a partly written line: cut at byte %s", path, keep)
+            log.truncate(keep)
+            os.fsync(log.fileno())
+            tail = tail[: keep - start]
+    lines = [line for line in tail.split(b"\n") if line.strip()]
+    if not lines:
+        return None
+    try:
+        record = json.loads(lines[-1])
+        return record["note"], datetime.fromisoformat(record["created_at"])
+    except (ValueError, KeyError, TypeError):
+        raise LedgerIntegrityError(
+            f"refusing to sign: the last line of the checkpoint log {path} is not a checkpoint record"
+        ) from None
+
+
+def _adopt_logged_checkpoint(
+    tree: merkle.CompactRange, last: Checkpoint | None, signers: Sequence[Any]
+) -> Checkpoint | None:
+    """Record the checkpoint that the log's last line holds and the database does not: its signer
+    stopped after the line's fsync and before the row's commit. It is adopted only if it verifies
+    under a known key and its root is the tree's at its size (from the stored subtree hashes),
+    consistent with the last checkpoint row; otherwise ``LedgerIntegrityError``, nothing signed."""
+    from audits.ledger.selectors import consistency_proof_with_roots
+
+    logged = _last_logged_checkpoint(settings.LEDGER_CHECKPOINT_LOG)
+    if logged is None or (last is not None and last.note == logged[0]):
+        return None
+    text, created_at = logged
+    if Checkpoint.objects.filter(note=text).exists():
+        return None
+    refuse = "refusing to sign: the checkpoint log's last line is not in the database and "
+    verifiers = [signer.verifier() for signer in signers]
+    verifiers += [VerifierKey.decode(row.verifier) for row in PublishedKey.objects.all()]
+    try:
+        logged_checkpoint = notes.verify(text, verifiers, origin=settings.LEDGER_ORIGIN)
+    except notes.NoteError as exc:
+        raise LedgerIntegrityError(f"{refuse}does not verify ({exc})") from None
+    size, root = logged_checkpoint.size, logged_checkpoint.root
+    if size > tree.size or (last is not None and size < last.tree_size):
+        raise LedgerIntegrityError(f"{refuse}its size {size} lies outside {last.tree_size if last else 0}..{tree.size}")
+    if size:
+        _, stored_root, _ = consistency_proof_with_roots(size, tree.size)
+    else:
+        stored_root = merkle.EMPTY_ROOT
+    consistent = stored_root == root
+    if consistent and last is not None and last.tree_size:
+        proof, _, _ = consistency_proof_with_roots(last.tree_size, size)
+        try:
+            merkle.verify_consistency(last.tree_size, size, bytes(last.root), root, proof)
+        except merkle.ProofError:
+            consistent = False
+    if not consistent:
+        raise LedgerIntegrityError(f"{refuse}its root at size {size} is not the stored tree's")
+    for signer in signers:
+        PublishedKey.objects.get_or_create(
+            verifier=signer.verifier().encode(),
+            defaults={"name": signer.name, "key_id": signer.key_id.hex(), "first_used_at": created_at},
+        )
+    logger.warning(
+        "checkpoint of size %s was in the checkpoint log but not in the database (its signer stopped "
+        "before committing): recorded from the log",
+        size,
+    )
+    return Checkpoint.objects.create(tree_size=size, root=root, note=text, created_at=created_at)
+
+
 def checkpoint_create(*, force: bool = False) -> Checkpoint | None:
     """Sign a checkpoint of the current tree when it has grown since the last one (or ``force``).
 
     Before signing, proves the current tree consistent with the last checkpoint from the stored
     subtree hashes; if it is not, raises ``LedgerIntegrityError`` and signs nothing. The note is
     appended (and fsynced) to ``LEDGER_CHECKPOINT_LOG`` outside the database before the row
-    commits, so that file always holds every checkpoint.
+    commits, so that file always holds every checkpoint; a checkpoint whose signer stopped between
+    the two is recorded from the log first (``_adopt_logged_checkpoint``). Returns the checkpoint
+    signed, or the one recorded from the log, or ``None``.
     """
     from audits.ledger.selectors import consistency_proof, head_tree
 
@@ -252,8 +335,10 @@ def checkpoint_create(*, force: bool = False) -> Checkpoint | None:
     with transaction.atomic():
         tree = head_tree(lock=True)
         last = Checkpoint.objects.order_by("-tree_size", "-id").first()
+        adopted = _adopt_logged_checkpoint(tree, last, signers)
+        last = adopted or last
         if not force and (tree.size == 0 or (last is not None and last.tree_size == tree.size)):
-            return None
+            return adopted
         root = tree.root()
         if last is not None:
             if tree.size < last.tree_size:

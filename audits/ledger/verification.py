@@ -116,9 +116,14 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
         if parsed.size != row.tree_size or parsed.root != bytes(row.root):
             raise VerificationFailed(f"checkpoint {row.pk}", "its size or root columns differ from its signed note")
     in_database = {row.note for row in rows}
-    for label, text in logged:
+    for number, (label, text) in enumerate(logged, start=1):
         if text not in in_database:
-            raise VerificationFailed(label, "this signed checkpoint is missing from the database")
+            hint = (
+                " (the log's last line: if its signer stopped before committing, the next checkpoint run records it)"
+                if number == len(logged)
+                else ""
+            )
+            raise VerificationFailed(label, f"this signed checkpoint is missing from the database{hint}")
     if rows and not logged:
         raise VerificationFailed(
             str(settings.LEDGER_CHECKPOINT_LOG), "the checkpoint log outside the database is missing"
