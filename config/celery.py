@@ -7,6 +7,7 @@ headers, so the task's log lines and ledger entries carry it too.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -40,6 +41,22 @@ def _require_signing_key(**_: Any) -> None:
     require_signing_key()
     require_valid_policies()
     require_valid_profiles()
+
+
+@signals.worker_ready.connect
+def _sweep_training_folders(**_: Any) -> None:
+    """A worker killed outright left its runs' working folders on this host: scrub them now
+    (the reaper's sweep runs on one host only)."""
+    from django.db import connection
+
+    from training.services import fine_tune_workdirs_sweep
+
+    try:
+        fine_tune_workdirs_sweep()
+    except Exception:  # the worker starts anyway; the reaper's sweep tries again
+        logging.getLogger("training").exception("sweeping the training folders at worker start failed")
+    finally:
+        connection.close()  # pool processes forked later must not share this connection
 
 
 @signals.task_prerun.connect

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -469,7 +470,7 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
         return _finish(run, RunState.FAILED, reason=note)
     FineTuneRun.objects.filter(pk=run.pk).update(device=device, cpu_fallback=fallback)
     run.device, run.cpu_fallback = device, fallback
-    workdir = Path(settings.TRAINING_WORK_ROOT) / f"run-{run.pk}-{run.attempt}"
+    workdir = _workdir(run.pk, run.attempt)
     registered = False
     try:
         try:
@@ -504,6 +505,47 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
         _workdir_scrub(workdir, keep_output=registered)
 
 
+_WORKDIR_NAME = re.compile(r"^run-([0-9]+)-([0-9]+)$")
+
+
+def _workdir(run_id: int, attempt: int) -> Path:
+    return Path(settings.TRAINING_WORK_ROOT) / f"run-{run_id}-{attempt}"
+
+
+def fine_tune_workdirs_sweep() -> int:
+    """Scrub the working folders that no live attempt owns: a worker killed outright runs no
+    ``finally``, and its attempt's folder keeps the training records (``texts.json``), the base
+    weights and the unregistered output. Runs on each worker host (at worker start and with the
+    reaper): ``TRAINING_WORK_ROOT`` is local disk. A folder is left alone while its attempt is the
+    run's current one and still running; the registered output of a succeeded attempt stays.
+    Returns how many folders were scrubbed."""
+    root = Path(settings.TRAINING_WORK_ROOT)
+    if not root.is_dir():
+        return 0
+    found = {}
+    for folder in root.iterdir():
+        match = _WORKDIR_NAME.match(folder.name)
+        if match and folder.is_dir():
+            found[folder] = (int(match[1]), int(match[2]))
+    runs = FineTuneRun.objects.in_bulk({run_id for run_id, _ in found.values()})
+    scrubbed = 0
+    for folder, (run_id, attempt) in sorted(found.items()):
+        run = runs.get(run_id)
+        current = run is not None and run.attempt == attempt
+        if current and run.state not in TERMINAL_STATES:
+            continue
+        leftovers = [folder / "texts.json", folder / "base", *folder.glob(".output-*")]
+        keep_output = current and run.state == RunState.SUCCEEDED
+        if not keep_output:
+            leftovers.append(folder / "output")
+        if not any(path.exists() for path in leftovers):
+            continue
+        _workdir_scrub(folder, keep_output=keep_output)
+        logger.warning("training folder %s: scrubbed what its stopped attempt left behind", folder)
+        scrubbed += 1
+    return scrubbed
+
+
 def _workdir_scrub(workdir: Path, *, keep_output: bool) -> None:
     """Delete the run's working copies of its inputs, whatever the outcome: ``texts.json`` holds
     the full training records (personal data included), which an Art. 17 erasure of the dataset
@@ -511,13 +553,13 @@ def _workdir_scrub(workdir: Path, *, keep_output: bool) -> None:
     registered (the run failed or was cancelled) goes too: weights trained on data that may since
     have been erased. The registered output stays (it is the model version's ``source``), and so
     do ``job.json`` (hyperparameters) and ``train.log`` (the child's stderr) for diagnosis. A
-    worker killed outright runs no ``finally``: its attempt's folder stays until removed by hand."""
+    worker killed outright runs no ``finally``: ``fine_tune_workdirs_sweep`` scrubs its folder."""
     (workdir / "texts.json").unlink(missing_ok=True)
     shutil.rmtree(workdir / "base", ignore_errors=True)
+    for staging in workdir.glob(".output-*"):  # the engine's staging folder, left by a killed process
+        shutil.rmtree(staging, ignore_errors=True)
     if not keep_output:
         shutil.rmtree(workdir / "output", ignore_errors=True)
-        for staging in workdir.glob(".output-*"):  # the engine's staging folder, left by a killed process
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dict[str, Any], str]:

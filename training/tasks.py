@@ -23,6 +23,9 @@ def run(run_id: int, idempotency_key: str) -> str | None:
 
 @shared_task(name="training.reap")
 def reap() -> int:
-    from training.services import fine_tune_runs_reap
+    """Fail the runs whose worker was lost, then scrub the working folders no live attempt owns."""
+    from training.services import fine_tune_runs_reap, fine_tune_workdirs_sweep
 
-    return fine_tune_runs_reap(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
+    reaped = fine_tune_runs_reap(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
+    fine_tune_workdirs_sweep()
+    return reaped

@@ -25,6 +25,7 @@ from training.services import (
     fine_tune_run_execute,
     fine_tune_run_start,
     fine_tune_runs_reap,
+    fine_tune_workdirs_sweep,
     gpu_quota_set,
     gpu_usage,
 )
@@ -206,6 +207,61 @@ def test_the_reaper_fails_runs_whose_worker_stopped_beating(ready: dict[str, Any
     run.refresh_from_db()
     assert run.state == RunState.FAILED and run.failure_reason.startswith("worker lost: w1:42 sent no heartbeat")
     assert _payload(run, "fine_tune_run.failed")["reaped"] is True
+
+
+def _left_behind(folder: Path) -> Path:
+    """What a worker killed in the middle of training leaves: nothing of its ``finally`` ran."""
+    (folder / "base").mkdir(parents=True)
+    (folder / "base" / "model.safetensors").write_bytes(b"base weights")
+    (folder / "output").mkdir()
+    (folder / "output" / "model.safetensors").write_bytes(b"trained weights")
+    (folder / ".output-x1").mkdir()
+    (folder / "texts.json").write_text(json.dumps(["Ana Garcia <ana@example.com> asked for a refund"]))
+    (folder / "job.json").write_text("{}")
+    (folder / "train.log").write_text("step 3\n")
+    return folder
+
+
+def _kept(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
+
+
+def test_the_sweep_scrubs_folders_that_no_live_attempt_owns(ready: dict[str, Any], tmp_path: Path) -> None:
+    root = tmp_path / "training"
+    lost, running, succeeded, cancelled = (request_run(ready, name=f"r{i}") for i in range(4))
+    FineTuneRun.objects.filter(pk=lost.pk).update(state=RunState.FAILED, attempt=2)
+    FineTuneRun.objects.filter(pk=running.pk).update(state=RunState.RUNNING, attempt=3)
+    FineTuneRun.objects.filter(pk=succeeded.pk).update(state=RunState.SUCCEEDED, attempt=1)
+    FineTuneRun.objects.filter(pk=cancelled.pk).update(state=RunState.CANCELLED, attempt=1)
+    folders = {
+        "lost": _left_behind(root / f"run-{lost.pk}-2"),
+        "running now": _left_behind(root / f"run-{running.pk}-3"),
+        "running, earlier attempt": _left_behind(root / f"run-{running.pk}-2"),
+        "succeeded": _left_behind(root / f"run-{succeeded.pk}-1"),
+        "cancelled": _left_behind(root / f"run-{cancelled.pk}-1"),
+        "no such run": _left_behind(root / "run-999999-1"),
+        "not a run folder": _left_behind(root / "notes"),
+    }
+    everything = {"base", "output", ".output-x1", "texts.json", "job.json", "train.log"}
+    with override_settings(TRAINING_WORK_ROOT=root):
+        assert fine_tune_workdirs_sweep() == 5
+        assert fine_tune_workdirs_sweep() == 0  # nothing left to scrub
+    assert _kept(folders["running now"]) == _kept(folders["not a run folder"]) == everything
+    assert _kept(folders["succeeded"]) == {"output", "job.json", "train.log"}  # the registered output stays
+    for name in ("lost", "running, earlier attempt", "cancelled", "no such run"):
+        assert _kept(folders[name]) == {"job.json", "train.log"}, name
+
+
+def test_the_reaper_task_scrubs_the_folder_of_the_run_it_fails(ready: dict[str, Any], tmp_path: Path) -> None:
+    from training.tasks import reap
+
+    run = approve_run(ready, request_run(ready))
+    stale = timezone.now() - timedelta(seconds=10)
+    FineTuneRun.objects.filter(pk=run.pk).update(state=RunState.RUNNING, heartbeat_at=stale, claimed_by="w1:42")
+    folder = _left_behind(tmp_path / "training" / f"run-{run.pk}-{run.attempt}")
+    with override_settings(TRAINING_WORK_ROOT=tmp_path / "training", TRAINING_HEARTBEAT_TIMEOUT_S=5):
+        assert reap() == 1
+    assert _kept(folder) == {"job.json", "train.log"}
 
 
 def test_launch_commands_for_one_device_and_for_several_gpus() -> None:

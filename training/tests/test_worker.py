@@ -185,11 +185,14 @@ def test_a_worker_killed_mid_run_leaves_it_failed_and_it_can_start_again(
 
     settings.TRAINING_HEARTBEAT_TIMEOUT_S = 2
     time.sleep(3)
-    from training.services import fine_tune_runs_reap
+    from training.tasks import reap
 
-    assert fine_tune_runs_reap(actor=ready["system"]) == 1
+    left = Path(settings.TRAINING_WORK_ROOT) / f"run-{run_id}-1"
+    assert (left / "texts.json").exists() and (left / "base").exists()  # no finally ran in the killed worker
+    assert reap() == 1  # the beat task: the reaper, then the sweep of folders no live attempt owns
     failed = FineTuneRun.objects.get(pk=run_id)
     assert failed.state == RunState.FAILED and failed.failure_reason.startswith(f"worker lost: {running.claimed_by}")
+    assert not (left / "texts.json").exists() and not (left / "base").exists() and not (left / "output").exists()
 
     # Its approval still holds: it can start again, as a new attempt with a new key.
     settings.TRAINING_CPU_QUEUE = "cpu"
