@@ -499,6 +499,7 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
                 run, RunState.FAILED, reason=f"registering the output failed: {message}", mlflow_run_id=mlflow_run_id
             )
         registered = True
+        _mlflow_log_output(mlflow_run_id, workdir / "output")
         metrics = {"final_loss": result["final_loss"], "steps": result["steps"], "seconds": result["seconds"]}
         return _finish(run, RunState.SUCCEEDED, output=output, metrics=metrics, mlflow_run_id=mlflow_run_id)
     finally:
@@ -606,9 +607,22 @@ def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dic
         raise
     shutil.rmtree(workdir / "base", ignore_errors=True)  # the base stays in the artifact store
     client.log_metric(mlflow_id, "final_loss", result["final_loss"])
-    client.log_artifacts(mlflow_id, str(workdir / "output"), artifact_path="model")
     client.set_terminated(mlflow_id)
     return result, mlflow_id
+
+
+def _mlflow_log_output(mlflow_run_id: str, output: Path) -> None:
+    """Copy the registered output's files into the MLflow run's artifacts (``model/``). Only after
+    registration: weights the registry refused (trained on records erased meanwhile) must not
+    stay in MLflow's store. The registered version's source is the folder itself, so a failure
+    here is logged and the run still succeeds."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI, registry_uri=settings.MLFLOW_REGISTRY_URI)
+    try:
+        client.log_artifacts(mlflow_run_id, str(output), artifact_path="model")
+    except Exception:
+        logger.exception("MLflow run %s: logging the registered output as artifacts failed", mlflow_run_id)
 
 
 def _die_with_parent() -> None:

@@ -95,6 +95,12 @@ def test_a_dataset_version_erased_during_training_fails_the_run_on_record(
     workdir = _workdir(done)
     assert not (workdir / "texts.json").exists()
     assert not (workdir / "output").exists() and not (workdir / "base").exists()
+    # Nor in MLflow: the run holds its parameters and metrics, no weights.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI)
+    assert client.get_run(done.mlflow_run_id).data.metrics["final_loss"] > 0
+    assert client.list_artifacts(done.mlflow_run_id) == []
 
 
 def test_a_run_cancelled_while_training_leaves_no_copy_of_its_training_records(
