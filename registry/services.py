@@ -138,6 +138,8 @@ def _dataset_version_store(*, actor: Any, dataset: Dataset, filename: str, data:
         raise _content_erased(erased)
     _, size = artifacts.put_bytes(data)
     with transaction.atomic():
+        # Uploads to one dataset one at a time (its next number; PostgreSQL: a row lock).
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True).first()
         existing = DatasetVersion.objects.filter(dataset=dataset, sha256=digest).first()
         if existing is not None and existing.erased_at is not None:
             # Erased since the check above: take the bytes out now (an on_commit would be rolled
@@ -594,7 +596,7 @@ def model_version_register_folder(
     """Register the weights in ``folder`` (under ``REGISTRY_ALLOWED_ROOTS``, or ``allowed_roots``
     for the system's own outputs): every file becomes a blob; identical weights give the
     existing version back. ``lineage`` records how the service made them (run, code version)."""
-    from registry.models import ModelVersion
+    from registry.models import Model, ModelVersion
 
     require_project_role(actor, model.project, {Role.ML_ENGINEER}, "registering model weights")
     try:
@@ -622,11 +624,16 @@ def model_version_register_folder(
         files[path.relative_to(root).as_posix()] = digest
         size += n
     digest = weights_digest(files)
-    for dv in dataset_versions or []:
-        allowed, reason = use_status(dv)
-        if not allowed:
-            raise DomainError("dataset_not_usable", f"{dv} may not be used: {reason}")
     with transaction.atomic():
+        # One registration of a model at a time (its next number), and the dataset versions held
+        # still while they are checked: an erasure committing meanwhile waits or is seen
+        # (PostgreSQL row locks; SQLite's transactions are serial already).
+        Model.objects.select_for_update().filter(pk=model.pk).values_list("pk", flat=True).first()
+        locked = DatasetVersion.objects.select_for_update().filter(pk__in=[dv.pk for dv in dataset_versions or []])
+        for dv in locked.order_by("pk"):
+            allowed, reason = use_status(dv)
+            if not allowed:
+                raise DomainError("dataset_not_usable", f"{dv} may not be used: {reason}")
         existing = ModelVersion.objects.filter(model=model, weights_digest=digest).first()
         if existing is not None:
             return existing, False

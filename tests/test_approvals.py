@@ -4,14 +4,12 @@ of duties, quorum, digest binding, evidence, closed states and the ledger."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -33,6 +31,7 @@ from governance.services import (
 from registry.models import DatasetVersion, PiiScan
 from registry.services import dataset_version_digest, dataset_version_review, dataset_version_upload, pii_scan_run
 from registry.tests.conftest import make_dataset
+from tests.threads import run_together
 
 ACTION = "dataset_version.use_for_training"
 PATTERN_ONLY = {"PII_NLP_MODEL": "blank", "PII_ENTITIES": ["EMAIL_ADDRESS"], "PII_SCAN_PROCESSES": 1}
@@ -170,26 +169,12 @@ def test_sixteen_concurrent_approvers_fill_exactly_the_quorum(people: dict[str, 
         role = Role.DATA_STEWARD if i % 2 else Role.COMPLIANCE_OFFICER
         project_role_grant(actor=people["system"], project=people["project"], user=user, role=role, reason="test setup")
         approvers.append(user)
-    start = threading.Barrier(16)
-    outcomes: list[str] = []
-
-    def decide(user: Any) -> None:
-        try:
-            start.wait()
-            approval_request_decide(actor=user, request_id=request.pk, decision="approve", reason="looks right")
-            outcomes.append("ok")
-        except (Conflict, PolicyViolation) as exc:
-            outcomes.append(exc.code)
-        except Exception as exc:  # a lock error would land here and fail the test
-            outcomes.append(f"error: {exc}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=decide, args=(user,)) for user in approvers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = run_together(
+        lambda i: approval_request_decide(
+            actor=approvers[i], request_id=request.pk, decision="approve", reason="looks right"
+        ),
+        len(approvers),
+    )
     assert outcomes.count("ok") == 2, outcomes
     assert set(outcomes) <= {"ok", "request_closed", "slot_filled"}, outcomes
     assert ApprovalDecision.objects.filter(request=request).count() == 2

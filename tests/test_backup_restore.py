@@ -137,7 +137,8 @@ def _drill_source(tmp_path: Path, **env: str) -> tuple[dict[str, str], Path, Pat
     assert sum(rel.startswith("artifacts/sha256/") for rel in files) == 3
     signing_key = (Path(source["GOV_VAR_DIR"]) / "keys" / "ledger-signing.key").read_text()
     assert "PRIVATE+KEY" not in "".join(p.read_text(errors="replace") for p in backup.rglob("*") if p.is_file())
-    assert signing_key.split("+")[-1].strip() not in "".join(
+    # PRIVATE+KEY+<name>+<key id>+<base64 key>: the base64 itself may hold "+"
+    assert signing_key.strip().split("+", 4)[4] not in "".join(
         p.read_text(errors="replace") for p in backup.rglob("*") if p.is_file()
     )
     return source, backup, offsite

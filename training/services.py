@@ -128,6 +128,13 @@ def gpu_usage(project: Project) -> dict[str, Decimal]:
     return {name: value.quantize(cents) for name, value in usage.items()}
 
 
+def _lock_quota(project: Project) -> None:
+    """Serialise the readers and writers of one project's GPU-hours (PostgreSQL: a row lock on the
+    project; SQLite's transactions are serial already): two requests checked against the same
+    hours left would both pass."""
+    Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True).first()
+
+
 def gpu_quota_set(*, actor: Any, project: Project, gpu_hours: Any, reason: str) -> GpuQuota:
     """Set a project's GPU-hour quota (its platform admins, or a global admin), with a reason."""
     if not can_administer(actor, project):
@@ -136,7 +143,8 @@ def gpu_quota_set(*, actor: Any, project: Project, gpu_hours: Any, reason: str) 
     if not reason.strip():
         raise _invalid("reason", "may not be blank")
     with transaction.atomic():
-        previous = GpuQuota.objects.select_for_update().filter(project=project).first()
+        _lock_quota(project)
+        previous = GpuQuota.objects.filter(project=project).first()
         old = previous.gpu_hours if previous else None
         quota, _ = GpuQuota.objects.update_or_create(
             project=project, defaults={"gpu_hours": hours, "updated_by": actor}
@@ -277,6 +285,7 @@ def fine_tune_run_request(
         raise DomainError("invalid_input", f"hyperparameters: {exc}", fields={"hyperparameters": [str(exc)]}) from None
     with transaction.atomic():
         if gpu_count:
+            _lock_quota(project)
             usage = gpu_usage(project)
             if hours > usage["available"]:
                 raise Conflict(
