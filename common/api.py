@@ -68,6 +68,19 @@ def id_field(**kwargs: Any) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
 
 
+def ledgered_text(*, max_length: int = 2000, **kwargs: Any) -> serializers.CharField:
+    """A free-text input (a reason, a comment, a note) that the service records in the ledger as
+    written. The schema says so to whoever fills it in."""
+    return serializers.CharField(
+        max_length=max_length,
+        help_text=(
+            "Recorded as written in the append-only ledger, for good: refer to a data subject by the "
+            "request's id, never by name or contact details."
+        ),
+        **kwargs,
+    )
+
+
 READ_ONLY_OR_UNKNOWN = "not accepted here: read-only or unknown"
 
 

@@ -67,3 +67,23 @@ def test_every_operation_documents_its_errors(client: Client) -> None:
                 assert {"409", "422"} <= set(responses), (method, path)
     approve = document["paths"]["/api/v1/approvals/{id}/approve"]["post"]["responses"]
     assert "self-approval" in approve["422"]["description"]
+
+
+FREE_TEXT = {"reason", "comment", "justification", "note", "basis"}
+
+
+@pytest.mark.django_db
+def test_every_free_text_input_says_it_is_kept_in_the_ledger(client: Client) -> None:
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    bodies = set()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                bodies.add(content["schema"]["$ref"].rsplit("/", 1)[-1])
+    checked = []
+    for name in sorted(bodies):
+        for field, spec in document["components"]["schemas"][name].get("properties", {}).items():
+            if field in FREE_TEXT and not spec.get("readOnly"):
+                assert "append-only ledger" in spec.get("description", ""), (name, field)
+                checked.append(f"{name}.{field}")
+    assert len(checked) >= 10, checked

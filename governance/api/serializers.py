@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api import ledgered_text
 from governance.models import Project
 from governance.roles import Role
 
@@ -94,7 +95,7 @@ _DATETIME = serializers.DateTimeField()  # unbound: the settings' format, in the
 
 
 class DecisionInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()
 
 
 class ApproveInputSerializer(DecisionInputSerializer):
@@ -107,13 +108,13 @@ class ApproveInputSerializer(DecisionInputSerializer):
 
 class SubmitSerializer(serializers.Serializer):
     action = serializers.CharField(max_length=100)
-    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    comment = ledgered_text(required=False, allow_blank=True, default="", max_length=4000)
     environment = serializers.CharField(required=False, max_length=50)
     risk_tier = serializers.CharField(required=False, max_length=50)
 
 
 class BreakGlassInputSerializer(serializers.Serializer):
-    justification = serializers.CharField(max_length=4000)
+    justification = ledgered_text(max_length=4000)
 
 
 class BreakGlassReviewSerializer(serializers.Serializer):
@@ -137,4 +138,4 @@ class BreakGlassReviewSerializer(serializers.Serializer):
 
 class ReviewCloseSerializer(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=["upheld", "revoked"])
-    note = serializers.CharField(max_length=4000)
+    note = ledgered_text(max_length=4000)

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import id_field
+from common.api import id_field, ledgered_text
 from registry.models import Dataset, DatasetVersion, LawfulBasis, PiiScan, Review
 from registry.services import dataset_version_digest, use_status
 
@@ -105,7 +105,7 @@ class RegisterPathSerializer(serializers.Serializer):
 
 class ReviewSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=[Review.CONFIRMED, Review.FALSE_POSITIVE, Review.ANONYMISATION_REQUIRED])
-    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    note = ledgered_text(required=False, allow_blank=True, default="")
 
 
 class SubjectLookupSerializer(serializers.Serializer):

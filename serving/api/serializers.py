@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import id_field
+from common.api import id_field, ledgered_text
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
@@ -15,7 +15,7 @@ class DeploymentCreateSerializer(serializers.Serializer):
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()
 
 
 class GrantSerializer(serializers.Serializer):

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import id_field
+from common.api import id_field, ledgered_text
 from governance.api.serializers import ApprovalRequestSerializer
 from registry.api.serializers import ModelVersionSerializer
 
@@ -68,7 +68,7 @@ class RunDetailSerializer(RunSerializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()
 
 
 class GpuQuotaSerializer(serializers.Serializer):
@@ -81,4 +81,4 @@ class GpuQuotaSerializer(serializers.Serializer):
 
 class GpuQuotaSetSerializer(serializers.Serializer):
     gpu_hours = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import id_field
+from common.api import id_field, ledgered_text
 
 
 class IdentifierSerializer(serializers.Serializer):
@@ -25,11 +25,11 @@ class MethodSerializer(serializers.Serializer):
 
 
 class PrivacyReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()
 
 
 class DenySerializer(serializers.Serializer):
-    basis = serializers.CharField(max_length=2000)
+    basis = ledgered_text()
     nature = serializers.CharField(max_length=2000, required=False, default="")
 
 
@@ -38,14 +38,14 @@ class CompleteSerializer(serializers.Serializer):
 
 
 class LegalHoldPlaceSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = ledgered_text()
     identifiers = IdentifierSerializer(many=True, required=False, default=list)
     request = id_field(required=False, allow_null=True, default=None)
 
 
 class ModelReviewCloseSerializer(serializers.Serializer):
     outcome = serializers.CharField(max_length=16, help_text="retrained, kept or retired")
-    note = serializers.CharField(max_length=4000)
+    note = ledgered_text(max_length=4000)
 
 
 class RequestSerializer(serializers.Serializer):
