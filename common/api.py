@@ -68,17 +68,16 @@ def id_field(**kwargs: Any) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
 
 
+LEDGERED_TEXT_HELP = (
+    "Recorded as written in the append-only ledger, for good: refer to a data subject by the "
+    "request's id, never by name or contact details."
+)
+
+
 def ledgered_text(*, max_length: int = 2000, **kwargs: Any) -> serializers.CharField:
     """A free-text input (a reason, a comment, a note) that the service records in the ledger as
-    written. The schema says so to whoever fills it in."""
-    return serializers.CharField(
-        max_length=max_length,
-        help_text=(
-            "Recorded as written in the append-only ledger, for good: refer to a data subject by the "
-            "request's id, never by name or contact details."
-        ),
-        **kwargs,
-    )
+    written. The schema says so to whoever fills it in (the admin's forms too)."""
+    return serializers.CharField(max_length=max_length, help_text=LEDGERED_TEXT_HELP, **kwargs)
 
 
 READ_ONLY_OR_UNKNOWN = "not accepted here: read-only or unknown"

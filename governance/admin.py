@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from common.admin import ReadOnlyAdmin
+from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.models import ApiToken, ApprovalRequest, ApprovalState, BreakGlassReview, Project, ServiceAccount
@@ -90,7 +91,11 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 class DecisionActionForm(ActionForm):
     # The ledger keeps the approver's reason with the decision: the officer writes it next to the
     # action rather than leaving a generic note.
-    reason = forms.CharField(label="Reason:", required=False, max_length=500)
+    reason = forms.CharField(
+        label="Reason:", required=False, max_length=500,
+        widget=forms.TextInput(attrs={"size": 60, "placeholder": "kept in the ledger for good: no names or addresses",
+                                      "title": LEDGERED_TEXT_HELP}),
+    )  # fmt: skip
 
 
 @admin.register(ApprovalRequest)

@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from audits.privacy.models import DataSubjectRequest, DeadlineFlag, LegalHold, ModelReview, ReviewOutcome
 from audits.privacy.selectors import privacy_projects
 from common.admin import ReadOnlyAdmin
+from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
 
@@ -96,7 +97,9 @@ class LegalHoldAdmin(PrivacyAdmin):
 
 class ReviewCloseForm(forms.Form):
     outcome = forms.ChoiceField(choices=ReviewOutcome.choices)
-    note = forms.CharField(widget=forms.Textarea, help_text="retrained as which version, or why it may stay")
+    note = forms.CharField(
+        widget=forms.Textarea, help_text=f"Retrained as which version, or why it may stay. {LEDGERED_TEXT_HELP}"
+    )
 
 
 _CLOSE_PAGE = Template(
