@@ -12,7 +12,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rfc8785
@@ -124,6 +124,10 @@ def _require_state(request: DataSubjectRequest, states: Iterable[str], doing: st
         )
 
 
+# A request dated earlier is a typing error (and years near 1 overflow in the time-zone arithmetic).
+EARLIEST_RECEIVED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def _aware(name: str, value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise _invalid(name, f"a datetime is needed, got {type(value).__name__}")
@@ -182,15 +186,34 @@ def _identifiers_of(request: DataSubjectRequest) -> list[dict[str, str]]:
     return value
 
 
+# Characters an e-mail address's local part may hold besides word characters (RFC 5322 atext).
+_LOCAL_PART_SYMBOLS = set("!#$%&'*+-/=?^_`{|}~.")
+
+
+def _email_at(text: str, start: int) -> bool:
+    """Whether the address found at ``start`` begins there, as the scan's recogniser reads it:
+    it starts an address at a word boundary and runs left over the local part's characters, so
+    ``hana.silva@…`` and ``x.ana.silva@…`` are other addresses, while ``--ana.silva@…`` is Ana's
+    (the dashes before it hold no word character)."""
+    i = start
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_" or text[i - 1] in _LOCAL_PART_SYMBOLS):
+        i -= 1
+        if text[i].isalnum() or text[i] == "_":
+            return False
+    return True
+
+
 def _matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
-    """Whether a text holds one of the identifiers, as a whole token (ana@x.org is not in
-    hana@x.org; a name matches on word boundaries; a phone number by its digits)."""
+    """Whether a text holds one of the identifiers, as a whole token, the way the scan that
+    indexed it reads them (ana@x.org is not in hana@x.org nor in ana@x.org.uk; a name matches on
+    word boundaries; a phone number by its digits)."""
     patterns: list[re.Pattern[str]] = []
+    emails: list[re.Pattern[str]] = []
     phones: set[str] = set()
     for identifier in identifiers:
         kind, value = identifier["kind"], identifier["value"].strip()
         if kind == "email":
-            patterns.append(re.compile(rf"(?<![\w.+-]){re.escape(value)}(?![\w-]|\.\w)", re.IGNORECASE))
+            emails.append(re.compile(rf"{re.escape(value)}(?!\w|[-.]\w)", re.IGNORECASE))
         elif kind == "name":
             words = r"\s+".join(re.escape(word) for word in value.split())
             patterns.append(re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE))
@@ -200,6 +223,8 @@ def _matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
 
     def matches(text: str) -> bool:
         if any(p.search(text) for p in patterns):
+            return True
+        if any(_email_at(text, m.start()) for p in emails for m in p.finditer(text)):
             return True
         return bool(phones) and any(
             pii.normalise_identifier("phone", m.group()).lstrip("+") in phones for m in phone_like.finditer(text)
@@ -215,6 +240,20 @@ def _person_records(version: DatasetVersion, matches: Callable[[str], bool]) -> 
 
     data = dataset_version_bytes(version)
     return [r for r in read_records(data, version.format) if any(matches(text) for text in r.fields.values())]
+
+
+def _refuse_unmatched(request: DataSubjectRequest, unmatched: list[DatasetVersion], what: str) -> None:
+    """The scan indexed the person in these versions, yet no record holds the identifiers as
+    given: answering anyway would leave the person's records out (an access package saying no
+    data is held; an erasure that shreds the request's key and leaves the records in place)."""
+    if unmatched:
+        names = ", ".join(f"{v} (id {v.pk})" for v in unmatched)
+        raise Conflict(
+            "records_not_singled_out",
+            f"{what} refused, nothing changed: the scan indexed the person of request {request.pk} in {names}, "
+            "but no record holds the identifiers as given. Check the request's identifiers, or find the "
+            "records and erase them by number (dataset_version_erase_records), then run it again.",
+        )
 
 
 def _index_versions(project: Project, hashes: list[dict[str, str]]) -> dict[int, set[str]]:
@@ -345,6 +384,8 @@ def dsr_receive(
     _aware("received_at", received_at)
     if received_at > timezone.now() + timedelta(minutes=5):
         raise _invalid("received_at", f"{received_at.isoformat()} is in the future")
+    if received_at < EARLIEST_RECEIVED:
+        raise _invalid("received_at", f"{received_at.isoformat()} is before {EARLIEST_RECEIVED:%Y-%m-%d}")
     clean = _normalise_identifiers(identifiers)
     deadlines = _deadlines(regime, kind, received_at, tz)
     hashes = _hashes(clean)
@@ -469,8 +510,12 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             .order_by("dataset__slug", "number")
         )
         records, version_rows = [], []
+        indexed_now = _index_versions(request.project, request.identifier_hashes)
+        held = {version.pk: _person_records(version, matches) for version in versions}
+        unmatched = [v for v in versions if v.pk in indexed_now and not held[v.pk]]
+        _refuse_unmatched(request, unmatched, "the access package")
         for version in versions:
-            mine = _person_records(version, matches)
+            mine = held[version.pk]
             version_rows.append({"id": version.pk, "dataset": str(version.dataset), "number": version.number,
                                  "records": len(mine)})  # fmt: skip
             records += [
@@ -562,7 +607,28 @@ def _close(
         actor=actor, action=action, subject=_subject(request),
         payload={"nature": nature, "on_time": request.responded_at <= request.respond_by, **payload},
     )  # fmt: skip
+    _shred_if_person_erased(actor, request)
     return request
+
+
+def _shred_if_person_erased(actor: Any, request: DataSubjectRequest) -> None:
+    """A request of a person erased meanwhile (under another request of the project) kept its
+    sealed identifiers while it was open: shred them as it closes."""
+    from audits.ledger.models import DataSubjectKey
+
+    mine = {h["key_hash"] for h in request.identifier_hashes}
+    erased_by = [
+        other.pk
+        for other in DataSubjectRequest.objects.filter(project=request.project, erased_at__isnull=False)
+        .exclude(pk=request.pk)
+        .order_by("pk")
+        if mine & {h["key_hash"] for h in other.identifier_hashes}
+    ]
+    if erased_by and DataSubjectKey.objects.filter(ref=request.subject_ref, key__isnull=False).exists():
+        data_subject_erase(
+            actor=actor, subject_ref=request.subject_ref,
+            reason=f"the person was erased under data-subject request {erased_by[0]}",
+        )  # fmt: skip
 
 
 def dsr_deny(*, actor: Any, request: DataSubjectRequest, basis: str, nature: str = "") -> DataSubjectRequest:
@@ -679,12 +745,12 @@ def _erase(actor: Any, request: DataSubjectRequest, erase_records: Callable[...,
             f"no dataset version of project {request.project.slug} holds this person; nothing erased",
         )
     reason = f"erasure of data-subject request {request.pk}"
-    replaced, unmatched = [], []
-    for version in DatasetVersion.objects.filter(pk__in=index).select_related("dataset__project").order_by("pk"):
-        numbers = {r.number for r in _person_records(version, matches)}
-        if not numbers:
-            unmatched.append(version.pk)  # indexed, yet no record holds the identifiers as given
-            continue
+    versions = list(DatasetVersion.objects.filter(pk__in=index).select_related("dataset__project").order_by("pk"))
+    found = {version.pk: {r.number for r in _person_records(version, matches)} for version in versions}
+    _refuse_unmatched(request, [v for v in versions if not found[v.pk]], "the erasure")
+    replaced: list[dict[str, Any]] = []
+    for version in versions:
+        numbers = found[version.pk]
         new = erase_records(actor=actor, version=version, record_numbers=numbers, reason=reason)
         replaced.append({"old": version.pk, "new": new.pk if new else None, "records_removed": len(numbers)})
     models = models_trained_on(request.project, [r["old"] for r in replaced])
@@ -718,7 +784,7 @@ def _erase(actor: Any, request: DataSubjectRequest, erase_records: Callable[...,
     for ref in shredded:
         data_subject_erase(actor=actor, subject_ref=ref, reason=reason)
     request.erased_at = timezone.now()
-    request.erasure = {"replaced": replaced, "unmatched": unmatched, "model_reviews": reviews,
+    request.erasure = {"replaced": replaced, "unmatched": [], "model_reviews": reviews,
                        "model_versions": list(models), "vault_keys_shredded": shredded}  # fmt: skip
     request.save(update_fields=["erased_at", "erasure"])
     ledger_append(actor=actor, action="data_subject_request.erased", subject=_subject(request), payload=request.erasure)

@@ -71,6 +71,9 @@ def report_request(
             raise _invalid(name, f"a date, got {value!r}")
     if period_end < period_start:
         raise _invalid("period_end", f"the period ends ({period_end}) before it starts ({period_start})")
+    latest = timezone.localdate() + dt.timedelta(days=366)
+    if period_end > latest:
+        raise _invalid("period_end", f"{period_end} is more than a year ahead; the latest accepted is {latest}")
     if kind in MODEL_KINDS:
         if model_version is None:
             raise _invalid("model_version", f"a {kind} report documents one model version")

@@ -4,7 +4,7 @@ officer nor auditor)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -48,6 +48,12 @@ def _datetime(field: str, value: str) -> datetime:
             f"{field}: must be timezone-aware; {value!r} has no UTC offset (add Z or +01:00)",
             fields={field: ["UTC offset required"]},
         )
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise DomainError(
+            "invalid_input", f"{field}: {value!r} is out of range in UTC", fields={field: ["out of range"]}
+        ) from None
     return parsed
 
 

@@ -206,6 +206,9 @@ def test_bad_report_requests_are_refused_and_change_nothing(ready: dict[str, Any
     with pytest.raises(DomainError, match=r"period_end: the period ends .* before it starts"):
         report_request(actor=ready["compliance_officer"], kind="governance_audit", period_start=TODAY,
                        period_end=TODAY - dt.timedelta(days=1), project=ready["project"])  # fmt: skip
+    with pytest.raises(DomainError, match=r"period_end: 9999-12-31 is more than a year ahead"):
+        report_request(actor=ready["compliance_officer"], kind="ccpa_request_log", period_start=TODAY,
+                       period_end=dt.date(9999, 12, 31), project=ready["project"])  # fmt: skip
     with pytest.raises(DomainError, match="kind: one of"):
         report_request(actor=ready["compliance_officer"], kind="horoscope", period_start=TODAY, period_end=TODAY,
                        project=ready["project"])  # fmt: skip
