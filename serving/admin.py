@@ -18,7 +18,8 @@ from serving.models import Deployment
 @admin.register(Deployment)
 class DeploymentAdmin(ProjectScopedAdmin):
     list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
-    list_filter = ["state", "environment", "project", "created_at"]
+    # Only the projects of deployments this admin may see (a plain filter lists every project).
+    list_filter = ["state", "environment", ("project", admin.RelatedOnlyFieldListFilter), "created_at"]
     list_select_related = ["project", "model_version__model"]
     readonly_fields = ["grant_list", "log_summary", "monitoring_charts"]
     actions = ["retire"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
@@ -313,31 +313,73 @@ def deployment_export_onnx(*, deployment_id: int) -> Deployment:
     from serving.grants import folder_weights_digest
     from serving.onnx_model import OnnxModelError, export_onnx
 
-    deployment = Deployment.objects.select_related("model_version__model__project", "project").get(pk=deployment_id)
-    if deployment.state != DeploymentState.STARTING or deployment.runtime != "onnx":
-        return deployment
-    grant = deployment.grants.order_by("-issued_at").first()
-    if grant is None:
-        folder = _folder(deployment)
-        source, weights = folder / "source", folder / "weights"
-        for stale in (source, weights):
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            model_version_materialise(deployment.model_version, source)
-            export_onnx(source, weights)
-            digest = folder_weights_digest(weights)
-        except (DomainError, OnnxModelError) as exc:
-            return _refused(deployment, f"ONNX export failed: {getattr(exc, 'message', None) or exc}")
-        finally:
-            shutil.rmtree(source, ignore_errors=True)
-        with transaction.atomic():
-            ledger_append(
-                actor=_system(), action="deployment.exported", subject=_subject(deployment),
-                payload={"runtime": "onnx", "source_weights_digest": deployment.model_version.weights_digest,
-                         "weights_digest": digest},
+    me = worker_identity()
+    claimed = _export_claim(deployment_id, me)
+    if isinstance(claimed, DeploymentGrant):
+        return deployment_start(deployment_id=deployment_id, grant_id=str(claimed.grant_id))
+    if claimed is None:
+        return Deployment.objects.get(pk=deployment_id)
+    deployment = claimed
+    folder = _folder(deployment)
+    source, weights = folder / "source", folder / "weights"
+    for stale in (source, weights):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        model_version_materialise(deployment.model_version, source)
+        export_onnx(source, weights)
+        digest = folder_weights_digest(weights)
+    except (DomainError, OnnxModelError) as exc:
+        return _refused(deployment, f"ONNX export failed: {getattr(exc, 'message', None) or exc}", claimed_by=me)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+    with transaction.atomic():
+        # Retired (or taken over, or granted by another delivery) while it exported: record nothing.
+        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if current.state != DeploymentState.STARTING or current.claimed_by != me or current.grants.exists():
+            logger.warning(
+                "export of deployment %s: it is %s (claimed by %s) and no longer this delivery's; nothing recorded",
+                current.pk, current.state, current.claimed_by or "nobody",
             )  # fmt: skip
-            grant = grant_issue(deployment, _system(), weights_digest=digest)
+            if current.state != DeploymentState.STARTING:  # otherwise the folder is the claimant's
+                shutil.rmtree(weights, ignore_errors=True)
+            return current
+        ledger_append(
+            actor=_system(), action="deployment.exported", subject=_subject(deployment),
+            payload={"runtime": "onnx", "source_weights_digest": deployment.model_version.weights_digest,
+                     "weights_digest": digest},
+        )  # fmt: skip
+        grant = grant_issue(deployment, _system(), weights_digest=digest)
+        # The export's claim ends here: the start claims the deployment afresh under the grant.
+        current.claimed_by, current.claimed_at = "", None
+        current.save(update_fields=["claimed_by", "claimed_at"])
     return deployment_start(deployment_id=deployment.pk, grant_id=str(grant.grant_id))
+
+
+def _export_claim(deployment_id: int, me: str) -> Deployment | DeploymentGrant | None:
+    """Claim the ONNX export of a deployment for worker ``me`` under the row's lock, as a start is
+    claimed (``_start_claim``): the deployment, to export; its grant, when another delivery
+    already exported it (only the start is left); ``None``: not this delivery's (a delivery arriving
+    while another exports, or a deployment no longer starting)."""
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("model_version__model__project", "project")
+            .get(pk=deployment_id)
+        )
+        if deployment.state != DeploymentState.STARTING or deployment.runtime != "onnx":
+            return None
+        grant = deployment.grants.order_by("-issued_at").first()
+        if grant is not None:
+            return grant
+        lost = deployment.claimed_by
+        if lost and not claim_abandoned(lost, deployment.claimed_at, lease_s=_start_lease_s()):
+            logger.info("export of deployment %s: %s is exporting it; nothing to do", deployment.pk, lost)
+            return None
+        if lost:
+            logger.warning("export of deployment %s taken over from %s (its worker is gone)", deployment.pk, lost)
+        deployment.claimed_by, deployment.claimed_at = me, timezone.now()
+        deployment.save(update_fields=["claimed_by", "claimed_at"])
+    return deployment
 
 
 # --- The model server (on the worker) ------------------------------------------------------------
@@ -580,20 +622,45 @@ def _refused(deployment: Deployment, reason: str, *, claimed_by: str | None = No
         ):
             logger.warning("deployment %s is %s; refusal not recorded: %s", deployment.pk, deployment.state, reason)
             return deployment
-        deployment.state, deployment.refusal_reason = DeploymentState.REFUSED, reason
-        deployment.save(update_fields=["state", "refusal_reason"])
+        deployment.state, deployment.refusal_reason, deployment.pid = DeploymentState.REFUSED, reason, None
+        deployment.save(update_fields=["state", "refusal_reason", "pid"])
         ledger_append(
             actor=_system(), action="deployment.refused", subject=_subject(deployment), payload={"reason": reason}
         )
     return deployment
 
 
+RUNNING_STATES = (DeploymentState.STARTING, DeploymentState.LIVE)
+
+
+def _server_process(deployment: Deployment) -> Any:
+    """The deployment's server process, or ``None``: only while the deployment is starting or live,
+    and only if the process at ``pid`` is still the server started for it (its command line names
+    the deployment's grant file). A pid left from a server that exited may since belong to any
+    other process, which must never be signalled."""
+    import psutil
+
+    if not deployment.pid or deployment.state not in RUNNING_STATES:
+        return None
+    try:
+        proc = psutil.Process(deployment.pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return proc if str(_folder(deployment) / "grant.note") in cmdline else None
+
+
 def _stop_process(deployment: Deployment) -> None:
-    if deployment.pid:
-        try:
-            os.killpg(deployment.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    """Stop the deployment's server (its whole session), if it is still the one started for it.
+    The caller clears ``pid`` as the deployment leaves ``starting`` or ``live``."""
+    if _server_process(deployment) is None:
+        return
+    try:
+        os.killpg(deployment.pid, signal.SIGTERM)  # type: ignore[arg-type]
+    except ProcessLookupError:
+        pass
 
 
 def _replace_previous(deployment: Deployment) -> None:
@@ -606,8 +673,8 @@ def _replace_previous(deployment: Deployment) -> None:
     )  # fmt: skip
     for old in live:
         _stop_process(old)
-        old.state, old.stopped_at = DeploymentState.REPLACED, timezone.now()
-        old.save(update_fields=["state", "stopped_at"])
+        old.state, old.stopped_at, old.pid = DeploymentState.REPLACED, timezone.now(), None
+        old.save(update_fields=["state", "stopped_at", "pid"])
         if deployment.previous_id is None:
             deployment.previous = old
             deployment.save(update_fields=["previous"])
@@ -633,7 +700,7 @@ def deployment_promote(*, actor: Any, deployment: Deployment, comment: str = "")
         promoted = deployment_request(
             actor=actor, model_version=deployment.model_version, name=deployment.name,
             environment=Environment.PRODUCTION, target=deployment.target, guard=deployment.guard,
-            prompt_template=deployment.prompt_template,
+            prompt_template=deployment.prompt_template, runtime=deployment.runtime,
         )  # fmt: skip
         approval_request_submit(
             actor=actor, subject_type="deployment", subject_id=str(promoted.pk), action=ACTION,
@@ -658,8 +725,8 @@ def deployment_retire(*, actor: Any, deployment: Deployment, reason: str) -> Dep
         if deployment.state in (DeploymentState.RETIRED,):
             raise Conflict("deployment_retired", f"deployment {deployment.pk} is already retired")
         _stop_process(deployment)
-        deployment.state, deployment.stopped_at = DeploymentState.RETIRED, timezone.now()
-        deployment.save(update_fields=["state", "stopped_at"])
+        deployment.state, deployment.stopped_at, deployment.pid = DeploymentState.RETIRED, timezone.now(), None
+        deployment.save(update_fields=["state", "stopped_at", "pid"])
         ledger_append(
             actor=actor, action="deployment.retired", subject=_subject(deployment), payload={"reason": reason}
         )
@@ -674,16 +741,24 @@ def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> D
         raise _invalid("reason", "may not be blank")
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        previous = deployment.previous
-        if deployment.state != DeploymentState.LIVE or previous is None:
+        if deployment.state != DeploymentState.LIVE or deployment.previous_id is None:
             raise Conflict("nothing_to_roll_back", f"deployment {deployment.pk} is not live over a previous version")
+        # Only a version that gave way to this one comes back: a retired (or failed, expired...)
+        # one stays as it is, and the lock keeps a concurrent retirement from slipping in between.
+        previous = Deployment.objects.select_for_update().get(pk=deployment.previous_id)
+        if previous.state != DeploymentState.REPLACED:
+            raise Conflict(
+                "previous_not_replaced",
+                f"deployment {previous.pk}, which this one replaced, is {previous.state}, not replaced: "
+                "it cannot be put back in service",
+            )
         if not approval_holds(
             subject_type="deployment", subject_id=str(previous.pk), action=ACTION, digest=deployment_digest(previous)
         ):
             raise Conflict("not_approved", f"the approval of deployment {previous.pk} no longer holds")
         _stop_process(deployment)
-        deployment.state, deployment.stopped_at = DeploymentState.REPLACED, timezone.now()
-        deployment.save(update_fields=["state", "stopped_at"])
+        deployment.state, deployment.stopped_at, deployment.pid = DeploymentState.REPLACED, timezone.now(), None
+        deployment.save(update_fields=["state", "stopped_at", "pid"])
         ledger_append(
             actor=actor, action="deployment.rolled_back", subject=_subject(deployment),
             payload={"restored": previous.pk, "reason": reason},
@@ -701,17 +776,6 @@ def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> D
 # --- Supervision and the inference log -----------------------------------------------------------
 
 
-def _alive(pid: int | None) -> bool:
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def deployments_supervise() -> int:
     """Record live deployments whose server stopped: ``expired`` when its grant ran out (the
     server stops itself then), ``failed`` otherwise. Returns how many changed."""
@@ -719,12 +783,14 @@ def deployments_supervise() -> int:
     for deployment in Deployment.objects.filter(state=DeploymentState.LIVE):
         grant = deployment.grants.first()
         expired = grant is not None and grant.expires_at <= timezone.now()
-        if _alive(deployment.pid) and not expired:
+        if _server_process(deployment) is not None and not expired:
             continue
         _stop_process(deployment)
         with transaction.atomic():
             if not Deployment.objects.filter(pk=deployment.pk, state=DeploymentState.LIVE).update(
-                state=DeploymentState.EXPIRED if expired else DeploymentState.FAILED, stopped_at=timezone.now()
+                state=DeploymentState.EXPIRED if expired else DeploymentState.FAILED,
+                stopped_at=timezone.now(),
+                pid=None,
             ):
                 continue
             reason = f"the grant expired at {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC" if expired and grant else (
@@ -754,10 +820,21 @@ def inference_logs_summarise() -> int:
             made += _inference_log_summarise(deployment)
         except OSError:
             logger.exception("inference log of deployment %s: cannot be read; left for the next run", deployment.pk)
+        except IntegrityError:
+            # A concurrent run recorded this segment first (its transaction rolled back, entry included).
+            logger.info("inference log of deployment %s: already summarised by another run", deployment.pk)
     return made
 
 
 def _inference_log_summarise(deployment: Deployment) -> int:
+    """One deployment's new segment, under its row's lock: overlapping runs take turns, and the
+    later one starts where the earlier one's segment ended."""
+    with transaction.atomic():
+        Deployment.objects.select_for_update().values_list("pk", flat=True).get(pk=deployment.pk)
+        return _inference_log_segment_record(deployment)
+
+
+def _inference_log_segment_record(deployment: Deployment) -> int:
     import hashlib
     from collections import Counter
 
@@ -842,15 +919,20 @@ def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: 
         raise _invalid("category", f"one of {', '.join(FeedbackCategory.values)}, got {category!r}")
     if deployment.state not in SERVED_STATES:
         raise Conflict("not_served", f"deployment {deployment.pk} has not served any request ({deployment.state})")
+    given = Conflict("feedback_given", f"you already rated request {request_uuid}")
     with transaction.atomic():
         if InferenceFeedback.objects.filter(deployment=deployment, request_id=request_uuid, given_by=actor).exists():
-            raise Conflict("feedback_given", f"you already rated request {request_uuid}")
+            raise given
         entry = ledger_append(
             actor=actor, action="deployment.feedback", subject=_subject(deployment),
             payload={"request_id": str(request_uuid), "rating": rating, "category": category},
         )  # fmt: skip
-        feedback = InferenceFeedback.objects.create(
-            deployment=deployment, request_id=request_uuid, rating=rating, category=category, given_by=actor
-        )
+        try:
+            with transaction.atomic():  # a twin request may insert between the check and here
+                feedback = InferenceFeedback.objects.create(
+                    deployment=deployment, request_id=request_uuid, rating=rating, category=category, given_by=actor
+                )
+        except IntegrityError:
+            raise given from None
     feedback.ledger_index = entry.index
     return feedback
