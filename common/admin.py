@@ -7,6 +7,10 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+# A list filter by project that offers only the projects of the rows the viewer may see (the
+# plain related filter lists every project's slug).
+PROJECT_FILTER = ("project", admin.RelatedOnlyFieldListFilter)
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Governed rows change only through services (which check permission and write the ledger),

@@ -11,7 +11,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from common.admin import ReadOnlyAdmin
+from common.admin import PROJECT_FILTER, ReadOnlyAdmin
 from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
@@ -116,7 +116,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
         "created_at",
         "expires_at",
     ]
-    list_filter = ["state", "project", "subject_type", "created_at"]
+    list_filter = ["state", PROJECT_FILTER, "subject_type", "created_at"]
     list_select_related = ["project", "requester"]
     search_fields = ["subject_id", "action", "comment"]
     ordering = ["state", "-created_at"]
@@ -181,7 +181,7 @@ class BreakGlassReviewAdmin(ProjectScopedAdmin):
 
     project_path = "request__project"
     list_display = ["request", "admin", "opened_at", "due_at", "overdue", "outcome", "closed_by"]
-    list_filter = ["outcome", "request__project"]
+    list_filter = ["outcome", ("request__project", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["request__project", "admin", "closed_by"]
     ordering = ["closed_at", "due_at"]
 

@@ -8,6 +8,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from common.admin import PROJECT_FILTER
 from governance.admin import ProjectScopedAdmin
 from registry.models import Dataset, DatasetVersion, Model, ModelVersion, PiiScan, PromptTemplate
 from registry.services import use_status
@@ -17,7 +18,7 @@ from registry.services import use_status
 class DatasetAdmin(ProjectScopedAdmin):
     project_path = "project"
     list_display = ["slug", "project", "name", "lawful_basis", "retention_days", "data_steward", "created_at"]
-    list_filter = ["lawful_basis", "project"]
+    list_filter = ["lawful_basis", PROJECT_FILTER]
     list_select_related = ["project", "data_steward"]
     search_fields = ["slug", "name", "purpose"]
 

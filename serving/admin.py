@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
+from common.admin import PROJECT_FILTER
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
@@ -19,7 +20,7 @@ from serving.models import Deployment
 class DeploymentAdmin(ProjectScopedAdmin):
     list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
     # Only the projects of deployments this admin may see (a plain filter lists every project).
-    list_filter = ["state", "environment", ("project", admin.RelatedOnlyFieldListFilter), "created_at"]
+    list_filter = ["state", "environment", PROJECT_FILTER, "created_at"]
     list_select_related = ["project", "model_version__model"]
     readonly_fields = ["grant_list", "log_summary", "monitoring_charts"]
     actions = ["retire"]

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
+from common.admin import PROJECT_FILTER
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
@@ -22,7 +23,7 @@ from training.models import FineTuneRun, GpuQuota
 class FineTuneRunAdmin(ProjectScopedAdmin):
     list_display = ["id", "name", "project", "state", "progress_summary", "gpu_count", "gpu_type", "requested_by",
                     "created_at", "output"]  # fmt: skip
-    list_filter = ["state", "project", "queue", "cpu_fallback", "created_at"]
+    list_filter = ["state", PROJECT_FILTER, "queue", "cpu_fallback", "created_at"]
     list_select_related = ["project", "requested_by", "output__model"]
     search_fields = ["name", "failure_reason"]
     readonly_fields = ["run_digest", "approvals", "usage"]

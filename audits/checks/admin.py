@@ -9,12 +9,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audits.checks.models import BiasEvaluation, SecurityScan
+from common.admin import PROJECT_FILTER
 from governance.admin import ProjectScopedAdmin
 
 
 class _AuditAdmin(ProjectScopedAdmin):
     kind = ""
-    list_filter = ["state", "verdict", "profile_name", "trigger", "project", "created_at"]
+    list_filter = ["state", "verdict", "profile_name", "trigger", PROJECT_FILTER, "created_at"]
     list_select_related = ["project", "model_version__model", "requested_by"]
     readonly_fields = ["audit_digest", "approvals"]
 

@@ -19,7 +19,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from audits.checks import profiles
-from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
+from audits.checks.models import OPEN_STATES, AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
 from common.digests import canonical_digest
@@ -158,14 +158,30 @@ def _claim(model: type[Model], pk: int, key: str, worker: str) -> Any:
     return audit
 
 
-def _beat(audit: SecurityScan | BiasEvaluation) -> None:
-    type(audit).objects.filter(pk=audit.pk).update(heartbeat_at=timezone.now())
+def _beat(audit: SecurityScan | BiasEvaluation) -> bool:
+    """Record that this worker still runs ``audit``; only while the row is running and claimed by
+    this worker (a reaped run, or one a second delivery took, is no longer this worker's)."""
+    return bool(
+        type(audit)
+        .objects.filter(pk=audit.pk, state=AuditState.RUNNING, claimed_by=audit.claimed_by)
+        .update(heartbeat_at=timezone.now())
+    )
 
 
 def _finish(audit: SecurityScan | BiasEvaluation, **fields: Any) -> Any:
+    """Record the outcome of the run this worker claimed, with its ledger entry. A row that is no
+    longer running or is claimed by another worker (the reaper failed it, a second delivery took
+    it) is left as it is and returned unchanged: a reaped run never becomes evidence."""
     kind = KINDS[type(audit)]
+    worker = audit.claimed_by
     with transaction.atomic():
         audit = type(audit).objects.select_for_update().get(pk=audit.pk)
+        if audit.state != AuditState.RUNNING or audit.claimed_by != worker:
+            logger.warning(
+                "%s %s: worker %s finished it, but it is %s (claimed by %s); its outcome is not recorded",
+                type(audit).__name__, audit.pk, worker, audit.state, audit.claimed_by or "nobody",
+            )  # fmt: skip
+            return audit
         for name, value in fields.items():
             setattr(audit, name, value)
         audit.finished_at = timezone.now()
@@ -415,44 +431,77 @@ def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker:
 # --- Evidence ------------------------------------------------------------------------------------
 
 
-def _latest(model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int) -> Any:
+# Keys of a profile that change nothing a run measures: editing them keeps earlier runs valid.
+_PROFILE_WORDS = ("description", "rescan_every_days")
+
+
+def _measured(profile: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in profile.items() if key not in _PROFILE_WORDS}
+
+
+def _latest(model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int) -> list[Any]:
+    """The runs the evidence judges: the latest completed run of these weights under ``profile``
+    not older than ``max_age_days``; for bias evaluations, the latest such run of each (dataset
+    version, sensitive feature) pair evaluated in that window. Oldest first; empty if none."""
     since = timezone.now() - timezone.timedelta(days=max_age_days)
-    return (
-        model.objects.filter(
-            model_version=model_version, weights_digest=model_version.weights_digest, profile_name=profile,
-            state=AuditState.COMPLETED, finished_at__gte=since,
-        )
-        .order_by("-finished_at")
-        .first()
+    completed = model.objects.filter(
+        model_version=model_version, weights_digest=model_version.weights_digest, profile_name=profile,
+        state=AuditState.COMPLETED, finished_at__gte=since,
     )  # fmt: skip
+    if model is SecurityScan:
+        latest = completed.order_by("-finished_at", "-pk").first()
+        return [latest] if latest is not None else []
+    by_pair: dict[tuple[int, str], Any] = {}
+    for audit in completed.select_related("dataset_version").order_by("finished_at", "pk"):
+        by_pair[(audit.dataset_version_id, audit.sensitive_feature)] = audit
+    return sorted(by_pair.values(), key=lambda a: (a.finished_at, a.pk))
+
+
+def _judge(audit: SecurityScan | BiasEvaluation, current: dict[str, Any]) -> tuple[bool, str]:
+    kind = KINDS[type(audit)]
+    when = f"{kind.replace('_', ' ')} {audit.pk} ({audit.finished_at:%Y-%m-%d})"
+    if _measured(audit.profile) != _measured(current):
+        return False, f"{when} ran under an earlier definition of profile {audit.profile_name!r}"
+    if audit.verdict == Verdict.PASSED:
+        return True, f"{when} passed"
+    if approval_holds(subject_type=kind, subject_id=str(audit.pk), action=f"{kind}.waive", digest=audit_digest(audit)):
+        return True, f"{when} failed and its findings are waived: {'; '.join(audit.reasons)}"
+    return False, f"{when} failed: {'; '.join(audit.reasons)}"
 
 
 def _audit_evidence(
     model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int
 ) -> tuple[bool, str]:
-    kind = KINDS[model].replace("_", " ")
-    audit = _latest(model, model_version, profile, max_age_days)
-    if audit is None:
-        return False, f"no {kind} under profile {profile!r} of these weights in the last {max_age_days} days"
-    when = f"{kind} {audit.pk} ({audit.finished_at:%Y-%m-%d})"
-    if audit.verdict == Verdict.PASSED:
-        return True, f"{when} passed"
-    if approval_holds(
-        subject_type=KINDS[model], subject_id=str(audit.pk), action=f"{KINDS[model]}.waive", digest=audit_digest(audit)
-    ):
-        return True, f"{when} failed and its findings are waived: {'; '.join(audit.reasons)}"
-    return False, f"{when} failed: {'; '.join(audit.reasons)}"
+    kind = KINDS[model]
+    try:
+        current = profiles.profile("security" if model is SecurityScan else "bias", profile)
+    except (DomainError, profiles.ProfileError) as exc:
+        return False, f"profile {profile!r} cannot be read now: {exc}"
+    audits = _latest(model, model_version, profile, max_age_days)
+    if not audits:
+        text = kind.replace("_", " ")
+        return False, f"no {text} under profile {profile!r} of these weights in the last {max_age_days} days"
+    judged = [_judge(audit, current) for audit in audits]
+    refused = [reason for ok, reason in judged if not ok]
+    if refused:
+        return False, "; ".join(refused)
+    return True, "; ".join(reason for _, reason in judged)
 
 
 def security_scan_passed(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
     """Evidence: the latest scan of these exact weights under ``profile``, not older than
-    ``max_age_days``, passed, or failed with a waiver that holds for its report."""
+    ``max_age_days``, passed, or failed with a waiver that holds for its report. It counts only if
+    it ran under the profile as defined now (its description and re-scan period aside): a pass
+    under an earlier, weaker definition does not."""
     return _audit_evidence(SecurityScan, model_version, profile, max_age_days)
 
 
 def bias_within_bounds(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
-    """Evidence: the latest bias evaluation of these weights under ``profile`` kept within its
-    bounds (or was waived), and is not older than ``max_age_days``."""
+    """Evidence: for each (dataset version, sensitive feature) pair evaluated on these weights
+    under ``profile`` in the last ``max_age_days``, the latest completed evaluation of that pair
+    kept within its bounds (or was waived) and ran under the profile as defined now (its
+    description and re-scan period aside). A newer pass on one feature does not hide a failure on
+    another; a pair whose evaluations are all older than ``max_age_days`` no longer counts."""
     return _audit_evidence(BiasEvaluation, model_version, profile, max_age_days)
 
 
@@ -461,8 +510,15 @@ def bias_within_bounds(model_version: ModelVersion, *, profile: str, max_age_day
 
 def audits_rescan_due(*, actor: Any) -> list[Any]:
     """Re-run, as scheduled runs, every profile that sets ``rescan_every_days`` on the model
-    versions whose latest completed run under it is older than that (the versions in use: those
-    audited before). A run already open for the same version and profile is left to finish."""
+    versions whose latest completed run under it finished longer ago than that (the versions in
+    use: those audited before). A run already open for the same version and profile is left to
+    finish; a failed or cancelled run does not count, so one lost worker does not stop re-scans.
+    A bias evaluation is re-run with the data, template, fields and mapping of that latest
+    completed run.
+
+    A re-run refused when requested (its data no longer usable, its weights changed) is logged and
+    recorded as ``<kind>.rescan_skipped`` on the run it would have repeated, with the reason; the
+    others still start. It is tried again at the next pass."""
     started = []
     for model, kind in ((SecurityScan, "security"), (BiasEvaluation, "bias")):
         for name, profile in profiles.profiles(kind).items():
@@ -470,28 +526,52 @@ def audits_rescan_due(*, actor: Any) -> list[Any]:
             if not days:
                 continue
             due = timezone.now() - timezone.timedelta(days=days)
+            open_versions = set(
+                model.objects.filter(profile_name=name, state__in=OPEN_STATES).values_list(
+                    "model_version_id", flat=True
+                )
+            )
             latest_by_version: dict[int, Any] = {}
-            for audit in model.objects.filter(profile_name=name).order_by("created_at"):
+            completed = model.objects.filter(profile_name=name, state=AuditState.COMPLETED).select_related(
+                "project", "model_version__model"
+            )
+            for audit in completed.order_by("finished_at", "pk"):
                 latest_by_version[audit.model_version_id] = audit
-            for audit in latest_by_version.values():
-                if audit.state != AuditState.COMPLETED or audit.finished_at > due:
+            for version_id, audit in latest_by_version.items():
+                if version_id in open_versions or audit.finished_at > due:
                     continue
-                if model is SecurityScan:
-                    started.append(
-                        security_scan_request(
-                            actor=actor, model_version=audit.model_version, profile_name=name, trigger=Trigger.SCHEDULE
-                        )
-                    )
-                else:
-                    started.append(
-                        bias_evaluation_request(
-                            actor=actor, model_version=audit.model_version, dataset_version=audit.dataset_version,
-                            prompt_template=audit.prompt_template, label_field=audit.label_field,
-                            sensitive_feature=audit.sensitive_feature, label_mapping=audit.label_mapping,
-                            profile_name=name, trigger=Trigger.SCHEDULE,
-                        )
-                    )  # fmt: skip
+                try:
+                    started.append(_rescan(model, audit, actor))
+                except DomainError as exc:
+                    _rescan_skipped(audit, actor, exc)
     return started
+
+
+def _rescan(model: type[Model], audit: Any, actor: Any) -> Any:
+    if model is SecurityScan:
+        return security_scan_request(
+            actor=actor, model_version=audit.model_version, profile_name=audit.profile_name, trigger=Trigger.SCHEDULE
+        )
+    return bias_evaluation_request(
+        actor=actor, model_version=audit.model_version, dataset_version=audit.dataset_version,
+        prompt_template=audit.prompt_template, label_field=audit.label_field,
+        sensitive_feature=audit.sensitive_feature, label_mapping=audit.label_mapping,
+        profile_name=audit.profile_name, trigger=Trigger.SCHEDULE,
+    )  # fmt: skip
+
+
+def _rescan_skipped(audit: SecurityScan | BiasEvaluation, actor: Any, exc: DomainError) -> None:
+    kind = KINDS[type(audit)]
+    reason = f"{exc.code}: {exc.message}"
+    logger.warning(
+        "%s of model version %s under profile %r: re-run refused (%s)",
+        kind, audit.model_version_id, audit.profile_name, reason,
+    )  # fmt: skip
+    with transaction.atomic():
+        ledger_append(
+            actor=actor, action=f"{kind}.rescan_skipped", subject=_subject(audit),
+            payload={"model_version": audit.model_version_id, "profile": audit.profile_name, "reason": reason},
+        )  # fmt: skip
 
 
 def audits_reap(*, actor: Any) -> int:

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from audits.privacy.models import DataSubjectRequest, DeadlineFlag, LegalHold, ModelReview, ReviewOutcome
 from audits.privacy.selectors import privacy_projects
-from common.admin import ReadOnlyAdmin
+from common.admin import PROJECT_FILTER, ReadOnlyAdmin
 from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
@@ -52,7 +52,7 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
         "id", "project", "regime", "kind", "channel", "state", "received_at", "confirm_by", "respond_by",
         "extended", "deadline", "responded_at", "response_nature", "denial_basis",
     ]  # fmt: skip
-    list_filter = ["state", "regime", "kind", "deadline_flag", "channel", "extended", "project", "received_at"]
+    list_filter = ["state", "regime", "kind", "deadline_flag", "channel", "extended", PROJECT_FILTER, "received_at"]
     list_select_related = ["project"]
     ordering = ["respond_by"]
     exclude = ["identifiers_sealed"]  # sealed anyway; the keyed hashes are shown instead
@@ -87,7 +87,7 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
 @admin.register(LegalHold)
 class LegalHoldAdmin(PrivacyAdmin):
     list_display = ["id", "project", "scope", "reason", "placed_by", "placed_at", "released_at"]
-    list_filter = ["project", "released_at"]
+    list_filter = [PROJECT_FILTER, "released_at"]
     list_select_related = ["project", "placed_by"]
 
     @admin.display(description="scope")
@@ -116,7 +116,7 @@ class ModelReviewAdmin(PrivacyAdmin):
     """Model versions trained on erased data, open ones first; closed with an outcome."""
 
     list_display = ["id", "project", "model_version", "request", "opened_at", "outcome", "closed_by", "closed_at"]
-    list_filter = ["outcome", "project", "closed_at"]
+    list_filter = ["outcome", PROJECT_FILTER, "closed_at"]
     list_select_related = ["project", "model_version__model", "closed_by"]
     actions = ["close_reviews"]
 

@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from audits.reports.models import ReportKind, ReportRun, ReportState
 from audits.reports.selectors import READERS
-from common.admin import ReadOnlyAdmin
+from common.admin import PROJECT_FILTER, ReadOnlyAdmin
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.models import Project
@@ -35,7 +35,7 @@ class GenerateForm(forms.Form):
 class ReportRunAdmin(ReadOnlyAdmin):
     list_display = ["kind", "project", "period_start", "period_end", "state", "progress_bar", "requested_by",
                     "created_at", "download"]  # fmt: skip
-    list_filter = ["kind", "state", "project"]
+    list_filter = ["kind", "state", PROJECT_FILTER]
     list_select_related = ["project", "requested_by"]
 
     def get_queryset(self, request: HttpRequest) -> Any:

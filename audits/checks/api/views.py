@@ -125,8 +125,15 @@ class EvaluationChartView(APIView):
         },
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
-        """The chart of the evaluation's metric by group (PNG)."""
+        """The chart of the evaluation's metric by group (PNG). A chart whose blob left the artifact
+        store or changed on disk answers 409 (``blob_missing``, ``blob_corrupt``)."""
         evaluation = selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)
         if not evaluation.chart_digest:
             raise Conflict("no_chart_yet", f"bias evaluation {pk} has no chart yet ({evaluation.state})")
-        return HttpResponse(artifacts.open_blob(evaluation.chart_digest).read_bytes(), content_type="image/png")
+        try:
+            chart = artifacts.read_blob(evaluation.chart_digest)
+        except artifacts.ArtifactCorrupt as exc:
+            raise Conflict("blob_corrupt", f"bias evaluation {pk}: its chart: {exc}") from None
+        except (artifacts.ArtifactMissing, ValueError) as exc:  # ValueError: a name that is no digest
+            raise Conflict("blob_missing", f"bias evaluation {pk}: its chart: {exc}") from None
+        return HttpResponse(chart, content_type="image/png")
