@@ -586,7 +586,9 @@ def dsr_extend(
         extended = _deadlines(request.regime, request.kind, request.received_at, request.tz, extended=True)
         previous = request.respond_by
         request.extended, request.extension_reason, request.extended_at = True, reason.strip(), now
-        request.respond_by, request.deadline_flag = extended.respond_by.ends_at, DeadlineFlag.ON_TIME
+        request.respond_by = extended.respond_by.ends_at
+        # The response is on time again, but a confirmation of receipt still overdue stays flagged.
+        request.deadline_flag = deadline_status(request, now)
         request.save(update_fields=["extended", "extension_reason", "extended_at", "respond_by", "deadline_flag"])
         ledger_append(
             actor=actor, action="data_subject_request.extended", subject=_subject(request),

@@ -2,7 +2,8 @@
 a dash is the person's, as the scan reads it; a person indexed in a version where no record can
 be singled out stops the answer instead of a false "no data held" or an erasure that leaves the
 records. A request of a person erased meanwhile loses its sealed identifiers when it closes.
-Dates out of range are refused naming the field."""
+Dates out of range are refused naming the field. An extension keeps an overdue confirmation of
+receipt flagged."""
 
 from __future__ import annotations
 
@@ -110,3 +111,25 @@ def test_dates_out_of_range_are_refused_naming_the_field(people: dict[str, Any])
                      HTTP_AUTHORIZATION=f"Token {token}")  # fmt: skip
     assert log.status_code == 400 and "since" in log.json()["error"]["message"]
     assert not DataSubjectRequest.objects.exists()
+
+
+def test_an_extension_keeps_an_overdue_confirmation_flagged_and_notified_once(
+    people: dict[str, Any], mailoutbox: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from audits.privacy.models import DeadlineFlag
+    from audits.privacy.services import dsr_deadlines_flag, dsr_extend
+
+    officer = people["compliance_officer"]
+    officer.email = "dpo@example.org"
+    officer.save()
+    ccpa = _receive(people, "delete", regime="ccpa", received_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    late = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)  # receipt due 16 March, not confirmed
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dsr_deadlines_flag(actor=people["system"], now=late) == [ccpa.pk]
+    extended = dsr_extend(actor=officer, request=ccpa, reason="volume", now=late)
+    assert extended.deadline_flag == DeadlineFlag.OVERDUE
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dsr_deadlines_flag(actor=people["system"], now=late) == []
+    assert [m.subject for m in mailoutbox] == [f"Data-subject request #{ccpa.pk} is overdue"]
