@@ -111,11 +111,12 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
          r.requester.username, r.state, _day(r.created_at), _day(r.closed_at), _short(r.policy_hash)]
         for r in requests
     ]  # fmt: skip
-    decisions = list(
-        ApprovalDecision.objects.filter(request__in=[r.pk for r in requests])
-        .select_related("approver", "request")
-        .order_by("ledger_index")
-    )
+    # The decisions made in the period, whenever their request was opened (one opened before the
+    # period and decided in it is in; one decided after the period is not).
+    decided = ApprovalDecision.objects.filter(created_at__gte=start, created_at__lt=end)
+    if run.project:
+        decided = decided.filter(request__project=run.project)
+    decisions = list(decided.select_related("approver", "request").order_by("ledger_index"))
     decision_rows = [
         [d.request_id, d.approver.username, d.role, d.decision, d.reason, _short(d.subject_digest),
          _short(d.policy_hash), _day(d.created_at)]

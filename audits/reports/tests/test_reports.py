@@ -247,3 +247,38 @@ def test_a_cited_entry_changed_in_the_database_fails_the_check(ready: dict[str, 
         cursor.execute('UPDATE ledger_entry SET leaf_hash = %s WHERE "index" = %s', [merkle.leaf_hash(body), index])
     check = report_verify(pdf)
     assert not check.ok and check.reason.startswith(f"entry {index}: not included in the checkpoint")
+
+
+def test_the_governance_audit_lists_the_decisions_made_in_the_period(ready: dict[str, Any]) -> None:
+    """By when they were made: a request opened before the period and decided in it is in."""
+    import json
+
+    from django.test import override_settings
+
+    from governance.models import ApprovalDecision, ApprovalRequest
+    from registry.models import PiiScan
+    from registry.services import dataset_version_upload, pii_scan_run
+    from registry.tests.conftest import make_dataset
+    from training.tests.conftest import PATTERN_ONLY
+
+    data = "".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(5)).encode()
+    version, _ = dataset_version_upload(
+        actor=ready["ml_engineer"], dataset=make_dataset(ready, slug="older"), filename="t.jsonl", data=data
+    )
+    with override_settings(**PATTERN_ONLY):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=ready["system"])
+    request = approval_request_submit(
+        actor=ready["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
+        action="dataset_version.use_for_training",
+    )  # fmt: skip
+    before_the_period = timezone.now() - dt.timedelta(days=20)
+    ApprovalRequest.objects.filter(pk=request.pk).update(created_at=before_the_period)
+    approval_request_decide(actor=ready["data_steward"], request_id=request.pk, decision="approve", reason="ok")
+    decision = ApprovalDecision.objects.get(request=request)
+
+    run = _generate(ready, "governance_audit")
+    document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
+    tables = [s for s in document.sections if isinstance(s, Table)]
+    decided = next(t for t in tables if list(t.columns[:2]) == ["request", "approver"])
+    cited = dict(zip((row[0] for row in decided.rows), decided.citations or [], strict=True))
+    assert cited[request.pk] == decision.ledger_index
