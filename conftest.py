@@ -146,7 +146,9 @@ def _private_checkpoint_log(settings: object, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _wipe_ledger_after_transactional_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     """A transactional test commits ledger rows, which the append-only triggers keep from the
-    flush that follows it; empty them first (the flush then meets empty tables)."""
+    flush that follows it; empty them first (the flush then meets empty tables). The checkpoint
+    log of the Celery worker (the one under ``GOV_VAR_DIR``) goes with them: its lines would name
+    checkpoints of a ledger that no longer exists, which the next signing refuses."""
     marker = request.node.get_closest_marker("django_db")
     if marker is None or not marker.kwargs.get("transaction"):
         yield
@@ -159,6 +161,7 @@ def _wipe_ledger_after_transactional_tests(request: pytest.FixtureRequest) -> It
 
     with transaction.atomic():
         triggers.wipe_for_tests_rollback_unsafe(connection)
+    (Path(os.environ["GOV_VAR_DIR"]) / "ledger-checkpoints.jsonl").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -280,7 +280,8 @@ def _adopt_logged_checkpoint(
     text, created_at = logged
     if Checkpoint.objects.filter(note=text).exists():
         return None
-    refuse = "refusing to sign: the checkpoint log's last line is not in the database and "
+    log = settings.LEDGER_CHECKPOINT_LOG
+    refuse = f"refusing to sign: the last line of the checkpoint log {log} is not in the database and "
     verifiers = [signer.verifier() for signer in signers]
     verifiers += [VerifierKey.decode(row.verifier) for row in PublishedKey.objects.all()]
     try:

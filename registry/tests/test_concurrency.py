@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from registry import services as registry_services
 from registry.models import DatasetVersion, ModelVersion
 from registry.services import dataset_version_upload, model_create, model_version_register_folder
 from registry.tests.conftest import make_dataset
@@ -18,6 +19,13 @@ from tests.threads import run_together
 
 THREADS = 6
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scans and mirrors these writes dispatch are not under test: a Celery worker left
+    running by an earlier test would take them and write to the ledger while the test ends."""
+    monkeypatch.setattr(registry_services, "dispatch_on_commit", lambda *args, **kwargs: None)
 
 
 def test_concurrent_uploads_to_one_dataset_are_numbered_one_after_another(people: dict[str, Any]) -> None:
