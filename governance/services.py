@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,15 @@ def project_create(*, actor: AbstractBaseUser, slug: str, name: str, description
     return project
 
 
+def _parties(user_ids: Iterable[int]) -> dict[int, int]:
+    """Each user's party for separation of duties: a service account with an owner counts as its
+    owner (automation never decides on its owner's requests, nor fills a second slot for them);
+    anyone else as themselves. One query."""
+    ids = set(user_ids)
+    owned = dict(ServiceAccount.objects.filter(user_id__in=ids, owner__isnull=False).values_list("user_id", "owner_id"))
+    return {pk: owned.get(pk, pk) for pk in ids}
+
+
 def _require_reason(reason: str) -> None:
     if not reason.strip():
         raise DomainError(
@@ -61,6 +71,14 @@ def project_role_grant(
         raise PermissionDenied("permission_denied", f"only a platform admin of {project.slug} may grant roles")
     if not user.is_active:
         raise DomainError("inactive_user", f"user {user.get_username()!r} is inactive")
+    if not is_platform_admin(actor):
+        parties = _parties([actor.pk, user.pk])
+        if parties[actor.pk] == parties[user.pk]:
+            raise PolicyViolation(
+                "self_grant",
+                "separation of duties: a project's platform admin does not grant roles to themselves or to "
+                "their own service accounts; another platform admin does",
+            )
     with transaction.atomic():
         group = Group.objects.get(name=role.value)
         user.groups.add(group)  # type: ignore[attr-defined]
@@ -326,7 +344,11 @@ def approval_request_submit(
         if ApprovalRequest.objects.filter(
             subject_type=subject_type, subject_id=str(subject_id), action=action, state=ApprovalState.PENDING
         ).exists():
-            raise Conflict("already_pending", f"a request for {action} on this {subject_type} is already pending")
+            raise Conflict(
+                "already_pending",
+                f"a request for {action} on this {subject_type} is already pending (if the {subject_type} changed "
+                "since, reject or withdraw it first)",
+            )
         days = described["expires_after_days"]
         try:
             with transaction.atomic():  # the check above, under a concurrent submission (PostgreSQL)
@@ -475,14 +497,24 @@ def _approval_request_decide(
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
         decisions = _approval_decisions(request)
-        if any(d.approver_id == actor.pk for d in decisions):
+        parties = _parties([actor.pk, request.requester_id, *(d.approver_id for d in decisions)])
+        if parties[actor.pk] == parties[request.requester_id]:
+            raise PolicyViolation(
+                "self_approval",
+                "separation of duties: a service account and its owner count as one person, and a requester "
+                "never decides on their own request",
+            )
+        if any(parties[d.approver_id] == parties[actor.pk] for d in decisions):
             raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
         kind = get_type(request.subject_type)
         obj = kind.get(request.subject_id)
         current = kind.digest(obj) if obj is not None else None
-        if current != request.subject_digest:
+        if current != request.subject_digest and decision == "approve":
+            # A rejection needs no current digest: it closes a request that can no longer be approved.
             raise Conflict(
-                "stale_digest", f"the {request.subject_type} changed since the request: approvals bind to its digest"
+                "stale_digest",
+                f"the {request.subject_type} changed since the request: approvals bind to its digest "
+                "(reject or withdraw this request, then submit again)",
             )
         filled: dict[str, int] = {}
         for d in decisions:
@@ -630,7 +662,14 @@ def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justificat
             raise Conflict("request_closed", f"request {request.pk} is {request.state}")
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
-        if request.decisions.filter(approver=actor).exists():
+        earlier = list(request.decisions.values_list("approver_id", flat=True))
+        parties = _parties([actor.pk, request.requester_id, *earlier])
+        if parties[actor.pk] == parties[request.requester_id]:
+            raise PolicyViolation(
+                "self_approval",
+                "separation of duties: not even break-glass approves your own request (or your service account's)",
+            )
+        if any(parties[approver] == parties[actor.pk] for approver in earlier):
             raise PolicyViolation(
                 "already_decided",
                 "separation of duties: you have already decided on this request; "

@@ -686,10 +686,40 @@ def _replace_previous(deployment: Deployment) -> None:
 # --- Lifecycle -----------------------------------------------------------------------------------
 
 
+PROMOTION_OPEN_STATES = (
+    DeploymentState.REQUESTED, DeploymentState.STARTING, DeploymentState.HANDED_OFF, DeploymentState.LIVE,
+)  # fmt: skip
+
+
+def _promotion_twin(deployment: Deployment) -> Deployment | None:
+    """The production deployment a promotion of ``deployment`` would duplicate: same project and
+    name, and the same digest as the promotion would have (weights, runtime, target, guard, prompt
+    template), still requested, starting, handed off or live."""
+    candidate = Deployment(
+        project=deployment.project, name=deployment.name, model_version=deployment.model_version,
+        environment=Environment.PRODUCTION, runtime=deployment.runtime, target=deployment.target,
+        guard=deployment.guard, prompt_template=deployment.prompt_template,
+    )  # fmt: skip
+    digest = deployment_digest(candidate)
+    open_twins = Deployment.objects.filter(
+        project=deployment.project, name=deployment.name, environment=Environment.PRODUCTION,
+        state__in=PROMOTION_OPEN_STATES,
+    ).select_related("project", "model_version", "prompt_template")  # fmt: skip
+    return next((twin for twin in open_twins.order_by("pk") if deployment_digest(twin) == digest), None)
+
+
 def deployment_promote(*, actor: Any, deployment: Deployment, comment: str = "") -> Deployment:
     """Ask for the same model version and configuration in production, and submit it for
     approval at once: refused, with nothing created, when the production policy's evidence does
-    not hold."""
+    not hold.
+
+    Refused (409 ``already_promoted``, naming it) while a production deployment of the same name
+    with the same digest as this promotion would have (same weights, runtime, target, guard and
+    prompt template) is still ``requested``, ``starting``, ``handed_off`` or ``live``: a second
+    promotion would only open a second request for what is already asked for or serving. Once that
+    one is refused, failed, expired, replaced or retired, promoting again is allowed. The staging
+    row is locked while checking, so two concurrent promotions of it take turns (on PostgreSQL;
+    SQLite serialises writers anyway)."""
     from governance.services import approval_request_submit
 
     if not (is_platform_admin(actor) or Role.ML_ENGINEER in project_roles_held(actor, deployment.project)):
@@ -697,6 +727,14 @@ def deployment_promote(*, actor: Any, deployment: Deployment, comment: str = "")
     if deployment.environment != Environment.STAGING or deployment.state != DeploymentState.LIVE:
         raise Conflict("not_promotable", f"deployment {deployment.pk} is not live in staging")
     with transaction.atomic():
+        Deployment.objects.select_for_update().values_list("pk", flat=True).get(pk=deployment.pk)
+        twin = _promotion_twin(deployment)
+        if twin is not None:
+            raise Conflict(
+                "already_promoted",
+                f"production deployment {twin.pk} ({twin.name}) already has this configuration and is "
+                f"{twin.state}; retire it before promoting deployment {deployment.pk} again",
+            )
         promoted = deployment_request(
             actor=actor, model_version=deployment.model_version, name=deployment.name,
             environment=Environment.PRODUCTION, target=deployment.target, guard=deployment.guard,
@@ -717,6 +755,12 @@ def _require_operator(actor: Any, deployment: Deployment) -> None:
 
 
 def deployment_retire(*, actor: Any, deployment: Deployment, reason: str) -> Deployment:
+    """Retire a deployment (platform admins): its server, if one runs, is stopped. A deployment
+    still waiting for approval (``requested``) also has its pending approval requests withdrawn,
+    in the same transaction (``approval.withdrawn`` after ``deployment.retired``), so approvers are
+    not left a request whose approval would do nothing. The withdrawal is the system account's
+    (``approval_request_withdraw`` lets only the requester or a global admin withdraw), its reason
+    naming the retirement."""
     _require_operator(actor, deployment)
     if not reason.strip():
         raise _invalid("reason", "may not be blank")
@@ -724,13 +768,32 @@ def deployment_retire(*, actor: Any, deployment: Deployment, reason: str) -> Dep
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if deployment.state in (DeploymentState.RETIRED,):
             raise Conflict("deployment_retired", f"deployment {deployment.pk} is already retired")
+        was = deployment.state
         _stop_process(deployment)
         deployment.state, deployment.stopped_at, deployment.pid = DeploymentState.RETIRED, timezone.now(), None
         deployment.save(update_fields=["state", "stopped_at", "pid"])
         ledger_append(
             actor=actor, action="deployment.retired", subject=_subject(deployment), payload={"reason": reason}
         )
+        if was == DeploymentState.REQUESTED:
+            _pending_requests_withdraw(deployment, actor, reason)
     return deployment
+
+
+def _pending_requests_withdraw(deployment: Deployment, actor: Any, reason: str) -> None:
+    """Withdraw the deployment's pending approval requests through governance's service (in the
+    caller's transaction)."""
+    from governance.models import ApprovalRequest, ApprovalState
+    from governance.services import approval_request_withdraw
+
+    pending = ApprovalRequest.objects.filter(
+        subject_type="deployment", subject_id=str(deployment.pk), state=ApprovalState.PENDING
+    ).values_list("pk", flat=True)
+    for request_id in list(pending):
+        approval_request_withdraw(
+            actor=_system(), request_id=request_id,
+            reason=f"deployment {deployment.pk} retired by {actor.get_username()}: {reason}",
+        )  # fmt: skip
 
 
 def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> Deployment:
@@ -902,13 +965,54 @@ SERVED_STATES = (
 )  # fmt: skip
 
 
+FEEDBACK_ROLES = tuple(role for role in Role if role != Role.AUDITOR)
+
+
+def _served_request(deployment: Deployment, request_id: uuid.UUID) -> bool:
+    """Did the deployment's server answer ``request_id``? Its inference log has one line per
+    request, written and flushed before the answer goes out, each with the ``request_id`` it
+    answered with (``X-Request-Id``) and the grant's deployment. Only lines that name the id are
+    parsed; an unreadable line never counts as served."""
+    from serving.monitoring import parse_log_line
+    from serving.selectors import inference_log_path
+
+    log = inference_log_path(deployment)
+    if not log.is_file():
+        return False
+    needle = str(request_id).encode()
+    with log.open("rb") as handle:
+        for line in handle:
+            if needle not in line or not line.endswith(b"\n"):
+                continue
+            try:
+                record = parse_log_line(line)
+            except ValueError:
+                continue
+            if record.get("request_id") == str(request_id) and record.get("deployment") == deployment.pk:
+                return True
+    return False
+
+
 def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: str, rating: int, category: str) -> Any:
-    """Rate one completion of a deployment (any member of its project). One rating per person and
-    request; the ledger records it with the request id, never the text."""
+    """Rate one completion of a deployment: any member of its project except an auditor (auditors
+    are read-only: 403 naming the roles that may). One rating per person and request; the ledger
+    records it with the request id, never the text.
+
+    ``request_id`` must be one the deployment's server answered with: it is looked up in the
+    deployment's inference log (400 ``invalid_input`` on ``request_id`` otherwise). Caveat: each
+    call reads the log through, and the log must be readable here (the embedded default's shared
+    ``SERVING_ROOT``); deployments handed off to a serving platform are never ``served`` here."""
     from serving.models import FeedbackCategory, InferenceFeedback
 
-    if not (is_platform_admin(actor) or project_roles_held(actor, deployment.project)):
+    roles = project_roles_held(actor, deployment.project)
+    if not (is_platform_admin(actor) or roles):
         raise DomainError("not_found", f"no deployment {deployment.pk}", status_code=404)
+    if not (is_platform_admin(actor) or roles & set(FEEDBACK_ROLES)):
+        raise PermissionDenied(
+            "permission_denied",
+            f"giving feedback needs one of {', '.join(FEEDBACK_ROLES)} in {deployment.project.slug} "
+            "(auditors are read-only)",
+        )
     try:
         request_uuid = uuid.UUID(str(request_id))
     except ValueError:
@@ -919,6 +1023,8 @@ def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: 
         raise _invalid("category", f"one of {', '.join(FeedbackCategory.values)}, got {category!r}")
     if deployment.state not in SERVED_STATES:
         raise Conflict("not_served", f"deployment {deployment.pk} has not served any request ({deployment.state})")
+    if not _served_request(deployment, request_uuid):
+        raise _invalid("request_id", f"deployment {deployment.pk} served no request {request_uuid}")
     given = Conflict("feedback_given", f"you already rated request {request_uuid}")
     with transaction.atomic():
         if InferenceFeedback.objects.filter(deployment=deployment, request_id=request_uuid, given_by=actor).exists():

@@ -108,7 +108,7 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/deployments/<int:pk>/promote", "POST"): (["ml_engineer"], True),
     ("api/v1/deployments/<int:pk>/rollback", "POST"): (["platform_admin"], True),
     ("api/v1/deployments/<int:pk>/retire", "POST"): (["platform_admin"], True),
-    ("api/v1/deployments/<int:pk>/feedback", "POST"): (MEMBERS, True),
+    ("api/v1/deployments/<int:pk>/feedback", "POST"): ([r for r in MEMBERS if r != "auditor"], True),
     ("api/v1/deployments/<int:pk>/monitoring", "GET"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/manifests", "GET"): (MEMBERS, True),
     ("api/v1/reports/", "GET"): (AUTHENTICATED, False),

@@ -230,7 +230,9 @@ def _note_regression(audit: SecurityScan | BiasEvaluation) -> None:
 
 def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) -> SecurityScan | None:
     """Run a queued scan once (see ``_claim``): check the weights, run garak, store its report,
-    record findings and the verdict."""
+    record findings and the verdict. Any error on the way (weights changed, a profile garak
+    refuses, the report not stored, garak itself) fails the scan on record at once, with the
+    exception's type and message as the reason; the worker lives on."""
     from audits.checks import garak_scan
 
     scan = _claim(SecurityScan, scan_id, idempotency_key, worker)
@@ -238,10 +240,6 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
         return None
     workdir = Path(settings.TRAINING_WORK_ROOT) / f"scan-{scan.pk}"
     shutil.rmtree(workdir, ignore_errors=True)
-    try:
-        model_version_materialise(scan.model_version, workdir / "model")
-    except DomainError as exc:
-        return _finish(scan, state=AuditState.FAILED, failure_reason=exc.message)
     last = [0.0]
 
     def on_line(_: str) -> None:
@@ -252,25 +250,32 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
             _beat(scan)
 
     try:
+        model_version_materialise(scan.model_version, workdir / "model")
         outcome = garak_scan.run_scan(
             model_folder=workdir / "model", probes=list(scan.profile["probes"]), workdir=workdir,
             generations=int(scan.profile.get("generations", 1)), on_line=on_line,
             max_new_tokens=int(scan.profile.get("max_new_tokens", garak_scan.DEFAULT_MAX_NEW_TOKENS)),
         )  # fmt: skip
+        passed, reasons = garak_scan.verdict(
+            outcome, probes=list(scan.profile["probes"]), max_failure_rate=float(scan.profile["max_failure_rate"])
+        )
+        report = ""
+        if outcome.report_path is not None and outcome.report_path.is_file():
+            report, _ = artifacts.put_bytes(outcome.report_path.read_bytes())
     except garak_scan.ProfileError as exc:
         return _finish(scan, state=AuditState.FAILED, failure_reason=f"profile refused: {exc}")
-    passed, reasons = garak_scan.verdict(
-        outcome, probes=list(scan.profile["probes"]), max_failure_rate=float(scan.profile["max_failure_rate"])
-    )
-    report = ""
-    if outcome.report_path is not None and outcome.report_path.is_file():
-        report, _ = artifacts.put_bytes(outcome.report_path.read_bytes())
+    except DomainError as exc:
+        return _finish(scan, state=AuditState.FAILED, failure_reason=exc.message)
+    except Exception as exc:  # the scan fails on record with the reason; the worker lives on
+        logger.exception("security scan %s failed", scan.pk)
+        return _finish(scan, state=AuditState.FAILED, failure_reason=f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(workdir / "model", ignore_errors=True)
     findings = [
         {"probe": f.probe, "detector": f.detector, "passed": f.passed, "fails": f.fails, "nones": f.nones,
          "total": f.total, "failure_rate": round(f.failure_rate, 6)}
         for f in outcome.findings
     ]  # fmt: skip
-    shutil.rmtree(workdir / "model", ignore_errors=True)
     return _finish(
         scan, state=AuditState.COMPLETED, verdict=Verdict.PASSED if passed else Verdict.FAILED, reasons=reasons,
         findings=findings, report_digest=report, garak_version=outcome.garak_version,
@@ -347,6 +352,13 @@ def bias_evaluation_request(
         LabelMapping(label_mapping)
     except ValueError as exc:
         raise _invalid("label_mapping", str(exc)) from None
+    # Without an answer that maps to the positive label the model is never measured: refuse now,
+    # not after it has answered every record.
+    if profile["positive_label"] not in label_mapping.values():
+        raise _invalid(
+            "label_mapping",
+            f"no answer maps to the positive label {profile['positive_label']!r} of profile {profile_name!r}",
+        )
     require_evaluation_data_usable(dataset_version)
     records = _evaluation_records(dataset_version, [label_field, sensitive_feature])
     try:
@@ -574,10 +586,12 @@ def _rescan_skipped(audit: SecurityScan | BiasEvaluation, actor: Any, exc: Domai
         )  # fmt: skip
 
 
-def audits_reap(*, actor: Any) -> int:
-    """Fail running scans and evaluations whose worker stopped beating."""
+def audits_reap(*, actor: Any, stale_queued_s: float | None = None) -> int:
+    """Fail running scans and evaluations whose worker stopped beating, and send again the queued
+    ones whose message was lost (``_audits_resend_stale_queued``). Returns how many it failed or
+    sent again."""
     cutoff = timezone.now() - timezone.timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
-    reaped = 0
+    reaped = _audits_resend_stale_queued(stale_queued_s=stale_queued_s)
     for model in (SecurityScan, BiasEvaluation):
         for audit in model.objects.filter(state=AuditState.RUNNING, heartbeat_at__lt=cutoff):
             reason = (
@@ -594,3 +608,34 @@ def audits_reap(*, actor: Any) -> int:
                     )  # fmt: skip
                     reaped += 1
     return reaped
+
+
+def _audits_resend_stale_queued(*, stale_queued_s: float | None = None) -> int:
+    """Send again, through the outbox, the queued audits no worker claimed within
+    ``stale_queued_s`` (default ``TRAINING_HEARTBEAT_TIMEOUT_S``): their message went with a broker
+    or a worker that lost it. Each is sent with its own idempotency key, so a delivery that was only
+    slow and this one claim it once between them (``_claim``); nothing is recorded in the ledger,
+    as the registry's reaper does. A queued row's ``heartbeat_at`` marks when it was last sent
+    again (claiming sets it anew), so one stale audit is sent once per period, not on every pass.
+    Its age counts from its creation: one queued later by an approval may be sent again early,
+    which the idempotency key makes harmless."""
+    stale = settings.TRAINING_HEARTBEAT_TIMEOUT_S if stale_queued_s is None else stale_queued_s
+    now = timezone.now()
+    sent = 0
+    for model, kind in KINDS.items():
+        queued = model.objects.filter(state=AuditState.QUEUED, idempotency_key__isnull=False)
+        for audit in queued.only("pk", "idempotency_key", "heartbeat_at", "created_at"):
+            if (now - (audit.heartbeat_at or audit.created_at)).total_seconds() <= stale:
+                continue
+            key = str(audit.idempotency_key)
+            with transaction.atomic():
+                if not model.objects.filter(
+                    pk=audit.pk, state=AuditState.QUEUED, idempotency_key=audit.idempotency_key,
+                    heartbeat_at=audit.heartbeat_at,
+                ).update(heartbeat_at=now):  # fmt: skip
+                    continue  # claimed, or sent again by another pass, in the meantime
+                # A job id of its own: the outbox holds one job per id, and the first is taken.
+                dispatch_on_commit(f"checks.{kind}", args=(audit.pk, key), queue=settings.TRAINING_CPU_QUEUE)
+            logger.info("%s %s: still queued after %g s, sent again with key %s", kind, audit.pk, stale, key)
+            sent += 1
+    return sent

@@ -67,7 +67,9 @@ class DeploymentPromoteView(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         """Ask for this live staging deployment in production: a new request, submitted at once
-        (422 naming the evidence when the production policy's evidence does not hold)."""
+        (422 naming the evidence when the production policy's evidence does not hold; 409
+        ``already_promoted``, naming it, while a production deployment of this configuration is
+        still requested, starting, handed off or live)."""
         deployment = selectors.deployment_get(user=request.user, pk=pk)
         no_input(request)
         promoted = services.deployment_promote(actor=request.user, deployment=deployment)
@@ -89,7 +91,8 @@ class DeploymentRetireView(APIView):
     @extend_schema(operation_id="deployments_retire", request=ReasonSerializer,
                    responses={200: DeploymentDetailSerializer, **ERRORS})  # fmt: skip
     def post(self, request: Request, pk: int) -> Response:
-        """Stop serving and retire the deployment (platform admins)."""
+        """Stop serving and retire the deployment (platform admins); a deployment still waiting
+        for approval has its pending approval requests withdrawn."""
         deployment = selectors.deployment_get(user=request.user, pk=pk)
         reason = validated(ReasonSerializer, request)["reason"]
         return Response(DeploymentDetailSerializer(services.deployment_retire(actor=request.user,
@@ -101,8 +104,10 @@ class DeploymentFeedbackView(APIView):
     @extend_schema(operation_id="deployments_feedback", request=FeedbackInputSerializer,
                    responses={201: FeedbackSerializer, **ERRORS})  # fmt: skip
     def post(self, request: Request, pk: int) -> Response:
-        """Rate one completion (any member of the project), naming it by the ``X-Request-Id`` the
-        server answered with. One rating per person and request; no free text is kept."""
+        """Rate one completion (any member of the project but an auditor, who is read-only: 403),
+        naming it by the ``X-Request-Id`` the server answered with (400 when this deployment's
+        inference log has no such request). One rating per person and request; no free text is
+        kept."""
         deployment = selectors.deployment_get(user=request.user, pk=pk)
         data = validated(FeedbackInputSerializer, request)
         feedback = services.deployment_feedback_give(

@@ -188,11 +188,15 @@ def test_promotion_keeps_the_staging_runtime(ready: dict[str, Any], monkeypatch:
 def test_feedback_racing_a_twin_request_is_a_conflict(ready: dict[str, Any], monkeypatch: Any) -> None:
     deployment = _set(_request(ready), state=DeploymentState.LIVE)
     request_id = uuid.uuid4()
+    log = inference_log_path(deployment)  # the request was served (feedback names served requests only)
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"request_id": str(request_id), "deployment": deployment.pk, "status": 200}) + "\n")
     real_append = services.ledger_append
+    rater = ready["compliance_officer"]
 
     def twin_commits_first(**kwargs: Any) -> Any:  # the twin inserts between the check and the insert
         InferenceFeedback.objects.create(
-            deployment=deployment, request_id=request_id, rating=5, category="helpful", given_by=ready["auditor"]
+            deployment=deployment, request_id=request_id, rating=5, category="helpful", given_by=rater
         )
         return real_append(**kwargs)
 
@@ -200,7 +204,7 @@ def test_feedback_racing_a_twin_request_is_a_conflict(ready: dict[str, Any], mon
     before = Entry.objects.filter(action="deployment.feedback").count()
     with pytest.raises(Conflict) as refused:
         services.deployment_feedback_give(
-            actor=ready["auditor"], deployment=deployment, request_id=str(request_id), rating=1, category="harmful"
+            actor=rater, deployment=deployment, request_id=str(request_id), rating=1, category="harmful"
         )
     assert refused.value.code == "feedback_given"
     assert Entry.objects.filter(action="deployment.feedback").count() == before
