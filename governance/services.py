@@ -54,6 +54,24 @@ def _parties(user_ids: Iterable[int]) -> dict[int, int]:
     return {pk: owned.get(pk, pk) for pk in ids}
 
 
+def _refuse_own_party(actor: Any, request: Any, parties: dict[int, int], authors: list[int], how: str = "") -> None:
+    """Separation of duties: nobody decides on a request that they (or their service account, or
+    its owner) submitted, nor on a subject they made."""
+    mine = parties[actor.pk]
+    if mine == parties[request.requester_id]:
+        raise PolicyViolation(
+            "self_approval",
+            f"separation of duties: {how}a requester never decides on their own request (a service account "
+            "and its owner count as one person)",
+        )
+    if any(parties[author] == mine for author in authors):
+        raise PolicyViolation(
+            "self_approval",
+            f"separation of duties: {how}whoever made the {request.subject_type} never decides on it "
+            "(a service account and its owner count as one person)",
+        )
+
+
 def _require_reason(reason: str) -> None:
     if not reason.strip():
         raise DomainError(
@@ -497,17 +515,13 @@ def _approval_request_decide(
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
         decisions = _approval_decisions(request)
-        parties = _parties([actor.pk, request.requester_id, *(d.approver_id for d in decisions)])
-        if parties[actor.pk] == parties[request.requester_id]:
-            raise PolicyViolation(
-                "self_approval",
-                "separation of duties: a service account and its owner count as one person, and a requester "
-                "never decides on their own request",
-            )
-        if any(parties[d.approver_id] == parties[actor.pk] for d in decisions):
-            raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
         kind = get_type(request.subject_type)
         obj = kind.get(request.subject_id)
+        authors = list(kind.authors(obj)) if kind.authors is not None and obj is not None else []
+        parties = _parties([actor.pk, request.requester_id, *authors, *(d.approver_id for d in decisions)])
+        _refuse_own_party(actor, request, parties, authors)
+        if any(parties[d.approver_id] == parties[actor.pk] for d in decisions):
+            raise PolicyViolation("already_decided", "separation of duties: one person fills one slot")
         current = kind.digest(obj) if obj is not None else None
         if current != request.subject_digest and decision == "approve":
             # A rejection needs no current digest: it closes a request that can no longer be approved.
@@ -663,20 +677,17 @@ def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justificat
         if request.expires_at is not None and request.expires_at <= timezone.now():
             raise Conflict("request_expired", f"request {request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M}")
         earlier = list(request.decisions.values_list("approver_id", flat=True))
-        parties = _parties([actor.pk, request.requester_id, *earlier])
-        if parties[actor.pk] == parties[request.requester_id]:
-            raise PolicyViolation(
-                "self_approval",
-                "separation of duties: not even break-glass approves your own request (or your service account's)",
-            )
+        kind = get_type(request.subject_type)
+        obj = kind.get(request.subject_id)
+        authors = list(kind.authors(obj)) if kind.authors is not None and obj is not None else []
+        parties = _parties([actor.pk, request.requester_id, *authors, *earlier])
+        _refuse_own_party(actor, request, parties, authors, how="not even break-glass: ")
         if any(parties[approver] == parties[actor.pk] for approver in earlier):
             raise PolicyViolation(
                 "already_decided",
                 "separation of duties: you have already decided on this request; "
                 "another platform admin may break the glass",
             )
-        kind = get_type(request.subject_type)
-        obj = kind.get(request.subject_id)
         if obj is None or kind.digest(obj) != request.subject_digest:
             raise Conflict("stale_digest", f"the {request.subject_type} changed since the request")
         policy_hash = _policy_set_in_force().hash

@@ -3,13 +3,13 @@ their ``AppConfig.ready``), so governance never imports them.
 
 A subject type says how to find an object by id, which project owns it, its digest (SHA-256 over
 its governed fields: an approval is given to a digest, and stops counting when it changes), a short
-description for approvers, policy context it decides itself, and what happens when a request
-about it is approved.
+description for approvers, policy context it decides itself, what happens when a request
+about it is approved, and who made it (they never decide on it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ class SubjectType:
     context: Callable[[Any], dict[str, str]] | None = None
     # Called in the transaction that approves a request about the subject: (object, action, actor).
     on_approved: Callable[[Any, str, Any], None] | None = None
+    # The user ids of who made the subject (its uploader, its requester): under separation of
+    # duties they never decide on a request about it, whoever submitted the request.
+    authors: Callable[[Any], Iterable[int]] | None = None
 
 
 _TYPES: dict[str, SubjectType] = {}

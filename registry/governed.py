@@ -96,6 +96,7 @@ def register() -> None:
             digest=dataset_version_digest,
             describe=_describe,
             context=_dataset_version_context,
+            authors=lambda version: [version.created_by_id],
         )
     )
     register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)
@@ -108,5 +109,6 @@ def register() -> None:
             project=lambda version: version.model.project,
             digest=_model_version_digest,
             describe=_describe_model_version,
+            authors=lambda version: [version.created_by_id],
         )
     )

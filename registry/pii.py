@@ -196,7 +196,9 @@ class Scanner:
         results = self.analyzer.analyze(
             text=text, language="en", entities=list(entities or self.entities), score_threshold=self.threshold
         )
-        return sorted(Hit(r.entity_type, r.start, r.end, round(r.score, 4)) for r in results)
+        hits = [Hit(r.entity_type, r.start, r.end, round(r.score, 4)) for r in results]
+        # ``Hit`` has no ordering (a frozen dataclass): an explicit key, total over its fields.
+        return sorted(hits, key=lambda h: (h.start, h.end, h.entity, h.score))
 
     def scan(self, text: str) -> list[Hit]:
         entities = self.entities_possible_in(text)

@@ -273,7 +273,19 @@ def _pii_scan_claim(scan_id: int, me: str) -> bool:
 def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     """Run one scan (called by the Celery task). Claims the scan by a conditional update, so a
     second delivery does nothing while its worker lives, and takes it over when that worker died;
-    only the current claimant records the result. A blob that vanished fails the scan visibly."""
+    only the current claimant records the result. A blob that vanished fails the scan visibly, and
+    so does any unexpected error (its type and message on record, the traceback in the log): a
+    scan left ``running`` would be taken over and fail again, for ever.
+
+    When the findings (entity types and their counts) differ from those of the version's previous
+    completed scan, the steward's review no longer covers them: it is reset to ``unreviewed`` in
+    the same transaction, and the scan's ledger entry says so. The digest already holds the review
+    (``dataset_version_digest``: "the state of its PII review"), so the reset changes it and
+    earlier approvals stop counting. The findings themselves are deliberately not added to the
+    digest: that would change every existing version's digest and void every approval given so
+    far. Caveat: a steward who reviews the new findings with the same decision as before gives
+    the version its earlier digest back, and approvals given to it count again; the steward's
+    review is the judgement of the new findings, as it was of the old."""
     from registry import pii
     from registry.records import read_records
 
@@ -290,23 +302,29 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
         ]
         scanner = pii.configured_scanner()
         found = scanner.analyze_many((text for _, _, text in texts), processes=settings.PII_SCAN_PROCESSES)
+        findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
+        subject_keys: set[tuple[str, str]] = set()
+        for text, hits in found.items():  # distinct texts: each identifier is hashed once
+            for hit in hits:
+                kind = pii.SUBJECT_KINDS.get(hit.entity)
+                if kind:
+                    subject_keys.add(
+                        (kind, pii.subject_key(kind, text[hit.start : hit.end], settings.DATA_SUBJECT_INDEX_KEY))
+                    )
+        summary = _summarise(findings, settings.PII_SAMPLE_LOCATIONS)
+        engine = scanner.describe()
     except (artifacts.ArtifactMissing, RecordError, OSError, ValueError) as exc:
         return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}", claimed_by=me)
-    findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
-    subject_keys: set[tuple[str, str]] = set()
-    for text, hits in found.items():  # distinct texts: each identifier is hashed once
-        for hit in hits:
-            kind = pii.SUBJECT_KINDS.get(hit.entity)
-            if kind:
-                subject_keys.add(
-                    (kind, pii.subject_key(kind, text[hit.start : hit.end], settings.DATA_SUBJECT_INDEX_KEY))
-                )
-    summary = _summarise(findings, settings.PII_SAMPLE_LOCATIONS)
+    except Exception as exc:
+        # A bug, not the data: the traceback goes to the log only (it may quote record content).
+        logger.exception("pii scan %s: unexpected error", scan.pk)
+        return _scan_fail(scan, actor, f"unexpected error: {type(exc).__name__}: {exc}", claimed_by=me)
     verdict = PiiVerdict.FOUND if findings else PiiVerdict.NONE
+    counts = {entity: e["count"] for entity, e in summary.items()}
     with transaction.atomic():
         if not PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=me).update(
             status=ScanStatus.SUCCEEDED, finished_at=timezone.now(), findings=summary,
-            records_scanned=version.record_count, engine=scanner.describe(),
+            records_scanned=version.record_count, engine=engine,
         ):  # fmt: skip
             logger.warning("pii scan %s: this worker lost its claim; the claimant records the result", scan.pk)
             return None
@@ -314,8 +332,28 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
             [DataSubjectIndexEntry(key_hash=key, kind=kind, version=version) for kind, key in sorted(subject_keys)],
             ignore_conflicts=True,
         )
+        version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+        previous = (
+            PiiScan.objects.filter(version=version, status=ScanStatus.SUCCEEDED)
+            .exclude(pk=scan.pk)
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        review_reset = None
+        previous_counts = (
+            {e: f.get("count") for e, f in (previous.findings or {}).items()} if previous is not None else None
+        )
+        if previous_counts is not None and previous_counts != counts and version.review != Review.UNREVIEWED:
+            review_reset = {
+                "previous_review": version.review,
+                "previous_scan": previous.pk,
+                "previous_counts": previous_counts,
+            }
+            version.review, version.reviewed_by, version.reviewed_at, version.review_note = (
+                Review.UNREVIEWED, None, None, "",
+            )  # fmt: skip
         version.pii_verdict = verdict
-        version.save(update_fields=["pii_verdict"])
+        version.save(update_fields=["pii_verdict", "review", "reviewed_by", "reviewed_at", "review_note"])
         ledger_append(
             actor=actor,
             action="pii_scan.succeeded",
@@ -323,9 +361,10 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
             payload={
                 "scan": scan.pk,
                 "verdict": verdict,
-                "counts": {entity: e["count"] for entity, e in summary.items()},
+                "counts": counts,
                 "records": version.record_count,
                 "indexed_identifiers": len(subject_keys),
+                "review_reset": review_reset,
             },
         )
     scan.refresh_from_db()
@@ -595,10 +634,20 @@ def model_version_register_folder(
 ) -> tuple[Any, bool]:
     """Register the weights in ``folder`` (under ``REGISTRY_ALLOWED_ROOTS``, or ``allowed_roots``
     for the system's own outputs): every file becomes a blob; identical weights give the
-    existing version back. ``lineage`` records how the service made them (run, code version)."""
+    existing version back. ``lineage`` records how the service made them (run, code version).
+    ``base`` and ``dataset_versions`` must belong to the model's project (400 ``invalid_input``)."""
     from registry.models import Model, ModelVersion
 
     require_project_role(actor, model.project, {Role.ML_ENGINEER}, "registering model weights")
+    # Lineage stays inside the project: naming another project's data or weights would leak
+    # that they exist and tie this model to subjects the actor may not govern.
+    if base is not None and base.model.project_id != model.project_id:
+        message = f"model version {base.pk} belongs to another project"
+        raise DomainError("invalid_input", f"base: {message}", fields={"base": [message]})
+    for dv in dataset_versions or []:
+        if dv.dataset.project_id != model.project_id:
+            message = f"dataset version {dv.pk} belongs to another project"
+            raise DomainError("invalid_input", f"dataset_versions: {message}", fields={"dataset_versions": [message]})
     try:
         root = Path(folder).resolve()
     except (OSError, ValueError) as exc:

@@ -37,6 +37,7 @@ def register() -> None:
         SubjectType(
             name="deployment", get=_deployment, project=lambda d: d.project, digest=deployment_digest,
             describe=_describe, context=lambda d: {"environment": d.environment}, on_approved=on_deployment_approved,
+            authors=lambda d: [d.requested_by_id],
         )
     )  # fmt: skip
     # The audits of the deployment's model version, asked of the deployment.

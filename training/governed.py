@@ -46,6 +46,7 @@ def register() -> None:
             describe=_describe,
             context=lambda run: {"resource_tier": resource_tier(run)},
             on_approved=on_run_approved,
+            authors=lambda run: [run.requested_by_id],
         )
     )
     register_check("datasets_approved", "fine_tune_run", datasets_approved)

@@ -116,11 +116,13 @@ def datasets_approved(run: FineTuneRun) -> tuple[bool, str]:
 
 
 def gpu_usage(project: Project) -> dict[str, Decimal]:
-    """The project's GPU-hours: quota, requested by open runs (estimates), used by ended runs."""
+    """The project's GPU-hours: quota, requested by open runs (estimates of their current
+    attempts), used by the ended attempts of every run (``gpu_hours_used`` adds up each attempt's
+    hours, so a run started again keeps the hours its earlier attempts used)."""
     quota = GpuQuota.objects.filter(project=project).values_list("gpu_hours", flat=True).first()
     runs = FineTuneRun.objects.filter(project=project)
     requested = runs.exclude(state__in=TERMINAL_STATES).aggregate(h=Sum("gpu_hours_estimate"))["h"] or Decimal(0)
-    used = runs.filter(state__in=TERMINAL_STATES).aggregate(h=Sum("gpu_hours_used"))["h"] or Decimal(0)
+    used = runs.aggregate(h=Sum("gpu_hours_used"))["h"] or Decimal(0)
     limit = Decimal(quota if quota is not None else settings.TRAINING_DEFAULT_GPU_HOURS)
     cents = Decimal("0.01")
     usage = {"quota": limit, "requested": Decimal(requested), "used": Decimal(used)}
@@ -133,6 +135,20 @@ def _lock_quota(project: Project) -> None:
     project; SQLite's transactions are serial already): two requests checked against the same
     hours left would both pass."""
     Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True).first()
+
+
+def _check_quota(project: Project, hours: Decimal) -> None:
+    """Refuse ``hours`` more GPU-hours when the project has not that many left (409
+    ``quota_exceeded``). Locks the project's GPU-hours first: call it inside the transaction that
+    then holds them (a run request, or a run queued again)."""
+    _lock_quota(project)
+    usage = gpu_usage(project)
+    if hours > usage["available"]:
+        raise Conflict(
+            "quota_exceeded",
+            f"{hours} GPU-hours would exceed the GPU quota of {project.slug}: {usage['quota']} in all, "
+            f"{usage['requested']} requested by open runs, {usage['used']} used, {usage['available']} left",
+        )
 
 
 def gpu_quota_set(*, actor: Any, project: Project, gpu_hours: Any, reason: str) -> GpuQuota:
@@ -285,14 +301,7 @@ def fine_tune_run_request(
         raise DomainError("invalid_input", f"hyperparameters: {exc}", fields={"hyperparameters": [str(exc)]}) from None
     with transaction.atomic():
         if gpu_count:
-            _lock_quota(project)
-            usage = gpu_usage(project)
-            if hours > usage["available"]:
-                raise Conflict(
-                    "quota_exceeded",
-                    f"{hours} GPU-hours would exceed the GPU quota of {project.slug}: {usage['quota']} in all, "
-                    f"{usage['requested']} requested by open runs, {usage['used']} used, {usage['available']} left",
-                )
+            _check_quota(project, hours)
         run = FineTuneRun.objects.create(
             project=project, name=name.strip(), base=base, prompt_template=prompt_template, text_field=text_field,
             hyperparameters=dataclasses.asdict(params), gpu_type=gpu_type, gpu_count=gpu_count,
@@ -332,10 +341,14 @@ def on_run_approved(run: FineTuneRun, action: str, actor: Any) -> None:
 
 
 def fine_tune_run_start(*, actor: Any, run: FineTuneRun) -> FineTuneRun:
-    """Queue an approved run again after it failed (a new attempt with a new idempotency key)."""
+    """Queue an approved run again after it failed (a new attempt with a new idempotency key). A
+    failed run's estimate no longer counts against the GPU quota, so a GPU run is checked against
+    it again (409 ``quota_exceeded``): the hours it held may have gone to other runs meanwhile."""
     if not (is_platform_admin(actor) or Role.ML_ENGINEER in project_roles_held(actor, run.project)):
         raise PermissionDenied("permission_denied", f"starting a run needs ml_engineer in {run.project.slug}")
     with transaction.atomic():
+        if run.gpu_count:
+            _lock_quota(run.project)  # before the run's row: the order fine_tune_run_request takes
         run = FineTuneRun.objects.select_for_update().get(pk=run.pk)
         if run.state not in (RunState.REQUESTED, RunState.FAILED):
             raise Conflict("run_not_startable", f"run {run.pk} is {run.state}; only requested or failed runs start")
@@ -343,6 +356,8 @@ def fine_tune_run_start(*, actor: Any, run: FineTuneRun) -> FineTuneRun:
             subject_type="fine_tune_run", subject_id=str(run.pk), action=ACTION, digest=fine_tune_run_digest(run)
         ):
             raise Conflict("not_approved", f"no approval of {ACTION} holds for run {run.pk} as it is now")
+        if run.gpu_count and run.state in TERMINAL_STATES:  # a requested run's estimate counts already
+            _check_quota(run.project, run.gpu_hours_estimate)
         return _queue(run, actor, "started again" if run.attempt else "started")
 
 
@@ -430,14 +445,40 @@ def _preflight(run: FineTuneRun) -> str | None:
     return None if holds else detail
 
 
-def _finish(run: FineTuneRun, state: str, *, reason: str = "", actor: Any = None, **fields: Any) -> FineTuneRun:
+class ClaimLost(Exception):
+    """This worker's attempt is no longer the run's: the reaper failed it, or it was started again."""
+
+
+def _ours(run: FineTuneRun) -> Any:
+    """The run's row while this worker's attempt still holds it (``running``, its claim, its
+    attempt): every write of the worker goes through it, so a worker the reaper gave up on, or
+    whose run was started again, cannot overwrite what was recorded since."""
+    return FineTuneRun.objects.filter(pk=run.pk, state=RunState.RUNNING, claimed_by=run.claimed_by, attempt=run.attempt)
+
+
+def _claim_lost(run: FineTuneRun, doing: str) -> None:
+    logger.warning(
+        "run %s attempt %s: worker %s no longer holds it (reaped or started again); %s",
+        run.pk, run.attempt, run.claimed_by, doing,
+    )  # fmt: skip
+
+
+def _finish(run: FineTuneRun, state: str, *, reason: str = "", actor: Any = None, **fields: Any) -> FineTuneRun | None:
+    """Record the attempt's end, only while this worker's attempt still holds the run; else log a
+    warning, record nothing and return ``None``. ``gpu_hours_used`` adds this attempt's hours to
+    those of the run's earlier attempts."""
     now = timezone.now()
     with transaction.atomic():
-        run = FineTuneRun.objects.select_for_update().get(pk=run.pk)
+        current = _ours(run).select_for_update().first()
+        if current is None:
+            _claim_lost(run, f"its end ({state}) is not recorded")
+            return None
+        run = current
         hours = Decimal(0)
         if run.started_at and run.gpu_count and run.device == "cuda":
             hours = Decimal(run.gpu_count * (now - run.started_at).total_seconds() / 3600).quantize(Decimal("0.0001"))
-        run.state, run.finished_at, run.failure_reason, run.gpu_hours_used = state, now, reason, hours
+        run.state, run.finished_at, run.failure_reason = state, now, reason
+        run.gpu_hours_used = (run.gpu_hours_used or Decimal(0)) + hours
         for name, value in fields.items():
             setattr(run, name, value)
         if state == RunState.CANCELLED:
@@ -446,7 +487,8 @@ def _finish(run: FineTuneRun, state: str, *, reason: str = "", actor: Any = None
         ledger_append(
             actor=actor or _system(), action=f"fine_tune_run.{state}", subject=_subject(run),
             payload={"attempt": run.attempt, "reason": reason, "device": run.device, "cpu_fallback": run.cpu_fallback,
-                     "gpu_hours_used": str(hours), "metrics": run.metrics,
+                     "gpu_hours_used": str(hours), "gpu_hours_used_all_attempts": str(run.gpu_hours_used),
+                     "metrics": run.metrics,
                      "output": run.output.weights_digest if run.output else None,
                      "cancelled_by": run.cancelled_by.get_username() if run.cancelled_by else None},
         )  # fmt: skip
@@ -477,7 +519,9 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
     device, fallback, note = resolve_device(run.gpu_type, run.gpu_count)
     if device is None:
         return _finish(run, RunState.FAILED, reason=note)
-    FineTuneRun.objects.filter(pk=run.pk).update(device=device, cpu_fallback=fallback)
+    if not _ours(run).update(device=device, cpu_fallback=fallback):
+        _claim_lost(run, "it does not train")
+        return None
     run.device, run.cpu_fallback = device, fallback
     workdir = _workdir(run.pk, run.attempt)
     registered = False
@@ -486,9 +530,15 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
             result, mlflow_run_id = _train(run, workdir, device, note)
         except TrainingCancelled:
             return _finish(run, RunState.CANCELLED, reason="cancelled", actor=run.cancel_requested_by)
+        except ClaimLost:
+            return None  # logged; the attempt that holds the run records its end
         except Exception as exc:  # the run fails with the reason; the worker lives on
             logger.exception("run %s failed", run.pk)
             return _finish(run, RunState.FAILED, reason=f"training failed: {exc}")
+        if not _ours(run).exists():
+            # Weights of an attempt given up on are not registered; ``finally`` scrubs them.
+            _claim_lost(run, "its output is not registered")
+            return None
         versions = sorted(run.dataset_versions.all(), key=lambda v: v.pk)
         try:
             # Registration checks the dataset versions again: one erased or no longer usable
@@ -600,7 +650,7 @@ def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dic
         tags={"governance.fine_tune_run": str(run.pk), "governance.run_digest": fine_tune_run_digest(run)},
     )  # fmt: skip
     mlflow_id = mlflow_run.info.run_id
-    FineTuneRun.objects.filter(pk=run.pk).update(mlflow_run_id=mlflow_id)
+    _ours(run).update(mlflow_run_id=mlflow_id)
     params = {f"hp.{k}": v for k, v in run.hyperparameters.items()}
     params.update(
         base_weights=run.base.weights_digest, examples=len(texts), device=device, device_note=note,
@@ -679,6 +729,9 @@ def _watch(run: FineTuneRun, command: list[str], workdir: Path, client: Any, mlf
                 for milestone in MILESTONES:
                     if percent >= milestone and milestone not in reached:
                         reached.add(milestone)
+                        if not _ours(run).exists():  # ``finally`` kills the training process
+                            _claim_lost(run, "its training process is stopped")
+                            raise ClaimLost()
                         ledger_append(
                             actor=system, action="fine_tune_run.progress", subject=_subject(run),
                             payload={"percent": milestone, **progress},
@@ -687,7 +740,11 @@ def _watch(run: FineTuneRun, command: list[str], workdir: Path, client: Any, mlf
                 result = event
             if time.monotonic() - last_beat >= 1.0 or event.get("event") == "done":
                 last_beat = time.monotonic()
-                FineTuneRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now(), progress=progress)
+                if not _ours(run).update(heartbeat_at=timezone.now(), progress=progress):
+                    _claim_lost(run, "its training process is stopped")
+                    proc.terminate()
+                    proc.wait(timeout=60)
+                    raise ClaimLost()
                 if FineTuneRun.objects.filter(pk=run.pk, cancel_requested_at__isnull=False).exists():
                     proc.terminate()
                     proc.wait(timeout=60)

@@ -44,7 +44,7 @@ def register() -> None:
         register_subject_type(
             SubjectType(
                 name=name, get=_getter(model_name), project=lambda audit: audit.project, digest=audit_digest,
-                describe=_describe, on_approved=on_audit_approved,
+                describe=_describe, on_approved=on_audit_approved, authors=lambda audit: [audit.requested_by_id],
             )
         )  # fmt: skip
     register_check("security_scan_passed", "model_version", security_scan_passed, PARAMS)

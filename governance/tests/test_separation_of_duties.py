@@ -118,3 +118,30 @@ def test_a_request_whose_subject_changed_can_be_rejected_and_submitted_again(peo
     )
     assert rejected.state == ApprovalState.REJECTED
     assert _submit(people, version).state == ApprovalState.PENDING
+
+
+def test_whoever_uploaded_the_version_does_not_approve_its_use(people: dict[str, Any]) -> None:
+    from django.test import override_settings
+
+    from registry.models import PiiScan
+    from registry.services import dataset_version_upload, pii_scan_run
+    from registry.tests.conftest import make_dataset
+    from tests.test_approvals import PATTERN_ONLY
+
+    steward = people["data_steward"]
+    project_role_grant(actor=people["system"], project=people["project"], user=steward, role=Role.ML_ENGINEER,
+                       reason="uploads too")  # fmt: skip
+    version, _ = dataset_version_upload(
+        actor=steward, dataset=make_dataset(people, slug="own"), filename="t.jsonl", data=b'{"text": "hello"}\n'
+    )
+    with override_settings(**PATTERN_ONLY):
+        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
+    request = _submit(people, version)  # submitted by ml_engineer, uploaded by the steward
+    with pytest.raises(PolicyViolation, match="whoever made the dataset_version never decides on it") as caught:
+        approval_request_decide(actor=steward, request_id=request.pk, decision="approve", reason="my own data")
+    assert caught.value.code == "self_approval"
+    other = get_user_model().objects.create_user(username="second-steward")
+    project_role_grant(actor=people["system"], project=people["project"], user=other, role=Role.DATA_STEWARD,
+                       reason="checks others' data")  # fmt: skip
+    approved = approval_request_decide(actor=other, request_id=request.pk, decision="approve", reason="ok")
+    assert approved.state == ApprovalState.APPROVED
