@@ -1,4 +1,4 @@
-"""Fixes from review: a reaped run stays failed when its worker comes back; re-scans are decided by
+"""A reaped run stays failed when its worker comes back; re-scans are decided by
 the latest completed run and one refused re-run does not stop the others; a chart whose blob left
 the store answers 409; evidence counts only runs under the profile as it is defined now, and a bias
 evaluation's evidence covers every dataset version and sensitive feature evaluated recently.

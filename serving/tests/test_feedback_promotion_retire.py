@@ -1,6 +1,6 @@
-"""Fixes from the second review: auditors give no feedback, retiring a requested deployment
-withdraws its pending approval request, one open promotion per configuration, and feedback only on
-requests the deployment served."""
+"""Auditors give no feedback, retiring a requested deployment withdraws its pending approval
+request, one open promotion per configuration, and feedback only on requests the deployment
+served."""
 
 from __future__ import annotations
 
@@ -20,13 +20,10 @@ from governance.models import ApprovalRequest, ApprovalState
 from governance.services import approval_request_decide, approval_request_submit
 from serving import services
 from serving.models import Deployment, DeploymentState, InferenceFeedback
-from serving.selectors import inference_log_path
-from serving.services import deployment_promote, deployment_request, deployment_retire
+from serving.services import deployment_promote, deployment_retire
+from serving.tests import deploying
 
 pytestmark = pytest.mark.django_db
-
-TARGET = {"max_tokens": 16, "max_prompt_chars": 500}
-GUARD = {"mode": "redact", "entities": ["EMAIL_ADDRESS"]}
 
 
 @pytest.fixture(autouse=True)
@@ -53,41 +50,6 @@ def light_policies(tmp_path: Path, settings: Any) -> Path:
     return folder
 
 
-def _request(ready: dict[str, Any], **overrides: Any) -> Deployment:
-    arguments: dict[str, Any] = {
-        "actor": ready["ml_engineer"], "model_version": ready["base"], "name": "assistant",
-        "environment": "staging", "target": TARGET, "guard": GUARD,
-    }  # fmt: skip
-    arguments.update(overrides)
-    return deployment_request(**arguments)
-
-
-def _set(deployment: Deployment, **fields: Any) -> Deployment:
-    """Put a deployment in a state the worker would have brought it to (no server runs here)."""
-    Deployment.objects.filter(pk=deployment.pk).update(**fields)
-    deployment.refresh_from_db()
-    return deployment
-
-
-def _actions(deployment: Deployment) -> list[str]:
-    return list(
-        Entry.objects.filter(subject_type="deployment", subject_id=str(deployment.pk))
-        .order_by("index")
-        .values_list("action", flat=True)
-    )
-
-
-def _served(deployment: Deployment, *request_ids: uuid.UUID) -> None:
-    """Lines as the deployment's server writes them, one per request it answered."""
-    path = inference_log_path(deployment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as log:
-        for request_id in request_ids:
-            record = {"time": "2025-01-01T00:00:00.000Z", "request_id": str(request_id),
-                      "deployment": deployment.pk, "status": 200, "latency_ms": 3.0, "guard": {}}  # fmt: skip
-            log.write(json.dumps(record, separators=(",", ":")) + "\n")
-
-
 def _feedback_entries() -> int:
     return Entry.objects.filter(action="deployment.feedback").count()
 
@@ -96,9 +58,9 @@ def _feedback_entries() -> int:
 
 
 def test_an_auditor_may_not_give_feedback(ready: dict[str, Any]) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     request_id = uuid.uuid4()
-    _served(deployment, request_id)
+    deploying.served(deployment, request_id)
     before = _feedback_entries()
     with pytest.raises(PermissionDenied) as refused:
         services.deployment_feedback_give(
@@ -110,9 +72,9 @@ def test_an_auditor_may_not_give_feedback(ready: dict[str, Any]) -> None:
 
 
 def test_an_auditor_gets_403_from_the_feedback_endpoint(ready: dict[str, Any], client: Any) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     request_id = uuid.uuid4()
-    _served(deployment, request_id)
+    deploying.served(deployment, request_id)
     admin_login(client, ready["auditor"])
     answer = client.post(
         f"/api/v1/deployments/{deployment.pk}/feedback",
@@ -124,14 +86,14 @@ def test_an_auditor_gets_403_from_the_feedback_endpoint(ready: dict[str, Any], c
 
 @pytest.mark.parametrize("role", ["ml_engineer", "data_steward", "compliance_officer", "platform-admin"])
 def test_other_project_roles_still_give_feedback(ready: dict[str, Any], role: str) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     request_id = uuid.uuid4()
-    _served(deployment, request_id)
+    deploying.served(deployment, request_id)
     feedback = services.deployment_feedback_give(
         actor=ready[role], deployment=deployment, request_id=str(request_id), rating=4, category="helpful"
     )
     assert feedback.given_by == ready[role]
-    assert _actions(deployment)[-1] == "deployment.feedback"
+    assert deploying.actions(deployment)[-1] == "deployment.feedback"
 
 
 # --- 2. Retiring a requested deployment withdraws its approval request -----------------------------
@@ -140,7 +102,7 @@ def test_other_project_roles_still_give_feedback(ready: dict[str, Any], role: st
 def test_retiring_a_requested_deployment_withdraws_its_pending_request(
     ready: dict[str, Any], staging_policies: Any
 ) -> None:
-    deployment = _request(ready)
+    deployment = deploying.request(ready)
     request = approval_request_submit(
         actor=ready["ml_engineer"], subject_type="deployment", subject_id=str(deployment.pk),
         action="deployment.deploy",
@@ -149,7 +111,7 @@ def test_retiring_a_requested_deployment_withdraws_its_pending_request(
     deployment_retire(actor=ready["platform-admin"], deployment=deployment, reason="not needed after all")
     request.refresh_from_db()
     assert request.state == ApprovalState.WITHDRAWN and request.closed_at is not None
-    assert _actions(deployment)[-2:] == ["deployment.retired", "approval.withdrawn"]
+    assert deploying.actions(deployment)[-2:] == ["deployment.retired", "approval.withdrawn"]
     withdrawn = Entry.objects.get(subject_type="deployment", subject_id=str(deployment.pk), action="approval.withdrawn")
     payload = json.loads(bytes(withdrawn.body))["payload"]
     assert payload["request"] == request.pk and "retired" in payload["reason"]
@@ -165,7 +127,7 @@ def test_a_refused_withdrawal_rolls_the_retirement_back(
     """One transaction: when closing the request fails, the deployment is not retired either."""
     import governance.services
 
-    deployment = _request(ready)
+    deployment = deploying.request(ready)
     approval_request_submit(
         actor=ready["ml_engineer"], subject_type="deployment", subject_id=str(deployment.pk),
         action="deployment.deploy",
@@ -188,7 +150,7 @@ def test_a_refused_withdrawal_rolls_the_retirement_back(
 def test_a_second_promotion_of_the_same_staging_deployment_is_refused(
     ready: dict[str, Any], light_policies: Any
 ) -> None:
-    staging = _set(_request(ready), state=DeploymentState.LIVE)
+    staging = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     first = deployment_promote(actor=ready["ml_engineer"], deployment=staging)
     before = Entry.objects.count()
     with pytest.raises(Conflict) as refused:
@@ -201,15 +163,15 @@ def test_a_second_promotion_of_the_same_staging_deployment_is_refused(
 
 
 def test_promotion_is_refused_while_the_production_twin_is_live(ready: dict[str, Any], light_policies: Any) -> None:
-    staging = _set(_request(ready), state=DeploymentState.LIVE)
+    staging = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     first = deployment_promote(actor=ready["ml_engineer"], deployment=staging)
-    _set(first, state=DeploymentState.LIVE)
+    deploying.put(first, state=DeploymentState.LIVE)
     with pytest.raises(Conflict, match=f"production deployment {first.pk}"):
         deployment_promote(actor=ready["ml_engineer"], deployment=staging)
 
 
 def test_promotion_is_allowed_again_once_the_twin_is_retired(ready: dict[str, Any], light_policies: Any) -> None:
-    staging = _set(_request(ready), state=DeploymentState.LIVE)
+    staging = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     first = deployment_promote(actor=ready["ml_engineer"], deployment=staging)
     deployment_retire(actor=ready["platform-admin"], deployment=first, reason="asked too early")
     second = deployment_promote(actor=ready["ml_engineer"], deployment=staging)
@@ -218,9 +180,11 @@ def test_promotion_is_allowed_again_once_the_twin_is_retired(ready: dict[str, An
 
 
 def test_another_configuration_of_the_same_name_may_be_promoted(ready: dict[str, Any], light_policies: Any) -> None:
-    staging = _set(_request(ready), state=DeploymentState.LIVE)
+    staging = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     deployment_promote(actor=ready["ml_engineer"], deployment=staging)
-    other = _set(_request(ready, target={**TARGET, "max_tokens": 32}), state=DeploymentState.LIVE)
+    other = deploying.put(
+        deploying.request(ready, target={**deploying.TARGET, "max_tokens": 32}), state=DeploymentState.LIVE
+    )
     promoted = deployment_promote(actor=ready["ml_engineer"], deployment=other)
     assert promoted.target["max_tokens"] == 32
     assert Deployment.objects.filter(environment="production").count() == 2
@@ -230,11 +194,11 @@ def test_another_configuration_of_the_same_name_may_be_promoted(ready: dict[str,
 
 
 def test_feedback_on_a_request_the_deployment_never_served_is_refused(ready: dict[str, Any]) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
-    other = _set(_request(ready, name="other"), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
+    other = deploying.put(deploying.request(ready, name="other"), state=DeploymentState.LIVE)
     served, elsewhere = uuid.uuid4(), uuid.uuid4()
-    _served(deployment, served)
-    _served(other, elsewhere)
+    deploying.served(deployment, served)
+    deploying.served(other, elsewhere)
     before = _feedback_entries()
     for unknown in (uuid.uuid4(), elsewhere):
         with pytest.raises(DomainError) as refused:
@@ -252,7 +216,7 @@ def test_feedback_on_a_request_the_deployment_never_served_is_refused(ready: dic
 
 
 def test_feedback_on_a_deployment_without_a_log_is_refused(ready: dict[str, Any]) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     with pytest.raises(DomainError) as refused:
         services.deployment_feedback_give(
             actor=ready["ml_engineer"], deployment=deployment, request_id=str(uuid.uuid4()), rating=3, category="other"

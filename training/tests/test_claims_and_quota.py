@@ -1,4 +1,4 @@
-"""Fixes from the governance review: starting a failed GPU run again is checked against the GPU
+"""Starting a failed GPU run again is checked against the GPU
 quota, the GPU-hours of earlier attempts are kept, and a worker whose attempt was given up on (the
 reaper failed the run, or it was started again) records nothing over what happened since.
 

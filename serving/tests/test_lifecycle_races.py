@@ -1,6 +1,7 @@
-"""Fixes from review: stale pids never signalled, rollback only of a replaced version, promotion
-keeping the runtime, concurrent feedback and summaries, ONNX export redelivered or outlived by a
-retirement, and the admin's project filter."""
+"""Stale pids are never signalled, rollback restores only a replaced version, promotion keeps the
+runtime, concurrent feedback and log summaries end in a conflict or a skip (never an integrity
+error), an ONNX export redelivered or outlived by a retirement grants nothing twice, and the
+admin's project filter lists only visible projects."""
 
 from __future__ import annotations
 
@@ -17,62 +18,25 @@ import pytest
 from audits.ledger.models import Entry
 from common.errors import Conflict
 from common.testing import admin_login
-from governance.services import approval_request_decide, approval_request_submit, project_create
+from governance.services import project_create
 from serving import services
 from serving.models import Deployment, DeploymentState, InferenceFeedback, InferenceLogSegment
 from serving.selectors import inference_log_path
 from serving.services import (
     deployment_promote,
-    deployment_request,
     deployment_retire,
     deployment_rollback,
     deployments_supervise,
 )
+from serving.tests import deploying
 
 pytestmark = pytest.mark.django_db
-
-TARGET = {"max_tokens": 16, "max_prompt_chars": 500}
-GUARD = {"mode": "redact", "entities": ["EMAIL_ADDRESS"]}
 
 
 @pytest.fixture(autouse=True)
 def _own_serving_root(settings: Any, tmp_path: Path) -> None:
     settings.SERVING_ROOT = tmp_path / "serving"
     settings.SERVING_ROOT.mkdir()
-
-
-def _request(ready: dict[str, Any], **overrides: Any) -> Deployment:
-    arguments: dict[str, Any] = {
-        "actor": ready["ml_engineer"], "model_version": ready["base"], "name": "assistant",
-        "environment": "staging", "target": TARGET, "guard": GUARD,
-    }  # fmt: skip
-    arguments.update(overrides)
-    return deployment_request(**arguments)
-
-
-def _approve(ready: dict[str, Any], deployment: Deployment) -> Deployment:
-    request = approval_request_submit(
-        actor=ready["ml_engineer"], subject_type="deployment", subject_id=str(deployment.pk),
-        action="deployment.deploy",
-    )  # fmt: skip
-    approval_request_decide(actor=ready["platform-admin"], request_id=request.pk, decision="approve", reason="ok")
-    deployment.refresh_from_db()
-    return deployment
-
-
-def _set(deployment: Deployment, **fields: Any) -> Deployment:
-    """Put a deployment in a state the worker would have brought it to (no server runs here)."""
-    Deployment.objects.filter(pk=deployment.pk).update(**fields)
-    deployment.refresh_from_db()
-    return deployment
-
-
-def _actions(deployment: Deployment) -> list[str]:
-    return list(
-        Entry.objects.filter(subject_type="deployment", subject_id=str(deployment.pk))
-        .order_by("index")
-        .values_list("action", flat=True)
-    )
 
 
 # --- 1. A stale pid is never signalled --------------------------------------------------------------
@@ -97,34 +61,34 @@ def _still_running(proc: subprocess.Popen[bytes]) -> bool:
 def test_retiring_a_stopped_deployment_never_signals_its_old_pid(
     ready: dict[str, Any], state: str, bystander: Any
 ) -> None:
-    deployment = _set(_request(ready), state=state, pid=bystander.pid)
+    deployment = deploying.put(deploying.request(ready), state=state, pid=bystander.pid)
     deployment_retire(actor=ready["platform-admin"], deployment=deployment, reason="cleanup")
     assert _still_running(bystander), f"an unrelated process was killed: rc={bystander.poll()}"
     deployment.refresh_from_db()
     assert deployment.state == DeploymentState.RETIRED and deployment.pid is None
-    assert _actions(deployment)[-1] == "deployment.retired"
+    assert deploying.actions(deployment)[-1] == "deployment.retired"
 
 
 def test_a_live_deployment_whose_pid_is_another_process_is_failed_not_signalled(
     ready: dict[str, Any], bystander: Any
 ) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE, pid=bystander.pid)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE, pid=bystander.pid)
     assert deployments_supervise() == 1
     assert _still_running(bystander), f"an unrelated process was killed: rc={bystander.poll()}"
     deployment.refresh_from_db()
     assert deployment.state == DeploymentState.FAILED and deployment.pid is None
-    assert _actions(deployment)[-1] == "deployment.failed"
+    assert deploying.actions(deployment)[-1] == "deployment.failed"
 
 
 def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) -> None:
-    deployment = _request(ready)
+    deployment = deploying.request(ready)
     grant_note = services._folder(deployment) / "grant.note"
     # Stands in for the server: what identifies it is the grant file on its command line.
     server = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "--grant", str(grant_note)], start_new_session=True
     )
     try:
-        deployment = _set(deployment, state=DeploymentState.LIVE, pid=server.pid)
+        deployment = deploying.put(deployment, state=DeploymentState.LIVE, pid=server.pid)
         deployment_retire(actor=ready["platform-admin"], deployment=deployment, reason="done")
         server.wait(timeout=10)
     finally:
@@ -140,8 +104,8 @@ def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) 
 
 def _live_over(ready: dict[str, Any], monkeypatch: Any) -> tuple[Deployment, Deployment]:
     monkeypatch.setattr(services, "dispatch_on_commit", lambda *args, **kwargs: None)
-    previous = _set(_approve(ready, _request(ready)), state=DeploymentState.REPLACED)
-    current = _set(_request(ready), state=DeploymentState.LIVE, previous=previous)
+    previous = deploying.put(deploying.approve(ready, deploying.request(ready)), state=DeploymentState.REPLACED)
+    current = deploying.put(deploying.request(ready), state=DeploymentState.LIVE, previous=previous)
     return previous, current
 
 
@@ -164,7 +128,10 @@ def test_rollback_restores_a_replaced_version(ready: dict[str, Any], staging_pol
     previous, current = _live_over(ready, monkeypatch)
     restored = deployment_rollback(actor=ready["platform-admin"], deployment=current, reason="bad release")
     assert restored.pk == previous.pk and restored.state == DeploymentState.STARTING
-    assert _actions(current)[-1] == "deployment.rolled_back" and _actions(previous)[-1] == "deployment.granted"
+    assert (
+        deploying.actions(current)[-1] == "deployment.rolled_back"
+        and deploying.actions(previous)[-1] == "deployment.granted"
+    )
 
 
 # --- 3. Promotion keeps the runtime -------------------------------------------------------------
@@ -175,7 +142,7 @@ def test_promotion_keeps_the_staging_runtime(ready: dict[str, Any], monkeypatch:
 
     # The production policy's evidence (scans, evaluations) is not what this test is about.
     monkeypatch.setattr(governance.services, "approval_request_submit", lambda **kwargs: None)
-    staging = _set(_request(ready, runtime="onnx"), state=DeploymentState.LIVE)
+    staging = deploying.put(deploying.request(ready, runtime="onnx"), state=DeploymentState.LIVE)
     promoted = deployment_promote(actor=ready["ml_engineer"], deployment=staging)
     assert promoted.runtime == "onnx" and promoted.environment == "production"
     entry = Entry.objects.get(subject_type="deployment", subject_id=str(promoted.pk), action="deployment.requested")
@@ -186,7 +153,7 @@ def test_promotion_keeps_the_staging_runtime(ready: dict[str, Any], monkeypatch:
 
 
 def test_feedback_racing_a_twin_request_is_a_conflict(ready: dict[str, Any], monkeypatch: Any) -> None:
-    deployment = _set(_request(ready), state=DeploymentState.LIVE)
+    deployment = deploying.put(deploying.request(ready), state=DeploymentState.LIVE)
     request_id = uuid.uuid4()
     log = inference_log_path(deployment)  # the request was served (feedback names served requests only)
     log.parent.mkdir(parents=True)
@@ -230,7 +197,7 @@ def test_an_export_redelivered_while_exporting_grants_once(
 
     started: list[int] = []
     monkeypatch.setattr(services, "deployment_start", lambda **kwargs: started.append(kwargs["deployment_id"]))
-    deployment = _approve(ready, _request(ready, guard={"mode": "off"}, runtime="onnx"))
+    deployment = deploying.approve(ready, deploying.request(ready, guard={"mode": "off"}, runtime="onnx"))
     assert deployment.state == DeploymentState.STARTING
     exports = []
 
@@ -243,7 +210,7 @@ def test_an_export_redelivered_while_exporting_grants_once(
     monkeypatch.setattr(serving.onnx_model, "export_onnx", export)
     services.deployment_export_onnx(deployment_id=deployment.pk)
     assert len(exports) == 1 and deployment.grants.count() == 1
-    assert _actions(deployment).count("deployment.exported") == 1
+    assert deploying.actions(deployment).count("deployment.exported") == 1
     assert started == [deployment.pk]
     deployment.refresh_from_db()
     assert deployment.claimed_by == ""  # left for the start to claim
@@ -254,7 +221,7 @@ def test_an_export_finishing_after_retirement_grants_nothing(
 ) -> None:
     import serving.onnx_model
 
-    deployment = _approve(ready, _request(ready, guard={"mode": "off"}, runtime="onnx"))
+    deployment = deploying.approve(ready, deploying.request(ready, guard={"mode": "off"}, runtime="onnx"))
     weights = services._folder(deployment) / "weights"
 
     def export(source: Path, weights: Path) -> None:
@@ -265,8 +232,8 @@ def test_an_export_finishing_after_retirement_grants_nothing(
     result = services.deployment_export_onnx(deployment_id=deployment.pk)
     assert result.state == DeploymentState.RETIRED
     assert not deployment.grants.exists() and not weights.exists()
-    assert "deployment.exported" not in _actions(deployment)
-    assert _actions(deployment)[-1] == "deployment.retired"
+    assert "deployment.exported" not in deploying.actions(deployment)
+    assert deploying.actions(deployment)[-1] == "deployment.retired"
 
 
 # --- 6. Overlapping summaries -------------------------------------------------------------------
@@ -275,7 +242,9 @@ def test_an_export_finishing_after_retirement_grants_nothing(
 def test_a_segment_summarised_by_a_concurrent_run_does_not_stop_the_others(
     ready: dict[str, Any], monkeypatch: Any
 ) -> None:
-    deployments = [_set(_request(ready, name=f"svc-{i}"), state=DeploymentState.LIVE) for i in range(2)]
+    deployments = [
+        deploying.put(deploying.request(ready, name=f"svc-{i}"), state=DeploymentState.LIVE) for i in range(2)
+    ]
     line = json.dumps({"time": "2025-01-01T00:00:00Z", "status": 200, "latency_ms": 1.0}) + "\n"
     for deployment in deployments:
         path = inference_log_path(deployment)

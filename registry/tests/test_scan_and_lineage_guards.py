@@ -1,4 +1,4 @@
-"""Fixes from the governance review, each proved through the services users call: a text with two
+"""Proved through the services users call: a text with two
 findings no longer crashes its scan, an unexpected error ends a scan ``failed`` on record, a
 model version cannot name another project's data or weights, and a rescan whose findings differ
 resets the steward's review so that earlier approvals stop counting."""

@@ -1,4 +1,4 @@
-"""Fixes from the second review: a scan fails on record at once, with the real reason, whatever
+"""A scan fails on record at once, with the real reason, whatever
 goes wrong while it runs; a queued audit whose message was lost is sent again; a label mapping
 that never yields the profile's positive label is refused when the evaluation is requested.
 
