@@ -60,10 +60,8 @@ def _text(document: Report) -> str:
     return "\n".join(parts)
 
 
-def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
-    ready: dict[str, Any], tmp_path: Path
-) -> None:
-    # A refusal under separation of duties and a break-glass approval, for the report to show.
+def _request_on_a_new_version(ready: dict[str, Any], slug: str) -> Any:
+    """A scanned dataset version of a new dataset, and the ML engineer's request to train on it."""
     import json
 
     from django.test import override_settings
@@ -75,14 +73,21 @@ def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
 
     data = "".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(5)).encode()
     version, _ = dataset_version_upload(
-        actor=ready["ml_engineer"], dataset=make_dataset(ready, slug="second"), filename="t.jsonl", data=data
+        actor=ready["ml_engineer"], dataset=make_dataset(ready, slug=slug), filename="t.jsonl", data=data
     )
     with override_settings(**PATTERN_ONLY):
         pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=ready["system"])
-    request = approval_request_submit(
+    return approval_request_submit(
         actor=ready["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
         action="dataset_version.use_for_training",
     )  # fmt: skip
+
+
+def test_the_governance_audit_report_is_signed_cites_the_ledger_and_verifies(
+    ready: dict[str, Any], tmp_path: Path
+) -> None:
+    # A refusal under separation of duties and a break-glass approval, for the report to show.
+    request = _request_on_a_new_version(ready, "second")
     with pytest.raises(PolicyViolation, match="separation of duties"):
         approval_request_decide(actor=ready["ml_engineer"], request_id=request.pk, decision="approve", reason="mine")
     approval_break_glass(actor=ready["platform-admin"], request_id=request.pk,
@@ -251,26 +256,9 @@ def test_a_cited_entry_changed_in_the_database_fails_the_check(ready: dict[str, 
 
 def test_the_governance_audit_lists_the_decisions_made_in_the_period(ready: dict[str, Any]) -> None:
     """By when they were made: a request opened before the period and decided in it is in."""
-    import json
-
-    from django.test import override_settings
-
     from governance.models import ApprovalDecision, ApprovalRequest
-    from registry.models import PiiScan
-    from registry.services import dataset_version_upload, pii_scan_run
-    from registry.tests.conftest import make_dataset
-    from training.tests.conftest import PATTERN_ONLY
 
-    data = "".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(5)).encode()
-    version, _ = dataset_version_upload(
-        actor=ready["ml_engineer"], dataset=make_dataset(ready, slug="older"), filename="t.jsonl", data=data
-    )
-    with override_settings(**PATTERN_ONLY):
-        pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=ready["system"])
-    request = approval_request_submit(
-        actor=ready["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
-        action="dataset_version.use_for_training",
-    )  # fmt: skip
+    request = _request_on_a_new_version(ready, "older")
     before_the_period = timezone.now() - dt.timedelta(days=20)
     ApprovalRequest.objects.filter(pk=request.pk).update(created_at=before_the_period)
     approval_request_decide(actor=ready["data_steward"], request_id=request.pk, decision="approve", reason="ok")
