@@ -131,3 +131,17 @@ def test_roles_held_through_user_and_group_permissions(people: dict[str, Any]) -
     other = get_user_model().objects.create_user(username="outsider")
     assert project_roles_held(other, project) == set()
     assert project_roles_held(people["auditor"], project) == {Role.AUDITOR}
+
+
+@pytest.mark.django_db
+def test_parties_read_by_hand_match_the_orm(people: dict[str, Any]) -> None:
+    from governance.models import ServiceAccount
+    from governance.services import _parties, service_account_create
+
+    owned = service_account_create(actor=people["system"], username="owned-bot", owner=people["ml_engineer"])
+    ownerless = service_account_create(actor=people["system"], username="lone-bot")
+    ids = [people["ml_engineer"].pk, owned.user_id, ownerless.user_id, people["auditor"].pk]
+    orm = dict(ServiceAccount.objects.filter(user_id__in=ids, owner__isnull=False).values_list("user_id", "owner_id"))
+    assert _parties(ids) == {pk: orm.get(pk, pk) for pk in ids}
+    assert _parties(ids)[owned.user_id] == people["ml_engineer"].pk
+    assert _parties(ids)[ownerless.user_id] == ownerless.user_id
