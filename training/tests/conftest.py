@@ -108,3 +108,22 @@ def elsewhere(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     )
     return {"project": project, "owner": owner, "dataset_version": version, "model_version": model_version,
             "prompt_template": template}  # fmt: skip
+
+
+def run_actions(run: Any) -> list[str]:
+    """The run's ledger actions, in order."""
+    from audits.ledger.models import Entry
+
+    return list(
+        Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk))
+        .order_by("index")
+        .values_list("action", flat=True)
+    )
+
+
+def run_payload(run: Any, action: str) -> dict[str, Any]:
+    """The payload of the run's latest ``action`` entry."""
+    from audits.ledger.models import Entry
+
+    body = Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk), action=action).last().body
+    return json.loads(bytes(body))["payload"]

@@ -8,7 +8,6 @@ and ``fine_tune_run_execute`` run for real. The heartbeat test trains for real (
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,23 +30,10 @@ from training.services import (
     gpu_quota_set,
     gpu_usage,
 )
-from training.tests.conftest import approve_run, request_run
+from training.tests.conftest import approve_run, request_run, run_actions, run_payload
 
 pytestmark = pytest.mark.django_db
 GPU = {"gpu_type": "h100", "gpu_count": 1}
-
-
-def _actions(run: FineTuneRun) -> list[str]:
-    return list(
-        Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk))
-        .order_by("index")
-        .values_list("action", flat=True)
-    )
-
-
-def _payload(run: FineTuneRun, action: str) -> dict[str, Any]:
-    body = Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk), action=action).last().body
-    return json.loads(bytes(body))["payload"]
 
 
 def _reap_now(ready: dict[str, Any], run: FineTuneRun) -> None:
@@ -115,7 +101,7 @@ def test_gpu_hours_of_earlier_attempts_are_kept(ready: dict[str, Any]) -> None:
         assert claimed == 1
         done = services._finish(FineTuneRun.objects.get(pk=run.pk), RunState.FAILED, reason="oom")
         assert done is not None and done.state == RunState.FAILED
-        hours.append(Decimal(_payload(run, "fine_tune_run.failed")["gpu_hours_used"]))
+        hours.append(Decimal(run_payload(run, "fine_tune_run.failed")["gpu_hours_used"]))
         if attempt == 1:
             fine_tune_run_start(actor=ready["ml_engineer"], run=done)
             run.refresh_from_db()
@@ -124,7 +110,7 @@ def test_gpu_hours_of_earlier_attempts_are_kept(ready: dict[str, Any]) -> None:
     run.refresh_from_db()
     assert hours[0] >= Decimal(1) and hours[1] >= Decimal(2)
     assert run.gpu_hours_used == hours[0] + hours[1]
-    assert Decimal(_payload(run, "fine_tune_run.failed")["gpu_hours_used_all_attempts"]) == run.gpu_hours_used
+    assert Decimal(run_payload(run, "fine_tune_run.failed")["gpu_hours_used_all_attempts"]) == run.gpu_hours_used
     assert gpu_usage(ready["project"])["used"] == run.gpu_hours_used.quantize(Decimal("0.01"))
 
 
@@ -140,7 +126,7 @@ def test_a_reaped_run_stays_failed_when_its_old_worker_finishes(
     assert _execute(run) is None
     run.refresh_from_db()
     assert run.state == RunState.FAILED and run.failure_reason.startswith("worker lost")
-    assert _actions(run)[-1] == "fine_tune_run.failed" and "fine_tune_run.succeeded" not in _actions(run)
+    assert run_actions(run)[-1] == "fine_tune_run.failed" and "fine_tune_run.succeeded" not in run_actions(run)
     assert run.output is None and ModelVersion.objects.count() == models_before  # its weights not registered
     workdir = Path(settings.TRAINING_WORK_ROOT) / f"run-{run.pk}-{run.attempt}"
     assert not (workdir / "output").exists()  # and scrubbed
@@ -154,7 +140,7 @@ def test_a_reaped_run_whose_old_worker_then_fails_keeps_the_reapers_reason(
     assert _execute(run) is None
     run.refresh_from_db()
     assert run.failure_reason.startswith("worker lost")
-    assert _actions(run).count("fine_tune_run.failed") == 1
+    assert run_actions(run).count("fine_tune_run.failed") == 1
 
 
 def test_a_run_started_again_is_not_overwritten_by_its_old_worker(
@@ -166,7 +152,7 @@ def test_a_run_started_again_is_not_overwritten_by_its_old_worker(
     assert _execute(run) is None
     run.refresh_from_db()
     assert run.state == RunState.QUEUED and run.attempt == 2
-    assert _actions(run)[-2:] == ["fine_tune_run.failed", "fine_tune_run.queued"]
+    assert run_actions(run)[-2:] == ["fine_tune_run.failed", "fine_tune_run.queued"]
     assert ModelVersion.objects.count() == models_before
 
 
@@ -187,5 +173,5 @@ def test_a_reaped_worker_stops_training_at_its_next_heartbeat(
     run.refresh_from_db()
     assert run.state == RunState.FAILED and run.heartbeat_at < timezone.now() - timedelta(minutes=30)
     assert run.progress == {} and run.output is None
-    assert _actions(run)[-1] == "fine_tune_run.failed"
-    assert "fine_tune_run.progress" not in _actions(run) and "fine_tune_run.succeeded" not in _actions(run)
+    assert run_actions(run)[-1] == "fine_tune_run.failed"
+    assert "fine_tune_run.progress" not in run_actions(run) and "fine_tune_run.succeeded" not in run_actions(run)

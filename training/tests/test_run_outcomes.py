@@ -22,22 +22,9 @@ from training import services
 from training.governed import _run
 from training.models import FineTuneRun, RunState
 from training.services import fine_tune_run_cancel, fine_tune_run_execute, fine_tune_runs_reap
-from training.tests.conftest import approve_run, request_run
+from training.tests.conftest import approve_run, request_run, run_actions, run_payload
 
 pytestmark = pytest.mark.django_db
-
-
-def _actions(run: FineTuneRun) -> list[str]:
-    return list(
-        Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk))
-        .order_by("index")
-        .values_list("action", flat=True)
-    )
-
-
-def _payload(run: FineTuneRun, action: str) -> dict[str, Any]:
-    body = Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk), action=action).last().body
-    return json.loads(bytes(body))["payload"]
 
 
 def _workdir(run: FineTuneRun) -> Path:
@@ -86,8 +73,8 @@ def test_a_dataset_version_erased_during_training_fails_the_run_on_record(
     assert "erased (Art. 17 request)" in done.failure_reason
     assert done.output is None and done.finished_at is not None and done.mlflow_run_id
     assert ModelVersion.objects.count() == models_before
-    assert _actions(run)[-1] == "fine_tune_run.failed" and "fine_tune_run.succeeded" not in _actions(run)
-    assert _payload(run, "fine_tune_run.failed")["reason"] == done.failure_reason
+    assert run_actions(run)[-1] == "fine_tune_run.failed" and "fine_tune_run.succeeded" not in run_actions(run)
+    assert run_payload(run, "fine_tune_run.failed")["reason"] == done.failure_reason
     # Not left running for the reaper to call a lost worker.
     with override_settings(TRAINING_HEARTBEAT_TIMEOUT_S=0):
         assert fine_tune_runs_reap(actor=ready["system"]) == 0

@@ -29,20 +29,7 @@ from training.services import (
     gpu_quota_set,
     gpu_usage,
 )
-from training.tests.conftest import approve_run, request_run
-
-
-def _actions(run: FineTuneRun) -> list[str]:
-    return list(
-        Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk))
-        .order_by("index")
-        .values_list("action", flat=True)
-    )
-
-
-def _payload(run: FineTuneRun, action: str) -> dict[str, Any]:
-    body = Entry.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk), action=action).last().body
-    return json.loads(bytes(body))["payload"]
+from training.tests.conftest import approve_run, request_run, run_actions, run_payload
 
 
 @pytest.mark.parametrize(
@@ -135,7 +122,7 @@ def test_approval_binds_to_the_digest_and_queues_the_run(ready: dict[str, Any]) 
     digest = fine_tune_run_digest(run)
     run = approve_run(ready, run)
     assert run.state == RunState.QUEUED and run.queue == "cpu" and run.idempotency_key is not None
-    assert _actions(run) == [
+    assert run_actions(run) == [
         "fine_tune_run.requested", "approval.requested", "approval.approved", "fine_tune_run.queued"
     ]  # fmt: skip
     assert ApprovalRequest.objects.get(subject_type="fine_tune_run").subject_digest == digest
@@ -159,8 +146,8 @@ def test_a_run_whose_dataset_lost_its_approval_does_not_train(ready: dict[str, A
     assert f"dataset version {ready['version'].pk}" in done.failure_reason
     assert "no approval for dataset_version.use_for_training" in done.failure_reason
     assert done.mlflow_run_id == "" and done.output is None and done.device == ""
-    assert _actions(run)[-2:] == ["fine_tune_run.started", "fine_tune_run.failed"]
-    assert _payload(run, "fine_tune_run.failed")["reason"] == done.failure_reason
+    assert run_actions(run)[-2:] == ["fine_tune_run.started", "fine_tune_run.failed"]
+    assert run_payload(run, "fine_tune_run.failed")["reason"] == done.failure_reason
 
 
 def test_a_gpu_run_on_a_worker_without_the_gpu_fails_unless_fallback_is_allowed(ready: dict[str, Any]) -> None:
@@ -177,11 +164,11 @@ def test_a_gpu_run_on_a_worker_without_the_gpu_fails_unless_fallback_is_allowed(
         done = fine_tune_run_execute(run_id=run.pk, idempotency_key=str(run.idempotency_key), worker="test")
     assert done.state == RunState.SUCCEEDED, done.failure_reason
     assert done.device == "cpu" and done.cpu_fallback and done.gpu_hours_used == 0
-    assert _payload(run, "fine_tune_run.succeeded")["cpu_fallback"] is True
+    assert run_payload(run, "fine_tune_run.succeeded")["cpu_fallback"] is True
     # Delivered again with the same key: it finds the run claimed, and trains nothing.
     again = fine_tune_run_execute(run_id=run.pk, idempotency_key=str(run.idempotency_key), worker="test")
     assert again is None
-    assert _actions(run).count("fine_tune_run.started") == 2  # one per attempt
+    assert run_actions(run).count("fine_tune_run.started") == 2  # one per attempt
     assert ModelVersion.objects.filter(produced_by_runs=run).count() == 1
 
 
@@ -206,7 +193,7 @@ def test_the_reaper_fails_runs_whose_worker_stopped_beating(ready: dict[str, Any
         assert fine_tune_runs_reap(actor=ready["system"]) == 1
     run.refresh_from_db()
     assert run.state == RunState.FAILED and run.failure_reason.startswith("worker lost: w1:42 sent no heartbeat")
-    assert _payload(run, "fine_tune_run.failed")["reaped"] is True
+    assert run_payload(run, "fine_tune_run.failed")["reaped"] is True
 
 
 def _left_behind(folder: Path) -> Path:
