@@ -80,6 +80,15 @@ def test_a_live_deployment_whose_pid_is_another_process_is_failed_not_signalled(
     assert deploying.actions(deployment)[-1] == "deployment.failed"
 
 
+def _wait_for_exec(pid: int, marker: str, timeout: float = 10.0) -> None:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while marker not in psutil.Process(pid).cmdline():
+        assert time.monotonic() < deadline, f"process {pid} never showed {marker} on its command line"
+        time.sleep(0.01)
+
+
 def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) -> None:
     deployment = deploying.request(ready)
     grant_note = services._folder(deployment) / "grant.note"
@@ -88,6 +97,7 @@ def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) 
         [sys.executable, "-c", "import time; time.sleep(60)", "--grant", str(grant_note)], start_new_session=True
     )
     try:
+        _wait_for_exec(server.pid, str(grant_note))  # before exec the child still shows pytest's command line
         deployment = deploying.put(deployment, state=DeploymentState.LIVE, pid=server.pid)
         deployment_retire(actor=ready["platform-admin"], deployment=deployment, reason="done")
         server.wait(timeout=10)
