@@ -30,3 +30,11 @@ def staging_policies(tmp_path: Path, settings: Any) -> Path:
     )
     settings.POLICY_DIR = folder
     return folder
+
+
+@pytest.fixture
+def own_serving_root(settings: Any, tmp_path: Path) -> Path:
+    """A serving folder of the test's own (deployment folders, grants, inference logs)."""
+    settings.SERVING_ROOT = tmp_path / "serving"
+    settings.SERVING_ROOT.mkdir()
+    return settings.SERVING_ROOT

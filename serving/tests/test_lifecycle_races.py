@@ -30,13 +30,7 @@ from serving.services import (
 )
 from serving.tests import deploying
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _own_serving_root(settings: Any, tmp_path: Path) -> None:
-    settings.SERVING_ROOT = tmp_path / "serving"
-    settings.SERVING_ROOT.mkdir()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_serving_root")]
 
 
 # --- 1. A stale pid is never signalled --------------------------------------------------------------
