@@ -786,7 +786,7 @@ def _erase(actor: Any, request: DataSubjectRequest, erase_records: Callable[...,
     for ref in shredded:
         data_subject_erase(actor=actor, subject_ref=ref, reason=reason)
     request.erased_at = timezone.now()
-    request.erasure = {"replaced": replaced, "unmatched": [], "model_reviews": reviews,
+    request.erasure = {"replaced": replaced, "model_reviews": reviews,
                        "model_versions": list(models), "vault_keys_shredded": shredded}  # fmt: skip
     request.save(update_fields=["erased_at", "erasure"])
     ledger_append(actor=actor, action="data_subject_request.erased", subject=_subject(request), payload=request.erasure)
