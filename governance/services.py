@@ -572,16 +572,17 @@ def _approval_request_decide(
         )  # fmt: skip
         rows.insert(made)  # ApprovalDecision.objects.create, without compiling the query
         decisions.append(made)
-        # The answer shows the decisions: hand them over as a filled prefetch cache (what
-        # prefetch_related leaves behind) rather than read them again after the commit.
-        loaded = request.decisions.all()
-        loaded._result_cache, loaded._prefetch_done = decisions, True
-        request._prefetched_objects_cache = {"decisions": loaded}
         if new_state != request.state:
             request.state, request.closed_at = new_state, timezone.now()
             rows.update(request, ["state", "closed_at"])
             if new_state == ApprovalState.APPROVED:
                 _on_approved(request, actor)
+    # The answer shows the decisions: hand them over as a filled prefetch cache (what
+    # prefetch_related leaves behind) rather than read them again; built after the commit, so
+    # the next decision's transaction does not wait for it.
+    loaded = request.decisions.all()
+    loaded._result_cache, loaded._prefetch_done = decisions, True
+    request._prefetched_objects_cache = {"decisions": loaded}
     return request
 
 

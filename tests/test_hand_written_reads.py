@@ -145,3 +145,40 @@ def test_parties_read_by_hand_match_the_orm(people: dict[str, Any]) -> None:
     assert _parties(ids) == {pk: orm.get(pk, pk) for pk in ids}
     assert _parties(ids)[owned.user_id] == people["ml_engineer"].pk
     assert _parties(ids)[ownerless.user_id] == ownerless.user_id
+
+
+@pytest.mark.django_db
+def test_the_lean_cursor_reads_like_djangos_and_capture_still_sees_it(people: dict[str, Any]) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    sql = f"SELECT username, '100%%' FROM {rows.table(get_user_model())} WHERE id = %s"  # noqa: S608
+    lean = rows.fetch(sql, [people["auditor"].pk])
+    assert lean == [("auditor", "100%")]  # %s and a literal %% converted as Django converts them
+    with CaptureQueriesContext(connection) as captured:  # a capturing test gets Django's logged cursor
+        assert rows.fetch(sql, [people["auditor"].pk]) == lean
+    assert len(captured) == 1 and "100%" in captured[0]["sql"]
+
+
+@pytest.mark.django_db
+def test_the_lean_cursor_translates_errors_and_refuses_a_broken_transaction(people: dict[str, Any]) -> None:
+    from django.db import DatabaseError
+    from django.db.transaction import TransactionManagementError
+
+    with pytest.raises(DatabaseError, match=r"no_such_table|no such table"):
+        with transaction.atomic():
+            rows.fetch("SELECT 1 FROM no_such_table WHERE 1 = %s", [1])
+    request = _submit(people, _version(people))
+    made = ApprovalDecision(
+        request=request, approver=people["data_steward"], role="data_steward", decision="approve",
+        reason="r", subject_digest=request.subject_digest, policy_hash="sha256:x", ledger_index=1,
+    )  # fmt: skip
+    rows.insert(made)
+    twin = ApprovalDecision(**{f.attname: getattr(made, f.attname) for f in made._meta.concrete_fields[1:]})
+    with transaction.atomic():
+        # sqlite3's or psycopg's error, translated into Django's.
+        with pytest.raises(IntegrityError), transaction.atomic(savepoint=False):
+            rows.insert(twin)
+        # The failed statement broke the transaction: the next one is refused, as Django refuses it.
+        with pytest.raises(TransactionManagementError):
+            rows.fetch("SELECT 1 WHERE 1 = %s", [1])

@@ -27,6 +27,7 @@ from django.utils import timezone
 from audits.ledger import merkle, notes
 from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
+from common.db import rows
 from common.errors import Conflict, DomainError
 from common.request_context import get_request_id
 
@@ -166,7 +167,8 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
     payloads = [_validate(request) for request in requests]
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    # On every governed change: the backend's cursor (common/db/rows.py), not Django's wrapper.
+    with transaction.atomic(savepoint=False), rows.cursor() as cursor:
         tree = _lock_head(cursor)
         appended: list[Appended] = []
         entry_rows, node_rows = [], []

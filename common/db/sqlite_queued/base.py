@@ -11,6 +11,10 @@ commits. Writes outside a transaction (autocommit statements) still rely on SQLi
 
 Waiting longer than the database ``timeout`` option raises SQLite's own ``database is locked``
 error, as the busy timeout would.
+
+Its cursors also remember the ``?`` form of the statements they convert from Django's ``%s``
+(a regular expression per statement otherwise): the application sends the same few hundred
+statements over and over.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from functools import lru_cache
 from typing import Any
 
 from django.db import OperationalError
@@ -27,9 +32,24 @@ POLL_S = 0.0005
 FIRST_POLL_S, FIRST_POLLS = 0.00005, 40
 
 
+@lru_cache(maxsize=2048)
+def _qmark(query: str) -> str:
+    return base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+
+class CursorWrapper(base.SQLiteCursorWrapper):
+    def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
+        if param_names is None:
+            return _qmark(query)
+        return super().convert_query(query, param_names=param_names)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     _writer_fd: int | None = None
     _writer_locked = False
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        return self.connection.cursor(factory=CursorWrapper)
 
     def _writer_lock(self) -> None:
         if self._writer_fd is None:
