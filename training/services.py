@@ -375,6 +375,13 @@ def fine_tune_run_cancel(*, actor: Any, run: FineTuneRun, reason: str) -> FineTu
         if run.state in TERMINAL_STATES:
             raise Conflict("run_closed", f"run {run.pk} is {run.state}")
         if run.state == RunState.RUNNING:
+            if run.cancel_requested_at is not None:
+                # Asked once is enough: a second request would overwrite who asked first.
+                raise Conflict(
+                    "cancel_already_requested",
+                    f"run {run.pk}: {run.cancel_requested_by} asked to cancel it at "
+                    f"{run.cancel_requested_at:%Y-%m-%d %H:%M:%S} UTC; the worker stops it at its next beat",
+                )
             run.cancel_requested_by, run.cancel_requested_at = actor, timezone.now()
             run.save(update_fields=["cancel_requested_by", "cancel_requested_at"])
             ledger_append(

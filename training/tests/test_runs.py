@@ -183,6 +183,22 @@ def test_cancelling_a_queued_run_records_who_and_a_late_delivery_trains_nothing(
         fine_tune_run_cancel(actor=ready["auditor"], run=request_run(ready), reason="no")
 
 
+def test_a_second_cancel_of_a_running_run_is_refused_and_keeps_who_asked_first(ready: dict[str, Any]) -> None:
+    run = approve_run(ready, request_run(ready))
+    FineTuneRun.objects.filter(pk=run.pk).update(state=RunState.RUNNING, claimed_by="w1:42")  # as a worker leaves it
+    asked = fine_tune_run_cancel(actor=ready["ml-engineer-2"], run=run, reason="wrong data")
+    assert asked.state == RunState.RUNNING and asked.cancel_requested_by == ready["ml-engineer-2"]
+    entries = Entry.objects.count()
+    with pytest.raises(Conflict, match="ml-engineer-2 asked to cancel it") as caught:
+        fine_tune_run_cancel(actor=ready["ml_engineer"], run=run, reason="again")
+    assert caught.value.code == "cancel_already_requested"
+    stored = FineTuneRun.objects.get(pk=run.pk)
+    assert stored.cancel_requested_by == ready["ml-engineer-2"]
+    assert stored.cancel_requested_at == asked.cancel_requested_at
+    assert Entry.objects.count() == entries
+    assert run_actions(run).count("fine_tune_run.cancel_requested") == 1
+
+
 def test_the_reaper_fails_runs_whose_worker_stopped_beating(ready: dict[str, Any]) -> None:
     run = approve_run(ready, request_run(ready))
     stale = timezone.now() - timedelta(seconds=10)
