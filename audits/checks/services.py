@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from audits.checks import profiles
 from audits.checks.models import OPEN_STATES, AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
+from audits.ledger.selectors import last_payload
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
 from common.digests import canonical_digest
@@ -530,7 +531,8 @@ def audits_rescan_due(*, actor: Any) -> list[Any]:
 
     A re-run refused when requested (its data no longer usable, its weights changed) is logged and
     recorded as ``<kind>.rescan_skipped`` on the run it would have repeated, with the reason; the
-    others still start. It is tried again at the next pass."""
+    others still start. It is tried again at the next pass, which logs it again but records it
+    again only if the reason changed (one entry per reason, not one per pass)."""
     started = []
     for model, kind in ((SecurityScan, "security"), (BiasEvaluation, "bias")):
         for name, profile in profiles.profiles(kind).items():
@@ -579,6 +581,9 @@ def _rescan_skipped(audit: SecurityScan | BiasEvaluation, actor: Any, exc: Domai
         "%s of model version %s under profile %r: re-run refused (%s)",
         kind, audit.model_version_id, audit.profile_name, reason,
     )  # fmt: skip
+    last = last_payload(f"{kind}.rescan_skipped", kind, str(audit.pk))
+    if last is not None and last.get("reason") == reason and last.get("profile") == audit.profile_name:
+        return  # recorded at an earlier pass, for the same reason
     with transaction.atomic():
         ledger_append(
             actor=actor, action=f"{kind}.rescan_skipped", subject=_subject(audit),

@@ -151,6 +151,14 @@ def test_a_refused_rescan_is_recorded_and_the_others_still_run(audited: dict[str
     assert "has no field 'nope'" in payload["reason"]
     assert BiasEvaluation.objects.filter(model_version=audited["base"]).count() == 1
 
+    # The next passes try again and log it, but record it only when the reason changes.
+    assert services.audits_rescan_due(actor=audited["system"]) == []  # the other's re-run is still open
+    assert Entry.objects.filter(action="bias_evaluation.rescan_skipped").count() == 1
+    BiasEvaluation.objects.filter(pk=first.pk).update(label_field="other")
+    services.audits_rescan_due(actor=audited["system"])
+    [_, changed] = Entry.objects.filter(action="bias_evaluation.rescan_skipped").order_by("index")
+    assert "has no field 'other'" in json.loads(bytes(changed.body))["payload"]["reason"]
+
 
 # --- 4. The chart of a blob that left the store ---------------------------------------------------
 
