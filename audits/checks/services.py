@@ -19,7 +19,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from audits.checks import profiles
-from audits.checks.models import OPEN_STATES, AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
+from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
 from audits.ledger.selectors import last_payload
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
@@ -524,8 +524,10 @@ def bias_within_bounds(model_version: ModelVersion, *, profile: str, max_age_day
 def audits_rescan_due(*, actor: Any) -> list[Any]:
     """Re-run, as scheduled runs, every profile that sets ``rescan_every_days`` on the model
     versions whose latest completed run under it finished longer ago than that (the versions in
-    use: those audited before). A run already open for the same version and profile is left to
-    finish; a failed or cancelled run does not count, so one lost worker does not stop re-scans.
+    use: those audited before). A run already queued or running for the same version and profile
+    is left to finish; one still waiting for approval does not hold the schedule back (it may be
+    rejected and never run); a failed or cancelled run does not count, so one lost worker does not
+    stop re-scans.
     A bias evaluation is re-run with the data, template, fields and mapping of that latest
     completed run.
 
@@ -541,7 +543,7 @@ def audits_rescan_due(*, actor: Any) -> list[Any]:
                 continue
             due = timezone.now() - timezone.timedelta(days=days)
             open_versions = set(
-                model.objects.filter(profile_name=name, state__in=OPEN_STATES).values_list(
+                model.objects.filter(profile_name=name, state__in=(AuditState.QUEUED, AuditState.RUNNING)).values_list(
                     "model_version_id", flat=True
                 )
             )

@@ -124,6 +124,16 @@ def test_an_open_run_postpones_the_rescan_and_a_recent_completed_one_is_not_due(
     assert services.audits_rescan_due(actor=ready["system"]) == []
 
 
+def test_a_run_waiting_for_approval_does_not_hold_the_rescan_back(ready: dict[str, Any]) -> None:
+    old = _scan(ready)
+    _completed(SecurityScan, old.pk, Verdict.PASSED, ago=timedelta(days=10))
+    waiting = _scan(ready)  # as a policy asking approval of security_scan.run leaves it, maybe for good
+    SecurityScan.objects.filter(pk=waiting.pk).update(state=AuditState.REQUESTED)
+    [rerun] = services.audits_rescan_due(actor=ready["system"])
+    assert rerun.pk != waiting.pk and rerun.state == AuditState.QUEUED and rerun.trigger == Trigger.SCHEDULE
+    assert services.audits_rescan_due(actor=ready["system"]) == []  # the re-run, queued, holds it now
+
+
 def test_a_refused_rescan_is_recorded_and_the_others_still_run(audited: dict[str, Any], tmp_path: Path) -> None:
     from registry.services import model_version_register_folder
     from registry.tiny_model import build_tiny_gpt2
