@@ -618,6 +618,25 @@ def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reaso
     return request
 
 
+def subject_pending_requests_withdraw(*, subject_type: str, subject_id: str, reason: str) -> list[int]:
+    """Withdraw every pending approval request about a subject that can no longer be acted on (a
+    retired deployment, a cancelled scan), in the caller's transaction, so approvers are not left
+    a request whose approval would do nothing. The withdrawal is the system account's
+    (``approval_request_withdraw`` lets only the requester or a global admin withdraw): ``reason``
+    names who closed the subject and why. Returns the withdrawn requests' ids."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    pending = list(
+        ApprovalRequest.objects.filter(
+            subject_type=subject_type, subject_id=subject_id, state=ApprovalState.PENDING
+        ).values_list("pk", flat=True)
+    )
+    system = User.objects.get(username=SYSTEM_USERNAME)
+    for request_id in pending:
+        approval_request_withdraw(actor=system, request_id=request_id, reason=reason)
+    return pending
+
+
 def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
     """Close pending requests past their expiry (run by beat). Returns how many expired."""
     from governance.models import ApprovalRequest, ApprovalState

@@ -781,19 +781,12 @@ def deployment_retire(*, actor: Any, deployment: Deployment, reason: str) -> Dep
 
 
 def _pending_requests_withdraw(deployment: Deployment, actor: Any, reason: str) -> None:
-    """Withdraw the deployment's pending approval requests through governance's service (in the
-    caller's transaction)."""
-    from governance.models import ApprovalRequest, ApprovalState
-    from governance.services import approval_request_withdraw
+    from governance.services import subject_pending_requests_withdraw
 
-    pending = ApprovalRequest.objects.filter(
-        subject_type="deployment", subject_id=str(deployment.pk), state=ApprovalState.PENDING
-    ).values_list("pk", flat=True)
-    for request_id in list(pending):
-        approval_request_withdraw(
-            actor=_system(), request_id=request_id,
-            reason=f"deployment {deployment.pk} retired by {actor.get_username()}: {reason}",
-        )  # fmt: skip
+    subject_pending_requests_withdraw(
+        subject_type="deployment", subject_id=str(deployment.pk),
+        reason=f"deployment {deployment.pk} retired by {actor.get_username()}: {reason}",
+    )  # fmt: skip
 
 
 def deployment_rollback(*, actor: Any, deployment: Deployment, reason: str) -> Deployment:

@@ -24,12 +24,12 @@ from audits.ledger.selectors import last_payload
 from audits.ledger.services import Subject, ledger_append
 from common import artifacts
 from common.digests import canonical_digest
-from common.errors import DomainError, PermissionDenied
+from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
 from governance.permissions import SYSTEM_USERNAME, is_platform_admin, project_roles_held
 from governance.policy import current_policy_set
 from governance.roles import Role
-from governance.services import approval_holds, approval_request_submit
+from governance.services import approval_holds, approval_request_submit, subject_pending_requests_withdraw
 from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from registry.records import RecordError, read_records
 from registry.services import dataset_version_bytes, dataset_version_digest, model_version_materialise, use_status
@@ -111,6 +111,38 @@ def _queue(audit: SecurityScan | BiasEvaluation, actor: Any) -> None:
 def on_audit_approved(audit: SecurityScan | BiasEvaluation, action: str, actor: Any) -> None:
     if action == f"{KINDS[type(audit)]}.run" and audit.state == AuditState.REQUESTED:
         _queue(audit, actor)
+
+
+def audit_cancel(*, actor: Any, audit: SecurityScan | BiasEvaluation, reason: str) -> Any:
+    """Cancel a scan or evaluation that has not started (ML engineers and the kind's reviewers):
+    one still waiting for approval, whose pending approval requests are withdrawn with it, or one
+    queued, which a late delivery then finds closed (``_claim``). A running one is left to finish,
+    or to the reaper; a finished one is a record."""
+    kind = KINDS[type(audit)]
+    require_requester(
+        actor, audit.project, Role.SECURITY_REVIEWER if isinstance(audit, SecurityScan) else Role.FAIRNESS_REVIEWER
+    )
+    if not reason.strip():
+        raise _invalid("reason", "may not be blank")
+    with transaction.atomic():
+        audit = type(audit).objects.select_for_update().get(pk=audit.pk)
+        if audit.state not in (AuditState.REQUESTED, AuditState.QUEUED):
+            raise Conflict(
+                "not_cancellable",
+                f"{kind} {audit.pk} is {audit.state}: only a requested or queued one can be cancelled",
+            )
+        was = audit.state
+        audit.state, audit.finished_at = AuditState.CANCELLED, timezone.now()
+        audit.save(update_fields=["state", "finished_at"])
+        ledger_append(
+            actor=actor, action=f"{kind}.cancelled", subject=_subject(audit), payload={"reason": reason, "was": was}
+        )
+        if was == AuditState.REQUESTED:
+            subject_pending_requests_withdraw(
+                subject_type=kind, subject_id=str(audit.pk),
+                reason=f"{kind} {audit.pk} cancelled by {actor.get_username()}: {reason}",
+            )  # fmt: skip
+    return audit
 
 
 # --- Security scans ------------------------------------------------------------------------------

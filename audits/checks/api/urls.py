@@ -21,7 +21,9 @@ urlpatterns = [
         SubjectSubmitView.as_view(subject_type="security_scan"),
         name="api-security-scan-submit",
     ),
+    path("security-scans/<int:pk>/cancel", views.ScanCancelView.as_view(), name="api-security-scan-cancel"),
     path("bias-evaluations/<int:pk>", views.EvaluationDetailView.as_view(), name="api-bias-evaluation"),
+    path("bias-evaluations/<int:pk>/cancel", views.EvaluationCancelView.as_view(), name="api-bias-evaluation-cancel"),
     path("bias-evaluations/<int:pk>/chart", views.EvaluationChartView.as_view(), name="api-bias-evaluation-chart"),
     path(
         "bias-evaluations/<int:pk>/submit",

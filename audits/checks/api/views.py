@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from audits.checks import selectors, services
 from audits.checks.api.serializers import (
+    AuditCancelSerializer,
     EvaluationDetailSerializer,
     EvaluationRequestSerializer,
     EvaluationSerializer,
@@ -137,3 +138,31 @@ class EvaluationChartView(APIView):
         except (artifacts.ArtifactMissing, ValueError) as exc:  # ValueError: a name that is no digest
             raise Conflict("blob_missing", f"bias evaluation {pk}: its chart: {exc}") from None
         return HttpResponse(chart, content_type="image/png")
+
+
+class ScanCancelView(APIView):
+    @extend_schema(
+        operation_id="security_scans_cancel", request=AuditCancelSerializer,
+        responses={200: ScanDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Cancel a scan that has not started (waiting for approval, or queued): its pending
+        approval requests are withdrawn with it. A running or finished scan answers 409."""
+        scan = selectors.audit_get(SecurityScan, user=request.user, pk=pk)
+        reason = validated(AuditCancelSerializer, request)["reason"]
+        services.audit_cancel(actor=request.user, audit=scan, reason=reason)
+        return Response(_scan_detail(selectors.audit_get(SecurityScan, user=request.user, pk=pk)))
+
+
+class EvaluationCancelView(APIView):
+    @extend_schema(
+        operation_id="bias_evaluations_cancel", request=AuditCancelSerializer,
+        responses={200: EvaluationDetailSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Cancel an evaluation that has not started (waiting for approval, or queued): its pending
+        approval requests are withdrawn with it. A running or finished evaluation answers 409."""
+        evaluation = selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)
+        reason = validated(AuditCancelSerializer, request)["reason"]
+        services.audit_cancel(actor=request.user, audit=evaluation, reason=reason)
+        return Response(_evaluation_detail(selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)))
