@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -140,6 +142,13 @@ class EvaluationChartView(APIView):
         return HttpResponse(chart, content_type="image/png")
 
 
+def _cancel(model: type[SecurityScan] | type[BiasEvaluation], request: Request, pk: int, detail: Any) -> Response:
+    audit = selectors.audit_get(model, user=request.user, pk=pk)
+    reason = validated(AuditCancelSerializer, request)["reason"]
+    services.audit_cancel(actor=request.user, audit=audit, reason=reason)
+    return Response(detail(selectors.audit_get(model, user=request.user, pk=pk)))
+
+
 class ScanCancelView(APIView):
     @extend_schema(
         operation_id="security_scans_cancel", request=AuditCancelSerializer,
@@ -148,10 +157,7 @@ class ScanCancelView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Cancel a scan that has not started (waiting for approval, or queued): its pending
         approval requests are withdrawn with it. A running or finished scan answers 409."""
-        scan = selectors.audit_get(SecurityScan, user=request.user, pk=pk)
-        reason = validated(AuditCancelSerializer, request)["reason"]
-        services.audit_cancel(actor=request.user, audit=scan, reason=reason)
-        return Response(_scan_detail(selectors.audit_get(SecurityScan, user=request.user, pk=pk)))
+        return _cancel(SecurityScan, request, pk, _scan_detail)
 
 
 class EvaluationCancelView(APIView):
@@ -162,7 +168,4 @@ class EvaluationCancelView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Cancel an evaluation that has not started (waiting for approval, or queued): its pending
         approval requests are withdrawn with it. A running or finished evaluation answers 409."""
-        evaluation = selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)
-        reason = validated(AuditCancelSerializer, request)["reason"]
-        services.audit_cancel(actor=request.user, audit=evaluation, reason=reason)
-        return Response(_evaluation_detail(selectors.audit_get(BiasEvaluation, user=request.user, pk=pk)))
+        return _cancel(BiasEvaluation, request, pk, _evaluation_detail)
