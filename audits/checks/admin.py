@@ -1,15 +1,20 @@
 """Admin pages of the model audits: scans with their findings, evaluations with their metrics and
-chart, and their waiver requests. Read-only; waivers are approvals (the approval inbox)."""
+chart, and their waiver requests. Read-only but for cancelling one that has not started (the same
+service as the API); waivers are approvals (the approval inbox)."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audits.checks.models import BiasEvaluation, SecurityScan
 from common.admin import PROJECT_FILTER
+from common.errors import DomainError
+from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
 
 
@@ -18,6 +23,20 @@ class _AuditAdmin(ProjectScopedAdmin):
     list_filter = ["state", "verdict", "profile_name", "trigger", PROJECT_FILTER, "created_at"]
     list_select_related = ["project", "model_version__model", "requested_by"]
     readonly_fields = ["audit_digest", "approvals"]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected ones that have not started")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[SecurityScan] | QuerySet[BiasEvaluation]) -> None:
+        from audits.checks.services import audit_cancel
+
+        for audit in queryset:
+            try:
+                audit_cancel(actor=request.user, audit=audit, reason="cancelled in the admin")
+            except DomainError as exc:
+                refusal(request, exc, **{self.kind: audit.pk})
+                messages.error(request, f"{self.kind} {audit.pk}: {exc.message}")
+            else:
+                messages.success(request, f"{self.kind} {audit.pk}: cancelled")
 
     @admin.display(description="digest (what a waiver binds to)")
     def audit_digest(self, audit: SecurityScan | BiasEvaluation) -> str:

@@ -101,3 +101,29 @@ def test_a_role_that_may_not_request_a_scan_may_not_cancel_it(ready: dict[str, A
         services.audit_cancel(actor=ready["auditor"], audit=scan, reason="no")
     assert SecurityScan.objects.get(pk=scan.pk).state == AuditState.QUEUED
     assert not ApprovalRequest.objects.filter(subject_type="security_scan", subject_id=str(scan.pk)).exists()
+
+
+def test_the_admin_cancels_through_the_same_service_and_shows_a_refusal(ready: dict[str, Any], client: Client) -> None:
+    from django.contrib.auth import get_user_model
+
+    from common.testing import admin_login
+    from governance.roles import Role
+    from governance.services import project_role_grant
+
+    queued, done = _scan(ready), _scan(ready)
+    SecurityScan.objects.filter(pk=done.pk).update(state=AuditState.COMPLETED)
+    reviewer = get_user_model().objects.create_user(username="security-reviewer")
+    project_role_grant(
+        actor=ready["system"], project=ready["project"], user=reviewer, role=Role.SECURITY_REVIEWER, reason="setup"
+    )
+    admin_login(client, reviewer)  # the reviewers work in the admin (ML engineers are not staff)
+    response = client.post(
+        "/admin/checks/securityscan/", {"action": "cancel", "_selected_action": [queued.pk, done.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert SecurityScan.objects.get(pk=queued.pk).state == AuditState.CANCELLED
+    assert SecurityScan.objects.get(pk=done.pk).state == AuditState.COMPLETED
+    shown = response.content.decode().lower()  # the admin capitalises a message's first letter
+    assert f"security_scan {done.pk}: security_scan {done.pk} is completed: only a requested" in shown
+    assert _actions("security_scan", queued.pk)[-1] == "security_scan.cancelled"
+    assert "security_scan.cancelled" not in _actions("security_scan", done.pk)
