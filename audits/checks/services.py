@@ -616,7 +616,7 @@ def _rescan_skipped(audit: SecurityScan | BiasEvaluation, actor: Any, exc: Domai
         kind, audit.model_version_id, audit.profile_name, reason,
     )  # fmt: skip
     last = last_payload(f"{kind}.rescan_skipped", kind, str(audit.pk))
-    if last is not None and last.get("reason") == reason and last.get("profile") == audit.profile_name:
+    if last is not None and last.get("reason") == reason:
         return  # recorded at an earlier pass, for the same reason
     with transaction.atomic():
         ledger_append(
