@@ -32,6 +32,17 @@ def ledger_signing_key() -> Path:
 SCALE_VARIABLES = ("DATABASE_URL", "DATABASE_URL_FILE", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 
 
+def require_tool(present: bool, what: str) -> None:
+    """Skip a test whose system tool is missing, saying which; under ``make test``
+    (``GOV_TESTS_REQUIRE_TOOLS=1``, set by bin/test-both after it has installed every tool) a
+    missing tool fails the test instead, so the full run never passes by skipping."""
+    if present:
+        return
+    if os.environ.get("GOV_TESTS_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{what} is missing, and make test installs it (bin/system-packages)", pytrace=False)
+    pytest.skip(f"{what} is missing (make test installs it: bin/system-packages)")
+
+
 def subprocess_env(*, embedded: bool = False, **overrides: str) -> dict[str, str]:
     """The environment for a process a test starts. ``embedded`` drops the scale-mode variables,
     for tests that build a whole service of their own in a fresh var/ (SQLite, embedded broker)."""

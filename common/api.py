@@ -1,18 +1,25 @@
-"""Turns every API error into one JSON shape: ``{"error": {"code", "message", "fields"}}``; answers
-that refuse the caller (401, 403, 404, and refused commands) are logged as security events."""
+"""What every API endpoint shares: one JSON shape for every error (``{"error": {"code", "message",
+"fields"}}``; answers that refuse the caller, 401, 403, 404 and refused commands, are logged as
+security events), the input fields and checks (ids, ledgered text, the reason input, refusal of
+unknown fields), and the one base of every list (:class:`ListView`)."""
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, ClassVar
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404
-from rest_framework import exceptions, serializers
-from rest_framework.pagination import LimitOffsetPagination
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import get_doc
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import exceptions, generics, serializers, views
 from rest_framework.response import Response
 
 from common import security_log
 from common.errors import DomainError
+from common.pagination import Pagination
 from common.ratelimit import LockedOut
 
 _DRF_CODES = {
@@ -74,10 +81,35 @@ LEDGERED_TEXT_HELP = (
 )
 
 
-def ledgered_text(*, max_length: int = 2000, **kwargs: Any) -> serializers.CharField:
+_JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+class TextField(serializers.CharField):
+    """A text input that takes JSON strings only. DRF's ``CharField`` turns a number into its
+    digits (a reason of ``5`` would be recorded as ``"5"``): a client that sent a number sent
+    something else than what it meant, so it gets a 400 naming the field instead."""
+
+    default_error_messages = {"not_text": "Must be text (a JSON string), not {kind}."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_text", kind=_JSON_KINDS.get(type(data), type(data).__name__))
+        return super().to_internal_value(data)
+
+
+def ledgered_text(*, max_length: int = 2000, **kwargs: Any) -> TextField:
     """A free-text input (a reason, a comment, a note) that the service records in the ledger as
     written. The schema says so to whoever fills it in (the admin's forms too)."""
-    return serializers.CharField(max_length=max_length, help_text=LEDGERED_TEXT_HELP, **kwargs)
+    if not kwargs.get("allow_blank"):
+        kwargs.setdefault("min_length", 1)  # blank is refused either way; this puts it in the schema
+    return TextField(max_length=max_length, help_text=LEDGERED_TEXT_HELP, **kwargs)
+
+
+# The one reason input: every command that records why it was done (reject, withdraw, cancel, roll
+# back, retire, extend, release, set a quota...) takes it, or extends it with fields of its own.
+# Required, a JSON string, 1 to 2000 characters once trimmed.
+class ReasonInputSerializer(serializers.Serializer):
+    reason = ledgered_text()
 
 
 READ_ONLY_OR_UNKNOWN = "not accepted here: read-only or unknown"
@@ -110,26 +142,108 @@ def no_input(request: Any) -> dict[str, Any]:
     return {}
 
 
-class Pagination(LimitOffsetPagination):
-    """``?limit=`` and ``?offset=`` for every list: ASCII digits, ``limit`` 1 to :attr:`max_limit`,
-    ``offset`` within the database's 64-bit integers; anything else is a 400 naming the parameter
-    (never a silent default, never a 500 from an integer the database cannot hold)."""
+def _own_docstring(view: Any, base: type) -> str:
+    """The docstring of ``view``'s class or a class between it and ``base``, never ``base``'s own
+    (drf-spectacular would describe every operation with the base's)."""
+    for cls in type(view).__mro__:
+        if cls is base:
+            break
+        if cls.__doc__:
+            return inspect.cleandoc(cls.__doc__)
+    return ""
 
-    default_limit = 100
-    max_limit = 1000
-    max_offset = 2**62  # offset + limit must still fit in a signed 64-bit integer
 
-    def get_limit(self, request: Any) -> int:
-        return self._parameter(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+class _ListSchema(AutoSchema):
+    """The ``GET`` of a :class:`ListView`: its operation id and query parameters, from the view."""
 
-    def get_offset(self, request: Any) -> int:
-        return self._parameter(request, self.offset_query_param, 0, 0, self.max_offset)
+    def get_operation_id(self) -> str:
+        if self.method == "GET" and self.view.list_operation_id:
+            return str(self.view.list_operation_id)
+        return str(super().get_operation_id())
 
-    @staticmethod
-    def _parameter(request: Any, name: str, default: int, low: int, high: int) -> int:
-        raw = request.query_params.get(name)
-        if raw is None:
-            return default
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
-            raise exceptions.ValidationError({name: [f"an integer from {low} to {high}"]})
-        return int(raw)
+    def get_description(self) -> str:
+        if self.method != "GET":  # a command's own docstring: the class's describes the list
+            return get_doc(getattr(self.view, self.method.lower(), None))
+        return _own_docstring(self.view, ListView)
+
+    def get_override_parameters(self) -> list[Any]:
+        parameters = list(super().get_override_parameters())
+        if self.method == "GET":
+            parameters += [OpenApiParameter(name, str, description="exact match") for name in self.view.filters]
+            parameters += self.view.query_parameters
+        return parameters
+
+
+class ListView(generics.ListAPIView):
+    """The one base of every list endpoint (as NetBox gives every list the same base viewset):
+    ``GET`` answers a page of :meth:`get_queryset` in :class:`Pagination`'s envelope
+    ``{"count", "next", "previous", "results"}``, and the schema says so. A subclass may add
+    commands (``post``: create) with their own input and output serializers.
+
+    :attr:`filters` maps a query parameter to the field it matches exactly (an empty value filters
+    nothing); :attr:`query_parameters` documents the other parameters :meth:`get_queryset` reads.
+    A queryset without an order is ordered by primary key: pages of an unordered query may repeat
+    or skip rows."""
+
+    pagination_class = Pagination
+    schema = _ListSchema()
+    list_operation_id: ClassVar[str] = ""
+    filters: ClassVar[dict[str, str]] = {}
+    query_parameters: ClassVar[list[OpenApiParameter]] = []
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        params = self.request.query_params
+        for name, field in self.filters.items():
+            if params.get(name):
+                queryset = queryset.filter(**{field: params[name]})
+        if isinstance(queryset, QuerySet) and not queryset.ordered:
+            queryset = queryset.order_by("pk")
+        return queryset
+
+
+class _CommandSchema(AutoSchema):
+    """The operation of a :class:`CommandView`, from the view's attributes."""
+
+    def get_operation_id(self) -> str:
+        return str(self.view.operation_id or super().get_operation_id())
+
+    def get_request_serializer(self) -> Any:
+        return self.view.input_serializer
+
+    def get_response_serializers(self) -> Any:
+        return {self.view.status_code: self.view.output_serializer, **self.view.errors}
+
+    def get_description(self) -> str:
+        return _own_docstring(self.view, CommandView)
+
+
+class CommandView(views.APIView):
+    """The one base of a command on one object (``POST …/{id}/cancel``, one view per command): it
+    finds the object (:meth:`target`: a selector of what the caller may see, so a hidden object is
+    a 404 before the body is read), takes :attr:`input_serializer` (``None``: the command takes no
+    input, and a body field is refused), calls one service (:meth:`run`) and answers its result as
+    :attr:`output_serializer` shows it (:meth:`answer`), with :attr:`status_code`.
+
+    The schema is built from the same attributes: :attr:`operation_id`, the input, the output and
+    :attr:`errors`; the subclass's docstring describes the operation."""
+
+    operation_id: ClassVar[str] = ""
+    input_serializer: ClassVar[type[serializers.Serializer] | None] = None
+    output_serializer: ClassVar[type[serializers.Serializer]]
+    status_code: ClassVar[int] = 200
+    errors: ClassVar[dict[int, Any]] = {}
+    schema = _CommandSchema()
+
+    def target(self, request: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, request: Any, target: Any, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def answer(self, result: Any) -> Any:
+        return self.output_serializer(result).data
+
+    def post(self, request: Any, **kwargs: Any) -> Response:
+        target = self.target(request, **kwargs)
+        data = validated(self.input_serializer, request) if self.input_serializer else no_input(request)
+        return Response(self.answer(self.run(request, target, data)), status=self.status_code)

@@ -7,8 +7,10 @@ was authenticated), what (``event``, ``outcome``, ``reason``: a stable code) and
 ``TRUSTED_PROXY_COUNT`` proxies the address they saw, and ``request_id``).
 
 Events: ``auth.login.succeeded``, ``auth.login.failed``, ``auth.logout`` (``auth_method``
-session or token), ``authz.denied`` (401, 403, and 404 for what the caller may not see: a hidden
-object and a missing one answer alike, so both are logged), ``approval.decision.denied`` and
+session or token; a session's ``reason`` says how it signed in: ``password``, or ``oidc`` for
+single sign-on, whose failures carry ``auth_method`` oidc and the reason the sign-in method gave),
+``authz.denied`` (401, 403, and 404 for what the caller may not see: a hidden object and a missing
+one answer alike, so both are logged), ``approval.decision.denied`` and
 ``approval.request.denied`` (a view's ``denied_event``; other refused commands log
 ``request.denied``), ``ratelimit.exceeded`` (429), ``auth.mfa.succeeded`` and ``auth.mfa.failed``
 (the admin's second factor: verification and enrolment, ``auth_method`` totp). The admin's actions
@@ -137,10 +139,20 @@ def mfa_attempt(request: Any, user: Any, *, succeeded: bool, step: str) -> None:
     )  # fmt: skip
 
 
+def login_failure_explained(request: Any, *, reason: str, user: Any = None, **fields: Any) -> None:
+    """A sign-in method that knows why it refused (single sign-on: an unknown or deactivated
+    account, an unverifiable answer) says so here, before Django's failure signal: that signal's
+    event then carries this reason, ``user`` (the account, or ``None``) and ``fields`` instead of
+    what a password attempt would be judged by."""
+    request.security_login_failure = {"reason": reason, "user": user, "fields": fields}
+
+
 def _on_logged_in(sender: Any, request: Any, user: Any, **_: Any) -> None:
+    # A backend other than the password one says how the user signed in (``security_login``).
+    how = getattr(user, "security_login", None) or {"reason": "password"}
     security_event(
-        "auth.login.succeeded", outcome="success", reason="password", request=request, user=user,
-        level=logging.INFO, auth_method="session",
+        "auth.login.succeeded", outcome="success", request=request, user=user, level=logging.INFO,
+        auth_method="session", **how,
     )  # fmt: skip
 
 
@@ -152,6 +164,13 @@ def _on_logged_out(sender: Any, request: Any, user: Any, **_: Any) -> None:
 
 
 def _on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **_: Any) -> None:
+    explained = getattr(request, "security_login_failure", None)
+    if explained is not None:
+        security_event(
+            "auth.login.failed", outcome="failure", reason=explained["reason"], request=request,
+            user=explained["user"], **explained["fields"],
+        )  # fmt: skip
+        return
     User = get_user_model()
     attempted = credentials.get(User.USERNAME_FIELD, credentials.get("username"))
     account = None

@@ -1,5 +1,7 @@
-"""URL routing: the admin, the health check, the API under /api/v1/ and its OpenAPI schema."""
+"""URL routing: the admin, the health check, the API under /api/v1/ and its OpenAPI schema, and
+single sign-on under /oidc/ when it is configured."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
@@ -12,6 +14,7 @@ from config.health import healthz
 admin.site.site_header = "LLMOps governance"
 admin.site.site_title = "LLMOps governance"
 admin.site.index_title = "Approvals, inventory and the ledger"
+admin.site.index_template = "admin/home.html"  # what waits for the person signed in: config/home.py
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -27,6 +30,8 @@ urlpatterns = [
     path("api/v1/privacy/", include("audits.privacy.api.urls")),
     path("api/v1/reports/", include("audits.reports.api.urls")),
 ]
+if settings.OIDC_ENABLED:  # single sign-on to the admin (governance/oidc.py)
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

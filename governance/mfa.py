@@ -14,12 +14,17 @@ Sign-in goes through three pages of the admin site:
 Caveat (trust on first use): until a user enrols, whoever holds their password can enrol instead
 of them. New staff should sign in soon after being given their password; a lost authenticator is
 reset with ``manage.py mfa_reset USERNAME``, after which the next sign-in enrols again.
+
+Single sign-on (governance/oidc.py, when configured) replaces step 1: the identity provider's
+sign-in opens the same kind of unverified session, and steps 2 and 3 follow as after a password,
+unless the provider asserted a second factor in the ID token (``IdentityProviderMfaMiddleware``).
 """
 
 from __future__ import annotations
 
 from base64 import b32encode
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,6 +38,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -54,7 +60,60 @@ def user_is_verified(user: Any) -> bool:
 
 
 def _password_only(user: Any) -> bool:
+    """Signed in by the first step (a password, or single sign-on) but not yet verified."""
     return bool(user.is_authenticated and user.is_active and user.is_staff and not user_is_verified(user))
+
+
+# --- A second factor the identity provider asserted (single sign-on) ------------------------------
+
+IDP_MFA_SESSION_KEY = "governance_idp_mfa"
+
+
+class IdentityProviderMfaMiddleware:
+    """Counts a session as verified when its single sign-on carried the identity provider's
+    assertion of a second factor (governance/oidc.py writes ``IDP_MFA_SESSION_KEY`` after login).
+
+    Why a session flag and not django-otp's login with a device: django-otp's verified state is the
+    id of a confirmed device of the user, kept in the session. A device standing for "the provider
+    did it" would be a new model, and would count as the user's authenticator everywhere
+    (``user_has_device``): their next password sign-in would go to a verify page no code can pass
+    instead of enrolling an authenticator. The flag lives in the session, which ``auth.login``
+    flushes when another user signs in and logout ends, and names the user it was given to. It
+    makes ``user.is_verified()`` true, which is what the admin (``user_is_verified``) and the API's
+    session authentication ask, and leaves ``user.otp_device`` empty: no device verified anything.
+
+    Installed right after OTPMiddleware. Synchronous only: async code reading ``request.auser()``
+    sees django-otp's answer alone (unverified after single sign-on), the safe side.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None:
+            request.user = SimpleLazyObject(partial(_honour_idp_mfa, request, user))
+        return self.get_response(request)
+
+
+def _honour_idp_mfa(request: HttpRequest, user: Any) -> Any:
+    if user.is_authenticated and not user_is_verified(user):
+        asserted = request.session.get(IDP_MFA_SESSION_KEY)
+        if isinstance(asserted, dict) and asserted.get("user") == str(user.pk):
+            user.is_verified = _asserted_by_identity_provider
+    return user
+
+
+def _asserted_by_identity_provider() -> bool:
+    return True
+
+
+def axes_counts_passwords_only(request: HttpRequest, credentials: dict[str, Any] | None) -> bool:
+    """``AXES_WHITELIST_CALLABLE``: django-axes counts and locks out failed *passwords*. A sign-in
+    without one (the single sign-on callback: the provider judged the credentials, under its own
+    lockout) is left alone; otherwise five refused sign-ins from one address would lock every
+    single sign-on from it, and axes would store the callback's query (an authorization code)."""
+    return not (credentials or {}).get("password")
 
 
 # --- Services ------------------------------------------------------------------------------------
@@ -159,6 +218,11 @@ class MfaAdminSite(admin.AdminSite):
     index_title = "Approvals, inventory and the ledger"
     # No public site stands behind the admin ("/" answers 404): no "View site" link.
     site_url = None
+    # No navigation sidebar: at 1280 px it took 290 px from every list, which then pushed its key
+    # columns off-screen beside the filters. The home page lists every page a person may open.
+    enable_nav_sidebar = False
+    # The stock login page, plus "Sign in with <provider>" when single sign-on is configured.
+    login_template = "admin/login_with_sso.html"
 
     def has_permission(self, request: HttpRequest) -> bool:
         return super().has_permission(request) and user_is_verified(request.user)
@@ -175,12 +239,19 @@ class MfaAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.method == "GET" and _password_only(request.user):
             return self._to_second_factor(request)
+        # Always in the context, empty when single sign-on is off: a variable the template cannot
+        # resolve makes Django log the whole context at DEBUG, the typed username included.
+        sso = {"sso_name": "", "sso_url": ""}
+        if settings.OIDC_ENABLED:
+            query = urlencode({"next": self._next(request)})
+            sso = {"sso_name": settings.OIDC_PROVIDER_NAME, "sso_url": f"{reverse('oidc_authentication_init')}?{query}"}
+        extra_context = {**(extra_context or {}), **sso}
         response = super().login(request, extra_context)
         if request.method == "POST" and response.status_code == 302 and _password_only(request.user):
             return self._to_second_factor(request)
         return response
 
-    # Views for a session that has passed the password only.
+    # Views for a session that has passed the first step only (password or single sign-on).
 
     def _password_stage(self, view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

@@ -57,9 +57,21 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API token"  # the admin would say "Api tokens"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def state(self) -> str:
+        """``revoked``, ``expired`` or ``live``: whether the token authenticates now."""
+        from django.utils import timezone
+
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "live"
 
 
 class ApprovalState(models.TextChoices):
@@ -160,6 +172,7 @@ class BreakGlassReview(models.Model):
 
     class Meta:
         ordering = ["due_at"]
+        verbose_name = "break-glass review"
 
     def __str__(self) -> str:
         return f"break-glass review of #{self.request_id} ({self.outcome or 'open'})"

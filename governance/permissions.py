@@ -19,6 +19,14 @@ def is_platform_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
     return bool(user.is_superuser or user.get_username() == SYSTEM_USERNAME)  # type: ignore[union-attr]
 
 
+def require_platform_admin(actor: AbstractBaseUser, what: str) -> None:
+    """Raise ``PermissionDenied`` unless ``actor`` is a global admin (see ``is_platform_admin``)."""
+    from common.errors import PermissionDenied
+
+    if not is_platform_admin(actor):
+        raise PermissionDenied("permission_denied", f"only a platform admin may {what}")
+
+
 def can_administer(user: AbstractBaseUser | AnonymousUser, project: Project) -> bool:
     """Granting and revoking roles in ``project``: global admins and the project's platform admins."""
     return is_platform_admin(user) or has_project_role(user, project, Role.PLATFORM_ADMIN)

@@ -34,9 +34,11 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.PLATFORM_ADMIN: "grants roles, manages quotas and service accounts",
 }
 
-# Roles whose holders work in the Django admin.
+# Roles whose holders work in the Django admin (every role a person holds: ML engineers follow
+# their requests, runs and deployments there and manage their own API tokens).
 STAFF_ROLES = frozenset(
     {
+        Role.ML_ENGINEER,
         Role.DATA_STEWARD,
         Role.SECURITY_REVIEWER,
         Role.FAIRNESS_REVIEWER,

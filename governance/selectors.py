@@ -1,16 +1,21 @@
-"""Reads of the governance app; each takes the user and returns only what that user may see."""
+"""Reads of the governance app. Those that answer a caller take the user and return only what that
+user may see; the services' own reads (``parties_of``, ``policy_set_recorded``, ``approval_holds``)
+answer for the system."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.utils import timezone
 from guardian.core import ObjectPermissionChecker
 
-from governance.models import Project
-from governance.permissions import is_platform_admin
+from common.db import rows
+from governance.models import Project, ServiceAccount
+from governance.permissions import is_platform_admin, project_roles_held
 from governance.roles import Role
 
 
@@ -50,10 +55,58 @@ def project_roles_of(*, user: AbstractBaseUser) -> list[tuple[Project, list[str]
     return result
 
 
+def service_accounts_managed(*, user: AbstractBaseUser) -> QuerySet[ServiceAccount]:
+    """The service accounts whose tokens ``user`` may see and revoke: every one for a global
+    admin; otherwise the accounts they own and those holding a role in a project where they are a
+    platform admin. The ``system`` account is a global admin's alone."""
+    if is_platform_admin(user):
+        return ServiceAccount.objects.all()
+    if not user.is_authenticated or not user.is_active:
+        return ServiceAccount.objects.none()
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import Q
+    from guardian.utils import get_user_obj_perms_model
+
+    from governance.permissions import SYSTEM_USERNAME
+
+    administered = [str(pk) for pk in project_list(user=user, roles=[Role.PLATFORM_ADMIN]).values_list("pk", flat=True)]
+    members = get_user_obj_perms_model().objects.filter(
+        content_type=ContentType.objects.get_for_model(Project), object_pk__in=administered,
+        permission__codename__in=[role.codename for role in Role],
+    ).values("user_id")  # fmt: skip
+    return ServiceAccount.objects.filter(Q(owner=user) | Q(user__in=members)).exclude(user__username=SYSTEM_USERNAME)
+
+
+def api_token_list(*, user: AbstractBaseUser) -> QuerySet[Any]:
+    """The API tokens ``user`` may see (and revoke): their own and those of the service accounts
+    they manage (``service_accounts_managed``); every token for a global admin. Newest first."""
+    from django.db.models import Q
+
+    from governance.models import ApiToken
+
+    tokens = ApiToken.objects.select_related("user").order_by("-created_at", "-pk")
+    if is_platform_admin(user):
+        return tokens
+    if not user.is_authenticated or not user.is_active:
+        return tokens.none()
+    return tokens.filter(Q(user=user) | Q(user__service_account__in=service_accounts_managed(user=user)))
+
+
+def api_token_get(*, user: AbstractBaseUser, prefix: str) -> Any:
+    """The token with this prefix, if ``user`` may see it (``api_token_list``); else 404, the same
+    answer as for a prefix no token has."""
+    from common.errors import NotFound
+
+    token = api_token_list(user=user).filter(prefix=prefix).first()
+    if token is None:
+        raise NotFound("not_found", f"no API token {prefix!r} of yours")
+    return token
+
+
 def approval_list(*, user: AbstractBaseUser, inbox: bool = False) -> QuerySet[Any]:
-    """Requests in the projects the user holds a role in. ``inbox``: pending requests the user can
-    decide now (holds a slot's role, did not ask, has not decided)."""
-    from governance.models import ApprovalRequest, ApprovalState
+    """Requests in the projects the user holds a role in. ``inbox``: the pending requests the user
+    may decide now (``approval_may_decide``)."""
+    from governance.models import ApprovalRequest
 
     queryset = (
         ApprovalRequest.objects.filter(project__in=project_list(user=user))
@@ -62,14 +115,151 @@ def approval_list(*, user: AbstractBaseUser, inbox: bool = False) -> QuerySet[An
     )
     if not inbox:
         return queryset
-    pending = queryset.filter(state=ApprovalState.PENDING).exclude(requester=user).exclude(decisions__approver=user)
-    roles_by_project = {project.pk: set(roles) for project, roles in project_roles_of(user=user)}
-    keep = [
-        request.pk
+    return queryset.filter(pk__in=approval_ids_waiting_for(user=user))
+
+
+@dataclass(frozen=True)
+class MayDecide:
+    """Whether a person may decide a request now: ``why`` says why not in words, or which slot
+    they would fill; ``roles`` are the open slots they could fill, in the rule's order."""
+
+    may: bool
+    why: str
+    roles: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.may
+
+
+def _may_decide(
+    user: Any, request: Any, roles_held: set[str], decisions: list[Any], parties: dict[int, int], authors: list[int]
+) -> MayDecide:
+    """The decision service's own rules, in its order, short of the two that bind an approval
+    alone (the subject's digest and its evidence: a rejection needs neither)."""
+    from governance.rules import PolicyViolation, open_slot_roles, refuse_own_party, role_in_words, slots_filled
+
+    if user.pk == request.requester_id:
+        return MayDecide(False, "you made this request: a requester never decides on their own request")
+    slots = request.rule["approvals"]
+    held = [slot["role"] for slot in slots if slot["role"] in roles_held]
+    if not held:
+        needed = " or ".join(role_in_words(slot["role"]) for slot in slots)
+        return MayDecide(False, f"deciding needs the role of {needed} in project {request.project.slug}")
+    if request.state != "pending":
+        return MayDecide(False, f"the request is {request.state}")
+    if request.expires_at is not None and request.expires_at <= timezone.now():
+        return MayDecide(False, f"the request expired at {request.expires_at:%Y-%m-%d %H:%M}")
+    try:
+        refuse_own_party(user, request, parties, authors)
+    except PolicyViolation as exc:
+        return MayDecide(False, exc.message)
+    if any(parties[decision.approver_id] == parties[user.pk] for decision in decisions):
+        return MayDecide(False, "you have already decided on this request: one person fills one slot")
+    open_roles = open_slot_roles(slots, slots_filled(decisions), held)
+    if not open_roles:
+        return MayDecide(False, f"the {' and '.join(map(role_in_words, held))} slot is already filled")
+    return MayDecide(True, f"you would fill the {role_in_words(open_roles[0])} slot", tuple(open_roles))
+
+
+def approval_may_decide(*, user: AbstractBaseUser, request: Any) -> MayDecide:
+    """May ``user`` decide ``request`` now? By the rules ``approval_request_decide`` applies: a
+    role in the project with an open slot of the rule, the request pending and unexpired,
+    separation of duties (not the requester, nor the subject's maker, nor their service account
+    or its owner) and no decision of theirs yet. The digest and the evidence are left to the
+    service: they refuse an approval, not a rejection."""
+    from governance.subjects import authors_of
+
+    roles_held = {role.value for role in project_roles_held(user, request.project)}
+    decisions = list(request.decisions.all())
+    authors = authors_of(request.subject_type, [request.subject_id]).get(request.subject_id, [])
+    parties = parties_of([user.pk, request.requester_id, *authors, *(d.approver_id for d in decisions)])
+    return _may_decide(user, request, roles_held, decisions, parties, authors)
+
+
+def approval_ids_waiting_for(*, user: AbstractBaseUser) -> list[int]:
+    """The pending requests ``user`` may decide now (``approval_may_decide`` for each), in a
+    constant number of queries: roles, candidate requests with their decisions, the subjects'
+    makers per subject type, the parties."""
+    from django.db.models import Q
+
+    from governance.models import ApprovalRequest, ApprovalState
+    from governance.subjects import authors_of
+
+    if not user.is_authenticated:
+        return []
+    roles_by_project = {project.pk: set(roles) for project, roles in project_roles_of(user=user) if roles}
+    pending = (
+        ApprovalRequest.objects.filter(project_id__in=list(roles_by_project), state=ApprovalState.PENDING)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .exclude(requester=user)
+        .select_related("project")
+        .prefetch_related("decisions")
+    )
+    candidates = [
+        request
         for request in pending
-        if roles_by_project.get(request.project_id, set()) & {slot["role"] for slot in request.rule["approvals"]}
+        if roles_by_project[request.project_id] & {slot["role"] for slot in request.rule["approvals"]}
     ]
-    return queryset.filter(pk__in=keep)
+    ids_by_type: dict[str, list[str]] = {}
+    for request in candidates:
+        ids_by_type.setdefault(request.subject_type, []).append(request.subject_id)
+    authors = {kind: authors_of(kind, ids) for kind, ids in ids_by_type.items()}
+    parties = parties_of(
+        [user.pk]
+        + [request.requester_id for request in candidates]
+        + [author for found in authors.values() for ids in found.values() for author in ids]
+        + [decision.approver_id for request in candidates for decision in request.decisions.all()]
+    )
+    return [
+        request.pk
+        for request in candidates
+        if _may_decide(
+            user, request, roles_by_project[request.project_id], list(request.decisions.all()), parties,
+            authors[request.subject_type].get(request.subject_id, []),
+        )
+    ]  # fmt: skip
+
+
+def approvals_waiting_for(*, user: AbstractBaseUser) -> QuerySet[Any]:
+    """The requests ``user`` may decide now, those expiring first at the top."""
+    from django.db.models import F
+
+    from governance.models import ApprovalRequest
+
+    return (
+        ApprovalRequest.objects.filter(pk__in=approval_ids_waiting_for(user=user))
+        .select_related("project", "requester")
+        .order_by(F("expires_at").asc(nulls_last=True), "created_at")
+    )
+
+
+# What the ledger records about one request, in the order it happens.
+APPROVAL_ENTRY_ACTIONS = (
+    "approval.requested", "approval.slot_filled", "approval.approved", "approval.rejected", "approval.withdrawn",
+    "approval.expired", "approval.break_glass", "approval.break_glass_reviewed", "separation_of_duties.refused",
+)  # fmt: skip
+
+
+def approval_ledger_entries(request: Any) -> list[dict[str, Any]]:
+    """The ledger entries about ``request`` (submitted, each decision and refusal, withdrawal,
+    expiry, break-glass and its review), oldest first: index, time, action, actor's name and
+    payload (sealed values shown sealed). Read by the subject's indexed columns, then kept when
+    the payload names this request (a subject may have had other requests)."""
+    from audits.ledger.models import Entry
+    from audits.ledger.selectors import entry_decoded
+
+    found = Entry.objects.filter(
+        subject_type=request.subject_type, subject_id=request.subject_id, action__in=APPROVAL_ENTRY_ACTIONS
+    ).order_by("index")
+    entries = []
+    for entry in found:
+        payload = entry_decoded(entry)["entry"].get("payload") or {}
+        if payload.get("request") == request.pk:
+            entries.append({
+                "index": entry.index, "time": entry.created_at, "action": entry.action, "actor": entry.actor_name,
+                "payload": payload,
+            })  # fmt: skip
+    return entries
 
 
 def approval_get(*, user: AbstractBaseUser, pk: int) -> Any:
@@ -79,7 +269,6 @@ def approval_get(*, user: AbstractBaseUser, pk: int) -> Any:
     every visible project: three small queries on the hot path of every decision."""
     from common.errors import NotFound
     from governance.models import ApprovalRequest
-    from governance.permissions import project_roles_held
 
     request = (
         ApprovalRequest.objects.select_related("project", "requester")
@@ -110,3 +299,46 @@ def break_glass_reviews(*, user: AbstractBaseUser) -> QuerySet[Any]:
         .select_related("request__project", "admin", "closed_by")
         .order_by("closed_at", "due_at")
     )
+
+
+def parties_of(user_ids: Iterable[int]) -> dict[int, int]:
+    """Each user's party for separation of duties: a service account with an owner counts as its
+    owner (automation never decides on its owner's requests, nor fills a second slot for them);
+    anyone else as themselves. One query."""
+    ids = sorted(set(user_ids))
+    # On every decision: one hand-written statement (common/db/rows.py), not a compiled queryset.
+    field = ServiceAccount._meta.get_field
+    user, owner = field("user").column, field("owner").column
+    owned = dict(
+        rows.fetch(
+            f"SELECT {user}, {owner} FROM {rows.table(ServiceAccount)} "  # noqa: S608 (names from model metadata)
+            f"WHERE {owner} IS NOT NULL AND {user} IN ({', '.join(['%s'] * len(ids))})",
+            ids,
+        )
+    )
+    return {pk: owned.get(pk, pk) for pk in ids}
+
+
+def policy_set_recorded(policy_hash: str) -> bool:
+    """Is this policy set recorded? Asked on every decision: hand-written (common/db/rows.py)."""
+    from governance.models import PolicySetRecord
+
+    return bool(rows.fetch(f"SELECT 1 FROM {rows.table(PolicySetRecord)} WHERE hash = %s", [policy_hash]))  # noqa: S608 (names from model metadata)
+
+
+def approval_holds(*, subject_type: str, subject_id: str, action: str, digest: str) -> bool:
+    """Is there an approval, unexpired and not revoked by a break-glass review, for this action on
+    the subject as it is now (its digest)?"""
+    from django.db.models import Q
+
+    from governance.models import ApprovalRequest, ApprovalState
+
+    return (
+        ApprovalRequest.objects.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+            subject_type=subject_type, subject_id=str(subject_id), action=action, subject_digest=digest,
+            state=ApprovalState.APPROVED,
+        )
+        .exclude(break_glass__outcome="revoked")
+        .exists()
+    )  # fmt: skip

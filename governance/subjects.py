@@ -5,6 +5,11 @@ A subject type says how to find an object by id, which project owns it, its dige
 its governed fields: an approval is given to a digest, and stops counting when it changes), a short
 description for approvers, policy context it decides itself, what happens when a request
 about it is approved, and who made it (they never decide on it).
+
+Apps also register summaries (``register_summary``): the few facts a decider reads on the
+decision page (a dataset version's personal data, a model's lineage, a deployment's audit
+verdicts). Several apps may add facts to one subject type; the page shows them in the order the
+apps registered them.
 """
 
 from __future__ import annotations
@@ -30,9 +35,28 @@ class SubjectType:
     # The user ids of who made the subject (its uploader, its requester): under separation of
     # duties they never decide on a request about it, whoever submitted the request.
     authors: Callable[[Any], Iterable[int]] | None = None
+    # The same for many subjects at once (subject id -> author ids), for lists that ask it of every
+    # pending request (who may decide what): one query instead of one ``get`` per request.
+    authors_by_id: Callable[[list[str]], dict[str, list[int]]] | None = None
 
+
+@dataclass(frozen=True)
+class Fact:
+    """One line of a subject's summary: what it is about (``label``), what is true (``value``),
+    the object it names (``link``: the page links its admin page when the viewer may open it),
+    and a ``tone`` for a verdict a decider should notice (``ok``, ``warning`` or ``bad``; empty
+    for a plain fact)."""
+
+    label: str
+    value: str
+    link: Any = None
+    tone: str = ""
+
+
+Summary = Callable[[Any], Iterable[Fact]]
 
 _TYPES: dict[str, SubjectType] = {}
+_SUMMARIES: dict[str, list[Summary]] = {}
 
 
 def register_subject_type(subject_type: SubjectType) -> None:
@@ -49,3 +73,44 @@ def subject_type(name: str) -> SubjectType:
 
 def subject_types() -> list[str]:
     return sorted(_TYPES)
+
+
+def register_summary(name: str, summary: Summary) -> None:
+    """Add ``summary`` (subject object -> facts) to the decision page of subject type ``name``."""
+    _SUMMARIES.setdefault(name, []).append(summary)
+
+
+def subject_summary(name: str, obj: Any) -> list[Fact]:
+    """The facts every app registered for subject type ``name``, about ``obj``, in their order."""
+    return [fact for summary in _SUMMARIES.get(name, []) for fact in summary(obj)]
+
+
+def subject_ids(ids: Iterable[str]) -> list[int]:
+    """The ids that can name a row (ASCII digits within the database's integers), as integers."""
+    return [int(pk) for pk in map(str, ids) if pk.isascii() and pk.isdigit() and int(pk) < 2**63]
+
+
+def authors_by_field(model: Any, field: str) -> Callable[[list[str]], dict[str, list[int]]]:
+    """An ``authors_by_id`` for subjects whose author is the foreign key ``field`` of their row."""
+
+    def authors(ids: list[str]) -> dict[str, list[int]]:
+        found = model.objects.filter(pk__in=subject_ids(ids)).values_list("pk", f"{field}_id")
+        return {str(pk): [author] for pk, author in found}
+
+    return authors
+
+
+def authors_of(name: str, ids: Iterable[str]) -> dict[str, list[int]]:
+    """Who made each subject of type ``name`` (subject id -> user ids); a missing one is absent."""
+    kind = subject_type(name)
+    wanted = sorted(set(map(str, ids)))
+    if kind.authors is None or not wanted:
+        return {}
+    if kind.authors_by_id is not None:
+        return kind.authors_by_id(wanted)
+    found = {}
+    for pk in wanted:
+        obj = kind.get(pk)
+        if obj is not None:
+            found[pk] = list(kind.authors(obj))
+    return found

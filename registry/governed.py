@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import SubjectType, register_subject_type
+from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
 
 
 def _dataset_version(pk: str) -> Any:
@@ -27,13 +27,13 @@ def _dataset_version(pk: str) -> Any:
         return None
     version = rows.load(DatasetVersion, found[0])
     dataset = rows.load(Dataset, found[0], rows.width(DatasetVersion))
-    rows.attach(dataset, "project", rows.load(Project, found[0], rows.width(DatasetVersion) + rows.width(Dataset)))
-    rows.attach(version, "dataset", dataset)
+    dataset.project = rows.load(Project, found[0], rows.width(DatasetVersion) + rows.width(Dataset))
+    version.dataset = dataset
     return version
 
 
 def _describe(version: Any) -> dict[str, Any]:
-    from registry.services import use_status
+    from registry.rules import use_status
 
     usable, reason = use_status(version)
     return {
@@ -59,7 +59,7 @@ def _dataset_version_context(version: Any) -> dict[str, str]:
 
 
 def _personal_data_reviewed(version: Any) -> tuple[bool, str]:
-    from registry.services import use_status
+    from registry.rules import use_status
 
     return use_status(version)
 
@@ -85,8 +85,84 @@ def _describe_model_version(version: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _when(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
+
+
+def _counted(count: int | None, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _pii_facts(version: Any) -> list[Fact]:
+    """What a decider asks of a dataset version: its record of processing in short, its latest
+    PII scan (status, and per entity type how many hits in how many records), the steward's
+    review and whether it may be used."""
+    from registry.models import PiiVerdict, Review, ScanStatus
+    from registry.rules import use_status
+    from registry.selectors import latest_scan
+
+    dataset = version.dataset
+    facts = [
+        Fact("dataset", f"{dataset.name} ({dataset})", link=dataset),
+        Fact("purpose", f"{dataset.purpose}; lawful basis {dataset.get_lawful_basis_display()}"),
+        Fact("records", f"{_counted(version.record_count, 'record')} "
+                        f"({_counted(version.duplicate_count, 'duplicate')}), "
+                        f"{version.format}, {_counted(version.size_bytes, 'byte')}"),
+    ]  # fmt: skip
+    scan = latest_scan(version)
+    if scan is None:
+        facts.append(Fact("PII scan", "not scanned yet", tone="warning"))
+    elif scan.status == ScanStatus.SUCCEEDED:
+        scanned = _counted(scan.records_scanned, "record")
+        facts.append(Fact("PII scan", f"succeeded {_when(scan.finished_at)}, {scanned} scanned", link=scan, tone="ok"))
+        found = [
+            f"{entity}: {hits.get('count', 0)} in {_counted(hits.get('records', 0), 'record')}"
+            for entity, hits in sorted((scan.findings or {}).items())
+        ]
+        facts.append(
+            Fact("personal data found", "; ".join(found) if found else "none", tone="warning" if found else "ok")
+        )
+    elif scan.status == ScanStatus.FAILED:
+        facts.append(Fact("PII scan", f"failed {_when(scan.finished_at)}: {scan.error}", link=scan, tone="bad"))
+    else:
+        facts.append(Fact("PII scan", f"{scan.status} since {_when(scan.requested_at)}", link=scan, tone="warning"))
+    if version.pii_verdict == PiiVerdict.FOUND:
+        reviewed = version.review != Review.UNREVIEWED
+        by = f" by {version.reviewed_by.get_username()}, {_when(version.reviewed_at)}" if version.reviewed_by else ""
+        facts.append(
+            Fact("steward's review", f"{version.get_review_display()}{by}", tone="" if reviewed else "warning")
+        )
+    usable, reason = use_status(version)
+    facts.append(Fact("usable", f"{'yes' if usable else 'no'}: {reason}", tone="ok" if usable else "bad"))
+    return facts
+
+
+def _lineage_facts(version: Any) -> list[Fact]:
+    """Where a model version came from: its weights, its chain of bases, the dataset versions in
+    its lineage (with whether each may be used now) and the run that made it."""
+    from registry.rules import use_status
+    from registry.selectors import lineage_of_model_version
+
+    lineage = lineage_of_model_version(version)
+    facts = [Fact("weights", f"{version.weights_digest}, {len(version.files)} files, {version.size_bytes} bytes")]
+    facts += [Fact("base model version", str(base), link=base) for base in lineage["base_model_versions"]]
+    if not lineage["base_model_versions"]:
+        facts.append(Fact("base model version", f"none: registered from {version.source}"))
+    for dataset_version in lineage["dataset_versions"]:
+        usable, reason = use_status(dataset_version)
+        facts.append(Fact("trained on", f"{dataset_version}: {reason}", link=dataset_version,
+                          tone="" if usable else "bad"))  # fmt: skip
+    made = version.lineage or {}
+    if made.get("fine_tune_run"):
+        facts.append(Fact("made by", f"fine-tune run {made['fine_tune_run']} (attempt {made.get('attempt', 1)})"))
+    if version.mlflow_model_name:
+        facts.append(Fact("MLflow", f"{version.mlflow_model_name} version {version.mlflow_version}"))
+    return facts
+
+
 def register() -> None:
-    from registry.services import dataset_version_digest
+    from registry.models import DatasetVersion, ModelVersion
+    from registry.rules import dataset_version_digest
 
     register_subject_type(
         SubjectType(
@@ -97,9 +173,11 @@ def register() -> None:
             describe=_describe,
             context=_dataset_version_context,
             authors=lambda version: [version.created_by_id],
+            authors_by_id=authors_by_field(DatasetVersion, "created_by"),
         )
     )
     register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)
+    register_summary("dataset_version", _pii_facts)
     # Model versions are governed for their deployment (``model_version.deploy``); the audits
     # register the evidence checks a deployment policy asks for.
     register_subject_type(
@@ -110,5 +188,7 @@ def register() -> None:
             digest=_model_version_digest,
             describe=_describe_model_version,
             authors=lambda version: [version.created_by_id],
+            authors_by_id=authors_by_field(ModelVersion, "created_by"),
         )
     )
+    register_summary("model_version", _lineage_facts)

@@ -126,9 +126,36 @@ class PiiScan(models.Model):
 
     class Meta:
         ordering = ["-requested_at"]
+        verbose_name = "PII scan"
 
     def __str__(self) -> str:
         return f"scan {self.pk} of {self.version} ({self.status})"
+
+
+class FindingState(models.TextChoices):
+    """A data steward's judgement of one finding of a scan."""
+
+    FALSE_POSITIVE = "false_positive", "not personal data"
+    PERSONAL_DATA = "personal_data", "personal data"
+
+
+class PiiFindingMark(models.Model):
+    """A data steward's mark on one finding of a scan: ``finding`` is its number in the scan's
+    findings (``registry.rules.scan_findings``), which never change once the scan is recorded.
+    The mark holds no text of the record: the finding is a location, the mark a judgement."""
+
+    scan = models.ForeignKey(PiiScan, on_delete=models.PROTECT, related_name="marks")
+    finding = models.PositiveIntegerField()
+    state = models.CharField(max_length=32, choices=FindingState.choices)
+    marked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    marked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["scan_id", "finding"]
+        constraints = [models.UniqueConstraint(fields=["scan", "finding"], name="registry_finding_mark_unique")]
+
+    def __str__(self) -> str:
+        return f"finding {self.finding} of scan {self.scan_id}: {self.state}"
 
 
 class DataSubjectIndexEntry(models.Model):

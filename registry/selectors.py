@@ -1,5 +1,6 @@
-"""Reads of the registry; each takes the user and returns only what the user may see (a project
-the user holds no role in answers 404, exactly like one that does not exist)."""
+"""Reads of the registry. Those that take the user return only what the user may see (a project
+the user holds no role in answers 404, exactly like one that does not exist); the others are the
+services' and workers' own reads, after their caller checked the role."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from common.errors import NotFound
+from common import artifacts
+from common.errors import Conflict, NotFound
 from governance.models import Project
 from governance.selectors import project_list
-from registry.models import Dataset, DatasetVersion, PiiScan
+from registry.models import Dataset, DatasetVersion, PiiScan, ScanStatus
 
 
 def project_get(*, user: Any, slug: str) -> Project:
@@ -52,6 +54,11 @@ def version_get(*, user: Any, pk: int) -> DatasetVersion:
 
 def latest_scan(version: DatasetVersion) -> PiiScan | None:
     return version.scans.order_by("-requested_at").first()
+
+
+def latest_completed_scan(version: DatasetVersion) -> PiiScan | None:
+    """The scan whose findings the version's verdict and review are about: its latest succeeded one."""
+    return version.scans.filter(status=ScanStatus.SUCCEEDED).order_by("-finished_at", "-pk").first()
 
 
 def lineage_of_dataset_version(version: DatasetVersion) -> dict[str, list[Any]]:
@@ -141,3 +148,22 @@ def prompt_template_list(*, user: Any, project: Project) -> QuerySet[Any]:
     return PromptTemplate.objects.filter(project__in=project_list(user=user), project=project).select_related(
         "project", "owner"
     )
+
+
+def dataset_version_get(*, pk: int) -> DatasetVersion:
+    version = DatasetVersion.objects.select_related("dataset__project").filter(pk=pk).first()
+    if version is None:
+        raise NotFound("not_found", f"no dataset version {pk}")
+    return version
+
+
+def dataset_version_bytes(version: DatasetVersion) -> bytes:
+    """The version's bytes, checked against its content hash; a 409 when they are gone or changed
+    (``blob_missing``, ``blob_corrupt``), never a 500 nor a task that dies with its row running.
+    Every app that reads a dataset version's bytes reads them here."""
+    try:
+        return artifacts.read_blob(version.sha256)
+    except artifacts.ArtifactCorrupt as exc:
+        raise Conflict("blob_corrupt", f"dataset version {version.pk}: {exc}") from None
+    except artifacts.ArtifactMissing as exc:
+        raise Conflict("blob_missing", f"dataset version {version.pk}: {exc}") from None

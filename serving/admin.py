@@ -1,29 +1,124 @@
 """Admin pages of serving: deployments with their grants, live state and inference-log summaries.
-Read-only; retirement goes through the same service as the API."""
+Rows change only through services: an ML engineer asks for one on "Request a deployment" (the
+deployment and its approval request, as the API makes them), and retirement goes through the same
+service as the API."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from typing import Any
+
+from django import forms
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from common.admin import PROJECT_FILTER
-from common.errors import DomainError
-from common.security_log import refusal
+from common.admin import DONE, PROJECT_FILTER, call_service_for_each
 from governance.admin import ProjectScopedAdmin
-from serving.models import Deployment
+from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
+from registry.models import ModelVersion, PromptTemplate
+from serving.grants import GUARD_MODES, RUNTIMES
+from serving.models import Deployment, Environment
+from serving.specs import GUARD_ENTITIES
+
+
+class DeploymentRequestForm(forms.Form):
+    """What ``deployment_request`` takes (where it runs, how big, the runtime guard), for the
+    projects where the person is an ML engineer; ``serving.specs`` checks the values again."""
+
+    name = forms.SlugField(max_length=100, help_text="A slug, e.g. support-assistant: the service's name.")
+    environment = forms.ChoiceField(
+        choices=Environment.choices, initial=Environment.STAGING,
+        help_text="Production asks for more approvals and evidence than staging (deployment.deploy).",
+    )  # fmt: skip
+    runtime = forms.ChoiceField(choices=[(r, r) for r in RUNTIMES], initial="transformers")
+    replicas = forms.IntegerField(min_value=1, max_value=16, initial=1)
+    gpu_count = forms.IntegerField(min_value=0, initial=0, label="GPUs", help_text="0 serves on the CPU.")
+    max_tokens = forms.IntegerField(min_value=1, initial=64, label="Max tokens", help_text="Per answer.")
+    guard_mode = forms.ChoiceField(
+        choices=[(m, m) for m in GUARD_MODES], initial="redact", label="Guard mode",
+        help_text="What the runtime guard does with personal data in prompts and answers.",
+    )  # fmt: skip
+    guard_entities = forms.MultipleChoiceField(
+        choices=[(e, e) for e in GUARD_ENTITIES], initial=list(GUARD_ENTITIES), required=False,
+        widget=forms.CheckboxSelectMultiple, label="Guarded entity types",
+    )  # fmt: skip
+    comment = comment_field()
+
+    def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        versions = ModelVersion.objects.filter(model__project__in=projects).select_related("model__project")
+        self.fields["model_version"] = forms.ModelChoiceField(
+            versions.order_by("model__project__slug", "model__slug", "-number"), label="Model version",
+            help_text="The weights to serve; the deployment belongs to its project.",
+        )  # fmt: skip
+        self.fields["prompt_template"] = forms.ModelChoiceField(
+            PromptTemplate.objects.filter(project__in=projects).select_related("project").order_by("project__slug"),
+            required=False, label="Prompt template", empty_label="none",
+        )  # fmt: skip
+        self.fields["gpu_type"] = gpu_type_field()
+        self.order_fields(
+            [
+                "name",
+                "model_version",
+                "environment",
+                "runtime",
+                "prompt_template",
+                "replicas",
+                "gpu_count",
+                "gpu_type",
+                "max_tokens",
+                "guard_mode",
+                "guard_entities",
+                "comment",
+            ]
+        )
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(ProjectScopedAdmin):
+class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
     list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
     # Only the projects of deployments this admin may see (a plain filter lists every project).
     list_filter = ["state", "environment", PROJECT_FILTER, "created_at"]
     list_select_related = ["project", "model_version__model"]
-    readonly_fields = ["grant_list", "log_summary", "monitoring_charts"]
+    # Where it runs and its guard in words rather than the admin's JSON.
+    exclude = ["target", "guard"]
+    readonly_fields = ["target_shown", "guard_shown", "grant_list", "log_summary", "monitoring_charts"]
+
+    @admin.display(description="target")
+    def target_shown(self, deployment: Deployment) -> str:
+        target = deployment.target or {}
+        return ", ".join(f"{k.replace('_', ' ')} {v if v not in ('', None) else '-'}" for k, v in target.items()) or "-"
+
+    @admin.display(description="runtime guard")
+    def guard_shown(self, deployment: Deployment) -> str:
+        guard = deployment.guard or {}
+        entities = ", ".join(guard.get("entities") or []) or "no entity type"
+        return f"{guard.get('mode', 'off')} on {entities}"
+
     actions = ["retire"]
+
+    request_form = DeploymentRequestForm
+    request_what, request_title, request_submit = "Deployment", "Request a deployment", "Request the deployment"
+    request_intro = (
+        "The deployment starts once the approvals and evidence its policy asks for are given (deployment.deploy: "
+        "for staging a platform admin and a recent security scan; for production a compliance officer too, a bias "
+        "evaluation and approved training data), to exactly what you ask here."
+    )
+    request_field_aliases = {"guard.mode": "guard_mode", "guard.entities": "guard_entities"}
+
+    def submit_request(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, Any]:
+        """The deployment and its approval request, through ``deployment_request_submit``."""
+        from serving.services import deployment_request_submit
+
+        return deployment_request_submit(
+            actor=request.user, comment=data["comment"], model_version=data["model_version"], name=data["name"],
+            environment=data["environment"], runtime=data["runtime"],
+            target={key: data[key] for key in ("replicas", "gpu_count", "gpu_type", "max_tokens")},
+            guard={"mode": data["guard_mode"], "entities": data["guard_entities"]},
+            prompt_template=data["prompt_template"],
+        )  # fmt: skip
 
     @admin.display(description="grants")
     def grant_list(self, deployment: Deployment) -> str:
@@ -90,11 +185,8 @@ class DeploymentAdmin(ProjectScopedAdmin):
     def retire(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
         from serving.services import deployment_retire
 
-        for deployment in queryset:
-            try:
-                deployment_retire(actor=request.user, deployment=deployment, reason="retired in the admin")
-            except DomainError as exc:
-                refusal(request, exc, deployment=deployment.pk)
-                messages.error(request, f"deployment {deployment.pk}: {exc.message}")
-            else:
-                messages.success(request, f"deployment {deployment.pk}: retired")
+        call_service_for_each(
+            request, queryset,
+            lambda d: deployment_retire(actor=request.user, deployment=d, reason="retired in the admin"),
+            name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk}, each={DONE: "retired"},
+        )  # fmt: skip

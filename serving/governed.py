@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import SubjectType, register_subject_type
+from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
 
 PARAMS = {"profile": str, "max_age_days": int}
 
@@ -29,17 +29,52 @@ def _describe(deployment: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _deployment_facts(deployment: Any) -> list[Fact]:
+    """What is deployed where: the model version and its training data (the lineage), the
+    environment, the resources and the runtime guard. The audits' verdicts on these weights
+    follow, from the audits app."""
+    from registry.selectors import lineage_of_model_version
+
+    version = deployment.model_version
+    target = deployment.target or {}
+    guard = deployment.guard or {}
+    facts = [
+        Fact("state", deployment.get_state_display()),
+        Fact("model version", f"{version} ({version.weights_digest})", link=version),
+        Fact("environment", f"{deployment.get_environment_display()}, runtime {deployment.runtime}"),
+        Fact(
+            "resources", ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(target.items())) or "-"
+        ),
+        Fact(
+            "runtime guard",
+            f"{guard.get('mode', 'off')}" + (f" on {', '.join(guard['entities'])}" if guard.get("entities") else ""),
+        ),
+    ]
+    if deployment.previous_id:
+        facts.append(Fact("replaces", str(deployment.previous), link=deployment.previous))
+    lineage = lineage_of_model_version(version)
+    facts += [
+        Fact("trained on", str(dataset_version), link=dataset_version)
+        for dataset_version in lineage["dataset_versions"]
+    ]
+    return facts
+
+
 def register() -> None:
     from audits.checks.services import bias_within_bounds, security_scan_passed
-    from serving.services import deployment_digest, on_deployment_approved, training_data_approved
+    from serving.models import Deployment
+    from serving.rules import deployment_digest
+    from serving.selectors import training_data_approved
+    from serving.services import on_deployment_approved
 
     register_subject_type(
         SubjectType(
             name="deployment", get=_deployment, project=lambda d: d.project, digest=deployment_digest,
             describe=_describe, context=lambda d: {"environment": d.environment}, on_approved=on_deployment_approved,
-            authors=lambda d: [d.requested_by_id],
+            authors=lambda d: [d.requested_by_id], authors_by_id=authors_by_field(Deployment, "requested_by"),
         )
     )  # fmt: skip
+    register_summary("deployment", _deployment_facts)
     # The audits of the deployment's model version, asked of the deployment.
     register_check(
         "security_scan_passed", "deployment", lambda d, **p: security_scan_passed(d.model_version, **p), PARAMS

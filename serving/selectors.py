@@ -1,16 +1,25 @@
-"""Reads of the serving app; each takes the user and returns only what that user may see."""
+"""Reads of the serving app. Those a person asks for take the user and return only what that
+user may see; the others (evidence, the system's account, a deployment's files, the promotion a
+request would duplicate, whether a request was served) are asked by the services and the
+governance plug-in, which check the actor themselves."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 
 from common.errors import DomainError, NotFound
+from governance.permissions import SYSTEM_USERNAME
 from governance.selectors import project_list
-from serving.models import Deployment
+from governance.services import approval_holds
+from registry.services import dataset_version_digest
+from serving.models import Deployment, Environment
+from serving.rules import PROMOTION_OPEN_STATES, deployment_digest
 
 
 def deployment_list(*, user: Any) -> QuerySet[Deployment]:
@@ -26,10 +35,82 @@ def deployment_get(*, user: Any, pk: int) -> Deployment:
     return deployment
 
 
+def system_account() -> Any:
+    """The service account the system acts through (the worker, the supervisor)."""
+    return get_user_model().objects.get(username=SYSTEM_USERNAME)
+
+
+def deployment_folder(deployment: Deployment) -> Path:
+    """The deployment's folder on the worker: its weights, grant, verifier keys, the server's
+    output and its inference log (the embedded default: a local folder shared by the worker and
+    the web process)."""
+    return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}"
+
+
 def inference_log_path(deployment: Deployment) -> Path:
-    """Where the deployment's server writes its inference log (the embedded default: a local
-    folder shared by the worker and the web process)."""
-    return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}" / "inference.jsonl"
+    """Where the deployment's server writes its inference log."""
+    return deployment_folder(deployment) / "inference.jsonl"
+
+
+def training_data_approved(deployment: Deployment) -> tuple[bool, str]:
+    """Evidence: every dataset version the model was trained on (its lineage, through its base
+    versions) is still approved for training as it is now."""
+    versions, seen, current = [], set(), deployment.model_version
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        versions.extend(current.dataset_versions.all())
+        current = current.base
+    for version in versions:
+        if not approval_holds(
+            subject_type="dataset_version", subject_id=str(version.pk), action="dataset_version.use_for_training",
+            digest=dataset_version_digest(version),
+        ):  # fmt: skip
+            return (
+                False,
+                f"dataset version {version.pk} ({version.dataset} v{version.number}) is not approved for training",
+            )
+    return True, f"{len(versions)} dataset version(s) in the lineage, each approved for training"
+
+
+def deployment_promotion_twin(deployment: Deployment) -> Deployment | None:
+    """The production deployment a promotion of ``deployment`` would duplicate: same project and
+    name, and the same digest as the promotion would have (weights, runtime, target, guard, prompt
+    template), still requested, starting, handed off or live."""
+    candidate = Deployment(
+        project=deployment.project, name=deployment.name, model_version=deployment.model_version,
+        environment=Environment.PRODUCTION, runtime=deployment.runtime, target=deployment.target,
+        guard=deployment.guard, prompt_template=deployment.prompt_template,
+    )  # fmt: skip
+    digest = deployment_digest(candidate)
+    open_twins = Deployment.objects.filter(
+        project=deployment.project, name=deployment.name, environment=Environment.PRODUCTION,
+        state__in=PROMOTION_OPEN_STATES,
+    ).select_related("project", "model_version", "prompt_template")  # fmt: skip
+    return next((twin for twin in open_twins.order_by("pk") if deployment_digest(twin) == digest), None)
+
+
+def deployment_served_request(deployment: Deployment, request_id: uuid.UUID) -> bool:
+    """Did the deployment's server answer ``request_id``? Its inference log has one line per
+    request, written and flushed before the answer goes out, each with the ``request_id`` it
+    answered with (``X-Request-Id``) and the grant's deployment. Only lines that name the id are
+    parsed; an unreadable line never counts as served."""
+    from serving.monitoring import parse_log_line
+
+    log = inference_log_path(deployment)
+    if not log.is_file():
+        return False
+    needle = str(request_id).encode()
+    with log.open("rb") as handle:
+        for line in handle:
+            if needle not in line or not line.endswith(b"\n"):
+                continue
+            try:
+                record = parse_log_line(line)
+            except ValueError:
+                continue
+            if record.get("request_id") == str(request_id) and record.get("deployment") == deployment.pk:
+                return True
+    return False
 
 
 def deployment_monitoring(*, deployment: Deployment, window_s: int) -> dict[str, Any]:

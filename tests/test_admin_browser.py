@@ -4,11 +4,8 @@ live server, with a real Celery worker behind it.
 The officer signs in with a password and enrols an authenticator (the code computed here from
 the secret the page shows), approves a pending request in the inbox with a reason, finds the
 decision in the ledger browser, generates a governance report, waits for it in the list and
-downloads a PDF that ``report verify`` accepts. A full-page screenshot of every page is kept
-under ``var/test-artifacts/browser/`` (git-ignored), to see what the officer saw.
-
-Chromium is Debian's (``.ci/run`` installs it): Playwright's own browser download does not
-work here. The test is skipped, saying so, where ``/usr/bin/chromium`` is missing.
+downloads a PDF that ``report verify`` accepts. Screenshots and accessibility checks of every
+page: tests/browser.py.
 """
 
 from __future__ import annotations
@@ -16,12 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import subprocess
 import time
-from base64 import b32decode
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +23,6 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
-from django_otp.oath import totp
 
 from audits.ledger.models import Entry
 from audits.reports.models import ReportRun, ReportState
@@ -39,66 +31,16 @@ from governance.services import approval_request_decide, approval_request_submit
 from registry.models import PiiScan, ScanStatus
 from registry.services import dataset_version_upload, pii_scan_run
 from registry.tests.conftest import make_dataset
+from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_time
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts" / "browser"
-PASSWORD = "correct horse battery staple"
 REASON = "reviewed the scan and the digest; fine for the tone fine-tune"
-TIMEOUT_MS = 15_000
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"the browser tests drive Debian's Chromium at {CHROMIUM}: `apt-get install chromium` (.ci/run does)",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
-class Pages:
-    """The browser tab and a numbered full-page screenshot of each page it shows."""
-
-    def __init__(self, page: Any, base_url: str) -> None:
-        self.page = page
-        self.base_url = base_url
-        self.shots: list[Path] = []
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base_url + path)
-
-    def shot(self, name: str) -> None:
-        path = ARTIFACTS / f"{len(self.shots) + 1:02d}-{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        self.shots.append(path)
-
-
-@contextmanager
-def _browser(base_url: str) -> Iterator[Pages]:
-    """Chromium, one tab. While it is open Playwright's event loop runs in this thread, and
-    Django's ORM refuses calls from it: the test reads the database before and after, not during."""
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):
-        old.unlink()
-    print(f"\nbrowser screenshots: {ARTIFACTS}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        context.set_default_timeout(TIMEOUT_MS)
-        pages = Pages(context.new_page(), base_url)
-        try:
-            yield pages
-        except BaseException:
-            with suppress(Exception):  # the page the failure left behind, if the browser still answers
-                pages.shot("failed")
-            raise
-        finally:
-            context.close()
-            browser.close()
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    require_chromium()  # before the test builds anything
 
 
 def _pending_request(people: dict[str, Any]) -> ApprovalRequest:
@@ -129,12 +71,6 @@ def _pending_request(people: dict[str, Any]) -> ApprovalRequest:
     return request
 
 
-def _code_from(secret_shown: str) -> str:
-    """What the officer's authenticator app shows for the secret on the enrolment page (the
-    device's defaults: 30 s steps, 6 digits)."""
-    return f"{totp(b32decode(secret_shown.replace(' ', '')), step=30, digits=6):06d}"
-
-
 def test_officer_signs_in_with_mfa_approves_sees_the_ledger_and_downloads_a_report(
     people: dict[str, Any], celery_worker_process: subprocess.Popen[bytes], live_server: Any, tmp_path: Path
 ) -> None:
@@ -149,30 +85,12 @@ def test_officer_signs_in_with_mfa_approves_sees_the_ledger_and_downloads_a_repo
     today = timezone.now().date()
     started = time.monotonic()
 
-    with _browser(live_server.url) as pages:
+    with browser(live_server.url, "compliance-officer-report") as pages:
         page = pages.page
 
         # 1. Password, then enrolment of an authenticator (the first sign-in).
-        pages.goto("/admin/")
-        page.wait_for_selector("form#login-form")
-        pages.shot("login")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form#login-form [type=submit]")
-        page.wait_for_url(re.compile(r"/admin/mfa/enrol/"))
-        secret = page.inner_text("#mfa-secret")
-        assert page.inner_text("#mfa-otpauth-uri").startswith("otpauth://totp/")
-        expect(page.locator("#mfa-qr svg")).to_be_visible()
-        pages.shot("mfa-enrol")
-        page.fill("input[name=token]", _code_from(secret))
-        page.click("#mfa-enrol-form [type=submit]")
-        page.wait_for_selector("#mfa-backup-codes")
-        assert page.locator("#mfa-backup-codes li").count() == 8
-        pages.shot("mfa-enrolled")
-        page.click("#mfa-continue")
-        page.wait_for_selector("#site-name")
+        sign_in_first_time(pages, username)
         expect(page.locator("#content-main")).to_contain_text("Approval requests")
-        pages.shot("admin-index")
         # Every link the officer sees on the index leads to a page (the session's cookies go along).
         hrefs = page.eval_on_selector_all("a[href^='/']", "links => links.map(a => a.getAttribute('href'))")
         broken = {
@@ -199,6 +117,12 @@ def test_officer_signs_in_with_mfa_approves_sees_the_ledger_and_downloads_a_repo
         page.fill("input[name=reason]", REASON)
         page.click("#changelist-form button[name=index]")
         expect(page.locator("ul.messagelist")).to_contain_text("Approved 1 request(s).")
+        # The inbox shows what waits for the officer: the approved request has left it; "All" shows it.
+        expect(row).to_have_count(0)
+        page.click("#changelist-filter a[href='?waiting=all']")
+        page.wait_for_selector("#result_list")
+        # The list's links now carry the filter (?_changelist_filters=...).
+        row = page.locator("#result_list tbody tr", has=page.locator(link.replace("$=", "*=")))
         expect(row.locator("td.field-state")).to_have_text("Approved")
         pages.shot("inbox-approved")
 
@@ -247,8 +171,8 @@ def test_officer_signs_in_with_mfa_approves_sees_the_ledger_and_downloads_a_repo
         download.save_as(pdf)
     browser_seconds = time.monotonic() - started
 
-    assert [shot.name for shot in pages.shots] == [
-        "01-login.png", "02-mfa-enrol.png", "03-mfa-enrolled.png", "04-admin-index.png", "05-inbox.png",
+    assert pages.names() == [
+        "01-login.png", "02-mfa-enrol.png", "03-mfa-enrolled.png", "04-home.png", "05-inbox.png",
         "06-request.png", "07-inbox-approved.png", "08-ledger.png", "09-ledger-entry.png",
         "10-report-generate.png", "11-report-queued.png", "12-report-done.png",
     ]  # fmt: skip

@@ -139,7 +139,7 @@ def _template_regex(path: str) -> re.Pattern[str]:
 def _objects_for(path: str, objects: dict[str, Any]) -> dict[str, Any]:
     """The path parameters that name ``objects``' instance of what ``path`` addresses."""
     route = path.lstrip("/").replace("{id}", "<int:pk>").replace("{slug}", "<slug:slug>")
-    route = route.replace("{index}", "<int:index>")
+    route = route.replace("{index}", "<int:index>").replace("{prefix}", "<slug:prefix>")
     match = _template_regex(path).fullmatch(_path(route, objects))
     assert match is not None, path
     return {name: int(value) if value.isdigit() else value for name, value in match.groupdict().items()}

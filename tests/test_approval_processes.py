@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def _racer(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "governance.tests.racer", *args],
+        [sys.executable, "-m", "tests.racer", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

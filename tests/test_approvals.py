@@ -39,7 +39,12 @@ PATTERN_ONLY = {"PII_NLP_MODEL": "blank", "PII_ENTITIES": ["EMAIL_ADDRESS"], "PI
 
 def _version(people: dict[str, Any], data: bytes = b'{"text": "no personal data here"}\n') -> DatasetVersion:
     dataset = make_dataset(people, slug=f"d{DatasetVersion.objects.count()}")
-    version, _ = dataset_version_upload(actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data)
+    # In a transactional test the session's Celery worker, if one runs, would claim the scan once the
+    # upload commits: it goes to a queue no worker reads, and runs here.
+    with override_settings(PII_SCAN_QUEUE="approvals-tests"):
+        version, _ = dataset_version_upload(
+            actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data
+        )
     with override_settings(**PATTERN_ONLY):
         pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
     version.refresh_from_db()
@@ -346,6 +351,10 @@ def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[s
     assert _entries(action="approval.approved")[0]["actor"]["name"] == "data-steward"
     index = ApprovalDecision.objects.get(request=request).ledger_index
     history = client.get(f"/admin/governance/approvalrequest/{request.pk}/change/").content.decode()
+    # The steward reads no ledger page: the decision's entry is named, not linked (no link to a 403).
+    assert f"<td>#{index}</td>" in history and f'href="/admin/ledger/entry/{index}/change/"' not in history
+    admin_login(client, people["compliance_officer"])
+    history = client.get(f"/admin/governance/approvalrequest/{request.pk}/change/").content.decode()
     assert f'href="/admin/ledger/entry/{index}/change/"' in history
     other = _submit(people, _version(people))
     admin_login(client, people["auditor"])  # not an approver: the service refuses and the admin says why
@@ -484,18 +493,15 @@ def test_personal_data_makes_the_request_high_risk_whatever_the_requester_says(p
 def test_a_policy_set_recorded_meanwhile_by_another_process_is_not_recorded_twice(
     people: dict[str, Any], monkeypatch: Any
 ) -> None:
-    from common.db import rows
-    from governance import services
     from governance.models import PolicySetRecord
+    from governance.services import policy_sets
 
     policies = current_policy_set()
     PolicySetRecord.objects.get_or_create(hash=policies.hash, defaults={"files": policies.files})
     changes = len(_entries(action="policy_set.changed"))
     # The other process commits between this one's read and its insert: the read says "not yet".
-    monkeypatch.setattr(
-        services.rows, "fetch", lambda sql, params: [] if "policysetrecord" in sql else rows.fetch(sql, params)
-    )
-    assert services._policy_set_in_force().hash == policies.hash
+    monkeypatch.setattr(policy_sets, "policy_set_recorded", lambda policy_hash: False)
+    assert policy_sets.policy_set_in_force().hash == policies.hash
     monkeypatch.undo()
     assert PolicySetRecord.objects.filter(hash=policies.hash).count() == 1
     assert len(_entries(action="policy_set.changed")) == changes

@@ -20,7 +20,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from conftest import manage_in, subprocess_env
+from conftest import manage_in, require_tool, subprocess_env
 
 # One data steward approves; no evidence is asked, so the drill needs no PII scan (Presidio takes
 # 20 s to load). The policies live in each service's own POLICY_DIR, which the backup carries.
@@ -216,8 +216,10 @@ def postgres_databases() -> Iterator[tuple[str, str]]:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         pytest.skip("DATABASE_URL does not point at PostgreSQL (the scale pass runs this)")
-    if shutil.which("pg_dump") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/pg_dump")):
-        pytest.skip("the PostgreSQL client tools (pg_dump, pg_restore) are not installed")
+    require_tool(
+        shutil.which("pg_dump") is not None or bool(list(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))),
+        "the PostgreSQL client tools (pg_dump, pg_restore)",
+    )
     import psycopg
 
     names = [f"drill_{os.getpid()}_{role}" for role in ("source", "target")]

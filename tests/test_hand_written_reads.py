@@ -1,6 +1,7 @@
-"""The decision's hot path reads rows with hand-written SQL (common/db/rows.py): what it builds must
-be exactly what the ORM builds, on both databases, for every field type the models use (JSON,
-aware datetimes, booleans, nulls), and a lookup must refuse what the ORM would refuse."""
+"""The decision's hot path reads and writes rows with hand-written SQL (common/db/rows.py): what
+each read builds must be exactly what its queryset twin builds, and each write must store what
+``save()`` stores, on both databases, for every field type the models use (JSON, aware datetimes,
+booleans, nulls); a lookup must refuse what the ORM would refuse."""
 
 from __future__ import annotations
 
@@ -19,14 +20,9 @@ from common.db import rows
 from governance.models import ApiToken, ApprovalDecision, ApprovalRequest
 from governance.permissions import project_roles_held
 from governance.roles import Role
-from governance.services import (
-    _approval_decisions,
-    _approval_request_locked,
-    api_token_authenticate,
-    api_token_create,
-    approval_request_decide,
-    project_role_grant,
-)
+from governance.services import api_token_authenticate, api_token_create, approval_request_decide, project_role_grant
+from governance.services.decisions import _approval_decisions, _approval_request_locked
+from governance.services.policy_sets import policy_set_in_force
 from registry.governed import _dataset_version
 from registry.models import DatasetVersion
 from tests.test_approvals import _submit, _version
@@ -131,54 +127,54 @@ def test_roles_held_through_user_and_group_permissions(people: dict[str, Any]) -
     other = get_user_model().objects.create_user(username="outsider")
     assert project_roles_held(other, project) == set()
     assert project_roles_held(people["auditor"], project) == {Role.AUDITOR}
+    for someone in (user, other, people["auditor"], people["data_steward"]):
+        assert project_roles_held(someone, project) == _roles_by_queryset(someone, project)
+
+
+def _roles_by_queryset(user: Any, project: Any) -> set[Role]:
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+    where = {"content_type": ContentType.objects.get_for_model(project), "object_pk": str(project.pk)}
+    direct = get_user_obj_perms_model().objects.filter(user=user, **where)
+    grouped = get_group_obj_perms_model().objects.filter(group__user=user, **where)
+    codenames = set(direct.values_list("permission__codename", flat=True)) | set(
+        grouped.values_list("permission__codename", flat=True)
+    )
+    return {role for role in Role if role.codename in codenames}
+
+
+@pytest.mark.django_db
+def test_the_policy_set_record_is_read_as_the_orm_reads_it(people: dict[str, Any]) -> None:
+    from governance.models import PolicySetRecord
+    from governance.selectors import policy_set_recorded
+
+    recorded = policy_set_in_force()
+    assert policy_set_recorded(recorded.hash) is PolicySetRecord.objects.filter(hash=recorded.hash).exists() is True
+    assert policy_set_recorded("sha256:none") is PolicySetRecord.objects.filter(hash="sha256:none").exists() is False
 
 
 @pytest.mark.django_db
 def test_parties_read_by_hand_match_the_orm(people: dict[str, Any]) -> None:
     from governance.models import ServiceAccount
-    from governance.services import _parties, service_account_create
+    from governance.selectors import parties_of
+    from governance.services import service_account_create
 
     owned = service_account_create(actor=people["system"], username="owned-bot", owner=people["ml_engineer"])
     ownerless = service_account_create(actor=people["system"], username="lone-bot")
     ids = [people["ml_engineer"].pk, owned.user_id, ownerless.user_id, people["auditor"].pk]
     orm = dict(ServiceAccount.objects.filter(user_id__in=ids, owner__isnull=False).values_list("user_id", "owner_id"))
-    assert _parties(ids) == {pk: orm.get(pk, pk) for pk in ids}
-    assert _parties(ids)[owned.user_id] == people["ml_engineer"].pk
-    assert _parties(ids)[ownerless.user_id] == ownerless.user_id
+    assert parties_of(ids) == {pk: orm.get(pk, pk) for pk in ids}
+    assert parties_of(ids)[owned.user_id] == people["ml_engineer"].pk
+    assert parties_of(ids)[ownerless.user_id] == ownerless.user_id
 
 
 @pytest.mark.django_db
-def test_the_lean_cursor_reads_like_djangos_and_capture_still_sees_it(people: dict[str, Any]) -> None:
+def test_a_statement_runs_on_djangos_cursor(people: dict[str, Any]) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     sql = f"SELECT username, '100%%' FROM {rows.table(get_user_model())} WHERE id = %s"  # noqa: S608
-    lean = rows.fetch(sql, [people["auditor"].pk])
-    assert lean == [("auditor", "100%")]  # %s and a literal %% converted as Django converts them
-    with CaptureQueriesContext(connection) as captured:  # a capturing test gets Django's logged cursor
-        assert rows.fetch(sql, [people["auditor"].pk]) == lean
+    with CaptureQueriesContext(connection) as captured:
+        assert rows.fetch(sql, [people["auditor"].pk]) == [("auditor", "100%")]  # %s and %% as Django reads them
     assert len(captured) == 1 and "100%" in captured[0]["sql"]
-
-
-@pytest.mark.django_db
-def test_the_lean_cursor_translates_errors_and_refuses_a_broken_transaction(people: dict[str, Any]) -> None:
-    from django.db import DatabaseError
-    from django.db.transaction import TransactionManagementError
-
-    with pytest.raises(DatabaseError, match=r"no_such_table|no such table"):
-        with transaction.atomic():
-            rows.fetch("SELECT 1 FROM no_such_table WHERE 1 = %s", [1])
-    request = _submit(people, _version(people))
-    made = ApprovalDecision(
-        request=request, approver=people["data_steward"], role="data_steward", decision="approve",
-        reason="r", subject_digest=request.subject_digest, policy_hash="sha256:x", ledger_index=1,
-    )  # fmt: skip
-    rows.insert(made)
-    twin = ApprovalDecision(**{f.attname: getattr(made, f.attname) for f in made._meta.concrete_fields[1:]})
-    with transaction.atomic():
-        # sqlite3's or psycopg's error, translated into Django's.
-        with pytest.raises(IntegrityError), transaction.atomic(savepoint=False):
-            rows.insert(twin)
-        # The failed statement broke the transaction: the next one is refused, as Django refuses it.
-        with pytest.raises(TransactionManagementError):
-            rows.fetch("SELECT 1 WHERE 1 = %s", [1])

@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT, subprocess_env
 
-HEAVY = ["presidio_analyzer", "spacy", "torch", "transformers", "mlflow", "garak"]
+HEAVY = ["presidio_analyzer", "spacy", "torch", "transformers", "mlflow", "garak", "matplotlib"]
 
 PROBE = f"""
 import json, sys, django

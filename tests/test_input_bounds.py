@@ -132,7 +132,7 @@ def test_the_token_admin_shows_and_revokes_only_ones_own_tokens(people: dict[str
     def revoke(*tokens: ApiToken) -> list[str]:
         response = client.post(
             "/admin/governance/apitoken/",
-            {"action": "revoke", "_selected_action": [t.pk for t in tokens]},
+            {"action": "revoke", "_selected_action": [t.pk for t in tokens], "post": "yes"},  # confirmed
             follow=True,
         )
         assert response.status_code == 200

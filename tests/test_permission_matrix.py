@@ -10,6 +10,7 @@ object's state, never 401/403/404).
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/approvals/<int:pk>/break-glass", "POST"): (["platform_admin"], True),
     ("api/v1/break-glass-reviews/", "GET"): (AUTHENTICATED, False),
     ("api/v1/break-glass-reviews/<int:pk>/close", "POST"): (["compliance_officer"], True),
+    ("api/v1/tokens/", "GET"): (AUTHENTICATED, False),
+    # The matrix calls with tokens, and a token never creates tokens (an admin session with MFA does).
+    ("api/v1/tokens/", "POST"): ([], False),
+    # A service account's token in the project: its platform admin revokes it; others see no such token.
+    ("api/v1/tokens/<slug:prefix>/revoke", "POST"): (["platform_admin"], True),
     ("api/v1/ledger/checkpoint", "GET"): (PUBLIC, False),
     ("api/v1/ledger/keys", "GET"): (PUBLIC, False),
     ("api/v1/ledger/proofs/inclusion", "GET"): (PUBLIC, False),
@@ -224,6 +230,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): {"outcome": "kept", "note": "negligible share"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
+# Where a member whose role may not act does not see the object either: 404 rather than 403.
+HIDDEN_FROM_OTHER_ROLES = {("api/v1/tokens/<slug:prefix>/revoke", "POST")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
 
 
@@ -243,6 +251,11 @@ def api_endpoints() -> list[tuple[str, str]]:
 
     walk(get_resolver().url_patterns, "")
     return sorted(set(found))
+
+
+def openapi_path(route: str) -> str:
+    """The schema's name of a URL conf route: ``api/v1/datasets/<int:pk>`` -> ``/api/v1/datasets/{id}``."""
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{id}" if m[1] == "pk" else "{" + m[1] + "}", route)
 
 
 def test_every_endpoint_has_a_row() -> None:
@@ -332,8 +345,17 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
-        "evaluation": evaluation.pk, "report": _report(project, owner_roles), **_privacy_scenario(project, people, owner_roles),
+        "evaluation": evaluation.pk, "report": _report(project, owner_roles), "token": _ci_token(project, people), **_privacy_scenario(project, people, owner_roles),
     }  # fmt: skip
+
+
+def _ci_token(project: Any, people: dict[str, Any]) -> str:
+    """The prefix of a token of a CI service account working in the project."""
+    from governance.services import service_account_create
+
+    account = service_account_create(actor=people["system"], username=f"{project.slug}-ci")
+    project_role_grant(actor=people["system"], project=project, user=account.user, role=Role.ML_ENGINEER, reason="ci")
+    return api_token_create(actor=people["system"], user=account.user, name="ci")[0].prefix
 
 
 def _report(project: Any, owner_roles: dict[str, Any]) -> int:
@@ -401,6 +423,7 @@ def _path(route: str, objects: dict[str, Any]) -> str:
         "model"
     )  # fmt: skip
     path = "/" + route.replace("<slug:slug>", objects["slug"]).replace("<int:index>", "0")
+    path = path.replace("<slug:prefix>", objects["token"])
     return path.replace("<int:pk>", str(objects[kind]))
 
 
@@ -437,7 +460,7 @@ def test_permission_matrix(client: Client, people: dict[str, Any]) -> None:
             if allowed == PUBLIC or (role != "anonymous" and (allowed == AUTHENTICATED or role in allowed)):
                 expected = "OK"
             else:
-                expected = "401" if role == "anonymous" else "403"
+                expected = "401" if role == "anonymous" else "404" if key in HIDDEN_FROM_OTHER_ROLES else "403"
             got = str(code) if code in (401, 403, 404) else "OK"
             if got != expected:
                 failures.append(f"{method} {route} as {role} (own): expected {expected}, got {code}")

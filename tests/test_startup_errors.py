@@ -47,6 +47,8 @@ def _run_check(
         ({"SQLITE_BUSY_TIMEOUT": "twenty"}, "SQLITE_BUSY_TIMEOUT"),
         ({"CELERY_BROKER_URL": "carrier-pigeon://coop"}, "CELERY_BROKER_URL"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"GOV_PUBLIC_URL": "governance.example.org"}, "GOV_PUBLIC_URL"),
+        ({"API_TOKEN_MAX_DAYS": "0"}, "API_TOKEN_MAX_DAYS"),
     ],
 )
 def test_bad_setting_stops_with_one_line(tmp_path: Path, env: dict[str, str], variable: str) -> None:

@@ -1,33 +1,128 @@
 """Admin pages of training: runs (live state, metrics, approvals, output) and GPU quotas.
-Read-only; a run is cancelled through the same service as the API."""
+Rows change only through services: an ML engineer requests a run on "Request a fine-tune run"
+(the run and its approval request, as the API's two calls make them), and a run is cancelled
+through the same service as the API."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django import forms
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html, format_html_join
 
-from common.admin import PROJECT_FILTER
-from common.errors import DomainError
-from common.security_log import refusal
+from common.admin import DONE, PROJECT_FILTER, call_service_for_each
 from governance.admin import ProjectScopedAdmin
+from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
+from registry.models import DatasetVersion, ModelVersion
 from training.models import FineTuneRun, GpuQuota
 
 
+class RunRequestForm(forms.Form):
+    """What ``fine_tune_run_request`` takes, for the projects where the person is an ML engineer;
+    the hyperparameters the engine knows, with its defaults."""
+
+    name = forms.CharField(max_length=200, help_text="What the run makes, e.g. support-tone-v2.")
+    comment = comment_field()
+    text_field = forms.CharField(
+        max_length=200, initial="text", help_text="The field of each record that holds the training text."
+    )
+    method = forms.ChoiceField(choices=[("full", "full fine-tune"), ("lora", "LoRA adapter")], initial="full")
+    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    learning_rate = forms.FloatField(min_value=0, initial=5e-5, widget=forms.NumberInput(attrs={"step": "any"}))
+    batch_size = forms.IntegerField(min_value=1, max_value=4096, initial=4)
+    seed = forms.IntegerField(min_value=0, initial=0, help_text="The same seed and data give the same weights.")
+    gpu_count = forms.IntegerField(
+        min_value=0, initial=0, label="GPUs",
+        help_text="0 runs on the CPU; several GPUs need a platform admin's approval too.",
+    )  # fmt: skip
+    gpu_hours_estimate = forms.DecimalField(
+        min_value=0, max_digits=10, decimal_places=2, initial=0, label="GPU-hours (estimate)",
+        help_text="Counted against the project's GPU quota while the run is open.",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bases = ModelVersion.objects.filter(model__project__in=projects).select_related("model__project")
+        versions = DatasetVersion.objects.filter(dataset__project__in=projects).select_related("dataset__project")
+        self.fields["base"] = forms.ModelChoiceField(
+            bases.order_by("model__project__slug", "model__slug", "-number"), label="Base model version",
+            help_text="The weights to start from; the run belongs to its project.",
+        )  # fmt: skip
+        self.fields["dataset_versions"] = forms.ModelMultipleChoiceField(
+            versions.order_by("dataset__project__slug", "dataset__slug", "-number"), label="Dataset versions",
+            widget=forms.CheckboxSelectMultiple,
+            help_text="Only versions approved for training (with their personal data reviewed) may be used.",
+        )  # fmt: skip
+        self.fields["gpu_type"] = gpu_type_field()
+        self.order_fields(
+            [
+                "name",
+                "base",
+                "dataset_versions",
+                "text_field",
+                "method",
+                "epochs",
+                "learning_rate",
+                "batch_size",
+                "seed",
+                "gpu_count",
+                "gpu_type",
+                "gpu_hours_estimate",
+                "comment",
+            ]
+        )
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The queues runs went to; a run not queued yet has none, and the admin's own filter would
+    offer that as a link without a name."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        queues = model_admin.get_queryset(request).exclude(queue="").values_list("queue", flat=True).distinct()
+        return [("-", "not queued"), *((queue, queue) for queue in sorted(queues))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[FineTuneRun]) -> QuerySet[FineTuneRun]:
+        value = self.value()
+        return queryset if value is None else queryset.filter(queue="" if value == "-" else value)
+
+
 @admin.register(FineTuneRun)
-class FineTuneRunAdmin(ProjectScopedAdmin):
+class FineTuneRunAdmin(RequestAddMixin, ProjectScopedAdmin):
     list_display = ["id", "name", "project", "state", "progress_summary", "gpu_count", "gpu_type", "requested_by",
                     "created_at", "output"]  # fmt: skip
-    list_filter = ["state", PROJECT_FILTER, "queue", "cpu_fallback", "created_at"]
+    list_filter = ["state", PROJECT_FILTER, QueueFilter, "cpu_fallback", "created_at"]
     list_select_related = ["project", "requested_by", "output__model"]
     search_fields = ["name", "failure_reason"]
-    readonly_fields = ["run_digest", "approvals", "usage"]
+    # The hyperparameters in words rather than the admin's JSON.
+    exclude = ["hyperparameters"]
+    readonly_fields = ["hyperparameters_shown", "run_digest", "approvals", "usage"]
     actions = ["cancel"]
+
+    request_form = RunRequestForm
+    request_what, request_title, request_submit = "Fine-tune run", "Request a fine-tune run", "Request the run"
+    request_intro = (
+        "The run trains once the approvals its policy asks for are given (fine_tune_run.execute: another ML "
+        "engineer, and a platform admin for several GPUs); they approve exactly what you ask here, by its digest."
+    )
+
+    def submit_request(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, Any]:
+        """The run and its approval request, through ``fine_tune_run_request_submit``."""
+        from training.services import fine_tune_run_request_submit
+
+        return fine_tune_run_request_submit(
+            actor=request.user, comment=data["comment"], project=data["base"].model.project, name=data["name"],
+            base=data["base"], dataset_versions=list(data["dataset_versions"]),
+            hyperparameters={key: data[key] for key in ("method", "epochs", "learning_rate", "batch_size", "seed")},
+            text_field=data["text_field"], gpu_type=data["gpu_type"], gpu_count=data["gpu_count"],
+            gpu_hours_estimate=data["gpu_hours_estimate"],
+        )  # fmt: skip
 
     @admin.display(description="progress")
     def progress_summary(self, run: FineTuneRun) -> str:
@@ -36,9 +131,13 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
             return "-"
         return f"step {run.progress.get('step')}/{run.progress.get('total_steps')}, loss {loss:.4f}"
 
+    @admin.display(description="hyperparameters")
+    def hyperparameters_shown(self, run: FineTuneRun) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {'-' if v is None else v}" for k, v in run.hyperparameters.items())
+
     @admin.display(description="digest")
     def run_digest(self, run: FineTuneRun) -> str:
-        from training.services import fine_tune_run_digest
+        from training.rules import fine_tune_run_digest
 
         return fine_tune_run_digest(run)
 
@@ -55,11 +154,13 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
             )
             for r in run_approvals(run)
         ]
-        return format_html_join(mark_safe("<br>"), '<a href="{}">#{}</a> {} ({})', rows) or "-"
+        # A list, whose links the workbench underlines (a link beside text must not rely on colour).
+        items = format_html_join("", '<li><a href="{}">#{}</a> {} ({})</li>', rows)
+        return format_html('<ul class="run-approvals" style="margin: 0; padding: 0">{}</ul>', items) if rows else "-"
 
     @admin.display(description="project GPU-hours")
     def usage(self, run: FineTuneRun) -> str:
-        from training.services import gpu_usage
+        from training.selectors import gpu_usage
 
         u = gpu_usage(run.project)
         return f"quota {u['quota']}, requested {u['requested']}, used {u['used']}, available {u['available']}"
@@ -68,14 +169,12 @@ class FineTuneRunAdmin(ProjectScopedAdmin):
     def cancel(self, request: HttpRequest, queryset: QuerySet[FineTuneRun]) -> None:
         from training.services import fine_tune_run_cancel
 
-        for run in queryset:
-            try:
-                fine_tune_run_cancel(actor=request.user, run=run, reason="cancelled in the admin")
-            except DomainError as exc:
-                refusal(request, exc, fine_tune_run=run.pk)
-                messages.error(request, f"run {run.pk}: {exc.message}")
-            else:
-                messages.success(request, f"run {run.pk}: cancelled (a running run stops at its next heartbeat)")
+        call_service_for_each(
+            request, queryset,
+            lambda run: fine_tune_run_cancel(actor=request.user, run=run, reason="cancelled in the admin"),
+            name=lambda run: f"run {run.pk}", refusal_fields=lambda run: {"fine_tune_run": run.pk},
+            each={DONE: "cancelled (a running run stops at its next heartbeat)"},
+        )  # fmt: skip
 
 
 @admin.register(GpuQuota)
@@ -84,7 +183,7 @@ class GpuQuotaAdmin(ProjectScopedAdmin):
     list_select_related = ["project", "updated_by"]
 
     def _usage(self, quota: GpuQuota) -> dict[str, Any]:
-        from training.services import gpu_usage
+        from training.selectors import gpu_usage
 
         return gpu_usage(quota.project)
 

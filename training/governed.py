@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import SubjectType, register_subject_type
+from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
 
 
 def _run(pk: str) -> Any:
@@ -19,7 +19,7 @@ def _run(pk: str) -> Any:
 
 
 def _describe(run: Any) -> dict[str, Any]:
-    from training.services import datasets_approved
+    from training.rules import datasets_approved
 
     holds, detail = datasets_approved(run)
     return {
@@ -34,8 +34,39 @@ def _describe(run: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _lineage_facts(run: Any) -> list[Fact]:
+    """What the run would train on and with: its base model version, each dataset version with
+    whether it may be used and is approved for training as it is now, the resources asked."""
+    from governance.selectors import approval_holds
+    from registry.rules import dataset_version_digest, use_status
+    from training.rules import DATASET_ACTION
+
+    facts = [
+        Fact("state", run.get_state_display()),
+        Fact("base model version", f"{run.base} ({run.base.weights_digest})", link=run.base),
+    ]
+    for version in sorted(run.dataset_versions.select_related("dataset__project"), key=lambda v: v.pk):
+        usable, reason = use_status(version)
+        approved = approval_holds(
+            subject_type="dataset_version", subject_id=str(version.pk), action=DATASET_ACTION,
+            digest=dataset_version_digest(version),
+        )  # fmt: skip
+        verdict = "approved for training" if approved else "not approved for training"
+        tone = "ok" if usable and approved else "bad"
+        facts.append(Fact("dataset version", f"{version}: {reason}; {verdict}", link=version, tone=tone))
+    gpus = f"{run.gpu_count} x {run.gpu_type}" if run.gpu_count else "CPU only"
+    facts.append(Fact("resources", f"{gpus}, about {run.gpu_hours_estimate} GPU-hours"))
+    settings = ", ".join(f"{key}={value}" for key, value in sorted(run.hyperparameters.items()))
+    facts.append(Fact("hyperparameters", settings or "defaults"))
+    if run.prompt_template_id:
+        facts.append(Fact("prompt template", str(run.prompt_template), link=run.prompt_template))
+    return facts
+
+
 def register() -> None:
-    from training.services import datasets_approved, fine_tune_run_digest, on_run_approved, resource_tier
+    from training.models import FineTuneRun
+    from training.rules import datasets_approved, fine_tune_run_digest, resource_tier
+    from training.services import on_run_approved
 
     register_subject_type(
         SubjectType(
@@ -47,6 +78,8 @@ def register() -> None:
             context=lambda run: {"resource_tier": resource_tier(run)},
             on_approved=on_run_approved,
             authors=lambda run: [run.requested_by_id],
+            authors_by_id=authors_by_field(FineTuneRun, "requested_by"),
         )
     )
     register_check("datasets_approved", "fine_tune_run", datasets_approved)
+    register_summary("fine_tune_run", _lineage_facts)

@@ -25,6 +25,9 @@ class GpuQuota(models.Model):
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "GPU quota"
+
     def __str__(self) -> str:
         return f"{self.project.slug}: {self.gpu_hours} GPU-hours"
 
@@ -89,6 +92,7 @@ class FineTuneRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "heartbeat_at"], name="training_run_state_heartbeat")]
+        verbose_name = "fine-tune run"
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.name}) in {self.project.slug}"

@@ -1,15 +1,18 @@
-"""Reads of the training app; each takes the user and returns only what that user may see."""
+"""Reads of the training app. Those that take the user return only what that user may see; the
+others are the services' own reads, after their caller checked the role."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import QuerySet, Sum
 
 from common.errors import NotFound
 from governance.models import Project
 from governance.selectors import project_list
-from training.models import FineTuneRun
+from training.models import TERMINAL_STATES, FineTuneRun, GpuQuota
 
 
 def run_list(*, user: Any, project: Project | None = None) -> QuerySet[FineTuneRun]:
@@ -36,3 +39,18 @@ def run_approvals(run: FineTuneRun) -> list[Any]:
         .prefetch_related("decisions__approver")
         .order_by("-created_at")
     )
+
+
+def gpu_usage(project: Project) -> dict[str, Decimal]:
+    """The project's GPU-hours: quota, requested by open runs (estimates of their current
+    attempts), used by the ended attempts of every run (``gpu_hours_used`` adds up each attempt's
+    hours, so a run started again keeps the hours its earlier attempts used)."""
+    quota = GpuQuota.objects.filter(project=project).values_list("gpu_hours", flat=True).first()
+    runs = FineTuneRun.objects.filter(project=project)
+    requested = runs.exclude(state__in=TERMINAL_STATES).aggregate(h=Sum("gpu_hours_estimate"))["h"] or Decimal(0)
+    used = runs.aggregate(h=Sum("gpu_hours_used"))["h"] or Decimal(0)
+    limit = Decimal(quota if quota is not None else settings.TRAINING_DEFAULT_GPU_HOURS)
+    cents = Decimal("0.01")
+    usage = {"quota": limit, "requested": Decimal(requested), "used": Decimal(used)}
+    usage["available"] = usage["quota"] - usage["requested"] - usage["used"]
+    return {name: value.quantize(cents) for name, value in usage.items()}

@@ -4,7 +4,7 @@ service as the API); waivers are approvals (the approval inbox)."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -12,9 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audits.checks.models import BiasEvaluation, SecurityScan
-from common.admin import PROJECT_FILTER
-from common.errors import DomainError
-from common.security_log import refusal
+from common.admin import DONE, PROJECT_FILTER, call_service_for_each
 from governance.admin import ProjectScopedAdmin
 
 
@@ -29,14 +27,12 @@ class _AuditAdmin(ProjectScopedAdmin):
     def cancel(self, request: HttpRequest, queryset: QuerySet[SecurityScan] | QuerySet[BiasEvaluation]) -> None:
         from audits.checks.services import audit_cancel
 
-        for audit in queryset:
-            try:
-                audit_cancel(actor=request.user, audit=audit, reason="cancelled in the admin")
-            except DomainError as exc:
-                refusal(request, exc, **{self.kind: audit.pk})
-                messages.error(request, f"{self.kind} {audit.pk}: {exc.message}")
-            else:
-                messages.success(request, f"{self.kind} {audit.pk}: cancelled")
+        call_service_for_each(
+            request, queryset,
+            lambda audit: audit_cancel(actor=request.user, audit=audit, reason="cancelled in the admin"),
+            name=lambda audit: f"{self.kind} {audit.pk}", refusal_fields=lambda audit: {self.kind: audit.pk},
+            each={DONE: "cancelled"},
+        )  # fmt: skip
 
     @admin.display(description="digest (what a waiver binds to)")
     def audit_digest(self, audit: SecurityScan | BiasEvaluation) -> str:

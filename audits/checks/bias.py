@@ -2,14 +2,13 @@
 
 The model's free-text answers are mapped to labels (:func:`map_answers`), scored per group of a
 sensitive feature (:func:`evaluate`), held against a policy's bounds (:func:`check_bounds`) and
-drawn (:func:`chart_png`). Pure module, no Django: fairlearn, scikit-learn and matplotlib are
-imported only when a metric is computed or a chart drawn, so importing this module costs nothing.
+drawn (:func:`chart_png`). Pure module, no Django: fairlearn, scikit-learn and the chart module
+are imported only when a metric is computed or a chart drawn, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
 import math
 import re
 from collections import Counter
@@ -252,48 +251,31 @@ def _distinct(value: float, bound: float) -> tuple[str, str]:
 
 
 def chart_png(result: BiasResult, metric: str) -> bytes:
-    """A bar chart of ``metric`` for each group, the overall value as a dashed line, as PNG bytes.
+    """A bar chart of ``metric`` for each group, the overall value as a dashed line, as PNG bytes
+    (drawn by ``common.charts``: the same result gives the same bytes).
 
-    Groups without records are shown as "no records". Raises ``ValueError`` for a metric the
-    evaluation did not compute.
+    Groups without records are shown as "no records", a value the metric leaves undefined (NaN)
+    as "undefined". Raises ``ValueError`` for a metric the evaluation did not compute.
     """
     if metric not in result.by_group:
         raise ValueError(f"metric: {metric!r} was not computed; computed: {', '.join(result.by_group) or 'none'}")
-    # The object API with an explicit Agg canvas: no pyplot, so no global figure state and no
-    # dependence on whichever backend the process chose.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from common import charts
 
-    values = result.by_group[metric]
-    figure = Figure(figsize=(max(4.0, 1.2 * len(result.groups) + 2), 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    positions = list(range(len(result.groups)))
-    heights = [values[group] or 0.0 for group in result.groups]
-    bars = axes.bar(positions, heights, color="#4c72b0")
-    for bar, group in zip(bars, result.groups, strict=True):
-        value = values[group]
-        note = "no records" if value is None else f"{value:.3f}\nn={result.counts[group]}"
-        axes.annotate(
-            note,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    axes.axhline(result.overall[metric], color="#555555", linestyle="--", linewidth=1, label="overall")
-    axes.set_xticks(positions, result.groups)
-    axes.set_ylim(0, max(1.0, *heights) * 1.2)
-    axes.set_xlabel(result.sensitive_feature)
-    axes.set_ylabel(metric)
-    axes.set_title(f"{metric} by {result.sensitive_feature}")
-    axes.legend(loc="upper right", fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    values = [result.by_group[metric][group] for group in result.groups]
+    shown = [value if value is not None and math.isfinite(value) else None for value in values]
+    notes = [
+        "no records" if value is None else "undefined" if drawn is None else f"{value:.3f}\nn={result.counts[group]}"
+        for value, drawn, group in zip(values, shown, result.groups, strict=True)
+    ]
+    overall = result.overall[metric]
+    chart = charts.Chart(
+        "bar", result.groups, {metric: shown}, title=f"{metric} by {result.sensitive_feature}",
+        x_label=result.sensitive_feature, y_label=metric, notes=notes,
+        reference=("overall", overall) if math.isfinite(overall) else None,
+        y_max=max([1.0, *(v for v in shown if v is not None)]) * 1.2,
+        width=max(320, 90 * len(result.groups) + 100), height=300, font_size=10,
+    )  # fmt: skip
+    return charts.png(chart)
 
 
 def result_to_dict(result: BiasResult) -> dict[str, Any]:

@@ -46,3 +46,17 @@ def audit_approvals(kind: str, audit: Any) -> list[Any]:
         .prefetch_related("decisions__approver")
         .order_by("-created_at")
     )
+
+
+def latest_audits_of(model_version: ModelVersion) -> list[Any]:
+    """The latest security scan of these exact weights under each profile, then the latest bias
+    evaluation under each profile and sensitive feature: what a decider reads of a model before
+    deploying it (the policy's evidence checks judge them; this shows them)."""
+    latest: dict[tuple[str, ...], Any] = {}
+    for model in (SecurityScan, BiasEvaluation):
+        for audit in model.objects.filter(
+            model_version=model_version, weights_digest=model_version.weights_digest
+        ).order_by("-created_at", "-pk")[:100]:
+            key = (model.__name__, audit.profile_name, getattr(audit, "sensitive_feature", ""))
+            latest.setdefault(key, audit)
+    return list(latest.values())

@@ -11,76 +11,34 @@ the service's user alone: a group- or world-readable key is refused at start-up.
 
 The key ID follows C2SP signed-note: the first four bytes of
 ``SHA-256(name || 0x0A || 0x01 || public key)``. The verifier key form, published for anyone, is
-``<name>+<key id hex>+<base64(0x01 || public key)>``.
+``<name>+<key id hex>+<base64(0x01 || public key)>``. That public half (``VerifierKey``, key IDs)
+is the offline verifier's code (``verifier/``, module ``llmops_ledger_verify.keys``); this module
+adds the private keys and the key files.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from llmops_ledger_verify.keys import ED25519_ALG, KeyFileError, VerifierKey, check_name, key_id
 
-ED25519_ALG = 0x01
-_NAME_FORBIDDEN = set(" +\n\t\r") | {"\u2014"}
-
-
-class KeyFileError(Exception):
-    """The signing key file is missing, unreadable, too widely readable or malformed."""
-
-
-def _check_name(name: str) -> None:
-    if not name or any(ch in _NAME_FORBIDDEN for ch in name) or not name.isprintable():
-        raise KeyFileError(f"invalid key name {name!r}: no spaces, '+' or control characters")
-
-
-def key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519_ALG]) + public_key).digest()[:4]
-
-
-@dataclass(frozen=True)
-class VerifierKey:
-    name: str
-    key_id: bytes
-    public_key: bytes
-
-    def encode(self) -> str:
-        blob = base64.b64encode(bytes([ED25519_ALG]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{blob}"
-
-    def verify(self, signature: bytes, message: bytes) -> bool:
-        from cryptography.exceptions import InvalidSignature
-
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-
-    @classmethod
-    def decode(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+", 2)  # base64 may hold "+"; a name never does
-        if len(parts) != 3:
-            raise KeyFileError("a verifier key is <name>+<key id hex>+<base64 key>")
-        name, hex_id, blob = parts
-        _check_name(name)
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            wanted_id = bytes.fromhex(hex_id)
-        except ValueError as exc:
-            raise KeyFileError(f"verifier key {name}: bad encoding ({exc})") from None
-        if len(raw) != 33 or raw[0] != ED25519_ALG:
-            raise KeyFileError(f"verifier key {name}: not an Ed25519 key")
-        public = raw[1:]
-        if key_id(name, public) != wanted_id:
-            raise KeyFileError(f"verifier key {name}: key id {hex_id} does not match the key")
-        return cls(name=name, key_id=wanted_id, public_key=public)
+__all__ = [
+    "ED25519_ALG",
+    "KeyFileError",
+    "SignerKey",
+    "VerifierKey",
+    "key_id",
+    "load_signer_keys",
+    "load_verifier_keys",
+    "write_signer_keys",
+]
 
 
 @dataclass(frozen=True)
@@ -111,7 +69,7 @@ class SignerKey:
 
     @classmethod
     def generate(cls, name: str) -> SignerKey:
-        _check_name(name)
+        check_name(name)
         return cls(name=name, private_key=Ed25519PrivateKey.generate())
 
     @classmethod
@@ -120,7 +78,7 @@ class SignerKey:
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise KeyFileError("a signer key is PRIVATE+KEY+<name>+<key id hex>+<base64 key>")
         name, hex_id, blob = parts[2], parts[3], parts[4]
-        _check_name(name)
+        check_name(name)
         try:
             raw = base64.b64decode(blob, validate=True)
             wanted_id = bytes.fromhex(hex_id)

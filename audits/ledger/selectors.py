@@ -133,10 +133,6 @@ def entry_decoded(entry: Entry) -> dict[str, Any]:
     }
 
 
-def entries_in_range(start: int, end: int) -> list[Entry]:
-    return list(Entry.objects.filter(index__gte=start, index__lt=end).order_by("index"))
-
-
 def last_payload(action: str, subject_type: str, subject_id: str) -> Any:
     """The payload of the latest entry of ``action`` about that subject, or ``None`` if there is
     none (for a service that records a repeated outcome only when it changes)."""

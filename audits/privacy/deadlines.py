@@ -63,7 +63,7 @@ decide by choosing ``received_at``.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -72,16 +72,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "CCPA_KINDS",
     "GDPR_CONVENTIONS",
+    "STATUSES",
     "Deadline",
     "Deadlines",
     "add_business_days",
     "add_months",
     "ccpa_deadlines",
+    "describe",
     "gdpr_deadlines",
     "is_working_day",
     "roll_to_working_day",
     "status",
     "us_federal_holidays",
+    "worst_status",
 ]
 
 GDPR_CONVENTIONS = ("eu_1182_71", "corresponding_date")
@@ -97,6 +100,7 @@ _GDPR_EXTENDED_MONTHS = 3
 
 _ONE_DAY = timedelta(days=1)
 Status = Literal["on_time", "due_soon", "overdue"]
+STATUSES: tuple[Status, ...] = ("on_time", "due_soon", "overdue")  # from the least urgent to the most
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +328,46 @@ def status(deadline: datetime | Deadline, now: datetime, *, soon: timedelta = ti
     if deadline_at - now <= soon:
         return "due_soon"
     return "on_time"
+
+
+def worst_status(
+    deadlines: Iterable[datetime | Deadline], now: datetime, *, soon: timedelta = timedelta(days=7)
+) -> Status:
+    """The most urgent :func:`status` of ``deadlines`` at ``now`` (the order of ``STATUSES``).
+
+    A request owes several answers at once (a CCPA response, and a confirmation of receipt until
+    it is given): its flag is the worst of them. Raises ``ValueError`` for no deadline at all.
+    """
+    statuses = [status(deadline, now, soon=soon) for deadline in deadlines]
+    if not statuses:
+        raise ValueError("worst_status needs at least one deadline")
+    return max(statuses, key=STATUSES.index)
+
+
+def describe(deadline_at: datetime, tz: str, now: datetime, *, answered_at: datetime | None = None) -> str:
+    """A deadline as its officer reads it, in the request's zone ``tz``, counted in that zone's
+    days: "due 12 Jan 2027, 23:59 Europe/Berlin — 4 days left", "due today", "3 days overdue";
+    once answered (``answered_at``), whether the answer came in time ("answered 2 days early",
+    "answered on the last day", "answered 1 day late")."""
+    zone = _zone(tz)
+    _require_aware("deadline_at", deadline_at)
+    _require_aware("now", now)
+    local = deadline_at.astimezone(zone)
+    due = f"due {local.day} {local:%b %Y, %H:%M} {tz}"
+    if answered_at is not None:
+        _require_aware("answered_at", answered_at)
+        left = (local.date() - answered_at.astimezone(zone).date()).days
+        if answered_at > deadline_at:
+            return f"{due} — answered {_days(max(1, -left))} late"
+        return f"{due} — answered {_days(left)} early" if left else f"{due} — answered on the last day"
+    left = (local.date() - now.astimezone(zone).date()).days
+    if now > deadline_at:
+        return f"{due} — {_days(max(1, -left))} overdue"
+    return f"{due} — {_days(left)} left" if left else f"{due} — due today"
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
 
 
 def _federal_holidays_by_rule(year: int) -> list[date]:

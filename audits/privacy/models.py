@@ -68,12 +68,14 @@ class RequestState(models.TextChoices):
     RECEIVED = "received"
     IDENTITY_VERIFIED = "identity_verified", "identity verified"
     SEARCHED = "searched"
+    # The person's data was erased; the request stays open until the response is sent (completed).
+    ERASED = "erased"
     COMPLETED = "completed"
     DENIED = "denied"
     WITHDRAWN = "withdrawn"
 
 
-OPEN_STATES = (RequestState.RECEIVED, RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED)
+OPEN_STATES = (RequestState.RECEIVED, RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED, RequestState.ERASED)
 
 
 class DeadlineFlag(models.TextChoices):
@@ -138,9 +140,15 @@ class DataSubjectRequest(models.Model):
     class Meta:
         ordering = ["-received_at"]
         indexes = [models.Index(fields=["state", "respond_by"], name="privacy_dsr_state_deadline")]
+        verbose_name = "data-subject request"
 
     def __str__(self) -> str:
         return f"data-subject request {self.pk} ({self.regime} {self.kind}, {self.state})"
+
+    @property
+    def reference(self) -> str:
+        """The short name the admin shows and an officer types to confirm an erasure."""
+        return f"DSR-{self.pk}"
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise Conflict("retained", RETENTION_NOTE)

@@ -81,3 +81,16 @@ def test_waiting_longer_than_the_timeout_is_a_lock_error_and_releases_nothing(tm
     second.set_autocommit(True)
     first.close()
     second.close()
+
+
+def test_a_rollback_or_a_close_gives_the_lock_up(tmp_path: Path) -> None:
+    first, second = _wrapper(tmp_path / "db", 5), _wrapper(tmp_path / "db", 0.2)
+    for end in (first.rollback, first.close):
+        first.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+        end()
+        first.set_autocommit(True)
+        second.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)  # not refused
+        second.rollback()
+        second.set_autocommit(True)
+    first.close()
+    second.close()

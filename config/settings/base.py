@@ -89,7 +89,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
-    # Our apps, floor by floor (see README.md, "Where things live").
+    # Our apps, floor by floor (see README.md, "Where things live"). demo (the top floor's demo story)
+    # comes first so that its seed_demo, which extends governance's with --story, is the one Django runs.
+    "demo",
     "common.outbox",
     "audits.ledger",
     "governance",
@@ -114,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # After it: a single sign-on whose provider asserted a second factor counts as verified.
+    "governance.mfa.IdentityProviderMfaMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its 429 page.
@@ -127,13 +131,15 @@ ASGI_APPLICATION = "config.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # config is no app: the admin's templates (base_site.html; home.html, config/home.py) come from here.
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.home.home_context",
             ],
         },
     },
@@ -217,6 +223,9 @@ LOGIN_URL = "admin:login"
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # Admin sign-in: password, then a TOTP code (enrolled at the first sign-in; governance/mfa.py).
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LLMOps governance")
+# An authenticator's secret is shown once, to its owner, at enrolment (governance/mfa.py): the
+# device admin's QR-code and configuration pages stay closed (403), to every staff user.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 MFA_BACKUP_CODES = env_int("MFA_BACKUP_CODES", 8, minimum=0)
 # django-axes: AXES_FAILURE_LIMIT failed passwords for one username from one address lock that
 # pair out for AXES_COOLOFF_MINUTES (the right password included); a success resets the count.
@@ -229,6 +238,18 @@ AXES_LOCKOUT_TEMPLATE = "admin/mfa/locked_out.html"
 # Sign-ins, failures and lockouts are security events of common/security_log.py; axes' own INFO
 # lines (a banner at every start, on stderr before any configuration error) would repeat them.
 AXES_VERBOSE = False
+
+# --- Single sign-on (OpenID Connect): config/settings/oidc.py --------------------------------
+from config.settings.oidc import *  # noqa: E402, F403 (the OIDC_* names mozilla-django-oidc reads)
+from config.settings.oidc import OIDC_ENABLED  # noqa: E402
+
+if OIDC_ENABLED:
+    # After the password backend: Django offers each backend only the credentials it takes.
+    AUTHENTICATION_BACKENDS.insert(
+        AUTHENTICATION_BACKENDS.index("django.contrib.auth.backends.ModelBackend") + 1, "governance.oidc.OIDCBackend"
+    )
+# django-axes counts failed passwords only: a refused single sign-on is not a password guess.
+AXES_WHITELIST_CALLABLE = "governance.mfa.axes_counts_passwords_only"
 # Where the request counters live (rate limits, token lockout): a SQLite file on the embedded
 # default (common/counter_cache.py: atomic across processes, no server), Redis at scale.
 _cache_url = env_secret("CACHE_URL")
@@ -301,7 +322,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "common.pagination.Pagination",
     "PAGE_SIZE": 100,
     "UNAUTHENTICATED_USER": None,
 }
@@ -322,6 +343,8 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 API_TOKEN_PREFIX = "gov"  # noqa: S105 (the public part of every token, not a secret)
+# The longest a token made by its own user (admin or API) may live, in days.
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_APP_MODULE = "config.celery"
@@ -373,6 +396,11 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "governance@localhost")
+# Where people open the service, for the links in e-mails; by default the address `make up` prints.
+_make_up_url = f"http://{env_str('GOV_HOST', '127.0.0.1')}:{env_int('GOV_PORT', 8000, minimum=1)}"
+GOV_PUBLIC_URL = env_str("GOV_PUBLIC_URL", _make_up_url).rstrip("/")
+if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", GOV_PUBLIC_URL):
+    raise SettingError("GOV_PUBLIC_URL", f"{GOV_PUBLIC_URL!r} is not an http:// or https:// address")
 
 # --- Governance --------------------------------------------------------------------------------
 POLICY_DIR = env_path("POLICY_DIR", BASE_DIR / "policies")
@@ -396,6 +424,8 @@ PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
 # A running scan whose claim is older than this is taken over (a claimant on this host whose
 # process is gone is taken over at once); a queued one this old is sent again (registry.reap).
 PII_SCAN_LEASE_S = env_int("PII_SCAN_LEASE_S", 1800, minimum=10)
+# The Celery queue of PII scans and of the anonymised copies made from their findings.
+PII_SCAN_QUEUE = env_str("PII_SCAN_QUEUE", "cpu")
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -457,10 +487,10 @@ REPORTS_SECURITY_MEASURES = env_str(
     "role-based access per project; approvals under separation of duties; an append-only signed ledger; "
     "personal data in the ledger sealed per data subject; content-addressed artifact storage",
 )
-# The certificate the reports are signed with (its key is the ledger's signing key); made on first use.
-# A running report whose worker (on another host) has not finished in this long may be taken over.
 REPORTS_QUEUE = env_str("REPORTS_QUEUE", "cpu")
+# A running report whose worker (on another host) has not finished in this long may be taken over.
 REPORTS_LEASE_S = env_int("REPORTS_LEASE_S", 1800, minimum=10)
+# The certificate the reports are signed with (its key is the ledger's signing key); made on first use.
 REPORTS_CERTIFICATE_FILE = env_path("REPORTS_CERTIFICATE_FILE", VAR_DIR / "keys" / "reports-certificate.pem")
 
 # --- Model audits ----------------------------------------------------------------------------

@@ -15,6 +15,11 @@ check excepted), cookies are Secure, HSTS is sent (``DJANGO_HSTS_SECONDS``, one 
 ``DJANGO_HSTS_INCLUDE_SUBDOMAINS``, ``DJANGO_HSTS_PRELOAD``). Behind a proxy that terminates TLS,
 set ``DJANGO_SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto`` (only if that proxy overwrites the header
 the client sent) and ``TRUSTED_PROXY_COUNT`` (base.py) for the client address.
+
+Single sign-on (``OIDC_RP_CLIENT_ID``, oidc.py) talks to its provider over HTTPS only: start-up
+stops when the issuer or an endpoint is an ``http://`` URL (the client secret, the codes and the
+tokens travel there). Its redirect URI is built from the request, so behind a TLS proxy the
+proxy header above is what makes it ``https://``.
 """
 
 from config.env import SettingError, env_bool, env_int, env_list, env_optional_str, env_secret
@@ -59,3 +64,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+
+# Single sign-on: the client secret, the authorization codes and the tokens go to the provider.
+if OIDC_ENABLED:  # noqa: F405
+    for _name, _url in OIDC_PROVIDER_URLS.items():  # noqa: F405
+        if _url and not _url.startswith("https://"):
+            raise SettingError(_name, f"must be an https:// URL in production, got {_url!r}")

@@ -10,6 +10,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The suite makes many API calls as the same few users (the permission matrix, the bench-like
 # tests) and sends wrong tokens on purpose: limits that never bite. The tests of the limits turn
-# them down with override_settings (governance/tests/test_request_limits.py).
+# them down with override_settings (tests/test_approval_request_limits.py).
 API_RATE_LIMITS = {group: "1000000/m" for group in API_RATE_LIMITS}  # noqa: F405
 API_TOKEN_LOCKOUT_FAILURES = 1000000

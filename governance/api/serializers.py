@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import ledgered_text
+from common.api import ReasonInputSerializer, ledgered_text
 from governance.models import Project
 from governance.roles import Role
 
@@ -94,11 +94,7 @@ class ApprovalRequestSerializer(serializers.Serializer):
 _DATETIME = serializers.DateTimeField()  # unbound: the settings' format, in the current time zone
 
 
-class DecisionInputSerializer(serializers.Serializer):
-    reason = ledgered_text()
-
-
-class ApproveInputSerializer(DecisionInputSerializer):
+class ApproveInputSerializer(ReasonInputSerializer):
     role = serializers.ChoiceField(
         choices=[role.value for role in Role], required=False,
         help_text="The slot to fill, for an approver who holds more than one of the rule's roles "
@@ -139,3 +135,28 @@ class BreakGlassReviewSerializer(serializers.Serializer):
 class ReviewCloseSerializer(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=["upheld", "revoked"])
     note = ledgered_text(max_length=4000)
+
+
+class ApiTokenSerializer(serializers.Serializer):
+    """A token as its owner and its managers see it: never the token itself, which is shown once."""
+
+    prefix = serializers.CharField(help_text="the token's public part (gov_<prefix>_…), its name in the ledger")
+    name = serializers.CharField()
+    user = serializers.CharField(source="user.username")
+    state = serializers.ChoiceField(choices=["live", "expired", "revoked"])
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True, help_text="to the minute")
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    token = serializers.CharField(help_text="the token: shown in this answer only, never again")
+
+
+class ApiTokenCreateSerializer(serializers.Serializer):
+    name = ledgered_text(max_length=100)
+    expires_in_days = serializers.IntegerField(
+        required=False, default=90, min_value=1,
+        help_text="days until the token expires: 1 to API_TOKEN_MAX_DAYS (365 by default); 90 if left out",
+    )  # fmt: skip

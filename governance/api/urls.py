@@ -1,6 +1,8 @@
 from django.urls import path
 
 from governance.api.views import (
+    ApiTokenListView,
+    ApiTokenRevokeView,
     ApprovalApproveView,
     ApprovalBreakGlassView,
     ApprovalDetailView,
@@ -28,4 +30,7 @@ urlpatterns = [
     path(
         "break-glass-reviews/<int:pk>/close", BreakGlassReviewCloseView.as_view(), name="api-break-glass-review-close"
     ),
+    path("tokens/", ApiTokenListView.as_view(), name="api-tokens"),
+    # A prefix is 12 hex digits; another slug names no token (404), anything else no endpoint (404).
+    path("tokens/<slug:prefix>/revoke", ApiTokenRevokeView.as_view(), name="api-token-revoke"),
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
@@ -9,22 +10,26 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import validated
-from common.errors import NotFound
+from common.api import CommandView, ListView, ReasonInputSerializer, validated
+from common.errors import Conflict, NotFound, PermissionDenied
 from common.ratelimit import ApiRateLimit
 from governance.api.serializers import (
+    ApiTokenCreatedSerializer,
+    ApiTokenCreateSerializer,
+    ApiTokenSerializer,
     ApprovalRequestSerializer,
     ApproveInputSerializer,
     BreakGlassInputSerializer,
     BreakGlassReviewSerializer,
-    DecisionInputSerializer,
     MeSerializer,
     ProjectSerializer,
     ReviewCloseSerializer,
     SubmitSerializer,
 )
-from governance.models import Project
+from governance.models import ApiToken, ApprovalRequest, BreakGlassReview, Project
 from governance.selectors import (
+    api_token_get,
+    api_token_list,
     approval_get,
     approval_history,
     approval_list,
@@ -33,6 +38,8 @@ from governance.selectors import (
     project_roles_of,
 )
 from governance.services import (
+    api_token_create_own,
+    api_token_revoke,
     approval_break_glass,
     approval_request_decide,
     approval_request_submit,
@@ -57,12 +64,12 @@ class MeView(APIView):
         return Response(MeSerializer(data).data)
 
 
-class ProjectListView(generics.ListAPIView):
+class ProjectListView(ListView):
     """Projects the caller holds a role in (all of them, for platform admins)."""
 
     serializer_class = ProjectSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Project]:
         return project_list(user=self.request.user)
 
 
@@ -84,34 +91,20 @@ ERRORS = {
 }
 
 
-class ApprovalListView(generics.ListAPIView):
-    """Approval requests in your projects; ``?inbox=1``: what you can decide now. Filters:
-    ``state``, ``subject_type``, ``project`` (slug)."""
+class ApprovalListView(ListView):
+    """Approval requests in your projects, newest first; ``?inbox=1``: what you can decide now.
+    Filters: ``state``, ``subject_type``, ``project`` (slug)."""
 
     serializer_class = ApprovalRequestSerializer
+    list_operation_id = "approvals_list"
+    filters = {"state": "state", "subject_type": "subject_type", "project": "project__slug"}
+    query_parameters = [OpenApiParameter("inbox", bool)]
     throttle_classes = [ApiRateLimit]
     rate_limit_groups = {"GET": "approvals.list"}
 
-    @extend_schema(
-        operation_id="approvals_list",
-        parameters=[
-            OpenApiParameter("inbox", bool), OpenApiParameter("state", str),
-            OpenApiParameter("subject_type", str), OpenApiParameter("project", str),
-        ],
-    )  # fmt: skip
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self):  # type: ignore[no-untyped-def]
-        params = self.request.query_params
-        queryset = approval_list(user=self.request.user, inbox=params.get("inbox") in ("1", "true"))
-        if params.get("state"):
-            queryset = queryset.filter(state=params["state"])
-        if params.get("subject_type"):
-            queryset = queryset.filter(subject_type=params["subject_type"])
-        if params.get("project"):
-            queryset = queryset.filter(project__slug=params["project"])
-        return queryset.order_by("-created_at")
+    def get_queryset(self) -> QuerySet[ApprovalRequest]:
+        inbox = self.request.query_params.get("inbox") in ("1", "true")
+        return approval_list(user=self.request.user, inbox=inbox).order_by("-created_at")
 
 
 class ApprovalDetailView(APIView):
@@ -120,61 +113,50 @@ class ApprovalDetailView(APIView):
         return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
 
 
-class _DecisionView(APIView):
-    decision = ""
+class _DecisionView(CommandView):
+    output_serializer = ApprovalRequestSerializer
+    errors = ERRORS
     denied_event = "approval.decision.denied"  # a refusal is logged as this (common/security_log.py)
     throttle_classes = [ApiRateLimit]
     rate_limit_groups = {"POST": "approvals.decide"}
 
-    def post(self, request: Request, pk: int) -> Response:
-        # The services answer 404 for requests the caller may not see.
-        data = validated(ApproveInputSerializer if self.decision == "approve" else DecisionInputSerializer, request)
-        if self.decision == "withdraw":
-            decided = approval_request_withdraw(actor=request.user, request_id=pk, reason=data["reason"])
-        else:
-            decided = approval_request_decide(
-                actor=request.user, request_id=pk, decision=self.decision, reason=data["reason"], role=data.get("role")
-            )
-        return Response(ApprovalRequestSerializer(approval_history(decided)).data)
+    def target(self, request: Request, pk: int) -> int:
+        return pk  # the services answer 404 for requests the caller may not see
+
+    def answer(self, decided: ApprovalRequest) -> Any:
+        return ApprovalRequestSerializer(approval_history(decided)).data
 
 
 class ApprovalApproveView(_DecisionView):
-    decision = "approve"
+    """Fill one slot of a pending request with your approval (a reason is required)."""
 
-    @extend_schema(
-        operation_id="approvals_approve",
-        request=ApproveInputSerializer,
-        responses={200: ApprovalRequestSerializer, **ERRORS},
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        """Fill one slot of a pending request with your approval (a reason is required)."""
-        return super().post(request, pk)
+    operation_id = "approvals_approve"
+    input_serializer = ApproveInputSerializer
+
+    def run(self, request: Request, pk: int, data: dict[str, Any]) -> ApprovalRequest:
+        return approval_request_decide(
+            actor=request.user, request_id=pk, decision="approve", reason=data["reason"], role=data.get("role")
+        )
 
 
 class ApprovalRejectView(_DecisionView):
-    decision = "reject"
+    """Reject a pending request (a reason is required); the request closes."""
 
-    @extend_schema(
-        operation_id="approvals_reject",
-        request=DecisionInputSerializer,
-        responses={200: ApprovalRequestSerializer, **ERRORS},
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        """Reject a pending request (a reason is required); the request closes."""
-        return super().post(request, pk)
+    operation_id = "approvals_reject"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, pk: int, data: dict[str, Any]) -> ApprovalRequest:
+        return approval_request_decide(actor=request.user, request_id=pk, decision="reject", reason=data["reason"])
 
 
 class ApprovalWithdrawView(_DecisionView):
-    decision = "withdraw"
+    """Withdraw your own pending request."""
 
-    @extend_schema(
-        operation_id="approvals_withdraw",
-        request=DecisionInputSerializer,
-        responses={200: ApprovalRequestSerializer, **ERRORS},
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        """Withdraw your own pending request."""
-        return super().post(request, pk)
+    operation_id = "approvals_withdraw"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, pk: int, data: dict[str, Any]) -> ApprovalRequest:
+        return approval_request_withdraw(actor=request.user, request_id=pk, reason=data["reason"])
 
 
 class _SubjectSubmitSchema(AutoSchema):
@@ -223,12 +205,12 @@ class ApprovalBreakGlassView(APIView):
         return Response(ApprovalRequestSerializer(approval_get(user=request.user, pk=pk)).data)
 
 
-class BreakGlassReviewListView(generics.ListAPIView):
+class BreakGlassReviewListView(ListView):
     """Break-glass reviews in your projects (open and overdue first)."""
 
     serializer_class = BreakGlassReviewSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[BreakGlassReview]:
         return break_glass_reviews(user=self.request.user)
 
 
@@ -246,3 +228,67 @@ class BreakGlassReviewCloseView(APIView):
         data = validated(ReviewCloseSerializer, request)
         review = break_glass_review_close(actor=request.user, review_id=pk, **data)
         return Response(BreakGlassReviewSerializer(review).data)
+
+
+class ApiTokenListView(ListView):
+    """Your API tokens, newest first, with their state (live, expired, revoked), expiry and last
+    use; never the token itself. ``?user=USERNAME``: that user's tokens instead, where you manage
+    them (a service account you own, or one working in a project you are platform admin of;
+    anyone's for a global admin), else an empty list."""
+
+    serializer_class = ApiTokenSerializer
+    list_operation_id = "tokens_list"
+    filters = {"user": "user__username"}
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        tokens = api_token_list(user=self.request.user)
+        return tokens if self.request.query_params.get("user") else tokens.filter(user=self.request.user)
+
+    @extend_schema(
+        operation_id="tokens_create", request=ApiTokenCreateSerializer,
+        responses={
+            201: ApiTokenCreatedSerializer, 400: OpenApiResponse(description="a blank or too long name, or an "
+                                                                            "expiry outside 1 to API_TOKEN_MAX_DAYS"),
+            403: OpenApiResponse(description="asked with a token (a new token needs a verified admin session), "
+                                             "or by a service account"),
+        },
+    )  # fmt: skip
+    def post(self, request: Request) -> Response:
+        """Create a token for yourself, expiring in ``expires_in_days`` (default 90, at most
+        API_TOKEN_MAX_DAYS). The answer holds the token, once: it is stored only as a digest.
+
+        Only from an admin session that passed the second factor: a request authenticated by a
+        token is refused, so a leaked token cannot mint others that outlive it."""
+        if isinstance(request.auth, ApiToken):
+            raise PermissionDenied(
+                "session_required",
+                "a token cannot create tokens: create one in the admin (API tokens, Add API token), signed in "
+                "with your password and second factor, or call this with that session",
+            )
+        data = validated(ApiTokenCreateSerializer, request)
+        row, token = api_token_create_own(
+            actor=request.user, name=data["name"], expires_in_days=data["expires_in_days"]
+        )
+        return Response({**ApiTokenSerializer(row).data, "token": token}, status=201)
+
+
+class ApiTokenRevokeView(CommandView):
+    """Revoke a token: yours, or one of a service account you manage (see the list). It stops
+    authenticating at once; 409 if it was already revoked."""
+
+    operation_id = "tokens_revoke"
+    output_serializer = ApiTokenSerializer
+    errors = {
+        404: OpenApiResponse(description="no such token, or not one you may see"),
+        409: OpenApiResponse(description="the token was already revoked"),
+    }
+
+    def target(self, request: Request, prefix: str) -> ApiToken:
+        return api_token_get(user=request.user, prefix=prefix)
+
+    def run(self, request: Request, token: ApiToken, data: dict[str, Any]) -> ApiToken:
+        if not api_token_revoke(actor=request.user, token=token):
+            raise Conflict(
+                "already_revoked", f"token {token.prefix} was already revoked at {token.revoked_at:%Y-%m-%d %H:%M} UTC"
+            )
+        return token

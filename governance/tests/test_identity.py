@@ -214,10 +214,12 @@ def test_revoking_the_last_grant_of_a_role_takes_its_group_and_staff_status(clie
     assert person.is_staff and person.groups.filter(name="auditor").exists()  # still an auditor of beta
     project_role_revoke(actor=system, project=beta, user=person, role=Role.AUDITOR, reason="left beta")
     person = User.objects.get(pk=person.pk)
-    assert not person.groups.filter(name="auditor").exists() and not person.is_staff
-    assert person.groups.filter(name="ml_engineer").exists()  # the role still held stays
+    assert not person.groups.filter(name="auditor").exists()
+    assert person.groups.filter(name="ml_engineer").exists() and person.is_staff  # the role still held stays
     assert not person.has_perm("ledger.view_entry")
     assert client.get("/api/v1/ledger/entries/", **auth).status_code == 403
+    project_role_revoke(actor=system, project=alpha, user=person, role=Role.ML_ENGINEER, reason="left alpha")
+    assert not User.objects.get(pk=person.pk).is_staff  # no role left that works in the admin
 
     start = Entry.objects.count()
     with pytest.raises(Conflict) as caught:

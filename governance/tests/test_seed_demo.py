@@ -8,6 +8,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 from django.test import Client, RequestFactory
 
+from audits.ledger.models import Entry
 from governance.models import Project
 from governance.permissions import has_project_role
 from governance.roles import Role
@@ -39,8 +40,12 @@ def test_seed_demo_is_idempotent_and_writes_a_private_logins_file(tmp_path: Path
         user = User.objects.get(username=f"demo-{role.value.replace('_', '-')}")
         assert all(has_project_role(user, project, role) for project in Project.objects.all())
 
+    granted = Entry.objects.filter(action="project.role_granted").count()
+    assert granted == 2 * len(Role) + 1  # each person in both projects, the CI account in one
     second = _seed(logins_file)
     assert "nothing created" in second
+    # A role already held is not granted again: no new role_granted entries on a second run.
+    assert Entry.objects.filter(action="project.role_granted").count() == granted
     assert not any(secret in second for secret in logins.values())
     assert User.objects.filter(username__startswith="demo-").count() == len(Role) + 1
     assert logins_file.read_text().count("\n") == len(logins) + 1

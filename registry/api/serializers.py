@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from common.api import id_field, ledgered_text
 from registry.models import Dataset, DatasetVersion, LawfulBasis, PiiScan, Review
-from registry.services import dataset_version_digest, use_status
+from registry.rules import dataset_version_digest, use_status
 
 
 class DatasetSerializer(serializers.ModelSerializer):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -8,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import no_input, validated
+from common.api import ListView, no_input, validated
 from common.errors import DomainError
 from registry import selectors, services
 from registry.api.serializers import (
@@ -28,13 +29,18 @@ from registry.api.serializers import (
     SubjectLookupSerializer,
     UploadSerializer,
 )
+from registry.models import Dataset, DatasetVersion, Model, ModelVersion, PromptTemplate
 
 
-class ProjectDatasetsView(APIView):
-    @extend_schema(operation_id="datasets_list", responses=DatasetSerializer(many=True))
-    def get(self, request: Request, slug: str) -> Response:
-        project = selectors.project_get(user=request.user, slug=slug)
-        return Response(DatasetSerializer(selectors.dataset_list(user=request.user, project=project), many=True).data)
+class ProjectDatasetsView(ListView):
+    """The project's datasets, by slug."""
+
+    serializer_class = DatasetSerializer
+    list_operation_id = "datasets_list"
+
+    def get_queryset(self) -> QuerySet[Dataset]:
+        project = selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        return selectors.dataset_list(user=self.request.user, project=project)
 
     @extend_schema(operation_id="datasets_create", request=DatasetCreateSerializer, responses={201: DatasetSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -51,13 +57,15 @@ class DatasetDetailView(APIView):
         return Response(DatasetSerializer(selectors.dataset_get(user=request.user, pk=pk)).data)
 
 
-class DatasetVersionsView(APIView):
-    parser_classes = [MultiPartParser]
+class DatasetVersionsView(ListView):
+    """The dataset's versions, oldest first."""
 
-    @extend_schema(operation_id="dataset_versions_list", responses=DatasetVersionSerializer(many=True))
-    def get(self, request: Request, pk: int) -> Response:
-        dataset = selectors.dataset_get(user=request.user, pk=pk)
-        return Response(DatasetVersionSerializer(selectors.version_list(dataset=dataset), many=True).data)
+    parser_classes = [MultiPartParser]
+    serializer_class = DatasetVersionSerializer
+    list_operation_id = "dataset_versions_list"
+
+    def get_queryset(self) -> QuerySet[DatasetVersion]:
+        return selectors.version_list(dataset=selectors.dataset_get(user=self.request.user, pk=self.kwargs["pk"]))
 
     @extend_schema(
         operation_id="dataset_versions_upload",
@@ -135,11 +143,15 @@ class SubjectLookupView(APIView):
         return Response(DatasetVersionSerializer(versions, many=True).data)
 
 
-class ProjectModelsView(APIView):
-    @extend_schema(operation_id="models_list", responses=ModelSerializer(many=True))
-    def get(self, request: Request, slug: str) -> Response:
-        project = selectors.project_get(user=request.user, slug=slug)
-        return Response(ModelSerializer(selectors.model_list(user=request.user, project=project), many=True).data)
+class ProjectModelsView(ListView):
+    """The project's models, by slug."""
+
+    serializer_class = ModelSerializer
+    list_operation_id = "models_list"
+
+    def get_queryset(self) -> QuerySet[Model]:
+        project = selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        return selectors.model_list(user=self.request.user, project=project)
 
     @extend_schema(operation_id="models_create", request=ModelSerializer, responses={201: ModelSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -148,11 +160,14 @@ class ProjectModelsView(APIView):
         return Response(ModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
-class ModelVersionsView(APIView):
-    @extend_schema(operation_id="model_versions_list", responses=ModelVersionSerializer(many=True))
-    def get(self, request: Request, pk: int) -> Response:
-        model = selectors.model_get(user=request.user, pk=pk)
-        return Response(ModelVersionSerializer(model.versions.order_by("number"), many=True).data)
+class ModelVersionsView(ListView):
+    """The model's versions, oldest first."""
+
+    serializer_class = ModelVersionSerializer
+    list_operation_id = "model_versions_list"
+
+    def get_queryset(self) -> QuerySet[ModelVersion]:
+        return selectors.model_get(user=self.request.user, pk=self.kwargs["pk"]).versions.order_by("number")
 
     @extend_schema(
         operation_id="model_versions_register",
@@ -187,12 +202,15 @@ class DatasetVersionLineageView(APIView):
         return Response(DatasetLineageSerializer(selectors.lineage_of_dataset_version(version)).data)
 
 
-class ProjectPromptTemplatesView(APIView):
-    @extend_schema(operation_id="prompt_templates_list", responses=PromptTemplateSerializer(many=True))
-    def get(self, request: Request, slug: str) -> Response:
-        project = selectors.project_get(user=request.user, slug=slug)
-        templates = selectors.prompt_template_list(user=request.user, project=project)
-        return Response(PromptTemplateSerializer(templates, many=True).data)
+class ProjectPromptTemplatesView(ListView):
+    """The project's prompt templates and chains, by slug and version."""
+
+    serializer_class = PromptTemplateSerializer
+    list_operation_id = "prompt_templates_list"
+
+    def get_queryset(self) -> QuerySet[PromptTemplate]:
+        project = selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        return selectors.prompt_template_list(user=self.request.user, project=project)
 
     @extend_schema(
         operation_id="prompt_templates_register",

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from registry import services as registry_services
 from registry.models import DatasetVersion, ModelVersion
 from registry.services import dataset_version_upload, model_create, model_version_register_folder
+from registry.services import datasets as dataset_services
+from registry.services import model_versions as model_version_services
 from registry.tests.conftest import make_dataset
 from tests.threads import run_together
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def _no_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The scans and mirrors these writes dispatch are not under test: a Celery worker left
     running by an earlier test would take them and write to the ledger while the test ends."""
-    monkeypatch.setattr(registry_services, "dispatch_on_commit", lambda *args, **kwargs: None)
+    for module in (dataset_services, model_version_services):  # where the scans and mirrors are sent
+        monkeypatch.setattr(module, "dispatch_on_commit", lambda *args, **kwargs: None)
 
 
 def test_concurrent_uploads_to_one_dataset_are_numbered_one_after_another(people: dict[str, Any]) -> None:

@@ -66,10 +66,13 @@ def test_planted_pii_is_found_reviewed_and_indexed(
         line = records.index(record) + 1
         start = record["text"].index(value)
         samples = findings[entity]["samples"]
-        assert {"record": line, "field": "text", "start": start, "end": start + len(value)} in samples, (
+        # Each location with Presidio's score for it (a number between the threshold and 1).
+        located = [{k: s[k] for k in ("record", "field", "start", "end")} for s in samples]
+        assert {"record": line, "field": "text", "start": start, "end": start + len(value)} in located, (
             entity,
             samples,
         )
+        assert all(0.4 <= s["score"] <= 1 for s in samples), samples
     assert json.dumps(findings).count("@") == 0  # locations only, never the values
     assert "maria.garcia" not in json.dumps(findings) and "4111" not in json.dumps(findings)
     assert scan.records_scanned == len(records)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import id_field, ledgered_text
+from common.api import id_field
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
@@ -12,10 +12,6 @@ class DeploymentCreateSerializer(serializers.Serializer):
     target = serializers.DictField(required=False, default=dict)
     guard = serializers.DictField(required=False, default=lambda: {"mode": "redact"})
     runtime = serializers.ChoiceField(choices=["transformers", "onnx"], required=False, default="transformers")
-
-
-class ReasonSerializer(serializers.Serializer):
-    reason = ledgered_text()
 
 
 class GrantSerializer(serializers.Serializer):

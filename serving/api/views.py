@@ -1,14 +1,16 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import no_input, validated
+from common.api import CommandView, ListView, ReasonInputSerializer, validated
 from common.errors import DomainError
-from governance.api.views import ERRORS
 from governance.permissions import require_project_role
 from governance.roles import Role
 from registry import selectors as registry_selectors
@@ -23,16 +25,27 @@ from serving.api.serializers import (
     ManifestSerializer,
     MonitoringQuerySerializer,
     MonitoringSerializer,
-    ReasonSerializer,
 )
+from serving.models import Deployment, DeploymentManifest
+
+ERRORS = {
+    400: OpenApiResponse(description="invalid input"),
+    403: OpenApiResponse(description="your role in the project does not allow this"),
+    404: OpenApiResponse(description="no such deployment, model version or project, or not in a project of yours"),
+    409: OpenApiResponse(description="the deployment's current state does not allow this"),
+    422: OpenApiResponse(description="a policy or domain rule forbids it (the message names the rule)"),
+}
 
 
-class ProjectDeploymentsView(APIView):
-    @extend_schema(operation_id="deployments_list", responses={200: DeploymentSerializer(many=True), 404: ERRORS[404]})
-    def get(self, request: Request, slug: str) -> Response:
-        project = registry_selectors.project_get(user=request.user, slug=slug)
-        return Response(DeploymentSerializer(selectors.deployment_list(user=request.user).filter(project=project),
-                                             many=True).data)  # fmt: skip
+class ProjectDeploymentsView(ListView):
+    """The project's deployments, newest first."""
+
+    serializer_class = DeploymentSerializer
+    list_operation_id = "deployments_list"
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        project = registry_selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        return selectors.deployment_list(user=self.request.user).filter(project=project)
 
     @extend_schema(
         operation_id="deployments_create", request=DeploymentCreateSerializer,
@@ -61,60 +74,63 @@ class DeploymentDetailView(APIView):
         return Response(DeploymentDetailSerializer(selectors.deployment_get(user=request.user, pk=pk)).data)
 
 
-class DeploymentPromoteView(APIView):
-    @extend_schema(
-        operation_id="deployments_promote", request=None, responses={201: DeploymentDetailSerializer, **ERRORS}
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        """Ask for this live staging deployment in production: a new request, submitted at once
-        (422 naming the evidence when the production policy's evidence does not hold; 409
-        ``already_promoted``, naming it, while a production deployment of this configuration is
-        still requested, starting, handed off or live)."""
-        deployment = selectors.deployment_get(user=request.user, pk=pk)
-        no_input(request)
-        promoted = services.deployment_promote(actor=request.user, deployment=deployment)
-        return Response(DeploymentDetailSerializer(promoted).data, status=status.HTTP_201_CREATED)
+class _DeploymentCommand(CommandView):
+    output_serializer = DeploymentDetailSerializer
+    errors = ERRORS
+
+    def target(self, request: Request, pk: int) -> Deployment:
+        return selectors.deployment_get(user=request.user, pk=pk)
 
 
-class DeploymentRollbackView(APIView):
-    @extend_schema(operation_id="deployments_rollback", request=ReasonSerializer,
-                   responses={200: DeploymentDetailSerializer, **ERRORS})  # fmt: skip
-    def post(self, request: Request, pk: int) -> Response:
-        """Put the previous version back in service (platform admins); answers the restored one."""
-        deployment = selectors.deployment_get(user=request.user, pk=pk)
-        reason = validated(ReasonSerializer, request)["reason"]
-        restored = services.deployment_rollback(actor=request.user, deployment=deployment, reason=reason)
-        return Response(DeploymentDetailSerializer(restored).data)
+class DeploymentPromoteView(_DeploymentCommand):
+    """Ask for this live staging deployment in production: a new request, submitted at once (422
+    naming the evidence when the production policy's evidence does not hold; 409
+    ``already_promoted``, naming it, while a production deployment of this configuration is still
+    requested, starting, handed off or live)."""
+
+    operation_id = "deployments_promote"
+    status_code = status.HTTP_201_CREATED
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Deployment:
+        return services.deployment_promote(actor=request.user, deployment=deployment)
 
 
-class DeploymentRetireView(APIView):
-    @extend_schema(operation_id="deployments_retire", request=ReasonSerializer,
-                   responses={200: DeploymentDetailSerializer, **ERRORS})  # fmt: skip
-    def post(self, request: Request, pk: int) -> Response:
-        """Stop serving and retire the deployment (platform admins); a deployment still waiting
-        for approval has its pending approval requests withdrawn."""
-        deployment = selectors.deployment_get(user=request.user, pk=pk)
-        reason = validated(ReasonSerializer, request)["reason"]
-        return Response(DeploymentDetailSerializer(services.deployment_retire(actor=request.user,
-                                                                               deployment=deployment,
-                                                                               reason=reason)).data)  # fmt: skip
+class DeploymentRollbackView(_DeploymentCommand):
+    """Put the previous version back in service (platform admins); answers the restored one."""
+
+    operation_id = "deployments_rollback"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Deployment:
+        return services.deployment_rollback(actor=request.user, deployment=deployment, reason=data["reason"])
 
 
-class DeploymentFeedbackView(APIView):
-    @extend_schema(operation_id="deployments_feedback", request=FeedbackInputSerializer,
-                   responses={201: FeedbackSerializer, **ERRORS})  # fmt: skip
-    def post(self, request: Request, pk: int) -> Response:
-        """Rate one completion (any member of the project but an auditor, who is read-only: 403),
-        naming it by the ``X-Request-Id`` the server answered with (400 when this deployment's
-        inference log has no such request). One rating per person and request; no free text is
-        kept."""
-        deployment = selectors.deployment_get(user=request.user, pk=pk)
-        data = validated(FeedbackInputSerializer, request)
-        feedback = services.deployment_feedback_give(
+class DeploymentRetireView(_DeploymentCommand):
+    """Stop serving and retire the deployment (platform admins); a deployment still waiting for
+    approval has its pending approval requests withdrawn."""
+
+    operation_id = "deployments_retire"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Deployment:
+        return services.deployment_retire(actor=request.user, deployment=deployment, reason=data["reason"])
+
+
+class DeploymentFeedbackView(_DeploymentCommand):
+    """Rate one completion (any member of the project but an auditor, who is read-only: 403),
+    naming it by the ``X-Request-Id`` the server answered with (400 when this deployment's inference
+    log has no such request). One rating per person and request; no free text is kept."""
+
+    operation_id = "deployments_feedback"
+    input_serializer = FeedbackInputSerializer
+    output_serializer = FeedbackSerializer
+    status_code = status.HTTP_201_CREATED
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Any:
+        return services.deployment_feedback_give(
             actor=request.user, deployment=deployment, request_id=data["request_id"], rating=data["rating"],
             category=data["category"],
         )  # fmt: skip
-        return Response(FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
 
 
 class DeploymentMonitoringView(APIView):
@@ -133,12 +149,13 @@ class DeploymentMonitoringView(APIView):
         return Response(selectors.deployment_monitoring(deployment=deployment, window_s=window_s))
 
 
-class DeploymentManifestsView(APIView):
-    @extend_schema(
-        operation_id="deployments_manifests", responses={200: ManifestSerializer(many=True), 404: ERRORS[404]}
-    )
-    def get(self, request: Request, pk: int) -> Response:
-        """The manifests rendered for the serving platform (``SERVING_PLATFORM`` kserve or vllm),
-        newest first: each carries the signed grant; empty for locally served deployments."""
-        deployment = selectors.deployment_get(user=request.user, pk=pk)
-        return Response(ManifestSerializer(deployment.manifests.select_related("grant"), many=True).data)
+class DeploymentManifestsView(ListView):
+    """The manifests rendered for the serving platform (``SERVING_PLATFORM`` kserve or vllm),
+    newest first: each carries the signed grant; empty for locally served deployments."""
+
+    serializer_class = ManifestSerializer
+    list_operation_id = "deployments_manifests"
+
+    def get_queryset(self) -> QuerySet[DeploymentManifest]:
+        deployment = selectors.deployment_get(user=self.request.user, pk=self.kwargs["pk"])
+        return deployment.manifests.select_related("grant")

@@ -169,7 +169,7 @@ def test_with_a_serving_platform_approval_renders_manifests_that_carry_the_grant
     rendered = Entry.objects.get(action="deployment.manifests_rendered", subject_id=str(deployment.pk))
     assert rendered.index == manifest.ledger_index
     admin_login(client, ready["auditor"])
-    listed = client.get(f"/api/v1/deployments/{deployment.pk}/manifests").json()
+    listed = client.get(f"/api/v1/deployments/{deployment.pk}/manifests").json()["results"]
     assert listed[0]["sha256"] == manifest.sha256 and listed[0]["grant_id"] == str(grant.grant_id)
 
 

@@ -115,11 +115,34 @@ def test_retiring_a_requested_deployment_withdraws_its_pending_request(
     assert deployment.state == DeploymentState.RETIRED and not deployment.grants.exists()
 
 
+def test_the_admin_retires_through_the_service_and_shows_and_logs_a_refusal(
+    ready: dict[str, Any], staging_policies: Any, client: Any, security_events: list[dict[str, Any]]
+) -> None:
+    deployment = deploying.request(ready)
+    admin_login(client, ready["platform-admin"])
+
+    def retire() -> list[str]:
+        response = client.post(
+            "/admin/serving/deployment/", {"action": "retire", "_selected_action": [deployment.pk]}, follow=True
+        )
+        assert response.status_code == 200
+        return [str(m) for m in response.context["messages"]]
+
+    assert retire() == [f"deployment {deployment.pk}: retired"]
+    assert deploying.actions(deployment)[-1] == "deployment.retired"
+    assert retire() == [f"deployment {deployment.pk}: deployment {deployment.pk} is already retired"]
+    assert deploying.actions(deployment).count("deployment.retired") == 1
+    denied = [e for e in security_events if e["event"] == "request.denied"]
+    assert [(e["deployment"], e["status"], e["reason"], e["user_id"]) for e in denied] == [
+        (deployment.pk, 409, "deployment_retired", ready["platform-admin"].pk)
+    ]
+
+
 def test_a_refused_withdrawal_rolls_the_retirement_back(
     ready: dict[str, Any], staging_policies: Any, monkeypatch: Any
 ) -> None:
     """One transaction: when closing the request fails, the deployment is not retired either."""
-    import governance.services
+    from governance.services import approvals
 
     deployment = deploying.request(ready)
     approval_request_submit(
@@ -131,7 +154,7 @@ def test_a_refused_withdrawal_rolls_the_retirement_back(
     def refuse(**kwargs: Any) -> Any:
         raise Conflict("request_closed", "closed meanwhile")
 
-    monkeypatch.setattr(governance.services, "approval_request_withdraw", refuse)
+    monkeypatch.setattr(approvals, "approval_request_withdraw", refuse)
     with pytest.raises(Conflict):
         deployment_retire(actor=ready["platform-admin"], deployment=deployment, reason="not needed")
     deployment.refresh_from_db()

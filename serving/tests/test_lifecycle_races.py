@@ -21,12 +21,16 @@ from common.testing import admin_login
 from governance.services import project_create
 from serving import services
 from serving.models import Deployment, DeploymentState, InferenceFeedback, InferenceLogSegment
-from serving.selectors import inference_log_path
+from serving.selectors import deployment_folder, inference_log_path
 from serving.services import (
     deployment_promote,
     deployment_retire,
     deployment_rollback,
     deployments_supervise,
+    feedback,
+    grants,
+    inference_log,
+    lifecycle,
 )
 from serving.tests import deploying
 
@@ -85,7 +89,7 @@ def _wait_for_exec(pid: int, marker: str, timeout: float = 10.0) -> None:
 
 def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) -> None:
     deployment = deploying.request(ready)
-    grant_note = services._folder(deployment) / "grant.note"
+    grant_note = deployment_folder(deployment) / "grant.note"
     # Stands in for the server: what identifies it is the grant file on its command line.
     server = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "--grant", str(grant_note)], start_new_session=True
@@ -107,7 +111,8 @@ def test_retiring_a_live_deployment_stops_its_own_server(ready: dict[str, Any]) 
 
 
 def _live_over(ready: dict[str, Any], monkeypatch: Any) -> tuple[Deployment, Deployment]:
-    monkeypatch.setattr(services, "dispatch_on_commit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(grants, "dispatch_on_commit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(lifecycle, "dispatch_on_commit", lambda *args, **kwargs: None)
     previous = deploying.put(deploying.approve(ready, deploying.request(ready)), state=DeploymentState.REPLACED)
     current = deploying.put(deploying.request(ready), state=DeploymentState.LIVE, previous=previous)
     return previous, current
@@ -162,7 +167,7 @@ def test_feedback_racing_a_twin_request_is_a_conflict(ready: dict[str, Any], mon
     log = inference_log_path(deployment)  # the request was served (feedback names served requests only)
     log.parent.mkdir(parents=True)
     log.write_text(json.dumps({"request_id": str(request_id), "deployment": deployment.pk, "status": 200}) + "\n")
-    real_append = services.ledger_append
+    real_append = feedback.ledger_append
     rater = ready["compliance_officer"]
 
     def twin_commits_first(**kwargs: Any) -> Any:  # the twin inserts between the check and the insert
@@ -171,7 +176,7 @@ def test_feedback_racing_a_twin_request_is_a_conflict(ready: dict[str, Any], mon
         )
         return real_append(**kwargs)
 
-    monkeypatch.setattr(services, "ledger_append", twin_commits_first)
+    monkeypatch.setattr(feedback, "ledger_append", twin_commits_first)
     before = Entry.objects.filter(action="deployment.feedback").count()
     with pytest.raises(Conflict) as refused:
         services.deployment_feedback_give(
@@ -189,9 +194,12 @@ def fake_export(monkeypatch: Any) -> None:
     """The export's slow parts (materialising, exporting, hashing) reduced to folders."""
     import serving.grants
 
-    monkeypatch.setattr(services, "model_version_materialise", lambda version, folder: folder.mkdir(parents=True))
+    monkeypatch.setattr(
+        "serving.services.export.model_version_materialise", lambda version, folder: folder.mkdir(parents=True)
+    )
     monkeypatch.setattr(serving.grants, "folder_weights_digest", lambda folder: "sha256:" + "ab" * 32)
-    monkeypatch.setattr(services, "dispatch_on_commit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(grants, "dispatch_on_commit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(lifecycle, "dispatch_on_commit", lambda *args, **kwargs: None)
 
 
 def test_an_export_redelivered_while_exporting_grants_once(
@@ -200,7 +208,9 @@ def test_an_export_redelivered_while_exporting_grants_once(
     import serving.onnx_model
 
     started: list[int] = []
-    monkeypatch.setattr(services, "deployment_start", lambda **kwargs: started.append(kwargs["deployment_id"]))
+    monkeypatch.setattr(
+        "serving.services.export.deployment_start", lambda **kwargs: started.append(kwargs["deployment_id"])
+    )
     deployment = deploying.approve(ready, deploying.request(ready, guard={"mode": "off"}, runtime="onnx"))
     assert deployment.state == DeploymentState.STARTING
     exports = []
@@ -226,7 +236,7 @@ def test_an_export_finishing_after_retirement_grants_nothing(
     import serving.onnx_model
 
     deployment = deploying.approve(ready, deploying.request(ready, guard={"mode": "off"}, runtime="onnx"))
-    weights = services._folder(deployment) / "weights"
+    weights = deployment_folder(deployment) / "weights"
 
     def export(source: Path, weights: Path) -> None:
         weights.mkdir(parents=True, exist_ok=True)
@@ -254,7 +264,7 @@ def test_a_segment_summarised_by_a_concurrent_run_does_not_stop_the_others(
         path = inference_log_path(deployment)
         path.parent.mkdir(parents=True)
         path.write_text(line)
-    real_append = services.ledger_append
+    real_append = inference_log.ledger_append
     raced: list[int] = []
 
     def other_run_first(**kwargs: Any) -> Any:  # another run records the first segment meanwhile
@@ -266,7 +276,7 @@ def test_a_segment_summarised_by_a_concurrent_run_does_not_stop_the_others(
             )  # fmt: skip
         return real_append(**kwargs)
 
-    monkeypatch.setattr(services, "ledger_append", other_run_first)
+    monkeypatch.setattr(inference_log, "ledger_append", other_run_first)
     assert services.inference_logs_summarise() == 1
     others = [d for d in deployments if d.pk != raced[0]]
     assert InferenceLogSegment.objects.filter(deployment=others[0]).count() == 1

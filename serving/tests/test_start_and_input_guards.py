@@ -30,13 +30,12 @@ from governance.subjects import subject_type
 from serving.models import Deployment, DeploymentState, InferenceLogSegment
 from serving.selectors import inference_log_path
 from serving.services import (
-    _read_event,
-    _start_claim,
     deployment_request,
     deployment_retire,
     deployment_start,
     inference_logs_summarise,
 )
+from serving.services.start import _read_event, _start_claim
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import id_field, ledgered_text
+from common.api import ReasonInputSerializer, id_field
 from governance.api.serializers import ApprovalRequestSerializer
 from registry.api.serializers import ModelVersionSerializer
 
@@ -55,7 +55,7 @@ class RunSerializer(serializers.Serializer):
     output = ModelVersionSerializer(allow_null=True)
 
     def get_digest(self, run: Any) -> str:
-        from training.services import fine_tune_run_digest
+        from training.rules import fine_tune_run_digest
 
         return fine_tune_run_digest(run)
 
@@ -67,10 +67,6 @@ class RunDetailSerializer(RunSerializer):
     approvals = ApprovalRequestSerializer(many=True, source="approvals_loaded")
 
 
-class CancelSerializer(serializers.Serializer):
-    reason = ledgered_text()
-
-
 class GpuQuotaSerializer(serializers.Serializer):
     project = serializers.CharField()
     quota = serializers.DecimalField(max_digits=10, decimal_places=2)
@@ -79,6 +75,5 @@ class GpuQuotaSerializer(serializers.Serializer):
     available = serializers.DecimalField(max_digits=12, decimal_places=4)
 
 
-class GpuQuotaSetSerializer(serializers.Serializer):
+class GpuQuotaSetSerializer(ReasonInputSerializer):
     gpu_hours = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
-    reason = ledgered_text()

@@ -3,27 +3,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import no_input, validated
+from common.api import CommandView, ListView, ReasonInputSerializer, validated
 from common.errors import DomainError, NotFound
-from governance.api.views import ERRORS
 from governance.permissions import require_project_role
 from governance.roles import Role
 from registry import selectors as registry_selectors
 from training import selectors, services
 from training.api.serializers import (
-    CancelSerializer,
     GpuQuotaSerializer,
     GpuQuotaSetSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
     RunSerializer,
 )
+from training.models import FineTuneRun
+
+ERRORS = {
+    400: OpenApiResponse(description="invalid input"),
+    403: OpenApiResponse(description="your role in the project does not allow this"),
+    404: OpenApiResponse(description="no such run, dataset or model version, or not in a project of yours"),
+    409: OpenApiResponse(description="the fine-tune run's current state does not allow this"),
+    422: OpenApiResponse(description="a policy or domain rule forbids it (the message names the rule)"),
+}
 
 
 def _detail(run: object) -> dict[str, object]:
@@ -31,12 +39,17 @@ def _detail(run: object) -> dict[str, object]:
     return RunDetailSerializer(run).data
 
 
-class ProjectRunsView(APIView):
-    @extend_schema(operation_id="fine_tune_runs_list", responses={200: RunSerializer(many=True), 404: ERRORS[404]})
-    def get(self, request: Request, slug: str) -> Response:
-        project = registry_selectors.project_get(user=request.user, slug=slug)
-        runs = selectors.run_list(user=request.user, project=project).prefetch_related("dataset_versions")
-        return Response(RunSerializer(runs, many=True).data)
+class ProjectRunsView(ListView):
+    """The project's fine-tune runs, newest first."""
+
+    serializer_class = RunSerializer
+    list_operation_id = "fine_tune_runs_list"
+
+    def get_queryset(self) -> QuerySet[FineTuneRun]:
+        project = registry_selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        # What each run's digest reads: its template, its versions with their datasets' names.
+        runs = selectors.run_list(user=self.request.user, project=project).select_related("prompt_template")
+        return runs.prefetch_related("dataset_versions__dataset__project")
 
     @extend_schema(
         operation_id="fine_tune_runs_create", request=RunCreateSerializer,
@@ -82,26 +95,36 @@ class RunDetailView(APIView):
         return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
 
 
-class RunStartView(APIView):
-    @extend_schema(operation_id="fine_tune_runs_start", request=None, responses={200: RunDetailSerializer, **ERRORS})
-    def post(self, request: Request, pk: int) -> Response:
-        """Queue an approved run again after a failure (a new attempt)."""
-        run = selectors.run_get(user=request.user, pk=pk)
-        no_input(request)
+class _RunCommand(CommandView):
+    output_serializer = RunDetailSerializer
+    errors = ERRORS
+
+    def target(self, request: Request, pk: int) -> FineTuneRun:
+        return selectors.run_get(user=request.user, pk=pk)
+
+    def answer(self, run: FineTuneRun) -> Any:
+        return _detail(selectors.run_get(user=self.request.user, pk=run.pk))  # as the service left it
+
+
+class RunStartView(_RunCommand):
+    """Queue an approved run again after a failure (a new attempt)."""
+
+    operation_id = "fine_tune_runs_start"
+
+    def run(self, request: Request, run: FineTuneRun, data: dict[str, Any]) -> FineTuneRun:
         services.fine_tune_run_start(actor=request.user, run=run)
-        return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
+        return run
 
 
-class RunCancelView(APIView):
-    @extend_schema(
-        operation_id="fine_tune_runs_cancel", request=CancelSerializer, responses={200: RunDetailSerializer, **ERRORS}
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        """Cancel a run; a running one stops at its worker's next heartbeat (within about a second)."""
-        run = selectors.run_get(user=request.user, pk=pk)
-        reason = validated(CancelSerializer, request)["reason"]
-        services.fine_tune_run_cancel(actor=request.user, run=run, reason=reason)
-        return Response(_detail(selectors.run_get(user=request.user, pk=pk)))
+class RunCancelView(_RunCommand):
+    """Cancel a run; a running one stops at its worker's next heartbeat (within about a second)."""
+
+    operation_id = "fine_tune_runs_cancel"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, run: FineTuneRun, data: dict[str, Any]) -> FineTuneRun:
+        services.fine_tune_run_cancel(actor=request.user, run=run, reason=data["reason"])
+        return run
 
 
 class GpuQuotaView(APIView):

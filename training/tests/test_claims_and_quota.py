@@ -21,9 +21,9 @@ from django.utils import timezone
 from audits.ledger.models import Entry
 from common.errors import Conflict
 from registry.models import ModelVersion
-from training import services
 from training.models import FineTuneRun, RunState
 from training.services import (
+    execution,
     fine_tune_run_execute,
     fine_tune_run_start,
     fine_tune_runs_reap,
@@ -99,7 +99,7 @@ def test_gpu_hours_of_earlier_attempts_are_kept(ready: dict[str, Any]) -> None:
             started_at=timezone.now() - timedelta(hours=attempt),
         )  # fmt: skip
         assert claimed == 1
-        done = services._finish(FineTuneRun.objects.get(pk=run.pk), RunState.FAILED, reason="oom")
+        done = execution._finish(FineTuneRun.objects.get(pk=run.pk), RunState.FAILED, reason="oom")
         assert done is not None and done.state == RunState.FAILED
         hours.append(Decimal(run_payload(run, "fine_tune_run.failed")["gpu_hours_used"]))
         if attempt == 1:
@@ -121,7 +121,7 @@ def test_a_reaped_run_stays_failed_when_its_old_worker_finishes(
     ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = approve_run(ready, request_run(ready))
-    monkeypatch.setattr(services, "_train", _stub_train(ready, then="succeed"))
+    monkeypatch.setattr(execution, "_train", _stub_train(ready, then="succeed"))
     models_before = ModelVersion.objects.count()
     assert _execute(run) is None
     run.refresh_from_db()
@@ -136,7 +136,7 @@ def test_a_reaped_run_whose_old_worker_then_fails_keeps_the_reapers_reason(
     ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = approve_run(ready, request_run(ready))
-    monkeypatch.setattr(services, "_train", _stub_train(ready, then="raise"))
+    monkeypatch.setattr(execution, "_train", _stub_train(ready, then="raise"))
     assert _execute(run) is None
     run.refresh_from_db()
     assert run.failure_reason.startswith("worker lost")
@@ -147,7 +147,7 @@ def test_a_run_started_again_is_not_overwritten_by_its_old_worker(
     ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = approve_run(ready, request_run(ready))
-    monkeypatch.setattr(services, "_train", _stub_train(ready, then="restart"))
+    monkeypatch.setattr(execution, "_train", _stub_train(ready, then="restart"))
     models_before = ModelVersion.objects.count()
     assert _execute(run) is None
     run.refresh_from_db()
@@ -162,13 +162,13 @@ def test_a_reaped_worker_stops_training_at_its_next_heartbeat(
     """Real training: the reaper fails the run as its training process starts; the worker's first
     heartbeat finds the run no longer its own, stops the process and records nothing."""
     run = approve_run(ready, request_run(ready))
-    launch = services.launch_command
+    launch = execution.launch_command
 
     def reap_then_launch(**kwargs: Any) -> list[str]:
         _reap_now(ready, FineTuneRun.objects.get(pk=run.pk))
         return launch(**kwargs)
 
-    monkeypatch.setattr(services, "launch_command", reap_then_launch)
+    monkeypatch.setattr(execution, "launch_command", reap_then_launch)
     assert _execute(run) is None
     run.refresh_from_db()
     assert run.state == RunState.FAILED and run.heartbeat_at < timezone.now() - timedelta(minutes=30)

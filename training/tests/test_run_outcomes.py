@@ -18,10 +18,9 @@ from common import artifacts
 from common.errors import Conflict, DomainError
 from governance.services import api_token_create, approval_request_submit
 from registry.models import ModelVersion
-from training import services
 from training.governed import _run
 from training.models import FineTuneRun, RunState
-from training.services import fine_tune_run_cancel, fine_tune_run_execute, fine_tune_runs_reap
+from training.services import execution, fine_tune_run_cancel, fine_tune_run_execute, fine_tune_runs_reap
 from training.tests.conftest import approve_run, request_run, run_actions, run_payload
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +52,7 @@ def test_a_dataset_version_erased_during_training_fails_the_run_on_record(
     from registry.services import dataset_version_erase_records
 
     run = approve_run(ready, request_run(ready))
-    train = services._train
+    train = execution._train
 
     def train_then_erase(*args: Any, **kwargs: Any) -> Any:
         """The real training; then an Art. 17 erasure of the run's dataset version lands before
@@ -64,7 +63,7 @@ def test_a_dataset_version_erased_during_training_fails_the_run_on_record(
         )
         return outcome
 
-    monkeypatch.setattr(services, "_train", train_then_erase)
+    monkeypatch.setattr(execution, "_train", train_then_erase)
     models_before = ModelVersion.objects.count()
     done = _execute(run)
 
@@ -94,7 +93,7 @@ def test_a_run_cancelled_while_training_leaves_no_copy_of_its_training_records(
     ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = approve_run(ready, request_run(ready))
-    launch = services.launch_command
+    launch = execution.launch_command
 
     def cancel_then_launch(**kwargs: Any) -> list[str]:
         """The run is running and its texts are on disk: a cancellation arrives as it starts."""
@@ -102,7 +101,7 @@ def test_a_run_cancelled_while_training_leaves_no_copy_of_its_training_records(
         assert (kwargs["workdir"] / "texts.json").is_file()
         return launch(**kwargs)
 
-    monkeypatch.setattr(services, "launch_command", cancel_then_launch)
+    monkeypatch.setattr(execution, "launch_command", cancel_then_launch)
     done = _execute(run)
     assert done.state == RunState.CANCELLED and done.cancelled_by == ready["ml-engineer-2"]
     workdir = _workdir(done)

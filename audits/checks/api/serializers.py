@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from common.api import id_field, ledgered_text
+from common.api import id_field
 from governance.api.serializers import ApprovalRequestSerializer
 
 
@@ -19,10 +19,6 @@ class EvaluationRequestSerializer(serializers.Serializer):
     label_field = serializers.CharField(max_length=200)
     sensitive_feature = serializers.CharField(max_length=200)
     label_mapping = serializers.DictField(child=serializers.CharField(max_length=100, allow_blank=True))
-
-
-class AuditCancelSerializer(serializers.Serializer):
-    reason = ledgered_text()
 
 
 class _AuditSerializer(serializers.Serializer):

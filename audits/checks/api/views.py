@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -12,7 +13,6 @@ from rest_framework.views import APIView
 
 from audits.checks import selectors, services
 from audits.checks.api.serializers import (
-    AuditCancelSerializer,
     EvaluationDetailSerializer,
     EvaluationRequestSerializer,
     EvaluationSerializer,
@@ -22,11 +22,18 @@ from audits.checks.api.serializers import (
 )
 from audits.checks.models import BiasEvaluation, SecurityScan
 from common import artifacts
-from common.api import validated
+from common.api import CommandView, ListView, ReasonInputSerializer, validated
 from common.errors import Conflict, DomainError, NotFound
-from governance.api.views import ERRORS
 from governance.roles import Role
 from registry import selectors as registry_selectors
+
+ERRORS = {
+    400: OpenApiResponse(description="invalid input"),
+    403: OpenApiResponse(description="your role in the project does not allow this"),
+    404: OpenApiResponse(description="no such scan, evaluation or model version, or not in a project of yours"),
+    409: OpenApiResponse(description="the scan or evaluation's current state does not allow this"),
+    422: OpenApiResponse(description="a policy or domain rule forbids it (the message names the rule)"),
+}
 
 
 def _no_such(field: str, kind: str, pk: int) -> DomainError:
@@ -43,12 +50,22 @@ def _evaluation_detail(evaluation: BiasEvaluation) -> dict[str, object]:
     return EvaluationDetailSerializer(evaluation).data
 
 
-class ModelVersionScansView(APIView):
-    @extend_schema(operation_id="security_scans_list", responses={200: ScanSerializer(many=True), 404: ERRORS[404]})
-    def get(self, request: Request, pk: int) -> Response:
-        version = selectors.model_version_get(user=request.user, pk=pk)
-        scans = selectors.audit_list(SecurityScan, user=request.user).filter(model_version=version)
-        return Response(ScanSerializer(scans, many=True).data)
+class _ModelVersionAuditsView(ListView):
+    audit_model: type[SecurityScan] | type[BiasEvaluation]
+    digest_reads: tuple[str, ...] = ()  # the relations each audit's digest reads
+
+    def get_queryset(self) -> QuerySet[Any]:
+        version = selectors.model_version_get(user=self.request.user, pk=self.kwargs["pk"])
+        audits = selectors.audit_list(self.audit_model, user=self.request.user).filter(model_version=version)
+        return audits.select_related(*self.digest_reads)
+
+
+class ModelVersionScansView(_ModelVersionAuditsView):
+    """The security scans of this model version, newest first."""
+
+    audit_model = SecurityScan
+    serializer_class = ScanSerializer
+    list_operation_id = "security_scans_list"
 
     @extend_schema(
         operation_id="security_scans_create", request=ScanRequestSerializer,
@@ -72,14 +89,13 @@ class ScanDetailView(APIView):
         return Response(_scan_detail(selectors.audit_get(SecurityScan, user=request.user, pk=pk)))
 
 
-class ModelVersionEvaluationsView(APIView):
-    @extend_schema(
-        operation_id="bias_evaluations_list", responses={200: EvaluationSerializer(many=True), 404: ERRORS[404]}
-    )
-    def get(self, request: Request, pk: int) -> Response:
-        version = selectors.model_version_get(user=request.user, pk=pk)
-        evaluations = selectors.audit_list(BiasEvaluation, user=request.user).filter(model_version=version)
-        return Response(EvaluationSerializer(evaluations, many=True).data)
+class ModelVersionEvaluationsView(_ModelVersionAuditsView):
+    """The bias evaluations of this model version, newest first."""
+
+    audit_model = BiasEvaluation
+    digest_reads = ("dataset_version",)
+    serializer_class = EvaluationSerializer
+    list_operation_id = "bias_evaluations_list"
 
     @extend_schema(
         operation_id="bias_evaluations_create", request=EvaluationRequestSerializer,
@@ -142,30 +158,35 @@ class EvaluationChartView(APIView):
         return HttpResponse(chart, content_type="image/png")
 
 
-def _cancel(model: type[SecurityScan] | type[BiasEvaluation], request: Request, pk: int, detail: Any) -> Response:
-    audit = selectors.audit_get(model, user=request.user, pk=pk)
-    reason = validated(AuditCancelSerializer, request)["reason"]
-    services.audit_cancel(actor=request.user, audit=audit, reason=reason)
-    return Response(detail(selectors.audit_get(model, user=request.user, pk=pk)))
+class _AuditCancelView(CommandView):
+    audit_model: type[SecurityScan] | type[BiasEvaluation]
+    input_serializer = ReasonInputSerializer
+    errors = ERRORS
+
+    def target(self, request: Request, pk: int) -> SecurityScan | BiasEvaluation:
+        return selectors.audit_get(self.audit_model, user=request.user, pk=pk)
+
+    def run(self, request: Request, audit: SecurityScan | BiasEvaluation, data: dict[str, Any]) -> Any:
+        services.audit_cancel(actor=request.user, audit=audit, reason=data["reason"])
+        return selectors.audit_get(self.audit_model, user=request.user, pk=audit.pk)
+
+    def answer(self, audit: SecurityScan | BiasEvaluation) -> Any:
+        return _scan_detail(audit) if isinstance(audit, SecurityScan) else _evaluation_detail(audit)
 
 
-class ScanCancelView(APIView):
-    @extend_schema(
-        operation_id="security_scans_cancel", request=AuditCancelSerializer,
-        responses={200: ScanDetailSerializer, **ERRORS},
-    )  # fmt: skip
-    def post(self, request: Request, pk: int) -> Response:
-        """Cancel a scan that has not started (waiting for approval, or queued): its pending
-        approval requests are withdrawn with it. A running or finished scan answers 409."""
-        return _cancel(SecurityScan, request, pk, _scan_detail)
+class ScanCancelView(_AuditCancelView):
+    """Cancel a scan that has not started (waiting for approval, or queued): its pending approval
+    requests are withdrawn with it. A running or finished scan answers 409."""
+
+    operation_id = "security_scans_cancel"
+    audit_model = SecurityScan
+    output_serializer = ScanDetailSerializer
 
 
-class EvaluationCancelView(APIView):
-    @extend_schema(
-        operation_id="bias_evaluations_cancel", request=AuditCancelSerializer,
-        responses={200: EvaluationDetailSerializer, **ERRORS},
-    )  # fmt: skip
-    def post(self, request: Request, pk: int) -> Response:
-        """Cancel an evaluation that has not started (waiting for approval, or queued): its pending
-        approval requests are withdrawn with it. A running or finished evaluation answers 409."""
-        return _cancel(BiasEvaluation, request, pk, _evaluation_detail)
+class EvaluationCancelView(_AuditCancelView):
+    """Cancel an evaluation that has not started (waiting for approval, or queued): its pending
+    approval requests are withdrawn with it. A running or finished evaluation answers 409."""
+
+    operation_id = "bias_evaluations_cancel"
+    audit_model = BiasEvaluation
+    output_serializer = EvaluationDetailSerializer

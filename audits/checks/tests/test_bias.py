@@ -3,6 +3,7 @@ tiny GPT-2 answering real prompts end to end. No database."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
+from PIL import Image
 
 from audits.checks.answers import generate_answers, render_prompts
 from audits.checks.bias import (
@@ -208,6 +210,9 @@ def test_chart_png_draws_a_png_even_with_an_empty_group() -> None:
 
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 5_000
+    assert chart_png(result, "selection_rate") == png  # its digest is evidence: same result, same bytes
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.size == (2 * (90 * 3 + 100), 2 * 300)  # three groups, two pixels a point
     with pytest.raises(ValueError, match="'recall' was not computed"):
         chart_png(result, "recall")
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from audits.checks import services
 from audits.checks.models import OPEN_STATES, AuditState, BiasEvaluation, SecurityScan, Trigger, Verdict
+from audits.checks.services import runs
 from audits.checks.tests.conftest import MAPPING
 from audits.ledger.models import Entry
 from common import artifacts
@@ -59,12 +60,12 @@ def _completed(model: type[Any], pk: int, verdict: str, *, ago: timedelta = time
 def test_a_reaped_scan_stays_failed_when_its_worker_comes_back(ready: dict[str, Any]) -> None:
     scan = _scan(ready)
     scan.refresh_from_db()
-    claimed = services._claim(SecurityScan, scan.pk, str(scan.idempotency_key), "slow-worker")
+    claimed = runs._claim(SecurityScan, scan.pk, str(scan.idempotency_key), "slow-worker")
     SecurityScan.objects.filter(pk=scan.pk).update(heartbeat_at=timezone.now() - timedelta(hours=5))
     assert services.audits_reap(actor=ready["system"]) == 1
 
-    services._beat(claimed)  # the slow worker is alive again: its heartbeat must not touch the row
-    returned = services._finish(claimed, state=AuditState.COMPLETED, verdict=Verdict.PASSED, reasons=[])
+    runs._beat(claimed)  # the slow worker is alive again: its heartbeat must not touch the row
+    returned = runs._finish(claimed, state=AuditState.COMPLETED, verdict=Verdict.PASSED, reasons=[])
 
     scan.refresh_from_db()
     assert scan.state == AuditState.FAILED and scan.verdict == Verdict.NONE
@@ -81,18 +82,18 @@ def test_a_reaped_scan_stays_failed_when_its_worker_comes_back(ready: dict[str, 
 def test_a_run_claimed_by_another_worker_is_not_finished_nor_beaten_by_this_one(ready: dict[str, Any]) -> None:
     scan = _scan(ready)
     scan.refresh_from_db()
-    claimed = services._claim(SecurityScan, scan.pk, str(scan.idempotency_key), "worker-a")
+    claimed = runs._claim(SecurityScan, scan.pk, str(scan.idempotency_key), "worker-a")
     beaten = timezone.now() - timedelta(minutes=1)
     SecurityScan.objects.filter(pk=scan.pk).update(claimed_by="worker-b", heartbeat_at=beaten)
 
-    services._beat(claimed)
-    services._finish(claimed, state=AuditState.COMPLETED, verdict=Verdict.PASSED, reasons=[])
+    runs._beat(claimed)
+    runs._finish(claimed, state=AuditState.COMPLETED, verdict=Verdict.PASSED, reasons=[])
 
     scan.refresh_from_db()
     assert scan.state == AuditState.RUNNING and scan.claimed_by == "worker-b" and scan.heartbeat_at == beaten
     assert scan.finished_at is None
     assert _actions("security_scan", scan.pk)[-1] == "security_scan.started"
-    services._beat(SecurityScan.objects.get(pk=scan.pk))  # its own worker's heartbeat still counts
+    runs._beat(SecurityScan.objects.get(pk=scan.pk))  # its own worker's heartbeat still counts
     assert SecurityScan.objects.get(pk=scan.pk).heartbeat_at > beaten
 
 

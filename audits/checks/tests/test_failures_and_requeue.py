@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audits.checks import garak_scan, services
 from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Verdict
+from audits.checks.services import runs
 from audits.ledger.models import Entry
 from common.errors import DomainError
 from common.outbox.models import OutboxJob
@@ -132,8 +133,8 @@ def test_a_queued_audit_whose_message_was_lost_is_sent_again_with_its_key(ready:
     assert services.audits_reap(actor=ready["system"]) == 1 and len(_jobs(scan)) == 3
 
     # Every delivery carries the one key: the first claims the scan, the others find it taken.
-    assert services._claim(SecurityScan, scan.pk, key, "w1") is not None
-    assert services._claim(SecurityScan, scan.pk, key, "w2") is None
+    assert runs._claim(SecurityScan, scan.pk, key, "w1") is not None
+    assert runs._claim(SecurityScan, scan.pk, key, "w2") is None
     SecurityScan.objects.filter(pk=scan.pk).update(heartbeat_at=timezone.now())
     assert services.audits_reap(actor=ready["system"]) == 0
 

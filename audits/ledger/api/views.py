@@ -16,9 +16,10 @@ from audits.ledger import selectors
 from audits.ledger.models import Entry
 from audits.ledger.services import LedgerError
 from audits.ledger.verification import known_verifiers
+from common.api import ListView
 from common.errors import DomainError, NotFound
+from common.pagination import Pagination
 
-MAX_PAGE = 1000
 MAX_INDEX = 2**63 - 1  # indexes and sizes are 64-bit signed integers in the database
 _b64 = serializers.ListField(child=serializers.CharField())
 
@@ -168,34 +169,34 @@ class EntrySerializer(serializers.Serializer):
     body_b64 = serializers.CharField()
     entry = serializers.JSONField()
 
-
-class EntryPageSerializer(serializers.Serializer):
-    start = serializers.IntegerField()
-    end = serializers.IntegerField()
-    tree_size = serializers.IntegerField()
-    entries = EntrySerializer(many=True)
+    def to_representation(self, instance: Entry) -> dict[str, Any]:
+        return selectors.entry_decoded(instance)  # the fields above, with sealed values shown as sealed
 
 
-class EntryListView(APIView):
+class EntryPagination(Pagination):
+    """The envelope and parameters of every list. Entries are numbered from 0 without a gap, so
+    ``offset`` is the index of the first entry: a page is read as a range of indexes (a seek on the
+    primary key, never a scan past ``offset`` rows), and ``count`` is the tree size."""
+
+    offset_query_description = "The index of the first entry (default 0)."
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        self.count = selectors.tree_size()
+        return list(queryset.filter(index__gte=self.offset, index__lt=min(self.offset + self.limit, self.count)))
+
+
+class EntryListView(ListView):
+    """Entries of the ledger by index: ``?offset=`` is the index of the first (at most 1000 a page,
+    100 by default); ``count`` is the tree size. Sealed personal data is shown as sealed."""
+
     permission_classes = [CanReadEntries]
-
-    @extend_schema(
-        operation_id="ledger_entries",
-        parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int)],
-        responses=EntryPageSerializer,
-    )
-    def get(self, request: Request) -> Response:
-        """Entries with ``start ≤ index < end`` (at most 1000; default the first 100 from ``start``).
-        Sealed personal data is shown as sealed."""
-        start = _int_param(request, "start", default=0)
-        end = _int_param(request, "end", default=start + 100)
-        if end < start or end - start > MAX_PAGE:
-            raise DomainError(
-                "invalid_input", f"end must be within [start, start + {MAX_PAGE}]", fields={"end": [f"got {end}"]}
-            )
-        size = selectors.tree_size()
-        entries = [selectors.entry_decoded(e) for e in selectors.entries_in_range(start, min(end, size))]
-        return Response({"start": start, "end": min(end, size), "tree_size": size, "entries": entries})
+    pagination_class = EntryPagination
+    serializer_class = EntrySerializer
+    list_operation_id = "ledger_entries"
+    queryset = Entry.objects.order_by("index")
 
 
 class EntryDetailView(APIView):

@@ -1,4 +1,4 @@
-"""RFC 9162 conformance (the shared vectors) and the fast code against the RFC's recursive text."""
+"""RFC 9162 conformance (the vendored transparency-dev vectors) and the fast code against the RFC's recursive text."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from audits.ledger.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "rfc9162"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc9162"  # vendored: see its SOURCE.md
 
 
 def _vector_files(kind: str) -> list[Path]:

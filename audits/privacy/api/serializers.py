@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import id_field, ledgered_text
+from common.api import ReasonInputSerializer, id_field, ledgered_text
 
 
 class IdentifierSerializer(serializers.Serializer):
@@ -24,10 +24,6 @@ class MethodSerializer(serializers.Serializer):
     method = serializers.CharField(max_length=200)
 
 
-class PrivacyReasonSerializer(serializers.Serializer):
-    reason = ledgered_text()
-
-
 class DenySerializer(serializers.Serializer):
     basis = ledgered_text()
     nature = serializers.CharField(max_length=2000, required=False, default="")
@@ -37,8 +33,7 @@ class CompleteSerializer(serializers.Serializer):
     nature = serializers.CharField(max_length=2000)
 
 
-class LegalHoldPlaceSerializer(serializers.Serializer):
-    reason = ledgered_text()
+class LegalHoldPlaceSerializer(ReasonInputSerializer):
     identifiers = IdentifierSerializer(many=True, required=False, default=list)
     request = id_field(required=False, allow_null=True, default=None)
 

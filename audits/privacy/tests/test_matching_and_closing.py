@@ -14,7 +14,7 @@ from django.test import Client
 
 from audits.ledger.models import Entry
 from audits.ledger.services import ERASED, vault_open
-from audits.privacy import services
+from audits.privacy import selectors
 from audits.privacy.models import DataSubjectRequest
 from audits.privacy.services import dsr_access_package, dsr_complete, dsr_erase, dsr_withdraw
 from audits.privacy.tests.test_requests import ANA, CONTACTS, _receive, _scanned_version, _searched
@@ -58,7 +58,7 @@ def test_a_person_indexed_where_no_record_can_be_singled_out_stops_the_answer(
     officer = people["compliance_officer"]
     version = _scanned_version(people, "contacts", CONTACTS)
     access, erasure = _searched(people, "access"), _searched(people, "erasure")
-    monkeypatch.setattr(services, "_person_records", lambda version, matches: [])
+    monkeypatch.setattr(selectors, "person_records", lambda version, matches: [])
     before = Entry.objects.count()
     for answer, request in ((dsr_access_package, access), (dsr_erase, erasure)):
         with pytest.raises(Conflict, match=rf"refused, nothing changed: the scan indexed .* in {version}") as caught:

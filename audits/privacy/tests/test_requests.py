@@ -489,15 +489,15 @@ def test_the_api_runs_a_request_and_hides_it_from_other_projects(people: dict[st
     assert client.get(path, **auth(people["auditor"])).json()["package_sha256"] == package["sha256"]
     assert client.get(path, **auth(people["ml_engineer"])).status_code == 403
     log = client.get("/api/v1/privacy/projects/assistant/request-log", **auth(people["auditor"]))
-    assert [(r["nature"], r["manner"]) for r in log.json()] == [("access", "web_form")]
+    assert [(r["nature"], r["manner"]) for r in log.json()["results"]] == [("access", "web_form")]
     log_url = "/api/v1/privacy/projects/assistant/request-log"
     naive_since = client.get(log_url, {"since": "2025-06-01T00:00"}, **auth(people["auditor"]))
     assert naive_since.status_code == 400 and "since" in naive_since.json()["error"]["message"]
     assert "timezone-aware" in naive_since.json()["error"]["message"]
     later = client.get(log_url, {"since": "2099-01-01T00:00Z"}, **auth(people["auditor"]))
-    assert later.status_code == 200 and later.json() == []
+    assert later.status_code == 200 and later.json()["results"] == []
     earlier = client.get(log_url, {"since": "2025-06-01T00:00+02:00"}, **auth(people["auditor"]))
-    assert [r["nature"] for r in earlier.json()] == ["access"]
+    assert [r["nature"] for r in earlier.json()["results"]] == ["access"]
 
     other = project_create(actor=people["system"], slug="other", name="Other")
     stranger = get_user_model().objects.create_user(username="other-officer")
@@ -531,7 +531,12 @@ def test_the_admin_shows_the_flag_and_closes_reviews_through_the_service(dataset
     _receive(datasets, "access")
     admin_login(client, officer)
     listing = client.get("/admin/privacy/datasubjectrequest/")
-    assert listing.status_code == 200 and '<b style="color: #c62828">Overdue</b>' in listing.content.decode()
+    # The list says the deadline as it stands now, in the request's zone; the stored flag filters.
+    body = listing.content.decode()
+    assert listing.status_code == 200 and '<span class="dsr-ok"><span class="dsr-nowrap">due ' in body
+    assert " days left</span>" in body
+    flagged = client.get("/admin/privacy/datasubjectrequest/", {"deadline_flag__exact": "overdue"}).content.decode()
+    assert f">DSR-{request.pk}</a>" in flagged
     review = ModelReview.objects.get(request=request)
     url = "/admin/privacy/modelreview/"
     form = client.post(url, {"action": "close_reviews", "_selected_action": [review.pk]})
@@ -543,6 +548,40 @@ def test_the_admin_shows_the_flag_and_closes_reviews_through_the_service(dataset
     assert review.outcome == "retired" and review.closed_by == officer
     assert _payload("model_review.closed")["note"] == "replaced by v2"
     assert client.get(f"/admin/privacy/datasubjectrequest/{request.pk}/delete/").status_code == 403
+
+
+def test_the_admin_request_actions_say_what_the_services_did_and_log_refusals(
+    datasets: dict[str, Any], client: Any, security_events: list[dict[str, Any]]
+) -> None:
+    officer = datasets["compliance_officer"]
+    request = _receive(datasets, "access")
+    request = dsr_verify_identity(actor=officer, request=request, method="reply from the address on file")
+    unscanned = make_dataset(datasets, slug="unscanned")
+    dataset_version_upload(actor=datasets["ml_engineer"], dataset=unscanned, filename="u.jsonl", data=b"{}\n")
+    admin_login(client, officer)
+    url = "/admin/privacy/datasubjectrequest/"
+
+    def act(action: str) -> list[str]:
+        response = client.post(url, {"action": action, "_selected_action": [request.pk]}, follow=True)
+        assert response.status_code == 200
+        return [str(m) for m in response.context["messages"]]
+
+    # The search says what it found, and that a version not yet scanned is beyond the index.
+    assert act("search") == [
+        f"data-subject request {request.pk} (gdpr access, identity_verified): searched: 2 dataset version(s) of "
+        "project assistant hold this person; 1 dataset version(s) not scanned yet, which the index cannot speak for"
+    ]
+    assert DataSubjectRequest.objects.get(pk=request.pk).state == RequestState.SEARCHED
+    # A GDPR request has no receipt to confirm: refused, shown, and logged as the API logs it.
+    start = Entry.objects.count()
+    assert act("confirm_receipt") == [
+        f"data-subject request {request.pk} (gdpr access, searched): a gdpr access request has no confirmation step"
+    ]
+    assert Entry.objects.count() == start
+    denied = [e for e in security_events if e["event"] == "request.denied"]
+    assert [(e["object_type"], e["object_id"], e["status"], e["reason"], e["user_id"]) for e in denied] == [
+        ("privacy.datasubjectrequest", request.pk, 409, "no_confirmation", officer.pk)
+    ]
 
 
 def test_a_dataset_changed_on_disk_stops_the_answer_and_names_the_version(datasets: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 
+from django.db.models import QuerySet
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -12,24 +13,33 @@ from rest_framework.views import APIView
 
 from audits.reports import selectors, services
 from audits.reports.api.serializers import ReportRequestSerializer, ReportRunSerializer
-from common.api import validated
+from audits.reports.models import ReportRun
+from common.api import ListView, validated
 from common.errors import DomainError
 from common.ratelimit import ApiRateLimit
-from governance.api.views import ERRORS
 from governance.selectors import project_list
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 
+ERRORS = {
+    400: OpenApiResponse(description="invalid input"),
+    403: OpenApiResponse(description="your role in the project does not allow this"),
+    404: OpenApiResponse(description="no such report, project or model version, or not in a project of yours"),
+    409: OpenApiResponse(description="the report's current state does not allow this"),
+    422: OpenApiResponse(description="a policy or domain rule forbids it (the message names the rule)"),
+}
 
-class ReportListView(APIView):
+
+class ReportListView(ListView):
+    """Report runs of the projects where you are a compliance officer or an auditor, newest first."""
+
+    serializer_class = ReportRunSerializer
+    list_operation_id = "reports_list"
     throttle_classes = [ApiRateLimit]
     rate_limit_groups = {"GET": "reports.read", "POST": "reports.generate"}
 
-    @extend_schema(operation_id="reports_list", responses={200: ReportRunSerializer(many=True)})
-    def get(self, request: Request) -> Response:
-        """Report runs of the projects where you are a compliance officer or an auditor."""
-        runs = selectors.report_list(user=request.user).order_by("-created_at")[:500]
-        return Response(ReportRunSerializer(runs, many=True).data)
+    def get_queryset(self) -> QuerySet[ReportRun]:
+        return selectors.report_list(user=self.request.user).order_by("-created_at", "-pk")
 
     @extend_schema(operation_id="reports_create", request=ReportRequestSerializer,
                    responses={202: ReportRunSerializer, **ERRORS})  # fmt: skip

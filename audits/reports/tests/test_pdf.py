@@ -48,6 +48,7 @@ from audits.reports.pdf import (
     sign_pdf,
     verify_pdf_signature,
 )
+from conftest import require_tool
 
 ORIGIN = "reports.test/ledger"
 TREE_SIZE = 1000
@@ -469,8 +470,8 @@ def test_a_certificate_expired_at_verification_time_fails(pdf: bytes, ledger_key
     assert check.reason.startswith(CERTIFICATE_NOT_VALID), check.reason
 
 
-@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed")
 def test_pdftotext_reads_table_values_and_page_numbers(signed: bytes) -> None:
+    require_tool(shutil.which("pdftotext") is not None, "poppler-utils (pdftotext)")
     result = subprocess.run(["pdftotext", "-layout", "-", "-"], input=signed, capture_output=True, check=True)
     text = result.stdout.decode()
     assert "user-299" in text

@@ -56,7 +56,7 @@ def test_generate_in_the_admin_on_the_worker_and_download(
     admin_login(auditor, people["auditor"])
     fetched = auditor.get(f"/api/v1/reports/{run.pk}/pdf")
     assert fetched.status_code == 200 and b"".join(fetched.streaming_content) == pdf
-    assert auditor.get("/api/v1/reports/").json()[0]["pdf_sha256"] == run.pdf_sha256
+    assert auditor.get("/api/v1/reports/").json()["results"][0]["pdf_sha256"] == run.pdf_sha256
 
     path = tmp_path / "report.pdf"
     path.write_bytes(pdf)

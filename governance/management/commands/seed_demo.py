@@ -3,7 +3,12 @@
 Two projects, one person per role holding that role in both, and a CI service account with an API
 token. Passwords and the token are generated, printed once, and kept in a logins file that only the
 owner can read (``var/demo-logins.txt`` by default). Running it again creates only what is missing;
-a demo user whose login is not in the file gets a new password, so the file is always complete.
+a demo user whose login is not in the file gets a new password, so the file is always complete. A role
+the person already holds is not granted again: every ``make up`` used to append the same
+``project.role_granted`` entries to the ledger.
+
+``seed_demo --story`` (the ``demo`` app's command of the same name, which extends this one) also
+plays one complete lifecycle through the services: see ``demo/story.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from governance.models import Project, ServiceAccount
-from governance.permissions import SYSTEM_USERNAME
+from governance.permissions import SYSTEM_USERNAME, has_project_role
 from governance.roles import Role
 from governance.services import api_token_create, project_create, project_role_grant, service_account_create
 
@@ -57,6 +62,12 @@ def _write_logins(path: Path, logins: dict[str, str], url: str) -> None:
     os.replace(tmp, path)
 
 
+def _grant_once(system: Any, project: Project, user: Any, role: Role) -> None:
+    """Grant ``role`` unless ``user`` already holds it in ``project``: a second run ledgers nothing."""
+    if not has_project_role(user, project, role):
+        project_role_grant(actor=system, project=project, user=user, role=role, reason="demo organisation")
+
+
 class Command(BaseCommand):
     help = "Create the demo organisation (idempotent) and write its logins to a file only you can read."
 
@@ -84,15 +95,13 @@ class Command(BaseCommand):
                     user.save()
                     created[username] = password
                 for project in projects:
-                    project_role_grant(actor=system, project=project, user=user, role=role, reason="demo organisation")
+                    _grant_once(system, project, user, role)
             account = ServiceAccount.objects.filter(user__username=CI_ACCOUNT).first()
             if account is None:
                 account = service_account_create(
                     actor=system, username=CI_ACCOUNT, description="Demo CI pipeline: submits requests, never approves."
                 )
-            project_role_grant(
-                actor=system, project=projects[0], user=account.user, role=Role.ML_ENGINEER, reason="demo organisation"
-            )
+            _grant_once(system, projects[0], account.user, Role.ML_ENGINEER)
             if CI_ACCOUNT not in logins:
                 _, token = api_token_create(actor=system, user=account.user, name="demo CI token")
                 created[CI_ACCOUNT] = token

@@ -1,6 +1,6 @@
 """python manage.py backup DIR: a consistent backup of the whole service into a new or empty DIR.
 
-What it holds and how it is taken: ``audits/ledger/backup.py``. The ledger's signing key is NOT in
+What it holds and how it is taken: ``audits/ledger/backup/``. The ledger's signing key is NOT in
 it: keep that key in its own secure storage. Restore with ``python manage.py restore DIR``.
 """
 

@@ -4,7 +4,7 @@ Restores a backup made by ``manage.py backup`` onto this machine's configured st
 service first) and verifies the restored ledger against ``FILE``: the checkpoint log kept
 off-site, the trust anchor (default: the backup's own copy, which proves less; a warning says so).
 Exit status 0 when everything was restored and verified, 1 otherwise (the message names the
-file or step). Details: ``audits/ledger/backup.py``.
+file or step). Details: ``audits/ledger/backup/``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,110 @@
+"""What a model audit vouches for, and whether the runs on record are evidence now: the digest a
+waiver is given to, and the policy checks ``security_scan_passed`` and ``bias_within_bounds``.
+Pure rules and reads; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+from django.utils import timezone
+
+from audits.checks import profiles
+from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Verdict
+from common.digests import canonical_digest
+from common.errors import DomainError
+from governance.services import approval_holds
+from registry.models import ModelVersion
+
+KINDS = {SecurityScan: "security_scan", BiasEvaluation: "bias_evaluation"}
+
+
+def audit_digest(audit: SecurityScan | BiasEvaluation) -> str:
+    """What a waiver vouches for: the weights, the profile, and the report with its verdict."""
+    fields: dict[str, Any] = {
+        "kind": KINDS[type(audit)],
+        "weights": audit.weights_digest,
+        "profile": {"name": audit.profile_name, **audit.profile},
+        "report": audit.report_digest,
+        "verdict": audit.verdict,
+        "reasons": audit.reasons,
+    }
+    if isinstance(audit, BiasEvaluation):
+        fields["dataset_version"] = audit.dataset_version.sha256
+        fields["chart"] = audit.chart_digest
+    return canonical_digest(fields)
+
+
+# Keys of a profile that change nothing a run measures: editing them keeps earlier runs valid.
+_PROFILE_WORDS = ("description", "rescan_every_days")
+
+
+def _measured(profile: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in profile.items() if key not in _PROFILE_WORDS}
+
+
+def _latest(model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int) -> list[Any]:
+    """The runs the evidence judges: the latest completed run of these weights under ``profile``
+    not older than ``max_age_days``; for bias evaluations, the latest such run of each (dataset
+    version, sensitive feature) pair evaluated in that window. Oldest first; empty if none."""
+    since = timezone.now() - timezone.timedelta(days=max_age_days)
+    completed = model.objects.filter(
+        model_version=model_version, weights_digest=model_version.weights_digest, profile_name=profile,
+        state=AuditState.COMPLETED, finished_at__gte=since,
+    )  # fmt: skip
+    if model is SecurityScan:
+        latest = completed.order_by("-finished_at", "-pk").first()
+        return [latest] if latest is not None else []
+    by_pair: dict[tuple[int, str], Any] = {}
+    for audit in completed.select_related("dataset_version").order_by("finished_at", "pk"):
+        by_pair[(audit.dataset_version_id, audit.sensitive_feature)] = audit
+    return sorted(by_pair.values(), key=lambda a: (a.finished_at, a.pk))
+
+
+def _judge(audit: SecurityScan | BiasEvaluation, current: dict[str, Any]) -> tuple[bool, str]:
+    kind = KINDS[type(audit)]
+    when = f"{kind.replace('_', ' ')} {audit.pk} ({audit.finished_at:%Y-%m-%d})"
+    if _measured(audit.profile) != _measured(current):
+        return False, f"{when} ran under an earlier definition of profile {audit.profile_name!r}"
+    if audit.verdict == Verdict.PASSED:
+        return True, f"{when} passed"
+    if approval_holds(subject_type=kind, subject_id=str(audit.pk), action=f"{kind}.waive", digest=audit_digest(audit)):
+        return True, f"{when} failed and its findings are waived: {'; '.join(audit.reasons)}"
+    return False, f"{when} failed: {'; '.join(audit.reasons)}"
+
+
+def _audit_evidence(
+    model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int
+) -> tuple[bool, str]:
+    kind = KINDS[model]
+    try:
+        current = profiles.profile("security" if model is SecurityScan else "bias", profile)
+    except (DomainError, profiles.ProfileError) as exc:
+        return False, f"profile {profile!r} cannot be read now: {exc}"
+    audits = _latest(model, model_version, profile, max_age_days)
+    if not audits:
+        text = kind.replace("_", " ")
+        return False, f"no {text} under profile {profile!r} of these weights in the last {max_age_days} days"
+    judged = [_judge(audit, current) for audit in audits]
+    refused = [reason for ok, reason in judged if not ok]
+    if refused:
+        return False, "; ".join(refused)
+    return True, "; ".join(reason for _, reason in judged)
+
+
+def security_scan_passed(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
+    """Evidence: the latest scan of these exact weights under ``profile``, not older than
+    ``max_age_days``, passed, or failed with a waiver that holds for its report. It counts only if
+    it ran under the profile as defined now (its description and re-scan period aside): a pass
+    under an earlier, weaker definition does not."""
+    return _audit_evidence(SecurityScan, model_version, profile, max_age_days)
+
+
+def bias_within_bounds(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
+    """Evidence: for each (dataset version, sensitive feature) pair evaluated on these weights
+    under ``profile`` in the last ``max_age_days``, the latest completed evaluation of that pair
+    kept within its bounds (or was waived) and ran under the profile as defined now (its
+    description and re-scan period aside). A newer pass on one feature does not hide a failure on
+    another; a pair whose evaluations are all older than ``max_age_days`` no longer counts."""
+    return _audit_evidence(BiasEvaluation, model_version, profile, max_age_days)

@@ -1,0 +1,266 @@
+"""Restoring a backup: ``service_restore`` (``manage.py restore DIR``)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from audits.ledger.backup.anchor import _anchor_for, _verify_against, anchor_read
+from audits.ledger.backup.layout import (
+    CHECKPOINT_LOG,
+    PG_DUMP_FILE,
+    SQLITE_FILE,
+    BackupError,
+    Say,
+    _copy_into_place,
+    _embedded_subject_index_key,
+    _file_uri_path,
+    _sha256_file,
+    _sqlite_path,
+)
+from audits.ledger.backup.manifest import _check_migrations, manifest_check, manifest_read
+from audits.ledger.backup.postgres import _restore_postgresql
+from audits.ledger.backup.sqlite import _restore_sqlite_staged
+from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
+
+
+def _target_data() -> list[str]:
+    """What already holds data where the restore would write (empty on a clean machine)."""
+    found = []
+    if "ledger_entry" in connection.introspection.table_names():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM ledger_entry")
+            entries = cursor.fetchone()[0]
+            cursor.execute("SELECT COUNT(*) FROM ledger_checkpoint")
+            checkpoints = cursor.fetchone()[0]
+        if entries or checkpoints:
+            found.append(f"the database holds {entries} ledger entries and {checkpoints} checkpoints")
+    log = Path(settings.LEDGER_CHECKPOINT_LOG)
+    if log.is_file() and log.stat().st_size:
+        found.append(f"the checkpoint log {log} is not empty")
+    store = Path(settings.ARTIFACT_ROOT) / "sha256"
+    if store.is_dir() and any(p.is_file() for p in store.rglob("*")):
+        found.append(f"the artifact store {store} holds blobs")
+    mlflow_db = _sqlite_path(settings.MLFLOW_TRACKING_URI)
+    if mlflow_db is not None and mlflow_db.is_file():
+        found.append(f"the MLflow store {mlflow_db} exists")
+    return found
+
+
+@dataclass
+class RestoreResult:
+    tree_size: int
+    checkpoints_checked: int
+    anchored_up_to: int
+    warnings: list[str]
+
+
+def _files_differ(a: Path, b: Path) -> list[str]:
+    def listing(root: Path) -> dict[str, str]:
+        if not root.is_dir():
+            return {}
+        return {
+            p.relative_to(root).as_posix(): _sha256_file(p)[0]
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        }
+
+    left, right = listing(a), listing(b)
+    return sorted(name for name in left.keys() | right.keys() if left.get(name) != right.get(name))
+
+
+def service_restore(
+    directory: Path, *, checkpoints: Path | None, force: bool, accept_loss: bool, say: Say
+) -> RestoreResult:
+    """Restore the backup in ``directory`` onto this machine's configured stores, and verify the
+    restored ledger against ``checkpoints`` (the off-site checkpoint log; default: the backup's copy).
+
+    Order: manifest digests, the code's migrations, the anchor file, an empty target (unless
+    ``force``); nothing is written before these pass. Then the database (SQLite: verified in a
+    staging copy before it lands; PostgreSQL: loaded, then verified), and only after verification
+    the files. Caveat: on PostgreSQL a database that fails verification stays loaded (the message
+    says so) and the files are not restored.
+    """
+    manifest = manifest_read(directory)
+    manifest_check(directory, manifest)
+    say(f"manifest: {len(manifest['files'])} file(s), every SHA-256 and size as listed")
+    vendor = manifest["database"]["vendor"]
+    if vendor != connection.vendor:
+        raise BackupError(f"the backup is of a {vendor} database; this service is configured for {connection.vendor}")
+    _check_migrations(manifest)
+    warnings: list[str] = []
+    backup_log = directory / CHECKPOINT_LOG
+    anchor = anchor_read(checkpoints or backup_log)
+    if checkpoints is None:
+        warnings.append(
+            "verifying against the backup's own copy of the checkpoint log; pass --checkpoints with the copy "
+            "kept off-site: whoever altered this backup could have altered its log too"
+        )
+    tree_size = int(manifest["ledger"]["tree_size"])
+    if not force:
+        found = _target_data()
+        if found:
+            raise BackupError(
+                "the target is not empty: " + "; ".join(found) + ". Restore onto a clean machine, or pass --force "
+                "to replace what is there"
+            )
+
+    with tempfile.TemporaryDirectory(prefix="restore-") as work:
+        anchor_file, loss = _anchor_for(anchor, tree_size, accept_loss, Path(work))
+        warnings += loss
+        log_in_backup = backup_log if backup_log.is_file() else None
+        if vendor == "sqlite":
+            result = _restore_sqlite_staged(directory / SQLITE_FILE, anchor_file, log_in_backup)
+        else:
+            _restore_postgresql(directory / PG_DUMP_FILE)
+            say(f"database: pg_restore of {PG_DUMP_FILE} into {connection.settings_dict['NAME']}")
+            try:
+                result = _verify_against(anchor_file, log_in_backup)
+            except BackupError as exc:
+                raise BackupError(
+                    f"{exc}. The database holds the unverified restore: do not start the service"
+                ) from None
+    anchored = max((size for _, size in anchor.sizes if size <= result.tree_size), default=0)
+    say(
+        f"ledger: {result.tree_size} entries re-hashed; {result.checkpoints_checked} checkpoint(s) verified, the "
+        f"off-site ones from {anchor.path} included (they vouch for entries 0..{anchored - 1})"
+    )
+    if result.tree_size != tree_size:
+        raise BackupError(f"the restored ledger has {result.tree_size} entries; the manifest says {tree_size}")
+    from audits.ledger.selectors import latest_checkpoint
+
+    latest = latest_checkpoint()
+    signed = latest.tree_size if latest is not None else 0
+    if anchored < signed:
+        warnings.append(
+            f"entries {anchored}..{signed - 1} are covered only by checkpoints inside the backup (the off-site "
+            "file has none that large): they are as trustworthy as the backup itself"
+        )
+    if signed < result.tree_size:
+        warnings.append(
+            f"entries {signed}..{result.tree_size - 1} were appended after the last checkpoint: no signature "
+            "covers them yet (each was checked against its stored leaf hash only)"
+        )
+    if vendor == "sqlite":
+        say(f"database: {SQLITE_FILE} -> {connection.settings_dict['NAME']}")
+    warnings += _restore_files(directory, manifest, force=force, say=say)
+    return RestoreResult(
+        tree_size=result.tree_size,
+        checkpoints_checked=result.checkpoints_checked,
+        anchored_up_to=anchored,
+        warnings=warnings,
+    )
+
+
+def _restore_files(directory: Path, manifest: dict[str, Any], *, force: bool, say: Say) -> list[str]:
+    warnings: list[str] = []
+    files: dict[str, Any] = manifest["files"]
+
+    store = Path(settings.ARTIFACT_ROOT)
+    blobs = [rel for rel in files if rel.startswith("artifacts/sha256/")]
+    for rel in blobs:
+        target = store / rel.removeprefix("artifacts/")
+        if not target.is_file() or _sha256_file(target)[0] != files[rel]["sha256"]:
+            _copy_into_place(directory / rel, target)
+    say(f"artifacts: {len(blobs)} blob(s) -> {store / 'sha256'}")
+
+    mlflow_db = _sqlite_path(settings.MLFLOW_TRACKING_URI)
+    if "mlflow/mlflow.sqlite3" in files:
+        if mlflow_db is None:
+            warnings.append(f"the backup has an MLflow SQLite store; MLflow here is {settings.MLFLOW_TRACKING_URI}")
+        else:
+            mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+            src = sqlite3.connect(f"file:{directory / 'mlflow/mlflow.sqlite3'}?mode=ro", uri=True)
+            dst = sqlite3.connect(mlflow_db)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+            say(f"MLflow store -> {mlflow_db}")
+    mlflow_files = [rel for rel in files if rel.startswith("mlflow/artifacts/")]
+    if mlflow_files:
+        location = _file_uri_path(settings.MLFLOW_ARTIFACT_LOCATION)
+        if location is None:
+            warnings.append(
+                f"MLflow artifacts in the backup not restored: {settings.MLFLOW_ARTIFACT_LOCATION} is not local"
+            )
+        else:
+            for rel in mlflow_files:
+                _copy_into_place(directory / rel, location / rel.removeprefix("mlflow/artifacts/"))
+            say(f"MLflow artifacts: {len(mlflow_files)} file(s) -> {location}")
+
+    # Policies are reviewed like code and live in the checkout: they are compared, not overwritten
+    # (an empty POLICY_DIR is filled). Approvals record the policy-set hash they were decided under.
+    policies = Path(settings.POLICY_DIR)
+    policy_files = [rel for rel in files if rel.startswith("policies/")]
+    if not policies.is_dir() or not any(policies.iterdir()):
+        for rel in policy_files:
+            _copy_into_place(directory / rel, policies / rel.removeprefix("policies/"))
+        say(f"policies: {len(policy_files)} file(s) -> {policies}")
+    else:
+        differ = _files_differ(directory / "policies", policies)
+        if differ:
+            warnings.append(
+                f"the policies in {policies} differ from the backup's ({', '.join(differ[:5])}): the service will "
+                f"apply those of {policies}; the backup's are in {directory / 'policies'}"
+            )
+        else:
+            say(f"policies: {policies} matches the backup ({len(policy_files)} file(s))")
+
+    if "keys/reports-certificate.pem" in files:
+        target = Path(settings.REPORTS_CERTIFICATE_FILE)
+        source = directory / "keys/reports-certificate.pem"
+        if not target.is_file():
+            _copy_into_place(source, target)
+        elif source.read_bytes() not in target.read_bytes():
+            with target.open("ab") as handle:
+                handle.write(source.read_bytes())
+        say(f"reports certificate -> {target}")
+    verifiers = {
+        VerifierKey.decode(line).encode()
+        for line in (directory / "keys/ledger-verifiers.txt").read_text().splitlines()
+        if line.strip()
+    }
+    try:
+        local = {s.verifier().encode() for s in load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)}
+    except KeyFileError as exc:
+        warnings.append(f"no usable signing key here ({exc}): restore it from its secure storage before starting")
+    else:
+        if not local & verifiers:
+            warnings.append(
+                f"the signing key in {settings.LEDGER_SIGNING_KEY_FILE} is not one that signed this ledger: restore "
+                "the ledger's key from its secure storage (a new key is added only by `ledger rotate-key`)"
+            )
+    if "secrets/subject-index-key" in files:
+        index_key = _embedded_subject_index_key()
+        backed_up = (directory / "secrets/subject-index-key").read_text().strip()
+        if index_key is None:
+            if settings.DATA_SUBJECT_INDEX_KEY != backed_up:
+                warnings.append("DATA_SUBJECT_INDEX_KEY here differs from the backup's: data-subject lookups will miss")
+        else:
+            _copy_into_place(directory / "secrets/subject-index-key", index_key, mode=0o600)
+            say(f"data-subject index key -> {index_key}")
+    serving = [rel for rel in files if rel.startswith("serving/")]
+    for rel in serving:
+        _copy_into_place(directory / rel, Path(settings.SERVING_ROOT) / rel.removeprefix("serving/"), mode=0o640)
+    if serving:
+        say(f"serving: {len(serving)} inference log(s) -> {settings.SERVING_ROOT}")
+
+    log = Path(settings.LEDGER_CHECKPOINT_LOG)
+    if CHECKPOINT_LOG in files:
+        if force and log.is_file() and log.stat().st_size:
+            aside = log.with_name(f"{log.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+            os.replace(log, aside)
+            warnings.append(f"the checkpoint log that was here is kept as {aside}")
+        _copy_into_place(directory / CHECKPOINT_LOG, log, mode=0o640)
+        say(f"checkpoint log -> {log}")
+    return warnings

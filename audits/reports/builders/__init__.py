@@ -1,0 +1,39 @@
+"""The contents of each report, read from the inventory and the ledger (read-only).
+
+Each builder returns an ``audits.reports.pdf.Report``: tables whose rows cite the ledger index of
+the entry they come from (only entries inside the checkpoint the report is built from), charts,
+and the checkpoint's signed note. Reads are batched per table, so a report costs a handful of
+queries per section, not one per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from audits.reports.builders.approvals import governance_audit
+from audits.reports.builders.consumer_requests import ccpa_request_log
+from audits.reports.builders.model_documents import annex_iv, dpia
+from audits.reports.builders.processing import records_of_processing
+from audits.reports.builders.shared import Progress, scope
+from audits.reports.models import ReportKind, ReportRun
+from audits.reports.pdf import Report
+
+__all__ = ["Progress", "annex_iv", "build", "ccpa_request_log", "dpia", "governance_audit", "records_of_processing"]
+
+
+def build(run: ReportRun, *, checkpoint: Any, progress: Progress) -> Report:
+    builder = {
+        ReportKind.GOVERNANCE_AUDIT: governance_audit,
+        ReportKind.RECORDS_OF_PROCESSING: records_of_processing,
+        ReportKind.ANNEX_IV: annex_iv,
+        ReportKind.DPIA: dpia,
+        ReportKind.CCPA_REQUEST_LOG: ccpa_request_log,
+    }[ReportKind(run.kind)]
+    title, sections = builder(run, checkpoint.tree_size, progress)
+    return Report(
+        title=title, scope=scope(run), period_start=run.period_start, period_end=run.period_end,
+        generated_at=timezone.now().replace(microsecond=0), checkpoint_text=checkpoint.note, sections=sections,
+        kind=run.kind, report_id=str(run.report_id),
+    )  # fmt: skip

@@ -1,0 +1,91 @@
+"""Compliance reports as PDFs: a small document model, a reportlab renderer, PAdES signing and
+verification with pyHanko. No Django here: callers gather the data, this module lays it out.
+
+A report is built from one signed ledger checkpoint. The cover page shows the checkpoint's origin,
+tree size and root hash and carries the full signed note; every table row may cite a ledger index,
+shown in a "ledger #" column. The machine-readable side travels as an embedded file,
+``report.json`` (``/Names /EmbeddedFiles`` in the catalog): format, kind, id, title, scope, period,
+generation time, the checkpoint text and the sorted list of cited ledger indexes. It lies in the
+revision that the signature covers, so ``read_pdf`` reads back what was signed, provided
+``verify_pdf_signature`` says the file was not changed after.
+
+Caveats:
+
+- Text is set in the PDF standard fonts (Helvetica, Courier), which are not embedded and cover
+  Latin-1 and the WinAnsi extras (the em dash of signed notes among them); characters outside that
+  set render as missing glyphs. Embedding a TTF would change this, at the price of bigger files.
+- ``build_pdf`` is byte-for-byte deterministic. ``sign_pdf`` is not: pyHanko gives the incremental
+  update a random second trailer ID and stamps ``/ModDate`` with the wall clock. The signing time
+  inside the signature is ``signed_at``.
+- The signature is PAdES baseline B-B: no timestamp, no revocation data. Its signing time is the
+  signer's claim; the certificate's validity is checked at that time unless a time is given.
+- ``validate_pdf_signature`` runs its own event loop: call ``verify_pdf_signature`` from
+  synchronous code (a worker, a management command, ``sync_to_async`` in an async view).
+
+The parts: ``document`` (the model a builder fills), ``render`` (``build_pdf``, with ``styles``,
+``tables`` and ``charts``), ``signing`` (``sign_pdf``) and ``verification`` (``read_pdf``,
+``verify_pdf_signature``).
+"""
+
+from audits.reports.pdf.document import (
+    METADATA_FILENAME,
+    METADATA_FORMAT,
+    PRODUCER,
+    VERIFY_COMMAND,
+    BarChart,
+    Heading,
+    KeyValues,
+    LineChart,
+    Paragraph,
+    Report,
+    ReportInfo,
+    ReportPdfError,
+    Section,
+    Table,
+    cited_indexes,
+)
+from audits.reports.pdf.render import build_pdf
+from audits.reports.pdf.signing import SIGNATURE_FIELD, private_key_from_signer, service_certificate, sign_pdf
+from audits.reports.pdf.verification import (
+    CERTIFICATE_NOT_VALID,
+    MODIFIED_AFTER_SIGNING,
+    NO_SIGNATURE,
+    SIGNATURE_INVALID,
+    UNREADABLE,
+    UNTRUSTED_SIGNER,
+    SignatureCheck,
+    read_pdf,
+    verify_pdf_signature,
+)
+
+__all__ = [
+    "CERTIFICATE_NOT_VALID",
+    "METADATA_FILENAME",
+    "METADATA_FORMAT",
+    "MODIFIED_AFTER_SIGNING",
+    "NO_SIGNATURE",
+    "PRODUCER",
+    "SIGNATURE_FIELD",
+    "SIGNATURE_INVALID",
+    "UNREADABLE",
+    "UNTRUSTED_SIGNER",
+    "VERIFY_COMMAND",
+    "BarChart",
+    "Heading",
+    "KeyValues",
+    "LineChart",
+    "Paragraph",
+    "Report",
+    "ReportInfo",
+    "ReportPdfError",
+    "Section",
+    "SignatureCheck",
+    "Table",
+    "build_pdf",
+    "cited_indexes",
+    "private_key_from_signer",
+    "read_pdf",
+    "service_certificate",
+    "sign_pdf",
+    "verify_pdf_signature",
+]

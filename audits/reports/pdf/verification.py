@@ -1,0 +1,157 @@
+"""Reading a report back (its embedded ``report.json``) and verifying its PAdES signature against
+trusted certificates, offline: nothing fetched, no revocation checked."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import EmbeddedPdfSignature, SignatureCoverageLevel, validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
+
+from audits.reports.pdf.document import METADATA_FILENAME, METADATA_FORMAT, ReportInfo, ReportPdfError, utc
+from audits.reports.pdf.signing import asn1_certificate
+
+# The reasons verify_pdf_signature gives, each followed by ": <detail>" where there is one.
+NO_SIGNATURE = "no signature"
+SIGNATURE_INVALID = "signature does not verify"
+MODIFIED_AFTER_SIGNING = "the document was modified after signing"
+UNTRUSTED_SIGNER = "signer certificate is not among the trusted ones"
+CERTIFICATE_NOT_VALID = "signer certificate is not valid at the time checked"
+UNREADABLE = "not a readable PDF"
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """``reason`` starts with one of the module's reason constants; ``signer`` is the signing
+    certificate's subject and ``signed_at`` the signer's claimed time, when a signature was read."""
+
+    ok: bool
+    reason: str | None = None
+    signer: str | None = None
+    signed_at: datetime | None = None
+
+
+def _reader(pdf: bytes) -> PdfFileReader:
+    return PdfFileReader(io.BytesIO(pdf), strict=False)
+
+
+def _embedded_file(reader: PdfFileReader, filename: str) -> bytes | None:
+    try:
+        tree = reader.root["/Names"]["/EmbeddedFiles"]
+    except KeyError:
+        return None
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if "/Kids" in node:
+            pending.extend(kid.get_object() for kid in node["/Kids"])
+        names = node.get("/Names")
+        if names is None:
+            continue
+        for i in range(0, len(names) - 1, 2):
+            if str(names[i]) == filename:
+                return bytes(names[i + 1].get_object()["/EF"]["/F"].get_object().data)
+    return None
+
+
+def read_pdf(pdf: bytes) -> ReportInfo:
+    """The report metadata embedded in ``pdf``. It reads the latest revision and checks nothing:
+    call ``verify_pdf_signature`` first to know the metadata is what the service signed."""
+    try:
+        reader = _reader(pdf)
+        payload = _embedded_file(reader, METADATA_FILENAME)
+    except (PdfError, KeyError, TypeError, ValueError) as exc:
+        raise ReportPdfError(f"{UNREADABLE}: {exc}") from None
+    if payload is None:
+        raise ReportPdfError(f"the PDF holds no {METADATA_FILENAME}: not a report of this service")
+    try:
+        data = json.loads(payload)
+        if data.get("format") != METADATA_FORMAT:
+            raise ReportPdfError(f"unknown report metadata format {data.get('format')!r}")
+        return ReportInfo(
+            format=data["format"],
+            kind=data["kind"],
+            report_id=data["report_id"],
+            title=data["title"],
+            scope=data["scope"],
+            period_start=data["period_start"],
+            period_end=data["period_end"],
+            generated_at=datetime.fromisoformat(data["generated_at"]),
+            checkpoint_text=data["checkpoint"],
+            cited_indexes=tuple(int(i) for i in data["cited_ledger_indexes"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ReportPdfError):
+            raise
+        raise ReportPdfError(f"{METADATA_FILENAME} is malformed: {exc!r}") from None
+
+
+def verify_pdf_signature(
+    pdf: bytes, *, trusted: Sequence[x509.Certificate], at: datetime | None = None
+) -> SignatureCheck:
+    """Check that ``pdf`` carries a signature that verifies, covers every byte of the file, and
+    was made with a certificate in ``trusted`` (or issued under one). The signer's certificate
+    must be valid at ``at``, or, when ``at`` is not given, at the signing time the signature
+    claims: a B-B signature carries no timestamp, and an archived report should not turn invalid
+    the day its certificate expires. Nothing is fetched from the network and no revocation is
+    checked. The first failure wins, in this order: unreadable, no signature, signed bytes
+    altered, signature invalid, modified after signing, untrusted signer, certificate not valid.
+    """
+    at = utc(at, "at") if at is not None else None
+    try:
+        reader = _reader(pdf)
+        signatures = reader.embedded_signatures
+    except (PdfError, KeyError, TypeError, ValueError) as exc:
+        return SignatureCheck(ok=False, reason=f"{UNREADABLE}: {exc}")
+    if not signatures:
+        return SignatureCheck(ok=False, reason=NO_SIGNATURE)
+    context = ValidationContext(
+        trust_roots=[asn1_certificate(c) for c in trusted],
+        allow_fetching=False,
+        revocation_mode="soft-fail",
+        moment=at,
+    )
+    checks = [_check_one(signature, context, at) for signature in signatures]
+    failed = [check for check in checks if not check.ok]
+    return failed[0] if failed else checks[-1]
+
+
+def _check_one(embedded: EmbeddedPdfSignature, context: ValidationContext, at: datetime | None) -> SignatureCheck:
+    try:
+        status = validate_pdf_signature(embedded, context)
+    except Exception as exc:
+        # Whatever a forged or damaged signature makes pyHanko raise is a failed check, not a crash.
+        return SignatureCheck(ok=False, reason=f"{SIGNATURE_INVALID}: {type(exc).__name__}: {exc}")
+    certificate = status.signing_cert
+    signer = certificate.subject.human_friendly
+    signed_at = status.signer_reported_dt
+    checked_at = at or signed_at
+    if not status.intact:
+        reason = f"{MODIFIED_AFTER_SIGNING}: the signed bytes no longer match the digest in the signature"
+    elif not status.valid:
+        reason = f"{SIGNATURE_INVALID}: the cryptographic signature is not valid for the signed bytes"
+    elif status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
+        level = status.modification_level.name.lower() if status.modification_level is not None else "unknown"
+        coverage = status.coverage.name.lower() if status.coverage is not None else "unknown"
+        reason = f"{MODIFIED_AFTER_SIGNING}: the signature covers {coverage}, and later changes are of kind {level}"
+    elif not status.trusted:
+        reason = f"{UNTRUSTED_SIGNER}: {signer}"
+    # RFC 5280 path validation never checks a trust anchor's own validity period, and a
+    # self-signed service certificate is its own anchor: check it here.
+    elif checked_at is None or not certificate.not_valid_before <= checked_at <= certificate.not_valid_after:
+        reason = (
+            f"{CERTIFICATE_NOT_VALID}: {signer} is valid from {certificate.not_valid_before.isoformat()} "
+            f"to {certificate.not_valid_after.isoformat()}, checked at {checked_at.isoformat() if checked_at else '?'}"
+        )
+    elif not status.bottom_line:
+        reason = f"{SIGNATURE_INVALID}: {status.summary()}"
+    else:
+        return SignatureCheck(ok=True, signer=signer, signed_at=signed_at)
+    return SignatureCheck(ok=False, reason=reason, signer=signer, signed_at=signed_at)

@@ -1,0 +1,167 @@
+"""Approval requests: submitted, withdrawn, expired."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audits.ledger.services import ledger_append
+from common.errors import Conflict, DomainError, PermissionDenied
+from governance.permissions import SYSTEM_USERNAME, is_platform_admin, project_roles_held
+from governance.rules import REQUESTER_ROLES, PolicyViolation, approval_subject, evidence_or_raise
+from governance.services.policy_sets import policy_set_in_force
+
+User = get_user_model()
+
+
+def _notify_approvers(request: Any) -> None:
+    """After commit: tell the people who can fill a slot that a request waits for them, with the
+    address of the request's admin page (under ``GOV_PUBLIC_URL``: a mail reader has no base URL)."""
+    from django.conf import settings
+    from django.core.mail import send_mail
+    from django.urls import reverse
+    from guardian.shortcuts import get_users_with_perms
+
+    roles = {slot["role"] for slot in request.rule["approvals"]}
+    holders = get_users_with_perms(request.project, only_with_perms_in=[f"role_{r}" for r in roles])
+    recipients = sorted({u.email for u in holders if u.email and u.pk != request.requester_id})
+    if recipients:
+        page = reverse("admin:governance_approvalrequest_change", args=[request.pk])
+        send_mail(
+            subject=f"Approval needed: {request.action} on {request.subject_type} {request.subject_id}",
+            message=(
+                f"{request.requester.get_username()} asks for {request.action} in project {request.project.slug}.\n"
+                f"Comment: {request.comment or '-'}\n"
+                f"Request #{request.pk}: {settings.GOV_PUBLIC_URL}{page}\n"
+            ),
+            from_email=None,
+            recipient_list=recipients,
+            fail_silently=True,
+        )
+
+
+def approval_request_submit(
+    *,
+    actor: AbstractBaseUser,
+    subject_type: str,
+    subject_id: str,
+    action: str,
+    context: dict[str, str] | None = None,
+    comment: str = "",
+) -> Any:
+    """Open an approval request for ``action`` on a subject, under the policy rule that matches the
+    context (project, environment, risk tier). The request is bound to the subject's digest now."""
+    from governance.models import ApprovalRequest, ApprovalState
+    from governance.subjects import subject_type as get_type
+
+    kind = get_type(subject_type)
+    obj = kind.get(subject_id)
+    if obj is None:
+        raise DomainError("not_found", f"no {subject_type} {subject_id}", status_code=404)
+    project = kind.project(obj)
+    if not (is_platform_admin(actor) or project_roles_held(actor, project) & REQUESTER_ROLES):
+        raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
+    context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
+    if kind.context is not None:
+        context.update(kind.context(obj))
+    policies = policy_set_in_force()
+    rule = policies.rule_for(action, {"project": project.slug, **context})
+    if rule is None:
+        raise PolicyViolation("no_policy", f"no policy rule covers {action} in this context ({context or 'none'})")
+    described = rule.describe()
+    digest = kind.digest(obj)
+    with transaction.atomic():
+        outcomes = evidence_or_raise(described, subject_type, obj)
+        if ApprovalRequest.objects.filter(
+            subject_type=subject_type, subject_id=str(subject_id), action=action, state=ApprovalState.PENDING
+        ).exists():
+            raise Conflict(
+                "already_pending",
+                f"a request for {action} on this {subject_type} is already pending (if the {subject_type} changed "
+                "since, reject or withdraw it first)",
+            )
+        days = described["expires_after_days"]
+        try:
+            with transaction.atomic():  # the check above, under a concurrent submission (PostgreSQL)
+                request = ApprovalRequest.objects.create(
+                    project=project, action=action, subject_type=subject_type, subject_id=str(subject_id),
+                    subject_digest=digest, context=context, rule=described, policy_hash=policies.hash,
+                    requester=actor, comment=comment,
+                    expires_at=timezone.now() + timezone.timedelta(days=days) if days else None,
+                )  # fmt: skip
+        except IntegrityError:
+            pending = f"a request for {action} on this {subject_type} is already pending"
+            raise Conflict("already_pending", pending) from None
+        ledger_append(
+            actor=actor, action="approval.requested", subject=approval_subject(request), policy_hash=policies.hash,
+            payload={"request": request.pk, "action": action, "rule": described, "comment": comment,
+                     "evidence": outcomes},
+        )  # fmt: skip
+        transaction.on_commit(lambda: _notify_approvers(request))
+    return request
+
+
+def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reason: str) -> Any:
+    from governance.models import ApprovalRequest, ApprovalState
+
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().select_related("project").filter(pk=request_id).first()
+        visible = request is not None and (is_platform_admin(actor) or project_roles_held(actor, request.project))
+        if not visible:
+            raise DomainError("not_found", f"no approval request {request_id}", status_code=404)
+        if actor.pk != request.requester_id and not is_platform_admin(actor):
+            raise PermissionDenied("permission_denied", "only the requester withdraws a request")
+        if request.state != ApprovalState.PENDING:
+            raise Conflict("request_closed", f"request {request.pk} is {request.state}")
+        request.state, request.closed_at = ApprovalState.WITHDRAWN, timezone.now()
+        request.save(update_fields=["state", "closed_at"])
+        ledger_append(
+            actor=actor, action="approval.withdrawn", subject=approval_subject(request),
+            payload={"request": request.pk, "reason": reason},
+        )  # fmt: skip
+    return request
+
+
+def subject_pending_requests_withdraw(*, subject_type: str, subject_id: str, reason: str) -> list[int]:
+    """Withdraw every pending approval request about a subject that can no longer be acted on (a
+    retired deployment, a cancelled scan), in the caller's transaction, so approvers are not left
+    a request whose approval would do nothing. The withdrawal is the system account's
+    (``approval_request_withdraw`` lets only the requester or a global admin withdraw): ``reason``
+    names who closed the subject and why. Returns the withdrawn requests' ids."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    pending = list(
+        ApprovalRequest.objects.filter(
+            subject_type=subject_type, subject_id=subject_id, state=ApprovalState.PENDING
+        ).values_list("pk", flat=True)
+    )
+    system = User.objects.get(username=SYSTEM_USERNAME)
+    for request_id in pending:
+        approval_request_withdraw(actor=system, request_id=request_id, reason=reason)
+    return pending
+
+
+def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
+    """Close pending requests past their expiry (run by beat). Returns how many expired."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    expired = 0
+    for pk in ApprovalRequest.objects.filter(state=ApprovalState.PENDING, expires_at__lte=timezone.now()).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            request = ApprovalRequest.objects.select_for_update().get(pk=pk)
+            if request.state != ApprovalState.PENDING:
+                continue
+            request.state, request.closed_at = ApprovalState.EXPIRED, timezone.now()
+            request.save(update_fields=["state", "closed_at"])
+            ledger_append(
+                actor=actor, action="approval.expired", subject=approval_subject(request),
+                payload={"request": request.pk},
+            )  # fmt: skip
+            expired += 1
+    return expired

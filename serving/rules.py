@@ -1,0 +1,49 @@
+"""Pure rules of the serving app: the action a deployment is approved under, what that approval
+vouches for (the deployment's digest) and which states count as running, open or served. No
+query and no write here; the services and selectors apply them."""
+
+from __future__ import annotations
+
+from audits.ledger.services import Subject
+from common.digests import canonical_digest
+from governance.roles import Role
+from serving.models import Deployment, DeploymentState
+
+ACTION = "deployment.deploy"
+
+# A server may run for a deployment only in these states; any other state clears its pid.
+RUNNING_STATES = (DeploymentState.STARTING, DeploymentState.LIVE)
+
+# A production deployment in one of these states blocks a second promotion of its configuration.
+PROMOTION_OPEN_STATES = (
+    DeploymentState.REQUESTED, DeploymentState.STARTING, DeploymentState.HANDED_OFF, DeploymentState.LIVE,
+)  # fmt: skip
+
+# States a deployment may have served requests in (so feedback on them can be given).
+SERVED_STATES = (
+    DeploymentState.LIVE, DeploymentState.EXPIRED, DeploymentState.REPLACED, DeploymentState.RETIRED,
+    DeploymentState.FAILED,
+)  # fmt: skip
+
+FEEDBACK_ROLES = tuple(role for role in Role if role != Role.AUDITOR)
+
+
+def deployment_digest(deployment: Deployment) -> str:
+    """What an approval of a deployment vouches for: these weights, here, so configured."""
+    return canonical_digest(
+        {
+            "project": deployment.project.slug,
+            "name": deployment.name,
+            "weights": deployment.model_version.weights_digest,
+            "environment": deployment.environment,
+            "runtime": deployment.runtime,
+            "target": deployment.target,
+            "guard": deployment.guard,
+            "prompt_template": deployment.prompt_template.content_digest if deployment.prompt_template else None,
+        }
+    )
+
+
+def deployment_subject(deployment: Deployment) -> Subject:
+    """The deployment as the ledger names it: type, id and its digest as it is now."""
+    return Subject("deployment", str(deployment.pk), deployment_digest(deployment))

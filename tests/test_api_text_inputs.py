@@ -1,0 +1,69 @@
+"""Free text that the ledger keeps as written (reasons, comments, notes, justifications, bases) is
+text: a number where text is expected is a 400 naming the field, at every endpoint that takes such
+a field, never recorded as its digits. The endpoints and fields come from the URL resolver and the
+schema, as in the permission matrix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from audits.ledger.models import Entry
+from common.api import LEDGERED_TEXT_HELP
+from governance.services import api_token_create
+from tests.test_permission_matrix import (
+    AUTHENTICATED,
+    MATRIX,
+    MEMBERS,
+    _path,
+    _scenario,
+    api_endpoints,
+    openapi_path,
+)
+
+NOT_TEXT = "Must be text (a JSON string), not a number."
+
+
+def _ledgered_fields(document: dict[str, Any], route: str, method: str) -> list[str]:
+    path = openapi_path(route)
+    body = document["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
+    ref = body.get("application/json", {}).get("schema", {}).get("$ref")
+    if not ref:
+        return []
+    properties = document["components"]["schemas"][ref.rsplit("/", 1)[-1]].get("properties", {})
+    return sorted(name for name, spec in properties.items() if spec.get("description") == LEDGERED_TEXT_HELP)
+
+
+@pytest.mark.django_db
+def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Client, people: dict[str, Any]) -> None:
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    User = get_user_model()
+    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
+    own = _scenario("own", people, members)
+    tokens = {
+        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+        for role, user in members.items()
+    }
+    entries = Entry.objects.count()
+    checked, failures = [], []
+    for route, method in api_endpoints():
+        if method not in ("POST", "PUT"):
+            continue
+        allowed, _ = MATRIX[(route, method)]
+        if not allowed:
+            continue  # no token may call it (POST /tokens/: an admin session only): governance/tests/test_tokens.py
+        auth = tokens["compliance_officer" if allowed == AUTHENTICATED else allowed[0]]
+        for field in _ledgered_fields(document, route, method):
+            call = client.put if method == "PUT" else client.post
+            response = call(_path(route, own), {field: 5}, content_type="application/json", **auth)
+            problems = response.json().get("error", {}).get("fields", {}).get(field) if response.content else None
+            if response.status_code != 400 or problems != [NOT_TEXT]:
+                failures.append(f"{method} {route} {field}: {response.status_code} {problems}")
+            checked.append(f"{route} {field}")
+    assert failures == [], "\n".join(failures)
+    assert len(checked) >= 18, checked
+    assert Entry.objects.count() == entries  # nothing refused was recorded

@@ -1,0 +1,61 @@
+"""Writes of the training app: requesting, queueing, executing, cancelling and reaping fine-tune
+runs, and GPU quotas. Each checks the actor, changes the rows and appends its ledger entries in one
+transaction; execution runs in a Celery task (``training.run``) on the ``gpu`` or ``cpu`` queue.
+
+One module per sub-domain; every public name is importable from here, as it always was:
+
+- ``quotas``: a project's GPU-hour quota;
+- ``runs``: a run's request, queueing, restart, cancellation and the reaper of lost workers;
+- ``execution``: the worker's side, from the claim to the record of the attempt's end;
+- ``workdirs``: the workers' training folders and their scrubbing.
+
+Rules that change nothing live in ``training.rules`` and reads in ``training.selectors``; they
+are re-exported here for the callers that name them here. A test that replaces a name replaces
+it in the module that looks it up (``training.services.execution._train``), not here.
+"""
+
+from __future__ import annotations
+
+from training.rules import (
+    ACTION,
+    DATASET_ACTION,
+    HYPERPARAMETERS,
+    datasets_approved,
+    fine_tune_run_digest,
+    resource_tier,
+)
+from training.selectors import gpu_usage
+from training.services.execution import MILESTONES, ClaimLost, code_version, fine_tune_run_execute, resolve_device
+from training.services.quotas import gpu_quota_set
+from training.services.runs import (
+    fine_tune_run_cancel,
+    fine_tune_run_request,
+    fine_tune_run_request_submit,
+    fine_tune_run_start,
+    fine_tune_runs_reap,
+    on_run_approved,
+)
+from training.services.workdirs import fine_tune_workdirs_sweep
+
+__all__ = [
+    "ACTION",
+    "DATASET_ACTION",
+    "HYPERPARAMETERS",
+    "MILESTONES",
+    "ClaimLost",
+    "code_version",
+    "datasets_approved",
+    "fine_tune_run_cancel",
+    "fine_tune_run_digest",
+    "fine_tune_run_execute",
+    "fine_tune_run_request",
+    "fine_tune_run_request_submit",
+    "fine_tune_run_start",
+    "fine_tune_runs_reap",
+    "fine_tune_workdirs_sweep",
+    "gpu_quota_set",
+    "gpu_usage",
+    "on_run_approved",
+    "resolve_device",
+    "resource_tier",
+]
