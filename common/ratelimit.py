@@ -3,13 +3,13 @@
 Both count in fixed windows in the ``counters`` cache (a SQLite file on the embedded default,
 Redis at scale). A window is ``period`` seconds long and starts at a multiple of ``period`` since
 the epoch; its counter's key names the group, the period, a hash of what is counted (a user, an
-address, a token prefix) and the window's start, so a new window is a new counter. A refused
+address, a token sent) and the window's start, so a new window is a new counter. A refused
 request answers 429 in the API's JSON error shape with a ``Retry-After`` header (common/api.py)
 saying when its window ends.
 
 What one API request costs the counter store is on the hot path of every decision: a rate-limited
 request counts itself in one statement (``SQLiteCounterCache.hit``; ``add`` then ``incr`` on other
-caches), and the lockout check reads the address's and the prefix's counters in one ``get_many``.
+caches), and the lockout check reads the address's and the sent token's counters in one ``get_many``.
 Only a failed authentication writes lockout counters.
 
 The counters are a brake, not a gate: when the counter store itself fails (Redis down), requests
@@ -138,7 +138,7 @@ class ApiRateLimit(BaseThrottle):
 
 
 class LockedOut(exceptions.Throttled):
-    """Too many failed authentications from this client (or for this token): 429 until the window ends."""
+    """Too many failed authentications from this client (or with this very token): 429 until the window ends."""
 
     default_detail = "too many failed token authentications; try again later"
     default_code = "locked_out"
@@ -150,26 +150,31 @@ class LockedOut(exceptions.Throttled):
         )  # fmt: skip
 
 
-def _token_lockout_keys(request: Any, prefix: str) -> list[tuple[str, str]]:
+def _token_lockout_keys(request: Any, token: str) -> list[tuple[str, str]]:
+    # Per address and per whole token guessed, never per prefix: the prefix is public (the ledger
+    # names tokens by it), so a lock on it would let anyone hold a token's owner off.
     keys = [("auth.token.ip", client_ip(request) or "unknown")]
-    if prefix:
-        keys.append(("auth.token.prefix", prefix))
+    if token:
+        keys.append(("auth.token.guess", token))
     return keys
 
 
-def token_lockout_check(request: Any, *, prefix: str) -> None:
-    """Raise ``LockedOut`` when this client address, or this token prefix, has reached the limit of
-    failed token authentications in the current window: then even the right token is refused."""
-    counts = _counts(_token_lockout_keys(request, prefix), settings.API_TOKEN_LOCKOUT_WINDOW_S)
+def token_lockout_check(request: Any, *, token: str) -> None:
+    """Raise ``LockedOut`` when this client address, or this very token (the whole of it, as sent),
+    has reached the limit of failed token authentications in the current window: then even the
+    right token is refused from that address. A token's holder is never locked out by others'
+    guesses from other addresses: they cannot send the holder's whole token without knowing it."""
+    counts = _counts(_token_lockout_keys(request, token), settings.API_TOKEN_LOCKOUT_WINDOW_S)
     for count, left_s in counts or []:
         if count >= settings.API_TOKEN_LOCKOUT_FAILURES:
             raise LockedOut(wait=max(1, int(left_s)))
 
 
-def token_failure_record(request: Any, *, prefix: str) -> None:
-    """Count one failed token authentication for the client address and the token prefix; the
-    failure that reaches the limit is logged as a lockout (the prefix is the token's public part)."""
-    for group, value in _token_lockout_keys(request, prefix):
+def token_failure_record(request: Any, *, token: str, prefix: str) -> None:
+    """Count one failed token authentication for the client address and for the whole token sent
+    (its counter's key holds a hash of it, never the token); the failure that reaches the limit is
+    logged as a lockout, naming the token by its public prefix only."""
+    for group, value in _token_lockout_keys(request, token):
         counted = _count(group, value, settings.API_TOKEN_LOCKOUT_WINDOW_S)
         if counted is not None and counted[0] == settings.API_TOKEN_LOCKOUT_FAILURES:
             logger.warning(

@@ -1,10 +1,12 @@
 """API authentication: by token (``Authorization: Token gov_<prefix>_<secret>``, or ``Bearer``), or
 by an admin session that has passed the second factor.
 
-Failed token authentications are counted per client address and per token prefix
+Failed token authentications are counted per client address and per whole token sent
 (``API_TOKEN_LOCKOUT_FAILURES`` in ``API_TOKEN_LOCKOUT_WINDOW_S``); once either reaches the limit,
-every token request from that address, or for that prefix, answers 429 ``locked_out`` until the
-window ends, the right token included (common/ratelimit.py).
+every token request from that address, or with that very token, answers 429 ``locked_out`` until
+the window ends, the right token included from a locked address (common/ratelimit.py). Never per
+prefix: the prefix is public (the ledger names tokens by it), and a lock on it would let anyone who
+read it hold the token's owner off.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             _token_login_failed(request, "undecodable_token")
             raise exceptions.AuthenticationFailed("the token holds characters a token never has") from None
         prefix = _token_prefix(raw)
-        token_lockout_check(request, prefix=prefix)
+        token_lockout_check(request, token=raw)
         row = api_token_authenticate(raw)
         if row is None:
-            token_failure_record(request, prefix=prefix)
+            token_failure_record(request, token=raw, prefix=prefix)
             _token_login_failed(request, "invalid_token")
             raise exceptions.AuthenticationFailed("invalid, expired or revoked token")
         # The token is named by its row id: no part of the token itself is ever logged.

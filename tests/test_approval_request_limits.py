@@ -108,7 +108,7 @@ def test_failed_tokens_lock_out_the_address_even_for_the_right_token(
     assert client.get("/api/v1/me", REMOTE_ADDR="198.51.100.10", **good).status_code == 200
 
 
-def test_failed_tokens_lock_out_a_token_prefix_from_every_address(
+def test_failed_tokens_lock_out_one_wrong_token_from_every_address_not_its_prefix(
     people: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, good = Client(), _token(people["auditor"])
@@ -120,9 +120,12 @@ def test_failed_tokens_lock_out_a_token_prefix_from_every_address(
             )
             assert wrong.status_code == 401
     locked = [r for r in caplog.records if r.getMessage() == "api token authentication locked out"]
-    assert [r.lockout for r in locked] == ["prefix"] and locked[0].token_prefix == prefix  # type: ignore[attr-defined]
+    assert [r.lockout for r in locked] == ["guess"] and locked[0].token_prefix == prefix  # type: ignore[attr-defined]
     assert "wrong-secret" not in caplog.text
-    _assert_429(client.get("/api/v1/me", REMOTE_ADDR="203.0.113.50", **good), "locked_out")
+    again = {"HTTP_AUTHORIZATION": f"Token gov_{prefix}_wrong-secret"}
+    _assert_429(client.get("/api/v1/me", REMOTE_ADDR="203.0.113.50", **again), "locked_out")
+    # The public prefix is not what is locked: the right token still works.
+    assert client.get("/api/v1/me", REMOTE_ADDR="203.0.113.50", **good).status_code == 200
 
 
 def test_turning_the_rate_limits_off_leaves_the_token_lockout_on(people: dict[str, Any], settings: Any) -> None:

@@ -290,8 +290,8 @@ _RATE_NAMES = {
 for _group, _rate in API_RATE_LIMITS.items():
     if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
         raise SettingError(_RATE_NAMES[_group], f"expected a rate like 60/m or 10/30s, got {_rate!r}")
-# Failed API token authentications allowed per client address, and per token prefix, in a window;
-# at the limit every token request from that address (or for that prefix) answers 429 until the
+# Failed API token authentications allowed per client address, and per whole token sent, in a window;
+# at the limit every token request from that address (or with that token) answers 429 until the
 # window ends.
 API_TOKEN_LOCKOUT_FAILURES = env_int("API_TOKEN_LOCKOUT_FAILURES", 10, minimum=1)
 API_TOKEN_LOCKOUT_WINDOW_S = env_int("API_TOKEN_LOCKOUT_WINDOW_S", 900, minimum=1)

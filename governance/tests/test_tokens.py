@@ -239,3 +239,62 @@ def test_the_list_shows_ones_own_and_a_platform_admin_filters_by_user(
     assert Client().post(f"/api/v1/tokens/{bots.prefix}/revoke", **_token_auth(mine)).status_code == 404
     assert Client().post("/api/v1/tokens/no-such/revoke", **_token_auth(mine)).status_code == 404
     assert admin.post(f"/api/v1/tokens/{bots.prefix}/revoke").json()["state"] == "revoked"
+
+
+# --- The failed-token lockout (common/ratelimit.py) --------------------------------------------
+
+
+@pytest.fixture
+def lockout_of_three(settings: Any) -> Any:
+    """The embedded default's lockout, at 3 failures, counted from zero (the test settings loosen it)."""
+    from django.core.cache import caches
+
+    settings.API_TOKEN_LOCKOUT_FAILURES = 3
+    caches["counters"].clear()
+    yield
+    caches["counters"].clear()
+
+
+def test_wrong_tokens_sent_with_a_known_prefix_do_not_lock_its_holder_out(
+    people: dict[str, Any], lockout_of_three: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The prefix is public (the ledger and the admin show it): an outsider who sends wrong
+    secrets with it, from many addresses, locks none of them out of the real token."""
+    import logging
+
+    _, token = api_token_create_own(actor=people["auditor"], name="laptop", expires_in_days=5)
+    prefix = token.split("_")[1]
+    with caplog.at_level(logging.WARNING, logger="common.ratelimit"):
+        for i in range(6):  # twice the limit, each guess from its own address
+            guess = {"HTTP_AUTHORIZATION": f"Token gov_{prefix}_guess-{i}", "REMOTE_ADDR": f"203.0.113.{i}"}
+            assert Client().get("/api/v1/me", **guess).status_code == 401
+    assert not [r for r in caplog.records if r.getMessage() == "api token authentication locked out"]
+    mine = Client().get("/api/v1/me", REMOTE_ADDR="198.51.100.7", **_token_auth(token))
+    assert mine.status_code == 200 and mine.json()["username"] == "auditor"
+
+
+def test_wrong_tokens_lock_out_their_address_and_a_replayed_token_everywhere(
+    people: dict[str, Any], lockout_of_three: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    _, token = api_token_create_own(actor=people["auditor"], name="laptop", expires_in_days=5)
+    prefix = token.split("_")[1]
+    with caplog.at_level(logging.WARNING, logger="common.ratelimit"):
+        # One address guessing: the address is locked, the right token included from there.
+        for i in range(3):
+            guess = {"HTTP_AUTHORIZATION": f"Token gov_{prefix}_guess-{i}", "REMOTE_ADDR": "198.51.100.9"}
+            assert Client().get("/api/v1/me", **guess).status_code == 401
+        locked = Client().get("/api/v1/me", REMOTE_ADDR="198.51.100.9", **_token_auth(token))
+        assert locked.status_code == 429 and locked.json()["error"]["code"] == "locked_out"
+        # One wrong token sent from many addresses (a stolen revoked token, say) is locked everywhere.
+        for i in range(3):
+            replay = {"HTTP_AUTHORIZATION": f"Token gov_{prefix}_replayed", "REMOTE_ADDR": f"203.0.113.{i}"}
+            assert Client().get("/api/v1/me", **replay).status_code == 401
+        replay = {"HTTP_AUTHORIZATION": f"Token gov_{prefix}_replayed", "REMOTE_ADDR": "203.0.113.99"}
+        assert Client().get("/api/v1/me", **replay).status_code == 429
+    locks = [r for r in caplog.records if r.getMessage() == "api token authentication locked out"]
+    assert [(r.lockout, r.token_prefix) for r in locks] == [("ip", prefix), ("guess", prefix)]  # type: ignore[attr-defined]
+    assert "replayed" not in caplog.text and "guess-" not in caplog.text
+    # The holder, from any other address, is not locked.
+    assert Client().get("/api/v1/me", REMOTE_ADDR="198.51.100.10", **_token_auth(token)).status_code == 200
