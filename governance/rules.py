@@ -24,8 +24,9 @@ class PolicyViolation(DomainError):
     status_code = 422
 
 
-# Refusals under separation of duties, which the ledger records (``separation_of_duties.refused``).
-SEPARATION_OF_DUTIES_CODES = ("self_approval", "already_decided")
+# Refusals under separation of duties, which the ledger records (``separation_of_duties.refused``)
+# whatever refused them: a decision, a break-glass approval or the review of one.
+SEPARATION_OF_DUTIES_CODES = ("self_approval", "already_decided", "self_review")
 
 
 def approval_subject(request: Any) -> Subject:

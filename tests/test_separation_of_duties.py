@@ -145,3 +145,64 @@ def test_whoever_uploaded_the_version_does_not_approve_its_use(people: dict[str,
                        reason="checks others' data")  # fmt: skip
     approved = approval_request_decide(actor=other, request_id=request.pk, decision="approve", reason="ok")
     assert approved.state == ApprovalState.APPROVED
+
+
+def _refusals() -> list[dict[str, Any]]:
+    from tests.test_approvals import _entries
+
+    return [entry["payload"] for entry in _entries(action="separation_of_duties.refused")]
+
+
+def test_a_break_glass_refused_under_separation_of_duties_is_in_the_ledger(people: dict[str, Any]) -> None:
+    admin = get_user_model().objects.create_user(username="on-call-admin")
+    project_role_grant(actor=people["system"], project=people["project"], user=admin, role=Role.PLATFORM_ADMIN,
+                       reason="on call")  # fmt: skip
+    bot = _account(people, "admin-bot", admin, Role.ML_ENGINEER)
+    request = _submit_as(bot, _version(people))
+    with pytest.raises(PolicyViolation) as caught:
+        approval_break_glass(actor=admin, request_id=request.pk, justification="the incident needs it right now")
+    assert caught.value.code == "self_approval"
+    request.refresh_from_db()
+    assert request.state == ApprovalState.PENDING and not request.decisions.exists()
+    [refusal] = _refusals()
+    assert refusal["request"] == request.pk and refusal["code"] == "self_approval"
+    assert refusal["path"] == "break_glass" and "not even break-glass" in refusal["message"]
+
+
+def test_a_break_glass_refused_through_the_api_is_in_the_ledger(people: dict[str, Any], client: Any) -> None:
+    from governance.services import api_token_create
+
+    admin = get_user_model().objects.create_user(username="on-call-admin")
+    project_role_grant(actor=people["system"], project=people["project"], user=admin, role=Role.PLATFORM_ADMIN,
+                       reason="on call")  # fmt: skip
+    project_role_grant(actor=people["system"], project=people["project"], user=admin, role=Role.ML_ENGINEER,
+                       reason="also engineers")  # fmt: skip
+    request = _submit_as(admin, _version(people))
+    token = api_token_create(actor=admin, user=admin, name="t")[1]
+    answer = client.post(
+        f"/api/v1/approvals/{request.pk}/break-glass", {"justification": "my own request, urgently needed"},
+        content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}",
+    )  # fmt: skip
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "self_approval"
+    [refusal] = _refusals()
+    assert refusal["request"] == request.pk and refusal["path"] == "break_glass"
+
+
+def test_a_break_glass_review_refused_under_separation_of_duties_is_in_the_ledger(people: dict[str, Any]) -> None:
+    from governance.models import BreakGlassReview
+    from governance.services import break_glass_review_close
+
+    admin = get_user_model().objects.create_user(username="on-call-admin")
+    for role in (Role.PLATFORM_ADMIN, Role.COMPLIANCE_OFFICER):
+        project_role_grant(actor=people["system"], project=people["project"], user=admin, role=role, reason="both")
+    request = _submit(people, _version(people))
+    approval_break_glass(actor=admin, request_id=request.pk, justification="production incident, steward away")
+    review = BreakGlassReview.objects.get(request=request)
+    with pytest.raises(PolicyViolation) as caught:
+        break_glass_review_close(actor=admin, review_id=review.pk, outcome="upheld", note="I was right")
+    assert caught.value.code == "self_review"
+    review.refresh_from_db()
+    assert review.closed_at is None
+    [refusal] = _refusals()
+    assert refusal["request"] == request.pk and refusal["code"] == "self_review"
+    assert refusal["path"] == "break_glass_review"

@@ -12,16 +12,26 @@ from audits.ledger.services import ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from governance.permissions import can_administer
 from governance.roles import Role
-from governance.rules import PolicyViolation, approval_subject, refuse_own_party
+from governance.rules import SEPARATION_OF_DUTIES_CODES, PolicyViolation, approval_subject, refuse_own_party
 from governance.selectors import parties_of
-from governance.services.decisions import approval_hook_run
+from governance.services.decisions import approval_hook_run, record_duties_refusal
 from governance.services.policy_sets import policy_set_in_force
 
 
 def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justification: str) -> Any:
     """Approve a pending request in an emergency, bypassing its slots. Only a platform admin of the
     project (or a global admin), never the requester, with a written justification. The entry is
-    flagged in the ledger and a compliance officer must review it within BREAK_GLASS_REVIEW_HOURS."""
+    flagged in the ledger and a compliance officer must review it within BREAK_GLASS_REVIEW_HOURS.
+    A refusal under separation of duties is recorded in the ledger, as a decision's is."""
+    try:
+        return _approval_break_glass(actor=actor, request_id=request_id, justification=justification)
+    except PolicyViolation as exc:
+        if exc.code in SEPARATION_OF_DUTIES_CODES:
+            record_duties_refusal(actor, request_id, exc, path="break_glass")
+        raise
+
+
+def _approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justification: str) -> Any:
     from django.conf import settings
 
     from governance.models import ApprovalDecision, ApprovalRequest, ApprovalState, BreakGlassReview
@@ -79,7 +89,22 @@ def approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justificat
 
 
 def break_glass_review_close(*, actor: AbstractBaseUser, review_id: int, outcome: str, note: str) -> Any:
-    """A compliance officer's verdict on a break-glass approval: ``upheld`` or ``revoked``."""
+    """A compliance officer's verdict on a break-glass approval: ``upheld`` or ``revoked``. A
+    refusal under separation of duties (the admin who broke the glass, or the requester, reviewing
+    it) is recorded in the ledger."""
+    from governance.models import BreakGlassReview
+
+    try:
+        return _break_glass_review_close(actor=actor, review_id=review_id, outcome=outcome, note=note)
+    except PolicyViolation as exc:
+        if exc.code in SEPARATION_OF_DUTIES_CODES:
+            review = BreakGlassReview.objects.filter(pk=review_id).only("request_id").first()
+            if review is not None:
+                record_duties_refusal(actor, review.request_id, exc, path="break_glass_review")
+        raise
+
+
+def _break_glass_review_close(*, actor: AbstractBaseUser, review_id: int, outcome: str, note: str) -> Any:
     from governance.models import BreakGlassReview
     from governance.permissions import has_project_role
 

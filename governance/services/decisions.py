@@ -29,9 +29,10 @@ from governance.services.policy_sets import policy_set_in_force
 User = get_user_model()
 
 
-def _record_duties_refusal(actor: AbstractBaseUser, request_id: int, exc: DomainError) -> None:
+def record_duties_refusal(actor: AbstractBaseUser, request_id: int, exc: DomainError, path: str = "decision") -> None:
     """A refusal under separation of duties is evidence an auditor asks for: it is recorded after
-    the refused transaction rolled back (``separation_of_duties.refused``, not an approval entry)."""
+    the refused transaction rolled back (``separation_of_duties.refused``, not an approval entry).
+    ``path`` names what was refused: ``decision``, ``break_glass`` or ``break_glass_review``."""
     from governance.models import ApprovalRequest
 
     request = ApprovalRequest.objects.filter(pk=request_id).first()
@@ -40,7 +41,7 @@ def _record_duties_refusal(actor: AbstractBaseUser, request_id: int, exc: Domain
     with transaction.atomic():
         ledger_append(
             actor=actor, action="separation_of_duties.refused", subject=approval_subject(request),
-            payload={"request": request.pk, "code": exc.code, "message": exc.message},
+            payload={"request": request.pk, "code": exc.code, "message": exc.message, "path": path},
         )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def approval_request_decide(
         return _approval_request_decide(actor=actor, request_id=request_id, decision=decision, reason=reason, role=role)
     except PolicyViolation as exc:
         if exc.code in SEPARATION_OF_DUTIES_CODES:
-            _record_duties_refusal(actor, request_id, exc)
+            record_duties_refusal(actor, request_id, exc)
         raise
 
 
