@@ -77,9 +77,37 @@ def service_accounts_managed(*, user: AbstractBaseUser) -> QuerySet[ServiceAccou
     return ServiceAccount.objects.filter(Q(owner=user) | Q(user__in=members)).exclude(user__username=SYSTEM_USERNAME)
 
 
+def token_holders_managed(*, user: AbstractBaseUser) -> QuerySet[Any]:
+    """The accounts whose API tokens ``user`` may see and revoke besides their own: the service
+    accounts they manage (``service_accounts_managed``) and the people holding a role in a project
+    where they are a platform admin, so that a colleague's leaked token is revoked without waiting
+    for its owner. Global admins' tokens are a global admin's alone; every account for one."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import Q
+    from guardian.utils import get_user_obj_perms_model
+
+    from governance.permissions import SYSTEM_USERNAME
+
+    users = get_user_model().objects.all()
+    if is_platform_admin(user):
+        return users
+    if not user.is_authenticated or not user.is_active:
+        return users.none()
+    administered = [str(pk) for pk in project_list(user=user, roles=[Role.PLATFORM_ADMIN]).values_list("pk", flat=True)]
+    members = get_user_obj_perms_model().objects.filter(
+        content_type=ContentType.objects.get_for_model(Project), object_pk__in=administered,
+        permission__codename__in=[role.codename for role in Role],
+    ).values("user_id")  # fmt: skip
+    people = Q(pk__in=members, service_account__isnull=True, is_superuser=False)
+    return users.filter(people | Q(service_account__in=service_accounts_managed(user=user))).exclude(
+        username=SYSTEM_USERNAME
+    )
+
+
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[Any]:
-    """The API tokens ``user`` may see (and revoke): their own and those of the service accounts
-    they manage (``service_accounts_managed``); every token for a global admin. Newest first."""
+    """The API tokens ``user`` may see (and revoke): their own and those of the accounts they
+    manage (``token_holders_managed``); every token for a global admin. Newest first."""
     from django.db.models import Q
 
     from governance.models import ApiToken
@@ -89,7 +117,7 @@ def api_token_list(*, user: AbstractBaseUser) -> QuerySet[Any]:
         return tokens
     if not user.is_authenticated or not user.is_active:
         return tokens.none()
-    return tokens.filter(Q(user=user) | Q(user__service_account__in=service_accounts_managed(user=user)))
+    return tokens.filter(Q(user=user) | Q(user__in=token_holders_managed(user=user)))
 
 
 def api_token_get(*, user: AbstractBaseUser, prefix: str) -> Any:

@@ -1,7 +1,9 @@
-"""API tokens, self-service: every person who works in the admin lists their own tokens (with the
-service accounts' they manage: ``api_token_list``), adds one for themselves (shown once) and
-revokes one after a confirmation. Each change goes through the services of
-governance/services/accounts.py, as the API's do, which check the rules and write the ledger."""
+"""API tokens: every person who works in the admin lists their own tokens (with those of the
+accounts they manage: ``api_token_list``), adds one for themselves or for a service account they
+manage (shown once) and revokes one after a confirmation; a project's platform admins see and
+revoke the tokens of the people and service accounts working in it, so a leaked one is revoked
+at once. Each change goes through the services of governance/services/accounts.py, as the API's
+do, which check the rules and write the ledger."""
 
 from __future__ import annotations
 
@@ -24,14 +26,27 @@ from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.models import ApiToken
-from governance.selectors import api_token_list
-from governance.services import api_token_create_own, api_token_may_revoke, api_token_revoke
+from governance.selectors import api_token_list, service_accounts_managed
+from governance.services import (
+    api_token_create_for_service_account,
+    api_token_create_own,
+    api_token_may_revoke,
+    api_token_revoke,
+)
 
 TEMPLATES = "admin/governance/apitoken"
 DEFAULT_DAYS = 90
 
 
+YOURSELF = ""
+
+
 class TokenForm(forms.Form):
+    holder = forms.ChoiceField(
+        label="For", required=False,
+        help_text="Yourself, or a service account you manage (you own it, or it works in a project you are "
+        "platform admin of).",
+    )  # fmt: skip
     name = forms.CharField(
         max_length=ApiToken._meta.get_field("name").max_length,
         help_text="What the token is for (a laptop, a notebook, a CI job). " + LEDGERED_TEXT_HELP,
@@ -39,8 +54,12 @@ class TokenForm(forms.Form):
         error_messages={"required": "Give the token a name.", "max_length": "At most %(limit_value)d characters."},
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, accounts: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if accounts:  # ``accounts``: (username, label) of the service accounts the person manages
+            self.fields["holder"].choices = [(YOURSELF, "yourself"), *accounts]
+        else:
+            del self.fields["holder"]
         longest = settings.API_TOKEN_MAX_DAYS  # read now: the setting may change under tests
         self.fields["expires_in_days"] = forms.IntegerField(
             label="Expires in (days)", initial=DEFAULT_DAYS, min_value=1, max_value=longest,
@@ -136,13 +155,22 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         if not self.has_add_permission(request):
             raise DjangoPermissionDenied
-        form = TokenForm(request.POST if request.method == "POST" else None)
+        managed = {
+            account.user.get_username(): account.user
+            for account in service_accounts_managed(user=request.user).select_related("user").order_by("user__username")
+        }
+        accounts = [(username, f"service account {username}") for username in managed]
+        form = TokenForm(request.POST if request.method == "POST" else None, accounts=accounts)
         if request.method == "POST" and form.is_valid():
+            holder, name = form.cleaned_data.get("holder") or YOURSELF, form.cleaned_data["name"]
+            days = form.cleaned_data["expires_in_days"]
             try:
-                row, token = api_token_create_own(
-                    actor=request.user, name=form.cleaned_data["name"],
-                    expires_in_days=form.cleaned_data["expires_in_days"],
-                )  # fmt: skip
+                if holder == YOURSELF:
+                    row, token = api_token_create_own(actor=request.user, name=name, expires_in_days=days)
+                else:
+                    row, token = api_token_create_for_service_account(
+                        actor=request.user, account=managed[holder], name=name, expires_in_days=days
+                    )
             except DomainError as exc:
                 refusal(request, exc)
                 for field, problems in exc.fields.items():
@@ -152,7 +180,8 @@ class ApiTokenAdmin(ReadOnlyAdmin):
             else:
                 # Answered here, never stored or redirected to: the token exists in this page alone
                 # (the admin's views are never cached).
-                context = {**self._context(request, "Your new API token"), "token": token, "row": row}
+                title = "Your new API token" if row.user_id == request.user.pk else f"New API token of {holder}"
+                context = {**self._context(request, title), "token": token, "row": row}
                 return TemplateResponse(request, f"{TEMPLATES}/created.html", context)
         context = {**self._context(request, "Add an API token"), "form": form}
         return TemplateResponse(request, f"{TEMPLATES}/add.html", context)

@@ -156,6 +156,11 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = ledgered_text(max_length=100)
+    user = serializers.CharField(
+        required=False, max_length=150,
+        help_text="a service account you manage (you own it, or it works in a project you are platform admin of); "
+        "left out, the token is yours",
+    )  # fmt: skip
     expires_in_days = serializers.IntegerField(
         required=False, default=90, min_value=1,
         help_text="days until the token expires: 1 to API_TOKEN_MAX_DAYS (365 by default); 90 if left out",

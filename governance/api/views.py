@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import CommandView, ListView, ReasonInputSerializer, validated
-from common.errors import Conflict, NotFound, PermissionDenied
+from common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from common.ratelimit import ApiRateLimit
 from governance.api.serializers import (
     ApiTokenCreatedSerializer,
@@ -36,8 +36,10 @@ from governance.selectors import (
     break_glass_reviews,
     project_list,
     project_roles_of,
+    service_accounts_managed,
 )
 from governance.services import (
+    api_token_create_for_service_account,
     api_token_create_own,
     api_token_revoke,
     approval_break_glass,
@@ -233,8 +235,8 @@ class BreakGlassReviewCloseView(APIView):
 class ApiTokenListView(ListView):
     """Your API tokens, newest first, with their state (live, expired, revoked), expiry and last
     use; never the token itself. ``?user=USERNAME``: that user's tokens instead, where you manage
-    them (a service account you own, or one working in a project you are platform admin of;
-    anyone's for a global admin), else an empty list."""
+    them (a service account you own; a person or a service account working in a project you are
+    platform admin of; anyone's for a global admin), else an empty list."""
 
     serializer_class = ApiTokenSerializer
     list_operation_id = "tokens_list"
@@ -247,15 +249,18 @@ class ApiTokenListView(ListView):
     @extend_schema(
         operation_id="tokens_create", request=ApiTokenCreateSerializer,
         responses={
-            201: ApiTokenCreatedSerializer, 400: OpenApiResponse(description="a blank or too long name, or an "
-                                                                            "expiry outside 1 to API_TOKEN_MAX_DAYS"),
+            201: ApiTokenCreatedSerializer,
+            400: OpenApiResponse(description="a blank or too long name, an expiry outside 1 to API_TOKEN_MAX_DAYS, "
+                                             "or a user who is no service account you manage"),
             403: OpenApiResponse(description="asked with a token (a new token needs a verified admin session), "
                                              "or by a service account"),
         },
     )  # fmt: skip
     def post(self, request: Request) -> Response:
-        """Create a token for yourself, expiring in ``expires_in_days`` (default 90, at most
-        API_TOKEN_MAX_DAYS). The answer holds the token, once: it is stored only as a digest.
+        """Create a token for yourself, or with ``user`` for a service account you manage (you own
+        it, or it works in a project you are platform admin of), expiring in ``expires_in_days``
+        (default 90, at most API_TOKEN_MAX_DAYS). The answer holds the token, once: it is stored
+        only as a digest.
 
         Only from an admin session that passed the second factor: a request authenticated by a
         token is refused, so a leaked token cannot mint others that outlive it."""
@@ -266,15 +271,28 @@ class ApiTokenListView(ListView):
                 "with your password and second factor, or call this with that session",
             )
         data = validated(ApiTokenCreateSerializer, request)
-        row, token = api_token_create_own(
-            actor=request.user, name=data["name"], expires_in_days=data["expires_in_days"]
-        )
+        holder = data.get("user")
+        if holder is None or holder == request.user.get_username():
+            row, token = api_token_create_own(
+                actor=request.user, name=data["name"], expires_in_days=data["expires_in_days"]
+            )
+        else:
+            account = service_accounts_managed(user=request.user).filter(user__username=holder).first()
+            if account is None:
+                raise DomainError(
+                    "invalid_input", f"no service account {holder!r} that you manage",
+                    fields={"user": ["a service account you manage, or leave it out for a token of your own"]},
+                )  # fmt: skip
+            row, token = api_token_create_for_service_account(
+                actor=request.user, account=account.user, name=data["name"], expires_in_days=data["expires_in_days"]
+            )
         return Response({**ApiTokenSerializer(row).data, "token": token}, status=201)
 
 
 class ApiTokenRevokeView(CommandView):
-    """Revoke a token: yours, or one of a service account you manage (see the list). It stops
-    authenticating at once; 409 if it was already revoked."""
+    """Revoke a token: yours, one of a person working in a project you are platform admin of, or
+    one of a service account you manage (see the list). It stops authenticating at once; 409 if it
+    was already revoked."""
 
     operation_id = "tokens_revoke"
     output_serializer = ApiTokenSerializer

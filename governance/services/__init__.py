@@ -21,6 +21,7 @@ from governance.selectors import approval_holds
 from governance.services.accounts import (
     api_token_authenticate,
     api_token_create,
+    api_token_create_for_service_account,
     api_token_create_own,
     api_token_may_revoke,
     api_token_revoke,
@@ -42,6 +43,7 @@ __all__ = [
     "PolicyViolation",
     "api_token_authenticate",
     "api_token_create",
+    "api_token_create_for_service_account",
     "api_token_create_own",
     "api_token_may_revoke",
     "api_token_revoke",

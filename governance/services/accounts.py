@@ -51,12 +51,10 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def api_token_create(
-    *, actor: AbstractBaseUser, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+def _token_insert(
+    *, actor: AbstractBaseUser, user: AbstractBaseUser, name: str, expires_at: datetime | None
 ) -> tuple[ApiToken, str]:
-    """Create a token for ``user``; returns the row and the token, which is never stored in clear."""
-    if actor.pk != user.pk and not is_platform_admin(actor):
-        raise PermissionDenied("permission_denied", "only a platform admin may create tokens for another user")
+    """Make and ledger a token for ``user`` (the callers check who may): the row and the token."""
     if not name.strip():
         raise DomainError("invalid_input", "a token needs a name", fields={"name": ["may not be blank"]})
     if len(name.strip()) > NAME_MAX_LENGTH:
@@ -87,34 +85,79 @@ def api_token_create(
     return row, token
 
 
-def api_token_create_own(*, actor: AbstractBaseUser, name: str, expires_in_days: int) -> tuple[ApiToken, str]:
-    """A person's token for themselves (the admin's "Add API token" page and ``POST /api/v1/tokens/``):
-    it always expires, within 1 to ``API_TOKEN_MAX_DAYS`` days. Returns the row and the token, to
-    show once.
+def api_token_create(
+    *, actor: AbstractBaseUser, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token for ``user``, with any expiry or none; returns the row and the token, which is
+    never stored in clear. A global admin's (and the shell's) path: people use
+    ``api_token_create_own``, and the managers of a service account
+    ``api_token_create_for_service_account``, both of which bound the expiry."""
+    if actor.pk != user.pk and not is_platform_admin(actor):
+        raise PermissionDenied("permission_denied", "only a platform admin may create tokens for another user")
+    return _token_insert(actor=actor, user=user, name=name, expires_at=expires_at)
 
-    Service accounts get their tokens from a platform admin (``api_token_create``), never from
-    themselves: a leaked CI token must not be able to mint more. The API also refuses a
-    token-authenticated caller here (a new token needs a session that passed the second factor)."""
-    if hasattr(actor, "service_account"):
-        raise PermissionDenied("permission_denied", "a service account's tokens are created by a platform admin")
+
+def _expiry_in_days(expires_in_days: int) -> datetime:
     longest = settings.API_TOKEN_MAX_DAYS
     if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int) or not 1 <= expires_in_days <= longest:
         raise DomainError(
             "invalid_input", f"a token expires in 1 to {longest} days (API_TOKEN_MAX_DAYS)",
             fields={"expires_in_days": [f"a whole number of days from 1 to {longest}"]},
         )  # fmt: skip
-    expires_at = timezone.now() + timedelta(days=expires_in_days)
-    return api_token_create(actor=actor, user=actor, name=name, expires_at=expires_at)
+    return timezone.now() + timedelta(days=expires_in_days)
+
+
+def api_token_create_own(*, actor: AbstractBaseUser, name: str, expires_in_days: int) -> tuple[ApiToken, str]:
+    """A person's token for themselves (the admin's "Add API token" page and ``POST /api/v1/tokens/``):
+    it always expires, within 1 to ``API_TOKEN_MAX_DAYS`` days. Returns the row and the token, to
+    show once.
+
+    Service accounts get their tokens from those who manage them
+    (``api_token_create_for_service_account``), never from themselves: a leaked CI token must not
+    be able to mint more. The API also refuses a token-authenticated caller here (a new token needs
+    a session that passed the second factor)."""
+    if hasattr(actor, "service_account"):
+        raise PermissionDenied(
+            "permission_denied",
+            "a service account's tokens are created by a platform admin of its project or its owner",
+        )
+    expires_at = _expiry_in_days(expires_in_days)
+    return _token_insert(actor=actor, user=actor, name=name, expires_at=expires_at)
+
+
+def api_token_create_for_service_account(
+    *, actor: AbstractBaseUser, account: AbstractBaseUser, name: str, expires_in_days: int
+) -> tuple[ApiToken, str]:
+    """A token for a service account, made by one who manages it: its owner, a platform admin of a
+    project where it holds a role, or a global admin (``service_accounts_managed``). It always
+    expires, within 1 to ``API_TOKEN_MAX_DAYS`` days. Returns the row and the token, to show once.
+    A person's tokens are made by that person alone (``api_token_create_own``)."""
+    from governance.selectors import service_accounts_managed
+
+    if not hasattr(account, "service_account"):
+        raise DomainError(
+            "invalid_input", f"{account.get_username()} is a person: people make their own tokens",
+            fields={"user": ["a service account you manage, or leave it out for a token of your own"]},
+        )  # fmt: skip
+    if not service_accounts_managed(user=actor).filter(user_id=account.pk).exists():
+        raise PermissionDenied(
+            "permission_denied",
+            f"only the owner of service account {account.get_username()}, a platform admin of a project it "
+            "works in, or a global admin may create its tokens",
+        )
+    expires_at = _expiry_in_days(expires_in_days)
+    return _token_insert(actor=actor, user=account, name=name, expires_at=expires_at)
 
 
 def api_token_may_revoke(actor: AbstractBaseUser, token: ApiToken) -> bool:
-    """Its owner, a global admin, or (for a service account's token) whoever manages the account:
-    its owner, or a platform admin of a project where it holds a role (``service_accounts_managed``)."""
+    """Its owner, a global admin, or whoever manages the account that holds it
+    (``token_holders_managed``): for a service account its owner or a platform admin of a project
+    where it holds a role; for a person, a platform admin of a project where they hold a role."""
     if actor.pk == token.user_id or is_platform_admin(actor):
         return True
-    from governance.selectors import service_accounts_managed
+    from governance.selectors import token_holders_managed
 
-    return service_accounts_managed(user=actor).filter(user_id=token.user_id).exists()
+    return token_holders_managed(user=actor).filter(pk=token.user_id).exists()
 
 
 def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
@@ -122,8 +165,8 @@ def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
     if not api_token_may_revoke(actor, token):
         raise PermissionDenied(
             "permission_denied",
-            "only the token's owner, a platform admin of a project its service account works in, or the "
-            "account's owner may revoke it",
+            "only the token's holder, a platform admin of a project the holder works in, the owner of "
+            "the holder's service account, or a global admin may revoke it",
         )
     with transaction.atomic():
         # Locked and read again: of two concurrent revocations, one writes the row and the entry.
@@ -133,7 +176,7 @@ def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
             return False
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        # Whose token: a platform admin may revoke a service account's.
+        # Whose token: a platform admin may revoke a project member's or a service account's.
         ledger_append(
             actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix),
             payload={"user": User.objects.values_list("username", flat=True).get(pk=token.user_id)},

@@ -108,6 +108,7 @@ def test_a_service_account_does_not_make_its_own_tokens(ci: Any) -> None:
 def test_who_revokes_whose_token(people: dict[str, Any], ci: Any, project_admin: Any) -> None:
     system, engineer, steward = people["system"], people["ml_engineer"], people["data_steward"]
     mine, _ = api_token_create(actor=engineer, user=engineer, name="mine")
+    leaked, _ = api_token_create(actor=engineer, user=engineer, name="leaked")
     bots, _ = api_token_create(actor=system, user=ci, name="ci")
     systems, _ = api_token_create(actor=system, user=system, name="system")
     # A platform admin of another project, and the owner of a service account elsewhere.
@@ -119,7 +120,7 @@ def test_who_revokes_whose_token(people: dict[str, Any], ci: Any, project_admin:
 
     refused = [
         (steward, mine),  # another person's token
-        (project_admin, mine),  # a person's token: not the project admin's to revoke
+        (stranger_admin, mine),  # a person working in a project they do not administer
         (stranger_admin, bots),  # the account works in a project they do not administer
         (project_admin, systems),  # the system account is a global admin's alone
         (engineer, owned_token),  # neither theirs nor an account they manage
@@ -132,11 +133,13 @@ def test_who_revokes_whose_token(people: dict[str, Any], ci: Any, project_admin:
 
     assert api_token_revoke(actor=engineer, token=mine) is True
     assert api_token_revoke(actor=project_admin, token=bots) is True  # a service account of their project
+    assert api_token_revoke(actor=project_admin, token=leaked) is True  # a person working in their project
     assert api_token_revoke(actor=steward, token=owned_token) is True  # the account's owner
     assert api_token_revoke(actor=project_admin, token=bots) is False  # already revoked: no second entry
     assert [(e["action"], e["actor"]["name"], e["payload"]) for e in _entries(start)] == [
         ("api_token.revoked", "ml-engineer", {"user": "ml-engineer"}),
         ("api_token.revoked", "project-admin", {"user": "ci-bot"}),
+        ("api_token.revoked", "project-admin", {"user": "ml-engineer"}),
         ("api_token.revoked", "data-steward", {"user": "steward-bot"}),
     ]
 
@@ -234,7 +237,8 @@ def test_the_list_shows_ones_own_and_a_platform_admin_filters_by_user(
     assert admin.get("/api/v1/tokens/").json()["count"] == 0  # they have none of their own
     [listed] = admin.get("/api/v1/tokens/?user=ci-bot").json()["results"]
     assert (listed["prefix"], listed["user"]) == (bots.prefix, "ci-bot")
-    assert admin.get("/api/v1/tokens/?user=ml-engineer").json()["count"] == 0  # a person's tokens are theirs
+    # A person working in their project: the project admin sees their tokens, to revoke a leaked one.
+    assert admin.get("/api/v1/tokens/?user=ml-engineer").json()["count"] == 2
     # Another's token is no token at all to the engineer; the project admin revokes the bot's.
     assert Client().post(f"/api/v1/tokens/{bots.prefix}/revoke", **_token_auth(mine)).status_code == 404
     assert Client().post("/api/v1/tokens/no-such/revoke", **_token_auth(mine)).status_code == 404
