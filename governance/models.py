@@ -176,3 +176,22 @@ class BreakGlassReview(models.Model):
 
     def __str__(self) -> str:
         return f"break-glass review of #{self.request_id} ({self.outcome or 'open'})"
+
+
+class SecondFactorLock(models.Model):
+    """Wrong second-factor codes offered for one account in a row, and the lock they led to.
+
+    At ``MFA_LOCKOUT_FAILURES`` wrong codes the account is locked: the admin's second-factor
+    pages take no code for it, the right one included, until a platform admin lifts the lock
+    (``staff_mfa_unlock``). A right code sets the count back to 0. Written by the services of
+    governance/mfa.py only; the lock and its lifting are ledger entries."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="second_factor_lock")
+    failures = models.PositiveIntegerField(default=0, help_text="wrong codes in a row")
+    locked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "second-factor lock"
+
+    def __str__(self) -> str:
+        return f"second factor of {self.user_id} ({'locked' if self.locked_at else 'open'})"

@@ -77,11 +77,12 @@ def service_accounts_managed(*, user: AbstractBaseUser) -> QuerySet[ServiceAccou
     return ServiceAccount.objects.filter(Q(owner=user) | Q(user__in=members)).exclude(user__username=SYSTEM_USERNAME)
 
 
-def token_holders_managed(*, user: AbstractBaseUser) -> QuerySet[Any]:
-    """The accounts whose API tokens ``user`` may see and revoke besides their own: the service
-    accounts they manage (``service_accounts_managed``) and the people holding a role in a project
-    where they are a platform admin, so that a colleague's leaked token is revoked without waiting
-    for its owner. Global admins' tokens are a global admin's alone; every account for one."""
+def accounts_managed(*, user: AbstractBaseUser) -> QuerySet[Any]:
+    """The accounts ``user`` manages besides their own: whose API tokens they see and revoke, and
+    whose second-factor lock they lift. The service accounts they manage
+    (``service_accounts_managed``) and the people holding a role in a project where they are a
+    platform admin, so that a colleague's leaked token is revoked without waiting for its owner.
+    Global admins are managed by global admins alone; every account by one."""
     from django.contrib.auth import get_user_model
     from django.contrib.contenttypes.models import ContentType
     from django.db.models import Q
@@ -107,7 +108,7 @@ def token_holders_managed(*, user: AbstractBaseUser) -> QuerySet[Any]:
 
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[Any]:
     """The API tokens ``user`` may see (and revoke): their own and those of the accounts they
-    manage (``token_holders_managed``); every token for a global admin. Newest first."""
+    manage (``accounts_managed``); every token for a global admin. Newest first."""
     from django.db.models import Q
 
     from governance.models import ApiToken
@@ -117,7 +118,7 @@ def api_token_list(*, user: AbstractBaseUser) -> QuerySet[Any]:
         return tokens
     if not user.is_authenticated or not user.is_active:
         return tokens.none()
-    return tokens.filter(Q(user=user) | Q(user__in=token_holders_managed(user=user)))
+    return tokens.filter(Q(user=user) | Q(user__in=accounts_managed(user=user)))
 
 
 def api_token_get(*, user: AbstractBaseUser, prefix: str) -> Any:

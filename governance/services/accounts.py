@@ -151,13 +151,13 @@ def api_token_create_for_service_account(
 
 def api_token_may_revoke(actor: AbstractBaseUser, token: ApiToken) -> bool:
     """Its owner, a global admin, or whoever manages the account that holds it
-    (``token_holders_managed``): for a service account its owner or a platform admin of a project
+    (``accounts_managed``): for a service account its owner or a platform admin of a project
     where it holds a role; for a person, a platform admin of a project where they hold a role."""
     if actor.pk == token.user_id or is_platform_admin(actor):
         return True
-    from governance.selectors import token_holders_managed
+    from governance.selectors import accounts_managed
 
-    return token_holders_managed(user=actor).filter(pk=token.user_id).exists()
+    return accounts_managed(user=actor).filter(pk=token.user_id).exists()
 
 
 def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
