@@ -194,7 +194,9 @@ def pii_scans_reap(*, stale_queued_s: float | None = None) -> int:
     ``PII_SCAN_LEASE_S``: their message was lost with a worker that died holding it). Each is sent
     again through the outbox; a scan is idempotent, so one that was only slow is not recorded
     twice. Returns how many."""
-    return _PII_SCAN_JOBS.reap(task="registry.pii_scan", queue=settings.PII_SCAN_QUEUE, stale_queued_s=stale_queued_s, started_at=None)
+    return _PII_SCAN_JOBS.reap(
+        task="registry.pii_scan", queue=settings.PII_SCAN_QUEUE, stale_queued_s=stale_queued_s, started_at=None
+    )
 
 
 def dataset_version_review(*, actor: Any, version: DatasetVersion, decision: str, note: str = "") -> DatasetVersion:
