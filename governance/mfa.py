@@ -6,7 +6,10 @@ Sign-in goes through three pages of the admin site:
    passes is logged in but not *verified*, and no admin page, nor the API by session
    (governance/authentication.py), lets an unverified session in.
 2. ``/admin/mfa/verify/``: a code from the user's authenticator app, or one of the backup codes.
-   django-otp refuses a code used before and slows down repeated failures (throttling).
+   django-otp refuses a code used before and slows down repeated failures (throttling), and
+   ``MFA_LOCKOUT_FAILURES`` wrong codes in a row lock the account (``SecondFactorLock``): no code
+   is taken for it, the right one included, until a platform admin lifts the lock
+   (``staff_mfa_unlock``, in the admin). Whoever offers those codes already holds the password.
 3. ``/admin/mfa/enrol/``, instead of 2 for a staff user with no authenticator yet: the page shows
    the TOTP secret (as a QR code, an ``otpauth://`` URI and in base32); the first valid code
    confirms it, and the page shows the backup codes once. This is part of the first sign-in.
@@ -50,7 +53,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audits.ledger.services import Subject, ledger_append
 from common.errors import DomainError
-from common.security_log import mfa_attempt
+from common.security_log import mfa_attempt, security_event
+from governance.models import SecondFactorLock
 
 
 def user_is_verified(user: Any) -> bool:
@@ -190,6 +194,93 @@ def staff_mfa_reset(*, actor: AbstractBaseUser, user: AbstractBaseUser, reason: 
     return removed
 
 
+# --- Lockout after wrong codes -------------------------------------------------------------------
+
+
+def staff_mfa_locked(user: AbstractBaseUser) -> bool:
+    """Whether ``user``'s second factor is locked (``MFA_LOCKOUT_FAILURES`` wrong codes in a row)."""
+    return SecondFactorLock.objects.filter(user_id=user.pk, locked_at__isnull=False).exists()
+
+
+def staff_mfa_failure_record(*, user: AbstractBaseUser) -> SecondFactorLock:
+    """Count one wrong code offered for ``user``; the one that reaches ``MFA_LOCKOUT_FAILURES`` in
+    a row locks the account and writes ``mfa.locked_out`` to the ledger (by the ``system``
+    account: the one who typed the codes is not known, only that they held the password).
+    Returns the account's lock row as it now is."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from governance.permissions import SYSTEM_USERNAME
+
+    with transaction.atomic():
+        SecondFactorLock.objects.get_or_create(user_id=user.pk)
+        lock = SecondFactorLock.objects.select_for_update().get(user_id=user.pk)
+        if lock.locked_at is not None:
+            return lock
+        lock.failures += 1
+        if lock.failures >= settings.MFA_LOCKOUT_FAILURES:
+            lock.locked_at = timezone.now()
+            ledger_append(
+                actor=get_user_model().objects.get(username=SYSTEM_USERNAME),
+                action="mfa.locked_out",
+                subject=Subject("user", str(user.pk)),
+                payload={"username": user.get_username(), "failures": lock.failures},
+            )
+        lock.save(update_fields=["failures", "locked_at"])
+    return lock
+
+
+def staff_mfa_success_record(*, user: AbstractBaseUser) -> None:
+    """A right code: the count of wrong codes in a row starts again (a lock stays: it is checked
+    before any code is taken)."""
+    SecondFactorLock.objects.filter(user_id=user.pk, locked_at__isnull=True, failures__gt=0).update(failures=0)
+
+
+def staff_mfa_unlock(*, actor: AbstractBaseUser, user: AbstractBaseUser, reason: str) -> bool:
+    """Lift the lock on ``user``'s second factor: the next sign-in takes codes again, counted from
+    0. Returns ``True`` if this call lifted a lock (``mfa.unlocked`` in the ledger, with the
+    reason), ``False`` if there was none. A global admin, or a platform admin of a project where
+    ``user`` holds a role (``accounts_managed``); never one's own lock.
+
+    Caveat: the lock means someone holding the password offered wrong codes; before lifting it,
+    make sure the password is changed if the account's owner did not offer them."""
+    from django.utils import timezone
+
+    from common.errors import PermissionDenied
+    from governance.permissions import is_platform_admin
+    from governance.selectors import accounts_managed
+
+    if actor.pk == user.pk:
+        raise PermissionDenied("permission_denied", "a second-factor lock is lifted by another administrator")
+    if not (is_platform_admin(actor) or accounts_managed(user=actor).filter(pk=user.pk).exists()):
+        raise PermissionDenied(
+            "permission_denied",
+            f"only a platform admin of a project {user.get_username()} works in, or a global admin, may lift "
+            "their second-factor lock",
+        )
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise DomainError("invalid_input", "lifting a lock needs a reason", fields={"reason": ["may not be blank"]})
+    with transaction.atomic():
+        lock = SecondFactorLock.objects.select_for_update().filter(user_id=user.pk).first()
+        if lock is None or lock.locked_at is None:
+            return False
+        failures, locked_at = lock.failures, lock.locked_at
+        lock.failures, lock.locked_at = 0, None
+        lock.save(update_fields=["failures", "locked_at"])
+        ledger_append(
+            actor=actor,
+            action="mfa.unlocked",
+            subject=Subject("user", str(user.pk)),
+            payload={
+                "username": user.get_username(), "failures": failures,
+                "locked_at": locked_at.isoformat(), "since_locked_s": int((timezone.now() - locked_at).total_seconds()),
+                "reason": reason,
+            },
+        )  # fmt: skip
+    return True
+
+
 # --- The admin site ------------------------------------------------------------------------------
 
 
@@ -291,15 +382,27 @@ class MfaAdminSite(admin.AdminSite):
         if not user_has_device(user):
             query = urlencode({"next": self._next(request)})
             return HttpResponseRedirect(f"{reverse('admin:mfa_enrol', current_app=self.name)}?{query}")
+        if staff_mfa_locked(user):
+            return self._locked(request, step="verify")
         form = CodeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             device = match_token(user, form.cleaned_data["token"])
             mfa_attempt(request, user, succeeded=device is not None, step="verify")
             if device is not None:
+                staff_mfa_success_record(user=user)
                 otp_login(request, device)
                 request.session.cycle_key()
                 return HttpResponseRedirect(self._next(request))
-            form.add_error("token", "That code is not valid. Try the next code (after several tries, wait a little).")
+            lock = staff_mfa_failure_record(user=user)
+            if lock.locked_at is not None:
+                return self._locked(request, step="verify")
+            left = settings.MFA_LOCKOUT_FAILURES - lock.failures
+            form.add_error(
+                "token",
+                "That code is not valid. Try the next code (after several tries, wait a little). "
+                f"{left} more wrong code{'s' if left != 1 else ''} in a row will lock this account until an "
+                "administrator unlocks it.",
+            )
         context = self._context(request, title="Second factor", form=form)
         return TemplateResponse(request, "admin/mfa/verify.html", context)
 
@@ -310,6 +413,8 @@ class MfaAdminSite(admin.AdminSite):
         if user_has_device(user):
             query = urlencode({"next": self._next(request)})
             return HttpResponseRedirect(f"{reverse('admin:mfa_verify', current_app=self.name)}?{query}")
+        if staff_mfa_locked(user):
+            return self._locked(request, step="enrol")
         device = staff_totp_enrolment_start(user=user)
         form = CodeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -332,6 +437,15 @@ class MfaAdminSite(admin.AdminSite):
             qr_svg=_qr_svg(device.config_url),
         )
         return TemplateResponse(request, "admin/mfa/enrol.html", context)
+
+    def _locked(self, request: HttpRequest, *, step: str) -> HttpResponse:
+        """The page of a locked second factor (403): it takes no code, and says who lifts the lock."""
+        security_event(
+            "auth.mfa.failed", outcome="failure", reason="locked_out", request=request, user=request.user,
+            auth_method="totp", step=step,
+        )  # fmt: skip
+        context = self._context(request, title="Sign-in locked", failure_limit=settings.MFA_LOCKOUT_FAILURES)
+        return TemplateResponse(request, "admin/mfa/second_factor_locked.html", context, status=403)
 
     def mfa_sign_out_view(self, request: HttpRequest) -> HttpResponse:
         auth.logout(request)

@@ -227,6 +227,9 @@ OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LLMOps governance")
 # device admin's QR-code and configuration pages stay closed (403), to every staff user.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 MFA_BACKUP_CODES = env_int("MFA_BACKUP_CODES", 8, minimum=0)
+# Second-factor lockout (governance/mfa.py): this many wrong codes in a row lock the account's
+# second factor until a platform admin lifts the lock (Governance -> Second-factor locks).
+MFA_LOCKOUT_FAILURES = env_int("MFA_LOCKOUT_FAILURES", 10, minimum=1)
 # django-axes: AXES_FAILURE_LIMIT failed passwords for one username from one address lock that
 # pair out for AXES_COOLOFF_MINUTES (the right password included); a success resets the count.
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)

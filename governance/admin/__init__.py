@@ -1,7 +1,7 @@
 """Admin pages of the governance app, one module per topic. Read-only: changes go through the
 services (and the API), so that every one of them is checked and recorded the same way."""
 
-from governance.admin import approvals, break_glass, projects, tokens
+from governance.admin import approvals, break_glass, projects, second_factor, tokens
 from governance.admin.scoped import ProjectScopedAdmin
 
-__all__ = ["ProjectScopedAdmin", "approvals", "break_glass", "projects", "tokens"]
+__all__ = ["ProjectScopedAdmin", "approvals", "break_glass", "projects", "second_factor", "tokens"]
