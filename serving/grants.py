@@ -141,6 +141,30 @@ def sign_grant(statement: dict[str, Any], signers: Sequence[SignerKey]) -> str:
     if not signers:
         raise GrantError("a grant needs at least one signing key")
     check_statement(statement)
+    return sign_note(statement, signers)
+
+
+def _parse_note(text: str, what: str) -> tuple[str, list[Signature]]:
+    if not isinstance(text, str) or not text:
+        raise GrantError(f"malformed {what}: empty")
+    if "\r" in text or any(ord(ch) < 0x20 and ch != "\n" for ch in text):
+        raise GrantError(f"malformed {what}: it holds control characters")
+    body_text, sep, signature_block = text.partition("\n\n")
+    if not sep:
+        raise GrantError(f"malformed {what}: no blank line between the statement and its signatures")
+    if not body_text or "\n" in body_text:
+        raise GrantError(f"malformed {what}: the body is one line of canonical JSON")
+    try:
+        signatures = parse_signature_lines(signature_block)
+    except NoteError as exc:
+        raise GrantError(f"malformed {what}: {exc}") from None
+    return body_text + "\n", signatures
+
+
+def sign_note(statement: dict[str, Any], signers: Sequence[SignerKey]) -> str:
+    """The signed note of ``statement``'s canonical JSON (the caller has checked its fields)."""
+    if not signers:
+        raise GrantError("a signed note needs at least one signing key")
     body = _canonical_body(statement)
     lines = []
     for signer in signers:
@@ -149,21 +173,32 @@ def sign_grant(statement: dict[str, Any], signers: Sequence[SignerKey]) -> str:
     return body + "\n" + "".join(lines)
 
 
-def _parse_note(text: str) -> tuple[str, list[Signature]]:
-    if not isinstance(text, str) or not text:
-        raise GrantError("malformed grant: empty")
-    if "\r" in text or any(ord(ch) < 0x20 and ch != "\n" for ch in text):
-        raise GrantError("malformed grant: it holds control characters")
-    body_text, sep, signature_block = text.partition("\n\n")
-    if not sep:
-        raise GrantError("malformed grant: no blank line between the statement and its signatures")
-    if not body_text or "\n" in body_text:
-        raise GrantError("malformed grant: the body is one line of canonical JSON")
+def verify_note(text: str, verifiers: Iterable[VerifierKey], *, what: str = "grant") -> Any:
+    """The JSON statement of the signed note ``text`` (a grant, or a client list), once at least
+    one known key signed it, every signature by a known key verifies and its body is canonical.
+    Raises ``GrantError`` naming ``what`` otherwise; the caller checks the statement's fields."""
+    body, signatures = _parse_note(text, what)
+    known = {(v.name, v.key_id): v for v in verifiers}
+    verified = 0
+    for sig in signatures:
+        key = known.get((sig.name, sig.key_id))
+        if key is None:
+            continue
+        if not key.verify(sig.signature, body.encode()):
+            raise GrantError(f"the {what}'s signature by {sig.name}+{sig.key_id.hex()} does not verify")
+        verified += 1
+    if verified == 0:
+        names = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in signatures)
+        raise GrantError(f"the {what} has no signature by a known key (signed by: {names})")
     try:
-        signatures = parse_signature_lines(signature_block)
-    except NoteError as exc:
-        raise GrantError(f"malformed grant: {exc}") from None
-    return body_text + "\n", signatures
+        statement = json.loads(body)
+    except ValueError as exc:
+        raise GrantError(f"malformed {what}: the body is not JSON ({exc})") from None
+    if not isinstance(statement, dict):
+        raise GrantError(f"malformed {what}: the body is not a JSON object")
+    if _canonical_body(statement) != body:
+        raise GrantError(f"malformed {what}: the body is not RFC 8785 canonical JSON")
+    return statement
 
 
 def verify_grant(text: str, verifiers: Iterable[VerifierKey], *, now: datetime | None = None) -> dict[str, Any]:
@@ -173,26 +208,8 @@ def verify_grant(text: str, verifiers: Iterable[VerifierKey], *, now: datetime |
     not verify, a non-canonical body, missing or ill-typed fields, and a grant that is not yet
     valid or has expired (at ``now``, by default the current time).
     """
-    body, signatures = _parse_note(text)
-    known = {(v.name, v.key_id): v for v in verifiers}
-    verified = 0
-    for sig in signatures:
-        key = known.get((sig.name, sig.key_id))
-        if key is None:
-            continue
-        if not key.verify(sig.signature, body.encode()):
-            raise GrantError(f"the grant's signature by {sig.name}+{sig.key_id.hex()} does not verify")
-        verified += 1
-    if verified == 0:
-        names = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in signatures)
-        raise GrantError(f"the grant has no signature by a known key (signed by: {names})")
-    try:
-        statement = json.loads(body)
-    except ValueError as exc:
-        raise GrantError(f"malformed grant: the body is not JSON ({exc})") from None
+    statement = verify_note(text, verifiers)
     check_statement(statement)
-    if _canonical_body(statement) != body:
-        raise GrantError("malformed grant: the body is not RFC 8785 canonical JSON")
     moment = now if now is not None else datetime.now(UTC)
     if moment.tzinfo is None:
         raise ValueError("now must be timezone-aware")

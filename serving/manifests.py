@@ -334,6 +334,9 @@ def render_kserve(
         "python", "-m", "serving.server",
         "--grant", GRANT_PATH, "--verifier-keys", VERIFIER_KEYS_PATH, "--weights", MODEL_DIR,
         "--host", POD_INTERFACES, "--port", str(KSERVE_PORT), "--device", device,
+        # Client credentials reach a local server only (a file the service rewrites): on KServe the
+        # platform's ingress authenticates callers (docs/deployments.md).
+        "--unauthenticated-callers-unsafe",
     ]  # fmt: skip
     container: dict[str, Any] = {
         "name": KSERVE_CONTAINER,

@@ -164,3 +164,43 @@ class DeploymentManifest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform} manifests for {self.deployment}"
+
+
+class DeploymentClientCredential(models.Model):
+    """A credential that lets a client call a deployment's model server (``POST /v1/completions``).
+
+    Issued through one deployment, it holds for the deployment's name and environment in its
+    project: the versions that replace it, or that a rollback puts back, accept it too. Only the
+    SHA-256 of the credential is stored; the credential is shown once. Rows change only through
+    ``serving.services.clients``; servers learn them from the signed client list the service
+    writes (``serving.clients``)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="client_credentials")
+    name = models.CharField(max_length=100, help_text="who calls with it (an application, a team)")
+    prefix = models.CharField(max_length=12, unique=True, help_text="public part of the credential")
+    digest = models.CharField(max_length=64, unique=True, help_text="hex SHA-256 of the whole credential")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "deployment client credential"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def state(self) -> str:
+        """``revoked``, ``expired`` or ``live``: whether a server accepts it now."""
+        from django.utils import timezone
+
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "live"

@@ -18,7 +18,7 @@ from governance.permissions import SYSTEM_USERNAME
 from governance.selectors import project_list
 from governance.services import approval_holds
 from registry.services import dataset_version_digest
-from serving.models import Deployment, Environment
+from serving.models import Deployment, DeploymentClientCredential, Environment
 from serving.rules import PROMOTION_OPEN_STATES, deployment_digest
 
 
@@ -45,6 +45,38 @@ def deployment_folder(deployment: Deployment) -> Path:
     output and its inference log (the embedded default: a local folder shared by the worker and
     the web process)."""
     return Path(settings.SERVING_ROOT) / f"deployment-{deployment.pk}"
+
+
+def client_list_path(deployment: Deployment) -> Path:
+    """Where the service writes the deployment's signed client list and its server reads it."""
+    return deployment_folder(deployment) / "clients.note"
+
+
+def client_credentials_of_scope(deployment: Deployment) -> QuerySet[DeploymentClientCredential]:
+    """The client credentials a server of ``deployment`` may accept: those issued through any
+    deployment of its project, name and environment (revoked and expired ones included)."""
+    return DeploymentClientCredential.objects.filter(
+        deployment__project_id=deployment.project_id, deployment__name=deployment.name,
+        deployment__environment=deployment.environment,
+    )  # fmt: skip
+
+
+def client_credential_list(*, user: Any, deployment: Deployment) -> QuerySet[DeploymentClientCredential]:
+    """The credentials of a deployment the user may see (``deployment`` came from
+    ``deployment_get``), newest first, with who issued and revoked them."""
+    return client_credentials_of_scope(deployment).select_related("deployment", "created_by", "revoked_by")
+
+
+def client_credential_get(*, user: Any, pk: int) -> DeploymentClientCredential:
+    """A credential of a deployment the user may see; 404 otherwise (hidden and missing alike)."""
+    found = (
+        DeploymentClientCredential.objects.filter(pk=pk, deployment__in=deployment_list(user=user))
+        .select_related("deployment__project", "created_by", "revoked_by")
+        .first()
+    )
+    if found is None:
+        raise NotFound("not_found", f"no client credential {pk}")
+    return found
 
 
 def inference_log_path(deployment: Deployment) -> Path:

@@ -1,6 +1,7 @@
 """The governed model server: serves one set of weights, and only under a valid signed grant.
 
     python -m serving.server --grant FILE --verifier-keys FILE --weights FOLDER \\
+        (--client-credentials FILE | --unauthenticated-callers-unsafe) [--rate-limit 120/m] \\
         [--host 127.0.0.1] --port P [--device cpu|cuda] [--allow-cpu-fallback] \\
         [--log FILE] [--nlp-model NAME]
 
@@ -22,6 +23,17 @@ Standard output carries only JSON event lines: ``refused`` (exit 3), ``cpu_fallb
 ``serving``, ``expired`` (exit 4) and ``stopped`` (SIGTERM or SIGINT: exit 0, after the requests
 in flight are answered). Library output meant for standard output goes to standard error.
 
+Callers of ``POST /v1/completions`` authenticate with a client credential the service issued for
+the deployment (``Authorization: Bearer gsc_...``), checked against the signed client list
+``--client-credentials`` names (``serving.clients``: read at start, where a missing or invalid list
+refuses the start, and read again whenever the file changes). No or a wrong, revoked or expired
+credential answers 401 ``unauthenticated`` (with ``WWW-Authenticate: Bearer``); a credential over
+its ``--rate-limit``, or an address over it in failed attempts, 429 ``rate_limited`` with
+``Retry-After``. Both are refused before the body is parsed, are not inference log lines, and are
+logged as the service logs refusals: one JSON line of the ``security`` logger's shape on standard
+error (``authz.denied``, ``ratelimit.exceeded``). ``--unauthenticated-callers-unsafe`` serves
+anyone (for a platform that authenticates in front of the server). ``GET /healthz`` is open.
+
 Endpoints: ``GET /healthz`` and ``POST /v1/completions`` ({"prompt": str, "max_tokens": int,
 default 16}; other fields are refused). Errors are ``{"error": {"code", "message"}}``. Generation
 is greedy and serialised by a lock (one request at a time on the model, batch size 1, so within
@@ -31,14 +43,14 @@ answers 503 ``grant_expired``; the server prints ``expired``, keeps answering 50
 ``EXPIRED_DRAIN_S`` seconds so clients get a clear answer rather than a refused connection, then
 stops with exit code 4.
 
-Inference log (EU AI Act Art. 12): one JSON line per completion request, appended and flushed
-under a lock, to ``--log`` (standard error without it). It holds the time, request id, deployment,
-environment, grant id, weights digest, SHA-256 of the prompt as received and of the text returned
-(null when none was), prompt length, max_tokens, the guard's action and entity counts for each side
-it checked (``prompt``, then ``completion``), HTTP status, error code and latency: never the prompt
-or the completion. Caveat: an unkeyed hash of a short or guessable
-prompt can be confirmed by whoever guesses it; the log is access-controlled evidence, not a place
-to publish.
+Inference log (EU AI Act Art. 12): one JSON line per completion request of an authenticated caller,
+appended and flushed under a lock, to ``--log`` (standard error without it). It holds the time,
+request id, deployment, environment, grant id, the caller's credential prefix (``client``), weights
+digest, SHA-256 of the prompt as received and of the text returned (null when none was), prompt
+length, max_tokens, the guard's action and entity counts for each side it checked (``prompt``, then
+``completion``), HTTP status, error code and latency: never the prompt or the completion. Caveat:
+an unkeyed hash of a short or guessable prompt can be confirmed by whoever guesses it; the log is
+access-controlled evidence, not a place to publish.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -61,6 +74,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from audits.ledger.keys import KeyFileError, VerifierKey
 from audits.ledger.keys import load_verifier_keys as read_verifier_keys
+from serving.clients import AuthError, Caller, ClientList, RateLimiter, parse_rate, security_event
 from serving.grants import GrantError, folder_weights_digest, parse_utc, verify_grant
 from serving.guard import Guard, GuardResult, set_offline_environment
 
@@ -100,6 +114,18 @@ class RequestError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class CallerRefused(RequestError):
+    """401 (not authenticated) or 429 (over a rate limit), answered before the body is read."""
+
+    def __init__(
+        self, status: int, message: str, prefix: str | None, retry_after: float = 0.0, *, reason: str = ""
+    ) -> None:
+        super().__init__(status, "unauthenticated" if status == 401 else "rate_limited", message)
+        self.prefix = prefix
+        self.retry_after = retry_after
+        self.reason = reason or self.code
 
 
 def _now() -> datetime:
@@ -227,6 +253,16 @@ class ModelServer:
             raise Refused(str(exc)) from None
         self._grant_text = grant_text
         self._keys = keys
+        self.clients: ClientList | None = None
+        if args.client_credentials is not None:
+            try:
+                self.clients = ClientList(args.client_credentials, keys, self.grant["deployment"])
+            except GrantError as exc:
+                raise Refused(str(exc)) from None
+        try:
+            self.limiter = RateLimiter(*parse_rate(args.rate_limit))
+        except ValueError as exc:
+            raise Refused(f"--rate-limit: {exc}") from None
         self.expires_at = parse_utc(self.grant["expires_at"], "expires_at")
         self.target = self.grant["target"]
         if self.grant["runtime"] not in ("transformers", "onnx"):
@@ -336,6 +372,23 @@ class ModelServer:
             "guard": self.guard.describe(),
         }
 
+    def authorize(self, authorization: str | None, client_ip: str | None) -> Caller | None:
+        """The caller, before anything else of the request is read; ``RequestError`` 401 or 429
+        (logged as a security event by the handler) otherwise. ``None``: callers are not checked."""
+        if self.clients is None:
+            return None
+        try:
+            caller = self.clients.authenticate(authorization)
+        except AuthError as exc:
+            wait = self.limiter.take(f"address:{client_ip}")  # only failures draw on an address's bucket
+            if wait:
+                raise CallerRefused(429, "too many failed attempts from this address", exc.prefix, wait) from None
+            raise CallerRefused(401, exc.message, exc.prefix, reason=exc.code) from None
+        wait = self.limiter.take(f"client:{caller.prefix}")
+        if wait:
+            raise CallerRefused(429, "this credential is over its rate limit", caller.prefix, wait)
+        return caller
+
     def _parse(self, body: bytes) -> tuple[str, int]:
         try:
             payload = json.loads(body.decode("utf-8"))
@@ -402,7 +455,9 @@ class ModelServer:
             )
         return str(self.tokenizer.decode(output[0, length:], skip_special_tokens=True))
 
-    def complete(self, body: bytes | None, error: RequestError | None) -> tuple[int, dict[str, Any], str]:
+    def complete(
+        self, body: bytes | None, error: RequestError | None, caller: Caller | None = None
+    ) -> tuple[int, dict[str, Any], str]:
         """Answer one completion request and write its inference log line."""
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
@@ -412,6 +467,7 @@ class ModelServer:
             "deployment": self.grant["deployment"],
             "environment": self.grant["environment"],
             "grant_id": self.grant["grant_id"],
+            "client": caller.prefix if caller else None,
             "model_digest": self.weights_digest,
             "input_sha256": None,
             "output_sha256": None,
@@ -471,13 +527,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the access log: the inference log records what matters, without addresses."""
 
-    def _send(self, status: int, payload: dict[str, Any], request_id: str | None = None) -> None:
+    def _send(
+        self, status: int, payload: dict[str, Any], request_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         if request_id:
             self.send_header("X-Request-Id", request_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -497,14 +557,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/v1/completions":
             self._send(404, {"error": {"code": "not_found", "message": f"no endpoint {self.path}"}})
             return
-        body, error = None, None
-        # JSON may spell a character as a 12-byte surrogate pair; beyond that the body is refused
-        # unread (and the connection closed) rather than buffered.
-        cap = 12 * self.app.target["max_prompt_chars"] + 65536
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            length = -1
+            caller = self.app.authorize(self.headers.get("Authorization"), self.client_address[0])
+        except CallerRefused as refused:
+            self._refuse_caller(refused)
+            return
+        body, error = None, None
+        cap, length = self._body_limits()
         if length < 0:
             error = RequestError(411, "length_required", "the request needs a Content-Length")
         elif length > cap:
@@ -512,8 +571,39 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             body = self.rfile.read(length)
-        status, payload, request_id = self.app.complete(body, error)
+        status, payload, request_id = self.app.complete(body, error, caller)
         self._send(status, payload, request_id)
+
+    def _body_limits(self) -> tuple[int, int]:
+        """The most a body may hold, and its ``Content-Length`` (-1 when absent or not a number).
+        JSON may spell a character as a 12-byte surrogate pair; beyond that the body is refused
+        unread (and the connection closed) rather than buffered."""
+        cap = 12 * self.app.target["max_prompt_chars"] + 65536
+        try:
+            return cap, int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return cap, -1
+
+    def _refuse_caller(self, refused: CallerRefused) -> None:
+        """Answer 401 or 429 and log it. The body is never parsed: within the size limit it is read
+        and dropped (closing a socket with unread data may reset it before the client reads the
+        answer); beyond it, or without a length, the connection is closed."""
+        cap, length = self._body_limits()
+        if 0 <= length <= cap:
+            self.rfile.read(length)
+        else:
+            self.close_connection = True
+        request_id = str(uuid.uuid4())
+        security_event(
+            "authz.denied" if refused.status == 401 else "ratelimit.exceeded", reason=refused.reason,
+            status=refused.status, client_ip=self.client_address[0], path=self.path.split("?", 1)[0],
+            request_id=request_id, deployment=self.app.grant["deployment"], prefix=refused.prefix,
+        )  # fmt: skip
+        headers = {"WWW-Authenticate": 'Bearer realm="model-server"'} if refused.status == 401 else {}
+        if refused.status == 429:
+            headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after)))
+        payload = {"error": {"code": refused.code, "message": refused.message}}
+        self._send(refused.status, payload, request_id, headers)
 
     def _not_allowed(self) -> None:
         self._send(405, {"error": {"code": "method_not_allowed", "message": f"{self.command} is not served"}})
@@ -528,6 +618,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grant", type=Path, required=True, help="the signed grant (a C2SP signed note)")
     parser.add_argument("--verifier-keys", type=Path, required=True, help="verifier keys, one per line")
     parser.add_argument("--weights", type=Path, required=True, help="the model folder the grant names")
+    callers = parser.add_mutually_exclusive_group(required=True)
+    callers.add_argument(
+        "--client-credentials", type=Path, help="the signed client list (serving.clients); re-read when it changes"
+    )
+    callers.add_argument(
+        "--unauthenticated-callers-unsafe", action="store_true",
+        help="serve callers without credentials (only behind a platform that authenticates them)",
+    )  # fmt: skip
+    parser.add_argument("--rate-limit", default="120/m", help="per credential: N/PERIOD, e.g. 120/m or 10/30s")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="0 binds a free port")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="by default cuda when the grant asks for GPUs")

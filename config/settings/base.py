@@ -476,6 +476,15 @@ SERVING_PLATFORM_NAMESPACE = env_str("SERVING_PLATFORM_NAMESPACE", "llm-serving"
 SERVING_PLATFORM_IMAGE = env_str("SERVING_PLATFORM_IMAGE", "registry.example.internal/llmops-governance:0.1.0")
 # Where the platform fetches a model version's weights; {weights_hex} is the weights digest's hex.
 SERVING_PLATFORM_STORAGE_URI = env_str("SERVING_PLATFORM_STORAGE_URI", "s3://models/{weights_hex}")
+# Client credentials of the model servers (issue 26): how often one credential may call a
+# server (a token bucket of N requests refilling N per period, per server process) and the
+# longest a credential may be issued for.
+SERVING_CLIENT_RATE_LIMIT = env_str("SERVING_CLIENT_RATE_LIMIT", "120/m")
+if not re.fullmatch(r"[1-9][0-9]*/(?:[1-9][0-9]*)?[smhd]", SERVING_CLIENT_RATE_LIMIT):
+    raise SettingError(
+        "SERVING_CLIENT_RATE_LIMIT", f"expected a rate like 120/m or 10/30s, got {SERVING_CLIENT_RATE_LIMIT!r}"
+    )
+SERVING_CLIENT_CREDENTIAL_MAX_DAYS = env_int("SERVING_CLIENT_CREDENTIAL_MAX_DAYS", 365, minimum=1)
 
 # --- Compliance reports ----------------------------------------------------------------------
 # The controller's identity and contacts, as GDPR Art. 30(1)(a) asks for them in the records of

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api import id_field
+from common.api import id_field, ledgered_text
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
@@ -105,3 +105,27 @@ class ManifestSerializer(serializers.Serializer):
     ledger_index = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     text = serializers.CharField(help_text="multi-document YAML, ready for kubectl apply")
+
+
+class ClientCredentialSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    deployment = serializers.IntegerField(source="deployment_id")
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    state = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    revoked_by = serializers.CharField(source="revoked_by.username", allow_null=True, default=None)
+
+
+class ClientCredentialIssueSerializer(serializers.Serializer):
+    name = ledgered_text(max_length=100)
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=36500, help_text="1 to SERVING_CLIENT_CREDENTIAL_MAX_DAYS days"
+    )
+
+
+class ClientCredentialIssuedSerializer(ClientCredentialSerializer):
+    credential = serializers.CharField(help_text="shown once: send it as Authorization: Bearer <credential>")

@@ -13,6 +13,16 @@ urlpatterns = [
     path("deployments/<int:pk>/manifests", views.DeploymentManifestsView.as_view(), name="api-deployment-manifests"),
     path("deployments/<int:pk>/monitoring", views.DeploymentMonitoringView.as_view(), name="api-deployment-monitoring"),
     path(
+        "deployments/<int:pk>/client-credentials",
+        views.DeploymentClientCredentialsView.as_view(),
+        name="api-deployment-client-credentials",
+    ),
+    path(
+        "client-credentials/<int:pk>/revoke",
+        views.ClientCredentialRevokeView.as_view(),
+        name="api-client-credential-revoke",
+    ),
+    path(
         "deployments/<int:pk>/submit",
         SubjectSubmitView.as_view(subject_type="deployment"),
         name="api-deployment-submit",

@@ -17,6 +17,9 @@ from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 from serving import selectors, services
 from serving.api.serializers import (
+    ClientCredentialIssuedSerializer,
+    ClientCredentialIssueSerializer,
+    ClientCredentialSerializer,
     DeploymentCreateSerializer,
     DeploymentDetailSerializer,
     DeploymentSerializer,
@@ -26,7 +29,7 @@ from serving.api.serializers import (
     MonitoringQuerySerializer,
     MonitoringSerializer,
 )
-from serving.models import Deployment, DeploymentManifest
+from serving.models import Deployment, DeploymentClientCredential, DeploymentManifest
 
 ERRORS = {
     400: OpenApiResponse(description="invalid input"),
@@ -159,3 +162,50 @@ class DeploymentManifestsView(ListView):
     def get_queryset(self) -> QuerySet[DeploymentManifest]:
         deployment = selectors.deployment_get(user=self.request.user, pk=self.kwargs["pk"])
         return deployment.manifests.select_related("grant")
+
+
+class DeploymentClientCredentialsView(ListView):
+    """The client credentials its model servers accept or accepted: those issued for the
+    deployment's name and environment (through this version or another), newest first, with
+    their state (``live``, ``expired``, ``revoked``). The credential itself is never shown again."""
+
+    serializer_class = ClientCredentialSerializer
+    list_operation_id = "deployments_client_credentials_list"
+
+    def get_queryset(self) -> QuerySet[DeploymentClientCredential]:
+        deployment = selectors.deployment_get(user=self.request.user, pk=self.kwargs["pk"])
+        return selectors.client_credential_list(user=self.request.user, deployment=deployment)
+
+    @extend_schema(
+        operation_id="deployments_client_credentials_issue", request=ClientCredentialIssueSerializer,
+        responses={201: ClientCredentialIssuedSerializer, **ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, pk: int) -> Response:
+        """Issue a client credential for the deployment's name and environment (platform admins
+        of its project): answered once, stored only as its SHA-256. Callers send it to the model
+        server as ``Authorization: Bearer <credential>``; it expires in ``expires_in_days``."""
+        deployment = selectors.deployment_get(user=request.user, pk=pk)
+        data = validated(ClientCredentialIssueSerializer, request)
+        row, credential = services.deployment_client_credential_issue(
+            actor=request.user, deployment=deployment, name=data["name"], expires_in_days=data["expires_in_days"]
+        )
+        row.credential = credential  # type: ignore[attr-defined]
+        return Response(ClientCredentialIssuedSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class ClientCredentialRevokeView(CommandView):
+    """Revoke a client credential (platform admins of the deployment's project): the running
+    servers of its deployment stop accepting it as soon as their client list is rewritten, at once
+    after the commit and at the latest within one supervision period (15 s). Revoking a revoked
+    credential changes nothing and answers it as it is."""
+
+    operation_id = "client_credentials_revoke"
+    output_serializer = ClientCredentialSerializer
+    errors = ERRORS
+
+    def target(self, request: Request, pk: int) -> DeploymentClientCredential:
+        return selectors.client_credential_get(user=request.user, pk=pk)
+
+    def run(self, request: Request, credential: DeploymentClientCredential, data: dict[str, Any]) -> Any:
+        services.deployment_client_credential_revoke(actor=request.user, credential=credential)
+        return credential

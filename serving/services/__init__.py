@@ -5,7 +5,8 @@ The services live in modules by sub-domain: ``requests`` (asking for a deploymen
 (signing a grant on approval, the platform's manifests), ``export`` (the ONNX export on the
 worker), ``start`` (starting the model server on the worker), ``supervision`` (its process, and
 live deployments whose server stopped), ``lifecycle`` (promotion, retirement, rollback),
-``inference_log`` (the log's segments on the ledger) and ``feedback`` (ratings of outputs). The
+``inference_log`` (the log's segments on the ledger), ``feedback`` (ratings of outputs) and
+``clients`` (client credentials of the model servers, and the signed lists they read). The
 rules they apply are in ``serving.rules`` and ``serving.specs`` (the declared schemas of a
 target and a guard); what they read is in ``serving.selectors``.
 """
@@ -19,6 +20,13 @@ from serving.rules import (
     deployment_digest,
 )
 from serving.selectors import training_data_approved
+from serving.services.clients import (
+    client_credential_may_manage,
+    client_list_write,
+    client_lists_refresh,
+    deployment_client_credential_issue,
+    deployment_client_credential_revoke,
+)
 from serving.services.export import deployment_export_onnx
 from serving.services.feedback import deployment_feedback_give
 from serving.services.grants import deployment_manifests_render, grant_issue, on_deployment_approved
@@ -39,6 +47,11 @@ __all__ = [
     "RUNNING_STATES",
     "SERVED_STATES",
     "TARGET_FIELDS",
+    "client_credential_may_manage",
+    "client_list_write",
+    "client_lists_refresh",
+    "deployment_client_credential_issue",
+    "deployment_client_credential_revoke",
     "deployment_digest",
     "deployment_export_onnx",
     "deployment_feedback_give",

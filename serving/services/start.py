@@ -26,7 +26,8 @@ from governance.services import approval_holds
 from registry.services import model_version_materialise
 from serving.models import Deployment, DeploymentGrant, DeploymentState
 from serving.rules import ACTION, deployment_digest, deployment_subject
-from serving.selectors import deployment_folder, system_account
+from serving.selectors import client_list_path, deployment_folder, system_account
+from serving.services.clients import client_list_write
 from serving.services.grants import signer_keys
 from serving.services.supervision import server_stop
 
@@ -189,10 +190,12 @@ def _launch(deployment: Deployment, grant: DeploymentGrant, me: str) -> Deployme
         return deployment_refuse(deployment, problem, claimed_by=me)
     (folder / "grant.note").write_text(grant.text)
     (folder / "verifier.keys").write_text("".join(k.verifier().encode() + "\n" for k in signer_keys()))
+    client_list_write(deployment)
     stdout = folder / "server.out"
     command = [
         sys.executable, "-m", "serving.server", "--grant", str(folder / "grant.note"),
         "--verifier-keys", str(folder / "verifier.keys"), "--weights", str(weights),
+        "--client-credentials", str(client_list_path(deployment)), "--rate-limit", settings.SERVING_CLIENT_RATE_LIMIT,
         "--host", settings.SERVING_HOST, "--port", "0", "--log", str(folder / "inference.jsonl"),
         "--nlp-model", settings.SERVING_GUARD_NLP_MODEL,
     ]  # fmt: skip

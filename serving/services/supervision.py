@@ -48,7 +48,11 @@ def server_stop(deployment: Deployment) -> None:
 
 def deployments_supervise() -> int:
     """Record live deployments whose server stopped: ``expired`` when its grant ran out (the
-    server stops itself then), ``failed`` otherwise. Returns how many changed."""
+    server stops itself then), ``failed`` otherwise; then rewrite the client lists of running
+    deployments that differ from the database (a write after a revocation that was lost, a
+    credential that expired). Returns how many deployments changed state."""
+    from serving.services.clients import client_lists_refresh
+
     changed = 0
     for deployment in Deployment.objects.filter(state=DeploymentState.LIVE):
         grant = deployment.grants.first()
@@ -72,4 +76,5 @@ def deployments_supervise() -> int:
                 subject=deployment_subject(deployment), payload={"reason": reason},
             )  # fmt: skip
             changed += 1
+    client_lists_refresh()
     return changed

@@ -192,6 +192,11 @@ def test_an_onnx_deployment_is_exported_on_the_worker_and_served_under_a_grant_f
     approval_request_decide(actor=ready["platform-admin"], request_id=request.pk, decision="approve", reason="ok")
     deployment.refresh_from_db()
     assert deployment.state == DeploymentState.STARTING and not deployment.grants.exists()
+    from serving.services import deployment_client_credential_issue
+
+    _, credential = deployment_client_credential_issue(
+        actor=ready["platform-admin"], deployment=deployment, name="tests", expires_in_days=1
+    )
     live = deployment_export_onnx(deployment_id=deployment.pk)
     try:
         assert live.state == DeploymentState.LIVE, live.refusal_reason
@@ -202,7 +207,8 @@ def test_an_onnx_deployment_is_exported_on_the_worker_and_served_under_a_grant_f
         assert payload["source_weights_digest"] == ready["base"].weights_digest
         assert deployment.grants.get().statement["weights_digest"] == export_digest
         body = json.dumps({"prompt": "hello", "max_tokens": 4}).encode()
-        call = urllib.request.Request(f"{live.url}/v1/completions", body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+        call = urllib.request.Request(f"{live.url}/v1/completions", body, headers)
         with urllib.request.urlopen(call, timeout=60) as response:
             assert json.loads(response.read())["model_digest"] == export_digest
         assert deployment_export_onnx(deployment_id=deployment.pk).pk == deployment.pk  # a redelivery: no-op

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from audits.ledger.keys import SignerKey
+from serving.clients import credential_digest, credential_new, sign_client_list
 from serving.grants import GrantError, folder_weights_digest, sign_grant, utc_timestamp, verify_grant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,15 +50,40 @@ def statement(digest: str, **overrides: Any) -> dict[str, Any]:
     return base
 
 
+def write_client_list(
+    path: Path, deployment: Any, credentials: list[str], signers: list[SignerKey], *, issued_at: datetime | None = None
+) -> None:
+    """A signed client list accepting ``credentials`` for an hour, as the service writes it."""
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    entries = [{"expires_at": expires, "prefix": c.split("_")[1], "sha256": credential_digest(c)} for c in credentials]
+    statement = {
+        "credentials": entries,
+        "deployment": deployment,
+        "issued_at": (issued_at or datetime.now(UTC)).isoformat(),
+    }
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(sign_client_list(statement, signers), encoding="utf-8")
+    temporary.replace(path)
+
+
 class Server:
-    """A ``python -m serving.server`` child: its events, its port, its exit."""
+    """A ``python -m serving.server`` child: its events, its port, its exit. Unless ``extra``
+    names the callers' flags, it accepts one client credential (``self.credential``), which
+    ``call`` sends."""
 
     def __init__(
-        self, folder: Path, grant: dict[str, Any], signers: list[SignerKey], keys: Path, weights: Path, *extra: str
-    ) -> None:
+        self, folder: Path, grant: dict[str, Any], signers: list[SignerKey], keys: Path, weights: Path, *extra: str,
+        grant_text: str | None = None,
+    ) -> None:  # fmt: skip
         self.grant = grant
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "grant.note").write_text(sign_grant(grant, signers), encoding="utf-8")
+        (folder / "grant.note").write_text(grant_text or sign_grant(grant, signers), encoding="utf-8")
+        self.credential: str | None = None
+        if not {"--client-credentials", "--unauthenticated-callers-unsafe"} & set(extra):
+            self.credential = credential_new()[1]
+            self.clients = folder / "clients.note"
+            write_client_list(self.clients, grant["deployment"], [self.credential], signers)
+            extra = ("--client-credentials", str(self.clients), *extra)
         self.log = folder / "inference.jsonl"
         self.stderr_path = folder / "server.err"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -109,17 +135,23 @@ class Server:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def call(self, path: str, payload: Any = None, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    def call(
+        self, path: str, payload: Any = None, *, raw: bytes | None = None, credential: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         data = raw if raw is not None else (None if payload is None else json.dumps(payload).encode())
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data)
+        if credential or self.credential:
+            request.add_header("Authorization", f"Bearer {credential or self.credential}")
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
-    def complete(self, prompt: str, max_tokens: int = 8) -> tuple[int, dict[str, Any]]:
-        return self.call("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens})
+    def complete(
+        self, prompt: str, max_tokens: int = 8, *, credential: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        return self.call("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens}, credential=credential)
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
@@ -301,6 +333,7 @@ def test_it_serves_health_and_a_completion(redact_server: Server, digest: str) -
     assert (line["status"], line["prompt_chars"], line["max_tokens"]) == (200, len(prompt), 6)
     assert line["guard"]["prompt"] == {"action": "allowed", "entities": {}}
     assert line["latency_ms"] > 0 and line["time"].endswith("Z")
+    assert line["client"] == redact_server.credential.split("_")[1]  # the caller, by its public prefix
 
 
 def test_redact_mode_replaces_pii_before_the_model_sees_it(redact_server: Server) -> None:

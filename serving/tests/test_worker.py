@@ -21,6 +21,7 @@ from registry.services import model_version_register_folder
 from registry.tiny_model import build_tiny_gpt2
 from serving.models import Deployment, DeploymentState
 from serving.services import (
+    deployment_client_credential_issue,
     deployment_request,
     deployment_retire,
     deployment_rollback,
@@ -55,9 +56,10 @@ def _settled(pk: int, timeout: float = 240) -> Deployment:
         time.sleep(0.5)
 
 
-def _complete(url: str, prompt: str) -> dict[str, Any]:
+def _complete(url: str, prompt: str, credential: str) -> dict[str, Any]:
     body = json.dumps({"prompt": prompt, "max_tokens": 4}).encode()
-    request = urllib.request.Request(f"{url}/v1/completions", body, {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+    request = urllib.request.Request(f"{url}/v1/completions", body, headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return {**json.loads(response.read()), "request_id": response.headers["X-Request-Id"]}
 
@@ -79,7 +81,11 @@ def test_deploy_serve_log_roll_back_and_expire(
 ) -> None:
     first = _settled(_deploy(ready, ready["base"]).pk)
     assert first.state == DeploymentState.LIVE, first.refusal_reason
-    answer = _complete(first.url, "mail ana@example.org about card 4111 1111 1111 1111")
+    # One credential for the name and environment: the versions that replace it accept it too.
+    _, credential = deployment_client_credential_issue(
+        actor=ready["platform-admin"], deployment=first, name="tests", expires_in_days=1
+    )
+    answer = _complete(first.url, "mail ana@example.org about card 4111 1111 1111 1111", credential)
     assert answer["model_digest"] == ready["base"].weights_digest and answer["guard"]["prompt"] == "redacted"
     assert inference_logs_summarise() == 1
     segment = first.log_segments.get()
@@ -105,7 +111,7 @@ def test_deploy_serve_log_roll_back_and_expire(
     )  # fmt: skip
     assert again.status_code == 409 and again.json()["error"]["code"] == "feedback_given"
     assert _actions(first)[-1] == "deployment.feedback"
-    _complete(first.url, "a plain question")
+    _complete(first.url, "a plain question", credential)
     monitoring = client.get(f"/api/v1/deployments/{first.pk}/monitoring?window_s=3600").json()
     window = monitoring["windows"][-1]
     assert sum(w["requests"] for w in monitoring["windows"]) == 2 and window["errors"] == 0
@@ -141,7 +147,7 @@ def test_deploy_serve_log_roll_back_and_expire(
     restored = deployment_rollback(actor=ready["platform-admin"], deployment=second, reason="answers got worse")
     restored = _settled(restored.pk)
     assert restored.pk == first.pk and restored.state == DeploymentState.LIVE
-    assert _complete(restored.url, "hello")["model_digest"] == ready["base"].weights_digest
+    assert _complete(restored.url, "hello", credential)["model_digest"] == ready["base"].weights_digest
     rolled = Entry.objects.get(action="deployment.rolled_back", subject_id=str(second.pk))
     assert json.loads(bytes(rolled.body))["actor"]["name"] == "platform-admin"
 
