@@ -3,8 +3,9 @@ their ``AppConfig.ready``), so governance never imports them.
 
 A subject type says how to find an object by id, which project owns it, its digest (SHA-256 over
 its governed fields: an approval is given to a digest, and stops counting when it changes), a short
-description for approvers, policy context it decides itself, what happens when a request
-about it is approved, and who made it (they never decide on it).
+description for approvers, the approval actions it admits (nothing else may be requested on it),
+policy context it decides itself, what happens when a request about it is approved, who made it
+(they never decide on it), and when a request about it may not be opened now.
 
 Apps also register summaries (``register_summary``): the few facts a decider reads on the
 decision page (a dataset version's personal data, a model's lineage, a deployment's audit
@@ -28,6 +29,9 @@ class SubjectType:
     project: Callable[[Any], Any]
     digest: Callable[[Any], str]
     describe: Callable[[Any], dict[str, Any]]
+    # The approval actions the type admits (``dataset_version.use_for_training``): a request for
+    # any other action on it is refused, naming the action, before any policy rule is looked up.
+    actions: tuple[str, ...] = ()
     # Policy context the subject itself decides (say, its resource tier); it overrides the caller's.
     context: Callable[[Any], dict[str, str]] | None = None
     # Called in the transaction that approves a request about the subject: (object, action, actor).
@@ -38,6 +42,19 @@ class SubjectType:
     # The same for many subjects at once (subject id -> author ids), for lists that ask it of every
     # pending request (who may decide what): one query instead of one ``get`` per request.
     authors_by_id: Callable[[list[str]], dict[str, list[int]]] | None = None
+    # Why a request for an action on this object may not be opened or approved now, in words (a
+    # waiver of a run that never reached a verdict); None when it may. Called with (object, action).
+    not_now: Callable[[Any, str], str | None] | None = None
+
+    def admits(self, action: str) -> None:
+        """Refuse (400, naming the action) an action this subject type does not admit."""
+        if action not in self.actions:
+            admitted = ", ".join(self.actions) or "none"
+            raise DomainError(
+                "invalid_input",
+                f"action {action!r} does not apply to a {self.name}; it admits: {admitted}",
+                fields={"action": [f"{action!r} is not an action on a {self.name} (admitted: {admitted})"]},
+            )
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,11 @@ def subject_type(name: str) -> SubjectType:
 
 def subject_types() -> list[str]:
     return sorted(_TYPES)
+
+
+def subject_actions() -> dict[str, str]:
+    """Every admitted approval action and the subject type that admits it."""
+    return {action: kind.name for kind in _TYPES.values() for action in kind.actions}
 
 
 def register_summary(name: str, summary: Summary) -> None:

@@ -171,6 +171,7 @@ def register() -> None:
             project=lambda version: version.dataset.project,
             digest=dataset_version_digest,
             describe=_describe,
+            actions=("dataset_version.use_for_training", "dataset_version.use_for_evaluation"),
             context=_dataset_version_context,
             authors=lambda version: [version.created_by_id],
             authors_by_id=authors_by_field(DatasetVersion, "created_by"),
@@ -187,6 +188,7 @@ def register() -> None:
             project=lambda version: version.model.project,
             digest=_model_version_digest,
             describe=_describe_model_version,
+            actions=("model_version.deploy",),
             authors=lambda version: [version.created_by_id],
             authors_by_id=authors_by_field(ModelVersion, "created_by"),
         )

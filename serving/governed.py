@@ -70,7 +70,8 @@ def register() -> None:
     register_subject_type(
         SubjectType(
             name="deployment", get=_deployment, project=lambda d: d.project, digest=deployment_digest,
-            describe=_describe, context=lambda d: {"environment": d.environment}, on_approved=on_deployment_approved,
+            describe=_describe, actions=("deployment.deploy",), context=lambda d: {"environment": d.environment},
+            on_approved=on_deployment_approved,
             authors=lambda d: [d.requested_by_id], authors_by_id=authors_by_field(Deployment, "requested_by"),
         )
     )  # fmt: skip

@@ -42,9 +42,7 @@ def _version(people: dict[str, Any], data: bytes = b'{"text": "no personal data 
     # In a transactional test the session's Celery worker, if one runs, would claim the scan once the
     # upload commits: it goes to a queue no worker reads, and runs here.
     with override_settings(PII_SCAN_QUEUE="approvals-tests"):
-        version, _ = dataset_version_upload(
-            actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data
-        )
+        version, _ = dataset_version_upload(actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data)
     with override_settings(**PATTERN_ONLY):
         pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
     version.refresh_from_db()
@@ -436,7 +434,9 @@ def test_break_glass_refuses_an_admin_who_decided_and_an_expired_request(people:
     with pytest.raises(PolicyViolation) as caught:  # deciding twice, once through the slot, once by force
         approval_break_glass(actor=admin_steward, request_id=request.pk, justification=why)
     assert caught.value.code == "already_decided" and "another platform admin" in caught.value.message
-    assert (Entry.objects.count(), ApprovalDecision.objects.count()) == before
+    # Nothing decided; the refusal itself is recorded, as a decision's refusal is.
+    assert (Entry.objects.count(), ApprovalDecision.objects.count()) == (before[0] + 1, before[1])
+    assert Entry.objects.order_by("index").last().action == "separation_of_duties.refused"
     assert ApprovalRequest.objects.get(pk=request.pk).state == ApprovalState.PENDING
     assert approval_break_glass(actor=_admin(people), request_id=request.pk, justification=why).state == "approved"
 
@@ -465,7 +465,10 @@ def test_a_break_glass_review_is_closed_by_neither_its_admin_nor_the_requester(p
         with pytest.raises(PolicyViolation) as caught:
             break_glass_review_close(actor=actor, review_id=review.pk, outcome="upheld", note="fine by me")
         assert caught.value.code == "self_review" and who in caught.value.message
-    assert Entry.objects.count() == start and BreakGlassReview.objects.get(pk=review.pk).closed_at is None
+    # Nothing closed; each refusal is recorded under separation of duties.
+    refused = Entry.objects.filter(index__gte=start).values_list("action", flat=True)
+    assert list(refused) == ["separation_of_duties.refused"] * 2
+    assert BreakGlassReview.objects.get(pk=review.pk).closed_at is None
     closed = break_glass_review_close(
         actor=people["compliance_officer"], review_id=review.pk, outcome="upheld", note="a real outage"
     )

@@ -75,6 +75,7 @@ def register() -> None:
             project=lambda run: run.project,
             digest=fine_tune_run_digest,
             describe=_describe,
+            actions=("fine_tune_run.execute",),
             context=lambda run: {"resource_tier": resource_tier(run)},
             on_approved=on_run_approved,
             authors=lambda run: [run.requested_by_id],

@@ -36,6 +36,27 @@ def audit_digest(audit: SecurityScan | BiasEvaluation) -> str:
     return canonical_digest(fields)
 
 
+def audit_not_now(audit: SecurityScan | BiasEvaluation, action: str) -> str | None:
+    """Why a request for ``action`` on ``audit`` may not be opened or approved now; None if it may.
+    A waiver accepts a failing verdict: a run that never reached one (it errored, was cancelled or
+    has not finished) has nothing to waive and is re-run instead; a passing one needs no waiver.
+    Approving ``<kind>.run`` queues the run, so only a run waiting for that approval takes it."""
+    what = f"{KINDS[type(audit)].replace('_', ' ')} {audit.pk}"
+    if action.endswith(".waive"):
+        if audit.state == AuditState.FAILED:
+            return (
+                f"{what} failed to run ({audit.failure_reason or 'no reason recorded'}): an error is not a verdict, "
+                "so there is nothing to waive; run it again"
+            )
+        if audit.state != AuditState.COMPLETED:
+            return f"{what} is {audit.get_state_display()}: only a finished run with a failing verdict is waived"
+        if audit.verdict != Verdict.FAILED:
+            return f"{what} passed: there is nothing to waive"
+    elif action.endswith(".run") and audit.state != AuditState.REQUESTED:
+        return f"{what} is {audit.get_state_display()}: only a run waiting for approval is approved to run"
+    return None
+
+
 # Keys of a profile that change nothing a run measures: editing them keeps earlier runs valid.
 _PROFILE_WORDS = ("description", "rescan_every_days")
 

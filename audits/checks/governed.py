@@ -87,14 +87,21 @@ def _waived_audit_facts(audit: Any) -> list[Fact]:
 
 def register() -> None:
     from audits.checks.models import BiasEvaluation, SecurityScan
-    from audits.checks.services import audit_digest, bias_within_bounds, on_audit_approved, security_scan_passed
+    from audits.checks.services import (
+        audit_digest,
+        audit_not_now,
+        bias_within_bounds,
+        on_audit_approved,
+        security_scan_passed,
+    )
 
     for name, model in (("security_scan", SecurityScan), ("bias_evaluation", BiasEvaluation)):
         register_subject_type(
             SubjectType(
                 name=name, get=_getter(model.__name__), project=lambda audit: audit.project, digest=audit_digest,
-                describe=_describe, on_approved=on_audit_approved, authors=lambda audit: [audit.requested_by_id],
-                authors_by_id=authors_by_field(model, "requested_by"),
+                describe=_describe, actions=(f"{name}.run", f"{name}.waive"), on_approved=on_audit_approved,
+                authors=lambda audit: [audit.requested_by_id], authors_by_id=authors_by_field(model, "requested_by"),
+                not_now=audit_not_now,
             )
         )  # fmt: skip
         register_summary(name, _waived_audit_facts)

@@ -54,7 +54,9 @@ def approval_request_submit(
     comment: str = "",
 ) -> Any:
     """Open an approval request for ``action`` on a subject, under the policy rule that matches the
-    context (project, environment, risk tier). The request is bound to the subject's digest now."""
+    context (project, environment, risk tier). The request is bound to the subject's digest now.
+    An action the subject type does not admit is refused (400, naming it), and so is one its
+    subject type says may not be asked now (409 ``not_now``: a waiver of a run that errored)."""
     from governance.models import ApprovalRequest, ApprovalState
     from governance.subjects import subject_type as get_type
 
@@ -65,6 +67,10 @@ def approval_request_submit(
     project = kind.project(obj)
     if not (is_platform_admin(actor) or project_roles_held(actor, project) & REQUESTER_ROLES):
         raise PermissionDenied("permission_denied", f"requesting approval needs a requester role in {project.slug}")
+    kind.admits(action)
+    refused = kind.not_now(obj, action) if kind.not_now is not None else None
+    if refused:
+        raise Conflict("not_now", refused)
     context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
     if kind.context is not None:
         context.update(kind.context(obj))

@@ -70,6 +70,9 @@ def _approval_break_glass(*, actor: AbstractBaseUser, request_id: int, justifica
             )
         if obj is None or kind.digest(obj) != request.subject_digest:
             raise Conflict("stale_digest", f"the {request.subject_type} changed since the request")
+        refused = kind.not_now(obj, request.action) if kind.not_now is not None else None
+        if refused:
+            raise Conflict("not_now", f"{refused} (reject or withdraw this request)")
         policy_hash = policy_set_in_force().hash
         due = timezone.now() + timezone.timedelta(hours=settings.BREAK_GLASS_REVIEW_HOURS)
         appended = ledger_append(

@@ -176,6 +176,9 @@ def _approval_request_decide(
             raise Conflict("slot_filled", f"{which} already filled")
         role = open_roles[0] if open_roles else held[0]
         if decision == "approve":
+            refused = kind.not_now(obj, request.action) if kind.not_now is not None and obj is not None else None
+            if refused:
+                raise Conflict("not_now", f"{refused} (reject or withdraw this request)")
             evidence_or_raise(request.rule, request.subject_type, obj)
             filled[role] = filled.get(role, 0) + 1
         complete = all(filled.get(s["role"], 0) >= s["count"] for s in slots)

@@ -11,7 +11,7 @@ checks) is read by ``audits.checks.evidence``, re-exported here.
 
 from __future__ import annotations
 
-from audits.checks.evidence import KINDS, audit_digest, bias_within_bounds, security_scan_passed
+from audits.checks.evidence import KINDS, audit_digest, audit_not_now, bias_within_bounds, security_scan_passed
 from audits.checks.services.evaluations import (
     EVALUATION_DATA_ACTION,
     bias_evaluation_execute,
@@ -28,6 +28,7 @@ __all__ = [
     "KINDS",
     "audit_cancel",
     "audit_digest",
+    "audit_not_now",
     "audits_reap",
     "audits_rescan_due",
     "bias_evaluation_execute",

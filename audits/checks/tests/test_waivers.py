@@ -1,0 +1,152 @@
+"""Waivers (``security_scan.waive``, ``bias_evaluation.waive``): only a finished run with a failing
+verdict is waived; a run that errored is re-run, not waived; an action its subject type does not
+admit is refused, naming it.
+
+The errored scan is made by the real worker path with garak's call site replaced by one that
+raises (as in test_failures_and_requeue.py); a finished verdict is set by an ORM update, as
+test_evidence_and_rescans.py does, since a real garak run is not what is under test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from audits.checks import garak_scan, services
+from audits.checks.models import AuditState, SecurityScan, Verdict
+from audits.ledger.models import Entry
+from common.errors import Conflict
+from governance.models import ApprovalRequest, ApprovalState
+from governance.roles import Role
+from governance.services import api_token_create, approval_request_decide, approval_request_submit, project_role_grant
+
+pytestmark = pytest.mark.django_db
+
+
+def _scan(r: dict[str, Any]) -> SecurityScan:
+    scan = services.security_scan_request(actor=r["ml_engineer"], model_version=r["base"], profile_name="baseline")
+    scan.refresh_from_db()
+    return scan
+
+
+def _errored_scan(r: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> SecurityScan:
+    scan = _scan(r)
+
+    def broken_garak(**_: Any) -> Any:
+        raise RuntimeError("the model server closed the connection")
+
+    monkeypatch.setattr(garak_scan, "run_scan", broken_garak)
+    services.security_scan_execute(scan_id=scan.pk, idempotency_key=str(scan.idempotency_key), worker="w1")
+    scan.refresh_from_db()
+    assert scan.state == AuditState.FAILED and scan.verdict == Verdict.NONE
+    return scan
+
+
+def _reviewer(r: dict[str, Any], role: Role = Role.SECURITY_REVIEWER) -> Any:
+    user = get_user_model().objects.create_user(username=role.value.replace("_", "-"))
+    project_role_grant(actor=r["system"], project=r["project"], user=user, role=role, reason="reviews")
+    return user
+
+
+def _api(user: Any) -> Client:
+    token = api_token_create(actor=user, user=user, name="t")[1]
+    return Client(HTTP_AUTHORIZATION=f"Token {token}")
+
+
+def _waive(r: dict[str, Any], scan: SecurityScan, **context: str) -> ApprovalRequest:
+    return approval_request_submit(
+        actor=r["ml_engineer"], subject_type="security_scan", subject_id=str(scan.pk), action="security_scan.waive",
+        context=context, comment="known limitation of the tiny model",
+    )  # fmt: skip
+
+
+def test_a_scan_that_failed_to_run_is_not_waived_but_run_again(
+    ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = _errored_scan(ready, monkeypatch)
+    api = _api(ready["ml_engineer"])
+    before = Entry.objects.count()
+    with pytest.raises(Conflict) as caught:
+        _waive(ready, scan, environment="staging")
+    assert caught.value.code == "not_now"
+    assert caught.value.message == (
+        f"security scan {scan.pk} failed to run (RuntimeError: the model server closed the connection): an error "
+        "is not a verdict, so there is nothing to waive; run it again"
+    )
+    assert not ApprovalRequest.objects.filter(subject_type="security_scan").exists()
+    assert Entry.objects.count() == before
+    # Through the API: the same refusal, as a 409 naming why.
+    answer = api.post(
+        f"/api/v1/security-scans/{scan.pk}/submit", {"action": "security_scan.waive", "environment": "staging"},
+        content_type="application/json",
+    )  # fmt: skip
+    assert answer.status_code == 409, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "not_now" and "an error is not a verdict" in error["message"]
+    assert not ApprovalRequest.objects.filter(subject_type="security_scan").exists()
+    assert Entry.objects.count() == before
+
+
+def test_an_unfinished_or_passing_scan_is_not_waived(ready: dict[str, Any]) -> None:
+    scan = _scan(ready)  # queued: no verdict yet
+    with pytest.raises(Conflict, match="only a finished run with a failing verdict is waived"):
+        _waive(ready, scan, environment="staging")
+    SecurityScan.objects.filter(pk=scan.pk).update(state=AuditState.COMPLETED, verdict=Verdict.PASSED,
+                                                    finished_at=timezone.now())  # fmt: skip
+    with pytest.raises(Conflict, match="passed: there is nothing to waive"):
+        _waive(ready, scan, environment="staging")
+    SecurityScan.objects.filter(pk=scan.pk).update(verdict=Verdict.FAILED, reasons=["failure rate 0.6 > 0.5"])
+    assert _waive(ready, scan, environment="staging").state == ApprovalState.PENDING
+
+
+def test_a_waiver_opened_before_the_rule_is_not_approved_for_an_errored_run(
+    ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audits.checks.evidence import audit_digest
+    from governance.policy import current_policy_set
+
+    scan = _errored_scan(ready, monkeypatch)
+    # As a request opened before waivers were tied to a verdict would be: written directly.
+    rule = current_policy_set().rule_for("security_scan.waive", {"project": ready["project"].slug})
+    legacy = ApprovalRequest.objects.create(
+        project=ready["project"], action="security_scan.waive", subject_type="security_scan", subject_id=str(scan.pk),
+        subject_digest=audit_digest(scan), rule=rule.describe(), policy_hash=current_policy_set().hash,
+        requester=ready["ml_engineer"],
+    )  # fmt: skip
+    with pytest.raises(Conflict, match="an error is not a verdict") as caught:
+        approval_request_decide(actor=_reviewer(ready), request_id=legacy.pk, decision="approve", reason="fine")
+    assert caught.value.code == "not_now"
+    legacy.refresh_from_db()
+    assert legacy.state == ApprovalState.PENDING and not legacy.decisions.exists()
+
+
+def test_an_action_its_subject_type_does_not_admit_is_refused_naming_it(ready: dict[str, Any]) -> None:
+    version = ready["version"]
+    api = _api(ready["ml_engineer"])
+    before = Entry.objects.count()
+    answer = api.post(
+        f"/api/v1/dataset-versions/{version.pk}/submit", {"action": "security_scan.waive"},
+        content_type="application/json",
+    )  # fmt: skip
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["message"] == (
+        "action 'security_scan.waive' does not apply to a dataset_version; it admits: "
+        "dataset_version.use_for_training, dataset_version.use_for_evaluation"
+    )
+    assert "security_scan.waive" in error["fields"]["action"][0]
+    assert not ApprovalRequest.objects.filter(subject_type="dataset_version", action="security_scan.waive").exists()
+    assert Entry.objects.count() == before
+    scan = _scan(ready)
+    SecurityScan.objects.filter(pk=scan.pk).update(state=AuditState.COMPLETED, verdict=Verdict.FAILED,
+                                                    finished_at=timezone.now(), reasons=["x"])  # fmt: skip
+    answer = api.post(
+        f"/api/v1/security-scans/{scan.pk}/submit", {"action": "bias_evaluation.waive", "environment": "staging"},
+        content_type="application/json",
+    )  # fmt: skip
+    assert answer.status_code == 400
+    assert "'bias_evaluation.waive' does not apply to a security_scan" in answer.json()["error"]["message"]
