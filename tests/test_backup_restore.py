@@ -65,8 +65,9 @@ print(checkpoint_create().tree_size)
 """
 
 
-def _service(root: Path, **env: str) -> dict[str, str]:
-    """A fresh embedded-default service under ``root``: its var/, its policies, a key, migrated."""
+def _service(root: Path, *, migrate: bool = True, **env: str) -> dict[str, str]:
+    """A fresh embedded-default service under ``root``: its var/, its policies, a key, migrated
+    (unless ``migrate`` is false: a clean machine that has only its key)."""
     (root / "policies" / "audits").mkdir(parents=True)
     (root / "policies" / "dataset_version.use_for_training.yaml").write_text(DRILL_POLICY)
     for name in ("security.yaml", "bias.yaml"):  # the audit profiles the settings check asks for
@@ -75,7 +76,7 @@ def _service(root: Path, **env: str) -> dict[str, str]:
         embedded=True, GOV_VAR_DIR=str(root / "var"), POLICY_DIR=str(root / "policies"),
         DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING", **env,
     )  # fmt: skip
-    for args in (("ledger", "keygen"), ("migrate", "--noinput")):
+    for args in (("ledger", "keygen"), ("migrate", "--noinput"))[: 2 if migrate else 1]:
         result = manage_in(service, *args)
         assert result.returncode == 0, result.stderr
     return service
@@ -204,6 +205,125 @@ def test_backup_and_restore_drill_on_the_embedded_default(tmp_path: Path) -> Non
     result = manage_in(target, "restore", str(backup), "--checkpoints", str(offsite))
     assert result.returncode == 1 and "the target is not empty" in result.stderr
     assert "ledger entries" in result.stderr
+
+
+# A data subject whose identifier the ledger holds sealed; erased after the backup is taken.
+SEAL = """
+from django.contrib.auth import get_user_model
+
+from audits.ledger.services import checkpoint_create, ledger_append, vault_seal
+from governance.permissions import SYSTEM_USERNAME
+
+system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+sealed = vault_seal(subject_ref="drill-subject-1", value={"email": "ada@example.org"})
+ledger_append(actor=system, action="dataset_version.pii_found", payload={"who": sealed})
+print(checkpoint_create().tree_size)
+"""
+ERASE = """
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from audits.ledger.backup.journal import journal_append
+from audits.ledger.services import data_subject_erase
+from governance.permissions import SYSTEM_USERNAME
+from registry.models import DatasetVersion
+
+system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+data_subject_erase(actor=system, subject_ref="drill-subject-1", reason="GDPR Art. 17")
+# What dsr_erase journals for a version whose records it removed (audits/privacy/tests cover that side).
+blob = DatasetVersion.objects.order_by("pk").first().sha256
+journal_append(blob=blob, erased_at=timezone.now())
+print(blob)
+"""
+ERASED_AGAIN = """
+import json
+
+from audits.ledger.backup.journal import REAPPLIED_REASON
+from audits.ledger.models import DataSubjectKey, Entry
+from audits.ledger.services import ERASED, vault_open
+
+row = DataSubjectKey.objects.get(ref="drill-subject-1")
+sealed = next(
+    json.loads(bytes(e.body))["payload"]["who"] for e in Entry.objects.filter(action="dataset_version.pii_found")
+)
+last = Entry.objects.filter(action="ledger.data_subject.erased").order_by("-index").first()
+print(json.dumps({"key": row.key is None, "erased_at": row.erased_at is not None, "open": vault_open(sealed) == ERASED,
+                  "reason": json.loads(bytes(last.body))["payload"]["reason"] == REAPPLIED_REASON}))
+"""
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root``, each file with its SHA-256: what "left as it was" means."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_restore_trusts_configured_keys_only_checks_blobs_by_name_and_reapplies_erasures(tmp_path: Path) -> None:
+    """Issue 26, classes 12 and 15: another organisation's backup (another signing key) is refused
+    unless the operator names the keys to trust; a blob that does not hash to its name is refused
+    though the manifest was recomputed; a refused restore leaves the clean machine exactly as it
+    was (no empty database file); a backup taken before an erasure comes back erased."""
+    offsite_dir = tmp_path / "offsite"
+    offsite_dir.mkdir()
+    journal = offsite_dir / "ledger-erasures.jsonl"  # beside the off-site checkpoint log, as configured
+    source = _service(tmp_path / "source", LEDGER_ERASURE_JOURNAL=str(journal))
+    _ok(manage_in(source, "shell", "-c", SEED))
+    _ok(manage_in(source, "shell", "-c", SEAL))
+    source_var = Path(source["GOV_VAR_DIR"])
+    offsite = offsite_dir / "ledger-checkpoints.jsonl"
+    shutil.copy(source_var / "ledger-checkpoints.jsonl", offsite)
+    backup = tmp_path / "backup"
+    _ok(manage_in(source, "backup", str(backup)))
+    erased_blob = _ok(manage_in(source, "shell", "-c", ERASE)).split()[-1]
+    source_keys = source_var / "keys" / "ledger-signing.pub"  # the source's public half, from keygen
+    assert source_keys.is_file()
+
+    # A clean machine with a signing key of its own and nothing else.
+    target = _service(tmp_path / "target", migrate=False, LEDGER_ERASURE_JOURNAL=str(journal))
+    target_var = Path(target["GOV_VAR_DIR"])
+    before = _snapshot(target_var)
+    assert "db.sqlite3" not in before
+
+    # A blob changed and the manifest recomputed: its bytes no longer hash to its name.
+    tampered = tmp_path / "tampered"
+    shutil.copytree(backup, tampered)
+    blob = next((tampered / "artifacts" / "sha256").rglob("*/*"))
+    blob.write_bytes(b'{"text": "ticket 0, rewritten"}\n')
+    _rewrite_manifest_digest(tampered, blob.relative_to(tampered).as_posix())
+    result = manage_in(
+        target, "restore", str(tampered), "--checkpoints", str(offsite), "--trust-keys", str(source_keys)
+    )
+    assert result.returncode == 1 and "not to its name" in result.stderr, result.stderr
+    assert _snapshot(target_var) == before
+
+    # Another organisation's backup: refused, with or without off-site checkpoints, naming the flag
+    # that says which keys to trust; the machine is left exactly as it was.
+    for extra in ([], ["--checkpoints", str(offsite)]):
+        result = manage_in(target, "restore", str(backup), *extra)
+        assert result.returncode == 1, result.stdout
+        assert "which this service does not trust" in result.stderr and "--trust-keys FILE" in result.stderr
+        assert "--accept-loss" not in result.stderr and "--force" not in result.stderr
+        assert _snapshot(target_var) == before
+
+    # Told which keys to trust: restored and verified, and the erasure made after the backup is
+    # made again before the service starts: the key is gone, the subject erased, the blob withheld.
+    restored = manage_in(
+        target, "restore", str(backup), "--checkpoints", str(offsite), "--trust-keys", str(source_keys)
+    )
+    out = _ok(restored)
+    assert "OK restored and verified" in out
+    assert "erasures re-applied from the journal: 1 data subject key(s)" in out
+    assert "erased after it (the erasure journal names them) and are not restored" in restored.stderr
+    state = json.loads(_ok(manage_in(target, "shell", "-c", ERASED_AGAIN)).splitlines()[-1])
+    assert state == {"key": True, "erased_at": True, "open": True, "reason": True}
+    assert not (target_var / "artifacts" / "sha256" / erased_blob[:2] / erased_blob[2:]).exists()
+    assert len(_blobs(target_var)) == 2
+    # The keys the operator named are trusted from now on: the restored service verifies.
+    assert source_keys.read_text().splitlines()[-1] in (target_var / "keys" / "ledger-signing.pub").read_text()
+    _ok(manage_in(target, "ledger", "checkpoint", "--force"))
+    assert "OK" in _ok(manage_in(target, "ledger", "verify"))
 
 
 def _pg_database_url(url: str, name: str) -> str:

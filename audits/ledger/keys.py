@@ -14,6 +14,10 @@ The key ID follows C2SP signed-note: the first four bytes of
 ``<name>+<key id hex>+<base64(0x01 || public key)>``. That public half (``VerifierKey``, key IDs)
 is the offline verifier's code (``verifier/``, module ``llmops_ledger_verify.keys``); this module
 adds the private keys and the key files.
+
+Which verifier keys are trusted is configuration, never the database the keys are meant to check:
+``LEDGER_TRUSTED_KEYS_FILE`` (verifier keys, one a line; ``ledger keygen`` writes the signing key's
+public half there, ``rotate-key`` adds the new one, ``retire-key`` keeps the old one there).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "key_id",
     "load_signer_keys",
     "load_verifier_keys",
+    "trust_verifier_keys",
     "write_signer_keys",
 ]
 
@@ -156,3 +161,27 @@ def write_signer_keys(path: Path, keys: list[SignerKey]) -> None:
         os.fsync(handle.fileno())
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def trust_verifier_keys(path: Path, keys: list[VerifierKey]) -> list[VerifierKey]:
+    """Add ``keys`` to the trusted keys file ``path`` (created if missing, mode 0644: public keys);
+    returns those that were not there yet. The file is replaced atomically; comments are kept."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    keyed = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    present = {VerifierKey.decode(line).encode() for line in keyed}
+    added = [key for key in keys if key.encode() not in present]
+    if not added:
+        return []
+    if not lines:
+        lines = ["# Verifier keys the ledger's verification trusts (C2SP signed-note), one a line."]
+    lines += [key.encode() for key in added]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{line}\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return added

@@ -419,7 +419,9 @@ def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended
     """Crypto-shred a data subject (GDPR Art. 17): destroy the key, record the erasure.
 
     Every entry that holds the subject's sealed data keeps its bytes, so every hash, proof and
-    checkpoint still verifies; the sealed values can no longer be read by any path. On SQLite
+    checkpoint still verifies; the sealed values can no longer be read by any path. The erasure is
+    also appended to the erasure journal (``LEDGER_ERASURE_JOURNAL``), which every restore
+    re-applies (``audits/ledger/backup/journal.py``). On SQLite
     freed pages are overwritten (``secure_delete``) and, after commit, the write-ahead log is
     checkpointed into the database file and emptied (``sqlite_wal_purge``), which removes the
     key's old page from both files. A read transaction held open elsewhere (a long export, say)
@@ -436,13 +438,18 @@ def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended
             raise LedgerError("unknown_subject", f"the vault holds no key for subject {subject_ref}", status_code=404)
         if row.key is None:
             raise Conflict("already_erased", f"subject {subject_ref} was already erased on {row.erased_at:%Y-%m-%d}")
-        DataSubjectKey.objects.filter(pk=row.pk).update(key=None, erased_at=timezone.now())
+        erased_at = timezone.now()
+        DataSubjectKey.objects.filter(pk=row.pk).update(key=None, erased_at=erased_at)
         appended = ledger_append(
             actor=actor,
             action="ledger.data_subject.erased",
             subject=Subject(type="data_subject", id=subject_ref),
             payload={"reason": reason},
         )
+        # Outside the database and its backups, before the commit: every restore erases again.
+        from audits.ledger.backup.journal import journal_append
+
+        journal_append(subject_ref=subject_ref, erased_at=erased_at, entry=appended.index)
         if connection.vendor == "sqlite":
             transaction.on_commit(lambda: _purge_after_erasure(subject_ref))
     return appended

@@ -5,6 +5,9 @@ the database and those in the checkpoint log outside it), checks each consistenc
 checkpoints with proofs built from the stored subtree hashes (the ones served to clients), and
 checks the head. The outcome is recorded as a ``VerificationRun`` for the admin.
 
+A signature counts only under a trusted key (``trusted_verifiers``: configuration outside the
+database); a key published in the database and not trusted is named, never used.
+
 The service keeps appending and signing while a verification runs, and no one read sees the
 database and the checkpoint log at the same moment; so the reads go in an order in which an append
 or a checkpoint made meanwhile cannot look like tampering: the checkpoint rows, then the log (each
@@ -24,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audits.ledger import merkle, notes
-from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
+from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load_verifier_keys
 from audits.ledger.models import Checkpoint, PublishedKey, VerificationRun
 from audits.ledger.replay import ReplayResult, VerificationFailed, check_notes, replay
 from audits.ledger.selectors import consistency_proof, head_tree
@@ -32,14 +35,52 @@ from audits.ledger.selectors import consistency_proof, head_tree
 CHUNK = 20_000
 
 
-def known_verifiers() -> list[VerifierKey]:
-    """Every key that ever signed (published in the database) and every key in the key file."""
-    keys = {VerifierKey.decode(row.verifier) for row in PublishedKey.objects.all()}
+def trusted_verifiers() -> list[VerifierKey]:
+    """The verifier keys verification trusts, all from configuration outside the database: those
+    in ``LEDGER_TRUSTED_KEYS_FILE`` and the public half of every key in the signing key file (whoever
+    provisioned the private key vouches for it). Keys published in the database are not trusted on
+    their own: that database is what they would check. Raises ``KeyFileError`` for a malformed
+    trusted keys file (a missing one is allowed: the signing key's half is enough out of the box)."""
+    keys: set[VerifierKey] = set()
+    path = Path(settings.LEDGER_TRUSTED_KEYS_FILE)
+    if path.exists():
+        keys.update(load_verifier_keys(path))
     try:
         keys.update(signer.verifier() for signer in load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE))
     except KeyFileError:
-        pass  # verification can proceed on published keys alone
+        pass  # a verifier's machine needs no private key: the trusted keys file is enough
     return sorted(keys, key=lambda k: (k.name, k.key_id))
+
+
+def known_verifiers() -> list[VerifierKey]:
+    """The keys a checkpoint must be signed by to count: ``trusted_verifiers()`` (the name is the
+    one report verification has always called)."""
+    return trusted_verifiers()
+
+
+def untrusted_published_keys(trusted: list[VerifierKey] | None = None) -> list[str]:
+    """The verifier keys published in the database (keys that signed checkpoints there) that are
+    not among the trusted ones: a key rotated in without ``ledger rotate-key`` on this machine, or
+    one written into the table by whoever changed the database."""
+    encoded = {key.encode() for key in (trusted if trusted is not None else trusted_verifiers())}
+    return sorted(v for v in PublishedKey.objects.values_list("verifier", flat=True) if v not in encoded)
+
+
+def explain_untrusted(failure: VerificationFailed, untrusted: list[str]) -> VerificationFailed:
+    """``failure`` with its reason completed when a checkpoint failed for want of a trusted
+    signature: which keys the database holds that the configuration does not trust."""
+    if "no signature by a known key" not in failure.why:
+        return failure
+    where = settings.LEDGER_TRUSTED_KEYS_FILE
+    if untrusted:
+        ids = ", ".join(line.split("+")[1] for line in untrusted)
+        why = (
+            f"no signature by a trusted key: it is signed by key(s) {ids}, published in the database but not "
+            f"among the trusted keys ({where} and the signing key's public half)"
+        )
+    else:
+        why = f"no signature by a trusted key ({where} and the signing key's public half)"
+    return VerificationFailed(failure.where, why)
 
 
 def read_checkpoint_log(path: Path) -> list[tuple[str, str]]:
@@ -103,7 +144,16 @@ def checkpoints_then_log() -> tuple[list[Checkpoint], list[tuple[str, str]]]:
 
 def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
     rows, logged = checkpoints_then_log()
-    verifiers = known_verifiers()  # after the rows: a key is published in its first checkpoint's transaction
+    try:
+        verifiers = trusted_verifiers()
+    except KeyFileError as exc:
+        raise VerificationFailed("trusted keys", str(exc)) from None
+    if not verifiers:
+        raise VerificationFailed(
+            "trusted keys",
+            f"no trusted verifier key: {settings.LEDGER_TRUSTED_KEYS_FILE} is missing and there is no signing key "
+            "(`ledger keygen --if-missing` writes the signing key's public half there)",
+        )
     # Read after every checkpoint: the head only grows, so its size covers them all. Entries
     # appended after this moment are left to the next verification.
     head = head_tree()
@@ -128,7 +178,10 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
         raise VerificationFailed(
             str(settings.LEDGER_CHECKPOINT_LOG), "the checkpoint log outside the database is missing"
         )
-    signed = check_notes(stored + logged, verifiers, settings.LEDGER_ORIGIN)
+    try:
+        signed = check_notes(stored + logged, verifiers, settings.LEDGER_ORIGIN)
+    except VerificationFailed as failure:
+        raise explain_untrusted(failure, untrusted_published_keys(verifiers)) from None
     result = replay(lambda: stream_entries(below=head.size), signed, progress=progress)
 
     sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0})

@@ -517,6 +517,12 @@ LEDGER_CHECKPOINT_EVERY_S = env_int("LEDGER_CHECKPOINT_EVERY_S", 60, minimum=1)
 # The log's identity: the first line of every checkpoint and the name of its signing keys.
 LEDGER_ORIGIN = env_str("LEDGER_ORIGIN", "localhost/llmops-governance/ledger")
 
+# Trust anchors kept outside the database (issue 26): the verifier keys `ledger verify`, report
+# verification and `restore` trust (default: the public half of the signing key, written beside it
+# by `ledger keygen`), and the erasure journal every restore re-applies (beside the checkpoint log).
+LEDGER_TRUSTED_KEYS_FILE = env_path("LEDGER_TRUSTED_KEYS_FILE", LEDGER_SIGNING_KEY_FILE.with_suffix(".pub"))
+LEDGER_ERASURE_JOURNAL = env_path("LEDGER_ERASURE_JOURNAL", LEDGER_CHECKPOINT_LOG.with_name("ledger-erasures.jsonl"))
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from audits.ledger import notes
 from audits.ledger.backup.layout import BackupError
+from audits.ledger.keys import VerifierKey
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class Anchor:
     sizes: list[tuple[int, int]]
 
 
-def anchor_read(path: Path) -> Anchor:
+def anchor_read(path: Path, trusted: list[VerifierKey] | None = None) -> Anchor:
+    """The checkpoints of the off-site file ``path``; with ``trusted``, each must also be signed by
+    one of those keys for this ledger's origin (``BackupError`` names the line and the keys)."""
     if not path.is_file():
         raise BackupError(f"the checkpoint file {path} does not exist")
     sizes = []
@@ -31,13 +34,36 @@ def anchor_read(path: Path) -> Anchor:
         if not line.strip():
             continue
         try:
-            parsed, _ = notes.parse(json.loads(line)["note"])
+            text = json.loads(line)["note"]
+            parsed, _ = notes.parse(text)
         except (ValueError, KeyError, TypeError, notes.NoteError):
             raise BackupError(f"{path}, line {number}: not a signed checkpoint record") from None
+        if trusted is not None:
+            untrusted_signature(text, trusted, f"{path}, line {number}")
         sizes.append((number, parsed.size))
     if not sizes:
         raise BackupError(f"the checkpoint file {path} holds no checkpoint: nothing outside the database vouches")
     return Anchor(path=path, sizes=sizes)
+
+
+def untrusted_signature(text: str, trusted: list[VerifierKey], where: str) -> None:
+    """Refuse a checkpoint note not signed by a trusted key for this ledger's origin, naming the
+    keys that did sign it and the flag that says which keys to trust."""
+    try:
+        notes.verify(text, trusted, origin=settings.LEDGER_ORIGIN)
+    except notes.NoteError as exc:
+        try:
+            checkpoint, signatures = notes.parse(text)
+        except notes.NoteError:
+            raise BackupError(f"{where}: not a signed checkpoint ({exc})") from None
+        signers = ", ".join(f"{sig.name}+{sig.key_id.hex()}" for sig in signatures)
+        raise BackupError(
+            f"{where}: the checkpoint (origin {checkpoint.origin}) is signed by {signers}, which this service does "
+            f"not trust ({exc}): another organisation's ledger, or a key this machine was never told about. "
+            "Trusted keys are LEDGER_TRUSTED_KEYS_FILE and the signing key's public half; to restore it anyway, "
+            "pass --trust-keys FILE naming the verifier keys to trust (take them from your key records, not "
+            "from the backup)"
+        ) from None
 
 
 def _anchor_for(anchor: Anchor, tree_size: int, accept_loss: bool, workdir: Path) -> tuple[Path, list[str]]:
@@ -63,21 +89,24 @@ def _anchor_for(anchor: Anchor, tree_size: int, accept_loss: bool, workdir: Path
     return filtered, [f"DATA LOSS: {message}"]
 
 
-def _verify_against(anchor_file: Path, backup_log: Path | None) -> Any:
-    """``ledger verify`` with the checkpoint log replaced by ``anchor_file``, then the backup's own
-    log checked to be part of the restored database (what ``ledger verify`` will read from now on)."""
+def _verify_against(anchor_file: Path, backup_log: Path | None, trusted_file: Path) -> Any:
+    """``ledger verify`` with the checkpoint log replaced by ``anchor_file`` and the trusted keys by
+    ``trusted_file``, then the backup's own log checked to be part of the restored database (what
+    ``ledger verify`` will read from now on), then the database against its ledger: no subject whose
+    erasure the ledger records has its key back."""
+    from audits.ledger.backup.journal import erased_keys_present
     from audits.ledger.models import Checkpoint
     from audits.ledger.replay import VerificationFailed
     from audits.ledger.verification import ledger_verify, read_checkpoint_log
 
-    configured = settings.LEDGER_CHECKPOINT_LOG
-    settings.LEDGER_CHECKPOINT_LOG = anchor_file
+    configured = settings.LEDGER_CHECKPOINT_LOG, settings.LEDGER_TRUSTED_KEYS_FILE
+    settings.LEDGER_CHECKPOINT_LOG, settings.LEDGER_TRUSTED_KEYS_FILE = anchor_file, trusted_file
     try:
         result = ledger_verify()
     except VerificationFailed as failure:
         raise BackupError(f"the restored ledger does NOT verify against {anchor_file}: {failure}") from None
     finally:
-        settings.LEDGER_CHECKPOINT_LOG = configured
+        settings.LEDGER_CHECKPOINT_LOG, settings.LEDGER_TRUSTED_KEYS_FILE = configured
     if backup_log is not None:
         stored = set(Checkpoint.objects.values_list("note", flat=True))
         try:
@@ -87,4 +116,10 @@ def _verify_against(anchor_file: Path, backup_log: Path | None) -> Any:
         for label, text in logged:
             if text not in stored:
                 raise BackupError(f"the backup's checkpoint log, {label}: this checkpoint is missing from its database")
+    present = erased_keys_present()
+    if present:
+        raise BackupError(
+            f"the backup's database holds the vault key of {len(present)} data subject(s) whose erasure its own "
+            f"ledger records ({', '.join(present[:3])}): the database was changed around the service"
+        )
     return result

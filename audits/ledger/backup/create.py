@@ -59,7 +59,12 @@ def service_backup(directory: Path, *, say: Say) -> dict[str, Any]:
 
 
 def _backup_into(out: _BackupDir, say: Say) -> dict[str, Any]:
+    from audits.ledger.backup.journal import journal_complete
+
     notes_: list[str] = [SIGNING_KEY_NOTE]
+    # The journal lives outside the backup; it must name every erasure this backup could bring back.
+    if added := journal_complete():
+        say(f"erasure journal {settings.LEDGER_ERASURE_JOURNAL}: {added} erasure(s) it lacked added")
     started = datetime.now(UTC)
     vendor = connection.vendor
     if vendor == "sqlite":

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from audits.ledger.backup.layout import FORMAT, MANIFEST, BackupError, _sha256_file
+from audits.ledger.backup.layout import _BLOB_DIR, _BLOB_REST, FORMAT, MANIFEST, BackupError, _sha256_file
 from audits.ledger.keys import KeyFileError, load_signer_keys
 
 
@@ -95,6 +95,19 @@ def manifest_check(directory: Path, manifest: dict[str, Any]) -> None:
         rel = path.relative_to(directory).as_posix()
         if path.is_file() and rel != MANIFEST and rel not in listed:
             raise BackupError(f"backup file {rel} is not listed in the manifest")
+    # Content-addressed: a blob's name is the SHA-256 of its bytes. Whoever changes a blob can
+    # recompute the manifest, never the name the database refers to it by.
+    for rel, expected in listed.items():
+        if not rel.startswith("artifacts/"):
+            continue
+        parts = rel.split("/")
+        if len(parts) != 4 or parts[1] != "sha256" or not _BLOB_DIR.match(parts[2]) or not _BLOB_REST.match(parts[3]):
+            raise BackupError(f"backup file {rel} is not a blob of the content-addressed store (artifacts/sha256/..)")
+        if expected.get("sha256") != parts[2] + parts[3]:
+            raise BackupError(
+                f"artifact blob {rel}: its bytes hash to {expected.get('sha256')}, not to its name: the blob was "
+                "changed (and the manifest recomputed); nothing restored"
+            )
 
 
 def _check_migrations(manifest: dict[str, Any]) -> None:

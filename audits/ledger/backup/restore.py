@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from audits.ledger.backup.anchor import _anchor_for, _verify_against, anchor_read
+from audits.ledger.backup.anchor import _anchor_for, _verify_against, anchor_read, untrusted_signature
 from audits.ledger.backup.layout import (
     CHECKPOINT_LOG,
     PG_DUMP_FILE,
@@ -29,20 +29,24 @@ from audits.ledger.backup.layout import (
 from audits.ledger.backup.manifest import _check_migrations, manifest_check, manifest_read
 from audits.ledger.backup.postgres import _restore_postgresql
 from audits.ledger.backup.sqlite import _restore_sqlite_staged
-from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
+from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load_verifier_keys, trust_verifier_keys
 
 
 def _target_data() -> list[str]:
-    """What already holds data where the restore would write (empty on a clean machine)."""
+    """What already holds data where the restore would write (empty on a clean machine). Reads
+    only: a SQLite database file that does not exist is not created by asking."""
     found = []
-    if "ledger_entry" in connection.introspection.table_names():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT COUNT(*) FROM ledger_entry")
-            entries = cursor.fetchone()[0]
-            cursor.execute("SELECT COUNT(*) FROM ledger_checkpoint")
-            checkpoints = cursor.fetchone()[0]
-        if entries or checkpoints:
-            found.append(f"the database holds {entries} ledger entries and {checkpoints} checkpoints")
+    database = Path(connection.settings_dict["NAME"]) if connection.vendor == "sqlite" else None
+    if database is None or database.is_file():
+        if "ledger_entry" in connection.introspection.table_names():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM ledger_entry")
+                entries = cursor.fetchone()[0]
+                cursor.execute("SELECT COUNT(*) FROM ledger_checkpoint")
+                checkpoints = cursor.fetchone()[0]
+            if entries or checkpoints:
+                found.append(f"the database holds {entries} ledger entries and {checkpoints} checkpoints")
+        connection.close()
     log = Path(settings.LEDGER_CHECKPOINT_LOG)
     if log.is_file() and log.stat().st_size:
         found.append(f"the checkpoint log {log} is not empty")
@@ -55,12 +59,60 @@ def _target_data() -> list[str]:
     return found
 
 
+def _trusted_keys(trust_keys: Path | None) -> tuple[list[VerifierKey], list[VerifierKey]]:
+    """The keys the restore trusts (this machine's configuration, and the file the operator named
+    with ``--trust-keys``), and those of the named file alone."""
+    from audits.ledger.verification import trusted_verifiers
+
+    try:
+        configured = trusted_verifiers()
+        given = load_verifier_keys(trust_keys) if trust_keys is not None else []
+    except KeyFileError as exc:
+        raise BackupError(str(exc)) from None
+    trusted = sorted(set(configured) | set(given), key=lambda k: (k.name, k.key_id))
+    if not trusted:
+        raise BackupError(
+            f"this machine trusts no ledger key: no signing key in {settings.LEDGER_SIGNING_KEY_FILE} and no "
+            f"{settings.LEDGER_TRUSTED_KEYS_FILE}. Restore the signing key from its secure storage first, or pass "
+            "--trust-keys FILE naming the ledger's verifier keys"
+        )
+    return trusted, given
+
+
+def _check_backup_signatures(directory: Path, manifest: dict[str, Any], trusted: list[VerifierKey]) -> None:
+    """Before anything is written: the checkpoints the backup carries (its manifest's latest, its
+    copy of the checkpoint log) are signed by a trusted key for this ledger's origin. The full
+    verification of its database, under the same keys, follows."""
+    from audits.ledger.verification import read_checkpoint_log
+
+    origin = manifest.get("ledger", {}).get("origin")
+    if origin is not None and origin != settings.LEDGER_ORIGIN:
+        raise BackupError(
+            f"the backup is of the ledger {origin!r}; this service's LEDGER_ORIGIN is {settings.LEDGER_ORIGIN!r}: "
+            "another organisation's backup, or a service configured with another origin (set LEDGER_ORIGIN)"
+        )
+    latest = manifest.get("ledger", {}).get("latest_checkpoint")
+    if isinstance(latest, dict) and isinstance(latest.get("note"), str):
+        untrusted_signature(latest["note"], trusted, "the backup's latest checkpoint (manifest.json)")
+    log = directory / CHECKPOINT_LOG
+    if log.is_file():
+        from audits.ledger.replay import VerificationFailed
+
+        try:
+            logged = read_checkpoint_log(log)
+        except VerificationFailed as failure:
+            raise BackupError(f"the backup's checkpoint log: {failure}") from None
+        for label, text in logged:
+            untrusted_signature(text, trusted, f"the backup's {label}")
+
+
 @dataclass
 class RestoreResult:
     tree_size: int
     checkpoints_checked: int
     anchored_up_to: int
     warnings: list[str]
+    erasures_reapplied: list[str]
 
 
 def _files_differ(a: Path, b: Path) -> list[str]:
@@ -78,27 +130,46 @@ def _files_differ(a: Path, b: Path) -> list[str]:
 
 
 def service_restore(
-    directory: Path, *, checkpoints: Path | None, force: bool, accept_loss: bool, say: Say
+    directory: Path,
+    *,
+    checkpoints: Path | None,
+    force: bool,
+    accept_loss: bool,
+    say: Say,
+    trust_keys: Path | None = None,
 ) -> RestoreResult:
-    """Restore the backup in ``directory`` onto this machine's configured stores, and verify the
-    restored ledger against ``checkpoints`` (the off-site checkpoint log; default: the backup's copy).
+    """Restore the backup in ``directory`` onto this machine's configured stores, verify everything
+    it restores, and re-apply the erasure journal before the service can start.
 
-    Order: manifest digests, the code's migrations, the anchor file, an empty target (unless
-    ``force``); nothing is written before these pass. Then the database (SQLite: verified in a
-    staging copy before it lands; PostgreSQL: loaded, then verified), and only after verification
-    the files. Caveat: on PostgreSQL a database that fails verification stays loaded (the message
-    says so) and the files are not restored.
+    Trust: checkpoints count only under the keys this machine trusts (``LEDGER_TRUSTED_KEYS_FILE``
+    and the signing key's public half) or those of ``trust_keys`` (``--trust-keys``: how an
+    operator restores a backup signed by keys this machine was not told about; they are added to
+    ``LEDGER_TRUSTED_KEYS_FILE`` once the restore succeeds). Keys published inside the backup are
+    never trusted on their own: whoever wrote the backup wrote them.
+
+    Order: manifest digests and every blob against its content-addressed name, the code's
+    migrations, the signatures of the backup's checkpoints and of the off-site ones under the
+    trusted keys, the anchor file, an empty target (unless ``force``); nothing is written before
+    these pass, the target's files included. Then the database (SQLite: verified, checked against
+    its ledger and given the erasure journal in a staging copy before it lands; PostgreSQL: loaded,
+    then the same), and only after that the files. Caveat: on PostgreSQL a database that fails
+    verification stays loaded (the message says so) and the files are not restored.
     """
+    from audits.ledger.backup.journal import journal_complete, journal_read, journal_reapply
+
     manifest = manifest_read(directory)
     manifest_check(directory, manifest)
-    say(f"manifest: {len(manifest['files'])} file(s), every SHA-256 and size as listed")
+    say(f"manifest: {len(manifest['files'])} file(s), every SHA-256 and size as listed, every blob as named")
     vendor = manifest["database"]["vendor"]
     if vendor != connection.vendor:
         raise BackupError(f"the backup is of a {vendor} database; this service is configured for {connection.vendor}")
     _check_migrations(manifest)
+    trusted, given = _trusted_keys(trust_keys)
+    _check_backup_signatures(directory, manifest, trusted)
+    journal_read()  # a damaged journal refuses the restore before anything is written
     warnings: list[str] = []
     backup_log = directory / CHECKPOINT_LOG
-    anchor = anchor_read(checkpoints or backup_log)
+    anchor = anchor_read(checkpoints or backup_log, trusted)
     if checkpoints is None:
         warnings.append(
             "verifying against the backup's own copy of the checkpoint log; pass --checkpoints with the copy "
@@ -116,22 +187,31 @@ def service_restore(
     with tempfile.TemporaryDirectory(prefix="restore-") as work:
         anchor_file, loss = _anchor_for(anchor, tree_size, accept_loss, Path(work))
         warnings += loss
+        trusted_file = Path(work) / "trusted-keys.txt"
+        trusted_file.write_text("".join(f"{key.encode()}\n" for key in trusted))
         log_in_backup = backup_log if backup_log.is_file() else None
+        reapplied: list[str] = []
+
+        def verify_then_erase() -> Any:
+            verified = _verify_against(anchor_file, log_in_backup, trusted_file)
+            reapplied.extend(journal_reapply(say=say))
+            return verified
+
         if vendor == "sqlite":
-            result = _restore_sqlite_staged(directory / SQLITE_FILE, anchor_file, log_in_backup)
+            result = _restore_sqlite_staged(directory / SQLITE_FILE, verify_then_erase)
         else:
             _restore_postgresql(directory / PG_DUMP_FILE)
             say(f"database: pg_restore of {PG_DUMP_FILE} into {connection.settings_dict['NAME']}")
             try:
-                result = _verify_against(anchor_file, log_in_backup)
+                result = verify_then_erase()
             except BackupError as exc:
                 raise BackupError(
                     f"{exc}. The database holds the unverified restore: do not start the service"
                 ) from None
     anchored = max((size for _, size in anchor.sizes if size <= result.tree_size), default=0)
     say(
-        f"ledger: {result.tree_size} entries re-hashed; {result.checkpoints_checked} checkpoint(s) verified, the "
-        f"off-site ones from {anchor.path} included (they vouch for entries 0..{anchored - 1})"
+        f"ledger: {result.tree_size} entries re-hashed; {result.checkpoints_checked} checkpoint(s) verified under "
+        f"the trusted keys, the off-site ones from {anchor.path} included (they vouch for entries 0..{anchored - 1})"
     )
     if result.tree_size != tree_size:
         raise BackupError(f"the restored ledger has {result.tree_size} entries; the manifest says {tree_size}")
@@ -152,25 +232,46 @@ def service_restore(
     if vendor == "sqlite":
         say(f"database: {SQLITE_FILE} -> {connection.settings_dict['NAME']}")
     warnings += _restore_files(directory, manifest, force=force, say=say)
+    journal_complete()  # erasures the backup holds that the journal did not name (a journal lost)
+    if given:
+        added = trust_verifier_keys(Path(settings.LEDGER_TRUSTED_KEYS_FILE), given)
+        if added:
+            say(
+                f"trusted keys: {', '.join(k.key_id.hex() for k in added)} (from {trust_keys}) added to "
+                f"{settings.LEDGER_TRUSTED_KEYS_FILE}, so `ledger verify` trusts them from now on"
+            )
     return RestoreResult(
         tree_size=result.tree_size,
         checkpoints_checked=result.checkpoints_checked,
         anchored_up_to=anchored,
         warnings=warnings,
+        erasures_reapplied=reapplied,
     )
 
 
 def _restore_files(directory: Path, manifest: dict[str, Any], *, force: bool, say: Say) -> list[str]:
+    from audits.ledger.backup.journal import journal_blobs
+
     warnings: list[str] = []
     files: dict[str, Any] = manifest["files"]
 
     store = Path(settings.ARTIFACT_ROOT)
+    erased = journal_blobs()
     blobs = [rel for rel in files if rel.startswith("artifacts/sha256/")]
+    withheld = [rel for rel in blobs if files[rel]["sha256"] in erased]
     for rel in blobs:
         target = store / rel.removeprefix("artifacts/")
+        if rel in withheld:
+            continue
         if not target.is_file() or _sha256_file(target)[0] != files[rel]["sha256"]:
             _copy_into_place(directory / rel, target)
-    say(f"artifacts: {len(blobs)} blob(s) -> {store / 'sha256'}")
+    say(f"artifacts: {len(blobs) - len(withheld)} blob(s) -> {store / 'sha256'}")
+    if withheld:
+        warnings.append(
+            f"{len(withheld)} blob(s) of the backup were erased after it (the erasure journal names them) and are not "
+            "restored; the dataset versions that name them are back in the database without their data: carry out "
+            "the data-subject requests recorded in the ledger since the backup again"
+        )
 
     mlflow_db = _sqlite_path(settings.MLFLOW_TRACKING_URI)
     if "mlflow/mlflow.sqlite3" in files:

@@ -8,7 +8,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from audits.ledger.backup.anchor import _verify_against
 from audits.ledger.backup.layout import CHECKPOINT_LOG, SQLITE_FILE, BackupError, _BackupDir
 from audits.ledger.backup.manifest import _applied_migrations
 
@@ -78,9 +77,10 @@ def _snapshot_sqlite(out: _BackupDir) -> dict[str, Any]:
     return state
 
 
-def _restore_sqlite_staged(source: Path, anchor_file: Path, backup_log: Path | None) -> Any:
-    """Copy the backup's database next to the target, verify it there, then copy it into the target
-    (online backup API, under the writer lock): a database that fails verification never lands."""
+def _restore_sqlite_staged(source: Path, prepare: Callable[[], Any]) -> Any:
+    """Copy the backup's database next to the target, run ``prepare`` on it there (verification,
+    then the erasure journal), then copy it into the target (online backup API, under the writer
+    lock): a database that fails verification never lands, and the target is not touched."""
     db = connection.settings_dict
     target = Path(db["NAME"])
     timeout = float(db["OPTIONS"].get("timeout", 20))
@@ -91,7 +91,7 @@ def _restore_sqlite_staged(source: Path, anchor_file: Path, backup_log: Path | N
         connection.close()
         db["NAME"] = str(staging)
         try:
-            result = _verify_against(anchor_file, backup_log)
+            result = prepare()
         finally:
             connection.close()
             db["NAME"] = str(target)

@@ -29,6 +29,7 @@ def key_file(settings: object, tmp_path: Path) -> Iterator[Path]:
     shutil.copy(settings.LEDGER_SIGNING_KEY_FILE, path)  # type: ignore[attr-defined]
     path.chmod(0o600)
     settings.LEDGER_SIGNING_KEY_FILE = path  # type: ignore[attr-defined]
+    settings.LEDGER_TRUSTED_KEYS_FILE = tmp_path / "ledger-signing.pub"  # type: ignore[attr-defined]
     yield path
 
 

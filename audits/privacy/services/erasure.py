@@ -1,6 +1,10 @@
 """Erasure of a person (GDPR Art. 17, CCPA delete): their records leave every live dataset
 version, the model versions trained on those are put under review, and the sealed identifiers
-are crypto-shredded. Refused under an active legal hold."""
+are crypto-shredded. Refused under an active legal hold.
+
+Erasures are final across restores: the keys shredded (``data_subject_erase``) and the blobs the
+erasure deletes are appended to the erasure journal outside the database and its backups
+(``audits/ledger/backup/journal.py``), which every restore re-applies."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audits.ledger.backup.journal import journal_append
 from audits.ledger.services import Subject, data_subject_erase, ledger_append
 from audits.privacy import selectors
 from audits.privacy.identifiers import matcher
@@ -215,6 +220,7 @@ def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any]) -> 
         new = erase_records(actor=actor, version=change.version, record_numbers=set(change.records), reason=reason)
         removed = len(change.records)
         replaced.append({"old": change.version.pk, "new": new.pk if new else None, "records_removed": removed})
+        _journal_blob_unless_live(change.version.sha256)
     reviews = []
     for model_version_id, lineage in plan.models.items():
         review, created = ModelReview.objects.get_or_create(
@@ -235,6 +241,14 @@ def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any]) -> 
                        "model_versions": list(plan.models), "vault_keys_shredded": plan.vault_refs}  # fmt: skip
     request.save(update_fields=["erased_at", "state", "erasure"])
     ledger_append(actor=actor, action="data_subject_request.erased", subject=subject(request), payload=request.erasure)
+
+
+def _journal_blob_unless_live(sha256: str) -> None:
+    """The erased version's blob goes once this commits, unless a live version holds the same
+    bytes: journal it (outside the database and its backups), so a restore of a backup taken
+    before this erasure does not bring the person's records back."""
+    if not DatasetVersion.objects.filter(sha256=sha256, erased_at__isnull=True).exists():
+        journal_append(blob=sha256, erased_at=timezone.now())
 
 
 def model_review_close(*, actor: Any, review: ModelReview, outcome: str, note: str) -> ModelReview:

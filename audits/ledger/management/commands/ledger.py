@@ -1,11 +1,15 @@
 """python manage.py ledger <command>: administer the ledger.
 
-- ``keygen [--if-missing]``: create the signing key file (mode 0600) with a new Ed25519 key.
+- ``keygen [--if-missing]``: create the signing key file (mode 0600) with a new Ed25519 key, and
+  add its public half to the trusted keys file (``LEDGER_TRUSTED_KEYS_FILE``); with
+  ``--if-missing`` and a key present, only make sure its public half is trusted.
 - ``rotate-key``: add a new key beside the current ones; from now on both sign every checkpoint.
-- ``retire-key KEY_ID``: stop signing with a key; its public key stays published.
+  Its public half is added to the trusted keys file.
+- ``retire-key KEY_ID``: stop signing with a key; its public key stays published and trusted.
 - ``checkpoint [--force]``: sign a checkpoint of the current tree now.
-- ``verify``: re-hash every entry, rebuild every root, check every checkpoint and consistency
-  step; exit 0 when all holds, 1 naming the first entry or checkpoint that fails.
+- ``verify``: re-hash every entry, rebuild every root, check every checkpoint (under the trusted
+  keys only) and consistency step; exit 0 when all holds, 1 naming the first entry or checkpoint
+  that fails. A key published in the database that is not trusted is named.
 - ``export DIR``: write a bundle that ``python -m audits.verify DIR`` checks without the service.
 """
 
@@ -19,7 +23,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from audits.ledger.keys import KeyFileError, SignerKey, load_signer_keys, write_signer_keys
+from audits.ledger.keys import KeyFileError, SignerKey, load_signer_keys, trust_verifier_keys, write_signer_keys
 
 
 class Command(BaseCommand):
@@ -75,15 +79,29 @@ class Command(BaseCommand):
         if path.exists():
             if not if_missing:
                 raise CommandError(f"{path} exists; to add a key alongside, use `ledger rotate-key`")
-            self.stdout.write(f"Signing key file present: {path} ({len(self._signers())} key(s))")
+            signers = self._signers()
+            self.stdout.write(f"Signing key file present: {path} ({len(signers)} key(s))")
+            self._trust(signers)
             return
         signer = SignerKey.generate(settings.LEDGER_ORIGIN)
         write_signer_keys(path, [signer])
         self.stdout.write(f"Created {path} (mode 600). Verifier key: {signer.verifier().encode()}")
+        self._trust([signer])
+
+    def _trust(self, signers: list[SignerKey]) -> None:
+        """Put the public half of ``signers`` among the trusted keys (configuration, not the database)."""
+        path = settings.LEDGER_TRUSTED_KEYS_FILE
+        try:
+            added = trust_verifier_keys(path, [s.verifier() for s in signers])
+        except KeyFileError as exc:
+            raise CommandError(f"trusted keys file {path}: {exc}") from None
+        if added:
+            self.stdout.write(f"Trusted verifier key(s) {', '.join(k.key_id.hex() for k in added)} added to {path}")
 
     def _rotate_key(self, **_: Any) -> None:
         signers = self._signers()
         new = SignerKey.generate(settings.LEDGER_ORIGIN)
+        self._trust([*signers, new])  # trusted before it signs anything
         write_signer_keys(settings.LEDGER_SIGNING_KEY_FILE, [*signers, new])
         self.stdout.write(
             f"Added key {new.key_id.hex()}; {len(signers) + 1} keys now sign every checkpoint. "
@@ -102,6 +120,7 @@ class Command(BaseCommand):
             )
         if not keep:
             raise CommandError("refusing to retire the last signing key: rotate first")
+        self._trust(signers)  # its checkpoints must still verify once it has left the signing key file
         write_signer_keys(settings.LEDGER_SIGNING_KEY_FILE, keep)
         PublishedKey.objects.filter(key_id=key_id.lower(), retired_at__isnull=True).update(retired_at=timezone.now())
         self.stdout.write(f"Retired key {key_id}; it no longer signs and stays published for verification.")
@@ -123,7 +142,7 @@ class Command(BaseCommand):
 
         from audits.ledger.replay import VerificationFailed
         from audits.ledger.selectors import tree_size
-        from audits.ledger.verification import ledger_verify
+        from audits.ledger.verification import ledger_verify, untrusted_published_keys
 
         total = tree_size()
         with tqdm(total=total, unit="entry", file=sys.stderr, disable=total < 65536 or None) as bar:
@@ -139,8 +158,14 @@ class Command(BaseCommand):
                 sys.exit(1)
         self.stdout.write(
             f"OK {result.tree_size} entries re-hashed, {result.checkpoints_checked} checkpoint signatures and "
-            "every consistency step verified."
+            f"every consistency step verified, under the trusted keys ({settings.LEDGER_TRUSTED_KEYS_FILE} and "
+            "the signing key's public half)."
         )
+        for line in untrusted_published_keys():
+            self.stderr.write(
+                f"warning: key {line} is published in the database but is not among the trusted keys: no "
+                "checkpoint counts on its signature alone (add it to LEDGER_TRUSTED_KEYS_FILE if it is yours)"
+            )
 
     def _export(self, *, directory: Path, **_: Any) -> None:
         from audits.ledger.export import ExportError, ledger_export
