@@ -30,6 +30,26 @@ def ledger_signing_key() -> Path:
 
 
 SCALE_VARIABLES = ("DATABASE_URL", "DATABASE_URL_FILE", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+OWN_SERVICE = (
+    "own_service: the test builds a whole service of its own on the embedded default (a fresh var/, "
+    "SQLite, the embedded broker) whatever the pass, so it runs in the embedded pass only: in scale mode it "
+    "would run the very same thing again"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", OWN_SERVICE)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In scale mode (``DATABASE_URL`` set), skip the tests marked ``own_service`` and those that use
+    ``fresh_env``: what they run does not depend on the pass."""
+    if not os.environ.get("DATABASE_URL"):
+        return
+    skip = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
+    for item in items:
+        if item.get_closest_marker("own_service") or "fresh_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 def require_tool(present: bool, what: str) -> None:

@@ -59,6 +59,7 @@ for queue in sys.argv[2:]:
 """
 
 
+@pytest.mark.own_service
 def test_declared_queues_let_processes_start_on_a_fresh_embedded_broker_at_once(tmp_path: Path) -> None:
     # Without the declaration, six processes publishing at the same instant to a fresh embedded
     # broker lost one of them to kombu's "table kombu_queue already exists" or "UNIQUE constraint

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from conftest import ROOT, subprocess_env
+
+pytestmark = pytest.mark.own_service  # conftest.OWN_SERVICE
 
 # A terminal starts its foreground job with SIGINT at its default, so Ctrl-C reaches it; a script's
 # background job inherits SIGINT ignored (bin/test-both runs each pass as one), and a stop signal

@@ -294,6 +294,7 @@ GOOD = {
     ids=["no-secret", "no-issuer", "issuer-not-a-url", "endpoint-not-http", "no-openid-scope", "unknown-claim",
          "timeout-not-a-number"],
 )  # fmt: skip
+@pytest.mark.own_service
 def test_a_bad_single_sign_on_setting_stops_start_up_with_one_line(
     tmp_path: Path, env: dict[str, str], variable: str, says: str
 ) -> None:
@@ -310,6 +311,7 @@ def test_a_bad_single_sign_on_setting_stops_start_up_with_one_line(
     assert lines[0].startswith(f"configuration error: {variable}: ") and says in lines[0], lines[0]
 
 
+@pytest.mark.own_service
 def test_a_complete_single_sign_on_configuration_starts_without_reaching_the_provider(tmp_path: Path) -> None:
     """Discovery waits for the first sign-in: start-up with a provider nobody can reach succeeds."""
     key = tmp_path / "keys" / "ledger-signing.key"

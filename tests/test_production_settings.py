@@ -12,6 +12,8 @@ import pytest
 
 from conftest import manage_in, subprocess_env
 
+pytestmark = pytest.mark.own_service  # conftest.OWN_SERVICE
+
 # Single sign-on as a deployment configures it (discovery from the issuer; nothing is fetched at start-up).
 SSO = {
     "OIDC_RP_CLIENT_ID": "llmops-governance",

@@ -11,6 +11,8 @@ import pytest
 from audits.ledger.keys import SignerKey, write_signer_keys
 from conftest import ROOT, subprocess_env
 
+pytestmark = pytest.mark.own_service  # conftest.OWN_SERVICE
+
 
 def _with_signing_key(var_dir: Path) -> Path:
     path = var_dir / "keys" / "ledger-signing.key"
