@@ -207,6 +207,41 @@ def test_no_log_line_holds_a_secret_or_personal_data(people: dict[str, Any], cap
     assert not leaks, "secrets or personal data in log lines:\n" + "\n".join(f"{w}: {line}" for w, line in leaks)
 
 
+@pytest.mark.django_db
+def test_lockouts_are_logged_without_the_token_or_the_codes(people: dict[str, Any], captured: _Capture) -> None:
+    """The failed-token lockout (counted per whole token sent: a hash of it keys the counter) and the
+    second-factor lockout: their lines name the address, the token's public prefix and the account,
+    never a token's secret part or a code."""
+    from django.core.cache import caches
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    canary = f"canary{secrets.token_hex(16)}"
+    officer = get_user_model().objects.create_user(username="officer-lockout", password=canary, is_staff=True)
+    device = TOTPDevice.objects.create(user=officer, name="authenticator", confirmed=True)
+    lockouts = {"API_TOKEN_LOCKOUT_FAILURES": 2, "MFA_LOCKOUT_FAILURES": 2, "OTP_TOTP_THROTTLE_FACTOR": 0}
+    caches["counters"].clear()
+    try:
+        with override_settings(**lockouts):
+            api, header = Client(), f"Token gov_0123456789ab_{canary}"
+            codes = [api.get("/api/v1/me", HTTP_AUTHORIZATION=header, REMOTE_ADDR=f"198.51.100.{i}") for i in range(3)]
+            assert [response.status_code for response in codes] == [401, 401, 429]
+            browser = Client()
+            assert browser.post("/admin/login/", {"username": officer.username, "password": canary}).status_code == 302
+            right_code = f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
+            wrong_code = "000000" if right_code != "000000" else "111111"
+            answers = [browser.post("/admin/mfa/verify/", {"token": wrong_code}).status_code for _ in range(3)]
+            assert answers == [200, 403, 403]
+    finally:
+        caches["counters"].clear()
+    lines = _lines(captured)
+    locked = [r for r in captured.records if r.getMessage() == "api token authentication locked out"]
+    assert [(r.lockout, r.token_prefix) for r in locked] == [("guess", "0123456789ab")]  # type: ignore[attr-defined]
+    events = _events(captured)
+    assert [e["reason"] for e in events if e["event"] == "auth.mfa.failed"] == ["invalid_code"] * 2 + ["locked_out"] * 2
+    assert not [line[:300] for line in lines if canary in line]
+
+
 def _one(events: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     found = [e for e in events if all(e.get(k) == v for k, v in match.items())]
     assert len(found) == 1, (match, [(e["event"], e["reason"], e.get("status")) for e in events])
