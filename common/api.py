@@ -1,25 +1,31 @@
 """What every API endpoint shares: one JSON shape for every error (``{"error": {"code", "message",
 "fields"}}``; answers that refuse the caller, 401, 403, 404 and refused commands, are logged as
 security events), the input fields and checks (ids, ledgered text, the reason input, refusal of
-unknown fields), and the one base of every list (:class:`ListView`)."""
+unknown fields, text that must be text), and the one base of every list (:class:`ListView`).
+
+The input boundary is two steps: the body's JSON (size, depth, numbers the ledger records
+exactly: ``common/parsers.py``), then the declared input schema (:func:`validated`)."""
 
 from __future__ import annotations
 
 import inspect
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, QueryDict
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import get_doc
 from drf_spectacular.utils import OpenApiParameter
-from rest_framework import exceptions, generics, serializers, views
+from rest_framework import exceptions, generics, parsers, serializers, views
 from rest_framework.response import Response
 
 from common import security_log
 from common.errors import DomainError
 from common.pagination import Pagination
+from common.parsers import SAFE_INTEGER_MAX, BodyTooLarge, BoundedJSONParser
 from common.ratelimit import LockedOut
 
 _DRF_CODES = {
@@ -31,6 +37,7 @@ _DRF_CODES = {
     exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     LockedOut: "locked_out",  # before Throttled, its base class
+    BodyTooLarge: "body_too_large",
     exceptions.Throttled: "throttled",
     exceptions.ParseError: "malformed_request",
     exceptions.ValidationError: "invalid_input",
@@ -49,6 +56,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        exc = body_refusal(exc)
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django's 500 handler logs it; the client sees no stack trace
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
@@ -67,7 +76,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=exc.status_code, headers=headers)
 
 
-MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in the database
+def body_refusal(exc: Exception) -> exceptions.APIException:
+    """What Django's own request limits answer under the API (its default is an HTML 400 page): a
+    body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413, too many form fields or files a 400."""
+    if isinstance(exc, RequestDataTooBig):
+        return BodyTooLarge(min(settings.API_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    return exceptions.ParseError(f"the body has too many form fields or files: {exc}")
+
+
+# Ids are 64-bit signed integers in the database; a JSON body holds only the integers the ledger
+# records exactly (common/parsers.py), far more ids than a database will ever hand out.
+MAX_ID = SAFE_INTEGER_MAX
 
 
 def id_field(**kwargs: Any) -> serializers.IntegerField:
@@ -84,17 +103,48 @@ LEDGERED_TEXT_HELP = (
 _JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
+NOT_TEXT = "Must be text (a JSON string), not {kind}."
+
+
+def _kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
 class TextField(serializers.CharField):
     """A text input that takes JSON strings only. DRF's ``CharField`` turns a number into its
     digits (a reason of ``5`` would be recorded as ``"5"``): a client that sent a number sent
-    something else than what it meant, so it gets a 400 naming the field instead."""
+    something else than what it meant, so it gets a 400 naming the field instead.
+    (:func:`validated` holds every ``CharField`` of an input to the same rule.)"""
 
-    default_error_messages = {"not_text": "Must be text (a JSON string), not {kind}."}
+    default_error_messages = {"not_text": NOT_TEXT}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
-            self.fail("not_text", kind=_JSON_KINDS.get(type(data), type(data).__name__))
+            self.fail("not_text", kind=_kind(data))
         return super().to_internal_value(data)
+
+
+def not_text_errors(field: serializers.Field, value: Any) -> Any:
+    """The errors, shaped as ``field`` would report them, of every place in ``value`` where
+    ``field`` (a ``CharField``, or a list, dict or serializer holding some) takes text and
+    ``value`` holds something else; ``None`` when there is none. DRF's ``CharField`` turns a
+    number into its digits: the API takes text as JSON strings only, whatever the serializer."""
+    if value is None:
+        return None  # allow_null decides
+    if isinstance(field, serializers.CharField):
+        return None if isinstance(value, str) else [NOT_TEXT.format(kind=_kind(value))]
+    children: dict[Any, Any] = {}
+    if isinstance(field, (serializers.ListField, serializers.ListSerializer)) and isinstance(value, list):
+        children = {index: not_text_errors(field.child, item) for index, item in enumerate(value)}
+    elif isinstance(field, serializers.DictField) and isinstance(value, dict):
+        children = {key: not_text_errors(field.child, item) for key, item in value.items()}
+    elif isinstance(field, serializers.Serializer) and isinstance(value, dict):
+        children = {
+            name: not_text_errors(child, value[name])
+            for name, child in field.fields.items()
+            if not child.read_only and name in value
+        }
+    return {key: errors for key, errors in children.items() if errors} or None
 
 
 def ledgered_text(*, max_length: int = 2000, **kwargs: Any) -> TextField:
@@ -121,18 +171,33 @@ def validated(serializer_class: type, request: Any) -> Any:
     A field the serializer does not take as input (unknown, or read-only: ``state``, ``owner``,
     ``digest``, ``project``...) is refused with a 400 that names it, never silently ignored: a
     client must not believe it set what the server did not (mass assignment, OWASP API3)."""
+    _bounded(request)
     serializer = serializer_class(data=request.data)
     if hasattr(request.data, "keys"):
         writable = {name for name, field in serializer.fields.items() if not field.read_only}
         refused = sorted(str(name) for name in request.data.keys() if name not in writable)
         if refused:
             raise exceptions.ValidationError({name: [READ_ONLY_OR_UNKNOWN] for name in refused})
+    # A form's values are text already; a JSON body's are what the client typed.
+    mistyped = None if isinstance(request.data, QueryDict) else not_text_errors(serializer, request.data)
+    if mistyped:
+        serializer.is_valid()
+        raise exceptions.ValidationError({**serializer.errors, **mistyped})
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
+def _bounded(request: Any) -> None:
+    """Parse JSON through the input boundary even where a view names DRF's own ``JSONParser``
+    (``parser_classes = [JSONParser]``), before the body is first read."""
+    chosen = getattr(request, "parsers", None)
+    if chosen:
+        request.parsers = [BoundedJSONParser() if type(p) is parsers.JSONParser else p for p in chosen]
+
+
 def no_input(request: Any) -> dict[str, Any]:
     """For a command that takes no input: a body field is refused like a read-only one (400)."""
+    _bounded(request)
     try:
         data = request.data
     except exceptions.UnsupportedMediaType:

@@ -1,7 +1,9 @@
 """Free text that the ledger keeps as written (reasons, comments, notes, justifications, bases) is
 text: a number where text is expected is a 400 naming the field, at every endpoint that takes such
-a field, never recorded as its digits. The endpoints and fields come from the URL resolver and the
-schema, as in the permission matrix."""
+a field, never recorded as its digits. So is every other text input (names, slugs, paths,
+environments, the text in a list or a mapping): the API takes text as JSON strings only
+(``common.api.validated``). The endpoints and fields come from the URL resolver and the schema, as
+in the permission matrix."""
 
 from __future__ import annotations
 
@@ -28,14 +30,40 @@ from tests.test_permission_matrix import (
 NOT_TEXT = "Must be text (a JSON string), not a number."
 
 
-def _ledgered_fields(document: dict[str, Any], route: str, method: str) -> list[str]:
+def _properties(document: dict[str, Any], route: str, method: str) -> dict[str, Any]:
     path = openapi_path(route)
     body = document["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
     ref = body.get("application/json", {}).get("schema", {}).get("$ref")
     if not ref:
-        return []
+        return {}
     properties = document["components"]["schemas"][ref.rsplit("/", 1)[-1]].get("properties", {})
+    return {name: spec for name, spec in properties.items() if not spec.get("readOnly")}
+
+
+def _ledgered_fields(document: dict[str, Any], route: str, method: str) -> list[str]:
+    properties = _properties(document, route, method)
     return sorted(name for name, spec in properties.items() if spec.get("description") == LEDGERED_TEXT_HELP)
+
+
+def _is_text(spec: dict[str, Any]) -> bool:
+    """Free text (a ``CharField``): a string with no format and no list of choices."""
+    return spec.get("type") == "string" and "format" not in spec and "enum" not in spec and "$ref" not in spec
+
+
+def _not_text_bodies(document: dict[str, Any], route: str, method: str) -> list[tuple[str, Any, Any]]:
+    """(field, a body giving a number or a boolean where the field takes text, the errors expected)."""
+    wrong = {"a number": 5, "a boolean": True}
+    bodies = []
+    for name, spec in _properties(document, route, method).items():
+        for kind, value in wrong.items():
+            message = [f"Must be text (a JSON string), not {kind}."]
+            if _is_text(spec):
+                bodies.append((name, {name: value}, message))
+            elif spec.get("type") == "array" and _is_text(spec.get("items", {})):
+                bodies.append((name, {name: ["ok", value]}, {"1": message}))
+            elif spec.get("type") == "object" and _is_text(spec.get("additionalProperties") or {}):
+                bodies.append((name, {name: {"k": value}}, {"k": message}))
+    return bodies
 
 
 @pytest.mark.django_db
@@ -53,7 +81,7 @@ def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Clie
     for route, method in api_endpoints():
         if method not in ("POST", "PUT"):
             continue
-        allowed, _ = MATRIX[(route, method)]
+        allowed, _ = MATRIX.get((route, method), ([], False))  # a row missing: test_permission_matrix.py fails
         if not allowed:
             continue  # no token may call it (POST /tokens/: an admin session only): governance/tests/test_tokens.py
         auth = tokens["compliance_officer" if allowed == AUTHENTICATED else allowed[0]]
@@ -66,4 +94,35 @@ def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Clie
             checked.append(f"{route} {field}")
     assert failures == [], "\n".join(failures)
     assert len(checked) >= 18, checked
+    assert Entry.objects.count() == entries  # nothing refused was recorded
+
+
+@pytest.mark.django_db
+def test_a_number_or_boolean_given_for_any_text_input_is_a_400_naming_the_field(
+    client: Client, people: dict[str, Any]
+) -> None:
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    User = get_user_model()
+    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
+    own = _scenario("own", people, members)
+    tokens = {
+        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+        for role, user in members.items()
+    }
+    entries = Entry.objects.count()
+    checked, failures = set(), []
+    for route, method in api_endpoints():
+        allowed, _ = MATRIX.get((route, method), ([], False))  # a row missing: test_permission_matrix.py fails
+        if method not in ("POST", "PUT") or not allowed:
+            continue
+        auth = tokens["compliance_officer" if allowed == AUTHENTICATED else allowed[0]]
+        call = client.put if method == "PUT" else client.post
+        for field, body, expected in _not_text_bodies(document, route, method):
+            response = call(_path(route, own), body, content_type="application/json", **auth)
+            problems = response.json().get("error", {}).get("fields", {}).get(field) if response.content else None
+            if response.status_code != 400 or problems != expected:
+                failures.append(f"{method} {route} {body}: {response.status_code} {problems}")
+            checked.add(f"{route} {field}")
+    assert failures == [], "\n".join(failures)
+    assert len(checked) >= 50, sorted(checked)
     assert Entry.objects.count() == entries  # nothing refused was recorded

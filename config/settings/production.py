@@ -16,6 +16,10 @@ check excepted), cookies are Secure, HSTS is sent (``DJANGO_HSTS_SECONDS``, one 
 set ``DJANGO_SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto`` (only if that proxy overwrites the header
 the client sent) and ``TRUSTED_PROXY_COUNT`` (base.py) for the client address.
 
+The API's schema and docs pages (``/api/schema/``, ``/api/docs/``) need a signed-in caller (a
+token, or an admin session that passed the second factor) unless ``API_DOCS_REQUIRE_SIGN_IN`` is
+off; the embedded default serves them to anyone.
+
 Single sign-on (``OIDC_RP_CLIENT_ID``, oidc.py) talks to its provider over HTTPS only: start-up
 stops when the issuer or an endpoint is an ``http://`` URL (the client secret, the codes and the
 tokens travel there). Its redirect URI is built from the request, so behind a TLS proxy the
@@ -64,6 +68,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+# The schema lists every endpoint, parameter and error: an attacker's map. Signed-in readers only.
+API_DOCS_REQUIRE_SIGN_IN = env_bool("API_DOCS_REQUIRE_SIGN_IN", True)
 
 # Single sign-on: the client secret, the authorization codes and the tokens go to the provider.
 if OIDC_ENABLED:  # noqa: F405
