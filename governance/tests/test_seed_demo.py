@@ -67,3 +67,27 @@ def test_seed_demo_renews_logins_missing_from_the_file(tmp_path: Path) -> None:
     assert authenticate(
         RequestFactory().post("/admin/login/"), username="demo-auditor", password=logins["demo-auditor"]
     )
+
+
+def test_a_run_that_changes_nothing_appends_nothing_and_a_password_reset_is_ledgered(tmp_path: Path) -> None:
+    """Issue 26, class 13: every `make up` re-runs the seeding; it may not touch the ledger (or
+    anyone's password) unless something is missing, and a password it sets is a ledger entry."""
+    logins_file = tmp_path / "demo-logins.txt"
+    _seed(logins_file)
+    created = Entry.objects.filter(action="user.password_set")
+    assert created.count() == len(Role)  # each demo person's first password, ledgered
+    entries, hashes = Entry.objects.count(), dict(User.objects.values_list("username", "password"))
+    _seed(logins_file)
+    assert Entry.objects.count() == entries
+    assert dict(User.objects.values_list("username", "password")) == hashes
+
+    # The auditor's login lost from the file: its password is reset, and that is ledgered.
+    kept = [line for line in logins_file.read_text().splitlines(True) if not line.startswith("demo-auditor\t")]
+    logins_file.write_text("".join(kept))
+    _seed(logins_file)
+    reset = Entry.objects.filter(index__gte=entries)
+    assert list(reset.values_list("action", "actor_name", "subject_type")) == [("user.password_set", "system", "user")]
+    body = bytes(reset.get().body).decode()
+    new_password = dict(line.split("\t") for line in logins_file.read_text().splitlines() if "\t" in line)
+    assert "demo-auditor" in body and "missing from" in body
+    assert new_password["demo-auditor"] not in body and User.objects.get(username="demo-auditor").password not in body

@@ -5,7 +5,8 @@ token. Passwords and the token are generated, printed once, and kept in a logins
 owner can read (``var/demo-logins.txt`` by default). Running it again creates only what is missing;
 a demo user whose login is not in the file gets a new password, so the file is always complete. A role
 the person already holds is not granted again: every ``make up`` used to append the same
-``project.role_granted`` entries to the ledger.
+``project.role_granted`` entries to the ledger. A run that changes nothing appends nothing; every
+password it sets is ledgered (``user.password_set``, through ``governance.services.passwords``).
 
 ``seed_demo --story`` (the ``demo`` app's command of the same name, which extends this one) also
 plays one complete lifecycle through the services: see ``demo/story.py``.
@@ -27,6 +28,7 @@ from governance.models import Project, ServiceAccount
 from governance.permissions import SYSTEM_USERNAME, has_project_role
 from governance.roles import Role
 from governance.services import api_token_create, project_create, project_role_grant, service_account_create
+from governance.services.passwords import user_password_set
 
 User = get_user_model()
 
@@ -88,11 +90,11 @@ class Command(BaseCommand):
                 projects.append(project)
             for role in Role:
                 username = _demo_username(role)
-                user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.org"})
+                user, new = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.org"})
                 if username not in logins:
                     password = secrets.token_urlsafe(15)
-                    user.set_password(password)
-                    user.save()
+                    why = "demo login created" if new else f"demo login renewed: it was missing from {logins_file}"
+                    user_password_set(actor=system, user=user, password=password, reason=why)
                     created[username] = password
                 for project in projects:
                     _grant_once(system, project, user, role)
