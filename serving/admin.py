@@ -1,20 +1,27 @@
 """Admin pages of serving: deployments with their grants, live state and inference-log summaries.
 Rows change only through services: an ML engineer asks for one on "Request a deployment" (the
 deployment and its approval request, as the API makes them), and retirement goes through the same
-service as the API."""
+service as the API. A platform admin of the deployment's project issues and revokes its client
+credentials on the deployment's "Client credentials" page (the credential shown once), through the
+services the API calls."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from common.admin import DONE, PROJECT_FILTER, call_service_for_each
+from common.errors import DomainError
+from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
 from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
 from registry.models import ModelVersion, PromptTemplate
@@ -76,6 +83,19 @@ class DeploymentRequestForm(forms.Form):
         )
 
 
+class ClientCredentialForm(forms.Form):
+    """What ``deployment_client_credential_issue`` takes; the service checks the values again."""
+
+    name = forms.CharField(
+        max_length=100, help_text="Who calls with it (an application, a team). Recorded in the ledger as written.",
+        widget=forms.TextInput(attrs={"size": 40, "placeholder": "e.g. support-portal"}),
+    )  # fmt: skip
+    expires_in_days = forms.IntegerField(
+        label="Expires in (days)", min_value=1, initial=90,
+        help_text="Every credential expires (at most SERVING_CLIENT_CREDENTIAL_MAX_DAYS days).",
+    )  # fmt: skip
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
     list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
@@ -84,7 +104,9 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
     list_select_related = ["project", "model_version__model"]
     # Where it runs and its guard in words rather than the admin's JSON.
     exclude = ["target", "guard"]
-    readonly_fields = ["target_shown", "guard_shown", "grant_list", "log_summary", "monitoring_charts"]
+    readonly_fields = [
+        "target_shown", "guard_shown", "grant_list", "client_credentials", "log_summary", "monitoring_charts",
+    ]  # fmt: skip
 
     @admin.display(description="target")
     def target_shown(self, deployment: Deployment) -> str:
@@ -128,6 +150,75 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
         ]
         template = "{} issued {}, expires {} (ledger entry {})"
         return format_html_join(mark_safe("<br>"), template, rows) or "-"
+
+    @admin.display(description="client credentials (of this name and environment)")
+    def client_credentials(self, deployment: Deployment) -> str:
+        from serving.selectors import client_credentials_of_scope
+
+        rows = [(c.name, c.prefix, c.state, f"{c.expires_at:%Y-%m-%d %H:%M}")
+                for c in client_credentials_of_scope(deployment)]  # fmt: skip
+        listed = format_html_join(mark_safe("<br>"), "{} ({}…), {}, expires {} UTC", rows) or "none"
+        url = reverse("admin:serving_deployment_client_credentials", args=[deployment.pk])
+        return format_html('{}<br><a href="{}" id="client-credentials-link">Issue or revoke…</a>', listed, url)
+
+    def get_urls(self) -> list[Any]:
+        page = path(
+            "<path:object_id>/client-credentials/", self.admin_site.admin_view(self.client_credentials_view),
+            name="serving_deployment_client_credentials",
+        )  # fmt: skip
+        return [page, *super().get_urls()]
+
+    def client_credentials_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The credentials of the deployment's name and environment: issue one (shown once, on
+        the answer to that POST alone) or revoke one, for the project's platform admins."""
+        from serving.selectors import client_credentials_of_scope
+        from serving.services import (
+            client_credential_may_manage,
+            deployment_client_credential_issue,
+            deployment_client_credential_revoke,
+        )
+
+        deployment = self.get_object(request, object_id)
+        if deployment is None:
+            raise Http404("no such deployment among your projects'")
+        if not client_credential_may_manage(request.user, deployment):
+            raise DjangoPermissionDenied
+        form = ClientCredentialForm(request.POST if request.POST.get("do") == "issue" else None)
+        issued: tuple[Any, str] | None = None
+        if request.method == "POST" and request.POST.get("do") == "revoke":
+            credential = client_credentials_of_scope(deployment).filter(pk=request.POST.get("credential") or 0).first()
+            if credential is None:
+                raise Http404("no such credential of this deployment")
+            try:
+                done = deployment_client_credential_revoke(actor=request.user, credential=credential)
+            except DomainError as exc:
+                refusal(request, exc, client_credential=credential.prefix)
+                messages.error(request, f"{credential.prefix}: {exc.message}")
+            else:
+                said = "revoked: servers stop accepting it" if done else "was already revoked"
+                messages.success(request, f"Credential {credential.name!r} ({credential.prefix}…) {said}.")
+            return HttpResponseRedirect(request.path)
+        if request.method == "POST" and form.is_valid():
+            try:
+                issued = deployment_client_credential_issue(
+                    actor=request.user, deployment=deployment, name=form.cleaned_data["name"],
+                    expires_in_days=form.cleaned_data["expires_in_days"],
+                )  # fmt: skip
+            except DomainError as exc:
+                refusal(request, exc, deployment=deployment.pk)
+                for field, problems in exc.fields.items():
+                    form.add_error(field if field in form.fields else None, problems)
+                if not exc.fields:
+                    form.add_error(None, exc.message)
+            else:
+                form = ClientCredentialForm()
+        context = {
+            **self.admin_site.each_context(request), "opts": self.opts, "deployment": deployment,
+            "title": f"Client credentials of {deployment.name} ({deployment.environment})", "form": form,
+            "issued": issued, "credentials": client_credentials_of_scope(deployment).select_related("created_by"),
+        }  # fmt: skip
+        # Answered here, never stored or redirected to: the credential exists in this page alone.
+        return TemplateResponse(request, "admin/serving/deployment/client_credentials.html", context)
 
     @admin.display(description="inference log (summaries in the ledger)")
     def log_summary(self, deployment: Deployment) -> str:

@@ -222,6 +222,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "serving_deployment_add": ("ml_engineer",),
     "serving_deployment_change": ALL,
     "serving_deployment_changelist": ALL,
+    "serving_deployment_client_credentials": ("platform_admin",),
     "serving_deployment_delete": NOBODY,
     "serving_deployment_history": ALL,
     "training_finetunerun_add": ("ml_engineer",),

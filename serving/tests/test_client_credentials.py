@@ -26,7 +26,7 @@ from audits.ledger.models import Entry
 from common.testing import admin_login
 from governance.roles import Role
 from governance.services import project_role_grant
-from serving.clients import credential_new
+from serving.clients import credential_digest, credential_new
 from serving.tests.deploying import put, request
 from serving.tests.test_server import (  # noqa: F401  (the module's fixtures, shared)
     Server,
@@ -292,3 +292,32 @@ def test_the_real_server_on_the_list_the_service_writes(
         assert post(server, "127.0.0.10", second["credential"], {"prompt": ""})[0] == 401
     finally:
         server.stop()
+
+
+@pytest.mark.django_db
+def test_the_admin_page_issues_once_and_revokes_for_platform_admins_only(cast: dict[str, Any]) -> None:
+    deployment = request(cast)
+    url = f"/admin/serving/deployment/{deployment.pk}/client-credentials/"
+    engineer = Client()
+    admin_login(engineer, cast["ml_engineer"])
+    assert engineer.post(url, {"do": "issue", "name": "x", "expires_in_days": 7}).status_code == 403
+    assert not deployment.client_credentials.exists()
+
+    client = Client()
+    admin_login(client, cast["platform-admin"])
+    refused = client.post(url, {"do": "issue", "name": "portal", "expires_in_days": 9999})
+    assert refused.status_code == 200 and "nothing was issued" in refused.content.decode()
+    assert "a whole number of days from 1 to 365" in refused.content.decode()
+    assert not deployment.client_credentials.exists()
+    page = client.post(url, {"do": "issue", "name": "portal", "expires_in_days": 7}).content.decode()
+    row = deployment.client_credentials.get()
+    shown = page.split('id="client-credential">', 1)[1].split("<", 1)[0]
+    assert shown.startswith(f"gsc_{row.prefix}_") and row.digest == credential_digest(shown)
+    assert shown not in client.get(url).content.decode()  # shown once
+    assert client.post(url, {"do": "revoke", "credential": row.pk}).status_code == 302
+    row.refresh_from_db()
+    assert row.state == "revoked"
+    assert list(Entry.objects.filter(subject_type="deployment", subject_id=str(deployment.pk))
+                .values_list("action", flat=True).order_by("index"))[-2:] == [
+        "deployment.client_credential_issued", "deployment.client_credential_revoked"
+    ]  # fmt: skip
