@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audits.ledger import merkle, notes
-from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys
+from audits.ledger.keys import KeyFileError, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
 from common.errors import Conflict, DomainError
 from common.request_context import get_request_id
@@ -282,8 +282,13 @@ def _adopt_logged_checkpoint(
         return None
     log = settings.LEDGER_CHECKPOINT_LOG
     refuse = f"refusing to sign: the last line of the checkpoint log {log} is not in the database and "
-    verifiers = [signer.verifier() for signer in signers]
-    verifiers += [VerifierKey.decode(row.verifier) for row in PublishedKey.objects.all()]
+    # Trusted keys only (configuration): a key published in the database proves nothing about the log.
+    from audits.ledger.verification import trusted_verifiers
+
+    try:
+        verifiers = [*(signer.verifier() for signer in signers), *trusted_verifiers()]
+    except KeyFileError as exc:
+        raise LedgerIntegrityError(f"{refuse}the trusted keys cannot be read ({exc})") from None
     try:
         logged_checkpoint = notes.verify(text, verifiers, origin=settings.LEDGER_ORIGIN)
     except notes.NoteError as exc:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import transaction
 
 from audits.ledger.keys import SignerKey, load_signer_keys, load_verifier_keys, write_signer_keys
-from audits.ledger.models import PublishedKey
+from audits.ledger.models import Checkpoint, PublishedKey
 from audits.ledger.replay import VerificationFailed
-from audits.ledger.services import checkpoint_create
+from audits.ledger.services import LedgerIntegrityError, checkpoint_create
 from audits.ledger.verification import known_verifiers, ledger_verify, trusted_verifiers
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +120,26 @@ def test_keygen_writes_the_public_half_beside_the_key_and_rotation_keeps_every_k
 def test_the_trust_anchors_default_to_files_beside_the_key_and_the_checkpoint_log() -> None:
     assert settings.LEDGER_TRUSTED_KEYS_FILE == settings.LEDGER_SIGNING_KEY_FILE.with_suffix(".pub")
     assert settings.LEDGER_ERASURE_JOURNAL == settings.VAR_DIR / "ledger-erasures.jsonl"
+
+
+def test_a_logged_checkpoint_signed_by_a_key_only_the_database_publishes_is_not_adopted(
+    own_keys: Path, settings: object, tmp_path: Path, append: Callable[..., object]
+) -> None:
+    """The signer that stopped between its log line and its row is recovered from the log only if
+    a trusted key signed that line: a key written into the published-keys table does not count."""
+    append(4)
+    foreign = SignerKey.generate(settings.LEDGER_ORIGIN)  # type: ignore[attr-defined]
+    foreign_file = tmp_path / "foreign.key"
+    write_signer_keys(foreign_file, [foreign])
+    settings.LEDGER_SIGNING_KEY_FILE = foreign_file  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError), transaction.atomic():  # the line is written, the row rolls back
+        checkpoint_create()
+        raise RuntimeError
+    settings.LEDGER_SIGNING_KEY_FILE = own_keys  # type: ignore[attr-defined]
+    verifier = foreign.verifier()
+    PublishedKey.objects.create(
+        verifier=verifier.encode(), name=verifier.name, key_id=verifier.key_id.hex(), first_used_at=datetime.now(UTC)
+    )
+    with pytest.raises(LedgerIntegrityError, match="does not verify"):
+        checkpoint_create()
+    assert not Checkpoint.objects.exists()
