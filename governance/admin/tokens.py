@@ -35,6 +35,7 @@ from governance.services import (
 )
 
 TEMPLATES = "admin/governance/apitoken"
+REASON_MAX_LENGTH = 2000  # as the API's ledgered text
 DEFAULT_DAYS = 90
 
 
@@ -196,7 +197,10 @@ class ApiTokenAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(changelist)
         if request.method == "POST":
             try:
-                revoked = api_token_revoke(actor=request.user, token=token)
+                reason = request.POST.get("reason", "")[: REASON_MAX_LENGTH + 1]
+                if len(reason.strip()) > REASON_MAX_LENGTH:
+                    raise DomainError("invalid_input", f"a reason is at most {REASON_MAX_LENGTH} characters")
+                revoked = api_token_revoke(actor=request.user, token=token, reason=reason)
             except DomainError as exc:
                 refusal(request, exc, api_token=token.prefix)
                 messages.error(request, f"{token.prefix}: {exc.message}")
@@ -209,7 +213,7 @@ class ApiTokenAdmin(ReadOnlyAdmin):
         context = {
             **self._context(request, "Revoke this API token?"),
             "token": token, "own": token.user_id == request.user.pk,
-            "may_revoke": api_token_may_revoke(request.user, token),
+            "may_revoke": api_token_may_revoke(request.user, token), "ledgered_text_help": LEDGERED_TEXT_HELP,
         }  # fmt: skip
         return TemplateResponse(request, f"{TEMPLATES}/revoke_confirmation.html", context)
 

@@ -154,6 +154,12 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
     token = serializers.CharField(help_text="the token: shown in this answer only, never again")
 
 
+class ApiTokenRevokeSerializer(serializers.Serializer):
+    # Optional: a holder revoking their own token need not say why; a manager revoking a colleague's
+    # leaked one usually will.
+    reason = ledgered_text(required=False)
+
+
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = ledgered_text(max_length=100)
     user = serializers.CharField(

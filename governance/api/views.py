@@ -5,7 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics
+from rest_framework import exceptions, generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +16,7 @@ from common.ratelimit import ApiRateLimit
 from governance.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenCreateSerializer,
+    ApiTokenRevokeSerializer,
     ApiTokenSerializer,
     ApprovalRequestSerializer,
     ApproveInputSerializer,
@@ -292,9 +293,10 @@ class ApiTokenListView(ListView):
 class ApiTokenRevokeView(CommandView):
     """Revoke a token: yours, one of a person working in a project you are platform admin of, or
     one of a service account you manage (see the list). It stops authenticating at once; 409 if it
-    was already revoked."""
+    was already revoked. ``reason`` (optional) says why, in the ledger entry."""
 
     operation_id = "tokens_revoke"
+    input_serializer = ApiTokenRevokeSerializer
     output_serializer = ApiTokenSerializer
     errors = {
         404: OpenApiResponse(description="no such token, or not one you may see"),
@@ -304,8 +306,18 @@ class ApiTokenRevokeView(CommandView):
     def target(self, request: Request, prefix: str) -> ApiToken:
         return api_token_get(user=request.user, prefix=prefix)
 
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        # The body is optional: a bare POST (no JSON body, as before ``reason`` existed) revokes
+        # without one, as a command without input treats a body that is not JSON (``no_input``).
+        token = self.target(request, **kwargs)
+        try:
+            data = validated(ApiTokenRevokeSerializer, request)
+        except exceptions.UnsupportedMediaType:
+            data = {}
+        return Response(self.answer(self.run(request, token, data)), status=self.status_code)
+
     def run(self, request: Request, token: ApiToken, data: dict[str, Any]) -> ApiToken:
-        if not api_token_revoke(actor=request.user, token=token):
+        if not api_token_revoke(actor=request.user, token=token, reason=data.get("reason", "")):
             raise Conflict(
                 "already_revoked", f"token {token.prefix} was already revoked at {token.revoked_at:%Y-%m-%d %H:%M} UTC"
             )

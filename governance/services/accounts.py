@@ -160,8 +160,9 @@ def api_token_may_revoke(actor: AbstractBaseUser, token: ApiToken) -> bool:
     return accounts_managed(user=actor).filter(pk=token.user_id).exists()
 
 
-def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
-    """Revoke ``token``; ``True`` if this call did, ``False`` if it was already revoked."""
+def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken, reason: str = "") -> bool:
+    """Revoke ``token``; ``True`` if this call did, ``False`` if it was already revoked. ``reason``
+    (optional: why, such as "leaked in a CI log") is kept in the ledger entry as written."""
     if not api_token_may_revoke(actor, token):
         raise PermissionDenied(
             "permission_denied",
@@ -177,10 +178,12 @@ def api_token_revoke(*, actor: AbstractBaseUser, token: ApiToken) -> bool:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         # Whose token: a platform admin may revoke a project member's or a service account's.
+        payload = {"user": User.objects.values_list("username", flat=True).get(pk=token.user_id)}
+        if reason.strip():
+            payload["reason"] = reason.strip()
         ledger_append(
-            actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix),
-            payload={"user": User.objects.values_list("username", flat=True).get(pk=token.user_id)},
-        )  # fmt: skip
+            actor=actor, action="api_token.revoked", subject=Subject("api_token", token.prefix), payload=payload
+        )
     return True
 
 

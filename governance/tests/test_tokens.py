@@ -302,3 +302,32 @@ def test_wrong_tokens_lock_out_their_address_and_a_replayed_token_everywhere(
     assert "replayed" not in caplog.text and "guess-" not in caplog.text
     # The holder, from any other address, is not locked.
     assert Client().get("/api/v1/me", REMOTE_ADDR="198.51.100.10", **_token_auth(token)).status_code == 200
+
+
+def test_a_project_admin_revokes_a_colleagues_leaked_token_saying_why(
+    people: dict[str, Any], project_admin: Any
+) -> None:
+    engineer = people["ml_engineer"]
+    row, token = api_token_create_own(actor=engineer, name="laptop", expires_in_days=30)
+    admin = _session(project_admin)
+    start = Entry.objects.count()
+    for body, field in (({"reason": 5}, "reason"), ({"reason": "x" * 2001}, "reason"), ({"why": "x"}, "why")):
+        refused = admin.post(f"/api/v1/tokens/{row.prefix}/revoke", body, content_type="application/json")
+        assert refused.status_code == 400 and list(refused.json()["error"]["fields"]) == [field], refused.content
+    assert Entry.objects.count() == start and Client().get("/api/v1/me", **_token_auth(token)).status_code == 200
+    revoked = admin.post(
+        f"/api/v1/tokens/{row.prefix}/revoke", {"reason": "pasted in a public CI log"}, content_type="application/json"
+    )
+    assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+    assert Client().get("/api/v1/me", **_token_auth(token)).status_code == 401
+    [entry] = _entries(start)
+    assert (entry["action"], entry["actor"]["name"], entry["payload"]) == (
+        "api_token.revoked", "project-admin", {"user": "ml-engineer", "reason": "pasted in a public CI log"},
+    )  # fmt: skip
+
+    # The admin's revoke page takes the same optional reason.
+    other, _ = api_token_create_own(actor=engineer, name="desktop", expires_in_days=30)
+    page = f"/admin/governance/apitoken/{other.pk}/revoke/"
+    assert "say so if it leaked" in admin.get(page).content.decode()
+    assert admin.post(page, {"reason": "left the laptop on a train"}).status_code == 302
+    assert _entries(start)[-1]["payload"] == {"user": "ml-engineer", "reason": "left the laptop on a train"}
