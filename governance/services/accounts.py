@@ -134,6 +134,8 @@ def api_token_create_for_service_account(
     A person's tokens are made by that person alone (``api_token_create_own``)."""
     from governance.selectors import service_accounts_managed
 
+    if hasattr(actor, "service_account"):  # whatever roles it holds: a leaked token must mint nothing
+        raise PermissionDenied("permission_denied", "a service account creates no tokens; a person who manages it does")
     if not hasattr(account, "service_account"):
         raise DomainError(
             "invalid_input", f"{account.get_username()} is a person: people make their own tokens",

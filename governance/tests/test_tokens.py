@@ -331,3 +331,16 @@ def test_a_project_admin_revokes_a_colleagues_leaked_token_saying_why(
     assert "say so if it leaked" in admin.get(page).content.decode()
     assert admin.post(page, {"reason": "left the laptop on a train"}).status_code == 302
     assert _entries(start)[-1]["payload"] == {"user": "ml-engineer", "reason": "left the laptop on a train"}
+
+
+def test_a_service_account_mints_no_tokens_even_as_a_project_admin(people: dict[str, Any], ci: Any) -> None:
+    from governance.services import api_token_create_for_service_account
+
+    admin_bot = service_account_create(actor=people["system"], username="admin-bot").user
+    project_role_grant(
+        actor=people["system"], project=people["project"], user=admin_bot, role=Role.PLATFORM_ADMIN, reason="x"
+    )
+    start = Entry.objects.count()
+    with pytest.raises(PermissionDenied, match="creates no tokens"):
+        api_token_create_for_service_account(actor=admin_bot, account=ci, name="more", expires_in_days=1)
+    assert Entry.objects.count() == start and not ApiToken.objects.exists()
