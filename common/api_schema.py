@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "403": "your role may not do this",
     "404": "no such object, or not in a project of yours",
     "409": "the object's state forbids it (closed, changed, already done)",
+    "413": "the body is larger than the API accepts (API_MAX_BODY_BYTES)",
     "422": "a policy rule forbids it (the message names the rule)",
     "429": "too many requests",
 }
@@ -42,7 +43,7 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if "{" in path:
                 codes.append("404")
             if method in ("post", "put", "patch", "delete"):
-                codes += ["409", "422"]
+                codes += ["409", "413", "422"]
             if operation.get("security") == [{}] or operation.get("security") == []:
                 codes.remove("401")
             else:  # the failed-token lockout (any operation) and the per-user rate limits

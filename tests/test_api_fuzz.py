@@ -1,7 +1,12 @@
 """Schemathesis against the OpenAPI schema, in-process, once per role (anonymous included).
 
 Every operation of the schema is called with generated input (valid and invalid) by each role:
-anonymous, and a member holding one project role. Path parameters are drawn from generated values,
+anonymous, and a member holding one project role. A third of the bodies of every JSON write
+operation are turned hostile (``flatmap_body``): nested past the decoder's recursion limit or just
+past ``API_MAX_JSON_DEPTH``, an integer past the canonical form's ±(2^53-1) or a number past a
+double deep in a field, a body over ``API_MAX_BODY_BYTES``, or a value of the wrong JSON type in a
+nested field. Schemathesis's own strategies never reach these (they found no 500 where the
+red-team found 43, issue 26); the API must answer each with a documented 4xx. Path parameters are drawn from generated values,
 an object of the caller's project and the same kind of object in another project (objects made by
 the permission matrix's ``_scenario``, through the real services). Every response must be
 documented: no server error, its status code, content type and body as the schema says.
@@ -17,6 +22,7 @@ line at the end of the module and checked by ``test_every_operation_was_called_b
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -27,6 +33,7 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
@@ -76,7 +83,10 @@ schema = schemathesis.openapi.from_wsgi(
     ),
 )
 
-FIGURES: dict[str, Any] = {"requests": Counter(), "statuses": Counter(), "failures": set(), "pairs": set()}
+FIGURES: dict[str, Any] = {
+    "requests": Counter(), "statuses": Counter(), "failures": set(), "pairs": set(), "hostile": Counter(),
+    "hostile_statuses": Counter(),
+}  # fmt: skip
 WORLD: dict[str, Any] = {}
 
 
@@ -119,10 +129,13 @@ def world(django_db_setup: None, django_db_blocker: Any, request: pytest.Fixture
 def _report(request: pytest.FixtureRequest, seconds: float) -> None:
     requests: Counter[str] = FIGURES["requests"]
     operations = {operation for operation, _ in FIGURES["pairs"]}
+    hostile: Counter[str] = FIGURES["hostile"]
     line = (
         f"api fuzz: {len(operations)} operations, {sum(requests.values())} requests "
         f"({', '.join(f'{role} {requests[role]}' for role in ROLES)}), "
-        f"answers {dict(sorted(FIGURES['statuses'].items()))}, "
+        f"answers {dict(sorted(FIGURES['statuses'].items()))}; hostile bodies {sum(hostile.values())} "
+        f"({', '.join(f'{kind} {count}' for kind, count in sorted(hostile.items()))}), "
+        f"answers {dict(sorted(FIGURES['hostile_statuses'].items()))}; "
         f"{len(FIGURES['failures'])} failing operation-role pairs, {seconds:.0f} s"
     )
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
@@ -155,15 +168,92 @@ def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: 
     return st.sampled_from([own, own, other, path_parameters]).map(lambda chosen: {**path_parameters, **chosen})
 
 
+class Hostile(bytes):
+    """A body sent as these bytes (JSON no encoder here writes: too deep, ``1e400``), and its kind."""
+
+    kind: str
+
+
+def _raw(kind: str, text: str) -> Hostile:
+    body = Hostile(text.encode())
+    body.kind = kind
+    return body
+
+
+_WRONG_TYPES = st.sampled_from([5, -1.5, True, None, "text", [1, "a"], {"k": [None]}])
+
+
+@st.composite
+def _hostile_body(draw: st.DrawFn, body: dict[str, Any]) -> Hostile:
+    field = draw(st.sampled_from(sorted(body) or ["x"]))
+    rest = json.dumps({name: value for name, value in body.items() if name != field})[1:-1]
+    rest = f", {rest}" if rest else ""
+
+    def with_field(kind: str, value: str) -> Hostile:
+        return _raw(kind, f"{{{json.dumps(field)}: {value}{rest}}}")
+
+    kind = draw(st.sampled_from(["deep", "deep", "huge_number", "huge_number", "oversized", "wrong_type"]))
+    if kind == "deep":  # past the decoder's recursion limit, or just past the boundary's
+        depth = draw(st.one_of(st.integers(1000, 5000), st.just(settings.API_MAX_JSON_DEPTH + 1)))
+        opening, closing = draw(st.sampled_from([("[", "]"), ('{"a": ', "}")]))
+        return with_field(f"deep {'>=1000' if depth >= 1000 else 'just past'}", opening * depth + "1" + closing * depth)
+    if kind == "huge_number":
+        number = draw(
+            st.one_of(
+                st.integers(min_value=2**53, max_value=2**80).map(str),
+                st.integers(min_value=-(2**80), max_value=-(2**53)).map(str),
+                st.just("9" * 400),
+                st.sampled_from(["1e400", "-1e309"]),
+            )
+        )
+        nesting = draw(st.sampled_from(["{}", '{"seed": {}}', "[{}]", '{"a": [1, {}]}']))
+        return with_field("huge number", nesting.replace("{}", number, 1) if nesting != "{}" else number)
+    if kind == "oversized":
+        size = settings.API_MAX_BODY_BYTES + draw(st.integers(1, 4096))
+        return with_field("oversized", json.dumps("x" * size))
+    value = body.get(field)  # a value of the wrong type inside the field, or as the field
+    wrong = draw(_WRONG_TYPES)
+    if isinstance(value, dict) and value:
+        value = {**value, draw(st.sampled_from(sorted(value))): wrong}
+    elif isinstance(value, list) and value:
+        value = [*value[:-1], wrong]
+    else:
+        value = wrong if type(wrong) is not type(value) else {"nested": wrong}
+    return with_field("wrong type", json.dumps(value))
+
+
+def _takes_json(operation: Any) -> bool:
+    return operation.method.upper() in ("POST", "PUT", "PATCH") and any(
+        alternative.media_type == "application/json" for alternative in operation.body
+    )
+
+
+@schema.hook
+def flatmap_body(context: schemathesis.HookContext, body: Any) -> Any:
+    """A third of the bodies of a JSON write operation: a hostile one of the module's kinds."""
+    if not isinstance(body, dict) or not _takes_json(context.operation):
+        return st.just(body)
+    return st.sampled_from([False, False, True]).flatmap(
+        lambda hostile: _hostile_body(body) if hostile else st.just(body)
+    )
+
+
 @schema.parametrize()
 @pytest.mark.parametrize("role", ROLES)
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck), database=None)
 def test_api_conforms_to_schema(case: schemathesis.Case, role: str, world: dict[str, Any], db: None) -> None:
     FIGURES["pairs"].add((case.operation.label, role))
     FIGURES["requests"][role] += 1
+    hostile = case.body if isinstance(case.body, Hostile) else None
     try:
         response = case.call(headers=world["headers"][role])
         FIGURES["statuses"][response.status_code] += 1
+        if hostile is not None:
+            FIGURES["hostile"][hostile.kind] += 1
+            FIGURES["hostile_statuses"][response.status_code] += 1
+            if hostile.kind != "wrong type":  # a wrong type may be what a free-form field takes
+                # Refused, by the boundary or before the body is read (401, 403, 404, 409).
+                assert response.status_code in (400, 401, 403, 404, 409, 413, 429), response.status_code
         case.validate_response(response, checks=CHECKS)
     except Exception:
         FIGURES["failures"].add((case.operation.label, role))
