@@ -80,6 +80,9 @@ class ApprovalState(models.TextChoices):
     REJECTED = "rejected"
     WITHDRAWN = "withdrawn"
     EXPIRED = "expired"
+    # Was approved; its subject no longer matches what was approved (it changed, or was erased).
+    # Final: the approval never counts again, even if the subject returns to the approved digest.
+    LAPSED = "lapsed"
 
 
 class ApprovalRequest(models.Model):
@@ -103,6 +106,8 @@ class ApprovalRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    lapsed_at = models.DateTimeField(null=True, blank=True, help_text="when the approval was found not to match")
+    lapse_reason = models.TextField(blank=True, help_text="why the approval lapsed, in words")
 
     class Meta:
         ordering = ["-created_at"]

@@ -266,6 +266,7 @@ def approvals_waiting_for(*, user: AbstractBaseUser) -> QuerySet[Any]:
 APPROVAL_ENTRY_ACTIONS = (
     "approval.requested", "approval.slot_filled", "approval.approved", "approval.rejected", "approval.withdrawn",
     "approval.expired", "approval.break_glass", "approval.break_glass_reviewed", "separation_of_duties.refused",
+    "approval.lapsed",
 )  # fmt: skip
 
 
@@ -356,18 +357,9 @@ def policy_set_recorded(policy_hash: str) -> bool:
 
 
 def approval_holds(*, subject_type: str, subject_id: str, action: str, digest: str) -> bool:
-    """Is there an approval, unexpired and not revoked by a break-glass review, for this action on
-    the subject as it is now (its digest)?"""
-    from django.db.models import Q
+    """Is there an approval, unexpired, not revoked by a break-glass review and not lapsed, for
+    this action on the subject as it is now (its digest)? An approval about the subject given to
+    another digest lapses for good on the way (``governance.services.approvals.approvals_holding``)."""
+    from governance.services.approvals import approvals_holding
 
-    from governance.models import ApprovalRequest, ApprovalState
-
-    return (
-        ApprovalRequest.objects.filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
-            subject_type=subject_type, subject_id=str(subject_id), action=action, subject_digest=digest,
-            state=ApprovalState.APPROVED,
-        )
-        .exclude(break_glass__outcome="revoked")
-        .exists()
-    )  # fmt: skip
+    return bool(approvals_holding(subject_type=subject_type, subject_id=subject_id, action=action, digest=digest))

@@ -2,6 +2,8 @@
 its digest, the rule in words, each slot, each evidence item as it stands now, the facts the
 subject's app supplies, the history with its ledger entries) and, for a person who may decide
 it now, the form that approves or rejects through ``approval_request_decide``, as the API does.
+An approved request is first held against its subject as it is now: if the subject changed, the
+approval lapses for good and the page says when and why.
 
 A refusal of the service is shown on the page, with nothing changed; the success message says
 what truly happened (approved, rejected, or one slot filled while others stay open).
@@ -27,6 +29,7 @@ from governance.evidence import evaluate
 from governance.rules import evidence_in_words, outcome_in_words, role_in_words, rule_in_words
 from governance.selectors import approval_get, approval_ledger_entries, approval_may_decide
 from governance.services import approval_request_decide
+from governance.services.approvals import approval_request_recheck
 from governance.subjects import subject_summary, subject_type
 
 TEMPLATE = "admin/governance/approvalrequest/decision.html"
@@ -92,6 +95,7 @@ def _history_line(action: str, payload: dict[str, Any]) -> str:
             f"{payload.get('note')}"
         ),
         "separation_of_duties.refused": lambda: f"refused: {payload.get('message')}",
+        "approval.lapsed": lambda: f"lapsed for good: {payload.get('reason')}",
     }
     return lines[action]() if action in lines else action
 
@@ -162,6 +166,8 @@ def decision_page(model_admin: ModelAdmin[Any], request: HttpRequest, object_id:
         raise Http404("no such approval request") from None
     if not model_admin.has_view_permission(request, approval):
         raise Http404("no such approval request")
+    if request.method != "POST" and approval_request_recheck(approval):
+        approval = approval_get(user=request.user, pk=pk)  # its subject changed: it lapsed just now
     form = DecisionForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and not form.is_valid():
         messages.error(

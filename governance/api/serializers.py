@@ -53,6 +53,8 @@ class ApprovalRequestSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
+    lapsed_at = serializers.DateTimeField(allow_null=True, help_text="when the approval lapsed (state lapsed)")
+    lapse_reason = serializers.CharField(help_text="why the approval lapsed: its subject changed or was erased")
     decisions = ApprovalDecisionSerializer(many=True, source="decisions.all")
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
@@ -77,6 +79,8 @@ class ApprovalRequestSerializer(serializers.Serializer):
             "created_at": when(instance.created_at),
             "expires_at": None if instance.expires_at is None else when(instance.expires_at),
             "closed_at": None if instance.closed_at is None else when(instance.closed_at),
+            "lapsed_at": None if instance.lapsed_at is None else when(instance.lapsed_at),
+            "lapse_reason": str(instance.lapse_reason),
             "decisions": [
                 {
                     "approver": str(decision.approver.username),

@@ -1,7 +1,16 @@
-"""Approval requests: submitted, withdrawn, expired."""
+"""Approval requests: submitted, withdrawn, expired, lapsed.
+
+An approval is given to its subject's digest. Once a check finds an approved request about a
+subject that no longer matches it (the subject changed, or was erased), the approval lapses for
+good (``approvals_lapse``): state ``lapsed``, when and why, and an ``approval.lapsed`` entry. It
+never counts again, even when the subject returns to the approved digest (a review flipped back).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -16,6 +25,10 @@ from governance.rules import REQUESTER_ROLES, PolicyViolation, approval_subject,
 from governance.services.policy_sets import policy_set_in_force
 
 User = get_user_model()
+
+# The subjects whose approvals a check lapsed inside the current ``lapses_kept`` block: a refusal
+# rolls its transaction back, lapses included, and the block then records them again.
+_LAPSES_SEEN: ContextVar[list[tuple[str, str]] | None] = ContextVar("approval_lapses_seen", default=None)
 
 
 def _notify_approvers(request: Any) -> None:
@@ -56,7 +69,25 @@ def approval_request_submit(
     """Open an approval request for ``action`` on a subject, under the policy rule that matches the
     context (project, environment, risk tier). The request is bound to the subject's digest now.
     An action the subject type does not admit is refused (400, naming it), and so is one its
-    subject type says may not be asked now (409 ``not_now``: a waiver of a run that errored)."""
+    subject type says may not be asked now (409 ``not_now``: a waiver of a run that errored).
+    A check that finds an approval lapsed on the way (the evidence of a fine-tune run reads its
+    dataset versions' approvals) records the lapse even when the request is refused."""
+    with lapses_kept():
+        return _approval_request_submit(
+            actor=actor, subject_type=subject_type, subject_id=subject_id, action=action, context=context,
+            comment=comment,
+        )  # fmt: skip
+
+
+def _approval_request_submit(
+    *,
+    actor: AbstractBaseUser,
+    subject_type: str,
+    subject_id: str,
+    action: str,
+    context: dict[str, str] | None,
+    comment: str,
+) -> Any:
     from governance.models import ApprovalRequest, ApprovalState
     from governance.subjects import subject_type as get_type
 
@@ -171,3 +202,123 @@ def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
             )  # fmt: skip
             expired += 1
     return expired
+
+
+def approvals_lapse(*, subject_type: str, subject_id: str, digest: str | None, reason: str) -> list[int]:
+    """Lapse, for good, every approved request about a subject that was given to another digest
+    than ``digest`` (every approved request, when ``digest`` is None: the subject is gone or was
+    erased). Each becomes ``lapsed`` with the time and ``reason``, and the system account appends
+    ``approval.lapsed`` (the digest approved, the digest now, the reason). In the caller's
+    transaction; two checks at once lapse a request once. Returns the lapsed requests' ids."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    approved = ApprovalRequest.objects.filter(
+        subject_type=subject_type, subject_id=str(subject_id), state=ApprovalState.APPROVED
+    )
+    if digest is not None:
+        approved = approved.exclude(subject_digest=digest)
+    found = list(approved.order_by("pk"))
+    if not found:
+        return []
+    seen = _LAPSES_SEEN.get()
+    if seen is not None:
+        seen.append((subject_type, str(subject_id)))
+    system = User.objects.get(username=SYSTEM_USERNAME)
+    lapsed = []
+    with transaction.atomic():
+        for request in found:
+            changed = ApprovalRequest.objects.filter(pk=request.pk, state=ApprovalState.APPROVED).update(
+                state=ApprovalState.LAPSED, lapsed_at=timezone.now(), lapse_reason=reason
+            )
+            if not changed:
+                continue  # another check lapsed it first
+            ledger_append(
+                actor=system, action="approval.lapsed", subject=approval_subject(request),
+                payload={"request": request.pk, "action": request.action, "approved_digest": request.subject_digest,
+                         "current_digest": digest, "reason": reason},
+            )  # fmt: skip
+            lapsed.append(request.pk)
+    return lapsed
+
+
+def _changed(subject_type: str, digest: str) -> str:
+    return f"the {subject_type.replace('_', ' ')} changed after the approval: its digest is now {digest}"
+
+
+def approvals_holding(*, subject_type: str, subject_id: str, action: str, digest: str) -> list[dict[str, Any]]:
+    """The approvals of ``action`` that count for the subject as it is now (``digest``):
+    approved, unexpired, not revoked by a break-glass review, given to this digest; each as its
+    id and context (a waiver's scope). Every approved request about the subject given to another
+    digest lapses here, whatever its action (``approvals_lapse``): this is the check that finds it.
+    One query when nothing lapses."""
+    from governance.models import ApprovalRequest, ApprovalState
+
+    approved = list(
+        ApprovalRequest.objects.filter(
+            subject_type=subject_type, subject_id=str(subject_id), state=ApprovalState.APPROVED
+        ).values_list("pk", "action", "subject_digest", "expires_at", "context", "break_glass__outcome")
+    )
+    if any(approved_digest != digest for _, _, approved_digest, _, _, _ in approved):
+        approvals_lapse(
+            subject_type=subject_type, subject_id=str(subject_id), digest=digest,
+            reason=_changed(subject_type, digest),
+        )  # fmt: skip
+    now = timezone.now()
+    return [
+        {"id": pk, "context": context}
+        for pk, approved_action, approved_digest, expires_at, context, outcome in approved
+        if approved_action == action and approved_digest == digest and (expires_at is None or expires_at > now)
+        and outcome != "revoked"
+    ]  # fmt: skip
+
+
+def subject_approvals_recheck(*, subject_type: str, subject_id: str) -> list[int]:
+    """Hold the approved requests about a subject against the subject as it is now: those given
+    to another digest (or about a subject that no longer exists) lapse. Returns their ids."""
+    from governance.subjects import subject_type as get_type
+
+    kind = get_type(subject_type)
+    obj = kind.get(str(subject_id))
+    if obj is None:
+        gone = f"the {subject_type.replace('_', ' ')} {subject_id} no longer exists"
+        return approvals_lapse(subject_type=subject_type, subject_id=str(subject_id), digest=None, reason=gone)
+    digest = kind.digest(obj)
+    return approvals_lapse(
+        subject_type=subject_type, subject_id=str(subject_id), digest=digest, reason=_changed(subject_type, digest)
+    )
+
+
+def approval_request_recheck(request: Any) -> bool:
+    """For a page or an answer about one request: an approved one is held against its subject as
+    it is now (``subject_approvals_recheck``). True when it lapsed just now."""
+    from governance.models import ApprovalState
+
+    if request.state != ApprovalState.APPROVED:
+        return False
+    return request.pk in subject_approvals_recheck(subject_type=request.subject_type, subject_id=request.subject_id)
+
+
+@contextmanager
+def lapses_kept() -> Iterator[None]:
+    """Around a service whose refusal rolls its transaction back: an approval that a check inside
+    found lapsed is looked at again once the refusal has rolled back (``subject_approvals_recheck``,
+    against the subject as committed), so a refusal never takes a lapse back with it. A block
+    inside another hands what it saw to the outer one."""
+    from django.db import connection
+
+    outer = _LAPSES_SEEN.get()
+    seen: list[tuple[str, str]] = []
+    token = _LAPSES_SEEN.set(seen)
+    try:
+        yield
+    except Exception:
+        _LAPSES_SEEN.reset(token)
+        if outer is not None:
+            outer.extend(seen)
+        elif seen and not connection.needs_rollback:
+            for subject_type, subject_id in dict.fromkeys(seen):
+                subject_approvals_recheck(subject_type=subject_type, subject_id=subject_id)
+        raise
+    _LAPSES_SEEN.reset(token)
+    if outer is not None:
+        outer.extend(seen)

@@ -24,6 +24,7 @@ from governance.rules import (
     slots_filled,
 )
 from governance.selectors import parties_of
+from governance.services.approvals import lapses_kept
 from governance.services.policy_sets import policy_set_in_force
 
 User = get_user_model()
@@ -51,7 +52,10 @@ def approval_request_decide(
     """Approve (fill one slot) or reject a pending request; a refusal under separation of duties
     is recorded in the ledger (see ``_approval_request_decide``)."""
     try:
-        return _approval_request_decide(actor=actor, request_id=request_id, decision=decision, reason=reason, role=role)
+        with lapses_kept():
+            return _approval_request_decide(
+                actor=actor, request_id=request_id, decision=decision, reason=reason, role=role
+            )
     except PolicyViolation as exc:
         if exc.code in SEPARATION_OF_DUTIES_CODES:
             record_duties_refusal(actor, request_id, exc)

@@ -15,6 +15,8 @@ from common.errors import Conflict, DomainError
 from governance.models import Project
 from governance.permissions import require_project_role
 from governance.roles import Role
+from governance.services import subject_pending_requests_withdraw
+from governance.services.approvals import approvals_lapse
 from registry.models import DatasetVersion, DataSubjectIndexEntry
 from registry.selectors import dataset_version_bytes
 from registry.services.datasets import _blob_delete_unless_live, _version_subject
@@ -91,7 +93,8 @@ def dataset_version_erase_records(
     person's, under GDPR Art. 17 or a CCPA request to delete). Compliance officers only.
 
     In one transaction: registers the new version (derivation ``erased``, lineage to the old one,
-    a fresh PII scan), marks the old one erased and drops its subject-index entries; once it
+    a fresh PII scan), marks the old one erased, lapses its approvals for good, withdraws its
+    pending approval requests and drops its subject-index entries; once it
     commits, the old blob is deleted unless a version that is not erased holds the same bytes.
     Returns the new version, or None when no record remains (the old one is still erased). The
     caller decides which records are the person's; models trained on the old bytes are not
@@ -124,6 +127,11 @@ def dataset_version_erase_records(
             )  # fmt: skip
         version.erased_at, version.erased_reason = timezone.now(), reason[:200]
         version.save(update_fields=["erased_at", "erased_reason"])
+        # Its approvals lapse for good (a restore or a new digest never brings them back), and a
+        # pending request about it is withdrawn: nothing may be approved for an erased version.
+        erased = f"the dataset version was erased: {reason[:200]}"
+        approvals_lapse(subject_type="dataset_version", subject_id=str(version.pk), digest=None, reason=erased)
+        subject_pending_requests_withdraw(subject_type="dataset_version", subject_id=str(version.pk), reason=erased)
         DataSubjectIndexEntry.objects.filter(version=version).delete()
         shared = list(
             DatasetVersion.objects.filter(sha256=version.sha256, erased_at__isnull=True).values_list("pk", flat=True)
