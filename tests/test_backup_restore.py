@@ -326,6 +326,20 @@ def test_restore_trusts_configured_keys_only_checks_blobs_by_name_and_reapplies_
     assert "OK" in _ok(manage_in(target, "ledger", "verify"))
 
 
+# Someone with the database's owner role rewrites entry 3 of the source, around the triggers.
+TAMPER_PG = """
+from django.db import connection
+
+with connection.cursor() as cursor:
+    cursor.execute("ALTER TABLE ledger_entry DISABLE TRIGGER ALL")
+    cursor.execute('SELECT body FROM ledger_entry WHERE "index" = 3')
+    body = bytes(cursor.fetchone()[0]).replace(b'"action":"', b'"action":"x', 1)
+    cursor.execute('UPDATE ledger_entry SET body = %s WHERE "index" = 3', [body])
+    cursor.execute("ALTER TABLE ledger_entry ENABLE TRIGGER ALL")
+"""
+ENTRIES = "from audits.ledger.models import Entry; print(Entry.objects.count())"
+
+
 def _pg_database_url(url: str, name: str) -> str:
     return urlunparse(urlparse(url)._replace(path=f"/{name}"))
 
@@ -370,6 +384,16 @@ def test_backup_and_restore_drill_on_postgresql(tmp_path: Path, postgres_databas
     (tampered / "database" / "db.pgdump").write_bytes((backup / "database" / "db.pgdump").read_bytes()[:-1])
     result = manage_in(target, "restore", str(tampered), "--checkpoints", str(offsite))
     assert result.returncode == 1 and "backup file database/db.pgdump was changed" in result.stderr
+
+    # A backup whose ledger was changed in the database it was dumped from: verified in a scratch
+    # database and refused there, so the target keeps its empty ledger (issue 26, class 12).
+    _ok(manage_in(source, "shell", "-c", TAMPER_PG))
+    altered = tmp_path / "altered"
+    _ok(manage_in(source, "backup", str(altered)))
+    result = manage_in(target, "restore", str(altered), "--checkpoints", str(offsite))
+    assert result.returncode == 1 and "does NOT verify against" in result.stderr, result.stderr
+    assert "do not start the service" not in result.stderr
+    assert _ok(manage_in(target, "shell", "-c", ENTRIES)).split()[-1] == "0"
 
     out = _ok(manage_in(target, "restore", str(backup), "--checkpoints", str(offsite)))
     assert "OK restored and verified" in out

@@ -1,5 +1,6 @@
 """PostgreSQL: pg_dump of a snapshot exported while the ledger head is locked, and pg_restore in
-one transaction; the client tools run from an argument list with libpq's environment.
+one transaction, verified first in a scratch database beside the target (when the role may create
+one); the client tools run from an argument list with libpq's environment.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +91,60 @@ def _snapshot_postgresql(out: _BackupDir) -> dict[str, Any]:
     return state
 
 
-def _restore_postgresql(dump: Path) -> None:
+def _restore_postgresql(dump: Path, database: str | None = None) -> None:
     pg_restore = _pg_tool("pg_restore")
     connection.close()
     # --clean: a migrated but empty database (or, with --force, an old one) is replaced object by
     # object; one transaction, so a failed load leaves the database as it was.
     _run_pg(
         [pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-         "--exit-on-error", "--no-password", f"--dbname={connection.settings_dict['NAME']}", str(dump)],
+         "--exit-on-error", "--no-password", f"--dbname={database or connection.settings_dict['NAME']}", str(dump)],
         "pg_restore",
     )  # fmt: skip
+
+
+def _scratch_database(action: str, name: str) -> bool:
+    """``CREATE`` or ``DROP`` the scratch database ``name`` beside the target, on a session of its
+    own (outside any transaction, as PostgreSQL requires); False when this role may not."""
+    from django.db import DatabaseError, connections
+
+    session = connections.create_connection("default")
+    try:
+        with session.cursor() as cursor:
+            quoted = session.ops.quote_name(name)
+            if action == "CREATE":
+                cursor.execute(f"DROP DATABASE IF EXISTS {quoted}")  # a crashed restore's leftover
+                cursor.execute(f"CREATE DATABASE {quoted}")
+            else:
+                cursor.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    except DatabaseError:
+        return False
+    finally:
+        session.close()
+    return True
+
+
+def _restore_postgresql_staged(dump: Path, verify: Callable[[], Any]) -> tuple[bool, Any]:
+    """Load the dump into a scratch database beside the target and run ``verify`` there; only if it
+    passes is the same dump (its SHA-256 checked against the manifest) loaded into the target. A
+    backup that fails verification leaves the target as it was. Returns ``(False, None)``, having
+    touched nothing, when this role may not create a database (the caller then loads and verifies
+    in place)."""
+    db = connection.settings_dict
+    target = db["NAME"]
+    scratch = f"{target}_restoring"[:63]
+    connection.close()
+    if not _scratch_database("CREATE", scratch):
+        return False, None
+    try:
+        _restore_postgresql(dump, scratch)
+        db["NAME"] = scratch
+        try:
+            result = verify()
+        finally:
+            connection.close()
+            db["NAME"] = target
+    finally:
+        _scratch_database("DROP", scratch)
+    _restore_postgresql(dump, target)
+    return True, result

@@ -27,7 +27,7 @@ from audits.ledger.backup.layout import (
     _sqlite_path,
 )
 from audits.ledger.backup.manifest import _check_migrations, manifest_check, manifest_read
-from audits.ledger.backup.postgres import _restore_postgresql
+from audits.ledger.backup.postgres import _restore_postgresql, _restore_postgresql_staged
 from audits.ledger.backup.sqlite import _restore_sqlite_staged
 from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load_verifier_keys, trust_verifier_keys
 
@@ -151,9 +151,11 @@ def service_restore(
     migrations, the signatures of the backup's checkpoints and of the off-site ones under the
     trusted keys, the anchor file, an empty target (unless ``force``); nothing is written before
     these pass, the target's files included. Then the database (SQLite: verified, checked against
-    its ledger and given the erasure journal in a staging copy before it lands; PostgreSQL: loaded,
-    then the same), and only after that the files. Caveat: on PostgreSQL a database that fails
-    verification stays loaded (the message says so) and the files are not restored.
+    its ledger and given the erasure journal in a staging copy before it lands; PostgreSQL:
+    verified in a scratch database, then loaded into the target and given the journal), and only
+    after that the files. Caveat: on PostgreSQL, when the role may not create a database, the dump
+    is loaded into the target and verified there: one that fails stays loaded (the message says
+    so, and a warning says it was verified in place).
     """
     from audits.ledger.backup.journal import journal_complete, journal_read, journal_reapply
 
@@ -200,14 +202,26 @@ def service_restore(
         if vendor == "sqlite":
             result = _restore_sqlite_staged(directory / SQLITE_FILE, verify_then_erase)
         else:
-            _restore_postgresql(directory / PG_DUMP_FILE)
-            say(f"database: pg_restore of {PG_DUMP_FILE} into {connection.settings_dict['NAME']}")
-            try:
-                result = verify_then_erase()
-            except BackupError as exc:
-                raise BackupError(
-                    f"{exc}. The database holds the unverified restore: do not start the service"
-                ) from None
+            staged, result = _restore_postgresql_staged(
+                directory / PG_DUMP_FILE, lambda: _verify_against(anchor_file, log_in_backup, trusted_file)
+            )
+            if staged:
+                say(f"database: {PG_DUMP_FILE} verified in a scratch database, then restored into "
+                    f"{connection.settings_dict['NAME']}")  # fmt: skip
+                reapplied.extend(journal_reapply(say=say))
+            else:
+                _restore_postgresql(directory / PG_DUMP_FILE)
+                say(f"database: pg_restore of {PG_DUMP_FILE} into {connection.settings_dict['NAME']}")
+                warnings.append(
+                    "this database role may not create a database, so the dump was verified after it was loaded "
+                    "into the target (a backup that failed would have stayed loaded there)"
+                )
+                try:
+                    result = verify_then_erase()
+                except BackupError as exc:
+                    raise BackupError(
+                        f"{exc}. The database holds the unverified restore: do not start the service"
+                    ) from None
     anchored = max((size for _, size in anchor.sizes if size <= result.tree_size), default=0)
     say(
         f"ledger: {result.tree_size} entries re-hashed; {result.checkpoints_checked} checkpoint(s) verified under "
