@@ -8,9 +8,10 @@ class GovernanceConfig(AppConfig):
 
     def ready(self) -> None:
         from common import security_log
-        from governance import checks  # noqa: F401  (registers the policy system check)
+        from governance import checks, ledger_scopes  # noqa: F401  (checks: registers the policy system check)
 
         security_log.connect_signals()  # session logins, failed logins and logouts: security events
+        ledger_scopes.register()  # which project each ledger entry is about, and who reads it
 
 
 class MfaAdminConfig(admin_apps.AdminConfig):

@@ -78,3 +78,13 @@ def require_project_role(user: AbstractBaseUser | AnonymousUser, project: Projec
         return
     names = " or ".join(sorted(role.value for role in roles))
     raise PermissionDenied("permission_denied", f"{what} needs the {names} role in project {project.slug}")
+
+
+def ledger_readable_project_ids(user: AbstractBaseUser | AnonymousUser) -> set[int]:
+    """The projects whose ledger entries ``user`` reads: those where they hold a ledger reading
+    role (``LEDGER_READER_ROLES``). Reading every entry (the organisation-wide auditors, global
+    admins) is the ledger's own permission, ``ledger.read_all_entries`` (audits/ledger/scopes.py)."""
+    from governance.roles import LEDGER_READER_ROLES
+    from governance.selectors import project_list
+
+    return set(project_list(user=user, roles=LEDGER_READER_ROLES).values_list("pk", flat=True))

@@ -1,5 +1,10 @@
 """The roles of the service. Each is a Django group (created by a migration) and, per project, a
-django-guardian object permission ``governance.role_<name>`` on the project."""
+django-guardian object permission ``governance.role_<name>`` on the project.
+
+One role is not a project's: the organisation-wide auditor (``ORGANISATION_AUDITOR``) reads every
+ledger entry, of every project and of the organisation. It is a Django group holding
+``ledger.read_all_entries`` (made by the ledger's migration 0003), granted and revoked by
+``organisation_auditor_grant`` and ``organisation_auditor_revoke``, both ledgered."""
 
 from __future__ import annotations
 
@@ -47,3 +52,8 @@ STAFF_ROLES = frozenset(
         Role.PLATFORM_ADMIN,
     }
 )
+
+# The project roles whose holders read the project's ledger entries (``ledger_readable_project_ids``).
+LEDGER_READER_ROLES = frozenset({Role.AUDITOR, Role.COMPLIANCE_OFFICER})
+
+ORGANISATION_AUDITOR = "organisation_auditor"

@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver
 
-from audits.ledger.models import Checkpoint, Entry
+from audits.ledger.models import Checkpoint
 from audits.ledger.services import checkpoint_create
 from common.testing import admin_login
 from tests.test_permission_matrix import MEMBERS, _scenario
@@ -245,8 +245,9 @@ PAGES: dict[str, tuple[str, ...]] = {
     "view_on_site": NOBODY,
 }
 
-# Rows that belong to no project: the ledger (one for the whole organisation), people, devices, lockouts.
-NOT_OF_A_PROJECT = ("ledger_", "auth_", "otp_", "axes_")
+# Rows that belong to no project: the ledger's checkpoints, keys and verifications (its entries are
+# each a project's or the organisation's), people, devices, lockouts.
+NOT_OF_A_PROJECT = ("ledger_checkpoint", "ledger_publishedkey", "ledger_verificationrun", "auth_", "otp_", "axes_")
 
 # The scenario's object (tests/test_permission_matrix.py) that each model's pages are opened on.
 OBJECT_OF_MODEL = {
@@ -309,8 +310,8 @@ def _objects(scenario: dict[str, Any]) -> dict[str, Any]:
         "pii_scan": PiiScan.objects.filter(version_id=scenario["version"]).latest("pk").pk,
         "prompt_template": PromptTemplate.objects.get(project=project, slug="p").pk,
         "gpu_quota": quota.pk if quota else 0,
-        "entry": Entry.objects.latest("index").pk,
-        "entry_index": Entry.objects.latest("index").index,
+        "entry": scenario["entry"],  # an entry of the project (its entry pages are scoped by project)
+        "entry_index": scenario["entry"],
         "checkpoint": Checkpoint.objects.latest("pk").pk,
     }
 
@@ -366,7 +367,7 @@ def test_admin_pages_matrix(people: dict[str, Any]) -> None:
         expected = PAGES.get(name)
         if expected is not None and opened != tuple(r for r in WHO if r in expected):
             failures.append(f"{name} ({route}): expected open to {expected}, open to {opened}")
-        of_a_project = "<path:object_id>" in route or "<int:pk>" in route
+        of_a_project = "<path:object_id>" in route or "<int:pk>" in route or "<int:index>" in route
         of_a_project = of_a_project and not name.startswith(NOT_OF_A_PROJECT)
         for role in opened if of_a_project else ():
             if role != ANONYMOUS and _outcome(clients[role], _path(name, route, other)) == "open":

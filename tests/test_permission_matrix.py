@@ -67,8 +67,10 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/ledger/keys", "GET"): (PUBLIC, False),
     ("api/v1/ledger/proofs/inclusion", "GET"): (PUBLIC, False),
     ("api/v1/ledger/proofs/consistency", "GET"): (PUBLIC, False),
+    # A project's auditors and compliance officers read its entries; another project's entry is no
+    # entry (the list's scoping: test_ledger_lists_only_the_callers_projects below).
     ("api/v1/ledger/entries/", "GET"): (["auditor", "compliance_officer"], False),
-    ("api/v1/ledger/entries/<int:index>", "GET"): (["auditor", "compliance_officer"], False),
+    ("api/v1/ledger/entries/<int:index>", "GET"): (["auditor", "compliance_officer"], True),
     ("api/v1/projects/<slug:slug>/datasets/", "GET"): (MEMBERS, True),
     ("api/v1/projects/<slug:slug>/datasets/", "POST"): (["data_steward"], True),
     ("api/v1/projects/<slug:slug>/data-subjects/lookup", "POST"): (["compliance_officer"], True),
@@ -232,6 +234,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 # Where a member whose role may not act does not see the object either: 404 rather than 403.
 HIDDEN_FROM_OTHER_ROLES = {("api/v1/tokens/<slug:prefix>/revoke", "POST")}
+# Where a role that may not act is refused before any object is looked up (403 for any object):
+# only the roles allowed get 404 for another project's object.
+REFUSED_BEFORE_LOOKUP = {("api/v1/ledger/entries/<int:index>", "GET")}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
 
 
@@ -341,7 +346,11 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         actor=owner_roles["ml_engineer"], project=project, name="r", base=model_version, dataset_versions=[version],
         text_field="t", hyperparameters={"learning_rate": 1e-3, "batch_size": 1, "max_steps": 1},
     )  # fmt: skip
+    from audits.ledger.models import Entry
+
+    entry = Entry.objects.get(action="approval.requested", subject_id=str(version.pk), subject_type="dataset_version")
     return {
+        "entry": entry.index,
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
@@ -422,7 +431,7 @@ def _path(route: str, objects: dict[str, Any]) -> str:
         "model_version" if "model-versions/" in route else
         "model"
     )  # fmt: skip
-    path = "/" + route.replace("<slug:slug>", objects["slug"]).replace("<int:index>", "0")
+    path = "/" + route.replace("<slug:slug>", objects["slug"]).replace("<int:index>", str(objects["entry"]))
     path = path.replace("<slug:prefix>", objects["token"])
     return path.replace("<int:pk>", str(objects[kind]))
 
@@ -443,8 +452,12 @@ def test_permission_matrix(client: Client, people: dict[str, Any]) -> None:
     User = get_user_model()
     members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
     strangers = {role: User.objects.create_user(username=f"s-{role}") for role in MEMBERS}
+    from audits.ledger.selectors import tree_size
+
     own = _scenario("own", people, members)
+    between = tree_size()
     other = _scenario("other", people, strangers)
+    others_entries = set(range(between, tree_size()))
     checkpoint_create()
     tokens = {
         role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
@@ -466,6 +479,37 @@ def test_permission_matrix(client: Client, people: dict[str, Any]) -> None:
                 failures.append(f"{method} {route} as {role} (own): expected {expected}, got {code}")
             if hides_other and role != "anonymous":
                 code = _call(client, method, key, _path(route, other), tokens[role])
-                if code != 404:
-                    failures.append(f"{method} {route} as {role} (other project): expected 404, got {code}")
+                expected_code = 403 if key in REFUSED_BEFORE_LOOKUP and role not in allowed else 404
+                if code != expected_code:
+                    failures.append(f"{method} {route} as {role} (other project): expected {expected_code}, got {code}")
+    failures += _ledger_reads(client, tokens, own, others_entries, people)
     assert failures == [], f"{len(failures)} cells differ:\n" + "\n".join(failures)
+
+
+def _ledger_reads(
+    client: Client, tokens: dict[str, dict[str, str]], own: dict[str, Any], others: set[int], people: dict[str, Any]
+) -> list[str]:
+    """The ledger's per-project reads: a project's readers list their project's entries and none
+    of the entries the other project's scenario appended; an organisation-wide auditor reads all."""
+    from audits.ledger.selectors import tree_size
+    from governance.services.auditors import organisation_auditor_grant
+
+    failures = []
+    for role in ("auditor", "compliance_officer"):
+        listed = {
+            e["index"] for e in client.get("/api/v1/ledger/entries/", {"limit": 1000}, **tokens[role]).json()["results"]
+        }
+        if own["entry"] not in listed or listed & others:
+            failures.append(
+                f"GET api/v1/ledger/entries/ as {role}: lists {len(listed & others)} of the other project's entries"
+            )
+    everyone = get_user_model().objects.create_user(username="organisation-auditor")
+    organisation_auditor_grant(actor=people["system"], user=everyone, reason="the matrix")
+    auth = {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=people['system'], user=everyone, name='t')[1]}"}
+    page = client.get("/api/v1/ledger/entries/", {"limit": 1000}, **auth).json()
+    if page.get("count") != tree_size() or not others <= {e["index"] for e in page.get("results", [])}:
+        failures.append(f"GET api/v1/ledger/entries/ as an organisation-wide auditor: {page} for {tree_size()}")
+    for index in (own["entry"], min(others), max(others)):
+        if client.get(f"/api/v1/ledger/entries/{index}", **auth).status_code != 200:
+            failures.append(f"GET api/v1/ledger/entries/{index} as an organisation-wide auditor: refused")
+    return failures

@@ -1,6 +1,9 @@
 """Read-only admin pages of the ledger: entries, checkpoints, keys and verification results, and
 each entry's inclusion proof (``/admin/ledger/entry/<index>/proof/``, URL name
-``admin:ledger_entry_proof``) with its proof file for the offline verifier."""
+``admin:ledger_entry_proof``) with its proof file for the offline verifier.
+
+The entry pages (list, change page, proof page and file) show a reader only the entries they read,
+as the API does (``entries_scoped``): another project's entry is no entry at all."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -19,7 +23,7 @@ from django.utils.html import format_html
 
 from audits.ledger.inclusion import entry_inclusion_proof
 from audits.ledger.models import Checkpoint, Entry, PublishedKey, VerificationRun
-from audits.ledger.selectors import entry_decoded
+from audits.ledger.selectors import entries_scoped, entry_decoded
 from common.admin import ReadOnlyAdmin
 
 MAX_INDEX = 2**63 - 1  # indexes are 64-bit signed integers in the database
@@ -33,6 +37,9 @@ class EntryAdmin(ReadOnlyAdmin):
     fields = ["index", "created_at", "action", "actor_name", "leaf_hash_b64", "inclusion_proof", "decoded"]
     readonly_fields = fields
     show_full_result_count = False  # a count(*) over millions of rows per page view is not free
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Entry]:
+        return entries_scoped(super().get_queryset(request), request.user)
 
     def get_urls(self) -> list[URLPattern]:
         # Before the default URLs: their "<object_id>/" pattern would take "<index>/proof/" too.
@@ -55,7 +62,7 @@ class EntryAdmin(ReadOnlyAdmin):
         """The entry, or a plain 404 page naming the index (never a 500 for a huge number)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        entry = Entry.objects.filter(index=index).first() if index <= MAX_INDEX else None
+        entry = self.get_queryset(request).filter(index=index).first() if index <= MAX_INDEX else None
         if entry is not None:
             return entry
         context = {**self.admin_site.each_context(request), "opts": self.opts, "index": index, "title": "No such entry"}

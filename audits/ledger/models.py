@@ -80,9 +80,35 @@ class Entry(AppendOnlyModel):
         ordering = ["index"]
         verbose_name_plural = "entries"
         indexes = [models.Index(fields=["subject_type", "subject_id"], name="ledger_entry_subject")]
+        # Held by the organisation-wide auditors' group (and superusers): every entry, of every
+        # project and of the organisation. Everyone else reads their projects' entries only.
+        permissions = [("read_all_entries", "Can read every ledger entry, of every project")]
 
     def __str__(self) -> str:
         return f"#{self.index} {self.action}"
+
+
+class EntryScope(AppendOnlyModel):
+    """Whose entry it is: the project (its primary key) the entry is about, or ``None`` for the
+    organisation. One row per entry, written in the append's transaction (``audits.ledger.scopes``);
+    kept beside the entry, not in its bytes, so the tree and its proofs are untouched.
+
+    ``entry`` is a key without a database constraint: the tests that play an attacker delete
+    entries with the triggers dropped, and a dangling attribution must not stop them."""
+
+    entry = models.OneToOneField(
+        Entry, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="scope",
+        db_column="entry_index",
+    )  # fmt: skip
+    project_id = models.BigIntegerField(
+        null=True, blank=True, help_text="the project's primary key; empty: the organisation's"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["project_id", "entry"], name="ledger_entry_scope_project")]
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id}: {'organisation' if self.project_id is None else f'project {self.project_id}'}"
 
 
 class Node(AppendOnlyModel):

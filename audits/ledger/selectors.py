@@ -1,7 +1,9 @@
 """Reads of the ledger: the head, roots and proofs from stored subtree hashes, entries decoded.
 
 Every proof or root costs two queries (leaf hashes and upper nodes, each one ``IN`` lookup of at
-most 2·log2(n) keys), whatever the size of the tree.
+most 2·log2(n) keys), whatever the size of the tree. Roots, proofs and checkpoints carry hashes
+only and answer anyone; entries answer a reader only those of the projects they read
+(``entries_readable``, ``audits/ledger/scopes.py``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import json
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
 
-from audits.ledger import merkle
+from audits.ledger import merkle, scopes
 from audits.ledger.models import Checkpoint, Entry, LedgerHead
 from audits.ledger.services import LedgerError, is_sealed, node_key
 
@@ -106,6 +109,35 @@ def consistency_proof_with_roots(first: int, second: int) -> tuple[list[bytes], 
     nodes = fetch_nodes(merkle.nodes_for([*ranges, (0, first), (0, second)]))
     proof = [merkle.subtree_hash(start, end, nodes.__getitem__) for start, end in ranges]
     return proof, merkle.subtree_hash(0, first, nodes.__getitem__), merkle.subtree_hash(0, second, nodes.__getitem__)
+
+
+def entries_scoped(queryset: QuerySet[Entry], user: Any) -> QuerySet[Entry]:
+    """``queryset`` narrowed to the entries ``user`` reads: every entry for a reader of all
+    (``ledger.read_all_entries``), else those attributed to a project where they hold a reading
+    role; never the organisation's entries, never an entry not attributed."""
+    projects = scopes.readable_projects(user)
+    if projects is None:
+        return queryset
+    if not projects:
+        return queryset.none()
+    return queryset.filter(scope__project_id__in=sorted(projects))
+
+
+def entries_readable(user: Any) -> QuerySet[Entry]:
+    """The entries ``user`` reads, by index."""
+    return entries_scoped(Entry.objects.order_by("index"), user)
+
+
+def entries_readable_count(user: Any) -> int:
+    """How many entries ``user`` reads: the tree size for a reader of every entry (no count)."""
+    if scopes.reads_every_entry(user):
+        return tree_size()
+    return entries_readable(user).count()
+
+
+def entry_readable(user: Any, index: int) -> Entry | None:
+    """Entry ``index`` if ``user`` reads it; ``None`` for another project's entry as for no entry."""
+    return entries_readable(user).filter(index=index).first()
 
 
 def latest_checkpoint() -> Checkpoint | None:

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audits.ledger import merkle, notes
+from audits.ledger import merkle, notes, scopes
 from audits.ledger.keys import KeyFileError, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
 from common.errors import Conflict, DomainError
@@ -164,6 +164,7 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
     if not requests:
         return []
     payloads = [_validate(request) for request in requests]
+    projects = _attribute(requests)  # before the lock: reads of the subjects' rows, not of the ledger
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
@@ -189,10 +190,31 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
             "subject_type, subject_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             entry_rows,
         )
+        cursor.executemany(
+            "INSERT INTO ledger_entryscope (entry_index, project_id) VALUES (%s, %s)",
+            [(item.index, project) for item, project in zip(appended, projects, strict=True)],
+        )
         if node_rows:
             cursor.executemany('INSERT INTO ledger_node ("key", hash) VALUES (%s, %s)', node_rows)
         cursor.execute("UPDATE ledger_ledgerhead SET size = %s, frontier = %s WHERE id = 1", [tree.size, tree.encode()])
     return appended
+
+
+def _attribute(requests: Sequence[AppendRequest]) -> list[int | None]:
+    """The project of each entry (``None``: the organisation's), from its subject, asked once
+    per subject (``audits.ledger.scopes``)."""
+    found: dict[tuple[str, str], int | None] = {}
+    projects = []
+    for request in requests:
+        subject = request.subject
+        if subject is None:
+            projects.append(None)
+            continue
+        key = (subject.type, subject.id)
+        if key not in found:
+            found[key] = scopes.subject_project(subject.type, subject.id)
+        projects.append(found[key])
+    return projects
 
 
 def ledger_append(

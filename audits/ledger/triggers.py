@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-APPEND_ONLY_TABLES = ("ledger_entry", "ledger_node", "ledger_checkpoint")
+APPEND_ONLY_TABLES = ("ledger_entry", "ledger_node", "ledger_checkpoint", "ledger_entryscope")
+# The tables of migration 0002; the entries' attribution (``ledger_entryscope``) came with 0003.
+FIRST_TABLES = APPEND_ONLY_TABLES[:3]
 
 
 def _sqlite_install(table: str) -> list[str]:
@@ -58,34 +60,32 @@ def _pg_install(table: str) -> list[str]:
     ]
 
 
-def install_statements(vendor: str) -> list[str]:
+def install_statements(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
     if vendor == "sqlite":
-        return [sql for table in APPEND_ONLY_TABLES for sql in _sqlite_install(table)]
+        return [sql for table in tables for sql in _sqlite_install(table)]
     if vendor == "postgresql":
-        return _PG_FUNCTIONS + [sql for table in APPEND_ONLY_TABLES for sql in _pg_install(table)]
+        return _PG_FUNCTIONS + [sql for table in tables for sql in _pg_install(table)]
     raise NotImplementedError(f"no append-only triggers for database vendor {vendor!r}")
 
 
-def drop_statements(vendor: str) -> list[str]:
+def drop_statements(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
     if vendor == "sqlite":
-        return [f"DROP TRIGGER IF EXISTS {t}_{op}" for t in APPEND_ONLY_TABLES for op in ("no_update", "no_delete")]
+        return [f"DROP TRIGGER IF EXISTS {t}_{op}" for t in tables for op in ("no_update", "no_delete")]
     if vendor == "postgresql":
-        return [
-            f"DROP TRIGGER IF EXISTS {t}_{op} ON {t}" for t in APPEND_ONLY_TABLES for op in ("no_change", "no_truncate")
-        ]
+        return [f"DROP TRIGGER IF EXISTS {t}_{op} ON {t}" for t in tables for op in ("no_change", "no_truncate")]
     raise NotImplementedError(f"no append-only triggers for database vendor {vendor!r}")
 
 
-def install(connection: Any) -> None:
+def install(connection: Any, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> None:
     with connection.cursor() as cursor:
-        for sql in install_statements(connection.vendor):
+        for sql in install_statements(connection.vendor, tables):
             cursor.execute(sql)
 
 
-def drop_rollback_unsafe(connection: Any) -> None:
+def drop_rollback_unsafe(connection: Any, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> None:
     """Remove the triggers. For tests that play an attacker, and nothing else."""
     with connection.cursor() as cursor:
-        for sql in drop_statements(connection.vendor):
+        for sql in drop_statements(connection.vendor, tables):
             cursor.execute(sql)
 
 

@@ -5,3 +5,10 @@ class ReportsConfig(AppConfig):
     name = "audits.reports"
     label = "reports"
     verbose_name = "Compliance reports"
+
+    def ready(self) -> None:
+        from audits.ledger.scopes import project_by_field, register_subject_project
+        from audits.reports.models import ReportRun
+
+        # The ledger attributes a report's entries to its project (an organisation-wide report: none).
+        register_subject_project("report", project_by_field(ReportRun, "project_id"))

@@ -10,9 +10,10 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from audits.ledger import selectors
+from audits.ledger import scopes, selectors
 from audits.ledger.models import Entry
 from audits.ledger.services import LedgerError
 from audits.ledger.verification import known_verifiers
@@ -25,8 +26,14 @@ _b64 = serializers.ListField(child=serializers.CharField())
 
 
 class CanReadEntries(BasePermission):
+    """Readers of the ledger (``ledger.view_entry``: the project roles that read it) and readers
+    of every entry; which entries each reads is the selectors' answer (``entries_readable``)."""
+
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm("ledger.view_entry"))
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return bool(user.has_perm("ledger.view_entry") or scopes.reads_every_entry(user))
 
 
 def _int_param(request: Request, name: str, *, default: int | None = None, minimum: int = 0) -> int:
@@ -174,18 +181,46 @@ class EntrySerializer(serializers.Serializer):
 
 
 class EntryPagination(Pagination):
-    """The envelope and parameters of every list. Entries are numbered from 0 without a gap, so
-    ``offset`` is the index of the first entry: a page is read as a range of indexes (a seek on the
-    primary key, never a scan past ``offset`` rows), and ``count`` is the tree size."""
+    """The envelope and parameters of every list, with ``offset`` an entry index: a page is the
+    first ``limit`` entries the caller reads from index ``offset`` on (a seek on the primary key,
+    never a scan past ``offset`` rows); ``next`` starts after its last entry and ``previous`` at
+    the ``limit``-th readable entry before ``offset``. For a reader of every entry the indexes
+    have no gap, so a page is the range ``offset`` to ``offset + limit`` and ``count`` the tree
+    size; for a project's reader ``count`` is how many entries they read."""
 
-    offset_query_description = "The index of the first entry (default 0)."
+    offset_query_description = "The index from which to read entries (default 0)."
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
-        self.count = selectors.tree_size()
-        return list(queryset.filter(index__gte=self.offset, index__lt=min(self.offset + self.limit, self.count)))
+        self.queryset = queryset
+        self.count = selectors.entries_readable_count(request.user)
+        rows = list(queryset.filter(index__gte=self.offset)[: self.limit + 1])
+        page = rows[: self.limit]
+        self.next_offset = page[-1].index + 1 if len(rows) > self.limit else None
+        return page
+
+    def get_next_link(self) -> str | None:
+        if self.next_offset is None:
+            return None
+        url = self.request.build_absolute_uri()
+        url = replace_query_param(url, self.limit_query_param, self.limit)
+        return replace_query_param(url, self.offset_query_param, self.next_offset)
+
+    def get_previous_link(self) -> str | None:
+        if self.offset <= 0:
+            return None
+        # The indexes of at most ``limit`` readable entries before ``offset``, nearest first.
+        before = list(
+            self.queryset.filter(index__lt=self.offset).order_by("-index").values_list("index", flat=True)[: self.limit]
+        )
+        if not before:
+            return None
+        url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
+        if len(before) < self.limit or before[-1] == 0:  # the first page
+            return remove_query_param(url, self.offset_query_param)
+        return replace_query_param(url, self.offset_query_param, before[-1])
 
 
 class EntryListView(ListView):
@@ -196,7 +231,9 @@ class EntryListView(ListView):
     pagination_class = EntryPagination
     serializer_class = EntrySerializer
     list_operation_id = "ledger_entries"
-    queryset = Entry.objects.order_by("index")
+
+    def get_queryset(self) -> Any:
+        return selectors.entries_readable(self.request.user)
 
 
 class EntryDetailView(APIView):
@@ -204,7 +241,8 @@ class EntryDetailView(APIView):
 
     @extend_schema(operation_id="ledger_entry", responses=EntrySerializer)
     def get(self, request: Request, index: int) -> Response:
-        entry = Entry.objects.filter(index=index).first() if index <= MAX_INDEX else None
+        """One entry, if the caller reads it (another project's entry answers as no entry does)."""
+        entry = selectors.entry_readable(request.user, index) if index <= MAX_INDEX else None
         if entry is None:
             raise NotFound("not_found", f"no entry with index {index}")
         return Response(selectors.entry_decoded(entry))

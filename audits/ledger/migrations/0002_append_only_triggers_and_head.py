@@ -6,14 +6,14 @@ from django.db import migrations
 def forwards(apps, schema_editor):
     from audits.ledger import triggers
 
-    triggers.install(schema_editor.connection)
+    triggers.install(schema_editor.connection, triggers.FIRST_TABLES)
     apps.get_model("ledger", "LedgerHead").objects.get_or_create(id=1, defaults={"size": 0, "frontier": b""})
 
 
 def backwards(apps, schema_editor):
     from audits.ledger import triggers
 
-    triggers.drop_rollback_unsafe(schema_editor.connection)
+    triggers.drop_rollback_unsafe(schema_editor.connection, triggers.FIRST_TABLES)
 
 
 class Migration(migrations.Migration):

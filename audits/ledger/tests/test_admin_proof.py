@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from audits.ledger import notes
+from audits.ledger import notes, scopes
 from audits.ledger.keys import load_signer_keys
 from audits.ledger.models import Checkpoint
 from audits.ledger.services import checkpoint_create
@@ -25,6 +25,14 @@ from common.testing import admin_login
 from conftest import ROOT
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def things_of_the_project(people: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries ``append`` makes (subjects of type ``thing``) belong to the people's project,
+    whose auditor and compliance officer read them (the admin's entry pages are scoped by project:
+    tests/test_ledger_admin.py)."""
+    monkeypatch.setitem(scopes._BY_TYPE, "thing", lambda subject_id: people["project"].pk)
 
 
 def _proof_url(index: int) -> str:
