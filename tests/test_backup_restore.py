@@ -190,8 +190,10 @@ def test_backup_and_restore_drill_on_the_embedded_default(tmp_path: Path) -> Non
     assert not (target_var / "db.sqlite3.restoring").exists()
 
     # The real restore, onto the still clean machine.
-    out = _ok(manage_in(target, "restore", str(backup), "--checkpoints", str(offsite)))
+    restored = manage_in(target, "restore", str(backup), "--checkpoints", str(offsite))
+    out = _ok(restored)
     assert "OK restored and verified" in out and str(offsite) in out
+    assert "there is no erasure journal at" in restored.stderr  # this machine was given none
     assert _row_counts(target_var / "db.sqlite3") == _row_counts(Path(source["GOV_VAR_DIR"]) / "db.sqlite3")
     assert _blobs(target_var) == _blobs(Path(source["GOV_VAR_DIR"])) and len(_blobs(target_var)) == 3
     assert (target_var / "ledger-checkpoints.jsonl").read_bytes() == offsite.read_bytes()

@@ -170,6 +170,12 @@ def service_restore(
     _check_backup_signatures(directory, manifest, trusted)
     journal_read()  # a damaged journal refuses the restore before anything is written
     warnings: list[str] = []
+    if not Path(settings.LEDGER_ERASURE_JOURNAL).exists():
+        warnings.append(
+            f"there is no erasure journal at {settings.LEDGER_ERASURE_JOURNAL} (LEDGER_ERASURE_JOURNAL): erasures made "
+            "after this backup, if any, were not re-applied. If the journal is kept elsewhere, put it there and "
+            "restore again with --force before starting the service"
+        )
     backup_log = directory / CHECKPOINT_LOG
     anchor = anchor_read(checkpoints or backup_log, trusted)
     if checkpoints is None:
