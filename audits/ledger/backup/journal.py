@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audits.ledger.backup.layout import BackupError, Say
+from audits.ledger.backup.layout import BackupError, Say, _fsync_dir
 
 REAPPLIED_REASON = "re-applied from the erasure journal after a restore"
 
@@ -57,19 +57,34 @@ def journal_append(
     *, subject_ref: str | None = None, blob: str | None = None, erased_at: datetime, entry: int | None = None
 ) -> None:
     """Append one erasure (a subject's key or an artifact blob) to the journal and fsync it (the
-    file and its folder are made if missing)."""
+    file and its folder are made if missing). A journal that cannot be written refuses the erasure
+    (``LedgerError`` ``erasure_journal_unavailable``, 503): an erasure a restore could undo is not
+    made."""
+    from audits.ledger.services import LedgerError
+
     if (subject_ref is None) == (blob is None):
         raise ValueError("an erasure journal line names a subject or a blob")
     path = journal_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     named = {"subject": subject_ref} if subject_ref is not None else {"blob": blob}
     line = json.dumps({**named, "erased_at": erased_at.isoformat(), "entry": entry}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:  # the file's name too must survive a crash
+            _fsync_dir(path.parent)
+    except OSError as exc:
+        raise LedgerError(
+            "erasure_journal_unavailable",
+            f"the erasure journal {path} (LEDGER_ERASURE_JOURNAL) cannot be written ({exc.strerror or exc}): "
+            "nothing was erased",
+            status_code=503,
+        ) from None
 
 
 def journal_read(path: Path | None = None) -> list[JournalLine]:

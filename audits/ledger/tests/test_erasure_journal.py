@@ -18,7 +18,7 @@ from audits.ledger.backup.journal import (
 )
 from audits.ledger.models import DataSubjectKey, Entry
 from audits.ledger.selectors import entry_decoded
-from audits.ledger.services import ERASED, data_subject_erase, ledger_append, vault_open, vault_seal
+from audits.ledger.services import ERASED, LedgerError, data_subject_erase, ledger_append, vault_open, vault_seal
 
 pytestmark = pytest.mark.django_db
 SUBJECT = "subject-journal-1"
@@ -79,3 +79,13 @@ def test_the_journal_is_completed_from_the_database_and_a_bad_line_is_named(jour
         handle.write('{"subject": 5}\n')
     with pytest.raises(BackupError, match=r"ledger-erasures.jsonl, line 2: not an erasure record"):
         journal_read()
+
+
+def test_an_erasure_that_cannot_be_journaled_is_refused_and_changes_nothing(journal: Path, actor: object) -> None:
+    vault_seal(subject_ref=SUBJECT, value="x")
+    journal.mkdir(parents=True)  # not a file that can be appended to (a bad mount, say)
+    entries = Entry.objects.count()
+    with pytest.raises(LedgerError, match="cannot be written") as refused:
+        data_subject_erase(actor=actor, subject_ref=SUBJECT, reason="GDPR Art. 17")
+    assert refused.value.code == "erasure_journal_unavailable" and refused.value.status_code == 503
+    assert DataSubjectKey.objects.get(ref=SUBJECT).key is not None and Entry.objects.count() == entries
