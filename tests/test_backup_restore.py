@@ -152,6 +152,7 @@ def _install_signing_key(source: dict[str, str], target: dict[str, str]) -> None
     os.chmod(key, 0o600)
 
 
+@pytest.mark.own_service
 def test_backup_and_restore_drill_on_the_embedded_default(tmp_path: Path) -> None:
     source, backup, offsite = _drill_source(tmp_path)
     target = _service(tmp_path / "target")
@@ -262,6 +263,7 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.own_service
 def test_restore_trusts_configured_keys_only_checks_blobs_by_name_and_reapplies_erasures(tmp_path: Path) -> None:
     """Issue 26, classes 12 and 15: another organisation's backup (another signing key) is refused
     unless the operator names the keys to trust; a blob that does not hash to its name is refused
