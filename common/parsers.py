@@ -92,47 +92,63 @@ def _where(path: tuple[Any, ...]) -> str:
     return text
 
 
-def _problem(value: Any, depth: int, max_depth: int) -> str | None:
-    if isinstance(value, (dict, list)):
-        if depth > max_depth:
-            return f"nested deeper than {max_depth} levels of arrays and objects"
-        if isinstance(value, _RepeatedKeys):
-            return f"names the key {value.repeated[0]!r} more than once"
-        if isinstance(value, dict):
-            odd = next((key for key in value if _NOT_TEXT_CHARACTERS.search(key)), None)
-            if odd is not None:
-                return "has a key with a NUL character or a lone surrogate"
-        return None
-    if isinstance(value, _LongInteger):
-        return f"an integer of {value.digits} digits is outside -(2^53-1) to 2^53-1, what the ledger records exactly"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER_MAX:
+def _scalar_problem(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return "text with a NUL character or a lone surrogate" if _NOT_TEXT_CHARACTERS.search(value) else None
+    if kind is int:
+        if -SAFE_INTEGER_MAX <= value <= SAFE_INTEGER_MAX:
+            return None
         return f"{value} is outside -(2^53-1) to 2^53-1, the integers the ledger records exactly"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "a number too large to record (past the range of a double)"
-    if isinstance(value, str) and _NOT_TEXT_CHARACTERS.search(value):
-        return "text with a NUL character or a lone surrogate"
+    if kind is float:
+        return None if math.isfinite(value) else "a number too large to record (past the range of a double)"
+    if kind is _LongInteger:
+        return f"an integer of {value.digits} digits is outside -(2^53-1) to 2^53-1, what the ledger records exactly"
+    return None  # true, false, null
+
+
+def _container_problem(value: list[Any] | dict[str, Any], depth: int, max_depth: int) -> str | None:
+    if depth > max_depth:
+        return f"nested deeper than {max_depth} levels of arrays and objects"
+    if isinstance(value, _RepeatedKeys):
+        return f"names the key {value.repeated[0]!r} more than once"
+    if isinstance(value, dict) and any(_NOT_TEXT_CHARACTERS.search(key) for key in value):
+        return "has a key with a NUL character or a lone surrogate"
     return None
 
 
 def bound_problems(data: Any, *, max_depth: int) -> dict[str, list[str]]:
     """The first problem found in each top-level field of a parsed body (see the module's
     docstring), as a serializer's errors: ``{field: ["where: what"]}``. Iterative: the depth of
-    ``data`` costs no stack."""
+    ``data`` costs no stack; a path is built for containers and for a value found wrong only."""
     found: dict[str, list[str]] = {}
+    by_field = isinstance(data, dict)  # a problem is named by its top-level field
+
+    def report(path: tuple[Any, ...], problem: str) -> None:
+        field = str(path[0]) if path and by_field else "non_field_errors"
+        where = _where(path) if by_field else _where(("", *path))
+        found.setdefault(field, [f"{where}: {problem}" if where else problem])
+
+    if not isinstance(data, (dict, list)):
+        problem = _scalar_problem(data)
+        return {} if problem is None else {"non_field_errors": [problem]}
     stack: list[tuple[Any, tuple[Any, ...], int]] = [(data, (), 1)]
     while stack:
-        value, path, depth = stack.pop()
-        field = str(path[0]) if path and isinstance(data, dict) else "non_field_errors"
-        if field in found:
+        container, path, depth = stack.pop()
+        if path and by_field and str(path[0]) in found:
             continue
-        problem = _problem(value, depth, max_depth)
+        problem = _container_problem(container, depth, max_depth)
         if problem is not None:
-            where = _where(path) if isinstance(data, dict) else _where(("", *path))
-            found[field] = [f"{where}: {problem}" if where else problem]
-        elif isinstance(value, dict):
-            stack.extend((item, (*path, key), depth + 1) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((item, (*path, index), depth + 1) for index, item in enumerate(value))
+            report(path, problem)
+            continue
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, item in items:
+            if isinstance(item, (dict, list)):
+                stack.append((item, (*path, key), depth + 1))
+            else:
+                problem = _scalar_problem(item)
+                if problem is not None:
+                    report((*path, key), problem)
     return found
 
 

@@ -6,6 +6,7 @@ written. Before it, a deep body was a ``RecursionError`` and a huge integer in a
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -14,9 +15,10 @@ import rfc8785
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, RequestFactory, override_settings
+from rest_framework.exceptions import ValidationError
 
 from audits.ledger.models import Entry
-from common.parsers import SAFE_INTEGER_MAX
+from common.parsers import SAFE_INTEGER_MAX, BoundedJSONParser
 from config.urls import internal_error
 from governance.services import api_token_create
 from tests.test_permission_matrix import (
@@ -42,6 +44,32 @@ def test_the_integer_bound_is_the_one_the_canonical_form_admits() -> None:
     for outside in (SAFE_INTEGER_MAX + 1, -SAFE_INTEGER_MAX - 1):
         with pytest.raises(rfc8785.IntegerDomainError):
             rfc8785.dumps(outside)
+
+
+def test_a_problem_is_named_by_its_top_level_field_and_the_place_inside_it() -> None:
+    parser, problems = BoundedJSONParser(), []
+    for body in (
+        '{"hyperparameters": {"lr": 0.1, "layers": [1, {"seed": 9007199254740993}]}, "name": "ok"}',
+        '{"target": {"a": 1, "a": 2}}',
+        '{"guard": ["x\\u0000"], "label_mapping": {"\\ud800": "y"}}',
+        "[[1e400]]",
+        '{"x": ' + "[" * 33 + "]" * 33 + "}",
+    ):
+        with pytest.raises(ValidationError) as refused:
+            parser.parse(io.BytesIO(body.encode()), "application/json", {})
+        problems.append(refused.value.detail)
+    assert problems == [
+        {"hyperparameters": ["layers[1].seed: 9007199254740993 is outside -(2^53-1) to 2^53-1, the integers the ledger records exactly"]},
+        {"target": ["names the key 'a' more than once"]},
+        {"guard": ["[0]: text with a NUL character or a lone surrogate"],
+         "label_mapping": ["has a key with a NUL character or a lone surrogate"]},
+        {"non_field_errors": ["[0][0]: a number too large to record (past the range of a double)"]},
+        {"x": ["[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: "
+               "nested deeper than 32 levels of arrays and objects"]},
+    ]  # fmt: skip
+    assert parser.parse(io.BytesIO(b'{"seed": 9007199254740991, "lr": 1e-300}'), "application/json", {}) == {
+        "seed": SAFE_INTEGER_MAX, "lr": 1e-300,
+    }  # fmt: skip
 
 
 def _first_input(document: dict[str, Any], route: str, method: str) -> str:
