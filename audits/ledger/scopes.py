@@ -51,16 +51,22 @@ def register_readable_projects(projects_of: Callable[[Any], Iterable[int]]) -> N
     _readable[:] = [projects_of]
 
 
-def project_by_field(model: Any, path: str) -> ProjectOf:
-    """A ``project_of`` for subjects whose id is their row's primary key and whose project is the
-    field ``path`` of that row (``"project_id"``, ``"dataset__project_id"``): one indexed query."""
+def project_by_field(model: Any, path: str, key: str = "pk") -> ProjectOf:
+    """A ``project_of`` for subjects whose id is their row's ``key`` (the primary key, or another
+    unique field such as a report's UUID) and whose project is the field ``path`` of that row
+    (``"project_id"``, ``"dataset__project_id"``): one indexed query. An id the field cannot hold
+    names no row."""
+    from django.core.exceptions import ValidationError
 
     def project_of(subject_id: str) -> int | None:
         text = str(subject_id)
-        # ASCII digits within the database's integers only: anything else names no row.
-        if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
+        # A primary key: ASCII digits within the database's integers only.
+        if key == "pk" and (not (text.isascii() and text.isdigit()) or int(text) >= 2**63):
             return None
-        return model._default_manager.filter(pk=int(text)).values_list(path, flat=True).first()
+        try:
+            return model._default_manager.filter(**{key: text}).values_list(path, flat=True).first()
+        except (ValidationError, ValueError):
+            return None
 
     return project_of
 

@@ -10,5 +10,6 @@ class ReportsConfig(AppConfig):
         from audits.ledger.scopes import project_by_field, register_subject_project
         from audits.reports.models import ReportRun
 
-        # The ledger attributes a report's entries to its project (an organisation-wide report: none).
-        register_subject_project("report", project_by_field(ReportRun, "project_id"))
+        # The ledger attributes a report's entries (named by its UUID) to its project; an organisation-wide
+        # report has none.
+        register_subject_project("report", project_by_field(ReportRun, "project_id", key="report_id"))

@@ -12,6 +12,8 @@ The attribution reads the subjects' tables of the apps above the ledger (through
 historical models, never their code), hence the dependencies on those apps' migrations.
 """
 
+import uuid
+
 import django.db.models.deletion
 from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
@@ -20,7 +22,8 @@ GROUP = "organisation_auditor"
 CODENAMES = ["read_all_entries", "view_entry", "view_checkpoint", "view_publishedkey", "view_verificationrun"]
 BATCH = 5000
 
-# subject type -> (app label, model, the lookup of its project's primary key)
+# subject type -> (app label, model, the lookup of its project's primary key); a report's entries
+# name it by its UUID (REPORT_KEY), every other subject by its primary key.
 SUBJECT_PROJECT = {
     "dataset": ("registry", "Dataset", "project_id"),
     "dataset_version": ("registry", "DatasetVersion", "dataset__project_id"),
@@ -35,6 +38,9 @@ SUBJECT_PROJECT = {
     "legal_hold": ("privacy", "LegalHold", "project_id"),
     "report": ("reports", "ReportRun", "project_id"),
 }
+
+
+REPORT_KEY = "report_id"
 
 
 def _row_ids(ids):
@@ -52,7 +58,18 @@ def _projects_of(apps, subject_type, ids):
         return {}
     app_label, model_name, path = SUBJECT_PROJECT[subject_type]
     model = apps.get_model(app_label, model_name)
+    if subject_type == "report":
+        uuids = {_uuid(pk) for pk in ids} - {None}
+        found = model.objects.filter(report_id__in=uuids).values_list(REPORT_KEY, path)
+        return {str(report_id): project for report_id, project in found}
     return {str(pk): project for pk, project in model.objects.filter(pk__in=_row_ids(ids)).values_list("pk", path)}
+
+
+def _uuid(text):
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def attribute_existing_entries(apps, schema_editor):
