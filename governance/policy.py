@@ -13,6 +13,10 @@ context (project, environment, risk tier) applies::
         evidence: [personal_data_reviewed]
         expires_after_days: 30
 
+A policy may declare ``context``: fields the requester names with the request (a waiver's
+scope: ``environment``, ``deployment``, ``use``), each required or not, with the values or the
+pattern it admits; a request without a required one, or with a value it does not admit, is refused.
+
 A malformed file is refused with its file, line and field; the service does not start with it.
 The policy-set hash (SHA-256 over every file's name and bytes, in name order) is written with
 every decision.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,6 +46,23 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "action": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"},
         "description": {"type": "string"},
+        # Context the requester names (a waiver's scope): each field, whether it is required, and
+        # what it may hold. Validated on submission, kept with the request and in its ledger entry.
+        "context": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[a-z][a-z_]*$", "not": {"enum": ["project", "risk_tier", "resource_tier"]}},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "required": {"type": "boolean"},
+                    "values": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"}},
+                    "pattern": {"type": "string", "minLength": 1},
+                    "max_length": {"type": "integer", "minimum": 1, "maximum": 2000},
+                    "description": {"type": "string"},
+                },
+            },
+        },
         "rules": {
             "type": "array",
             "minItems": 1,
@@ -130,10 +152,35 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class ContextField:
+    """A context field a requester names (``environment: production``), as the policy declares it."""
+
+    name: str
+    required: bool
+    values: tuple[str, ...]
+    pattern: str
+    max_length: int
+    description: str
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with ``value`` for this field, in words; None when nothing is."""
+        if not isinstance(value, str) or not value.strip():
+            return "a non-empty text" + (f": {self.description}" if self.description else "")
+        if len(value) > self.max_length:
+            return f"at most {self.max_length} characters"
+        if self.values and value not in self.values:
+            return f"one of {', '.join(self.values)}, not {value!r}"
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return f"{value!r} does not match {self.pattern}"
+        return None
+
+
+@dataclass(frozen=True)
 class Policy:
     action: str
     file: str
     rules: tuple[Rule, ...]
+    context: tuple[ContextField, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +188,11 @@ class PolicySet:
     hash: str
     policies: dict[str, Policy] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of its bytes
+
+    def context_fields(self, action: str) -> tuple[ContextField, ...]:
+        """The context fields the policy of ``action`` asks the requester to name."""
+        policy = self.policies.get(action)
+        return policy.context if policy is not None else ()
 
     def rule_for(self, action: str, context: dict[str, str]) -> Rule | None:
         policy = self.policies.get(action)
@@ -225,7 +277,22 @@ def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -
                 expires_after_days=raw.get("expires_after_days"),
             )
         )
-    return Policy(action=document["action"], file=name, rules=tuple(rules))
+    for key, spec in (document.get("context") or {}).items():
+        try:
+            re.compile(spec.get("pattern", ""))
+        except re.error as exc:
+            path = ["context", key, "pattern"]
+            where = f"{name}, line {_line_of(node, path)}, field {_field_name(path)}"
+            raise PolicyError(f"{where}: not a pattern ({exc})") from None
+    fields = tuple(
+        ContextField(
+            name=key, required=spec.get("required", False), values=tuple(spec.get("values", ())),
+            pattern=spec.get("pattern", ""), max_length=spec.get("max_length", 200),
+            description=spec.get("description", ""),
+        )
+        for key, spec in sorted((document.get("context") or {}).items())
+    )  # fmt: skip
+    return Policy(action=document["action"], file=name, rules=tuple(rules), context=fields)
 
 
 def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> PolicySet:

@@ -60,6 +60,10 @@ def _deployment_facts(deployment: Any) -> list[Fact]:
     return facts
 
 
+def _waiver_scope(deployment: Any) -> dict[str, str]:
+    return {"environment": deployment.environment, "deployment": str(deployment.pk)}
+
+
 def register() -> None:
     from audits.checks.services import bias_within_bounds, security_scan_passed
     from serving.models import Deployment
@@ -77,8 +81,13 @@ def register() -> None:
     )  # fmt: skip
     register_summary("deployment", _deployment_facts)
     # The audits of the deployment's model version, asked of the deployment.
+    # A waiver counts for a deployment only within its scope: the deployment's environment and id.
     register_check(
-        "security_scan_passed", "deployment", lambda d, **p: security_scan_passed(d.model_version, **p), PARAMS
-    )
-    register_check("bias_within_bounds", "deployment", lambda d, **p: bias_within_bounds(d.model_version, **p), PARAMS)
+        "security_scan_passed", "deployment",
+        lambda d, **p: security_scan_passed(d.model_version, scope=_waiver_scope(d), **p), PARAMS,
+    )  # fmt: skip
+    register_check(
+        "bias_within_bounds", "deployment",
+        lambda d, **p: bias_within_bounds(d.model_version, scope=_waiver_scope(d), **p), PARAMS,
+    )  # fmt: skip
     register_check("training_data_approved", "deployment", training_data_approved)

@@ -14,7 +14,7 @@ from audits.checks import profiles
 from audits.checks.models import AuditState, BiasEvaluation, SecurityScan, Verdict
 from common.digests import canonical_digest
 from common.errors import DomainError
-from governance.services import approval_holds
+from governance.services.approvals import approvals_holding
 from registry.models import ModelVersion
 
 KINDS = {SecurityScan: "security_scan", BiasEvaluation: "bias_evaluation"}
@@ -83,20 +83,62 @@ def _latest(model: type[Model], model_version: ModelVersion, profile: str, max_a
     return sorted(by_pair.values(), key=lambda a: (a.finished_at, a.pk))
 
 
-def _judge(audit: SecurityScan | BiasEvaluation, current: dict[str, Any]) -> tuple[bool, str]:
+def scope_in_words(scope: dict[str, str] | None) -> str:
+    """Where evidence is asked for: ``deployment 12 (production)``, or a model version alone."""
+    if not scope:
+        return "a model version, whatever its deployment"
+    if scope.get("deployment"):
+        return f"deployment {scope['deployment']} ({scope.get('environment', 'no environment')})"
+    return f"environment {scope.get('environment')}"
+
+
+def waiver_scope_in_words(context: dict[str, str]) -> str:
+    """A waiver's scope as its request names it: ``production, deployment 12, for the launch``."""
+    where = context.get("environment") or "no scope named"
+    if context.get("deployment"):
+        where += f", deployment {context['deployment']}"
+    return where + (f", for {context['use']}" if context.get("use") else "")
+
+
+def waiver_covers(context: dict[str, str], scope: dict[str, str] | None) -> bool:
+    """Does a waiver requested with ``context`` count where evidence is asked for (``scope``: the
+    environment and id of a deployment; None for a model version, which no environment bounds)?
+    Only within the environment it names (or ``any``) and, when it names one, that deployment. A
+    waiver that names no scope (one from before scopes) covers nothing."""
+    environment = context.get("environment")
+    if environment is None:
+        return False
+    if environment != "any" and (scope is None or scope.get("environment") != environment):
+        return False
+    return not context.get("deployment") or (scope is not None and scope.get("deployment") == context["deployment"])
+
+
+def _judge(
+    audit: SecurityScan | BiasEvaluation, current: dict[str, Any], scope: dict[str, str] | None
+) -> tuple[bool, str]:
     kind = KINDS[type(audit)]
     when = f"{kind.replace('_', ' ')} {audit.pk} ({audit.finished_at:%Y-%m-%d})"
     if _measured(audit.profile) != _measured(current):
         return False, f"{when} ran under an earlier definition of profile {audit.profile_name!r}"
     if audit.verdict == Verdict.PASSED:
         return True, f"{when} passed"
-    if approval_holds(subject_type=kind, subject_id=str(audit.pk), action=f"{kind}.waive", digest=audit_digest(audit)):
-        return True, f"{when} failed and its findings are waived: {'; '.join(audit.reasons)}"
+    waivers = approvals_holding(
+        subject_type=kind, subject_id=str(audit.pk), action=f"{kind}.waive", digest=audit_digest(audit)
+    )
+    covering = [waiver for waiver in waivers if waiver_covers(waiver["context"], scope)]
+    if covering:
+        scoped = waiver_scope_in_words(covering[0]["context"])
+        return True, f"{when} failed and its findings are waived ({scoped}): {'; '.join(audit.reasons)}"
+    if waivers:
+        others = "; ".join(waiver_scope_in_words(waiver["context"]) for waiver in waivers)
+        return False, (
+            f"{when} failed: {'; '.join(audit.reasons)}; its waiver is for {others}, not for {scope_in_words(scope)}"
+        )
     return False, f"{when} failed: {'; '.join(audit.reasons)}"
 
 
 def _audit_evidence(
-    model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int
+    model: type[Model], model_version: ModelVersion, profile: str, max_age_days: int, scope: dict[str, str] | None
 ) -> tuple[bool, str]:
     kind = KINDS[model]
     try:
@@ -107,25 +149,32 @@ def _audit_evidence(
     if not audits:
         text = kind.replace("_", " ")
         return False, f"no {text} under profile {profile!r} of these weights in the last {max_age_days} days"
-    judged = [_judge(audit, current) for audit in audits]
+    judged = [_judge(audit, current, scope) for audit in audits]
     refused = [reason for ok, reason in judged if not ok]
     if refused:
         return False, "; ".join(refused)
     return True, "; ".join(reason for _, reason in judged)
 
 
-def security_scan_passed(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
+def security_scan_passed(
+    model_version: ModelVersion, *, profile: str, max_age_days: int, scope: dict[str, str] | None = None
+) -> tuple[bool, str]:
     """Evidence: the latest scan of these exact weights under ``profile``, not older than
-    ``max_age_days``, passed, or failed with a waiver that holds for its report. It counts only if
-    it ran under the profile as defined now (its description and re-scan period aside): a pass
-    under an earlier, weaker definition does not."""
-    return _audit_evidence(SecurityScan, model_version, profile, max_age_days)
+    ``max_age_days``, passed, or failed with a waiver that holds for its report and whose scope
+    covers ``scope`` (the deployment asked about: its environment and id; None for the model
+    version alone, which only a waiver for ``any`` environment covers). It counts only if it ran
+    under the profile as defined now (its description and re-scan period aside): a pass under an
+    earlier, weaker definition does not."""
+    return _audit_evidence(SecurityScan, model_version, profile, max_age_days, scope)
 
 
-def bias_within_bounds(model_version: ModelVersion, *, profile: str, max_age_days: int) -> tuple[bool, str]:
+def bias_within_bounds(
+    model_version: ModelVersion, *, profile: str, max_age_days: int, scope: dict[str, str] | None = None
+) -> tuple[bool, str]:
     """Evidence: for each (dataset version, sensitive feature) pair evaluated on these weights
     under ``profile`` in the last ``max_age_days``, the latest completed evaluation of that pair
-    kept within its bounds (or was waived) and ran under the profile as defined now (its
-    description and re-scan period aside). A newer pass on one feature does not hide a failure on
-    another; a pair whose evaluations are all older than ``max_age_days`` no longer counts."""
-    return _audit_evidence(BiasEvaluation, model_version, profile, max_age_days)
+    kept within its bounds (or was waived, by a waiver whose scope covers ``scope``, as for
+    ``security_scan_passed``) and ran under the profile as defined now (its description and
+    re-scan period aside). A newer pass on one feature does not hide a failure on another; a pair
+    whose evaluations are all older than ``max_age_days`` no longer counts."""
+    return _audit_evidence(BiasEvaluation, model_version, profile, max_age_days, scope)

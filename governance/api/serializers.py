@@ -109,8 +109,16 @@ class ApproveInputSerializer(ReasonInputSerializer):
 class SubmitSerializer(serializers.Serializer):
     action = serializers.CharField(max_length=100)
     comment = ledgered_text(required=False, allow_blank=True, default="", max_length=4000)
-    environment = serializers.CharField(required=False, max_length=50)
+    environment = serializers.CharField(
+        required=False, max_length=50,
+        help_text="the environment the request is for; a waiver's scope (staging, production or any)",
+    )  # fmt: skip
     risk_tier = serializers.CharField(required=False, max_length=50)
+    deployment = serializers.CharField(
+        required=False, max_length=20, help_text="a waiver's scope narrowed to one deployment (its id)"
+    )
+    # What a waiver's accepted risk is for, in words (required for a waiver).
+    use = ledgered_text(required=False, max_length=200)
 
 
 class BreakGlassInputSerializer(serializers.Serializer):

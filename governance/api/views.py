@@ -189,7 +189,7 @@ class SubjectSubmitView(APIView):
         if obj is None or not project_list(user=request.user).filter(pk=kind.project(obj).pk).exists():
             raise NotFound("not_found", f"no {self.subject_type} {pk}")
         data = validated(SubmitSerializer, request)
-        context = {k: data[k] for k in ("environment", "risk_tier") if k in data}
+        context = {k: data[k] for k in ("environment", "risk_tier", "deployment", "use") if k in data}
         created = approval_request_submit(
             actor=request.user, subject_type=self.subject_type, subject_id=str(pk), action=data["action"],
             context=context, comment=data["comment"],

@@ -57,6 +57,29 @@ def _notify_approvers(request: Any) -> None:
         )
 
 
+def _requested_context(given: dict[str, Any], fields: tuple[Any, ...]) -> dict[str, str]:
+    """The context a request keeps: the environment and risk tier a requester may state, and the
+    fields its action's policy declares (a waiver's scope), each checked as the policy says."""
+    declared = {field.name: field for field in fields}
+    kept = {k: v for k, v in given.items() if k in ("environment", "risk_tier") and k not in declared}
+    problems = {}
+    for name, field in declared.items():
+        value = given.get(name)
+        if value is None or value == "":
+            if field.required:
+                problems[name] = [f"required by the policy: {field.description or 'name it'}"]
+            continue
+        problem = field.problem(value)
+        if problem:
+            problems[name] = [problem]
+        else:
+            kept[name] = value
+    if problems:
+        named = "; ".join(f"{name}: {what[0]}" for name, what in problems.items())
+        raise DomainError("invalid_input", f"the request's context is incomplete or wrong: {named}", fields=problems)
+    return kept
+
+
 def approval_request_submit(
     *,
     actor: AbstractBaseUser,
@@ -102,10 +125,10 @@ def _approval_request_submit(
     refused = kind.not_now(obj, action) if kind.not_now is not None else None
     if refused:
         raise Conflict("not_now", refused)
-    context = {k: v for k, v in (context or {}).items() if k in ("environment", "risk_tier")}
+    policies = policy_set_in_force()
+    context = _requested_context(context or {}, policies.context_fields(action))
     if kind.context is not None:
         context.update(kind.context(obj))
-    policies = policy_set_in_force()
     rule = policies.rule_for(action, {"project": project.slug, **context})
     if rule is None:
         raise PolicyViolation("no_policy", f"no policy rule covers {action} in this context ({context or 'none'})")
@@ -136,7 +159,7 @@ def _approval_request_submit(
         ledger_append(
             actor=actor, action="approval.requested", subject=approval_subject(request), policy_hash=policies.hash,
             payload={"request": request.pk, "action": action, "rule": described, "comment": comment,
-                     "evidence": outcomes},
+                     "evidence": outcomes, "context": context},
         )  # fmt: skip
         transaction.on_commit(lambda: _notify_approvers(request))
     return request

@@ -198,7 +198,11 @@ def _note_regression(audit: SecurityScan | BiasEvaluation) -> None:
         actor=system, action=f"{kind}.regression", subject=_subject(audit),
         payload={"previous": previous.pk, "previous_report": previous.report_digest, "reasons": audit.reasons},
     )  # fmt: skip
+    # The review keeps these weights where they already run while it lasts: its scope is every
+    # environment, as the reviewer reads on the decision page before waiving (or rejecting it and
+    # asking for a narrower waiver).
     approval_request_submit(
         actor=system, subject_type=kind, subject_id=str(audit.pk), action=f"{kind}.waive",
+        context={"environment": "any", "use": "keeping these weights where they run while the regression is reviewed"},
         comment=f"regression: {kind} {previous.pk} passed, this re-run fails: {'; '.join(audit.reasons)[:1500]}",
     )  # fmt: skip

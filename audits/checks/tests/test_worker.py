@@ -123,7 +123,8 @@ def test_scan_and_evaluation_gate_a_deployment(
 def _waive(audited: dict[str, Any], kind: str, pk: int, reviewer: str) -> None:
     engineer = _client(audited["ml_engineer"], audited["system"])
     request = engineer.post(
-        f"/api/v1/{kind.replace('_', '-')}s/{pk}/submit", {"action": f"{kind}.waive", "comment": "known limitation"},
+        f"/api/v1/{kind.replace('_', '-')}s/{pk}/submit",
+        {"action": f"{kind}.waive", "comment": "known limitation", "environment": "any", "use": "the internal pilot"},
         content_type="application/json",
     )  # fmt: skip
     assert request.status_code == 201, request.content

@@ -130,6 +130,7 @@ def build(ready: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert scan is not None and scan.state == AuditState.COMPLETED and scan.verdict == Verdict.FAILED, scan
     waiver = approval_request_submit(
         actor=engineer, subject_type="security_scan", subject_id=str(scan.pk), action="security_scan.waive",
+        context={"environment": "staging", "use": "the internal pilot"},
         comment="the probe's answers are the tiny test model's noise",
     )  # fmt: skip
 
