@@ -256,3 +256,26 @@ def test_checkpoints_and_proofs_stay_public_whatever_the_entry(client: Client, n
             index, latest.tree_size, base64.b64decode(inclusion["leaf_hash"]),
             [base64.b64decode(p) for p in inclusion["proof"]], bytes(latest.root),
         )  # fmt: skip
+
+
+def test_operators_grant_and_revoke_the_organisation_wide_auditor_from_the_command_line(
+    people: dict[str, object],
+) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    call_command("organisation_auditor", "grant", "auditor", "--reason", "the external audit", stdout=out)
+    assert "auditor now reads every ledger entry" in out.getvalue()
+    entry = Entry.objects.get(index=tree_size() - 1)
+    assert entry.action == "organisation.auditor_granted" and entry.actor_name == SYSTEM_USERNAME
+    call_command("organisation_auditor", "list", stdout=(names := io.StringIO()))
+    assert names.getvalue().split() == ["auditor"]
+    with pytest.raises(CommandError, match="say why"):
+        call_command("organisation_auditor", "revoke", "auditor")
+    with pytest.raises(CommandError, match="no user"):
+        call_command("organisation_auditor", "grant", "nobody", "--reason", "x")
+    call_command("organisation_auditor", "revoke", "auditor", "--reason", "audit over", stdout=io.StringIO())
+    assert Entry.objects.get(index=tree_size() - 1).action == "organisation.auditor_revoked"
