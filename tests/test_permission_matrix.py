@@ -126,6 +126,11 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/reports/<int:pk>", "GET"): (["auditor", "compliance_officer"], True),
     ("api/v1/reports/<int:pk>/pdf", "GET"): (["auditor", "compliance_officer"], True),
     ("api/v1/deployments/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    # The model server's client credentials: every member sees them listed; the project's platform
+    # admins, who run its servers, issue and revoke them.
+    ("api/v1/deployments/<int:pk>/client-credentials", "GET"): (MEMBERS, True),
+    ("api/v1/deployments/<int:pk>/client-credentials", "POST"): (["platform_admin"], True),
+    ("api/v1/client-credentials/<int:pk>/revoke", "POST"): (["platform_admin"], True),
     # Data-subject requests (audits.privacy): compliance officers act, auditors read.
     ("api/v1/privacy/requests/", "GET"): (AUTHENTICATED, False),
     ("api/v1/privacy/projects/<slug:slug>/requests/", "POST"): (["compliance_officer"], True),
@@ -215,6 +220,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "category": "helpful",
     },
     ("api/v1/deployments/<int:pk>/submit", "POST"): {"action": "deployment.deploy"},
+    ("api/v1/deployments/<int:pk>/client-credentials", "POST"): {"name": "checkout-service", "expires_in_days": 30},
     ("api/v1/privacy/projects/<slug:slug>/requests/", "POST"): {
         "regime": "gdpr",
         "kind": "access",
@@ -342,6 +348,11 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         actor=owner_roles["ml_engineer"], model_version=model_version, name="assistant", environment="staging",
         target={}, guard={"mode": "off"},
     )  # fmt: skip
+    from serving.services import deployment_client_credential_issue
+
+    credential, _ = deployment_client_credential_issue(
+        actor=owner_roles["platform_admin"], deployment=deployment, name="checkout-service", expires_in_days=30
+    )
     run = fine_tune_run_request(
         actor=owner_roles["ml_engineer"], project=project, name="r", base=model_version, dataset_versions=[version],
         text_field="t", hyperparameters={"learning_rate": 1e-3, "batch_size": 1, "max_steps": 1},
@@ -350,7 +361,7 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
 
     entry = Entry.objects.get(action="approval.requested", subject_id=str(version.pk), subject_type="dataset_version")
     return {
-        "entry": entry.index,
+        "entry": entry.index, "client_credential": credential.pk,
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
@@ -416,6 +427,7 @@ def _privacy_scenario(project: Any, people: dict[str, Any], owner_roles: dict[st
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "client_credential" if "client-credentials/<int" in route else
         "report" if "reports/<int" in route else
         "dsr" if "privacy/requests/<int" in route else
         "hold" if "legal-holds/<int" in route else
