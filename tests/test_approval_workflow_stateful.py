@@ -1,7 +1,8 @@
 """A Hypothesis state machine over the approval workflow: requests, approvals, rejections,
-withdrawals, subject changes and expiries in any order. After every step it checks separation of
-duties, quorum, no double vote, final terminal states, approvals bound to the digest, and one
-ledger entry per transition."""
+withdrawals, subject changes (and changes back) and expiries in any order. After every step it
+checks separation of duties, quorum, no double vote, final terminal states (an approval may only
+lapse, and a lapse is final), approvals bound to the digest and never counting again once lapsed,
+and one ledger entry per transition."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ from registry.services import dataset_version_digest, dataset_version_upload, pi
 from registry.tests.conftest import make_dataset
 
 ACTION = "dataset_version.use_for_training"
-TERMINAL = {ApprovalState.APPROVED, ApprovalState.REJECTED, ApprovalState.WITHDRAWN, ApprovalState.EXPIRED}
+TERMINAL = {
+    ApprovalState.APPROVED, ApprovalState.REJECTED, ApprovalState.WITHDRAWN, ApprovalState.EXPIRED,
+    ApprovalState.LAPSED,
+}  # fmt: skip
 
 
 class ApprovalWorkflow(RuleBasedStateMachine):
@@ -72,9 +76,14 @@ class ApprovalWorkflow(RuleBasedStateMachine):
             with override_settings(PII_NLP_MODEL="blank", PII_ENTITIES=["EMAIL_ADDRESS"], PII_SCAN_PROCESSES=1):
                 pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=self.system)
             self.versions.append(version.pk)
+        # Each version's governed fields as uploaded, to change it back to (a review flipped back).
+        self.originals = {
+            pk: DatasetVersion.objects.values("number", "review_note").get(pk=pk) for pk in self.versions
+        }  # fmt: skip
         self.ledger_start = Entry.objects.count()
         self.transitions = 0  # successful submissions, decisions, withdrawals, expiries
         self.seen_terminal: dict[int, str] = {}
+        self.seen_mismatched: set[int] = set()  # approvals a check has seen not matching their subject
 
     def teardown(self) -> None:
         transaction.set_rollback(True)
@@ -140,6 +149,11 @@ class ApprovalWorkflow(RuleBasedStateMachine):
             review_note=current.review_note + "x", number=current.number + 10
         )
 
+    @rule(version=st.integers(0, 2))
+    def change_subject_back(self, version: int) -> None:
+        # Back to the digest it had when uploaded: an approval that lapsed meanwhile stays lapsed.
+        DatasetVersion.objects.filter(pk=self.versions[version]).update(**self.originals[self.versions[version]])
+
     @rule(pick=st.integers(0, 20))
     def expire(self, pick: int) -> None:
         requests = self._requests()
@@ -168,7 +182,10 @@ class ApprovalWorkflow(RuleBasedStateMachine):
             if request.state == ApprovalState.APPROVED:
                 assert filled == slots  # exactly the quorum
             if request.pk in self.seen_terminal:
-                assert request.state == self.seen_terminal[request.pk]  # terminal states are final
+                before = self.seen_terminal[request.pk]
+                # Terminal states are final, but for an approval that lapses (its subject changed).
+                assert request.state == before or (before, request.state) == (ApprovalState.APPROVED, "lapsed")
+                self.seen_terminal[request.pk] = request.state
             elif request.state in TERMINAL:
                 self.seen_terminal[request.pk] = request.state
         for pk in self.versions:
@@ -179,19 +196,26 @@ class ApprovalWorkflow(RuleBasedStateMachine):
                 action=ACTION,
                 digest=dataset_version_digest(version),
             )
+            digest = dataset_version_digest(version)
+            approved = [r for r in requests if r.subject_id == str(pk) and r.state == ApprovalState.APPROVED]
+            self.seen_mismatched.update(r.pk for r in approved if r.subject_digest != digest)
             matching = [
-                r for r in requests
-                if r.subject_id == str(pk) and r.state == ApprovalState.APPROVED
-                and r.subject_digest == dataset_version_digest(version)
+                r for r in approved
+                if r.subject_digest == digest and r.pk not in self.seen_mismatched
                 and (r.expires_at is None or r.expires_at > timezone.now())
             ]  # fmt: skip
-            assert holds == bool(matching)  # an approval counts for its digest only
+            # An approval counts for its digest only, and never again once seen not matching it.
+            assert holds == bool(matching)
         entries = [
             json.loads(bytes(b))["action"]
             for b in Entry.objects.filter(index__gte=self.ledger_start).values_list("body", flat=True)
         ]
-        transitions = [a for a in entries if a.startswith("approval.")]
+        transitions = [a for a in entries if a.startswith("approval.") and a != "approval.lapsed"]
         assert len(transitions) == self.transitions  # one ledger entry per transition
+        # The checks above lapse what no longer matches: one entry for each lapse, and a lapsed
+        # request never counts again, whatever digest its subject has now.
+        lapsed = ApprovalRequest.objects.filter(project=self.project, state=ApprovalState.LAPSED).count()
+        assert entries.count("approval.lapsed") == lapsed
 
 
 @pytest.mark.django_db
