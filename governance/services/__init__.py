@@ -3,6 +3,7 @@
 One module per sub-domain; every public name is importable from here, as it always was:
 
 - ``projects``: projects, and the roles granted and revoked in them;
+- ``auditors``: the organisation-wide auditors, who read every ledger entry;
 - ``accounts``: service accounts and API tokens;
 - ``policy_sets``: the policy set in force, recorded the first time it is used;
 - ``approvals``: approval requests submitted, withdrawn, expired;
@@ -33,6 +34,7 @@ from governance.services.approvals import (
     approval_requests_expire_due,
     subject_pending_requests_withdraw,
 )
+from governance.services.auditors import organisation_auditor_grant, organisation_auditor_revoke
 from governance.services.break_glass import approval_break_glass, break_glass_review_close
 from governance.services.decisions import approval_request_decide
 from governance.services.projects import project_create, project_role_grant, project_role_revoke
@@ -54,6 +56,8 @@ __all__ = [
     "approval_request_withdraw",
     "approval_requests_expire_due",
     "break_glass_review_close",
+    "organisation_auditor_grant",
+    "organisation_auditor_revoke",
     "project_create",
     "project_role_grant",
     "project_role_revoke",
