@@ -224,8 +224,10 @@ class EntryPagination(Pagination):
 
 
 class EntryListView(ListView):
-    """Entries of the ledger by index: ``?offset=`` is the index of the first (at most 1000 a page,
-    100 by default); ``count`` is the tree size. Sealed personal data is shown as sealed."""
+    """The entries the caller reads, by index: those of the projects where they are an auditor or a
+    compliance officer, every entry for an organisation-wide auditor. ``?offset=`` is the index to
+    read from (at most 1000 a page, 100 by default), ``next`` starts after the page's last entry;
+    ``count`` is how many entries the caller reads. Sealed personal data is shown as sealed."""
 
     permission_classes = [CanReadEntries]
     pagination_class = EntryPagination
