@@ -236,7 +236,9 @@ def _check_evidence_params(where: str, check: str, item: dict[str, Any]) -> None
             raise PolicyError(f"{where}: parameter {param!r} of {check!r} must be {kind.__name__}")
 
 
-def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -> Policy:
+def parse_policy(
+    name: str, text: str, known_evidence: set[str] | None = None, known_actions: set[str] | None = None
+) -> Policy:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         document = yaml.safe_load(text)
@@ -251,6 +253,12 @@ def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -
         error = errors[0]
         path = list(error.absolute_path)
         raise PolicyError(f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: {error.message}")
+    if known_actions is not None and document["action"] not in known_actions:
+        admitted = ", ".join(sorted(known_actions)) or "none"
+        raise PolicyError(
+            f"{name}, line {_line_of(node, ['action'])}, field action: no governed subject type admits "
+            f"{document['action']!r}; admitted: {admitted}"
+        )
     rules = []
     for index, raw in enumerate(document["rules"]):
         roles = [slot["role"] for slot in raw["approvals"]]
@@ -295,7 +303,12 @@ def parse_policy(name: str, text: str, known_evidence: set[str] | None = None) -
     return Policy(action=document["action"], file=name, rules=tuple(rules), context=fields)
 
 
-def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> PolicySet:
+def load_policy_set(
+    folder: Path, known_evidence: set[str] | None = None, known_actions: set[str] | None = None
+) -> PolicySet:
+    """The policy set in ``folder``; with ``known_evidence`` and ``known_actions`` (what the apps
+    registered), a file naming another evidence check, or an action no subject type admits, is
+    refused."""
     if not folder.is_dir():
         raise PolicyError(f"{folder}: the policy folder does not exist")
     files = sorted(folder.glob("*.yaml"))
@@ -310,7 +323,7 @@ def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> Pol
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise PolicyError(f"{path.name}: not UTF-8") from None
-        policy = parse_policy(path.name, text, known_evidence)
+        policy = parse_policy(path.name, text, known_evidence, known_actions)
         if policy.action in policies:
             raise PolicyError(f"{path.name}: action {policy.action} is also defined in {policies[policy.action].file}")
         policies[policy.action] = policy
@@ -318,8 +331,10 @@ def load_policy_set(folder: Path, known_evidence: set[str] | None = None) -> Pol
 
 
 @cache
-def _cached(folder: str, evidence: frozenset[str], stamp: tuple[tuple[str, float, int], ...]) -> PolicySet:
-    return load_policy_set(Path(folder), set(evidence))
+def _cached(
+    folder: str, evidence: frozenset[str], actions: frozenset[str], stamp: tuple[tuple[str, float, int], ...]
+) -> PolicySet:
+    return load_policy_set(Path(folder), set(evidence), set(actions))
 
 
 def current_policy_set() -> PolicySet:
@@ -327,6 +342,7 @@ def current_policy_set() -> PolicySet:
     from django.conf import settings
 
     from governance.evidence import known_checks
+    from governance.subjects import subject_actions
 
     folder = str(settings.POLICY_DIR)
     # Asked on every decision: one stat per file (what glob and Path.stat cost twice over).
@@ -337,4 +353,4 @@ def current_policy_set() -> PolicySet:
             )
     except FileNotFoundError:
         stamp = ()  # loading says what is wrong
-    return _cached(folder, frozenset(known_checks()), stamp)
+    return _cached(folder, frozenset(known_checks()), frozenset(subject_actions()), stamp)

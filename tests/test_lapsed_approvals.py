@@ -145,3 +145,22 @@ def _submit_evaluation(people: dict[str, Any], version: DatasetVersion) -> Appro
         actor=people["ml_engineer"], subject_type="dataset_version", subject_id=str(version.pk),
         action="dataset_version.use_for_evaluation",
     )  # fmt: skip
+
+
+def test_a_policy_for_an_action_no_subject_type_admits_is_refused_at_load(tmp_path: Any) -> None:
+    import shutil
+
+    from django.conf import settings
+
+    from governance.evidence import known_checks
+    from governance.policy import PolicyError, load_policy_set
+    from governance.subjects import subject_actions
+
+    shutil.copytree(settings.POLICY_DIR, tmp_path / "policies")
+    assert load_policy_set(tmp_path / "policies", known_checks(), set(subject_actions())).policies
+    (tmp_path / "policies" / "dataset_version.waive.yaml").write_text(
+        "action: dataset_version.waive\nrules:\n  - approvals:\n      - {role: security_reviewer, count: 1}\n"
+    )
+    with pytest.raises(PolicyError, match=r"dataset_version.waive.yaml, line 1, field action: no governed subject "
+                       r"type admits 'dataset_version.waive'; admitted: bias_evaluation.run, "):  # fmt: skip
+        load_policy_set(tmp_path / "policies", known_checks(), set(subject_actions()))

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.evidence import known_checks
 from governance.policy import PolicyError, load_policy_set
+from governance.subjects import subject_actions
 
 
 class Command(BaseCommand):
@@ -24,7 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, subcommand: str, dir: Path | None, **options: Any) -> None:
         folder = dir or Path(settings.POLICY_DIR)
         try:
-            policies = load_policy_set(folder, known_checks())
+            policies = load_policy_set(folder, known_checks(), set(subject_actions()))
         except PolicyError as exc:
             raise CommandError(str(exc)) from None
         for action, policy in sorted(policies.policies.items()):
