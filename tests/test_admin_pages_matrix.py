@@ -73,11 +73,13 @@ PAGES: dict[str, tuple[str, ...]] = {
     "checks_biasevaluation_changelist": ALL,
     "checks_biasevaluation_delete": NOBODY,
     "checks_biasevaluation_history": ALL,
+    "checks_biasevaluation_waive": ("data_steward", "ml_engineer", "platform_admin"),
     "checks_securityscan_add": NOBODY,
     "checks_securityscan_change": ALL,
     "checks_securityscan_changelist": ALL,
     "checks_securityscan_delete": NOBODY,
     "checks_securityscan_history": ALL,
+    "checks_securityscan_waive": ("data_steward", "ml_engineer", "platform_admin"),
     "governance_apitoken_add": ALL,
     # The scenario's token is the CI service account's: its project's platform admin manages it.
     "governance_apitoken_change": ("platform_admin",),

@@ -263,3 +263,37 @@ def test_a_waiver_that_names_no_scope_covers_nothing(ready: dict[str, Any]) -> N
     assert not waiver_covers({}, None)
     assert waiver_covers({"environment": "any"}, None)
     assert not waiver_covers({"environment": "any", "deployment": "1"}, None)
+
+
+def test_the_admin_requests_a_waiver_with_its_scope_and_shows_refusals_on_the_form(
+    ready: dict[str, Any], client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.testing import admin_login
+
+    admin_login(client, ready["ml_engineer"])
+    errored, failed = _errored_scan(ready, monkeypatch), _failed_scan(ready)
+    page = client.get(f"/admin/checks/securityscan/{failed.pk}/change/").content.decode()
+    assert f"/admin/checks/securityscan/{failed.pk}/waive/" in page
+    assert client.get(f"/admin/checks/securityscan/{failed.pk}/waive/").status_code == 200
+    before = Entry.objects.count()
+    no_use = client.post(f"/admin/checks/securityscan/{failed.pk}/waive/", {"environment": "staging"})
+    assert no_use.status_code == 200 and "This field is required." in no_use.content.decode()
+    refused = client.post(
+        f"/admin/checks/securityscan/{errored.pk}/waive/", {"environment": "staging", "use": "internal pilot"}
+    ).content.decode()
+    assert "nothing was requested" in refused and "an error is not a verdict, so there is nothing to waive" in refused
+    wrong = client.post(
+        f"/admin/checks/securityscan/{failed.pk}/waive/",
+        {"environment": "production", "deployment": "the big one", "use": "the launch"},
+    ).content.decode()
+    assert "does not match" in wrong
+    assert not ApprovalRequest.objects.filter(subject_type="security_scan").exists()
+    assert Entry.objects.count() == before
+    done = client.post(
+        f"/admin/checks/securityscan/{failed.pk}/waive/",
+        {"environment": "staging", "use": "internal staging pilot", "comment": "tiny model"},
+    )  # fmt: skip
+    waiver = ApprovalRequest.objects.get(subject_type="security_scan")
+    assert done.status_code == 302 and done["Location"] == f"/admin/governance/approvalrequest/{waiver.pk}/change/"
+    assert waiver.action == "security_scan.waive"
+    assert waiver.context == {"environment": "staging", "use": "internal staging pilot"}
