@@ -26,7 +26,7 @@ from audits.ledger.models import Entry
 from audits.ledger.services import checkpoint_create
 from audits.ledger.verification import known_verifiers
 from conftest import ROOT
-from governance.services import project_create
+from governance.services import organisation_auditor_grant, project_create
 from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_time
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -57,6 +57,9 @@ def test_auditor_finds_an_entry_and_verifies_its_inclusion_proof_offline(
     assert auditor.is_staff  # the role grant made them staff
     auditor.set_password(PASSWORD)
     auditor.save()
+    # An auditor of the organisation: they read the entries of the projects made below too (a
+    # project's auditor reads that project's entries only: tests/test_ledger_admin.py).
+    organisation_auditor_grant(actor=people["system"], user=auditor, reason="the external audit")
     project_create(actor=people["system"], slug="fraud-screening", name="Fraud screening")
     entry = Entry.objects.get(action="project.created", subject_id="fraud-screening")
     checkpoint = checkpoint_create()
