@@ -1,7 +1,7 @@
 """What every API endpoint shares: one JSON shape for every error (``{"error": {"code", "message",
 "fields"}}``; answers that refuse the caller, 401, 403, 404 and refused commands, are logged as
 security events), the input fields and checks (ids, ledgered text, the reason input, refusal of
-unknown fields, text that must be text), and the one base of every list (:class:`ListView`).
+unknown fields, text and whole numbers of their own JSON types), and the one base of every list (:class:`ListView`).
 
 The input boundary is two steps: the body's JSON (size, depth, numbers the ledger records
 exactly: ``common/parsers.py``), then the declared input schema (:func:`validated`)."""
@@ -100,10 +100,13 @@ LEDGERED_TEXT_HELP = (
 )
 
 
-_JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+_JSON_KINDS = {
+    bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object",
+}  # fmt: skip
 
 
 NOT_TEXT = "Must be text (a JSON string), not {kind}."
+NOT_INTEGER = "Must be a whole number (a JSON number), not {kind}."
 
 
 def _kind(value: Any) -> str:
@@ -124,23 +127,26 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-def not_text_errors(field: serializers.Field, value: Any) -> Any:
+def wrong_type_errors(field: serializers.Field, value: Any) -> Any:
     """The errors, shaped as ``field`` would report them, of every place in ``value`` where
-    ``field`` (a ``CharField``, or a list, dict or serializer holding some) takes text and
-    ``value`` holds something else; ``None`` when there is none. DRF's ``CharField`` turns a
-    number into its digits: the API takes text as JSON strings only, whatever the serializer."""
+    ``field`` (a ``CharField`` or an ``IntegerField``, or a list, dict or serializer holding some)
+    takes text or a whole number and ``value`` holds another JSON type; ``None`` when there is
+    none. DRF turns a number into its digits for a ``CharField`` and text into a number for an
+    ``IntegerField``: the API takes each as its own JSON type only, whatever the serializer."""
     if value is None:
         return None  # allow_null decides
     if isinstance(field, serializers.CharField):
         return None if isinstance(value, str) else [NOT_TEXT.format(kind=_kind(value))]
+    if isinstance(field, serializers.IntegerField):  # a number that is not whole: DRF's own message
+        return [NOT_INTEGER.format(kind=_kind(value))] if isinstance(value, (str, bool)) else None
     children: dict[Any, Any] = {}
     if isinstance(field, (serializers.ListField, serializers.ListSerializer)) and isinstance(value, list):
-        children = {index: not_text_errors(field.child, item) for index, item in enumerate(value)}
+        children = {index: wrong_type_errors(field.child, item) for index, item in enumerate(value)}
     elif isinstance(field, serializers.DictField) and isinstance(value, dict):
-        children = {key: not_text_errors(field.child, item) for key, item in value.items()}
+        children = {key: wrong_type_errors(field.child, item) for key, item in value.items()}
     elif isinstance(field, serializers.Serializer) and isinstance(value, dict):
         children = {
-            name: not_text_errors(child, value[name])
+            name: wrong_type_errors(child, value[name])
             for name, child in field.fields.items()
             if not child.read_only and name in value
         }
@@ -179,7 +185,7 @@ def validated(serializer_class: type, request: Any) -> Any:
         if refused:
             raise exceptions.ValidationError({name: [READ_ONLY_OR_UNKNOWN] for name in refused})
     # A form's values are text already; a JSON body's are what the client typed.
-    mistyped = None if isinstance(request.data, QueryDict) else not_text_errors(serializer, request.data)
+    mistyped = None if isinstance(request.data, QueryDict) else wrong_type_errors(serializer, request.data)
     if mistyped:
         serializer.is_valid()
         raise exceptions.ValidationError({**serializer.errors, **mistyped})

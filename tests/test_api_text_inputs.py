@@ -1,8 +1,8 @@
 """Free text that the ledger keeps as written (reasons, comments, notes, justifications, bases) is
 text: a number where text is expected is a 400 naming the field, at every endpoint that takes such
 a field, never recorded as its digits. So is every other text input (names, slugs, paths,
-environments, the text in a list or a mapping): the API takes text as JSON strings only
-(``common.api.validated``). The endpoints and fields come from the URL resolver and the schema, as
+environments, the text in a list or a mapping): the API takes text as JSON strings only, and
+whole numbers (ids, counts, days) as JSON numbers only (``common.api.validated``). The endpoints and fields come from the URL resolver and the schema, as
 in the permission matrix."""
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ def _is_text(spec: dict[str, Any]) -> bool:
     return spec.get("type") == "string" and "format" not in spec and "enum" not in spec and "$ref" not in spec
 
 
-def _not_text_bodies(document: dict[str, Any], route: str, method: str) -> list[tuple[str, Any, Any]]:
-    """(field, a body giving a number or a boolean where the field takes text, the errors expected)."""
-    wrong = {"a number": 5, "a boolean": True}
+def _wrong_type_bodies(document: dict[str, Any], route: str, method: str) -> list[tuple[str, Any, Any]]:
+    """(field, a body giving a number or a boolean where the field takes text, or text or a
+    boolean where it takes a whole number, the errors expected)."""
     bodies = []
     for name, spec in _properties(document, route, method).items():
-        for kind, value in wrong.items():
+        for kind, value in {"a number": 5, "a boolean": True}.items():
             message = [f"Must be text (a JSON string), not {kind}."]
             if _is_text(spec):
                 bodies.append((name, {name: value}, message))
@@ -63,6 +63,12 @@ def _not_text_bodies(document: dict[str, Any], route: str, method: str) -> list[
                 bodies.append((name, {name: ["ok", value]}, {"1": message}))
             elif spec.get("type") == "object" and _is_text(spec.get("additionalProperties") or {}):
                 bodies.append((name, {name: {"k": value}}, {"k": message}))
+        for kind, value in {"text": "5", "a boolean": False}.items():
+            message = [f"Must be a whole number (a JSON number), not {kind}."]
+            if spec.get("type") == "integer":
+                bodies.append((name, {name: value}, message))
+            elif spec.get("type") == "array" and spec.get("items", {}).get("type") == "integer":
+                bodies.append((name, {name: [value]}, {"0": message}))
     return bodies
 
 
@@ -98,7 +104,7 @@ def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Clie
 
 
 @pytest.mark.django_db
-def test_a_number_or_boolean_given_for_any_text_input_is_a_400_naming_the_field(
+def test_a_value_of_another_json_type_given_for_any_text_or_whole_number_input_is_a_400_naming_it(
     client: Client, people: dict[str, Any]
 ) -> None:
     document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
@@ -117,12 +123,12 @@ def test_a_number_or_boolean_given_for_any_text_input_is_a_400_naming_the_field(
             continue
         auth = tokens["compliance_officer" if allowed == AUTHENTICATED else allowed[0]]
         call = client.put if method == "PUT" else client.post
-        for field, body, expected in _not_text_bodies(document, route, method):
+        for field, body, expected in _wrong_type_bodies(document, route, method):
             response = call(_path(route, own), body, content_type="application/json", **auth)
             problems = response.json().get("error", {}).get("fields", {}).get(field) if response.content else None
             if response.status_code != 400 or problems != expected:
                 failures.append(f"{method} {route} {body}: {response.status_code} {problems}")
             checked.add(f"{route} {field}")
     assert failures == [], "\n".join(failures)
-    assert len(checked) >= 50, sorted(checked)
+    assert len(checked) >= 60, sorted(checked)
     assert Entry.objects.count() == entries  # nothing refused was recorded
