@@ -78,7 +78,12 @@ def test_the_admin_who_broke_the_glass_may_not_close_its_review(people: dict[str
     before = Entry.objects.count()
     refused = _close(client, review, outcome="upheld", note="it was me, and it was fine")
     assert any("separation of duties" in m for m in _messages(refused)), _messages(refused)
-    assert Entry.objects.count() == before and BreakGlassReview.objects.get(pk=review.pk).closed_at is None
+    assert BreakGlassReview.objects.get(pk=review.pk).closed_at is None
+    # The refusal is the one entry the attempt leaves: nothing of the close survives it.
+    added = [json.loads(bytes(body)) for body in Entry.objects.filter(index__gte=before).values_list("body", flat=True)]
+    assert [(e["action"], e["payload"]["path"]) for e in added] == [
+        ("separation_of_duties.refused", "break_glass_review")
+    ]
 
 
 @pytest.mark.django_db
