@@ -92,9 +92,9 @@ def test_deploy_serve_log_roll_back_and_expire(
     assert segment.requests == 1 and segment.summary["guard"]["prompt:redacted"] == 1
     log_text = (settings.SERVING_ROOT / f"deployment-{first.pk}" / "inference.jsonl").read_text()
     assert "ana@example.org" not in log_text and "4111" not in log_text
-    assert _actions(first)[:6] == [
+    assert _actions(first)[:7] == [
         "deployment.requested", "approval.requested", "approval.approved", "deployment.granted", "deployment.live",
-        "deployment.inference_log",
+        "deployment.client_credential_issued", "deployment.inference_log",
     ]  # fmt: skip
 
     # Feedback on that answer, and the monitoring view of the log, through the API.
