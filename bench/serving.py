@@ -7,7 +7,10 @@ twice on the same weights (guard ``off``; guard ``redact`` with the full spaCy p
 each prompt holding an e-mail address and a credit card number, ``BENCH_MAX_TOKENS`` new tokens
 each (default 16), after a short warm-up. Both servers stay up and take turns in batches of
 ``ROUND`` requests, so that the machine's other load weighs on both alike. Latencies are measured by
-the clients (queueing behind the server's generation lock included). Prints one JSON object.
+the clients (queueing behind the server's generation lock included). As in production, each
+server serves only callers holding a client credential (a signed client list, one credential sent
+as ``Authorization: Bearer``); its rate limit is set past what the bench sends (``RATE_LIMIT``), so
+the figures are the server's, not the limit's. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 8
 ROUND = 25  # requests per turn of each server
+RATE_LIMIT = "100000/s"
 CARDS = ["4111 1111 1111 1111", "5500 0000 0000 0004", "3400 000000 00009", "4012 8888 8888 1881"]
 
 
@@ -48,12 +52,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def start_server(folder: Path, grant: Path, keys: Path, weights: Path, nlp_model: str) -> tuple[Any, int, float]:
+def start_server(
+    folder: Path, grant: Path, clients: Path, keys: Path, weights: Path, nlp_model: str
+) -> tuple[Any, int, float]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     command = [
         sys.executable, "-m", "serving.server", "--grant", str(grant), "--verifier-keys", str(keys),
         "--weights", str(weights), "--host", "127.0.0.1", "--port", "0", "--log", str(folder / "inference.jsonl"),
-        "--nlp-model", nlp_model,
+        "--nlp-model", nlp_model, "--client-credentials", str(clients), "--rate-limit", RATE_LIMIT,
     ]  # fmt: skip
     started = time.perf_counter()
     with (folder / "server.err").open("wb") as stderr:
@@ -72,12 +78,13 @@ def start_server(folder: Path, grant: Path, keys: Path, weights: Path, nlp_model
             raise SystemExit(f"the server refused: {event['reason']}")
 
 
-def post(port: int, text: str, max_tokens: int) -> tuple[int, dict[str, Any], float]:
+def post(port: int, text: str, max_tokens: int, credential: str) -> tuple[int, dict[str, Any], float]:
     body = json.dumps({"prompt": text, "max_tokens": max_tokens})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        connection.request("POST", "/v1/completions", body, headers)
         response = connection.getresponse()
         payload = json.loads(response.read())
     finally:
@@ -85,10 +92,12 @@ def post(port: int, text: str, max_tokens: int) -> tuple[int, dict[str, Any], fl
     return response.status, payload, (time.perf_counter() - started) * 1000
 
 
-def run_batch(port: int, first: int, count: int, clients: int, max_tokens: int) -> tuple[float, list[Any]]:
+def run_batch(
+    port: int, first: int, count: int, clients: int, max_tokens: int, credential: str
+) -> tuple[float, list[Any]]:
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        results = list(pool.map(lambda i: post(port, prompt(i), max_tokens), range(first, first + count)))
+        results = list(pool.map(lambda i: post(port, prompt(i), max_tokens, credential), range(first, first + count)))
     return time.perf_counter() - started, results
 
 
@@ -115,6 +124,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from audits.ledger.keys import SignerKey
     from registry.tiny_model import build_tiny_gpt2
+    from serving.clients import credential_digest, credential_new, credential_prefix, sign_client_list
     from serving.grants import folder_weights_digest, sign_grant, utc_timestamp
 
     entities = ["CREDIT_CARD", "EMAIL_ADDRESS", "PHONE_NUMBER"] + ([] if nlp_model == "blank" else ["PERSON"])
@@ -126,6 +136,7 @@ def main() -> None:
         folder = Path(tmp)
         weights = build_tiny_gpt2(folder / "model")
         signer = SignerKey.generate("bench")
+        credential = credential_new()[1]
         keys = folder / "verifier.keys"
         keys.write_text(signer.verifier().encode() + "\n")
         now = datetime.now(UTC)
@@ -147,11 +158,17 @@ def main() -> None:
                 run.mkdir()
                 grant = run / "grant.note"
                 grant.write_text(sign_grant(statement, [signer]))
-                proc, port, startup_s = start_server(run, grant, keys, weights, nlp)
+                clients_note = run / "clients.note"
+                entry = {"prefix": credential_prefix(credential), "sha256": credential_digest(credential),
+                         "expires_at": statement["expires_at"]}  # fmt: skip
+                clients_note.write_text(sign_client_list(
+                    {"deployment": "bench", "issued_at": utc_timestamp(now), "credentials": [entry]}, [signer]
+                ))  # fmt: skip
+                proc, port, startup_s = start_server(run, grant, clients_note, keys, weights, nlp)
                 servers[name] = (proc, port, run)
                 report[name] = {"startup_s": round(startup_s, 2)}
                 for i in range(WARMUP):
-                    post(port, prompt(-1 - i), max_tokens)
+                    post(port, prompt(-1 - i), max_tokens, credential)
             # Both servers stay up and take turns, batch by batch, so that a change in the
             # machine's other load weighs on both alike.
             walls = dict.fromkeys(servers, 0.0)
@@ -160,7 +177,7 @@ def main() -> None:
             while done < requests:
                 count = min(ROUND, requests - done)
                 for name, (_, port, _) in servers.items():
-                    wall, batch = run_batch(port, done, count, clients, max_tokens)
+                    wall, batch = run_batch(port, done, count, clients, max_tokens, credential)
                     walls[name] += wall
                     results[name].extend(batch)
                 done += count
