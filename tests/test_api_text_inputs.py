@@ -30,6 +30,20 @@ from tests.test_permission_matrix import (
 NOT_TEXT = "Must be text (a JSON string), not a number."
 
 
+def write_world(client: Client, people: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, dict[str, str]]]:
+    """What the input tests send their bodies with: the API's schema, the permission matrix's
+    own-project scenario, and a token (as request headers) for a member in each role."""
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    User = get_user_model()
+    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
+    own = _scenario("own", people, members)
+    tokens = {
+        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+        for role, user in members.items()
+    }
+    return document, own, tokens
+
+
 def _properties(document: dict[str, Any], route: str, method: str) -> dict[str, Any]:
     path = openapi_path(route)
     body = document["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
@@ -74,14 +88,7 @@ def _wrong_type_bodies(document: dict[str, Any], route: str, method: str) -> lis
 
 @pytest.mark.django_db
 def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Client, people: dict[str, Any]) -> None:
-    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
-    User = get_user_model()
-    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
-    own = _scenario("own", people, members)
-    tokens = {
-        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
-        for role, user in members.items()
-    }
+    document, own, tokens = write_world(client, people)
     entries = Entry.objects.count()
     checked, failures = [], []
     for route, method in api_endpoints():
@@ -107,14 +114,7 @@ def test_a_number_given_for_ledgered_text_is_a_400_naming_the_field(client: Clie
 def test_a_value_of_another_json_type_given_for_any_text_or_whole_number_input_is_a_400_naming_it(
     client: Client, people: dict[str, Any]
 ) -> None:
-    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
-    User = get_user_model()
-    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
-    own = _scenario("own", people, members)
-    tokens = {
-        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
-        for role, user in members.items()
-    }
+    document, own, tokens = write_world(client, people)
     entries = Entry.objects.count()
     checked, failures = set(), []
     for route, method in api_endpoints():

@@ -21,6 +21,7 @@ from audits.ledger.models import Entry
 from common.parsers import SAFE_INTEGER_MAX, BoundedJSONParser
 from config.urls import internal_error
 from governance.services import api_token_create
+from tests.test_api_text_inputs import write_world
 from tests.test_permission_matrix import (
     AUTHENTICATED,
     MATRIX,
@@ -100,14 +101,7 @@ CASES = [
 
 @pytest.mark.django_db
 def test_every_json_write_endpoint_refuses_what_the_boundary_refuses(client: Client, people: dict[str, Any]) -> None:
-    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
-    User = get_user_model()
-    members = {role: User.objects.create_user(username=f"m-{role}") for role in MEMBERS}
-    own = _scenario("own", people, members)
-    tokens = {
-        role: {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
-        for role, user in members.items()
-    }
+    document, own, tokens = write_world(client, people)
     entries = Entry.objects.count()
     checked, failures = set(), []
     for route, method in api_endpoints():
