@@ -52,7 +52,8 @@ def test_officer_reads_a_model_versions_factsheet_and_follows_its_ledger_entries
     # The session's Celery worker, when an earlier test started it, sees this test's committed rows
     # and would claim the world's jobs (and run the real garak where the world stands one in): they
     # go to a queue no worker reads, and run here, in process, as the world builds them.
-    with override_settings(TRAINING_CPU_QUEUE="factsheet-world", TRAINING_GPU_QUEUE="factsheet-world"):
+    queues = {name: "factsheet-world" for name in ("TRAINING_CPU_QUEUE", "TRAINING_GPU_QUEUE", "PII_SCAN_QUEUE")}
+    with override_settings(**queues):
         world = factsheet_world.build(ready, tmp_path, monkeypatch)
     checkpoint_create()  # so the inclusion proofs the page links have a signed tree to prove against
     officer = world["compliance_officer"]
