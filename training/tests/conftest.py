@@ -24,7 +24,10 @@ TEXTS = [f"ticket {i}: the order shipped on day {i % 7} and the customer was hap
 
 def upload_approved_version(people: dict[str, Any], dataset: Any, texts: list[str]) -> Any:
     data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
-    version, _ = dataset_version_upload(actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data)
+    # In a transactional test a live Celery worker would claim the scan once the upload commits: it
+    # goes to a queue no worker reads, and runs here.
+    with override_settings(PII_SCAN_QUEUE="training-tests"):
+        version, _ = dataset_version_upload(actor=people["ml_engineer"], dataset=dataset, filename="t.jsonl", data=data)
     with override_settings(**PATTERN_ONLY):
         pii_scan_run(scan_id=PiiScan.objects.get(version=version).pk, actor=people["system"])
     request = approval_request_submit(
