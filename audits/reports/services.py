@@ -145,6 +145,18 @@ def service_certificate_get(signer: Any) -> Any:
     return certificate
 
 
+def sign_report_pdf(pdf: bytes, *, reason: str, signed_at: dt.datetime) -> bytes:
+    """Sign a rendered report (or letter) with the service's report-signing key and certificate:
+    the one place every signed PDF of the service is signed."""
+    from audits.reports.pdf import sign_pdf
+
+    signer = _signer()
+    return sign_pdf(
+        pdf, private_key=signer.private_key, certificate=service_certificate_get(signer), reason=reason,
+        signed_at=signed_at,
+    )  # fmt: skip
+
+
 # --- Generation (on the worker) ------------------------------------------------------------------
 
 
@@ -171,7 +183,7 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
     from audits.ledger.selectors import latest_checkpoint
     from audits.ledger.services import checkpoint_create
     from audits.reports import builders
-    from audits.reports.pdf import build_pdf, cited_indexes, sign_pdf
+    from audits.reports.pdf import build_pdf, cited_indexes
 
     if not _claim(report_pk):
         return None
@@ -187,10 +199,8 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
         _progress(run, 80, "rendering the PDF")
         pdf = build_pdf(document)
         _progress(run, 90, "signing the PDF")
-        signer = _signer()
-        signed = sign_pdf(
-            pdf, private_key=signer.private_key, certificate=service_certificate_get(signer),
-            reason=f"{run.get_kind_display()}, ledger checkpoint {checkpoint.tree_size}",
+        signed = sign_report_pdf(
+            pdf, reason=f"{run.get_kind_display()}, ledger checkpoint {checkpoint.tree_size}",
             signed_at=document.generated_at,
         )  # fmt: skip
         sha256, size = artifacts.put_bytes(signed)

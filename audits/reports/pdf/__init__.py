@@ -32,7 +32,10 @@ from audits.reports.pdf.document import (
     METADATA_FORMAT,
     PRODUCER,
     VERIFY_COMMAND,
+    Attachment,
     BarChart,
+    Claim,
+    Digest,
     Heading,
     KeyValues,
     LineChart,
@@ -43,6 +46,7 @@ from audits.reports.pdf.document import (
     Section,
     Table,
     cited_indexes,
+    report_metadata,
 )
 from audits.reports.pdf.render import build_pdf
 from audits.reports.pdf.signing import SIGNATURE_FIELD, private_key_from_signer, service_certificate, sign_pdf
@@ -54,6 +58,7 @@ from audits.reports.pdf.verification import (
     UNREADABLE,
     UNTRUSTED_SIGNER,
     SignatureCheck,
+    read_attachment,
     read_pdf,
     verify_pdf_signature,
 )
@@ -70,7 +75,10 @@ __all__ = [
     "UNREADABLE",
     "UNTRUSTED_SIGNER",
     "VERIFY_COMMAND",
+    "Attachment",
     "BarChart",
+    "Claim",
+    "Digest",
     "Heading",
     "KeyValues",
     "LineChart",
@@ -84,7 +92,9 @@ __all__ = [
     "build_pdf",
     "cited_indexes",
     "private_key_from_signer",
+    "read_attachment",
     "read_pdf",
+    "report_metadata",
     "service_certificate",
     "sign_pdf",
     "verify_pdf_signature",

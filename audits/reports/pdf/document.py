@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 METADATA_FORMAT = "llmops-governance/report/v1"
 METADATA_FILENAME = "report.json"
@@ -25,6 +26,18 @@ class Heading:
 @dataclass(frozen=True)
 class Paragraph:
     text: str
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A hash in a table cell (hex or ``sha256:`` hex): printed in full, never cut, never split
+    like a word (small monospace, or in the report's appendix of digests where the column is too
+    narrow)."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,28 @@ Section = Heading | Paragraph | Table | BarChart | LineChart | KeyValues
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A fact the report states, with the ledger entry that says it: ``field`` is a dotted path
+    into the entry's JSON document (``action``, ``subject.digest``, ``payload.lawful_basis``,
+    ``actor.name``) and ``value`` what the report states is found there. The claims travel in
+    ``report.json``; ``report verify`` re-reads each entry and names the first claim it does not
+    bear out."""
+
+    fact: str
+    entry: int
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    data: bytes
+    mime_type: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Report:
     """``checkpoint_text`` is the signed checkpoint note the report was built from; every cited
     ledger index must lie below its tree size. ``report_id`` left empty is derived from the
@@ -74,6 +109,13 @@ class Report:
     sections: Sequence[Section] = field(default_factory=tuple)
     kind: str = "report"
     report_id: str = ""
+    claims: Sequence[Claim] = field(default_factory=tuple)
+    # Non-empty: the report lacks required facts (named here); every page is marked
+    # "DRAFT - incomplete" and report.json says so.
+    draft_notice: str = ""
+    # Further files embedded next to report.json, in the signed revision: a letter's
+    # machine-readable annex, for one.
+    attachments: Sequence[Attachment] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -88,20 +130,43 @@ class ReportInfo:
     generated_at: datetime
     checkpoint_text: str
     cited_indexes: tuple[int, ...]
+    claims: tuple[Claim, ...] = ()
+    draft_notice: str = ""
 
 
 def cited_indexes(report: Report) -> tuple[int, ...]:
-    """Every ledger index the report's tables cite, sorted, each once."""
-    cited: set[int] = set()
+    """Every ledger index the report's tables and claims cite, sorted, each once."""
+    indexes: list[int | None] = [claim.entry for claim in report.claims]
     for section in report.sections:
         if isinstance(section, Table) and section.citations is not None:
-            for index in section.citations:
-                if index is None:
-                    continue
-                if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                    raise ReportPdfError(f"a citation must be a ledger index, not {index!r}")
-                cited.add(index)
+            indexes.extend(section.citations)
+    cited: set[int] = set()
+    for index in indexes:
+        if index is None:
+            continue
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ReportPdfError(f"a citation must be a ledger index, not {index!r}")
+        cited.add(index)
     return tuple(sorted(cited))
+
+
+def report_metadata(report: Report, report_id: str, cited: tuple[int, ...], generated_at: datetime) -> dict[str, Any]:
+    """``report.json``: what ``read_pdf`` gives back as a ``ReportInfo``."""
+    return {
+        "format": METADATA_FORMAT,
+        "kind": report.kind,
+        "report_id": report_id,
+        "title": report.title,
+        "scope": report.scope,
+        "period_start": report.period_start.isoformat(),
+        "period_end": report.period_end.isoformat(),
+        "generated_at": generated_at.isoformat().replace("+00:00", "Z"),
+        "checkpoint": report.checkpoint_text,
+        "cited_ledger_indexes": list(cited),
+        "draft": bool(report.draft_notice),
+        "draft_notice": report.draft_notice,
+        "claims": [{"fact": c.fact, "entry": c.entry, "field": c.field, "value": c.value} for c in report.claims],
+    }
 
 
 def utc(moment: datetime, what: str) -> datetime:

@@ -8,8 +8,9 @@ import dataclasses
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -34,9 +35,9 @@ from audits.ledger.notes import parse as parse_note
 from audits.reports.pdf.charts import chart_flowables
 from audits.reports.pdf.document import (
     METADATA_FILENAME,
-    METADATA_FORMAT,
     PRODUCER,
     VERIFY_COMMAND,
+    Attachment,
     BarChart,
     Heading,
     KeyValues,
@@ -47,6 +48,7 @@ from audits.reports.pdf.document import (
     Section,
     Table,
     cited_indexes,
+    report_metadata,
     utc,
 )
 from audits.reports.pdf.styles import markup, report_styles
@@ -120,21 +122,6 @@ def _default_id(report: Report) -> str:
     return hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
-def _metadata(report: Report, report_id: str, cited: tuple[int, ...], generated_at: datetime) -> dict[str, Any]:
-    return {
-        "format": METADATA_FORMAT,
-        "kind": report.kind,
-        "report_id": report_id,
-        "title": report.title,
-        "scope": report.scope,
-        "period_start": report.period_start.isoformat(),
-        "period_end": report.period_end.isoformat(),
-        "generated_at": generated_at.isoformat().replace("+00:00", "Z"),
-        "checkpoint": report.checkpoint_text,
-        "cited_ledger_indexes": list(cited),
-    }
-
-
 class _MimeTypeName(PDFObject):
     """A PDF name holding a MIME type: reportlab's PDFName writes the "/" of "application/json"
     as is, which a reader takes for the start of a second name; here it is written as #2F."""
@@ -146,32 +133,50 @@ class _MimeTypeName(PDFObject):
         return b"/" + self.mime_type.replace("/", "#2F").encode("ascii")
 
 
-def _embed_metadata(canvas: Canvas, payload: bytes, generated_at: datetime) -> None:
+def _embedded_file(
+    filename: str, payload: bytes, mime_type: str, description: str, generated_at: datetime
+) -> PDFDictionary:
     stream = PDFStream(
         PDFDictionary(
             {
                 "Type": PDFName("EmbeddedFile"),
-                "Subtype": _MimeTypeName("application/json"),
+                "Subtype": _MimeTypeName(mime_type),
                 "Params": PDFDictionary({"Size": len(payload), "ModDate": PDFString(_pdf_date(generated_at))}),
             }
         ),
         payload,
         filters=[PDFZCompress],
     )
-    filespec = PDFDictionary(
+    return PDFDictionary(
         {
             "Type": PDFName("Filespec"),
-            "F": PDFString(METADATA_FILENAME),
-            "UF": PDFString(METADATA_FILENAME),
-            "Desc": PDFString("machine-readable report metadata: checkpoint and cited ledger indexes"),
+            "F": PDFString(filename),
+            "UF": PDFString(filename),
+            "Desc": PDFString(description),
             "AFRelationship": PDFName("Data"),
             "EF": PDFDictionary({"F": stream}),
         }
     )
-    names = PDFDictionary(
-        {"EmbeddedFiles": PDFDictionary({"Names": PDFArray([PDFString(METADATA_FILENAME), filespec])})}
-    )
-    canvas.setCatalogEntry("Names", names)
+
+
+def _embed_files(canvas: Canvas, payload: bytes, attachments: Sequence[Attachment], generated_at: datetime) -> None:
+    """``report.json`` and the report's attachments, in the name tree (sorted by name, as PDF asks)."""
+    files = {
+        METADATA_FILENAME: _embedded_file(
+            METADATA_FILENAME, payload, "application/json",
+            "machine-readable report metadata: checkpoint, cited ledger indexes and claims", generated_at,
+        )
+    }  # fmt: skip
+    for attachment in attachments:
+        if attachment.filename in files:
+            raise ReportPdfError(f"two embedded files are named {attachment.filename!r}")
+        files[attachment.filename] = _embedded_file(
+            attachment.filename, attachment.data, attachment.mime_type, attachment.description, generated_at
+        )
+    names: list[PDFObject] = []
+    for filename in sorted(files):
+        names += [PDFString(filename), files[filename]]
+    canvas.setCatalogEntry("Names", PDFDictionary({"EmbeddedFiles": PDFDictionary({"Names": PDFArray(names)})}))
 
 
 def build_pdf(report: Report) -> bytes:
@@ -186,7 +191,7 @@ def build_pdf(report: Report) -> bytes:
             f"the report cites ledger entry {cited[-1]}, beyond the checkpoint's tree size {checkpoint.size}"
         )
     report_id = report.report_id or _default_id(report)
-    metadata = _metadata(report, report_id, cited, generated_at)
+    metadata = report_metadata(report, report_id, cited, generated_at)
     payload = json.dumps(metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     styles = report_styles()
 
@@ -214,7 +219,7 @@ def build_pdf(report: Report) -> bytes:
 
     def first_page(canvas: Canvas, _doc: object) -> None:
         canvas.setDateFormatter(lambda *_: _pdf_date(generated_at))
-        _embed_metadata(canvas, payload, generated_at)
+        _embed_files(canvas, payload, report.attachments, generated_at)
         later_pages(canvas, _doc)
 
     def later_pages(canvas: Canvas, _doc: object) -> None:

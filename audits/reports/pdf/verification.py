@@ -15,7 +15,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import EmbeddedPdfSignature, SignatureCoverageLevel, validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from audits.reports.pdf.document import METADATA_FILENAME, METADATA_FORMAT, ReportInfo, ReportPdfError, utc
+from audits.reports.pdf.document import METADATA_FILENAME, METADATA_FORMAT, Claim, ReportInfo, ReportPdfError, utc
 from audits.reports.pdf.signing import asn1_certificate
 
 # The reasons verify_pdf_signature gives, each followed by ": <detail>" where there is one.
@@ -61,6 +61,15 @@ def _embedded_file(reader: PdfFileReader, filename: str) -> bytes | None:
     return None
 
 
+def read_attachment(pdf: bytes, filename: str) -> bytes | None:
+    """An embedded file of ``pdf`` by name (``None`` when it holds none): unchecked, like
+    ``read_pdf``."""
+    try:
+        return _embedded_file(_reader(pdf), filename)
+    except (PdfError, KeyError, TypeError, ValueError) as exc:
+        raise ReportPdfError(f"{UNREADABLE}: {exc}") from None
+
+
 def read_pdf(pdf: bytes) -> ReportInfo:
     """The report metadata embedded in ``pdf``. It reads the latest revision and checks nothing:
     call ``verify_pdf_signature`` first to know the metadata is what the service signed."""
@@ -86,6 +95,11 @@ def read_pdf(pdf: bytes) -> ReportInfo:
             generated_at=datetime.fromisoformat(data["generated_at"]),
             checkpoint_text=data["checkpoint"],
             cited_indexes=tuple(int(i) for i in data["cited_ledger_indexes"]),
+            claims=tuple(
+                Claim(fact=str(c["fact"]), entry=int(c["entry"]), field=str(c["field"]), value=c["value"])
+                for c in data.get("claims", ())
+            ),
+            draft_notice=str(data.get("draft_notice", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, ReportPdfError):
