@@ -15,8 +15,9 @@ reportlab the reports load anyway. Measured on 2 cores, per chart: a 640 x 240 l
 Every output is a function of the chart alone (same chart, same bytes: the bias chart's digest is
 part of what a waiver vouches for). Text is kept as given but for characters XML cannot carry,
 replaced by U+FFFD so that the SVG always parses; the SVG renderer escapes the rest. Caveats: text
-is set in Helvetica (the PDF standard font: Latin-1 only in PDFs), the PNG draws it with
-reportlab's bundled Bitstream Vera narrowed to Helvetica's widths; a line chart's x axis is
+is set in Helvetica (the PDF standard font: Latin-1 only in PDFs) unless ``Chart.fonts`` names fonts
+registered with reportlab (the reports' embedded TrueType fonts: for the PDF Drawing only), the PNG
+draws it with reportlab's bundled Bitstream Vera narrowed to Helvetica's widths; a line chart's x axis is
 categorical (equal steps), so callers pass points on a regular grid. Importing this module loads
 reportlab's graphics (~0.1 s): callers on a start-up path import it inside the function that draws.
 """
@@ -85,6 +86,9 @@ class Chart:
     width: float = 640
     height: float = 240
     font_size: float = 9
+    # (regular, bold): fonts registered with reportlab, for a chart drawn into a PDF that embeds
+    # them (the reports). None: Helvetica, as the SVG and PNG outputs expect.
+    fonts: tuple[str, str] | None = None
 
 
 def _clean(text: object) -> str:
@@ -149,7 +153,8 @@ class _DashedSwatch(LineSwatch):
 def _titled(canvas: Drawing, chart: Chart) -> Drawing:
     if chart.title:
         fs = chart.font_size
-        canvas.add(String(10, canvas.height - fs * 1.6, _clean(chart.title), fontName=_BOLD, fontSize=fs + 3))
+        bold = chart.fonts[1] if chart.fonts else _BOLD
+        canvas.add(String(10, canvas.height - fs * 1.6, _clean(chart.title), fontName=bold, fontSize=fs + 3))
     return canvas
 
 
@@ -158,21 +163,23 @@ def drawing(chart: Chart) -> Drawing:
     series of the wrong length, a non-finite value or a chart smaller than 200 x 120."""
     rows = _check(chart)
     fs = chart.font_size
+    font = chart.fonts[0] if chart.fonts else _FONT
     title_height = fs * 2.8 if chart.title else fs
     values = [v for row in rows for v in row if v is not None]
     if not chart.categories or not values:
         canvas = _titled(Drawing(chart.width, title_height + fs * 2), chart)
-        canvas.add(String(10, fs * 0.8, "no data", fontName="Helvetica-Oblique", fontSize=fs))
+        italic = font if chart.fonts else "Helvetica-Oblique"
+        canvas.add(String(10, fs * 0.8, "no data", fontName=italic, fontSize=fs))
         return canvas
     swatches = [(colors.HexColor(PALETTE[i % len(PALETTE)]), _clean(name)) for i, name in enumerate(chart.series)]
     if chart.reference is not None:
         swatches.append((_DashedSwatch(), _clean(chart.reference[0])))
     legend = Legend()
     legend.colorNamePairs = swatches
-    legend.fontName, legend.fontSize, legend.alignment, legend.boxAnchor = _FONT, fs, "right", "sw"
+    legend.fontName, legend.fontSize, legend.alignment, legend.boxAnchor = font, fs, "right", "sw"
     legend.strokeColor = None
     legend.x, legend.y, legend.dx, legend.dy, legend.deltay = 10, 4, fs, fs, fs * 1.4
-    legend.deltax = max(stringWidth(name, _FONT, fs) for _, name in swatches) + fs * 4
+    legend.deltax = max(stringWidth(name, font, fs) for _, name in swatches) + fs * 4
     legend.columnMaximum = math.ceil(len(swatches) / max(1, int((chart.width - 20) // legend.deltax)))
     legend_height = legend.columnMaximum * legend.deltay + fs
     canvas = _titled(Drawing(chart.width, chart.height), chart)
@@ -181,13 +188,13 @@ def drawing(chart: Chart) -> Drawing:
     high = max(values) if chart.y_max is None else max(chart.y_max, *values)
     ticks, decimals = nice_ticks(min(0.0, *values), high)
     tick_labels = [f"{tick:,.{decimals}f}" for tick in ticks]
-    left = 10 + max(stringWidth(label, _FONT, fs) for label in tick_labels) + (fs * 1.8 if chart.y_label else 0)
+    left = 10 + max(stringWidth(label, font, fs) for label in tick_labels) + (fs * 1.8 if chart.y_label else 0)
     plot: Any = VerticalBarChart() if chart.kind == "bar" else HorizontalLineChart()
     plot.x, plot.width = left, chart.width - left - 12
     # Every bar keeps its label (at most 12, else every n-th), set at an angle when they would
     # collide; a line's labels are thinned out until they fit level.
     labels = [_clean(category) for category in chart.categories]
-    longest, slot = max(stringWidth(label, _FONT, fs) for label in labels), plot.width / len(labels)
+    longest, slot = max(stringWidth(label, font, fs) for label in labels), plot.width / len(labels)
     step = math.ceil(len(labels) / _MAX_AXIS_LABELS)
     if chart.kind == "line":
         step = max(step, math.ceil((longest + 1.5 * fs) / slot))
@@ -198,7 +205,7 @@ def drawing(chart: Chart) -> Drawing:
     plot.y = legend_height + x_label_height + below_axis
     plot.height = top - plot.y
     plot.categoryAxis.categoryNames = shown
-    plot.categoryAxis.labels.fontName, plot.categoryAxis.labels.fontSize = _FONT, fs
+    plot.categoryAxis.labels.fontName, plot.categoryAxis.labels.fontSize = font, fs
     plot.categoryAxis.labels.textAnchor = "middle"  # anchored, not placed by Helvetica's widths (SVG)
     if slanted:
         plot.categoryAxis.labels.angle = 30
@@ -206,7 +213,7 @@ def drawing(chart: Chart) -> Drawing:
     axis = plot.valueAxis
     axis.valueMin, axis.valueMax, axis.valueSteps = ticks[0], ticks[-1], ticks
     axis.labelTextFormat = lambda value: f"{value:,.{decimals}f}"
-    axis.labels.fontName, axis.labels.fontSize, axis.labels.textAnchor = _FONT, fs, "end"
+    axis.labels.fontName, axis.labels.fontSize, axis.labels.textAnchor = font, fs, "end"
     axis.visibleGrid, axis.gridStrokeColor, axis.gridStrokeWidth = True, colors.HexColor("#e5e5e5"), 0.5
 
     def y_of(value: float) -> float:
@@ -231,11 +238,11 @@ def drawing(chart: Chart) -> Drawing:
                 plot.data.append(run)
     canvas.add(plot)
     if chart.y_label:
-        label = String(0, 0, _clean(chart.y_label), fontName=_FONT, fontSize=fs, textAnchor="middle")
+        label = String(0, 0, _clean(chart.y_label), fontName=font, fontSize=fs, textAnchor="middle")
         canvas.add(Group(label, transform=(0, 1, -1, 0, fs + 2, plot.y + plot.height / 2)))
     if chart.x_label:
         canvas.add(
-            String(plot.x + plot.width / 2, legend_height + fs * 0.6, _clean(chart.x_label), fontName=_FONT,
+            String(plot.x + plot.width / 2, legend_height + fs * 0.6, _clean(chart.x_label), fontName=font,
                    fontSize=fs, textAnchor="middle")
         )  # fmt: skip
     if chart.reference is not None:
@@ -247,9 +254,7 @@ def drawing(chart: Chart) -> Drawing:
         y = y_of(max([0.0, *column])) + 3
         center = plot.x + (index + 0.5) * plot.width / len(chart.categories)
         for offset, text in enumerate(reversed(_clean(note).split("\n"))):
-            canvas.add(
-                String(center, y + offset * (fs + 1), text, fontName=_FONT, fontSize=fs - 1, textAnchor="middle")
-            )
+            canvas.add(String(center, y + offset * (fs + 1), text, fontName=font, fontSize=fs - 1, textAnchor="middle"))
     canvas.add(legend)
     return canvas
 

@@ -1,6 +1,8 @@
 """``build_pdf``: a report rendered with reportlab as a deterministic PDF, a cover page naming the
-checkpoint it was built from, its sections, "page X of Y" footers, and ``report.json`` embedded
-as the machine-readable side."""
+checkpoint it was built from, its sections (a table too wide for a portrait page on landscape
+pages), "page X of Y" footers, an appendix of the digests too long for their table column, and
+``report.json`` embedded as the machine-readable side. A draft report (``Report.draft_notice``)
+says so on every page, in red above the text, and its cover names what is missing."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
+from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfdoc import (
@@ -25,9 +27,8 @@ from reportlab.pdfbase.pdfdoc import (
     PDFString,
     PDFZCompress,
 )
-from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, PageBreak, SimpleDocTemplate, Spacer
+from reportlab.platypus import BaseDocTemplate, Flowable, Frame, NextPageTemplate, PageBreak, PageTemplate, Spacer
 from reportlab.platypus import Paragraph as RLParagraph
 
 from audits.ledger.notes import Checkpoint
@@ -51,12 +52,24 @@ from audits.reports.pdf.document import (
     report_metadata,
     utc,
 )
-from audits.reports.pdf.styles import markup, report_styles
-from audits.reports.pdf.tables import LEDGER_COLUMN, key_values_flowables, table_flowables
+from audits.reports.pdf.styles import SANS, SANS_BOLD, draw_text, markup, report_styles, text_width
+from audits.reports.pdf.tables import (
+    LEDGER_COLUMN,
+    DigestIndex,
+    Frames,
+    Orientation,
+    key_values_flowables,
+    table_flowables,
+)
 
 _PAGE_MARGIN = 18 * mm
 _FOOTER_Y = 10 * mm
+_HEADER_FROM_TOP = 11 * mm
 _PAGE_TOTAL_FORM = "pageTotal"
+_FOOTER_SIZE = 7.5
+_FOOTER_GREY = colors.HexColor("#555555")
+DRAFT_MARK = "DRAFT - incomplete"
+_DRAFT_RED = colors.HexColor("#b00020")
 
 
 def _pdf_date(moment: datetime) -> str:
@@ -65,49 +78,92 @@ def _pdf_date(moment: datetime) -> str:
 
 class _ReportCanvas(Canvas):
     """Writes "page X of Y" on every page: the Y is a form XObject drawn on each page and defined
-    once, at save time, when the page count is known. One pass, no page state kept in memory."""
+    once, at save time, when the page count is known. One pass, no page state kept in memory.
+    A draft's pages also carry a red "DRAFT - incomplete" line above the text."""
 
     footer_left = ""
+    draft = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Not Helvetica, reportlab's default: the page would name a font it does not embed.
+        kwargs["initialFontName"] = SANS
+        super().__init__(*args, **kwargs)
 
     def draw_footer(self) -> None:
-        width, _ = self._pagesize
+        width, height = self._pagesize
         self.saveState()
-        self.setFont("Helvetica", 7.5)
-        self.setFillColor(colors.HexColor("#555555"))
-        self.drawString(_PAGE_MARGIN, _FOOTER_Y, self.footer_left)
+        self.setFillColor(_FOOTER_GREY)
+        draw_text(self, _PAGE_MARGIN, _FOOTER_Y, self.footer_left, SANS, _FOOTER_SIZE)
         label = f"page {self.getPageNumber()} of "
         x = width - _PAGE_MARGIN - 70
-        self.drawString(x, _FOOTER_Y, label)
-        self.translate(x + stringWidth(label, "Helvetica", 7.5), _FOOTER_Y)
+        drawn = draw_text(self, x, _FOOTER_Y, label, SANS, _FOOTER_SIZE)
+        self.translate(x + drawn, _FOOTER_Y)
         self.doForm(_PAGE_TOTAL_FORM)
         self.restoreState()
+        if self.draft:
+            self.saveState()
+            self.setFillColor(_DRAFT_RED)
+            self.setStrokeColor(_DRAFT_RED)
+            y = height - _HEADER_FROM_TOP
+            drawn = draw_text(self, _PAGE_MARGIN, y, DRAFT_MARK, SANS_BOLD, 10)
+            self.setLineWidth(1.2)
+            self.line(_PAGE_MARGIN + drawn + 6, y + 3.5, width - _PAGE_MARGIN, y + 3.5)
+            self.restoreState()
 
     def save(self) -> None:
         if len(self._code):
             self.showPage()
         pages = self.getPageNumber() - 1
         self.beginForm(_PAGE_TOTAL_FORM)
-        self.setFont("Helvetica", 7.5)
-        self.setFillColor(colors.HexColor("#555555"))
-        self.drawString(0, 0, str(pages))
+        self.setFillColor(_FOOTER_GREY)
+        draw_text(self, 0, 0, str(pages), SANS, _FOOTER_SIZE)
         self.endForm()
         super().save()
 
 
 def _section_flowables(
-    section: Section, available: float, frame_height: float, styles: dict[str, ParagraphStyle]
-) -> list[Flowable]:
+    section: Section, frames: Frames, styles: dict[str, ParagraphStyle], digests: DigestIndex
+) -> tuple[Orientation | None, list[Flowable]]:
+    """A section's flowables, and the orientation of the pages a table was laid out for (None:
+    the section fits either)."""
+    available = frames.portrait[0]
     if isinstance(section, Heading):
-        return [RLParagraph(markup(section.text), styles["h1"])]
+        return None, [RLParagraph(markup(section.text), styles["h1"])]
     if isinstance(section, Paragraph):
-        return [RLParagraph(markup(section.text), styles["body"]), Spacer(1, 4)]
+        return None, [RLParagraph(markup(section.text), styles["body"]), Spacer(1, 4)]
     if isinstance(section, Table):
-        return table_flowables(section, available, frame_height, styles)
+        return table_flowables(section, frames, styles, digests)
     if isinstance(section, KeyValues):
-        return key_values_flowables(section.pairs, available, styles)
+        return None, key_values_flowables(section.pairs, available, styles, digests)
     if isinstance(section, BarChart | LineChart):
-        return chart_flowables(section, available, styles)
+        return None, chart_flowables(section, available, styles)
     raise ReportPdfError(f"unknown section type {type(section).__name__}")
+
+
+def _orient(sections: Sequence[Section], laid_out: list[tuple[Orientation | None, list[Flowable]]]) -> list[Flowable]:
+    """The sections' flowables with a switch of page template wherever the orientation changes:
+    headings and paragraphs go with the table they introduce, other sections stay on the page
+    they follow. The story so far (the cover) ends with a page break."""
+    orientations: list[Orientation | None] = [orientation for orientation, _ in laid_out]
+    following: Orientation | None = None
+    for index in reversed(range(len(sections))):
+        if orientations[index] is not None:
+            following = orientations[index]
+        elif isinstance(sections[index], Heading | Paragraph):
+            orientations[index] = following
+        else:
+            following = None
+    story: list[Flowable] = []
+    current: Orientation = "portrait"
+    for index, (_, flowables) in enumerate(laid_out):
+        wanted = orientations[index] or current
+        if wanted != current:
+            story += [NextPageTemplate(wanted), PageBreak()]
+            current = wanted
+        story += flowables
+    if current != "portrait":
+        story += [NextPageTemplate("portrait"), PageBreak()]
+    return story
 
 
 def _default_id(report: Report) -> str:
@@ -196,7 +252,7 @@ def build_pdf(report: Report) -> bytes:
     styles = report_styles()
 
     buffer = io.BytesIO()
-    doc = SimpleDocTemplate(
+    doc = BaseDocTemplate(
         buffer,
         pagesize=A4,
         leftMargin=_PAGE_MARGIN,
@@ -212,25 +268,37 @@ def build_pdf(report: Report) -> bytes:
         invariant=1,
     )
     available = doc.width
-    frame_height = doc.height - 12  # the frame's own top and bottom padding
     footer = f"{report.title} \u00b7 {report.kind} {report_id}"
-    if stringWidth(footer, "Helvetica", 7.5) > available - 90:
+    if text_width(footer, SANS, _FOOTER_SIZE) > available - 90:
         footer = f"{report.kind} {report_id}"
 
-    def first_page(canvas: Canvas, _doc: object) -> None:
-        canvas.setDateFormatter(lambda *_: _pdf_date(generated_at))
-        _embed_files(canvas, payload, report.attachments, generated_at)
-        later_pages(canvas, _doc)
-
-    def later_pages(canvas: Canvas, _doc: object) -> None:
+    def on_page(canvas: Canvas, _doc: object) -> None:
         report_canvas = cast(_ReportCanvas, canvas)
+        if canvas.getPageNumber() == 1:
+            canvas.setDateFormatter(lambda *_: _pdf_date(generated_at))
+            _embed_files(canvas, payload, report.attachments, generated_at)
         report_canvas.footer_left = footer
+        report_canvas.draft = bool(report.draft_notice)
         report_canvas.draw_footer()
 
-    story: list[Flowable] = _cover(report, report_id, generated_at, checkpoint, available, styles)
-    for section in report.sections:
-        story.extend(_section_flowables(section, available, frame_height, styles))
-    doc.build(story, onFirstPage=first_page, onLaterPages=later_pages, canvasmaker=_ReportCanvas)
+    templates = []
+    for name, pagesize in (("portrait", A4), ("landscape", landscape(A4))):
+        width, height = pagesize[0] - 2 * _PAGE_MARGIN, pagesize[1] - 2 * _PAGE_MARGIN
+        frame = Frame(_PAGE_MARGIN, _PAGE_MARGIN, width, height, id=name)
+        templates.append(PageTemplate(id=name, frames=[frame], onPage=on_page, pagesize=pagesize))
+    doc.addPageTemplates(templates)
+    landscape_size = landscape(A4)
+    frames = Frames(
+        portrait=(doc.width, doc.height),
+        landscape=(landscape_size[0] - 2 * _PAGE_MARGIN, landscape_size[1] - 2 * _PAGE_MARGIN),
+    )
+
+    digests = DigestIndex()
+    story: list[Flowable] = _cover(report, report_id, generated_at, checkpoint, available, styles, digests)
+    laid_out = [_section_flowables(section, frames, styles, digests) for section in report.sections]
+    story += _orient(report.sections, laid_out)
+    story += digests.appendix(available, styles)
+    doc.build(story, canvasmaker=_ReportCanvas)
     return buffer.getvalue()
 
 
@@ -241,12 +309,16 @@ def _cover(
     checkpoint: Checkpoint,
     available: float,
     styles: dict[str, ParagraphStyle],
+    digests: DigestIndex,
 ) -> list[Flowable]:
     root_b64 = checkpoint.body().split("\n")[2]
     story: list[Flowable] = [
         RLParagraph(markup(report.title), styles["title"]),
         Spacer(1, 6),
     ]
+    if report.draft_notice:
+        notice = f"{DRAFT_MARK}: {report.draft_notice}"
+        story.append(RLParagraph(markup(notice), styles["draft"]))
     story += key_values_flowables(
         [
             ("Scope", report.scope),
@@ -256,6 +328,7 @@ def _cover(
         ],
         available,
         styles,
+        digests,
     )
     story.append(RLParagraph("Built from ledger checkpoint", styles["h1"]))
     story += key_values_flowables(
@@ -267,6 +340,7 @@ def _cover(
         ],
         available,
         styles,
+        digests,
     )
     story.append(RLParagraph("Signed checkpoint", styles["h2"]))
     story.append(RLParagraph(markup(report.checkpoint_text.rstrip("\n")), styles["mono"]))

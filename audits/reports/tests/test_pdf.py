@@ -1,15 +1,14 @@
 """The PDF layer of compliance reports: rendering, PAdES signing, reading back and verifying.
 
-Pure tests: no database. Page text is read from the PDF's own content streams (reportlab writes
-plain text operators), so they need no external tool; the one check with poppler's ``pdftotext``
-is skipped where it is not installed.
+Pure tests: no database. Page text is read back with poppler's ``pdftotext`` (skipped where it
+is not installed, failed under ``make test``); the layout itself (scripts, widths, landscape pages,
+digests, the draft marking) is tested in test_layout.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -55,7 +54,7 @@ TREE_SIZE = 1000
 ROOT = hashlib.sha256(b"root").digest()
 GENERATED_AT = datetime(2025, 4, 1, 9, 30, tzinfo=UTC)
 SIGNED_AT = datetime(2025, 4, 1, 9, 31, tzinfo=UTC)
-LONG_HASH = hashlib.sha512(b"long").hexdigest() * 2  # 256 characters, no space to break at
+LONG_HASH = hashlib.sha512(b"long").hexdigest() + hashlib.sha512(b"longer").hexdigest()  # 256 characters, no space
 
 
 @pytest.fixture(scope="module")
@@ -135,59 +134,16 @@ def signed(pdf: bytes, ledger_key: SignerKey, certificate: x509.Certificate) -> 
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading text back out of reportlab's content streams
-
-_TOKEN = re.compile(rb"\((?:[^\\()]|\\.)*\)|\bBT\b|\bET\b|T\*|/([^\s/\[\]()<>]+)\s+Do\b", re.DOTALL)
-_ESCAPE = re.compile(rb"\\([0-7]{1,3}|.)", re.DOTALL)
-_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
-
-
-def _unescape(literal: bytes) -> str:
-    def one(match: re.Match[bytes]) -> bytes:
-        code = match.group(1)
-        if code[:1].isdigit():
-            return bytes([int(code, 8)])
-        return _ESCAPES.get(code, code)
-
-    return _ESCAPE.sub(one, literal[1:-1]).decode("cp1252")
-
-
-def _lines(content: bytes, xobjects: generic.DictionaryObject | None) -> list[str]:
-    """The text of a content stream: one string per BT ... ET block, a newline where a line
-    ends inside one (T*), and a form's text added to the block drawn before it."""
-    lines: list[str] = []
-    current: list[str] = []
-    for match in _TOKEN.finditer(content):
-        token = match.group(0)
-        if token == b"BT":
-            current = []
-        elif token == b"ET":
-            lines.append("".join(current).rstrip("\n"))
-        elif token == b"T*":
-            current.append("\n")
-        elif match.group(1) is not None and xobjects is not None:
-            form = xobjects.get("/" + match.group(1).decode())
-            if form is not None and lines:
-                # A form drawn after a text block continues it on screen: "page 3 of " + "12".
-                form = form.get_object()
-                lines[-1] += "".join(_lines(form.data, form.get("/Resources", {}).get("/XObject")))
-        elif token.startswith(b"("):
-            current.append(_unescape(token))
-    return lines
+# Reading text back with poppler's pdftotext: the embedded TrueType subsets write glyph codes, not
+# literal text, into the content streams; pdftotext maps them back through each font's ToUnicode.
 
 
 def _pages(pdf: bytes) -> list[list[str]]:
-    reader = PdfFileReader(io.BytesIO(pdf))
-    pages = []
-    for number in range(int(reader.root["/Pages"]["/Count"])):
-        page_ref, resources = reader.find_page_for_modification(number)
-        page = page_ref.get_object()
-        contents = page["/Contents"]
-        streams = contents if isinstance(contents, generic.ArrayObject) else [contents]
-        data = b"\n".join(stream.get_object().data for stream in streams)
-        xobjects = resources.get("/XObject")
-        pages.append(_lines(data, xobjects.get_object() if xobjects is not None else None))
-    return pages
+    """Each page's text lines, in reading order (pdftotext without -layout)."""
+    require_tool(shutil.which("pdftotext") is not None, "poppler-utils (pdftotext)")
+    result = subprocess.run(["pdftotext", "-enc", "UTF-8", "-", "-"], input=pdf, capture_output=True, check=True)
+    pages = result.stdout.decode().split("\f")[:-1]
+    return [[line for line in page.split("\n") if line.strip()] for page in pages]
 
 
 def _all_text(pdf: bytes) -> str:
@@ -206,12 +162,11 @@ def test_build_pdf_renders_every_section_and_a_table_over_many_pages(pdf: bytes,
 
     # Every page has its footer, and the total is the real page count.
     for number, lines in enumerate(pages, start=1):
-        footer = next(line for line in lines if line.startswith(f"page {number} of "))
-        assert footer == f"page {number} of {len(pages)}"
+        assert f"page {number} of {len(pages)}" in lines
 
     text = _all_text(pdf)
     # The cover: scope, period, the checkpoint's origin, size and root, the signed note, the hint.
-    cover = "\n".join(pages[0])
+    cover = " ".join(" ".join(pages[0]).split())  # a wrapped line's break reads as a space
     for expected in (
         "EU AI Act quarterly evidence",
         "all production models",
@@ -234,7 +189,7 @@ def test_build_pdf_renders_every_section_and_a_table_over_many_pages(pdf: bytes,
     # The header row repeats on every page the table runs over.
     table_pages = [lines for lines in pages if any(line.startswith("user-") for line in lines)]
     assert len(table_pages) >= 3
-    assert all("ledger #" in lines for lines in table_pages)
+    assert all(any(line.startswith("ledger #") for line in lines) for lines in table_pages)
 
 
 def test_long_cell_values_wrap_inside_their_column(pdf: bytes) -> None:
@@ -242,7 +197,8 @@ def test_long_cell_values_wrap_inside_their_column(pdf: bytes) -> None:
     assert LONG_HASH not in text.split("\n")  # not drawn on one line, running off the page
     pieces = [line for line in text.split("\n") if len(line) > 8 and line in LONG_HASH]
     assert len(pieces) >= 2
-    assert "".join(pieces) == LONG_HASH
+    # pdftotext's reading order need not follow the lines of one cell: put them back in order.
+    assert "".join(sorted(pieces, key=LONG_HASH.index)) == LONG_HASH
 
 
 def test_build_pdf_is_deterministic(report: Report, pdf: bytes) -> None:
