@@ -100,43 +100,100 @@ def report_request(
 # --- The service's report-signing certificate ----------------------------------------------------
 
 
-def _signer() -> Any:
-    from audits.ledger.keys import KeyFileError, load_signer_keys
+def _signing_error(exc: Exception) -> DomainError:
+    return DomainError("report_signing_misconfigured", str(exc))
 
+
+def _embedded_signing_default() -> bool:
+    """Neither the key nor the certificate file is configured: the service makes its own."""
+    keys = Path(settings.VAR_DIR) / "keys"
+    return (
+        Path(settings.REPORTS_SIGNING_KEY_FILE) == keys / "report-signing-key.pem"
+        and Path(settings.REPORTS_SIGNING_CERTIFICATE_FILE) == keys / "report-signing-certificate.pem"
+    )
+
+
+def _trust_anchors() -> list[Any]:
+    from audits.reports.pdf.signing_keys import ANCHORS_SETTING, SigningConfigError, load_certificates
+
+    path = settings.REPORTS_TRUST_ANCHORS_FILE
+    if path is None:
+        return []
     try:
-        return load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)[0]
-    except KeyFileError as exc:
-        raise DomainError("signing_key_unavailable", str(exc)) from None
+        anchors = load_certificates(Path(path), ANCHORS_SETTING)
+    except SigningConfigError as exc:
+        raise _signing_error(exc) from None
+    if not anchors:
+        raise DomainError("report_signing_misconfigured", f"{ANCHORS_SETTING}: {path} holds no certificate")
+    return anchors
+
+
+def _signer(*, generate: bool = True) -> Any:
+    """The report-signing key and chain (``signing_keys.SigningIdentity``), checked. The embedded
+    default's key and self-signed certificate are made on first use (``None`` when ``generate``
+    is false and they are not made yet). A misconfiguration raises ``DomainError`` naming the
+    setting."""
+    from audits.reports.pdf.signing_keys import (
+        CERTIFICATE_SETTING,
+        SigningConfigError,
+        check_identity,
+        ensure_embedded_default,
+        load_certificates,
+        load_private_key,
+    )
+
+    key_path = Path(settings.REPORTS_SIGNING_KEY_FILE)
+    certificate_path = Path(settings.REPORTS_SIGNING_CERTIFICATE_FILE)
+    now = timezone.now().replace(microsecond=0)
+    try:
+        if _embedded_signing_default() and not (key_path.exists() and certificate_path.exists()):
+            if not generate:
+                return None
+            ensure_embedded_default(key_path, certificate_path, origin=settings.LEDGER_ORIGIN, now=now)
+        return check_identity(
+            load_private_key(key_path), load_certificates(certificate_path, CERTIFICATE_SETTING), _trust_anchors(),
+            now=now, certificate_path=certificate_path,
+        )  # fmt: skip
+    except SigningConfigError as exc:
+        raise _signing_error(exc) from None
+
+
+def report_signing_problem() -> str | None:
+    """What is wrong with the report-signing settings, for the system check (``None``: nothing)."""
+    try:
+        _signer(generate=False)
+        trusted_certificates()
+    except DomainError as exc:
+        return exc.message
+    return None
 
 
 def trusted_certificates() -> list[Any]:
-    """Every certificate the service has signed reports under (older keys' stay, for old reports)."""
+    """The certificates ``report verify`` trusts: every certificate the service has signed reports
+    under (``REPORTS_CERTIFICATE_FILE``; earlier keys' stay, for old reports) and the configured
+    trust anchors (``REPORTS_TRUST_ANCHORS_FILE``)."""
     from cryptography import x509
 
     path = Path(settings.REPORTS_CERTIFICATE_FILE)
-    if not path.is_file():
-        return []
-    return list(x509.load_pem_x509_certificates(path.read_bytes()))
+    try:
+        signed_under = list(x509.load_pem_x509_certificates(path.read_bytes())) if path.is_file() else []
+    except (OSError, ValueError) as exc:
+        problem = f"REPORTS_CERTIFICATE_FILE: cannot read {path}: {exc}"
+        raise DomainError("report_signing_misconfigured", problem) from None
+    return signed_under + _trust_anchors()
 
 
-def service_certificate_get(signer: Any) -> Any:
-    """The certificate of ``signer``'s key, made (and appended to the file) on first use."""
+def service_certificate_get(signer: Any = None) -> Any:
+    """The certificate reports are signed under now (``signer``: a ``SigningIdentity``, else the
+    configured one), recorded in ``REPORTS_CERTIFICATE_FILE`` on first use."""
     import os
 
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    from audits.reports.pdf import service_certificate
-
-    raw = signer.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    for certificate in trusted_certificates():
-        if certificate.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == raw:
-            return certificate
-    now = timezone.now().replace(microsecond=0)
-    certificate = service_certificate(
-        signer.private_key, common_name=f"reports of {settings.LEDGER_ORIGIN}"[:64],
-        valid_from=now - dt.timedelta(days=1), valid_to=now + dt.timedelta(days=365 * CERTIFICATE_YEARS),
-    )  # fmt: skip
+    certificate = (signer or _signer()).certificate
     path = Path(settings.REPORTS_CERTIFICATE_FILE)
+    if any(known == certificate for known in trusted_certificates()):
+        return certificate
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as handle:
         handle.write(certificate.public_bytes(Encoding.PEM))
@@ -146,15 +203,27 @@ def service_certificate_get(signer: Any) -> Any:
 
 
 def sign_report_pdf(pdf: bytes, *, reason: str, signed_at: dt.datetime) -> bytes:
-    """Sign a rendered report (or letter) with the service's report-signing key and certificate:
-    the one place every signed PDF of the service is signed."""
+    """Sign a rendered report (or letter) with the service's report-signing key and certificate
+    chain, timestamped by ``REPORTS_TIMESTAMP_URL`` when set: the one place every signed PDF of
+    the service is signed. A timestamp authority that fails fails the signing (``DomainError``
+    naming it); no PDF goes out without the timestamp configured."""
     from audits.reports.pdf import sign_pdf
+    from audits.reports.pdf.signing import timestamper
 
     signer = _signer()
-    return sign_pdf(
-        pdf, private_key=signer.private_key, certificate=service_certificate_get(signer), reason=reason,
-        signed_at=signed_at,
-    )  # fmt: skip
+    certificate = service_certificate_get(signer)
+    url = settings.REPORTS_TIMESTAMP_URL
+    try:
+        return sign_pdf(
+            pdf, private_key=signer.private_key, certificate=certificate, chain=signer.chain, reason=reason,
+            signed_at=signed_at, timestamps=timestamper(url) if url else None,
+        )  # fmt: skip
+    except OSError as exc:  # pyHanko's TimestampRequestError is one, and so are timeouts and refusals
+        if not url:
+            raise
+        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        problem = f"REPORTS_TIMESTAMP_URL: the timestamp authority {url} gave no timestamp ({detail})"
+        raise DomainError("timestamp_unavailable", problem) from None
 
 
 # --- Generation (on the worker) ------------------------------------------------------------------

@@ -470,8 +470,26 @@ REPORTS_SECURITY_MEASURES = env_str(
 REPORTS_QUEUE = env_str("REPORTS_QUEUE", "cpu")
 # A running report whose worker (on another host) has not finished in this long may be taken over.
 REPORTS_LEASE_S = env_int("REPORTS_LEASE_S", 1800, minimum=10)
-# The certificate the reports are signed with (its key is the ledger's signing key); made on first use.
+# Every certificate reports were ever signed under (earlier Ed25519 ones included): `report verify`
+# trusts them, so reports signed before a change of key stay verifiable. Each new one is appended.
 REPORTS_CERTIFICATE_FILE = env_path("REPORTS_CERTIFICATE_FILE", VAR_DIR / "keys" / "reports-certificate.pem")
+# The key reports are signed with (PEM, unencrypted, readable by the service alone): ECDSA P-256 by
+# default, RSA (2048 bits or more) accepted. The embedded default is generated on first use.
+REPORTS_SIGNING_KEY_FILE = env_path("REPORTS_SIGNING_KEY_FILE", VAR_DIR / "keys" / "report-signing-key.pem")
+# Its certificate (PEM: the leaf first, then the organisation's intermediate CA certificates). The
+# embedded default is a self-signed certificate, generated with the key, whose subject says so.
+REPORTS_SIGNING_CERTIFICATE_FILE = env_path(
+    "REPORTS_SIGNING_CERTIFICATE_FILE", VAR_DIR / "keys" / "report-signing-certificate.pem"
+)
+# Root CA certificate(s) (PEM) `report verify` trusts, the timestamp authority's root included:
+# unset, only the service's own self-signed certificates are trusted.
+_reports_trust_anchors = env_optional_str("REPORTS_TRUST_ANCHORS_FILE")
+REPORTS_TRUST_ANCHORS_FILE = Path(_reports_trust_anchors).expanduser().resolve() if _reports_trust_anchors else None
+# An RFC 3161 timestamp authority: set, every signature carries its timestamp token (PAdES B-T) and
+# a report whose timestamp cannot be had fails; unset, signatures are B-B (the signer's own time).
+REPORTS_TIMESTAMP_URL = env_str("REPORTS_TIMESTAMP_URL", "")
+if REPORTS_TIMESTAMP_URL and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", REPORTS_TIMESTAMP_URL):
+    raise SettingError("REPORTS_TIMESTAMP_URL", f"expected an http:// or https:// URL, got {REPORTS_TIMESTAMP_URL!r}")
 
 # --- Model audits ----------------------------------------------------------------------------
 # How often beat looks for model versions whose profile asks for a re-scan (rescan_every_days).

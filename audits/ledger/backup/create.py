@@ -58,6 +58,33 @@ def service_backup(directory: Path, *, say: Say) -> dict[str, Any]:
     return manifest
 
 
+# The report-signing certificates a backup carries, as ``(setting, name in the backup, what)``.
+# The report-signing key is not among them: like the ledger's key, it comes back from its own
+# secure storage (REPORTS_SIGNING_KEY_FILE), never from a backup.
+REPORT_CERTIFICATE_FILES = (
+    ("REPORTS_CERTIFICATE_FILE", "keys/reports-certificate.pem", "the certificates reports were signed under"),
+    ("REPORTS_SIGNING_CERTIFICATE_FILE", "keys/report-signing-certificate.pem", "the report-signing certificate chain"),
+    ("REPORTS_TRUST_ANCHORS_FILE", "keys/reports-trust-anchors.pem", "the reports' trust anchors"),
+)
+REPORT_SIGNING_KEY_NOTE = (
+    "The report-signing key (REPORTS_SIGNING_KEY_FILE) is NOT in this backup (only its certificate chain): restore "
+    "it from its own secure storage; without it the embedded default makes a new key and certificate, and reports "
+    "signed before stay verifiable (keys/reports-certificate.pem)."
+)
+
+
+def _report_certificates_into(out: _BackupDir, notes_: list[str]) -> list[str]:
+    """Copy the report certificate files that exist; returns what was carried."""
+    carried = []
+    for setting, rel, what in REPORT_CERTIFICATE_FILES:
+        configured = getattr(settings, setting)
+        if configured is not None and Path(configured).is_file():
+            out.copy(Path(configured), rel, mode=0o644)
+            carried.append(what)
+    notes_.append(REPORT_SIGNING_KEY_NOTE)
+    return carried
+
+
 def _backup_into(out: _BackupDir, say: Say) -> dict[str, Any]:
     from audits.ledger.backup.journal import journal_complete
 
@@ -113,10 +140,8 @@ def _backup_into(out: _BackupDir, say: Say) -> dict[str, Any]:
     verifiers = _verifier_lines()
     (out.root / "keys/ledger-verifiers.txt").write_text("".join(f"{line}\n" for line in verifiers))
     out.record("keys/ledger-verifiers.txt")
-    certificate = Path(settings.REPORTS_CERTIFICATE_FILE)
-    if certificate.is_file():
-        out.copy(certificate, "keys/reports-certificate.pem", mode=0o644)
-    say(f"keys: {len(verifiers)} verifier key(s){' and the reports certificate' if certificate.is_file() else ''}")
+    carried = _report_certificates_into(out, notes_)
+    say(f"keys: {len(verifiers)} verifier key(s){''.join(f', {what}' for what in carried)}")
     index_key = _embedded_subject_index_key()
     if index_key is None:
         notes_.append("DATA_SUBJECT_INDEX_KEY comes from the environment: keep it with the environment's secrets.")

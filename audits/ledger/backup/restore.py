@@ -129,6 +129,47 @@ def _files_differ(a: Path, b: Path) -> list[str]:
     return sorted(name for name in left.keys() | right.keys() if left.get(name) != right.get(name))
 
 
+def _restore_report_certificates(directory: Path, files: dict[str, Any], say: Say) -> list[str]:
+    """Put back the report certificate files; returns warnings. The certificates reports were
+    signed under are merged into the file here (a report signed under either stays verifiable).
+    The signing chain and the trust anchors are configuration: restored where the file is
+    missing, compared (a warning when they differ) where it is there. The key is not in the
+    backup: a warning when there is none here."""
+    from audits.ledger.backup.create import REPORT_CERTIFICATE_FILES
+
+    warnings: list[str] = []
+    signed_under, chain, anchors = REPORT_CERTIFICATE_FILES
+    if signed_under[1] in files:
+        target = Path(settings.REPORTS_CERTIFICATE_FILE)
+        source = directory / signed_under[1]
+        if not target.is_file():
+            _copy_into_place(source, target)
+        elif source.read_bytes() not in target.read_bytes():
+            with target.open("ab") as handle:
+                handle.write(source.read_bytes())
+        say(f"reports certificate -> {target}")
+    for setting, rel, what in (chain, anchors):
+        if rel not in files:
+            continue
+        configured = getattr(settings, setting)
+        if configured is None:
+            warnings.append(f"the backup holds {what} ({rel}), but {setting} is not set here: set it to use them")
+            continue
+        target, source = Path(configured), directory / rel
+        if not target.is_file():
+            _copy_into_place(source, target)
+            say(f"{what} -> {target}")
+        elif target.read_bytes() != source.read_bytes():
+            warnings.append(f"{setting} ({target}) differs from the backup's {what}; the backup's are in {source}")
+    key = Path(settings.REPORTS_SIGNING_KEY_FILE)
+    if chain[1] in files and not key.is_file():
+        warnings.append(
+            f"no report-signing key in {key} (REPORTS_SIGNING_KEY_FILE): restore it from its secure storage before "
+            "reports are generated (the embedded default would make a new key and self-signed certificate)"
+        )
+    return warnings
+
+
 def service_restore(
     directory: Path,
     *,
@@ -337,15 +378,7 @@ def _restore_files(directory: Path, manifest: dict[str, Any], *, force: bool, sa
         else:
             say(f"policies: {policies} matches the backup ({len(policy_files)} file(s))")
 
-    if "keys/reports-certificate.pem" in files:
-        target = Path(settings.REPORTS_CERTIFICATE_FILE)
-        source = directory / "keys/reports-certificate.pem"
-        if not target.is_file():
-            _copy_into_place(source, target)
-        elif source.read_bytes() not in target.read_bytes():
-            with target.open("ab") as handle:
-                handle.write(source.read_bytes())
-        say(f"reports certificate -> {target}")
+    warnings.extend(_restore_report_certificates(directory, files, say))
     verifiers = {
         VerifierKey.decode(line).encode()
         for line in (directory / "keys/ledger-verifiers.txt").read_text().splitlines()

@@ -1,5 +1,7 @@
 """Reading a report back (its embedded ``report.json``) and verifying its PAdES signature against
-trusted certificates, offline: nothing fetched, no revocation checked."""
+trusted certificates, offline: nothing fetched, no revocation checked. A signature timestamp
+(PAdES B-T), when the signature carries one, is validated too: its authority's certificate must
+chain to a trusted one."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from pyhanko.pdf_utils.misc import PdfError
@@ -24,18 +27,21 @@ SIGNATURE_INVALID = "signature does not verify"
 MODIFIED_AFTER_SIGNING = "the document was modified after signing"
 UNTRUSTED_SIGNER = "signer certificate is not among the trusted ones"
 CERTIFICATE_NOT_VALID = "signer certificate is not valid at the time checked"
+TIMESTAMP_INVALID = "signature timestamp does not verify"
 UNREADABLE = "not a readable PDF"
 
 
 @dataclass(frozen=True)
 class SignatureCheck:
     """``reason`` starts with one of the module's reason constants; ``signer`` is the signing
-    certificate's subject and ``signed_at`` the signer's claimed time, when a signature was read."""
+    certificate's subject and ``signed_at`` the signer's claimed time, when a signature was read;
+    ``timestamped_at`` the time of its validated signature timestamp token, when it carries one."""
 
     ok: bool
     reason: str | None = None
     signer: str | None = None
     signed_at: datetime | None = None
+    timestamped_at: datetime | None = None
 
 
 def _reader(pdf: bytes) -> PdfFileReader:
@@ -114,9 +120,12 @@ def verify_pdf_signature(
     was made with a certificate in ``trusted`` (or issued under one). The signer's certificate
     must be valid at ``at``, or, when ``at`` is not given, at the signing time the signature
     claims: a B-B signature carries no timestamp, and an archived report should not turn invalid
-    the day its certificate expires. Nothing is fetched from the network and no revocation is
-    checked. The first failure wins, in this order: unreadable, no signature, signed bytes
-    altered, signature invalid, modified after signing, untrusted signer, certificate not valid.
+    the day its certificate expires (a signature timestamp, when present, is the time checked
+    instead). ``trusted`` holds trust anchors: self-signed service certificates, root CAs, the
+    timestamp authority's root. Nothing is fetched from the network and no revocation is checked.
+    The first failure wins, in this order: unreadable, no signature, signed bytes altered,
+    signature invalid, modified after signing, untrusted signer, timestamp invalid, certificate
+    not valid.
     """
     at = utc(at, "at") if at is not None else None
     try:
@@ -126,19 +135,18 @@ def verify_pdf_signature(
         return SignatureCheck(ok=False, reason=f"{UNREADABLE}: {exc}")
     if not signatures:
         return SignatureCheck(ok=False, reason=NO_SIGNATURE)
-    context = ValidationContext(
-        trust_roots=[asn1_certificate(c) for c in trusted],
-        allow_fetching=False,
-        revocation_mode="soft-fail",
-        moment=at,
-    )
-    checks = [_check_one(signature, context, at) for signature in signatures]
+    roots = [asn1_certificate(c) for c in trusted]
+    checks = [_check_one(signature, roots, at) for signature in signatures]
     failed = [check for check in checks if not check.ok]
     return failed[0] if failed else checks[-1]
 
 
-def _check_one(embedded: EmbeddedPdfSignature, context: ValidationContext, at: datetime | None) -> SignatureCheck:
+def _check_one(embedded: EmbeddedPdfSignature, roots: list[Any], at: datetime | None) -> SignatureCheck:
     try:
+        # A CA-issued certificate's path is validated at the time checked, not today: an archived
+        # report stays valid after its certificate expires.
+        moment = at or embedded.self_reported_timestamp
+        context = ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail", moment=moment)
         status = validate_pdf_signature(embedded, context)
     except Exception as exc:
         # Whatever a forged or damaged signature makes pyHanko raise is a failed check, not a crash.
@@ -146,7 +154,9 @@ def _check_one(embedded: EmbeddedPdfSignature, context: ValidationContext, at: d
     certificate = status.signing_cert
     signer = certificate.subject.human_friendly
     signed_at = status.signer_reported_dt
-    checked_at = at or signed_at
+    stamp = status.timestamp_validity
+    timestamped_at = stamp.timestamp if stamp is not None else None
+    checked_at = at or timestamped_at or signed_at
     if not status.intact:
         reason = f"{MODIFIED_AFTER_SIGNING}: the signed bytes no longer match the digest in the signature"
     elif not status.valid:
@@ -157,6 +167,13 @@ def _check_one(embedded: EmbeddedPdfSignature, context: ValidationContext, at: d
         reason = f"{MODIFIED_AFTER_SIGNING}: the signature covers {coverage}, and later changes are of kind {level}"
     elif not status.trusted:
         reason = f"{UNTRUSTED_SIGNER}: {signer}"
+    elif stamp is not None and not (stamp.intact and stamp.valid):
+        reason = f"{TIMESTAMP_INVALID}: the token does not match the signature or its own signature is not valid"
+    elif stamp is not None and not stamp.trusted:
+        reason = (
+            f"{TIMESTAMP_INVALID}: the timestamp authority {stamp.signing_cert.subject.human_friendly} is not "
+            "issued under a trusted certificate"
+        )
     # RFC 5280 path validation never checks a trust anchor's own validity period, and a
     # self-signed service certificate is its own anchor: check it here.
     elif checked_at is None or not certificate.not_valid_before <= checked_at <= certificate.not_valid_after:
@@ -167,5 +184,5 @@ def _check_one(embedded: EmbeddedPdfSignature, context: ValidationContext, at: d
     elif not status.bottom_line:
         reason = f"{SIGNATURE_INVALID}: {status.summary()}"
     else:
-        return SignatureCheck(ok=True, signer=signer, signed_at=signed_at)
-    return SignatureCheck(ok=False, reason=reason, signer=signer, signed_at=signed_at)
+        return SignatureCheck(ok=True, signer=signer, signed_at=signed_at, timestamped_at=timestamped_at)
+    return SignatureCheck(ok=False, reason=reason, signer=signer, signed_at=signed_at, timestamped_at=timestamped_at)

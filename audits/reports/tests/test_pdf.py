@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -41,7 +41,6 @@ from audits.reports.pdf import (
     ReportPdfError,
     Table,
     build_pdf,
-    private_key_from_signer,
     read_pdf,
     service_certificate,
     sign_pdf,
@@ -68,11 +67,17 @@ def checkpoint_text(ledger_key: SignerKey) -> str:
 
 
 @pytest.fixture(scope="module")
-def certificate(ledger_key: SignerKey) -> x509.Certificate:
-    return _certificate(private_key_from_signer(ledger_key))
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    """Reports are signed with an ECDSA P-256 key (the ledger's Ed25519 key signs checkpoints)."""
+    return ec.generate_private_key(ec.SECP256R1())
 
 
-def _certificate(key: Ed25519PrivateKey, *, valid_to: datetime | None = None) -> x509.Certificate:
+@pytest.fixture(scope="module")
+def certificate(signing_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    return _certificate(signing_key)
+
+
+def _certificate(key: ec.EllipticCurvePrivateKey, *, valid_to: datetime | None = None) -> x509.Certificate:
     return service_certificate(
         key,
         common_name="llmops-governance reports",
@@ -123,10 +128,10 @@ def pdf(report: Report) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def signed(pdf: bytes, ledger_key: SignerKey, certificate: x509.Certificate) -> bytes:
+def signed(pdf: bytes, signing_key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bytes:
     return sign_pdf(
         pdf,
-        private_key=private_key_from_signer(ledger_key),
+        private_key=signing_key,
         certificate=certificate,
         reason="EU AI Act quarterly evidence",
         signed_at=SIGNED_AT,
@@ -291,14 +296,16 @@ def test_malformed_inputs_are_refused(report: Report) -> None:
 # Signing and verifying
 
 
-def test_service_certificate_is_deterministic_and_for_signing(ledger_key: SignerKey) -> None:
-    key = private_key_from_signer(ledger_key)
+def test_service_certificate_is_deterministic_and_for_signing(signing_key: ec.EllipticCurvePrivateKey) -> None:
+    key = signing_key
     first, second = _certificate(key), _certificate(key)
-    assert first.public_bytes(Encoding.DER) == second.public_bytes(Encoding.DER)
-    assert first.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == ledger_key.public_key
+    # ECDSA signatures are randomised: the same key gives the same certificate but for the signature.
+    assert first.tbs_certificate_bytes == second.tbs_certificate_bytes
+    spki = PublicFormat.SubjectPublicKeyInfo
+    assert first.public_key().public_bytes(Encoding.DER, spki) == key.public_key().public_bytes(Encoding.DER, spki)
     usage = first.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature and usage.content_commitment and not usage.key_cert_sign
-    assert first.serial_number != _certificate(Ed25519PrivateKey.generate()).serial_number
+    assert first.serial_number != _certificate(ec.generate_private_key(ec.SECP256R1())).serial_number
 
 
 def test_signed_report_verifies_and_reads_back(signed: bytes, certificate: x509.Certificate) -> None:
@@ -343,7 +350,7 @@ def test_a_flipped_byte_in_the_signed_content_fails(signed: bytes, certificate: 
 
 
 def test_a_changed_signature_value_fails(signed: bytes, certificate: x509.Certificate) -> None:
-    # The last hex digits of the CMS blob hold the Ed25519 signature value.
+    # The last hex digits of the CMS blob hold the ECDSA signature value.
     contents = signed.index(b"/Contents <") + len(b"/Contents <")
     end = signed.index(b">", contents)
     blob = signed[contents:end].rstrip(b"0")
@@ -400,7 +407,7 @@ def test_appended_bytes_after_signing_fail(signed: bytes, certificate: x509.Cert
 
 
 def test_a_signer_outside_the_trusted_list_fails(signed: bytes) -> None:
-    stranger = _certificate(Ed25519PrivateKey.generate())
+    stranger = _certificate(ec.generate_private_key(ec.SECP256R1()))
     check = verify_pdf_signature(signed, trusted=[stranger])
     assert not check.ok and check.reason is not None
     assert check.reason.startswith(UNTRUSTED_SIGNER), check.reason
@@ -408,8 +415,8 @@ def test_a_signer_outside_the_trusted_list_fails(signed: bytes) -> None:
     assert not verify_pdf_signature(signed, trusted=[]).ok
 
 
-def test_a_certificate_expired_at_verification_time_fails(pdf: bytes, ledger_key: SignerKey) -> None:
-    key = private_key_from_signer(ledger_key)
+def test_a_certificate_expired_at_verification_time_fails(pdf: bytes, signing_key: ec.EllipticCurvePrivateKey) -> None:
+    key = signing_key
     short_lived = _certificate(key, valid_to=datetime(2025, 6, 1, tzinfo=UTC))
     signed = sign_pdf(pdf, private_key=key, certificate=short_lived, reason="r", signed_at=SIGNED_AT)
     assert verify_pdf_signature(signed, trusted=[short_lived], at=datetime(2025, 5, 1, tzinfo=UTC)).ok

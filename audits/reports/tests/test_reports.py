@@ -16,13 +16,13 @@ from audits.ledger.keys import load_signer_keys
 from audits.ledger.models import Entry
 from audits.reports import builders
 from audits.reports.models import ReportRun, ReportState
-from audits.reports.pdf import Report, Table, build_pdf, sign_pdf
+from audits.reports.pdf import Report, Table, build_pdf
 from audits.reports.services import (
     report_generate,
     report_pdf,
     report_request,
     report_verify,
-    service_certificate_get,
+    sign_report_pdf,
 )
 from common.errors import DomainError, PermissionDenied
 from governance.services import (
@@ -160,10 +160,7 @@ def test_a_report_citing_a_checkpoint_the_ledger_never_signed_fails(ready: dict[
     document = builders.build(run, checkpoint=_checkpoint(run.checkpoint_size), progress=lambda *_: None)
     from dataclasses import replace
 
-    pdf = sign_pdf(
-        build_pdf(replace(document, checkpoint_text=forged)), private_key=signer.private_key,
-        certificate=service_certificate_get(signer), reason="test", signed_at=timezone.now(),
-    )  # fmt: skip
+    pdf = sign_report_pdf(build_pdf(replace(document, checkpoint_text=forged)), reason="test", signed_at=timezone.now())
     check = report_verify(pdf)
     assert not check.ok and "never signed a checkpoint of size" in check.reason
 
