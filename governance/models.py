@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 from governance.roles import ROLE_DESCRIPTIONS
@@ -200,3 +201,149 @@ class SecondFactorLock(models.Model):
 
     def __str__(self) -> str:
         return f"second factor of {self.user_id} ({'locked' if self.locked_at else 'open'})"
+
+
+_phone_number = RegexValidator(
+    r"^\+?[0-9][0-9 ()./-]{3,38}[0-9]$",
+    "Enter a telephone number of digits, spaces and + ( ) . / - only, such as +33 1 23 45 67 89.",
+)
+
+
+class OrganisationProfile(models.Model):
+    """The organisation's facts that compliance reports print (GDPR Art. 13, 27, 30, 32 and 37;
+    CCPA § 1798.130): one row (id 1), governed data written only by ``organisation_profile_update``,
+    which checks that the actor is a global admin and ledgers every change
+    (``organisation.profile_updated``, old and new values; ``ledger_index`` cites the last one).
+
+    Every field is a business contact detail or a statement of the organisation; none is about a
+    data subject. Read it through ``governance.selectors.organisation_profile``; what a report still
+    lacks is ``missing_for_reports()``."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    # The controller (Art. 30(1)(a), Art. 13(1)(a)).
+    controller_name = models.CharField("controller's legal name", max_length=200, blank=True)
+    controller_address = models.TextField("controller's postal address", max_length=500, blank=True)
+    controller_email = models.EmailField("controller's contact e-mail", blank=True)
+    controller_phone = models.CharField(
+        "controller's contact phone", max_length=40, blank=True, validators=[_phone_number]
+    )
+    # The representative in the Union (Art. 27), or why none is required (Art. 27(2)).
+    representative_name = models.CharField("EU representative's name", max_length=200, blank=True)
+    representative_contact = models.CharField(
+        "EU representative's contact", max_length=300, blank=True, help_text="address, e-mail or phone"
+    )
+    representative_not_required_reason = models.TextField(
+        "why no EU representative is required", max_length=1000, blank=True,
+        help_text="e.g. the controller is established in the Union (Art. 27(1)), or the processing is "
+        "occasional and low-risk (Art. 27(2)(a))",
+    )  # fmt: skip
+    # The data protection officer (Art. 37), or why none is designated.
+    dpo_name = models.CharField("data protection officer's name", max_length=200, blank=True)
+    dpo_contact = models.CharField(
+        "data protection officer's contact", max_length=300, blank=True,
+        help_text="a role address (dpo@…) rather than a personal one: it is published (Art. 37(7))",
+    )  # fmt: skip
+    dpo_not_designated_reason = models.TextField(
+        "why no data protection officer is designated", max_length=1000, blank=True,
+        help_text="none of the cases of Art. 37(1) applies, and why",
+    )  # fmt: skip
+    # The lead supervisory authority (Art. 56; Art. 13(2)(d): the right to lodge a complaint).
+    supervisory_authority_name = models.CharField("lead supervisory authority", max_length=200, blank=True)
+    supervisory_authority_address = models.TextField("supervisory authority's address", max_length=500, blank=True)
+    supervisory_authority_website = models.URLField("supervisory authority's website", blank=True)
+    # Art. 32 (and Art. 30(1)(g)): the technical and organisational measures.
+    security_measures = models.TextField("technical and organisational security measures", max_length=5000, blank=True)
+    # CCPA § 1798.130(a)(1): the methods for submitting consumer requests (optional).
+    ccpa_request_email = models.EmailField("CCPA consumer requests: e-mail", blank=True)
+    ccpa_request_phone = models.CharField(
+        "CCPA consumer requests: toll-free number", max_length=40, blank=True, validators=[_phone_number]
+    )
+    updated_at = models.DateTimeField(null=True, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    ledger_index = models.BigIntegerField(
+        null=True, blank=True, help_text="the ledger entry of the last update (organisation.profile_updated)"
+    )
+
+    # The fields people fill in, in the order forms and the ledger show them.
+    EDITABLE = (
+        "controller_name", "controller_address", "controller_email", "controller_phone",
+        "representative_name", "representative_contact", "representative_not_required_reason",
+        "dpo_name", "dpo_contact", "dpo_not_designated_reason",
+        "supervisory_authority_name", "supervisory_authority_address", "supervisory_authority_website",
+        "security_measures", "ccpa_request_email", "ccpa_request_phone",
+    )  # fmt: skip
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="organisation_profile_single_row")]
+
+    def __str__(self) -> str:
+        return self.controller_name or "organisation profile (not filled in)"
+
+    def clean(self) -> None:
+        """One choice each for the EU representative and the DPO: named with a contact, or a reason
+        why there is none; never both. (The admin's form and ``organisation_profile_update`` both
+        run it through ``full_clean``.)"""
+        from django.core.exceptions import ValidationError
+
+        problems: dict[str, list[str]] = {}
+        for slot, who, reason_field in (
+            ("representative", "EU representative", "representative_not_required_reason"),
+            ("dpo", "data protection officer", "dpo_not_designated_reason"),
+        ):
+            name, contact, reason = (getattr(self, f) for f in (f"{slot}_name", f"{slot}_contact", reason_field))
+            if name and not contact:
+                problems.setdefault(f"{slot}_contact", []).append(f"Give the {who}'s contact with their name.")
+            if contact and not name:
+                problems.setdefault(f"{slot}_name", []).append(f"Give the {who}'s name with their contact.")
+            if reason and (name or contact):
+                problems.setdefault(reason_field, []).append(f"Name the {who} or say why there is none, not both.")
+        if problems:
+            raise ValidationError(problems)
+
+    def missing_for_reports(self) -> list[str]:
+        """What a report needs and the profile lacks, in words (empty: nothing is missing)."""
+        missing = []
+        if not self.controller_name:
+            missing.append("the controller's legal name")
+        if not (self.controller_email or self.controller_phone):
+            missing.append("the controller's contact (e-mail or phone)")
+        if not ((self.representative_name and self.representative_contact) or self.representative_not_required_reason):
+            missing.append("the EU representative (name and contact), or why none is required")
+        if not ((self.dpo_name and self.dpo_contact) or self.dpo_not_designated_reason):
+            missing.append("the data protection officer (name and contact), or why none is designated")
+        if not self.supervisory_authority_name:
+            missing.append("the lead supervisory authority")
+        if not self.security_measures:
+            missing.append("the technical and organisational security measures")
+        return missing
+
+    def controller_contact(self) -> str:
+        """The controller's e-mail and phone, as one line for a report."""
+        return "; ".join(value for value in (self.controller_email, self.controller_phone) if value)
+
+    def representative_shown(self) -> str:
+        """The EU representative as a report prints it: name and contact, or why none is required."""
+        if self.representative_name:
+            return f"{self.representative_name}, {self.representative_contact}"
+        if self.representative_not_required_reason:
+            return f"not required: {self.representative_not_required_reason}"
+        return ""
+
+    def dpo_shown(self) -> str:
+        """The data protection officer as a report prints it: name and contact, or why none is designated."""
+        if self.dpo_name:
+            return f"{self.dpo_name}, {self.dpo_contact}"
+        if self.dpo_not_designated_reason:
+            return f"not designated: {self.dpo_not_designated_reason}"
+        return ""
+
+    def supervisory_authority_shown(self) -> str:
+        """The lead supervisory authority with its address and website, as one line."""
+        parts = (
+            self.supervisory_authority_name,
+            self.supervisory_authority_address,
+            self.supervisory_authority_website,
+        )
+        return ", ".join(" ".join(part.split()) for part in parts if part)

@@ -363,3 +363,27 @@ def approval_holds(*, subject_type: str, subject_id: str, action: str, digest: s
     from governance.services.approvals import approvals_holding
 
     return bool(approvals_holding(subject_type=subject_type, subject_id=subject_id, action=action, digest=digest))
+
+
+def organisation_profile() -> Any:
+    """The organisation profile the reports print (``OrganisationProfile``), or an empty unsaved one
+    (every field blank, ``pk`` 1, ``ledger_index`` None) before a global admin has filled it in. It
+    holds no personal data of data subjects: anyone the system shows a report to may read it."""
+    from governance.models import OrganisationProfile
+
+    return OrganisationProfile.objects.select_related("updated_by").filter(pk=1).first() or OrganisationProfile(pk=1)
+
+
+def organisation_profile_may_read(*, user: AbstractBaseUser) -> bool:
+    """Who reads the profile in the admin: global admins (who change it), the organisation-wide
+    auditors, and the compliance officers and auditors of any project (the reports they request
+    print it)."""
+    from governance.roles import ORGANISATION_AUDITOR
+
+    if is_platform_admin(user):
+        return True
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.groups.filter(name=ORGANISATION_AUDITOR).exists():  # type: ignore[attr-defined]
+        return True
+    return project_list(user=user, roles=[Role.COMPLIANCE_OFFICER, Role.AUDITOR]).exists()

@@ -8,7 +8,8 @@ One module per sub-domain; every public name is importable from here, as it alwa
 - ``policy_sets``: the policy set in force, recorded the first time it is used;
 - ``approvals``: approval requests submitted, withdrawn, expired;
 - ``decisions``: approvals and rejections, under separation of duties;
-- ``break_glass``: emergency approvals and their review.
+- ``break_glass``: emergency approvals and their review;
+- ``organisation``: the organisation profile the reports print.
 
 Rules that change nothing live in ``governance.rules`` and reads in ``governance.selectors``; the
 ones callers have always named here are re-exported. A test that replaces a name replaces it in
@@ -37,6 +38,7 @@ from governance.services.approvals import (
 from governance.services.auditors import organisation_auditor_grant, organisation_auditor_revoke
 from governance.services.break_glass import approval_break_glass, break_glass_review_close
 from governance.services.decisions import approval_request_decide
+from governance.services.organisation import organisation_profile_update
 from governance.services.projects import project_create, project_role_grant, project_role_revoke
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "break_glass_review_close",
     "organisation_auditor_grant",
     "organisation_auditor_revoke",
+    "organisation_profile_update",
     "project_create",
     "project_role_grant",
     "project_role_revoke",
