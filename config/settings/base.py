@@ -455,18 +455,15 @@ if not re.fullmatch(r"[1-9][0-9]*/(?:[1-9][0-9]*)?[smhd]", SERVING_CLIENT_RATE_L
 SERVING_CLIENT_CREDENTIAL_MAX_DAYS = env_int("SERVING_CLIENT_CREDENTIAL_MAX_DAYS", 365, minimum=1)
 
 # --- Compliance reports ----------------------------------------------------------------------
-# The controller's identity and contacts, as GDPR Art. 30(1)(a) asks for them in the records of
-# processing; the defaults say plainly that they are not configured.
-REPORTS_CONTROLLER = env_str("REPORTS_CONTROLLER", "not configured (set REPORTS_CONTROLLER)")
-REPORTS_CONTROLLER_CONTACT = env_str("REPORTS_CONTROLLER_CONTACT", "not configured")
-REPORTS_REPRESENTATIVE = env_str("REPORTS_REPRESENTATIVE", "none designated (Art. 27)")
-REPORTS_DPO = env_str("REPORTS_DPO", "not configured (set REPORTS_DPO)")
-# The technical and organisational measures that hold for every processing activity (Art. 32).
-REPORTS_SECURITY_MEASURES = env_str(
-    "REPORTS_SECURITY_MEASURES",
-    "role-based access per project; approvals under separation of duties; an append-only signed ledger; "
-    "personal data in the ledger sealed per data subject; content-addressed artifact storage",
-)
+# The organisation's identity, contacts and security measures are governed data: the organisation
+# profile (governance.models.OrganisationProfile), edited by a global admin in the admin, each change
+# ledgered. These values only prefill its first form (the contact goes to the e-mail when it holds
+# an @, else to the phone); the reports never read them. Empty by default.
+REPORTS_CONTROLLER = env_str("REPORTS_CONTROLLER", "")
+REPORTS_CONTROLLER_CONTACT = env_str("REPORTS_CONTROLLER_CONTACT", "")
+REPORTS_REPRESENTATIVE = env_str("REPORTS_REPRESENTATIVE", "")
+REPORTS_DPO = env_str("REPORTS_DPO", "")
+REPORTS_SECURITY_MEASURES = env_str("REPORTS_SECURITY_MEASURES", "")
 REPORTS_QUEUE = env_str("REPORTS_QUEUE", "cpu")
 # A running report whose worker (on another host) has not finished in this long may be taken over.
 REPORTS_LEASE_S = env_int("REPORTS_LEASE_S", 1800, minimum=10)
