@@ -19,7 +19,7 @@ from common.testing import admin_login
 from governance.models import OrganisationProfile
 from governance.roles import Role
 from governance.selectors import organisation_profile
-from governance.services import organisation_profile_update, project_role_grant
+from governance.services import organisation_auditor_grant, organisation_profile_update, project_role_grant
 
 User = get_user_model()
 pytestmark = pytest.mark.django_db
@@ -226,9 +226,12 @@ def test_compliance_officers_and_auditors_read_it_and_change_nothing(people: dic
     organisation_profile_update(actor=root, **FILLED)
     changelist = reverse("admin:governance_organisationprofile_changelist")
     change = reverse("admin:governance_organisationprofile_change", args=[1])
-    for role in ("compliance_officer", "auditor"):
+    outside = User.objects.create_user(username="outside-auditor")
+    organisation_auditor_grant(actor=root, user=outside, reason="the external audit")
+    readers = [people["compliance_officer"], people["auditor"], User.objects.get(pk=outside.pk)]
+    for reader in readers:
         client = Client()
-        admin_login(client, people[role])
+        admin_login(client, reader)
         assert "Acme Analytics GmbH" in client.get(changelist).content.decode()
         page = client.get(change).content.decode()
         assert "Acme Analytics GmbH" in page and 'name="controller_name"' not in page  # read-only
