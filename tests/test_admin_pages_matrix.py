@@ -80,6 +80,12 @@ PAGES: dict[str, tuple[str, ...]] = {
     "checks_securityscan_delete": NOBODY,
     "checks_securityscan_history": ALL,
     "checks_securityscan_waive": ("data_steward", "ml_engineer", "platform_admin"),
+    "governance_organisationprofile_add": NOBODY,
+    # Opened on row 1, which no scenario makes: its list is open to compliance officers and auditors.
+    "governance_organisationprofile_change": NOBODY,
+    "governance_organisationprofile_changelist": ("compliance_officer", "auditor"),
+    "governance_organisationprofile_delete": NOBODY,
+    "governance_organisationprofile_history": NOBODY,
     "governance_apitoken_add": ALL,
     # The scenario's token is the CI service account's: its project's platform admin manages it.
     "governance_apitoken_change": ("platform_admin",),
@@ -249,7 +255,10 @@ PAGES: dict[str, tuple[str, ...]] = {
 
 # Rows that belong to no project: the ledger's checkpoints, keys and verifications (its entries are
 # each a project's or the organisation's), people, devices, lockouts.
-NOT_OF_A_PROJECT = ("ledger_checkpoint", "ledger_publishedkey", "ledger_verificationrun", "auth_", "otp_", "axes_")
+NOT_OF_A_PROJECT = (
+    "ledger_checkpoint", "ledger_publishedkey", "ledger_verificationrun", "auth_", "otp_", "axes_",
+    "governance_organisationprofile",
+)  # fmt: skip
 
 # The scenario's object (tests/test_permission_matrix.py) that each model's pages are opened on.
 OBJECT_OF_MODEL = {

@@ -324,6 +324,8 @@ class ReportCheck:
     kind: str = ""
     checkpoint_size: int | None = None
     cited: int = 0
+    claims: int = 0
+    draft_notice: str = ""
 
 
 def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) -> ReportCheck:
@@ -377,6 +379,17 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
             check.reason = f"entry {index}: not included in the checkpoint ({exc})"
             return check
     say(f"cited entries: {len(info.cited_indexes)}, each included in the checkpoint")
+    from audits.reports.claims import first_false_claim
+
+    bodies = {index: bytes(body) for index, body in Entry.objects.filter(index__in=info.cited_indexes)
+              .values_list("index", "body")}  # fmt: skip
+    false = first_false_claim(info.claims, bodies)
+    if false is not None:
+        check.reason = false
+        return check
+    say(f"claims: {len(info.claims)}, each borne out by the entry it cites")
+    check.claims = len(info.claims)
+    check.draft_notice = info.draft_notice
     check.ok = True
     return check
 

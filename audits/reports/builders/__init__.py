@@ -15,8 +15,10 @@ from django.utils import timezone
 from audits.reports.builders.approvals import governance_audit
 from audits.reports.builders.consumer_requests import ccpa_request_log
 from audits.reports.builders.model_documents import annex_iv, dpia
+from audits.reports.builders.organisation import organisation, organisation_sections
 from audits.reports.builders.processing import records_of_processing
 from audits.reports.builders.shared import Progress, scope
+from audits.reports.claims import Claims
 from audits.reports.models import ReportKind, ReportRun
 from audits.reports.pdf import Report
 
@@ -31,9 +33,16 @@ def build(run: ReportRun, *, checkpoint: Any, progress: Progress) -> Report:
         ReportKind.DPIA: dpia,
         ReportKind.CCPA_REQUEST_LOG: ccpa_request_log,
     }[ReportKind(run.kind)]
-    title, sections = builder(run, checkpoint.tree_size, progress)
+    claims = Claims()
+    org, missing = organisation(checkpoint.tree_size, claims)
+    title, sections = builder(run, checkpoint.tree_size, progress, claims, org)
+    draft = ""
+    if missing:
+        draft = (f"the organisation profile lacks {', '.join(missing)}: a platform admin completes it in the admin "
+                 "(Organisation profile) and the report is generated again")  # fmt: skip
     return Report(
         title=title, scope=scope(run), period_start=run.period_start, period_end=run.period_end,
-        generated_at=timezone.now().replace(microsecond=0), checkpoint_text=checkpoint.note, sections=sections,
-        kind=run.kind, report_id=str(run.report_id),
+        generated_at=timezone.now().replace(microsecond=0), checkpoint_text=checkpoint.note,
+        sections=[*organisation_sections(org, run.kind), *sections], kind=run.kind, report_id=str(run.report_id),
+        claims=tuple(claims.items), draft_notice=draft,
     )  # fmt: skip

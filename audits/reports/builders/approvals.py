@@ -9,12 +9,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from audits.reports.builders.shared import Progress, day, entries, payload, period, short
+from audits.reports.builders.shared import Progress, day, entries, payload, period, waiver_table
+from audits.reports.claims import Claims
 from audits.reports.models import ReportRun
-from audits.reports.pdf import BarChart, Heading, KeyValues, LineChart, Table
+from audits.reports.pdf import BarChart, Digest, Heading, KeyValues, Paragraph, Table
 
 
-def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str, list[Any]]:
+def governance_audit(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any) -> tuple[str, list[Any]]:
     """Every approval request and decision of the period, separation-of-duties refusals,
     break-glass approvals and their reviews, waivers, role changes, overdue items, and a full
     ledger verification at generation time."""
@@ -51,8 +52,8 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
         if request_pk in in_period:
             requested_at.setdefault(request_pk, entry.index)
     request_rows = [
-        [r.pk, r.project.slug, r.action, f"{r.subject_type} {r.subject_id}", short(r.subject_digest),
-         r.requester.username, r.state, day(r.created_at), day(r.closed_at), short(r.policy_hash)]
+        [r.pk, r.project.slug, r.action, f"{r.subject_type} {r.subject_id}", Digest(r.subject_digest),
+         r.requester.username, r.state, day(r.created_at), day(r.closed_at), Digest(r.policy_hash)]
         for r in requests
     ]  # fmt: skip
     # The decisions made in the period, whenever their request was opened (one opened before the
@@ -61,11 +62,19 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
     if run.project:
         decided = decided.filter(request__project=run.project)
     decisions = list(decided.select_related("approver", "request").order_by("ledger_index"))
+    decisions = [d for d in decisions if d.ledger_index < size]
     decision_rows = [
-        [d.request_id, d.approver.username, d.role, d.decision, d.reason, short(d.subject_digest),
-         short(d.policy_hash), day(d.created_at)]
-        for d in decisions if d.ledger_index < size
+        [d.request_id, d.approver.username, d.role, d.decision, d.reason, Digest(d.subject_digest),
+         Digest(d.policy_hash), day(d.created_at)]
+        for d in decisions
     ]  # fmt: skip
+    for d in decisions:
+        said = f"decision on request {d.request_id} by {d.approver.username}"
+        if d.role == "break_glass":  # recorded by the break-glass entry, which carries no decision field
+            claims.add(said, d.ledger_index, "action", "approval.break_glass")
+        else:
+            claims.many(said, d.ledger_index, {"payload.decision": d.decision, "payload.role": d.role,
+                                               "subject.digest": d.subject_digest})  # fmt: skip
 
     progress(45, "reading refusals, break-glass approvals and waivers")
     refusals = list(entries(size, action="separation_of_duties.refused", created_at__gte=start, created_at__lt=end))
@@ -78,12 +87,17 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
         for e in refusals
     ]  # fmt: skip
     reviews = BreakGlassReview.objects.filter(opened_at__gte=start, opened_at__lt=end).select_related(
-        "request__project", "admin", "closed_by"
+        "request__project", "admin", "closed_by", "request"
     )
     if run.project:
         reviews = reviews.filter(request__project=run.project)
-    review_rows = []
-    for review in reviews.order_by("opened_at"):
+    reviews = list(reviews.order_by("opened_at"))
+    subjects = {r.request.subject_id for r in reviews}
+    glass = {payload(e).get("request"): e.index
+             for e in entries(size, action="approval.break_glass", subject_id__in=subjects)
+             .only("index", "body")}  # fmt: skip
+    review_rows, review_citations = [], []
+    for review in reviews:
         if review.closed_at is None:
             timely = "OPEN, overdue" if review.due_at < now else "open, within time"
         else:
@@ -92,10 +106,11 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
             [review.request_id, review.admin.username, review.justification, day(review.due_at),
              review.closed_by.username if review.closed_by else "", review.outcome, timely]
         )  # fmt: skip
-    waiver_rows = [
-        [r.pk, r.action, f"{r.subject_type} {r.subject_id}", r.state, day(r.closed_at), day(r.expires_at)]
-        for r in requests if r.action.endswith(".waive")
-    ]  # fmt: skip
+        review_citations.append(glass.get(review.request_id))
+        if review.request_id in glass:
+            claims.add(f"break-glass approval of request {review.request_id}: justification", glass[review.request_id],
+                       "payload.justification", review.justification)  # fmt: skip
+    waivers = [r for r in requests if r.action.endswith(".waive")]
 
     progress(60, "reading role grants and overdue items")
     role_entries = entries(
@@ -119,16 +134,26 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
 
     late_requests = DataSubjectRequest.objects.filter(state__in=OPEN_STATES, respond_by__lt=now)
     open_model_reviews = ModelReview.objects.filter(closed_at__isnull=True).select_related("model_version__model")
+    open_model_reviews = open_model_reviews.order_by("opened_at")
     if run.project:
         late_requests = late_requests.filter(project=run.project)
         open_model_reviews = open_model_reviews.filter(project=run.project)
+    # Overdue means past due: each item has a due time, and it has passed. Open model reviews have
+    # no legal deadline: they are listed apart, with their age, never as overdue.
     overdue_rows = (
         [["approval request", r.pk, r.action, day(r.expires_at)] for r in overdue]
         + [["break-glass review", b.request_id, "review by a compliance officer", day(b.due_at)] for b in open_reviews]
         + [["data-subject request", r.pk, f"{r.regime} {r.kind}: answer", day(r.respond_by)] for r in late_requests]
-        + [["model review (open)", m.pk, f"retrain or document: {m.model_version.model.slug} v{m.model_version.number}",
-            day(m.opened_at)] for m in open_model_reviews]
     )  # fmt: skip
+    review_opened = {
+        e.subject_id: e.index for e in entries(size, action="model_review.opened").only("index", "subject_id")
+    }
+    open_review_rows = [
+        [m.pk, f"retrain or document: {m.model_version.model.slug} v{m.model_version.number}", day(m.opened_at),
+         f"{(now - m.opened_at).days} days"]
+        for m in open_model_reviews
+    ]  # fmt: skip
+    open_review_citations = [review_opened.get(str(m.model_version_id)) for m in open_model_reviews]
 
     states = Counter(r.state for r in requests)
     ages = Counter(
@@ -144,7 +169,7 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
         Heading("Summary"),
         KeyValues([("approval requests", len(requests)), ("decisions", len(decision_rows)),
                    ("separation-of-duties refusals", len(refusal_rows)), ("break-glass approvals", len(review_rows)),
-                   ("waivers", len(waiver_rows)), ("role grants and revocations", len(role_rows)),
+                   ("waivers", len(waivers)), ("role grants and revocations", len(role_rows)),
                    ("overdue items now", len(overdue_rows))]),
         BarChart("Approval requests by state", sorted(states),
                  {"requests": [float(states[s]) for s in sorted(states)]}),
@@ -152,8 +177,9 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
                  {"requests": [float(ages[a]) for a in ("under 1 day", "1-7 days", "7-30 days", "over 30 days")]}),
     ]  # fmt: skip
     if days:
+        # Bars, not a line: a period with decisions on one day still shows them.
         sections.append(
-            LineChart(
+            BarChart(
                 "Decisions per day", days, {k: [float(per_day[d][k]) for d in days] for k in ("approve", "reject")}
             )
         )
@@ -167,12 +193,16 @@ def governance_audit(run: ReportRun, size: int, progress: Progress) -> tuple[str
         Heading("Separation-of-duties refusals"),
         Table(["request", "who", "rule", "message", "at"], refusal_rows, [e.index for e in refusals]),
         Heading("Break-glass approvals and their reviews"),
-        Table(["request", "admin", "justification", "review due", "reviewed by", "outcome", "in time"], review_rows),
+        Table(["request", "admin", "justification", "review due", "reviewed by", "outcome", "in time"], review_rows,
+              review_citations),
         Heading("Waivers"),
-        Table(["request", "action", "subject", "state", "decided", "expires"], waiver_rows),
+        waiver_table(waivers, size, claims),
         Heading("Role grants and revocations"),
         Table(["change", "by", "user", "role", "project", "reason", "at"], role_rows, role_citations),
-        Heading("Overdue items at generation time"),
-        Table(["item", "id", "what", "due"], overdue_rows),
+        Heading("Overdue items at generation time (past their due time)"),
+        Table(["item", "id", "what", "was due"], overdue_rows),
+        Heading("Open model reviews (no deadline applies)"),
+        Paragraph("Model versions trained on data that was later erased wait for a decision: retrain or document."),
+        Table(["review", "what", "opened", "open for"], open_review_rows, open_review_citations),
     ]  # fmt: skip
     return "Governance audit report", sections

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from audits.reports.builders.shared import Progress, day, period
+from audits.reports.builders.shared import Progress, day, first_entries, index_of, period
+from audits.reports.claims import Claims
 from audits.reports.models import ReportRun
 from audits.reports.pdf import Table
 
 
-def ccpa_request_log(run: ReportRun, size: int, progress: Progress) -> tuple[str, list[Any]]:
+def ccpa_request_log(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any) -> tuple[str, list[Any]]:
     """The §7101 record of consumer requests of the period: date, nature and manner of the request,
     date and nature of the response, and the basis for any denial."""
     from audits.privacy.models import DataSubjectRequest
@@ -19,11 +20,16 @@ def ccpa_request_log(run: ReportRun, size: int, progress: Progress) -> tuple[str
     requests = DataSubjectRequest.objects.filter(regime="ccpa", received_at__gte=start, received_at__lt=end)
     if run.project:
         requests = requests.filter(project=run.project)
-    rows = [
-        [day(r.received_at), r.get_kind_display(), r.channel, day(r.responded_at), r.response_nature or r.state,
-         r.denial_basis]
-        for r in requests.order_by("received_at", "pk")
-    ]  # fmt: skip
+    requests = list(requests.order_by("received_at", "pk"))
+    received = first_entries(size, "data_subject_request.received", "data_subject_request", [r.pk for r in requests])
+    rows, citations = [], []
+    for r in requests:
+        entry = received.get(str(r.pk))
+        claims.many(f"request {r.pk}", index_of(entry), {"payload.kind": r.kind, "payload.channel": r.channel})
+        rows.append([r.pk, day(r.received_at), r.get_kind_display(), r.channel, day(r.responded_at),
+                     r.response_nature or r.state, r.denial_basis or "not denied"])  # fmt: skip
+        citations.append(index_of(entry))
     return "CCPA consumer request log (Cal. Code Regs. tit. 11, §7101)", [
-        Table(["received", "nature", "manner", "responded", "response", "basis for denial"], rows),
-    ]
+        Table(["request", "received", "nature", "manner", "responded", "response", "basis for denial"], rows,
+              citations),
+    ]  # fmt: skip
