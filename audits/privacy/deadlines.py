@@ -88,9 +88,9 @@ __all__ = [
 ]
 
 GDPR_CONVENTIONS = ("eu_1182_71", "corresponding_date")
-CCPA_KINDS = ("know", "delete", "correct", "opt_out", "limit")
+CCPA_KINDS = ("know", "delete", "correct", "opt_out", "limit_sensitive")
 # §7021(a) confirmation and §7021(b) response with its one extension apply to these kinds; the
-# others (§7026(f) opt-out, §7027(g) limit) are a flat 15 business days.
+# others (§7026(f) opt-out, §7027(g) limit_sensitive) are a flat 15 business days.
 _CCPA_CONFIRMED_KINDS = frozenset({"know", "delete", "correct"})
 _CCPA_CONFIRM_BUSINESS_DAYS = 10
 _CCPA_RESPONSE_DAYS = 45
@@ -116,9 +116,9 @@ class Deadlines:
     """The deadlines of one request.
 
     ``respond_by`` is the response deadline (extended when ``extended``); ``confirm_by`` is the
-    CCPA's confirmation of receipt (None for the GDPR, opt-out and limit); ``extension_notice_by``
-    is the last day to tell the requester of an extension (None where none is allowed). It stays
-    set once extended, so a late notice can still be checked.
+    CCPA's confirmation of receipt (None for the GDPR, opt_out and limit_sensitive);
+    ``extension_notice_by`` is the last day to tell the requester of an extension (None where none
+    is allowed). It stays set once extended, so a late notice can still be checked.
     """
 
     regime: Literal["gdpr", "ccpa"]
@@ -273,9 +273,9 @@ def ccpa_deadlines(
 
     ``kind`` is one of ``CCPA_KINDS``. For "know", "delete" and "correct": ``confirm_by`` 10
     business days after the day of receipt, ``respond_by`` 45 calendar days after it (90 when
-    ``extended``), ``extension_notice_by`` the 45th day. For "opt_out" and "limit": ``respond_by``
-    15 business days after receipt, nothing else. ``holidays`` defaults to the US federal holidays
-    of the year of receipt and the next; pass an empty collection for weekends only.
+    ``extended``), ``extension_notice_by`` the 45th day. For "opt_out" and "limit_sensitive":
+    ``respond_by`` 15 business days after receipt, nothing else. ``holidays`` defaults to the US
+    federal holidays of the year of receipt and the next; pass an empty collection for weekends only.
 
     Raises ``ValueError`` for a naive ``received_at``, an unknown ``kind`` or ``tz``, and for
     ``extended`` on a kind that allows no extension.

@@ -44,14 +44,19 @@ class Kind(models.TextChoices):
     DELETE = "delete", "right to delete (CCPA §1798.105)"
     CORRECT = "correct", "right to correct (CCPA §1798.106)"
     OPT_OUT = "opt_out", "opt out of sale or sharing (CCPA §1798.120)"
+    LIMIT_SENSITIVE = "limit_sensitive", "limit use of sensitive personal information (CCPA §1798.121)"
 
 
 KINDS_BY_REGIME: dict[str, tuple[str, ...]] = {
     Regime.GDPR: (Kind.ACCESS, Kind.ERASURE, Kind.RECTIFICATION, Kind.OBJECTION),
-    Regime.CCPA: (Kind.KNOW, Kind.DELETE, Kind.CORRECT, Kind.OPT_OUT),
+    Regime.CCPA: (Kind.KNOW, Kind.DELETE, Kind.CORRECT, Kind.OPT_OUT, Kind.LIMIT_SENSITIVE),
 }
 ACCESS_KINDS = frozenset({Kind.ACCESS, Kind.KNOW})
 ERASURE_KINDS = frozenset({Kind.ERASURE, Kind.DELETE})
+# Requests a business may not make wait on identity verification (Cal. Code Regs. tit. 11,
+# §7026(d) for opt-outs, §7027(e) for limiting sensitive data): they are searched and completed
+# straight from ``received``. A verification may still be recorded; the flow never asks for it.
+UNVERIFIED_KINDS = frozenset({Kind.OPT_OUT, Kind.LIMIT_SENSITIVE})
 
 
 class Channel(models.TextChoices):
@@ -123,6 +128,8 @@ class DataSubjectRequest(models.Model):
     findings = models.JSONField(default=dict, blank=True, help_text="ids of dataset versions, models, deployments")
     package_sha256 = models.CharField(max_length=64, blank=True, help_text="of the last access package issued")
     package_issued_at = models.DateTimeField(null=True, blank=True)
+    letter_sha256 = models.CharField(max_length=64, blank=True, help_text="of the last signed letter (PDF) issued")
+    letter_issued_at = models.DateTimeField(null=True, blank=True)
     erased_at = models.DateTimeField(null=True, blank=True)
     erasure = models.JSONField(default=dict, blank=True, help_text="what the erasure did: versions replaced, reviews")
 

@@ -16,6 +16,7 @@ from audits.privacy import deadlines as dl
 from audits.privacy.models import (
     ACCESS_KINDS,
     ERASURE_KINDS,
+    UNVERIFIED_KINDS,
     DataSubjectRequest,
     DeadlineFlag,
     ModelReview,
@@ -67,6 +68,11 @@ def list_deadline(request: DataSubjectRequest, now: datetime) -> SafeString:
 def state_text(request: DataSubjectRequest) -> str:
     """The state in words, with what the request waits for."""
     state, found = request.state, request.findings.get("found")
+    if request.kind in UNVERIFIED_KINDS and state in (RequestState.RECEIVED, RequestState.IDENTITY_VERIFIED):
+        return (
+            f"{request.get_state_display()}: act on it and complete the request (no identity verification: "
+            "the CCPA regulations forbid requiring it for this kind)"
+        )
     if state == RequestState.RECEIVED:
         return "received: verify the requester's identity next"
     if state == RequestState.IDENTITY_VERIFIED:
@@ -95,16 +101,22 @@ def steps(request: DataSubjectRequest, now: datetime) -> list[str]:
     offered = []
     if request.confirm_by is not None and request.receipt_confirmed_at is None:
         offered.append("confirm-receipt")
-    if state == RequestState.RECEIVED:
+    unverified = request.kind in UNVERIFIED_KINDS  # never asked to verify (CCPA §7026(d), §7027(e))
+    if state == RequestState.RECEIVED and not unverified:
         offered.append("verify-identity")
-    if state in (RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED):
+    searchable = (RequestState.RECEIVED,) if unverified else ()
+    if state in (*searchable, RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED):
         offered.append("search")
     if state == RequestState.SEARCHED and request.kind in ACCESS_KINDS:
-        offered.append("access-package")
+        offered += ["access-letter", "access-package"]
     if state == RequestState.SEARCHED and erasure_owed:
         offered.append("erase")
     package_owed = request.kind in ACCESS_KINDS and not request.package_issued_at
-    if state == RequestState.ERASED or (state == RequestState.SEARCHED and not erasure_owed and not package_owed):
+    if (
+        state == RequestState.ERASED
+        or (state == RequestState.SEARCHED and not erasure_owed and not package_owed)
+        or (unverified and state in (RequestState.RECEIVED, RequestState.IDENTITY_VERIFIED))
+    ):
         offered.append("complete")
     if not request.extended and request.extension_notice_by is not None and now <= request.extension_notice_by:
         offered.append("extend")

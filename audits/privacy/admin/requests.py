@@ -1,6 +1,7 @@
 """The data-subject request pages: the list by deadline, filing a request, and the request's own
 page, from which a compliance officer takes each step (confirm receipt, verify identity, search,
-issue the access package, erase after a confirmation page, extend, deny, withdraw, complete).
+issue the access package or its signed letter, erase after a confirmation page, extend, deny,
+withdraw, complete).
 
 Every step calls the same service as the API; a refusal is shown as a message and changes
 nothing. An auditor reads the same pages without their buttons; a step posted anyway is refused
@@ -21,7 +22,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import capfirst
@@ -97,7 +98,14 @@ STEPS: dict[str, Step] = {
 
 
 # Steps with a page or an answer of their own rather than a message: their buttons' labels.
-OTHER_STEPS = {"access-package": "Issue and download the access package", "erase": "Erase the person…"}
+OTHER_STEPS = {
+    "access-letter": "Issue and download the letter (PDF)",
+    "access-package": "Issue and download the access package",
+    "erase": "Erase the person…",
+}
+# The letter is made and signed by the reports app (a floor above this one): its page is found by
+# URL name, and not offered where no such page is installed.
+LETTER_URL_NAME = "privacy-access-letter-admin"
 # Steps that answer or delay a request rather than move it on: offered folded, below the next step.
 LATER_STEPS = frozenset({"extend", "deny", "withdraw"})
 
@@ -227,10 +235,17 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
         for name in offered:
             spec = STEPS.get(name)
             form = bound[1] if bound and bound[0] == name else (spec.form() if spec and spec.form else None)
-            url = reverse("admin:privacy_datasubjectrequest_step", args=[obj.pk, name])
+            if name == "erase":
+                url = reverse("admin:privacy_datasubjectrequest_erase", args=[obj.pk])
+            elif name == "access-letter":
+                try:
+                    url = reverse(LETTER_URL_NAME, args=[obj.pk])
+                except NoReverseMatch:
+                    continue
+            else:
+                url = reverse("admin:privacy_datasubjectrequest_step", args=[obj.pk, name])
             actions.append({
-                "name": name, "label": spec.label if spec else OTHER_STEPS[name], "form": form,
-                "url": reverse("admin:privacy_datasubjectrequest_erase", args=[obj.pk]) if name == "erase" else url,
+                "name": name, "label": spec.label if spec else OTHER_STEPS[name], "form": form, "url": url,
                 "later": name in LATER_STEPS,
             })  # fmt: skip
         entries = Entry.objects.filter(subject_type="data_subject_request", subject_id=str(obj.pk)).order_by("index")
@@ -283,6 +298,10 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
             rows.append(("Access package", format_html("issued {}, SHA-256 <code>{}</code>",
                                                        display.local(obj.package_issued_at, obj.tz),
                                                        obj.package_sha256)))  # fmt: skip
+        if obj.letter_issued_at:
+            rows.append(("Letter (PDF)", format_html("issued {}, signed, SHA-256 <code>{}</code>",
+                                                     display.local(obj.letter_issued_at, obj.tz),
+                                                     obj.letter_sha256)))  # fmt: skip
         if obj.erased_at:
             rows.append(("Erased", display.local(obj.erased_at, obj.tz)))
         if obj.responded_at:

@@ -13,7 +13,7 @@ class IdentifierSerializer(serializers.Serializer):
 class RequestReceiveSerializer(serializers.Serializer):
     regime = serializers.CharField(max_length=8, help_text="gdpr or ccpa")
     kind = serializers.CharField(max_length=16, help_text="gdpr: access, erasure, rectification, objection; "
-                                 "ccpa: know, delete, correct, opt_out")  # fmt: skip
+                                 "ccpa: know, delete, correct, opt_out, limit_sensitive")  # fmt: skip
     channel = serializers.CharField(max_length=16, help_text="email, web_form, phone, mail, in_person")
     received_at = serializers.CharField(max_length=64, help_text="ISO 8601 with its UTC offset")
     identifiers = IdentifierSerializer(many=True)
@@ -66,6 +66,7 @@ class RequestSerializer(serializers.Serializer):
     verification_method = serializers.CharField()
     searched_at = serializers.DateTimeField(allow_null=True)
     package_sha256 = serializers.CharField()
+    letter_sha256 = serializers.CharField(help_text="of the last signed letter (PDF) issued; empty: none")
     erased_at = serializers.DateTimeField(allow_null=True)
     responded_at = serializers.DateTimeField(allow_null=True)
     response_nature = serializers.CharField()

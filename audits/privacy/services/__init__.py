@@ -6,7 +6,7 @@ The requester's identifiers are sealed in the ledger vault under the request's `
 ledger payloads hold ids, keyed hashes and sealed values only. Erasure shreds that key last.
 
 The services live in modules by stage: ``intake`` (receive, confirm receipt, verify identity,
-search), ``access`` (the access package), ``responses`` (extend, deny, withdraw, complete),
+search), ``access`` (the access package and its signed letter), ``responses`` (extend, deny, withdraw, complete),
 ``erasure`` (the erasure's plan, erase, close a model review), ``holds`` (legal holds) and ``flagging`` (deadline
 flags). The rules they apply are in ``audits.privacy.identifiers`` and
 ``audits.privacy.deadlines``; where a person's data lies is read by ``audits.privacy.selectors``.
@@ -14,7 +14,13 @@ flags). The rules they apply are in ``audits.privacy.identifiers`` and
 
 from audits.privacy.identifiers import ENTITY_OF_KIND, IDENTIFIER_KINDS
 from audits.privacy.selectors import models_trained_on
-from audits.privacy.services.access import AUTOMATED_DECISIONS, RIGHTS, dsr_access_package, package_sha256
+from audits.privacy.services.access import (
+    AUTOMATED_DECISIONS,
+    RIGHTS,
+    dsr_access_package,
+    dsr_letter_record,
+    package_sha256,
+)
 from audits.privacy.services.erasure import ErasurePlan, dsr_erase, dsr_erasure_plan, model_review_close
 from audits.privacy.services.flagging import DUE_SOON, deadline_status, dsr_deadlines_flag
 from audits.privacy.services.holds import legal_hold_place, legal_hold_release
@@ -45,6 +51,7 @@ __all__ = [
     "dsr_erase",
     "dsr_erasure_plan",
     "dsr_extend",
+    "dsr_letter_record",
     "dsr_receive",
     "dsr_search",
     "dsr_verify_identity",

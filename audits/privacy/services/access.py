@@ -16,6 +16,7 @@ from audits.privacy.identifiers import ENTITY_OF_KIND, matcher
 from audits.privacy.models import ACCESS_KINDS, DataSubjectRequest, Regime, RequestState
 from audits.privacy.services.shared import (
     identifiers_of,
+    invalid,
     locked,
     refuse_unmatched,
     require_officer,
@@ -130,3 +131,38 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
                      "deployments": [d["id"] for d in findings["deployments"]]},
         )  # fmt: skip
     return package, digest
+
+
+def dsr_letter_record(
+    *, actor: Any, request: DataSubjectRequest, sha256: str, package_sha256: str, letter_kind: str
+) -> DataSubjectRequest:
+    """Record the signed letter (PDF) that answers an access or know request in plain language,
+    with the access package embedded as its annex: its SHA-256 in the row and in the ledger
+    (``data_subject_request.letter_issued``, beside the package's digest). The letter is made and
+    signed by ``audits.reports.letters`` after ``dsr_access_package`` issued the package it embeds;
+    ``package_sha256`` must be the package issued last, so the ledger ties the letter to it.
+    Like the package, the letter's content goes to the caller alone."""
+    require_officer(actor, request.project, "issuing a letter")
+    for name, value in (("sha256", sha256), ("package_sha256", package_sha256)):
+        if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+            raise invalid(name, "a SHA-256 in lowercase hex (64 characters)")
+    if not letter_kind.strip():
+        raise invalid("letter_kind", "say which letter it is")
+    with transaction.atomic():
+        request = locked(request)
+        if request.kind not in ACCESS_KINDS:
+            raise Conflict("wrong_kind", f"a letter answers an access or know request, not {request.kind}")
+        require_state(request, [RequestState.SEARCHED], "a letter")
+        if request.package_sha256 != package_sha256:
+            raise Conflict(
+                "package_changed",
+                f"the letter embeds package {package_sha256[:12]}…, but request {request.pk}'s last package is "
+                f"{(request.package_sha256 or 'none')[:12]}: issue the letter again",
+            )
+        request.letter_sha256, request.letter_issued_at = sha256, timezone.now()
+        request.save(update_fields=["letter_sha256", "letter_issued_at"])
+        ledger_append(
+            actor=actor, action="data_subject_request.letter_issued", subject=subject(request),
+            payload={"sha256": sha256, "package_sha256": package_sha256, "letter": letter_kind.strip()},
+        )  # fmt: skip
+    return request

@@ -13,7 +13,14 @@ from django.utils import timezone
 from audits.ledger.services import ledger_append, vault_seal
 from audits.privacy import selectors
 from audits.privacy.identifiers import identifier_hashes, normalise_identifiers
-from audits.privacy.models import KINDS_BY_REGIME, OPEN_STATES, Channel, DataSubjectRequest, RequestState
+from audits.privacy.models import (
+    KINDS_BY_REGIME,
+    OPEN_STATES,
+    UNVERIFIED_KINDS,
+    Channel,
+    DataSubjectRequest,
+    RequestState,
+)
 from audits.privacy.services.shared import (
     aware,
     deadline_payload,
@@ -104,7 +111,10 @@ def dsr_confirm_receipt(*, actor: Any, request: DataSubjectRequest) -> DataSubje
 
 def dsr_verify_identity(*, actor: Any, request: DataSubjectRequest, method: str) -> DataSubjectRequest:
     """Record that the requester's identity was verified, how and by whom. Describe the method
-    ("reply from the address on file"), not the evidence: ``method`` is kept in clear."""
+    ("reply from the address on file"), not the evidence: ``method`` is kept in clear.
+
+    A CCPA opt-out or limit request (``UNVERIFIED_KINDS``) never needs this step (the regulations
+    forbid requiring it); a business that verified anyway may still record it here."""
     require_officer(actor, request.project, "verifying a requester's identity")
     if not method.strip():
         raise invalid("method", "say how the identity was verified")
@@ -126,11 +136,18 @@ def dsr_search(*, actor: Any, request: DataSubjectRequest) -> DataSubjectRequest
     holding them; lineage gives the model versions trained on those (and fine-tuned from them) and
     the deployments of those. Stored as ``findings``; may be run again while the request is open.
     Finding nothing is a result, said in ``findings["message"]``. Versions whose PII scan has not
-    succeeded are listed as ``unscanned_versions``: the index cannot speak for them."""
+    succeeded are listed as ``unscanned_versions``: the index cannot speak for them.
+
+    Needs a verified identity, except for a CCPA opt-out or limit request (``UNVERIFIED_KINDS``),
+    which is searched (where the business wants to know where the person's data lies before acting)
+    straight from ``received``."""
     require_officer(actor, request.project, "searching for a data subject")
     with transaction.atomic():
         request = locked(request)
-        require_state(request, [RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED], "the search")
+        searchable = [RequestState.IDENTITY_VERIFIED, RequestState.SEARCHED]
+        if request.kind in UNVERIFIED_KINDS:
+            searchable.insert(0, RequestState.RECEIVED)
+        require_state(request, searchable, "the search")
         findings = selectors.subject_findings(request.project, request.identifier_hashes)
         request.state, request.searched_at, request.findings = RequestState.SEARCHED, timezone.now(), findings
         request.save(update_fields=["state", "searched_at", "findings"])

@@ -10,7 +10,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audits.ledger.services import data_subject_erase, ledger_append
-from audits.privacy.models import ACCESS_KINDS, ERASURE_KINDS, OPEN_STATES, DataSubjectRequest, RequestState
+from audits.privacy.models import (
+    ACCESS_KINDS,
+    ERASURE_KINDS,
+    OPEN_STATES,
+    UNVERIFIED_KINDS,
+    DataSubjectRequest,
+    RequestState,
+)
 from audits.privacy.services.flagging import deadline_status
 from audits.privacy.services.shared import (
     deadlines_of,
@@ -133,18 +140,25 @@ def dsr_withdraw(*, actor: Any, request: DataSubjectRequest, reason: str) -> Dat
 def dsr_complete(*, actor: Any, request: DataSubjectRequest, nature: str) -> DataSubjectRequest:
     """Close a searched (or erased) request with the nature of the response sent. An access or
     know request needs its package issued; an erasure or delete request its erasure done (or a
-    search that found nothing)."""
+    search that found nothing). A CCPA opt-out or limit request (``UNVERIFIED_KINDS``) is completed
+    from any open state, without identity verification or a search (Cal. Code Regs. tit. 11,
+    §7026(d), §7027(e)): ``nature`` says what was done (e.g. "stopped sale and sharing; third
+    parties told")."""
     require_officer(actor, request.project, "completing a request")
     if not nature.strip():
         raise invalid("nature", "describe the response sent")
     with transaction.atomic():
         request = locked(request)
-        require_state(request, [RequestState.SEARCHED, RequestState.ERASED], "completion")
+        if request.kind in UNVERIFIED_KINDS:
+            require_state(request, NOT_YET_ANSWERED, "completion")
+        else:
+            require_state(request, [RequestState.SEARCHED, RequestState.ERASED], "completion")
         if request.kind in ACCESS_KINDS and not request.package_issued_at:
             raise Conflict("package_missing", f"issue the access package of request {request.pk} first")
         if request.kind in ERASURE_KINDS and request.erased_at is None and request.findings.get("found"):
             raise Conflict("erasure_missing", f"request {request.pk} found the person's data: erase it first")
         return _close(
             request, actor, RequestState.COMPLETED, "data_subject_request.completed", nature.strip(),
-            {"package_sha256": request.package_sha256 or None, "erased": request.erased_at is not None},
+            {"package_sha256": request.package_sha256 or None, "erased": request.erased_at is not None,
+             "identity_verified": request.verified_at is not None},
         )  # fmt: skip

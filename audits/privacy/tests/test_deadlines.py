@@ -227,7 +227,7 @@ def test_ccpa_opt_out_15_business_days_across_memorial_day() -> None:
 
 
 def test_ccpa_limit_15_business_days() -> None:
-    assert ccpa_deadlines(at_noon_utc(2026, 5, 13), kind="limit").respond_by.day == date(2026, 6, 4)
+    assert ccpa_deadlines(at_noon_utc(2026, 5, 13), kind="limit_sensitive").respond_by.day == date(2026, 6, 4)
 
 
 def test_ccpa_receipt_date_is_taken_in_the_given_time_zone() -> None:
@@ -379,8 +379,8 @@ def test_second_extension_is_refused() -> None:
 def test_opt_out_cannot_be_extended() -> None:
     with pytest.raises(ValueError, match="opt_out request cannot be extended"):
         ccpa_deadlines(at_noon_utc(2026, 3, 2), kind="opt_out", extended=True)
-    with pytest.raises(ValueError, match="limit request cannot be extended"):
-        ccpa_deadlines(at_noon_utc(2026, 3, 2), kind="limit").extend()
+    with pytest.raises(ValueError, match="limit_sensitive request cannot be extended"):
+        ccpa_deadlines(at_noon_utc(2026, 3, 2), kind="limit_sensitive").extend()
 
 
 def test_negative_counts_and_datetimes_as_dates_are_refused() -> None:
