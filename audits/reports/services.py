@@ -206,15 +206,17 @@ def sign_report_pdf(pdf: bytes, *, reason: str, signed_at: dt.datetime) -> bytes
     """Sign a rendered report (or letter) with the service's report-signing key and certificate
     chain, timestamped by ``REPORTS_TIMESTAMP_URL`` when set: the one place every signed PDF of
     the service is signed. A timestamp authority that fails fails the signing (``DomainError``
-    naming it); no PDF goes out without the timestamp configured."""
-    from audits.reports.pdf import sign_pdf
+    naming it); no PDF goes out without the timestamp configured, nor one that does not verify
+    against ``trusted_certificates()`` (checked after signing: about 0.1 s)."""
+    from audits.reports.pdf import sign_pdf, verify_pdf_signature
     from audits.reports.pdf.signing import timestamper
+    from audits.reports.pdf.verification import TIMESTAMP_INVALID
 
     signer = _signer()
     certificate = service_certificate_get(signer)
     url = settings.REPORTS_TIMESTAMP_URL
     try:
-        return sign_pdf(
+        signed = sign_pdf(
             pdf, private_key=signer.private_key, certificate=certificate, chain=signer.chain, reason=reason,
             signed_at=signed_at, timestamps=timestamper(url) if url else None,
         )  # fmt: skip
@@ -224,6 +226,15 @@ def sign_report_pdf(pdf: bytes, *, reason: str, signed_at: dt.datetime) -> bytes
         detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
         problem = f"REPORTS_TIMESTAMP_URL: the timestamp authority {url} gave no timestamp ({detail})"
         raise DomainError("timestamp_unavailable", problem) from None
+    # No PDF goes out that `report verify` here would refuse (a TSA whose root is not an anchor, say).
+    check = verify_pdf_signature(signed, trusted=trusted_certificates())
+    if not check.ok:
+        failure = check.reason or ""
+        timestamp_failed = failure.startswith(TIMESTAMP_INVALID)
+        at_fault = "REPORTS_TRUST_ANCHORS_FILE" if timestamp_failed else "REPORTS_SIGNING_CERTIFICATE_FILE"
+        problem = f"{at_fault}: the signed PDF does not verify against the trusted certificates: {failure}"
+        raise DomainError("report_signing_misconfigured", problem)
+    return signed
 
 
 # --- Generation (on the worker) ------------------------------------------------------------------

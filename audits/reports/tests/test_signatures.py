@@ -120,6 +120,7 @@ class Chain:
     root: Issued
     intermediate: Issued
     leaf: Issued
+    tsa_root: Issued
     tsa: Issued
 
 
@@ -127,11 +128,13 @@ class Chain:
 def ca() -> Chain:
     root = _issue("Test Root CA", ca=True)
     intermediate = _issue("Test Issuing CA", issuer=root, ca=True)
+    tsa_root = _issue("Test TSA Root CA", ca=True)
     return Chain(
         root=root,
         intermediate=intermediate,
         leaf=_issue("Test Org compliance reports", issuer=intermediate),
-        tsa=_issue("Test Timestamp Authority", issuer=root, timestamping=True),
+        tsa_root=tsa_root,
+        tsa=_issue("Test Timestamp Authority", issuer=tsa_root, timestamping=True),
     )
 
 
@@ -161,7 +164,7 @@ def _configure(settings: Any, folder: Path, *, key: Any, certificates: bytes, an
 def ca_configured(settings: Any, tmp_path: Path, ca: Chain) -> Chain:
     _configure(
         settings, tmp_path / "ca", key=ca.leaf.key, certificates=_pem(ca.leaf.certificate, ca.intermediate.certificate),
-        anchors=_pem(ca.root.certificate),
+        anchors=_pem(ca.root.certificate, ca.tsa_root.certificate),
     )  # fmt: skip
     return ca
 
@@ -478,13 +481,24 @@ def test_a_timestamp_authority_makes_the_signature_b_t(
     token = tmp_path / "token.der"
     token.write_bytes(unsigned[0]["values"][0].dump())
     imprint = hashlib.sha256(signature.signer_info["signature"].native).hexdigest()
-    (tmp_path / "root.pem").write_bytes(_pem(ca.root.certificate))
+    (tmp_path / "tsa-root.pem").write_bytes(_pem(ca.tsa_root.certificate))
     result = subprocess.run(
         ["openssl", "ts", "-verify", "-token_in", "-in", str(token), "-digest", imprint, "-CAfile",
-         str(tmp_path / "root.pem")],
+         str(tmp_path / "tsa-root.pem")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "Verification: OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_timestamp_the_verifier_would_refuse_fails_the_signing(
+    ca_configured: Chain, settings: Any, tsa_url: str, pdf: bytes
+) -> None:
+    settings.REPORTS_TIMESTAMP_URL = tsa_url
+    settings.REPORTS_TRUST_ANCHORS_FILE.write_bytes(_pem(ca_configured.root.certificate))  # not the TSA's root
+    with pytest.raises(DomainError) as raised:
+        sign_report_pdf(pdf, reason="refused", signed_at=NOW)
+    assert raised.value.message.startswith("REPORTS_TRUST_ANCHORS_FILE: the signed PDF does not verify")
+    assert TIMESTAMP_INVALID in raised.value.message and "Test Timestamp Authority" in raised.value.message
 
 
 def _closed_port() -> int:
