@@ -4,12 +4,14 @@ PNG, each a function of the chart alone. The callers' charts are tested where th
 
 from __future__ import annotations
 
+import hashlib
 import io
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
 from PIL import Image
-from reportlab.graphics.shapes import Drawing
+from reportlab.graphics.shapes import Drawing, Group, String, UserNode
 
 from common import charts
 
@@ -104,3 +106,30 @@ def test_nice_ticks() -> None:
     assert charts.nice_ticks(0, 0.3) == ([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], 2)
     assert charts.nice_ticks(-3, 8) == ([-4, -2, 0, 2, 4, 6, 8], 0)
     assert charts.nice_ticks(0, 0) == ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1)  # all zero: an axis up to 1
+
+
+def _fonts_of(node: object) -> set[str]:
+    """The fonts of every text a drawing holds, legends' and axes' included."""
+    if isinstance(node, UserNode):
+        node = node.provideNode()
+    if isinstance(node, String):
+        return {node.fontName}
+    if isinstance(node, Group):
+        return set().union(*(_fonts_of(child) for child in node.getContents()))
+    return set()
+
+
+def test_the_fonts_option_leaves_the_default_outputs_alone() -> None:
+    # The outputs' digests from before Chart.fonts existed (fee85e2): a bias chart's PNG digest is
+    # part of what a waiver vouches for, so the default must draw the very same bytes.
+    assert hashlib.sha256(charts.png(BARS)).hexdigest() == (
+        "b9435fe7af68e2ada89c1d067aef8b20ad8a2f4b51f1626ece7319375422138f"
+    )
+    assert hashlib.sha256(charts.svg(BARS).encode()).hexdigest() == (
+        "47f0ff128fc98eea5eda246500fedabf0aa22ebe0ccea455e28b529a9944820f"
+    )
+    assert _fonts_of(charts.drawing(BARS)) == {"Helvetica", "Helvetica-Bold"}
+    # Given fonts (the report PDFs' embedded ones), every text is set in them.
+    assert _fonts_of(charts.drawing(replace(BARS, fonts=("Courier", "Courier-Bold")))) == {"Courier", "Courier-Bold"}
+    empty = charts.Chart("bar", [], {}, title="nothing", fonts=("Courier", "Courier-Bold"))
+    assert _fonts_of(charts.drawing(empty)) == {"Courier", "Courier-Bold"}

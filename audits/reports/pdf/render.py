@@ -124,8 +124,8 @@ class _ReportCanvas(Canvas):
 def _section_flowables(
     section: Section, frames: Frames, styles: dict[str, ParagraphStyle], digests: DigestIndex
 ) -> tuple[Orientation | None, list[Flowable]]:
-    """A section's flowables, and the orientation of the pages a table was laid out for (None:
-    the section fits either)."""
+    """A section's flowables and the orientation of the pages they are laid out for (None for a
+    heading or a paragraph: it goes with what follows)."""
     available = frames.portrait[0]
     if isinstance(section, Heading):
         return None, [RLParagraph(markup(section.text), styles["h1"])]
@@ -134,25 +134,22 @@ def _section_flowables(
     if isinstance(section, Table):
         return table_flowables(section, frames, styles, digests)
     if isinstance(section, KeyValues):
-        return None, key_values_flowables(section.pairs, available, styles, digests)
+        return "portrait", key_values_flowables(section.pairs, available, styles, digests)
     if isinstance(section, BarChart | LineChart):
-        return None, chart_flowables(section, available, styles)
+        return "portrait", chart_flowables(section, available, styles)
     raise ReportPdfError(f"unknown section type {type(section).__name__}")
 
 
-def _orient(sections: Sequence[Section], laid_out: list[tuple[Orientation | None, list[Flowable]]]) -> list[Flowable]:
+def _orient(laid_out: list[tuple[Orientation | None, list[Flowable]]]) -> list[Flowable]:
     """The sections' flowables with a switch of page template wherever the orientation changes:
-    headings and paragraphs go with the table they introduce, other sections stay on the page
-    they follow. The story so far (the cover) ends with a page break."""
+    headings and paragraphs go with the section they introduce. The story so far (the cover)
+    ends with a page break."""
     orientations: list[Orientation | None] = [orientation for orientation, _ in laid_out]
     following: Orientation | None = None
-    for index in reversed(range(len(sections))):
-        if orientations[index] is not None:
-            following = orientations[index]
-        elif isinstance(sections[index], Heading | Paragraph):
+    for index in reversed(range(len(laid_out))):
+        if orientations[index] is None:
             orientations[index] = following
-        else:
-            following = None
+        following = orientations[index]
     story: list[Flowable] = []
     current: Orientation = "portrait"
     for index, (_, flowables) in enumerate(laid_out):
@@ -296,7 +293,7 @@ def build_pdf(report: Report) -> bytes:
     digests = DigestIndex()
     story: list[Flowable] = _cover(report, report_id, generated_at, checkpoint, available, styles, digests)
     laid_out = [_section_flowables(section, frames, styles, digests) for section in report.sections]
-    story += _orient(report.sections, laid_out)
+    story += _orient(laid_out)
     story += digests.appendix(available, styles)
     doc.build(story, canvasmaker=_ReportCanvas)
     return buffer.getvalue()

@@ -2,8 +2,9 @@
 long table splits page by page in linear time, its header row repeated on every page.
 
 Words are never split: a column is at least as wide as its longest word (its header's included).
-When those widths do not fit a portrait page the table is set on landscape pages, and when they
-do not fit a landscape page either each row becomes a card of "column: value" lines. Only a word
+When those widths do not fit a portrait page the table is set on landscape pages (in 7 or 6.5
+point rather than 8 if it must), and when they do not fit a landscape page either each row becomes a
+card of "column  value" lines. Only a word
 wider than a quarter of a landscape page (a long identifier, a token) breaks, after "_", "/",
 "-" or "." where it has one, anywhere where it has none. Digests (``Digest`` cells, and plain
 cells holding 64 hex digits) are printed whole in small monospace where the column allows, else
@@ -46,6 +47,7 @@ DIGESTS_HEADING = "Digests"
 _MAX_CELL_CHARS = 1500
 _STRIPE = colors.HexColor("#f4f6f8")
 _DIGEST_PREFIX = 12
+_SMALL_CELL_FONT_SIZES = (7, 6.5)  # a landscape table's, before it turns to cards
 _LOOKS_LIKE_DIGEST = re.compile(r"(?:sha256:)?[0-9a-fA-F]{64}")
 _IDENTIFIER_BREAK = re.compile(r"(?<=[_/.\-])")
 
@@ -83,18 +85,21 @@ class DigestIndex:
         room = available - reference_width - 2 * _CELL_PADDING - 1
         # One line per digest: the font shrinks for a digest longer than a sha256 in hex.
         size = min(7.0, room / max(1.0, stringWidth("0" * longest, MONO, 1)))
-        rows = [[reference, value] for value, reference in self.references.items()]
-        table = RLTable(rows, colWidths=[reference_width, available - reference_width], hAlign="LEFT", repeatRows=0)
-        table.setStyle(
-            TableStyle(
-                [
-                    ("FONT", (0, 0), (-1, -1), MONO, size, size + 3),
-                    ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-                    ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-                    ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#c8ced6")),
-                ]
-            )
-        )
+        header: list[object] = [RLParagraph("ref", styles["head"]), RLParagraph("digest", styles["head"])]
+        rows: list[list[object]] = [[reference, value] for value, reference in self.references.items()]
+        heights = [styles["head"].leading + 4] + [size + 5] * len(rows)
+        commands: list[tuple[Any, ...]] = [
+            ("FONT", (0, 0), (-1, -1), MONO, size, size + 3),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
+            ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
+            ("TOPPADDING", (0, 0), (-1, -1), 2),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde3ea")),
+            ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.HexColor("#44546a")),
+            ("BOX", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
+        ]
+        table = _PagedTable(header, rows, heights, [reference_width, available - reference_width], commands)
         intro = (
             "Digests too long for their table column are printed there as a prefix and a reference "
             "(D1, D2, ...); here is each in full."
@@ -274,15 +279,24 @@ def _columns(
     return result
 
 
-def _choose(columns: list[_Column], frames: Frames) -> tuple[Orientation, bool] | None:
-    """The page orientation and whether digests print in full; None: not even landscape fits."""
-    options: list[tuple[Orientation, bool]] = [
-        ("portrait", True), ("portrait", False), ("landscape", True), ("landscape", False),
+def _scaled(width: float, size: float) -> float:
+    """A text width measured at the cell font's size (padding included), at ``size``."""
+    pad = 2 * _CELL_PADDING + 1
+    return (width - pad) * size / CELL_FONT_SIZE + pad
+
+
+def _choose(columns: list[_Column], frames: Frames) -> tuple[Orientation, float, bool] | None:
+    """The page orientation, the cell font's size and whether digests print in full, the first
+    that fits of: portrait, landscape, landscape in smaller fonts; None: none fits."""
+    options: list[tuple[Orientation, float, bool]] = [
+        ("portrait", CELL_FONT_SIZE, True), ("portrait", CELL_FONT_SIZE, False),
+        ("landscape", CELL_FONT_SIZE, True), ("landscape", CELL_FONT_SIZE, False),
+        *[("landscape", size, full) for size in _SMALL_CELL_FONT_SIZES for full in (True, False)],
     ]  # fmt: skip
-    for orientation, full in options:
-        needed = sum(max(c.minimum, c.digest_full if full else c.digest_short) for c in columns)
+    for orientation, size, full in options:
+        needed = sum(max(_scaled(c.minimum, size), c.digest_full if full else c.digest_short) for c in columns)
         if needed <= frames.size(orientation)[0]:
-            return orientation, full
+            return orientation, size, full
     return None
 
 
@@ -309,21 +323,30 @@ def table_flowables(
     chosen = _choose(measured, frames)
     if chosen is None:
         return "portrait", _cards(columns, rows, frames.portrait[0], styles, measure, digests)
-    orientation, full_digests = chosen
+    orientation, size, full_digests = chosen
     available, frame_height = frames.size(orientation)
     frame_height -= 12  # the frame's own top and bottom padding
-    minimums = [max(c.minimum, c.digest_full if full_digests else c.digest_short) for c in measured]
-    naturals = [max(m, c.natural) for m, c in zip(minimums, measured, strict=True)]
+    minimums = [max(_scaled(c.minimum, size), c.digest_full if full_digests else c.digest_short) for c in measured]
+    naturals = [max(m, _scaled(c.natural, size)) for m, c in zip(minimums, measured, strict=True)]
     widths = _fill(minimums, naturals, available)
+    head_style = styles["head"]
+    if size != style.fontSize:
+        style = ParagraphStyle("ReportCellSmall", parent=style, fontSize=size, leading=size + 2)
+        head_style = ParagraphStyle("ReportHeadSmall", parent=head_style, fontSize=size, leading=size + 2)
+        measure = _Widths(style.fontName, size)
 
     padding = 4  # TOPPADDING + BOTTOMPADDING below
-    header = [RLParagraph(markup(name), styles["head"]) for name in columns]
+    header = [RLParagraph(markup(name), head_style) for name in columns]
     heights = [max(p.wrap(w - 2 * _CELL_PADDING, 1e6)[1] for p, w in zip(header, widths, strict=True)) + padding]
     max_lines = max(1, int((frame_height - heights[0] - padding) // style.leading))
+    # A column of digests only is drawn in monospace by a table command, its cells plain strings:
+    # a flowable per cell costs a third more time in a 10,000-row table.
+    mono = {i for i in range(len(columns)) if rows and all(_is_digest(row[i]) for row in rows)}
     cells: list[list[object]] = []
     for row in rows:
         drawn = [
-            _cell(value, widths[i], full_digests, style, measure, max_lines, digests) for i, value in enumerate(row)
+            _cell(value, widths[i], full_digests, style, measure, max_lines, digests, plain=i in mono)
+            for i, value in enumerate(row)
         ]
         cells.append([cell for cell, _ in drawn])
         heights.append(max(height for _, height in drawn) + padding)
@@ -331,7 +354,7 @@ def table_flowables(
         cells.append([RLParagraph("<i>no rows</i>", style)] + [""] * (len(columns) - 1))
         heights.append(style.leading + padding)
     commands: list[tuple[Any, ...]] = [
-        ("FONT", (0, 0), (-1, -1), CELL_FONT, CELL_FONT_SIZE, style.leading),
+        ("FONT", (0, 0), (-1, -1), CELL_FONT, style.fontSize, style.leading),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
         ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
@@ -343,6 +366,7 @@ def table_flowables(
     ]
     if table.citations is not None:
         commands.append(("ALIGN", (0, 1), (0, -1), "RIGHT"))
+    commands += [("FONT", (i, 1), (i, -1), MONO, DIGEST_FONT_SIZE, style.leading) for i in sorted(mono)]
     return orientation, [_PagedTable(header, cells, heights, widths, commands), Spacer(1, 8)]
 
 
@@ -354,6 +378,8 @@ def _cell(
     measure: _Widths,
     max_lines: int,
     digests: DigestIndex,
+    *,
+    plain: bool = False,
 ) -> tuple[object, float]:
     """A cell as drawn, wrapped to its column, and its height. Plain text is a string, not a
     Paragraph: reportlab draws it literally (nothing is parsed as markup), and wrapping it here
@@ -363,6 +389,8 @@ def _cell(
         text = str(value)
         if not full_digests or stringWidth(text, MONO, DIGEST_FONT_SIZE) > width - 2 * _CELL_PADDING:
             text = digests.short(text)
+        if plain:
+            return text, style.leading
         return _Lines([text], MONO, DIGEST_FONT_SIZE, style.leading), style.leading
     text = value if isinstance(value, str) else str(value)
     shown = text[:_MAX_CELL_CHARS]
