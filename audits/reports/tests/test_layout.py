@@ -207,3 +207,12 @@ def test_every_page_renders_to_png(pdf: bytes, pages: list[str]) -> None:
         with Image.open(picture) as image:
             shapes.append(image.width > image.height)
     assert True in shapes and False in shapes  # landscape and portrait pages
+
+
+def test_a_missing_font_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audits.reports.pdf import ReportPdfError, styles
+
+    missing = {**styles._FONT_FILES, styles.SANS: ("/nonexistent/DejaVuSans.ttf", "fonts-dejavu-core")}
+    monkeypatch.setattr(styles, "_FONT_FILES", missing)
+    with pytest.raises(ReportPdfError, match=r"/nonexistent/DejaVuSans\.ttf is missing: install .*fonts-dejavu-core"):
+        styles.register_fonts.__wrapped__()
