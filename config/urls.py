@@ -15,6 +15,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
 
+from audits.reports.api.views import AccessLetterView, access_letter_admin
 from common.api import body_refusal, error_body
 from common.parsers import BodyTooLarge
 from config.health import healthz
@@ -48,6 +49,13 @@ class DocsView(SpectacularSwaggerView):
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # The data subject's letter (audits/reports/letters.py): an admin step of the privacy request
+    # page, mounted here because the PDF layer is a floor above the privacy app.
+    path(
+        "admin/privacy/datasubjectrequest/<int:pk>/letter/",
+        admin.site.admin_view(access_letter_admin),
+        name="privacy-access-letter-admin",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/docs/", DocsView.as_view(url_name="api-schema"), name="api-docs"),
@@ -57,6 +65,7 @@ urlpatterns = [
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("audits.checks.api.urls")),
     path("api/v1/", include("serving.api.urls")),
+    path("api/v1/privacy/requests/<int:pk>/access-letter", AccessLetterView.as_view(), name="api-privacy-letter"),
     path("api/v1/privacy/", include("audits.privacy.api.urls")),
     path("api/v1/reports/", include("audits.reports.api.urls")),
 ]

@@ -144,6 +144,7 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
             "verify-identity",
             "search",
             "access-package",
+            "access-letter",
             "extend",
             "deny",
             "withdraw",

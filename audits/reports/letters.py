@@ -16,8 +16,8 @@ records the facts through its own services, each in its own transaction:
 Caveats: a failure in 2 or 3 leaves the package issued (step 1 is on record) and no letter; issuing
 again makes a new package and a new letter. The content goes to the caller alone, to send on:
 only digests are kept. Words for the reader come from the package (the datasets' declared
-purposes, bases, recipients, retention, sources) and the ``REPORTS_CONTROLLER*``/``REPORTS_DPO``
-settings; nothing in it is legal advice.
+purposes, bases, recipients, retention, sources) and the organisation
+profile (controller, contact, DPO, supervisory authority); nothing in it is legal advice.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from audits.privacy.models import DataSubjectRequest, Kind, Regime
@@ -161,23 +160,32 @@ def access_letter_document(
     package_entry: int,
     checkpoint_text: str,
     generated_at: dt.datetime,
+    org: Any = None,
 ) -> Report:
-    """The letter as a report document (no database reads beyond ``request``'s own row): plain
-    words to the person, the package as ``access-package.json``."""
+    """The letter as a report document (no database reads beyond ``request``'s own row and the
+    organisation profile, ``org``, read when not given): plain words to the person, the package
+    as ``access-package.json``. A profile that lacks what the letter needs makes it a draft,
+    marked on every page: not to be sent."""
+    if org is None:
+        from governance.selectors import organisation_profile
+
+        org = organisation_profile()
     gdpr = request.regime == Regime.GDPR
     law = "Article 15 of the GDPR" if gdpr else "the California Consumer Privacy Act (CCPA §1798.110)"
     held = package["dataset_versions"]
     records = package["records"]
-    controller = settings.REPORTS_CONTROLLER
+    missing = "MISSING (see the draft notice)"
+    controller = org.controller_name or missing
     received = _day(request.received_at, request.tz)
     summary: list[tuple[str, object]] = [
         ("Your request", f"{request.reference}, received {received} ({request.get_kind_display()})"),
         ("Do we hold data about you?", _held_summary(held, records)),
-        ("Who we are", controller),
-        ("How to reach us", settings.REPORTS_CONTROLLER_CONTACT),
-    ]
+        ("Who we are", ", ".join(p for p in (controller, " ".join(org.controller_address.split())) if p)),
+        ("How to reach us", (org.ccpa_request_email if not gdpr and org.ccpa_request_email else "")
+         or org.controller_contact() or missing),
+    ]  # fmt: skip
     if gdpr:
-        summary.append(("Our data protection officer", settings.REPORTS_DPO))
+        summary.append(("Our data protection officer", org.dpo_shown() or missing))
     summary.append(("Date of this letter", _day(generated_at, request.tz)))
     sections: list[Section] = [
         Paragraph("Dear requester,"),
@@ -203,7 +211,7 @@ def access_letter_document(
         sections += _why_and_who(package, gdpr)
         sections += _models(package)
         sections += _records(records)
-    sections += _rights(package, request.regime)
+    sections += _rights(package, request.regime, org)
     sections += [
         Heading("How to check this letter"),
         Paragraph(
@@ -222,6 +230,9 @@ def access_letter_document(
         title=title, scope=f"data-subject request {request.reference}, project {request.project.slug}",
         period_start=request.received_at.date(), period_end=generated_at.date(), generated_at=generated_at,
         checkpoint_text=checkpoint_text, sections=sections, kind=kind,
+        draft_notice=(f"the organisation profile lacks {', '.join(org.missing_for_reports())}: do not send this "
+                      "letter; a global admin completes the profile and the letter is issued again")
+        if org.missing_for_reports() else "",
         claims=[Claim(fact=f"the SHA-256 of {PACKAGE_FILENAME} (its RFC 8785 form)", entry=package_entry,
                       field="payload.sha256", value=package_sha256)],
         attachments=[Attachment(
@@ -325,20 +336,23 @@ def _records(records: list[dict[str, Any]]) -> list[Section]:
     ]
 
 
-def _rights(package: dict[str, Any], regime: str) -> list[Section]:
+def _rights(package: dict[str, Any], regime: str, org: Any) -> list[Section]:
     intro = "You have the right:" if regime == Regime.CCPA else "You have the right to:"
-    text = _COMPLAINT[Regime(regime)].format(dpo=settings.REPORTS_DPO, contact=settings.REPORTS_CONTROLLER_CONTACT)
+    contact = org.controller_contact() or "MISSING (see the draft notice)"
+    text = _COMPLAINT[Regime(regime)].format(dpo=org.dpo_shown() or contact, contact=contact)
+    if regime == Regime.GDPR and org.supervisory_authority_name:
+        text += f" Our lead supervisory authority is {org.supervisory_authority_shown()}."
     return [
         Heading("Your rights"),
         Paragraph(intro),
         *[Paragraph(f"• {right}") for right in package["rights"]],
-        Paragraph(f"To use any of these rights, contact us: {settings.REPORTS_CONTROLLER_CONTACT}."),
+        Paragraph(f"To use any of these rights, contact us: {contact}."),
         Heading("How to complain"),
         Paragraph(text),
         Heading("Decisions made by computer"),
         Paragraph(package["automated_decision_making"]),
         Paragraph("Yours sincerely,"),
-        Paragraph(settings.REPORTS_CONTROLLER),
+        Paragraph(org.controller_name or "MISSING (see the draft notice)"),
     ]
 
 

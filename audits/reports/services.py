@@ -2,9 +2,12 @@
 the check of a report PDF against the ledger.
 
 A report cites a signed checkpoint of the ledger and, per cited fact, the ledger index of the
-entry it comes from; every cited entry lies inside that checkpoint's tree. The PDF is signed
-(PAdES) with the ledger's signing key under a self-signed certificate kept in
-``REPORTS_CERTIFICATE_FILE``; its SHA-256 is a ledger entry (``report.generated``).
+entry it comes from; every cited entry lies inside that checkpoint's tree, and the facts it states
+are claims that ``report verify`` checks against those entries. The PDF is signed (PAdES) with the
+report-signing key (``REPORTS_SIGNING_KEY_FILE``, ECDSA or RSA) under the organisation's
+certificate chain (``REPORTS_SIGNING_CERTIFICATE_FILE``; a labelled self-signed one by default),
+timestamped when ``REPORTS_TIMESTAMP_URL`` is set; its SHA-256 is a ledger entry
+(``report.generated``).
 """
 
 from __future__ import annotations
@@ -354,7 +357,8 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
     signature = verify_pdf_signature(pdf, trusted=trusted_certificates())
     if not signature.ok:
         return ReportCheck(ok=False, reason=f"signature: {signature.reason}")
-    say(f"signature: valid, by {signature.signer}, covering the whole file")
+    stamped = f", timestamped {signature.timestamped_at.isoformat()}" if signature.timestamped_at else ""
+    say(f"signature: valid, by {signature.signer}, covering the whole file{stamped}")
     try:
         info = read_pdf(pdf)
     except ReportPdfError as exc:

@@ -12,6 +12,8 @@ A backup directory holds::
     policies/..                    the policy files in force (POLICY_DIR)
     keys/ledger-verifiers.txt      the public half of the ledger's keys (C2SP verifier keys)
     keys/reports-certificate.pem   the certificates reports were signed under
+    keys/report-signing-certificate.pem  the report-signing certificate chain (never its key)
+    keys/reports-trust-anchors.pem the root certificates report verification trusts, when configured
     secrets/subject-index-key      the data-subject index key, when it is the embedded default's file
     serving/deployment-N/inference*.jsonl   the inference logs
 

@@ -240,9 +240,10 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
                    for d in f["deployments"]]  # fmt: skip
     provider = getattr(org, "controller_name", "") or "the provider named in the organisation profile"
     purpose = v.model.description.strip()
+    chart = [BarChart("Security scan and bias evaluation results", outcomes,
+                      {k: [float(verdicts[(k, o)]) for o in outcomes] for k in ("security scans", "bias evaluations")})
+             ] if verdicts else []  # fmt: skip
     sections = [
-        BarChart("Security scan and bias evaluation results", outcomes,
-                 {k: [float(verdicts[(k, o)]) for o in outcomes] for k in ("security scans", "bias evaluations")}),
         Heading("1. General description of the AI system"),
         KeyValues([("(a) intended purpose", purpose or "NOT RECORDED: the model's description is empty"),
                    ("(a) provider", provider),
@@ -272,6 +273,7 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
                   f"{len(f['history'])} ledger entries concern this model version (point 6)."),
         Paragraph("(g) Validation and testing: the security scans and bias evaluations below. (h) Cybersecurity: "
                   "garak probes grouped by OWASP Top 10 for LLM Applications (2025) category."),
+        *chart,
         Table(["scan", "profile", "state", "verdict", "reasons", "OWASP LLM 2025", "weights", "finished"], scans),
         Heading("3. Monitoring, functioning and control"),
         Paragraph("Fairness across groups, per metric, with the confidence interval the evaluation computed and the "

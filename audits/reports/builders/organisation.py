@@ -60,8 +60,9 @@ def organisation_sections(profile: Any, kind: str) -> list[Any]:
         if profile.updated_at and profile.updated_by
         else "never filled in"
     )
+    who = "Provider (EU AI Act Art. 3(3))" if kind == ReportKind.ANNEX_IV else "Controller (GDPR Art. 30(1)(a))"
     return [
-        Heading("Controller (GDPR Art. 30(1)(a))"),
+        Heading(who),
         KeyValues([
             ("controller", profile.controller_name or pending),
             ("address", profile.controller_address or "not given"),
@@ -71,6 +72,6 @@ def organisation_sections(profile: Any, kind: str) -> list[Any]:
             ("lead supervisory authority", profile.supervisory_authority_shown() or pending),
             ("organisation profile", updated),
         ]),
-        Heading("Security measures (Art. 30(1)(g), Art. 32)"),
+        Heading("Security measures (GDPR Art. 30(1)(g), Art. 32)"),
         Paragraph(profile.security_measures or pending),
     ]  # fmt: skip

@@ -5,20 +5,20 @@ A report is built from one signed ledger checkpoint. The cover page shows the ch
 tree size and root hash and carries the full signed note; every table row may cite a ledger index,
 shown in a "ledger #" column. The machine-readable side travels as an embedded file,
 ``report.json`` (``/Names /EmbeddedFiles`` in the catalog): format, kind, id, title, scope, period,
-generation time, the checkpoint text and the sorted list of cited ledger indexes. It lies in the
-revision that the signature covers, so ``read_pdf`` reads back what was signed, provided
-``verify_pdf_signature`` says the file was not changed after.
+generation time, the checkpoint text, the sorted list of cited ledger indexes, the claims (each
+fact with the entry and field that say it) and the draft notice. Further attachments (a letter's
+JSON annex) lie beside it. They lie in the revision that the signature covers, so ``read_pdf``
+reads back what was signed, provided ``verify_pdf_signature`` says the file was not changed after.
 
 Caveats:
 
-- Text is set in the PDF standard fonts (Helvetica, Courier), which are not embedded and cover
-  Latin-1 and the WinAnsi extras (the em dash of signed notes among them); characters outside that
-  set render as missing glyphs. Embedding a TTF would change this, at the price of bigger files.
+- Text is set in embedded TrueType subsets (DejaVu; Droid Sans Fallback for CJK): see ``styles``.
 - ``build_pdf`` is byte-for-byte deterministic. ``sign_pdf`` is not: pyHanko gives the incremental
   update a random second trailer ID and stamps ``/ModDate`` with the wall clock. The signing time
   inside the signature is ``signed_at``.
-- The signature is PAdES baseline B-B: no timestamp, no revocation data. Its signing time is the
-  signer's claim; the certificate's validity is checked at that time unless a time is given.
+- The signature is PAdES baseline B-B with an ECDSA or RSA key (readers do not validate Ed25519),
+  B-T when a timestamp authority signs it too; no revocation data. The certificate's validity is
+  checked at the timestamp's time, else at the signer's claimed time, unless a time is given.
 - ``validate_pdf_signature`` runs its own event loop: call ``verify_pdf_signature`` from
   synchronous code (a worker, a management command, ``sync_to_async`` in an async view).
 
@@ -49,12 +49,13 @@ from audits.reports.pdf.document import (
     report_metadata,
 )
 from audits.reports.pdf.render import build_pdf
-from audits.reports.pdf.signing import SIGNATURE_FIELD, private_key_from_signer, service_certificate, sign_pdf
+from audits.reports.pdf.signing import SIGNATURE_FIELD, service_certificate, sign_pdf
 from audits.reports.pdf.verification import (
     CERTIFICATE_NOT_VALID,
     MODIFIED_AFTER_SIGNING,
     NO_SIGNATURE,
     SIGNATURE_INVALID,
+    TIMESTAMP_INVALID,
     UNREADABLE,
     UNTRUSTED_SIGNER,
     SignatureCheck,
@@ -72,6 +73,7 @@ __all__ = [
     "PRODUCER",
     "SIGNATURE_FIELD",
     "SIGNATURE_INVALID",
+    "TIMESTAMP_INVALID",
     "UNREADABLE",
     "UNTRUSTED_SIGNER",
     "VERIFY_COMMAND",
@@ -91,7 +93,6 @@ __all__ = [
     "Table",
     "build_pdf",
     "cited_indexes",
-    "private_key_from_signer",
     "read_attachment",
     "read_pdf",
     "report_metadata",

@@ -33,7 +33,6 @@ from pyhanko.sign.timestamps import HTTPTimeStamper
 from pyhanko.sign.timestamps.api import TimeStamper
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from audits.ledger.keys import SignerKey
 from audits.reports.pdf.document import utc
 
 SIGNATURE_FIELD = "ReportSignature"
@@ -42,12 +41,6 @@ SIGNING_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 MIN_RSA_BITS = 2048
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-def private_key_from_signer(signer: SignerKey) -> Ed25519PrivateKey:
-    """The Ed25519 key of a ledger signer key. The ledger's keys sign checkpoints, not PDFs:
-    ``sign_pdf`` refuses this key (kept for the package's exports)."""
-    return signer.private_key
 
 
 def signing_key_problem(private_key: Any) -> str | None:

@@ -11,13 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib import admin
-from django.test import Client, override_settings
-from django.urls import path
+from django.test import Client
 from django.utils import timezone
 
 from audits.ledger.models import Entry
-from audits.privacy.admin.requests import LETTER_URL_NAME
 from audits.privacy.models import RequestState
 from audits.privacy.services import (
     dsr_access_package,
@@ -29,7 +26,6 @@ from audits.privacy.services import (
     package_sha256,
 )
 from audits.privacy.tests.planting import ANA, planted_version, trained_and_deployed
-from audits.reports.api.views import AccessLetterView, access_letter_admin
 from audits.reports.letters import PACKAGE_FILENAME, access_letter_issue
 from audits.reports.pdf import read_attachment, read_pdf, verify_pdf_signature
 from audits.reports.services import report_verify, trusted_certificates
@@ -38,23 +34,18 @@ from common.testing import admin_login
 
 pytestmark = pytest.mark.django_db
 
-# The letter's two pages as the lead mounts them (config/urls.py: the API command beside the privacy
-# commands, the admin step before the admin's catch-all), with the admin itself.
-urlpatterns = [
-    path("api/v1/privacy/requests/<int:pk>/access-letter", AccessLetterView.as_view(), name="api-privacy-letter"),
-    path(
-        "admin/privacy/datasubjectrequest/<int:pk>/letter/",
-        admin.site.admin_view(access_letter_admin),
-        name=LETTER_URL_NAME,
-    ),
-    path("admin/", admin.site.urls),
-]
-TEST_URLS = "audits.reports.tests.test_letters"
-CONTROLLER = {
-    "REPORTS_CONTROLLER": "Example Assistants Ltd, 1 Quay Street, Dublin",
-    "REPORTS_CONTROLLER_CONTACT": "privacy@example.com",
-    "REPORTS_DPO": "Dana Data, dpo@example.com",
-}
+
+@pytest.fixture(autouse=True)
+def organisation(people: dict[str, Any]) -> None:
+    """The organisation profile the letters name, set by a global admin through its service."""
+    from governance.services.organisation import organisation_profile_update
+
+    organisation_profile_update(
+        actor=people["system"], controller_name="Example Assistants Ltd", controller_address="1 Quay Street, Dublin",
+        controller_email="privacy@example.com", dpo_name="Dana Data", dpo_contact="dpo@example.com",
+        representative_not_required_reason="the controller is established in the Union (Art. 27(1))",
+        supervisory_authority_name="Data Protection Commission", security_measures="role-based access; a signed ledger",
+    )  # fmt: skip
 
 
 def _searched(people: dict[str, Any], regime: str, kind: str) -> Any:
@@ -83,7 +74,6 @@ def found(people: dict[str, Any]) -> dict[str, Any]:
     return {**people, "version": version, "model_version": model_version, "deployment": deployment}
 
 
-@override_settings(**CONTROLLER)
 def test_the_access_letter_is_signed_embeds_the_package_and_speaks_plainly(
     found: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -149,7 +139,6 @@ def test_the_access_letter_is_signed_embeds_the_package_and_speaks_plainly(
     assert len(list(pages.glob("p-*.png"))) >= 2  # the cover and the letter
 
 
-@override_settings(**CONTROLLER)
 def test_a_ccpa_know_letter_names_the_agency_and_completes_the_request(found: dict[str, Any], tmp_path: Path) -> None:
     officer = found["compliance_officer"]
     request = _searched(found, "ccpa", "know")
@@ -178,7 +167,6 @@ def test_a_ccpa_know_letter_names_the_agency_and_completes_the_request(found: di
     assert "What we hold about you" not in words
 
 
-@override_settings(**CONTROLLER)
 def test_the_letter_is_refused_clearly_and_records_nothing(found: dict[str, Any]) -> None:
     officer = found["compliance_officer"]
     early = dsr_receive(
@@ -203,8 +191,6 @@ def test_the_letter_is_refused_clearly_and_records_nothing(found: dict[str, Any]
     assert not Entry.objects.filter(action="data_subject_request.letter_issued").exists()
 
 
-@override_settings(**CONTROLLER)
-@pytest.mark.urls(TEST_URLS)
 def test_the_api_answers_the_signed_pdf_or_a_clear_error(found: dict[str, Any]) -> None:
     from governance.services import api_token_create
 
@@ -229,8 +215,6 @@ def test_the_api_answers_the_signed_pdf_or_a_clear_error(found: dict[str, Any]) 
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "wrong_kind"
 
 
-@override_settings(**CONTROLLER)
-@pytest.mark.urls(TEST_URLS)
 def test_the_admin_step_downloads_the_letter_or_says_why_not(found: dict[str, Any]) -> None:
     browser = Client()
     admin_login(browser, found["compliance_officer"])

@@ -56,12 +56,16 @@ class Command(BaseCommand):
 
     def _verify(self, path: Path) -> None:
         from audits.reports.services import report_verify
+        from common.errors import DomainError
 
         try:
             pdf = path.read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-        check = report_verify(pdf, progress=lambda line: self.stdout.write(f"ok  {line}"))
+        try:
+            check = report_verify(pdf, progress=lambda line: self.stdout.write(f"ok  {line}"))
+        except DomainError as exc:  # a report-signing setting that cannot be read (the trust anchors)
+            raise CommandError(f"{path}: cannot check: {exc.message}") from None
         if not check.ok:
             raise CommandError(f"{path}: FAILED: {check.reason}")
         if check.draft_notice:
