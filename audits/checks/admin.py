@@ -143,14 +143,15 @@ class SecurityScanAdmin(_AuditAdmin):
     @admin.display(description="findings")
     def findings_table(self, scan: SecurityScan) -> str:
         rows = [
-            (f["probe"], f["detector"], f["passed"], f["fails"], f["nones"], f["total"], f"{f['failure_rate']:.3f}")
+            (f["probe"], ", ".join(f.get("owasp") or ["-"]), f["detector"], f["passed"], f["fails"], f["nones"],
+             f["total"], f"{f['failure_rate']:.3f}")
             for f in scan.findings
-        ]
+        ]  # fmt: skip
         head = mark_safe(
-            "<table><tr><th>probe</th><th>detector</th><th>passed</th><th>fails</th><th>nones</th>"
-            "<th>total</th><th>failure rate</th></tr>"
+            "<table><tr><th>probe</th><th>OWASP LLM Top 10 (2025)</th><th>detector</th><th>passed</th><th>fails</th>"
+            "<th>nones</th><th>total</th><th>failure rate</th></tr>"
         )
-        body = format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows)
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", rows)
         return head + body + mark_safe("</table>") if rows else "-"
 
 
@@ -158,7 +159,41 @@ class SecurityScanAdmin(_AuditAdmin):
 class BiasEvaluationAdmin(_AuditAdmin):
     kind = "bias_evaluation"
     list_display = ["id", "model_version", "profile_name", "sensitive_feature", "state", "verdict", "finished_at"]
-    readonly_fields = [*_AuditAdmin.readonly_fields, "chart"]
+    readonly_fields = [*_AuditAdmin.readonly_fields, "legal_basis_record", "metrics_table", "chart"]
+
+    @admin.display(description="legal basis (special-category data)")
+    def legal_basis_record(self, evaluation: BiasEvaluation) -> str:
+        if not evaluation.special_category:
+            return "the sensitive feature was not marked as special-category data"
+        points = ", ".join(f"({point})" for point in evaluation.safeguards_confirmed) or "none"
+        return (
+            f"{evaluation.get_special_category_display()}: {evaluation.get_legal_basis_display()}; "
+            f"safeguards confirmed: {points}"
+        )
+
+    @admin.display(description="differences with confidence intervals")
+    def metrics_table(self, evaluation: BiasEvaluation) -> str:
+        metrics = (evaluation.results or {}).get("metrics") or {}
+        rows = [
+            (name, _number(m.get("value")), _number(m.get("ci_low")), _number(m.get("ci_high")),
+             f"{m.get('level', 0):.0%}", m.get("resamples"), m.get("seed"))
+            for name, m in sorted(metrics.items())
+        ]  # fmt: skip
+        if not rows:
+            return "-"
+        head = mark_safe(
+            "<table><tr><th>difference</th><th>value</th><th>CI low</th><th>CI high</th><th>level</th>"
+            "<th>resamples</th><th>seed</th></tr>"
+        )
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows)
+        sizes = (evaluation.results or {}).get("group_sizes") or {}
+        groups = format_html_join(
+            ", ", "{} {}{}", ((g, s["records"], " (too small to conclude)" if s["too_small"] else "")
+                              for g, s in sorted(sizes.items()))
+        )  # fmt: skip
+        minimum = evaluation.results.get("min_group_size")
+        footer = format_html("<p>Records by group: {} (minimum {})</p>", groups, minimum)
+        return head + body + mark_safe("</table>") + footer
 
     @admin.display(description="chart")
     def chart(self, evaluation: BiasEvaluation) -> str:
@@ -166,3 +201,7 @@ class BiasEvaluationAdmin(_AuditAdmin):
             return "-"
         url = reverse("api-bias-evaluation-chart", args=[evaluation.pk])
         return format_html('<img src="{}" alt="metric by group" style="max-width: 480px">', url)
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -21,7 +21,8 @@ KINDS = {SecurityScan: "security_scan", BiasEvaluation: "bias_evaluation"}
 
 
 def audit_digest(audit: SecurityScan | BiasEvaluation) -> str:
-    """What a waiver vouches for: the weights, the profile, and the report with its verdict."""
+    """What a waiver vouches for: the weights, the profile, and the report with its verdict (and,
+    for an evaluation of special-category data, the legal basis recorded for it)."""
     fields: dict[str, Any] = {
         "kind": KINDS[type(audit)],
         "weights": audit.weights_digest,
@@ -33,6 +34,11 @@ def audit_digest(audit: SecurityScan | BiasEvaluation) -> str:
     if isinstance(audit, BiasEvaluation):
         fields["dataset_version"] = audit.dataset_version.sha256
         fields["chart"] = audit.chart_digest
+        if audit.special_category:  # only then: the digests of earlier evaluations stay as they were
+            fields["legal_basis"] = {
+                "category": audit.special_category, "basis": audit.legal_basis,
+                "safeguards_confirmed": audit.safeguards_confirmed,
+            }  # fmt: skip
     return canonical_digest(fields)
 
 

@@ -210,6 +210,14 @@ class Finding:
         """Share of judged outputs that failed; 1.0 when nothing was judged (no evidence is no pass)."""
         return self.fails / self.total if self.total else 1.0
 
+    @property
+    def owasp_categories(self) -> list[str]:
+        """The OWASP Top 10 for LLM Applications (2025) categories the probe tests, or
+        ``["unmapped"]`` (see ``audits.checks.owasp``)."""
+        from audits.checks.owasp import probe_categories
+
+        return probe_categories(self.probe)
+
 
 @dataclass(frozen=True)
 class ScanOutcome:

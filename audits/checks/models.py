@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from audits.checks.special_category import LEGAL_BASES, SPECIAL_CATEGORIES
 from governance.models import Project
 from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 
@@ -85,6 +86,17 @@ class BiasEvaluation(_Audit):
     prompt_template = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="+")
     label_field = models.CharField(max_length=200)
     sensitive_feature = models.CharField(max_length=200)
+    special_category = models.CharField(
+        max_length=40, blank=True, choices=list(SPECIAL_CATEGORIES.items()),
+        help_text="the GDPR Art. 9 category of the sensitive feature; empty when it is none",
+    )  # fmt: skip
+    legal_basis = models.CharField(
+        max_length=40, blank=True, choices=list(LEGAL_BASES.items()),
+        help_text="the basis for processing special-category data for bias detection (AI Act Art. 10(5))",
+    )  # fmt: skip
+    safeguards_confirmed = models.JSONField(
+        default=list, blank=True, help_text="the points (a)-(f) of Art. 10(5) the requester confirmed"
+    )
     label_mapping = models.JSONField(help_text="answer prefix -> label")
     results = models.JSONField(default=dict, blank=True)
     chart_digest = models.CharField(max_length=71, blank=True)

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from audits.checks.bias import METRICS
+from audits.checks.bias import BOUND_RULES, METRICS
+from audits.checks.special_category import SPECIAL_CATEGORIES
 
 METRIC_NAMES = set(METRICS)
 BOUND_NAMES = {"demographic_parity_difference", "equalized_odds_difference"} | {f"{m}_difference" for m in METRICS}
@@ -55,6 +56,19 @@ BIAS_SCHEMA = {
             "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
         },
         "max_unparsed_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+        # The bootstrap of the confidence intervals (audits.checks.bias): fewer than 200 resamples
+        # leave a 95% interval's ends to 5 draws; more than 10,000 add digits, not knowledge.
+        "bootstrap_resamples": {"type": "integer", "minimum": 200, "maximum": 10_000},
+        "bootstrap_seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "min_group_size": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "bound_rule": {"enum": list(BOUND_RULES)},
+        # Features that are special-category data (GDPR Art. 9) whatever the requester says: a
+        # request evaluating one must record its legal basis (audits.checks.special_category).
+        "special_category_features": {
+            "type": "object",
+            "propertyNames": {"minLength": 1},
+            "additionalProperties": {"enum": sorted(SPECIAL_CATEGORIES)},
+        },
     },
 }
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from audits.checks.special_category import LEGAL_BASES, SAFEGUARDS, SPECIAL_CATEGORIES
 from common.api import id_field
 from governance.api.serializers import ApprovalRequestSerializer
 
@@ -19,6 +20,20 @@ class EvaluationRequestSerializer(serializers.Serializer):
     label_field = serializers.CharField(max_length=200)
     sensitive_feature = serializers.CharField(max_length=200)
     label_mapping = serializers.DictField(child=serializers.CharField(max_length=100, allow_blank=True))
+    special_category = serializers.ChoiceField(
+        choices=list(SPECIAL_CATEGORIES), required=False, allow_blank=True, default="",
+        help_text="The GDPR Art. 9 category of the sensitive feature, if it is special-category data (a profile "
+        "may mark a feature so itself); then legal_basis and safeguards_confirmed are required.",
+    )  # fmt: skip
+    legal_basis = serializers.ChoiceField(
+        choices=list(LEGAL_BASES.items()), required=False, allow_blank=True, default="",
+        help_text="The legal basis for processing special-category data for bias detection: EU AI Act Art. 10(5), "
+        "or Art. 10(5) as amended (Digital Omnibus, 2026) where the organisation relies on it.",
+    )  # fmt: skip
+    safeguards_confirmed = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(SAFEGUARDS)), required=False, default=list,
+        help_text="The safeguards of Art. 10(5), points a to f, the requester confirms are in place (all six).",
+    )  # fmt: skip
 
 
 class _AuditSerializer(serializers.Serializer):
@@ -57,6 +72,9 @@ class EvaluationSerializer(_AuditSerializer):
     prompt_template = serializers.IntegerField(source="prompt_template_id")
     label_field = serializers.CharField()
     sensitive_feature = serializers.CharField()
+    special_category = serializers.CharField()
+    legal_basis = serializers.CharField()
+    safeguards_confirmed = serializers.ListField(child=serializers.CharField())
     label_mapping = serializers.JSONField()
     results = serializers.JSONField()
     chart_digest = serializers.CharField()

@@ -103,7 +103,10 @@ class ModelVersionEvaluationsView(_ModelVersionAuditsView):
     )  # fmt: skip
     def post(self, request: Request, pk: int) -> Response:
         """Evaluate this model version for bias on an approved evaluation dataset version (ML
-        engineers, fairness reviewers), under a profile of ``policies/audits/bias.yaml``."""
+        engineers, fairness reviewers), under a profile of ``policies/audits/bias.yaml``. A
+        sensitive feature that is special-category data (GDPR Art. 9) needs its legal basis
+        (``legal_basis``) and the six safeguards of AI Act Art. 10(5) confirmed, else 400 naming
+        the missing field."""
         version = selectors.model_version_get(user=request.user, pk=pk)
         services.require_requester(request.user, version.model.project, Role.FAIRNESS_REVIEWER)
         data = validated(EvaluationRequestSerializer, request)
@@ -121,6 +124,8 @@ class ModelVersionEvaluationsView(_ModelVersionAuditsView):
             actor=request.user, model_version=version, dataset_version=dataset_version, prompt_template=template,
             label_field=data["label_field"], sensitive_feature=data["sensitive_feature"],
             label_mapping=data["label_mapping"], profile_name=data["profile"],
+            special_category=data["special_category"], legal_basis=data["legal_basis"],
+            safeguards_confirmed=data["safeguards_confirmed"],
         )  # fmt: skip
         return Response(_evaluation_detail(evaluation), status=status.HTTP_201_CREATED)
 

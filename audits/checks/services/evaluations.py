@@ -86,13 +86,39 @@ def bias_evaluation_request(
     label_mapping: dict[str, str],
     profile_name: str,
     trigger: str = Trigger.REQUEST,
+    special_category: str = "",
+    legal_basis: str = "",
+    safeguards_confirmed: list[str] | None = None,
 ) -> BiasEvaluation:
-    """Ask for a fairlearn evaluation of ``model_version`` on an approved evaluation dataset."""
+    """Ask for a fairlearn evaluation of ``model_version`` on an approved evaluation dataset.
+
+    When the sensitive feature is special-category data (GDPR Art. 9), because the request says
+    so (``special_category``) or the profile lists it (``special_category_features``), the request
+    must name the legal basis for processing it for bias detection (``legal_basis``, AI Act Art.
+    10(5) or the requester's choice of its amended form) and confirm every safeguard (a)-(f) of
+    that article (``safeguards_confirmed``); missing or contradictory, it is refused naming the
+    field. The record is kept on the evaluation and in its ``bias_evaluation.requested`` entry.
+    The service records what the requester confirms; it cannot check that the safeguards are in
+    place."""
     from audits.checks.answers import render_prompts
+    from audits.checks.special_category import LEGAL_BASES, SAFEGUARDS, legal_basis_problems
 
     project = model_version.model.project
     require_requester(actor, project, Role.FAIRNESS_REVIEWER)
     profile = profiles.profile("bias", profile_name)
+    safeguards = list(safeguards_confirmed or [])
+    marked = dict(profile.get("special_category_features") or {})
+    problems = legal_basis_problems(
+        sensitive_feature=sensitive_feature, special_category=special_category, legal_basis=legal_basis,
+        safeguards_confirmed=safeguards, profile_categories=marked,
+    )  # fmt: skip
+    if problems:
+        raise DomainError(
+            "invalid_input", "; ".join(f"{field}: {message}" for field, message in problems),
+            fields={field: [message] for field, message in problems},
+        )  # fmt: skip
+    special_category = special_category or marked.get(sensitive_feature, "")
+    safeguards = [point for point in SAFEGUARDS if point in safeguards]  # (a) to (f), each once
     if dataset_version.dataset.project_id != project.pk:
         raise _invalid("dataset_version", f"dataset version {dataset_version.pk} belongs to another project")
     if prompt_template.project_id != project.pk or prompt_template.kind != "template":
@@ -126,22 +152,30 @@ def bias_evaluation_request(
             project=project, model_version=model_version, weights_digest=model_version.weights_digest,
             profile_name=profile_name, profile=profile, trigger=trigger, requested_by=actor,
             dataset_version=dataset_version, prompt_template=prompt_template, label_field=label_field,
-            sensitive_feature=sensitive_feature, label_mapping=label_mapping,
+            sensitive_feature=sensitive_feature, label_mapping=label_mapping, special_category=special_category,
+            legal_basis=legal_basis, safeguards_confirmed=safeguards,
         )  # fmt: skip
-        ledger_append(
-            actor=actor, action="bias_evaluation.requested", subject=_subject(evaluation),
-            payload={"model_version": model_version.weights_digest, "profile": profile_name,
-                     "dataset_version": dataset_version_digest(dataset_version), "records": len(records),
-                     "prompt_template": prompt_template.content_digest, "sensitive_feature": sensitive_feature,
-                     "label_field": label_field, "label_mapping": label_mapping},
-        )  # fmt: skip
+        payload: dict[str, Any] = {"model_version": model_version.weights_digest, "profile": profile_name,
+                                   "dataset_version": dataset_version_digest(dataset_version), "records": len(records),
+                                   "prompt_template": prompt_template.content_digest,
+                                   "sensitive_feature": sensitive_feature, "label_field": label_field,
+                                   "label_mapping": label_mapping}  # fmt: skip
+        if special_category:
+            payload["special_category"] = {
+                "category": special_category, "legal_basis": legal_basis, "legal_basis_text": LEGAL_BASES[legal_basis],
+                "safeguards_confirmed": safeguards,
+            }  # fmt: skip
+        ledger_append(actor=actor, action="bias_evaluation.requested", subject=_subject(evaluation), payload=payload)
         _queue_or_wait(evaluation, actor)
     return evaluation
 
 
 def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker: str) -> BiasEvaluation | None:
     """Run a queued evaluation once: the model answers every record through the template, the
-    answers are mapped to labels (unparseable ones counted), fairlearn measures by group."""
+    answers are mapped to labels (unparseable ones counted), fairlearn measures by group, with a
+    bootstrap confidence interval for every number. The verdict fails on a group smaller than the
+    profile's ``min_group_size``, a bound not held (under the profile's ``bound_rule``) or too many
+    unparseable answers (see ``audits.checks.bias``)."""
     from audits.checks import bias
     from audits.checks.answers import generate_answers, render_prompts
 
@@ -167,6 +201,9 @@ def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker:
             sensitive=[r[evaluation.sensitive_feature] for r in records],
             sensitive_feature=evaluation.sensitive_feature, positive_label=profile["positive_label"],
             metrics=list(profile["metrics"]),
+            resamples=int(profile.get("bootstrap_resamples", bias.DEFAULT_RESAMPLES)),
+            seed=int(profile.get("bootstrap_seed", bias.DEFAULT_SEED)),
+            min_group_size=int(profile.get("min_group_size", bias.DEFAULT_MIN_GROUP_SIZE)),
         )  # fmt: skip
     except Exception as exc:  # the evaluation fails on record with the reason; the worker lives on
         if not isinstance(exc, DomainError | ValueError):
@@ -175,7 +212,10 @@ def bias_evaluation_execute(*, evaluation_id: int, idempotency_key: str, worker:
         return _finish(evaluation, state=AuditState.FAILED, failure_reason=message)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    reasons = bias.check_bounds(result, dict(profile["bounds"]))
+    reasons = [
+        *bias.too_small_groups(result),
+        *bias.check_bounds(result, dict(profile["bounds"]), rule=str(profile.get("bound_rule", "value"))),
+    ]
     fraction = len(unparsed) / max(1, len(answers))
     if fraction > float(profile.get("max_unparsed_fraction", 0.2)):
         reasons.append(

@@ -30,8 +30,8 @@ def audits_rescan_due(*, actor: Any) -> list[Any]:
     is left to finish; one still waiting for approval does not hold the schedule back (it may be
     rejected and never run); a failed or cancelled run does not count, so one lost worker does not
     stop re-scans.
-    A bias evaluation is re-run with the data, template, fields and mapping of that latest
-    completed run.
+    A bias evaluation is re-run with the data, template, fields, mapping and legal-basis record
+    of that latest completed run.
 
     A re-run refused when requested (its data no longer usable, its weights changed) is logged and
     recorded as ``<kind>.rescan_skipped`` on the run it would have repeated, with the reason; the
@@ -74,7 +74,8 @@ def _rescan(model: type[Model], audit: Any, actor: Any) -> Any:
         actor=actor, model_version=audit.model_version, dataset_version=audit.dataset_version,
         prompt_template=audit.prompt_template, label_field=audit.label_field,
         sensitive_feature=audit.sensitive_feature, label_mapping=audit.label_mapping,
-        profile_name=audit.profile_name, trigger=Trigger.SCHEDULE,
+        profile_name=audit.profile_name, trigger=Trigger.SCHEDULE, special_category=audit.special_category,
+        legal_basis=audit.legal_basis, safeguards_confirmed=audit.safeguards_confirmed,
     )  # fmt: skip
 
 

@@ -61,7 +61,8 @@ def security_scan_request(
 
 def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) -> SecurityScan | None:
     """Run a queued scan once (see ``_claim``): check the weights, run garak, store its report,
-    record findings and the verdict. Any error on the way (weights changed, a profile garak
+    record findings (each with the OWASP Top 10 for LLM Applications 2025 categories of its probe,
+    ``owasp``) and the verdict. Any error on the way (weights changed, a profile garak
     refuses, the report not stored, garak itself) fails the scan on record at once, with the
     exception's type and message as the reason; the worker lives on."""
     from audits.checks import garak_scan
@@ -104,7 +105,7 @@ def security_scan_execute(*, scan_id: int, idempotency_key: str, worker: str) ->
         shutil.rmtree(workdir / "model", ignore_errors=True)
     findings = [
         {"probe": f.probe, "detector": f.detector, "passed": f.passed, "fails": f.fails, "nones": f.nones,
-         "total": f.total, "failure_rate": round(f.failure_rate, 6)}
+         "total": f.total, "failure_rate": round(f.failure_rate, 6), "owasp": f.owasp_categories}
         for f in outcome.findings
     ]  # fmt: skip
     return _finish(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,11 +30,14 @@ from audits.checks.bias import (
     METRICS,
     BiasResult,
     LabelMapping,
+    cell_statistics,
     chart_png,
     check_bounds,
+    confusion_cells,
     evaluate,
     map_answers,
     result_to_dict,
+    too_small_groups,
 )
 from registry.tiny_model import build_tiny_gpt2
 
@@ -104,8 +108,10 @@ def test_check_bounds_names_the_broken_bound_and_its_numbers() -> None:
 
     messages = check_bounds(result, {"demographic_parity_difference": 0.1})
 
+    low, high = result.intervals["demographic_parity_difference"]
     assert messages == [
-        f"demographic_parity_difference {result.demographic_parity_difference:.3f} is above the bound 0.100"
+        f"demographic_parity_difference {result.demographic_parity_difference:.3f} is above the bound 0.100 "
+        f"(95% CI {low:.3f} to {high:.3f})"
     ]
     loose = {"demographic_parity_difference": 1.0, "equalized_odds_difference": 1.0, "accuracy_difference": 1.0}
     assert check_bounds(result, loose) == []
@@ -120,9 +126,158 @@ def test_check_bounds_shows_more_digits_rather_than_two_equal_numbers() -> None:
     assert result.demographic_parity_difference == 0.5
 
     assert check_bounds(result, {"demographic_parity_difference": 0.5}) == []
-    assert check_bounds(result, {"demographic_parity_difference": 0.4999}) == [
-        "demographic_parity_difference 0.500000 is above the bound 0.499900"
+    [message] = check_bounds(result, {"demographic_parity_difference": 0.4999})
+    assert message.startswith("demographic_parity_difference 0.500000 is above the bound 0.499900 (95% CI ")
+
+
+def test_the_bootstrap_arithmetic_gives_fairlearns_numbers() -> None:
+    """The bootstrap computes every number from confusion counts, not with fairlearn (1,000 times
+    fairlearn would cost seconds): on the records themselves it must give fairlearn's numbers,
+    including groups whose rates are undefined (no positives, nothing selected)."""
+    rng = np.random.default_rng(3)
+    groups = ["A"] * 40 + ["B"] * 25 + ["C"] * 6 + ["D"] * 5
+    truth = [str(int(rng.random() < 0.5)) if g in "AB" else "0" if g == "C" else "1" for g in groups]
+    predicted = [str(int(rng.random() < 0.6)) if g != "D" else "0" for g in groups]
+    names = list(METRICS)
+    result = evaluate(
+        y_true=truth, y_pred=list(predicted), sensitive=groups, sensitive_feature="g", positive_label="1", metrics=names
+    )
+    present, cells = confusion_cells(_binary(truth), _binary(predicted), groups)
+
+    stats = cell_statistics(cells, names)
+
+    assert present == result.groups
+    for name in names:
+        for number, group in enumerate(present):
+            assert stats[name][number] == pytest.approx(result.by_group[name][group], abs=EXACT), (name, group)
+        assert stats[f"{name}:overall"] == pytest.approx(result.overall[name], abs=EXACT), name
+    for name, value in result.differences_by_bound().items():
+        assert stats[name] == pytest.approx(value, abs=EXACT), name
+
+
+def test_intervals_are_seeded_deterministic_and_as_wide_as_the_data_say() -> None:
+    truth, predicted, groups = _disparate()
+    arguments = {"y_true": truth, "y_pred": list(predicted), "sensitive": groups, "sensitive_feature": "group",
+                 "positive_label": "1", "metrics": NAMES}  # fmt: skip
+
+    result = evaluate(**arguments, resamples=2000, seed=11)
+
+    assert result_to_dict(evaluate(**arguments, resamples=2000, seed=11)) == result_to_dict(result)
+    assert evaluate(**arguments, resamples=2000, seed=12).intervals != result.intervals
+    low, high = result.intervals["demographic_parity_difference"]
+    value = result.demographic_parity_difference
+    assert low < value < high
+    # Two independent proportions of 300: the half-width is 1.96 standard errors of their difference.
+    rates = result.by_group["selection_rate"]
+    error = math.sqrt(sum(rate * (1 - rate) / 300 for rate in rates.values()))  # type: ignore[operator]
+    assert (high - low) / 2 == pytest.approx(1.96 * error, rel=0.15)
+    for group, (g_low, g_high) in result.by_group_intervals["selection_rate"].items():  # type: ignore[misc]
+        assert g_low < rates[group] < g_high  # type: ignore[operator]
+    o_low, o_high = result.overall_intervals["accuracy"]
+    assert o_low < result.overall["accuracy"] < o_high
+    assert set(result.intervals) == {"demographic_parity_difference", "equalized_odds_difference",
+                                     *(f"{name}_difference" for name in NAMES)}  # fmt: skip
+
+
+def test_identical_groups_give_an_interval_from_zero() -> None:
+    rng = np.random.default_rng(5)
+    truth = [str(int(rng.random() < 0.5)) for _ in range(100)]
+    predicted = [str(int(rng.random() < 0.5)) for _ in range(100)]
+
+    result = evaluate(
+        y_true=truth * 2, y_pred=predicted * 2, sensitive=["A"] * 100 + ["B"] * 100, sensitive_feature="group",
+        positive_label="1", metrics=NAMES,
+    )  # fmt: skip
+
+    assert result.demographic_parity_difference == 0 and result.equalized_odds_difference == 0
+    for name, (low, high) in result.intervals.items():
+        assert low == 0 < high < 0.3, name  # contains 0, and says how far apart such groups may still be
+
+
+def test_the_bound_rule_and_the_interval() -> None:
+    rng = np.random.default_rng(5)
+    truth = [str(int(rng.random() < 0.5)) for _ in range(100)]
+    predicted = [str(int(rng.random() < 0.5)) for _ in range(100)]
+    result = evaluate(
+        y_true=truth * 2, y_pred=predicted * 2, sensitive=["A"] * 100 + ["B"] * 100, sensitive_feature="group",
+        positive_label="1", metrics=["selection_rate"],
+    )  # fmt: skip
+    high = result.intervals["demographic_parity_difference"][1]
+    assert 0.05 < high < 0.3
+
+    # A point value of 0 holds a bound of 0.05 under the default rule; not under ci_high.
+    assert check_bounds(result, {"demographic_parity_difference": 0.05}) == []
+    [message] = check_bounds(result, {"demographic_parity_difference": 0.05}, rule="ci_high")
+    assert message == (
+        f"demographic_parity_difference 0.000 is within the bound 0.050, but the upper end of its 95% CI 0.000 "
+        f"to {high:.3f} is {high:.3f}: the bound is not shown to hold (bound_rule ci_high)"
+    )
+    assert check_bounds(result, {"demographic_parity_difference": high}, rule="ci_high") == []
+    with pytest.raises(ValueError, match="bound_rule: must be one of value, ci_high, not 'median'"):
+        check_bounds(result, {"demographic_parity_difference": 0.05}, rule="median")
+
+
+def test_groups_below_the_minimum_are_too_small_to_conclude() -> None:
+    truth, predicted, groups = _disparate()
+    truth, predicted, groups = [*truth, "1", "0", "1"], [*predicted, "1", "1", None], [*groups, "C", "C", "C"]
+
+    result = evaluate(
+        y_true=truth, y_pred=predicted, sensitive=groups, sensitive_feature="group", positive_label="1",
+        metrics=NAMES, min_group_size=30,
+    )  # fmt: skip
+
+    assert result.small_groups == ["C"] and result.counts["C"] == 2
+    assert too_small_groups(result) == [
+        "group 'C' of group has 2 evaluated records, fewer than the minimum of 30: too small to conclude"
     ]
+    as_dict = result_to_dict(result)
+    assert as_dict["group_sizes"] == {
+        "A": {"records": 300, "too_small": False}, "B": {"records": 300, "too_small": False},
+        "C": {"records": 2, "too_small": True},
+    }  # fmt: skip
+    assert (as_dict["min_group_size"], as_dict["small_groups"]) == (30, ["C"])
+    lowered = evaluate(
+        y_true=truth, y_pred=predicted, sensitive=groups, sensitive_feature="group", positive_label="1",
+        metrics=NAMES, min_group_size=2,
+    )  # fmt: skip
+    assert too_small_groups(lowered) == []
+    with pytest.raises(ValueError, match="min_group_size: must be a whole number of at least 1, not 0"):
+        evaluate(
+            y_true=truth, y_pred=predicted, sensitive=groups, sensitive_feature="group", positive_label="1",
+            metrics=NAMES, min_group_size=0,
+        )  # fmt: skip
+
+
+def test_result_to_dict_keeps_the_old_keys_and_adds_the_intervals() -> None:
+    truth, predicted, groups = _disparate()
+    result = evaluate(
+        y_true=truth, y_pred=list(predicted), sensitive=groups, sensitive_feature="group", positive_label="1",
+        metrics=["accuracy", "selection_rate"], resamples=500, seed=3,
+    )  # fmt: skip
+
+    as_dict = json.loads(json.dumps(result_to_dict(result)))
+
+    old = {"sensitive_feature", "groups", "counts", "by_group", "overall", "demographic_parity_difference",
+           "equalized_odds_difference", "differences", "unparsed", "evaluated"}  # fmt: skip
+    assert old <= set(as_dict)
+    assert as_dict["demographic_parity_difference"] == round(result.demographic_parity_difference, 6)
+    low, high = result.intervals["demographic_parity_difference"]
+    assert as_dict["metrics"]["demographic_parity_difference"] == {
+        "value": round(result.demographic_parity_difference, 6), "ci_low": round(low, 6), "ci_high": round(high, 6),
+        "level": 0.95, "resamples": 500, "seed": 3,
+    }  # fmt: skip
+    assert set(as_dict["metrics"]) == {
+        "demographic_parity_difference", "equalized_odds_difference", "accuracy_difference",
+        "selection_rate_difference",
+    }  # fmt: skip
+    assert set(as_dict["by_group_ci"]["accuracy"]) == {"A", "B"}
+    assert set(as_dict["overall_ci"]) == {"accuracy", "selection_rate"}
+    assert as_dict["bootstrap"] == {
+        "method": "percentile, records resampled within groups",
+        "level": 0.95,
+        "resamples": 500,
+        "seed": 3,
+    }
 
 
 def test_unparseable_answers_are_counted_and_left_out() -> None:

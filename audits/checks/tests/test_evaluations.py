@@ -75,6 +75,14 @@ def test_an_evaluation_reports_fairlearns_numbers_and_fails_the_bound(audited: d
     frame = MetricFrame(metrics=selection_rate, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
     for group, value in frame.by_group.items():
         assert results["by_group"]["selection_rate"][group] == pytest.approx(value, abs=1e-6)
+    # Each difference with its bootstrap interval under the profile's settings; each group's size.
+    dpd = results["metrics"]["demographic_parity_difference"]
+    assert dpd["value"] == results["demographic_parity_difference"]
+    assert 0 <= dpd["ci_low"] < dpd["value"] < dpd["ci_high"] <= 1
+    assert (dpd["level"], dpd["resamples"], dpd["seed"]) == (0.95, 1000, 0)
+    sizes = {group: {"records": 10, "too_small": False} for group in ("A", "B")}
+    assert results["group_sizes"] == sizes and results["min_group_size"] == 10
+    assert any("(95% CI " in r for r in done.reasons)
     assert artifacts.open_blob(done.chart_digest).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     actions = list(
         Entry.objects.filter(subject_type="bias_evaluation", subject_id=str(done.pk)).values_list("action", flat=True)
@@ -82,6 +90,107 @@ def test_an_evaluation_reports_fairlearns_numbers_and_fails_the_bound(audited: d
     assert actions == [
         "bias_evaluation.requested", "bias_evaluation.queued", "bias_evaluation.started", "bias_evaluation.completed"
     ]  # fmt: skip
+
+
+SAFEGUARDS = ["a", "b", "c", "d", "e", "f"]
+
+
+def _requested_payload(evaluation: BiasEvaluation) -> dict[str, Any]:
+    entry = Entry.objects.get(action="bias_evaluation.requested", subject_id=str(evaluation.pk))
+    payload: dict[str, Any] = json.loads(bytes(entry.body))["payload"]
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"special_category": "racial_or_ethnic_origin"}, "legal_basis",
+         "'group' is special-category data .*: name the legal basis"),
+        ({"special_category": "racial_or_ethnic_origin", "legal_basis": "ai_act_art_10_5",
+          "safeguards_confirmed": ["a", "b", "c", "d", "e"]}, "safeguards_confirmed", r"missing: \(f\)"),
+        ({"special_category": "health", "legal_basis": "consent", "safeguards_confirmed": SAFEGUARDS}, "legal_basis",
+         "unknown legal basis 'consent'"),
+        ({"special_category": "shoe_size", "legal_basis": "ai_act_art_10_5", "safeguards_confirmed": SAFEGUARDS},
+         "special_category", "unknown category 'shoe_size'"),
+        ({"legal_basis": "ai_act_art_10_5"}, "legal_basis", "'group' is not marked as special-category data"),
+    ],
+)  # fmt: skip
+def test_special_category_data_without_its_legal_basis_is_refused_naming_the_field(
+    audited: dict[str, Any], overrides: dict[str, Any], field: str, message: str
+) -> None:
+    before = Entry.objects.count()
+    with pytest.raises(DomainError, match=message) as caught:
+        _request(audited, **overrides)
+    assert field in caught.value.fields and caught.value.status_code == 400
+    assert BiasEvaluation.objects.count() == 0 and Entry.objects.count() == before
+
+
+def test_a_feature_the_profile_marks_needs_its_legal_basis_and_it_is_recorded(
+    audited: dict[str, Any], tmp_path: Path, settings: Any, client: Any
+) -> None:
+    from audits.checks.services import audit_digest
+
+    policies = tmp_path / "policies"
+    shutil.copytree(settings.POLICY_DIR, policies)
+    bias_file = policies / "audits" / "bias.yaml"
+    bias_file.write_text(bias_file.read_text().replace("      ethnicity:", "      group: health\n      ethnicity:"))
+    settings.POLICY_DIR = policies
+    with pytest.raises(DomainError, match="'group' is special-category data \\(health\\)") as caught:
+        _request(audited)  # the requester said nothing: the profile knows better
+    assert set(caught.value.fields) == {"legal_basis", "safeguards_confirmed"}
+    with pytest.raises(DomainError, match="the profile marks 'group' as 'health', not 'political_opinions'"):
+        _request(audited, special_category="political_opinions", legal_basis="ai_act_art_10_5",
+                 safeguards_confirmed=SAFEGUARDS)  # fmt: skip
+
+    evaluation = _request(
+        audited, legal_basis="ai_act_art_10_5_digital_omnibus", safeguards_confirmed=["f", "a", "b", "c", "d", "e"]
+    )
+
+    evaluation.refresh_from_db()
+    assert (evaluation.special_category, evaluation.legal_basis) == ("health", "ai_act_art_10_5_digital_omnibus")
+    assert evaluation.safeguards_confirmed == SAFEGUARDS
+    assert _requested_payload(evaluation)["special_category"] == {
+        "category": "health", "legal_basis": "ai_act_art_10_5_digital_omnibus",
+        "legal_basis_text": "Art. 10(5) as amended (Digital Omnibus, 2026)", "safeguards_confirmed": SAFEGUARDS,
+    }  # fmt: skip
+    # A waiver binds to the basis too: the same run recorded under another basis is another digest.
+    digest = audit_digest(evaluation)
+    evaluation.legal_basis = "ai_act_art_10_5"
+    assert audit_digest(evaluation) != digest
+    admin_login(client, audited["compliance_officer"])
+    page = client.get(f"/admin/checks/biasevaluation/{evaluation.pk}/change/")
+    assert b"data concerning health: Art. 10(5) as amended (Digital Omnibus, 2026)" in page.content
+    assert b"safeguards confirmed: (a), (b), (c), (d), (e), (f)" in page.content
+
+
+def test_the_api_takes_the_legal_basis_and_refuses_a_request_without_it(audited: dict[str, Any]) -> None:
+    from django.test import Client
+
+    from governance.services import api_token_create
+
+    token = api_token_create(actor=audited["system"], user=audited["ml_engineer"], name="t")[1]
+    api = Client(HTTP_AUTHORIZATION=f"Token {token}")
+    body = {
+        "profile": "default", "dataset_version": audited["evaluation_version"].pk,
+        "prompt_template": audited["template"].pk, "label_field": "label", "sensitive_feature": "group",
+        "label_mapping": MAPPING, "special_category": "racial_or_ethnic_origin",
+    }  # fmt: skip
+    url = f"/api/v1/model-versions/{audited['base'].pk}/bias-evaluations/"
+
+    refused = api.post(url, body, content_type="application/json")
+
+    assert refused.status_code == 400, refused.content
+    assert "legal_basis" in refused.json()["error"]["fields"]
+    created = api.post(
+        url, {**body, "legal_basis": "ai_act_art_10_5", "safeguards_confirmed": SAFEGUARDS},
+        content_type="application/json",
+    )  # fmt: skip
+    assert created.status_code == 201, created.content
+    detail = created.json()
+    assert (detail["special_category"], detail["legal_basis"]) == ("racial_or_ethnic_origin", "ai_act_art_10_5")
+    assert detail["safeguards_confirmed"] == SAFEGUARDS
+    bad = api.post(url, {**body, "legal_basis": "legitimate_interest"}, content_type="application/json")
+    assert bad.status_code == 400 and "legal_basis" in bad.json()["error"]["fields"]
 
 
 @pytest.mark.parametrize(
@@ -139,15 +248,29 @@ def test_a_scheduled_rerun_that_regresses_opens_a_review(
     loose = bias_file.read_text().replace("demographic_parity_difference: 0.1", "demographic_parity_difference: 0.9")
     bias_file.write_text(loose.replace("equalized_odds_difference: 0.2", "equalized_odds_difference: 0.9"))
     settings.POLICY_DIR = policies
-    first = _run(_request(audited))
+    first = _run(
+        _request(audited, special_category="racial_or_ethnic_origin", legal_basis="ai_act_art_10_5",
+                 safeguards_confirmed=SAFEGUARDS)
+    )  # fmt: skip
     assert first.verdict == Verdict.PASSED, first.reasons
     assert audits_rescan_due(actor=audited["system"]) == []  # not due yet
     BiasEvaluation.objects.filter(pk=first.pk).update(finished_at=timezone.now() - timedelta(days=31))
-    bias_file.write_text(loose.replace("demographic_parity_difference: 0.9", "demographic_parity_difference: 0.1"))
+    stricter = loose.replace("demographic_parity_difference: 0.9", "demographic_parity_difference: 0.1")
+    bias_file.write_text(stricter.replace("min_group_size: 10", "min_group_size: 11"))
     [rerun] = audits_rescan_due(actor=audited["system"])
     assert rerun.trigger == Trigger.SCHEDULE and rerun.state == AuditState.QUEUED
+    assert (rerun.special_category, rerun.legal_basis, rerun.safeguards_confirmed) == (
+        "racial_or_ethnic_origin", "ai_act_art_10_5", SAFEGUARDS,
+    )  # the re-run repeats the basis on record  # fmt: skip
     done = _run(rerun)
     assert done.verdict == Verdict.FAILED and done.regression_of_id == first.pk
+    # Groups of 10 under a minimum of 11: each said to be too small, before the bound it breaks.
+    assert done.reasons[:2] == [
+        f"group {group!r} of group has 10 evaluated records, fewer than the minimum of 11: too small to conclude"
+        for group in ("A", "B")
+    ]
+    assert done.reasons[2].startswith("demographic_parity_difference 0.500 is above the bound 0.100 (95% CI ")
+    assert done.results["small_groups"] == ["A", "B"]
     review = ApprovalRequest.objects.get(subject_type="bias_evaluation", subject_id=str(done.pk))
     assert review.action == "bias_evaluation.waive" and review.state == "pending"
     assert review.comment.startswith(f"regression: bias_evaluation {first.pk} passed")

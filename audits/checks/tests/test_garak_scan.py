@@ -94,6 +94,11 @@ def test_real_scan_counts_match_what_garak_prints(real_scan: dict[str, Any]) -> 
         if match := SUMMARY_LINE.match(line):
             printed[match["probe"], match["detector"]] = (int(match[3]), int(match[4]))
     assert printed == {pair: (f.passed, f.total) for pair, f in by_pair.items()}
+    # Each finding carries its probe's OWASP Top 10 for LLM Applications (2025) categories.
+    assert {f.probe: f.owasp_categories for f in outcome.findings} == {
+        "lmrc.QuackMedicine": ["LLM09:2025"], "grandma.Win10": ["LLM01:2025", "LLM02:2025"],
+        TOO_LONG_PROBE: ["LLM01:2025"],
+    }  # fmt: skip
     # The lines streamed to on_line are also kept whole in the work folder.
     assert (real_scan["workdir"] / "garak-output.txt").read_text(encoding="utf-8").splitlines() == real_scan["lines"]
 

@@ -103,3 +103,28 @@ def test_a_policy_can_make_running_a_scan_itself_need_an_approval(
     approval_request_decide(actor=reviewer, request_id=request.pk, decision="approve", reason="scan it")
     scan.refresh_from_db()
     assert scan.state == AuditState.QUEUED and scan.idempotency_key is not None
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"bootstrap_resamples": 50}, "field bootstrap_resamples: 50 is less than the minimum of 200"),
+        ({"min_group_size": 0}, "field min_group_size: 0 is less than the minimum of 1"),
+        ({"bound_rule": "median"}, "field bound_rule: 'median' is not one of"),
+        ({"special_category_features": {"group": "shoe_size"}}, "field special_category_features.group: 'shoe_size'"),
+    ],
+)
+def test_a_bias_profile_with_a_bad_bootstrap_or_legal_basis_option_is_refused(
+    tmp_path: Path, settings: Any, option: dict[str, Any], message: str
+) -> None:
+    import yaml
+
+    folder = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", folder)
+    bias = folder / "audits" / "bias.yaml"
+    document = yaml.safe_load(bias.read_text())
+    document["profiles"]["default"].update(option)
+    bias.write_text(yaml.safe_dump(document))
+    settings.POLICY_DIR = folder
+    with pytest.raises(ProfileError, match=message):
+        profiles("bias")

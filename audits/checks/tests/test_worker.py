@@ -82,6 +82,8 @@ def test_scan_and_evaluation_gate_a_deployment(
     }
     assert found == dict(expected) and found
     assert {probe for probe, _ in found} == set(scan.profile["probes"])
+    owasp = {f["probe"]: f["owasp"] for f in scan.findings}
+    assert owasp == {"goodside.WhoIsRiley": ["LLM09:2025"], "promptinject.HijackHateHumans": ["LLM01:2025"]}
     assert scan.garak_version.startswith("0.17")
     detail = engineer.get(f"/api/v1/security-scans/{scan.pk}").json()
     assert detail["findings"] == scan.findings and detail["report_digest"] == scan.report_digest
