@@ -108,9 +108,10 @@ HEADLINE_METRICS = ("demographic_parity_difference", "equalized_odds_difference"
 
 
 def _interval(results: dict[str, Any], name: str) -> str:
-    ci = (results.get("confidence_intervals") or {}).get(name)
-    if isinstance(ci, dict) and ci.get("low") is not None:
-        return f"[{ci['low']}, {ci['high']}] ({ci.get('level', 0.95):.0%}, {ci.get('resamples', '?')} resamples)"
+    metric = (results.get("metrics") or {}).get(name)
+    if isinstance(metric, dict) and metric.get("ci_low") is not None:
+        level = metric.get("level", 0.95)
+        return f"[{metric['ci_low']}, {metric['ci_high']}] ({level:.0%}, {metric.get('resamples', '?')} resamples)"
     return "not computed"
 
 
@@ -122,11 +123,12 @@ def _metric_rows(evaluations: list[Any]) -> list[list[object]]:
         results = e.results or {}
         bounds = (e.profile or {}).get("bounds", {})
         names = [n for n in HEADLINE_METRICS if n in results or n in bounds]
-        names += sorted(n for n in (results.get("differences") or {}) if n not in names)
+        names += sorted(n for n in (results.get("metrics") or {}) if n not in names)
         if not names:
             rows.append([e.pk, e.sensitive_feature, "none recorded", "", "", "", e.verdict or e.state])
         for name in names:
-            value = results.get(name, (results.get("differences") or {}).get(name))
+            metric = (results.get("metrics") or {}).get(name)
+            value = metric.get("value") if isinstance(metric, dict) else results.get(name)
             bound = bounds.get(name)
             rows.append([e.pk, e.sensitive_feature, name, "not measured" if value is None else value,
                          _interval(results, name), f"at most {bound}" if bound is not None else "no bound",
@@ -137,22 +139,40 @@ def _metric_rows(evaluations: list[Any]) -> list[list[object]]:
 def _group_rows(evaluations: list[Any]) -> list[list[object]]:
     rows: list[list[object]] = []
     for e in evaluations:
-        counts = (e.results or {}).get("counts") or {}
-        minimum = (e.results or {}).get("min_group_size", (e.profile or {}).get("min_group_size"))
-        for group, count in sorted(counts.items()):
-            small = isinstance(count, int) and isinstance(minimum, int) and count < minimum
-            rows.append([e.pk, group, count, minimum if minimum is not None else "not set",
-                         "NO: too small to conclude" if small else "yes" if minimum is not None
-                         else "no minimum set"])  # fmt: skip
+        results = e.results or {}
+        minimum = results.get("min_group_size", (e.profile or {}).get("min_group_size"))
+        sizes = results.get("group_sizes") or {g: {"records": n} for g, n in (results.get("counts") or {}).items()}
+        for group, facts in sorted(sizes.items()):
+            count = facts.get("records") if isinstance(facts, dict) else facts
+            small = facts.get("too_small") if isinstance(facts, dict) and "too_small" in facts else (
+                isinstance(count, int) and isinstance(minimum, int) and count < minimum)  # fmt: skip
+            verdict = "NO: too small to conclude" if small else "yes" if minimum is not None else "no minimum set"
+            rows.append([e.pk, group, count, minimum if minimum is not None else "not set", verdict])
+    return rows
+
+
+def _legal_basis_rows(evaluations: list[Any]) -> list[list[object]]:
+    """Special-category data processed for bias detection (EU AI Act Art. 10(5)): the category,
+    the legal basis recorded and the safeguards confirmed, per evaluation."""
+    rows: list[list[object]] = []
+    for e in evaluations:
+        if not getattr(e, "special_category", ""):
+            continue
+        rows.append([e.pk, e.sensitive_feature, e.get_special_category_display(), e.get_legal_basis_display(),
+                     ", ".join(f"({s})" for s in e.safeguards_confirmed or []) or "none confirmed"])  # fmt: skip
     return rows
 
 
 def _owasp(scan: Any) -> str:
-    categories = Counter()
+    from audits.checks.owasp import probe_categories
+
+    categories: Counter[str] = Counter()
     for finding in scan.findings or []:
-        if isinstance(finding, dict) and finding.get("owasp"):
-            categories[finding["owasp"]] += 1
-    return ", ".join(f"{k} ({n})" for k, n in sorted(categories.items())) or "not categorised"
+        if not isinstance(finding, dict):
+            continue
+        for category in finding.get("owasp") or probe_categories(str(finding.get("probe", ""))):
+            categories[category] += 1
+    return ", ".join(f"{k} ({n})" for k, n in sorted(categories.items())) or "no findings"
 
 
 def _rescan_days() -> str:
@@ -238,7 +258,7 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
     deployments = [[d.pk, d.name, d.environment, d.state, d.runtime, d.device or "not started",
                     (d.guard or {}).get("mode", "off"), day(d.started_at), day(d.stopped_at)]
                    for d in f["deployments"]]  # fmt: skip
-    provider = getattr(org, "controller_name", "") or "the provider named in the organisation profile"
+    provider = getattr(org, "controller_name", "") or "MISSING (see the draft notice)"
     purpose = v.model.description.strip()
     chart = [BarChart("Security scan and bias evaluation results", outcomes,
                       {k: [float(verdicts[(k, o)]) for o in outcomes] for k in ("security scans", "bias evaluations")})
@@ -282,6 +302,12 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
               _metric_rows(f["evaluations"])),
         Table(["evaluation", "group", "records", "minimum group size", "enough to conclude"],
               _group_rows(f["evaluations"])),
+        Paragraph("Special categories of personal data processed for bias detection (EU AI Act Art. 10(5)), "
+                  + ("with the legal basis and the safeguards (a)-(f) confirmed:" if _legal_basis_rows(f["evaluations"])
+                     else "none: no evaluation of this model version used a feature marked as special-category "
+                     "data.")),
+        Table(["evaluation", "sensitive feature", "special category (GDPR Art. 9)", "legal basis", "safeguards"],
+              _legal_basis_rows(f["evaluations"])),
         Table(["deployment", "name", "environment", "state", "runtime", "device", "guard", "started", "stopped"],
               deployments),
         Heading("4. Appropriateness of the performance metrics"),
@@ -289,7 +315,8 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
         Heading("5. Risk management system (Art. 9)"),
         Paragraph(f"Risks are controlled by approvals under the policies in force, by {len(f['scans'])} security "
                   f"scans and {len(f['evaluations'])} bias evaluations bound to these weights, and by the runtime "
-                  f"PII guard of each deployment. {len(waivers)} waivers were given for findings:"),
+                  f"PII guard of each deployment. Waivers asked for on these findings ({len(waivers)}), each in the "
+                  "state its decisions left it:"),
         waiver_table(waivers, size, claims),
         Heading("6. Changes over the lifecycle"),
         Table(["entry", "action", "by", "at"],
@@ -388,7 +415,10 @@ def dpia(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any
         KeyValues([("model", f"{v.model.project.slug}/{v.model.slug} version {v.number}"),
                    ("purpose of the model", v.model.description.strip() or "NOT RECORDED"),
                    ("purposes of its training data", "; ".join(purposes) or "no training data recorded"),
-                   ("base models", ", ".join(model_name(b) for b in f["ancestors"]) or "none")]),
+                   ("base models", ", ".join(model_name(b) for b in f["ancestors"]) or "none"),
+                   ("special-category data processed for bias detection (AI Act Art. 10(5))",
+                    "; ".join(f"{row[1]}: {row[2]}, {row[3]}" for row in _legal_basis_rows(f["evaluations"]))
+                    or "none")]),
         _datasets_table(f, size, claims),
         Heading("(b) Necessity and proportionality"),
         Paragraph(f"{len(personal)} of {len(data)} training dataset versions (direct and through base models) hold "
