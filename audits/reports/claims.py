@@ -63,6 +63,8 @@ class Claims:
 
     def __init__(self) -> None:
         self.items: list[Claim] = []
+        # Facts the report needs and the data lacks, in words: they make the report a draft.
+        self.missing: list[str] = []
 
     def add(self, fact: str, entry: int | None, field: str, value: Any) -> int | None:
         if entry is not None:

@@ -306,8 +306,9 @@ def _models(package: dict[str, Any]) -> list[Section]:
     trained = [[m["model"], m["number"], _trained_on(m, package["dataset_versions"])] for m in models]
     sections += [
         Paragraph(
-            "We used these records to train the AI models below. A trained model does not keep a copy of the "
-            "records, but it may have learned from them."
+            "We used these records to train the AI models below. A trained model is not a database of the "
+            "records, but it learns from them and can sometimes repeat parts of its training text; that is "
+            "why we test these models for it (security scans) and filter personal data from their answers."
         ),
         Table(["Model", "Version", "Trained on"], trained),
     ]
@@ -351,8 +352,7 @@ def _rights(package: dict[str, Any], regime: str, org: Any) -> list[Section]:
         Paragraph(text),
         Heading("Decisions made by computer"),
         Paragraph(package["automated_decision_making"]),
-        Paragraph("Yours sincerely,"),
-        Paragraph(org.controller_name or "MISSING (see the draft notice)"),
+        Paragraph(f"Yours sincerely,\n{org.controller_name or 'MISSING (see the draft notice)'}"),
     ]
 
 

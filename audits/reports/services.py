@@ -79,7 +79,7 @@ def report_request(
         raise _invalid("period_end", f"{period_end} is more than a year ahead; the latest accepted is {latest}")
     if kind in MODEL_KINDS:
         if model_version is None:
-            raise _invalid("model_version", f"a {kind} report documents one model version")
+            raise _invalid("model_version", f"{ReportKind(kind).label} documents one model version: choose one")
         if project is not None and model_version.model.project_id != project.pk:
             raise _invalid("model_version", f"model version {model_version.pk} belongs to another project")
         project = model_version.model.project

@@ -54,6 +54,15 @@ AUTOMATED_DECISIONS = (
 )
 
 
+def _controller() -> dict[str, str]:
+    """Who answers: the organisation (its profile), not the project the data was found in."""
+    from governance.selectors import organisation_profile
+
+    profile = organisation_profile()
+    return {"name": profile.controller_name, "address": profile.controller_address,
+            "contact": profile.controller_contact(), "data_protection_officer": profile.dpo_shown()}  # fmt: skip
+
+
 def package_sha256(package: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(package)).hexdigest()
 
@@ -102,7 +111,8 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
         package = {
             "request": {"id": request.pk, "regime": request.regime, "kind": request.kind,
                         "received_at": request.received_at.isoformat(), "project": request.project.slug},
-            "controller": {"project": request.project.slug, "name": request.project.name},
+            "controller": _controller(),
+            "project": {"slug": request.project.slug, "name": request.project.name},
             "generated_at": timezone.now().isoformat(),
             "data_held": bool(records),
             "dataset_versions": version_rows,

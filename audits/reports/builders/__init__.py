@@ -36,10 +36,13 @@ def build(run: ReportRun, *, checkpoint: Any, progress: Progress) -> Report:
     claims = Claims()
     org, missing = organisation(checkpoint.tree_size, claims)
     title, sections = builder(run, checkpoint.tree_size, progress, claims, org)
-    draft = ""
+    gaps = []
     if missing:
-        draft = (f"the organisation profile lacks {', '.join(missing)}: a platform admin completes it in the admin "
-                 "(Organisation profile) and the report is generated again")  # fmt: skip
+        gaps.append(f"the organisation profile lacks {', '.join(missing)}: a global admin completes it in the admin "
+                    "(Organisation profile)")  # fmt: skip
+    if claims.missing:
+        gaps.append(f"the registry lacks {', '.join(claims.missing)}")
+    draft = "; ".join(gaps) + ("; then the report is generated again" if gaps else "")
     return Report(
         title=title, scope=scope(run), period_start=run.period_start, period_end=run.period_end,
         generated_at=timezone.now().replace(microsecond=0), checkpoint_text=checkpoint.note,

@@ -7,7 +7,7 @@ from typing import Any
 from audits.reports.builders.shared import Progress, day, first_entries, index_of, period
 from audits.reports.claims import Claims
 from audits.reports.models import ReportRun
-from audits.reports.pdf import Table
+from audits.reports.pdf import Heading, Table
 
 
 def ccpa_request_log(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any) -> tuple[str, list[Any]]:
@@ -26,10 +26,11 @@ def ccpa_request_log(run: ReportRun, size: int, progress: Progress, claims: Clai
     for r in requests:
         entry = received.get(str(r.pk))
         claims.many(f"request {r.pk}", index_of(entry), {"payload.kind": r.kind, "payload.channel": r.channel})
-        rows.append([r.pk, day(r.received_at), r.get_kind_display(), r.channel, day(r.responded_at),
+        rows.append([r.pk, day(r.received_at), r.get_kind_display(), r.get_channel_display(), day(r.responded_at),
                      r.response_nature or r.state, r.denial_basis or "not denied"])  # fmt: skip
         citations.append(index_of(entry))
     return "CCPA consumer request log (Cal. Code Regs. tit. 11, §7101)", [
+        Heading("Consumer requests of the period (§7101(a); times in UTC)"),
         Table(["request", "received", "nature", "manner", "responded", "response", "basis for denial"], rows,
               citations),
     ]  # fmt: skip

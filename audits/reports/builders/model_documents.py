@@ -260,6 +260,8 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
                    for d in f["deployments"]]  # fmt: skip
     provider = getattr(org, "controller_name", "") or "MISSING (see the draft notice)"
     purpose = v.model.description.strip()
+    if not purpose:
+        claims.missing.append(f"the intended purpose of {v.model.slug} (the model's description)")
     chart = [BarChart("Security scan and bias evaluation results", outcomes,
                       {k: [float(verdicts[(k, o)]) for o in outcomes] for k in ("security scans", "bias evaluations")})
              ] if verdicts else []  # fmt: skip
@@ -308,19 +310,20 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
                      "data.")),
         Table(["evaluation", "sensitive feature", "special category (GDPR Art. 9)", "legal basis", "safeguards"],
               _legal_basis_rows(f["evaluations"])),
+        Paragraph(f"Deployments of this model version: {len(deployments)}."),
         Table(["deployment", "name", "environment", "state", "runtime", "device", "guard", "started", "stopped"],
               deployments),
         Heading("4. Appropriateness of the performance metrics"),
         Paragraph(_metrics_appropriateness(f)),
         Heading("5. Risk management system (Art. 9)"),
-        Paragraph(f"Risks are controlled by approvals under the policies in force, by {len(f['scans'])} security "
-                  f"scans and {len(f['evaluations'])} bias evaluations bound to these weights, and by the runtime "
+        Paragraph(f"Risks are controlled by approvals under the policies in force, by "
+                  f"{_count(f['scans'], 'security scan')} and {_count(f['evaluations'], 'bias evaluation')} bound "
+                  "to these weights, and by the runtime "
                   f"PII guard of each deployment. Waivers asked for on these findings ({len(waivers)}), each in the "
                   "state its decisions left it:"),
         waiver_table(waivers, size, claims),
         Heading("6. Changes over the lifecycle"),
-        Table(["entry", "action", "by", "at"],
-              [[e.index, e.action, e.actor_name, day(e.created_at)] for e in f["history"]],
+        Table(["action", "by", "at"], [[e.action, e.actor_name, day(e.created_at)] for e in f["history"]],
               [e.index for e in f["history"]]),
         Heading("7. Harmonised standards applied"),
         Paragraph("None applied: this document does not claim conformity with a harmonised standard published in the "
@@ -361,6 +364,10 @@ def _metrics_appropriateness(f: dict[str, Any]) -> str:
             "answers are classified into labels; " + "; ".join(parts) + ". A group smaller than its profile's minimum "
             "size is reported as too small to conclude, and confidence intervals show the sampling "
             "uncertainty.")  # fmt: skip
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}" + ("" if len(items) == 1 else "s")
 
 
 def _level(score: int) -> str:

@@ -12,7 +12,10 @@ reads back what was signed, provided ``verify_pdf_signature`` says the file was 
 
 Caveats:
 
-- Text is set in embedded TrueType subsets (DejaVu; Droid Sans Fallback for CJK): see ``styles``.
+- Text is set in TrueType fonts embedded as subsets, from system packages: DejaVu Sans, Bold and
+  Mono (fonts-dejavu-core) and Droid Sans Fallback (fonts-droid-fallback) per character for Han,
+  kana and Hangul (see ``styles``). Right-to-left scripts are neither reordered nor shaped:
+  reportlab needs rlbidi and uharfbuzz for that, and the lock has neither.
 - ``build_pdf`` is byte-for-byte deterministic. ``sign_pdf`` is not: pyHanko gives the incremental
   update a random second trailer ID and stamps ``/ModDate`` with the wall clock. The signing time
   inside the signature is ``signed_at``.
