@@ -229,7 +229,7 @@ def access_letter_document(
     return Report(
         title=title, scope=f"data-subject request {request.reference}, project {request.project.slug}",
         period_start=request.received_at.date(), period_end=generated_at.date(), generated_at=generated_at,
-        checkpoint_text=checkpoint_text, sections=sections, kind=kind,
+        checkpoint_text=checkpoint_text, sections=sections, kind=kind, proof_last=True,
         draft_notice=(f"the organisation profile lacks {', '.join(org.missing_for_reports())}: do not send this "
                       "letter; a global admin completes the profile and the letter is issued again")
         if org.missing_for_reports() else "",

@@ -116,6 +116,8 @@ class Report:
     # Further files embedded next to report.json, in the signed revision: a letter's
     # machine-readable annex, for one.
     attachments: Sequence[Attachment] = field(default_factory=tuple)
+    # A letter to a person: its first page is the letter; the checkpoint and how to verify come last.
+    proof_last: bool = False
 
 
 @dataclass(frozen=True)

@@ -291,9 +291,15 @@ def build_pdf(report: Report) -> bytes:
     )
 
     digests = DigestIndex()
-    story: list[Flowable] = _cover(report, report_id, generated_at, checkpoint, available, styles, digests)
-    laid_out = [_section_flowables(section, frames, styles, digests) for section in report.sections]
-    story += _orient(laid_out)
+    head, proof = _cover(report, report_id, generated_at, checkpoint, available, styles, digests)
+    laid_out = _orient([_section_flowables(section, frames, styles, digests) for section in report.sections])
+    if report.proof_last:
+        # A letter to a person: the title and the letter first, how to check it at the end.
+        ends_page = bool(laid_out) and isinstance(laid_out[-1], PageBreak)  # back from landscape
+        story: list[Flowable] = [*head, *laid_out, *([] if ends_page else [PageBreak()]),
+                                 RLParagraph("About this document", styles["h1"]), *proof]  # fmt: skip
+    else:
+        story = [*head, *proof, PageBreak(), *laid_out]
     story += digests.appendix(available, styles)
     doc.build(story, canvasmaker=_ReportCanvas)
     return buffer.getvalue()
@@ -307,16 +313,18 @@ def _cover(
     available: float,
     styles: dict[str, ParagraphStyle],
     digests: DigestIndex,
-) -> list[Flowable]:
+) -> tuple[list[Flowable], list[Flowable]]:
+    """The cover in two parts: the title (with the draft notice) and the proof: scope, period,
+    the checkpoint the report is built from and how to verify it."""
     root_b64 = checkpoint.body().split("\n")[2]
-    story: list[Flowable] = [
+    head: list[Flowable] = [
         RLParagraph(markup(report.title), styles["title"]),
         Spacer(1, 6),
     ]
     if report.draft_notice:
         notice = f"{DRAFT_MARK}: {report.draft_notice}"
-        story.append(RLParagraph(markup(notice), styles["draft"]))
-    story += key_values_flowables(
+        head.append(RLParagraph(markup(notice), styles["draft"]))
+    story: list[Flowable] = key_values_flowables(
         [
             ("Scope", report.scope),
             ("Period", f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"),
@@ -354,5 +362,4 @@ def _cover(
             styles["body"],
         )
     )
-    story.append(PageBreak())
-    return story
+    return head, story

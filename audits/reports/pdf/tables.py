@@ -23,7 +23,7 @@ from typing import Any, Literal
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.platypus import Flowable, Spacer, TableStyle
+from reportlab.platypus import CondPageBreak, Flowable, Spacer, TableStyle
 from reportlab.platypus import Paragraph as RLParagraph
 from reportlab.platypus import Table as RLTable
 
@@ -81,7 +81,13 @@ class DigestIndex:
         if not self.references:
             return []
         longest = max(len(value) for value in self.references)
-        reference_width = stringWidth(f"D{len(self.references)}", MONO, DIGEST_FONT_SIZE) + 2 * _CELL_PADDING + 2
+        # Wide enough for the longest reference and for the "ref" header in its bold face, on one line.
+        head = styles["head"]
+        reference_width = (
+            max(stringWidth(f"D{len(self.references)}", MONO, 7.0), stringWidth("ref", head.fontName, head.fontSize))
+            + 2 * _CELL_PADDING
+            + 4
+        )
         room = available - reference_width - 2 * _CELL_PADDING - 1
         # One line per digest: the font shrinks for a digest longer than a sha256 in hex.
         size = min(7.0, room / max(1.0, stringWidth("0" * longest, MONO, 1)))
@@ -104,7 +110,11 @@ class DigestIndex:
             "Digests too long for their table column are printed there as a prefix and a reference "
             "(D1, D2, ...); here is each in full."
         )
-        return [RLParagraph(DIGESTS_HEADING, styles["h1"]), RLParagraph(intro, styles["body"]), table]
+        # The heading and its introduction stay with the table's first rows (never alone at a page's foot).
+        return [
+            CondPageBreak(60 + heights[0] + 3 * heights[1]),  # the heading, its text, the header, three rows
+            RLParagraph(DIGESTS_HEADING, styles["h1"]), RLParagraph(intro, styles["body"]), table,
+        ]  # fmt: skip
 
 
 class _Widths:

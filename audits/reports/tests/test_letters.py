@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from audits.privacy.tests.planting import ANA, planted_version, trained_and_depl
 from audits.reports.letters import PACKAGE_FILENAME, access_letter_issue
 from audits.reports.pdf import read_attachment, read_pdf, verify_pdf_signature
 from audits.reports.services import report_verify, trusted_certificates
+from audits.reports.tests.test_report_content import ARTIFACTS
 from common.errors import Conflict, DomainError
 from common.testing import admin_login
 
@@ -131,12 +133,18 @@ def test_the_access_letter_is_signed_embeds_the_package_and_speaks_plainly(
     ):
         assert needed in words, needed
 
-    pages = tmp_path / "pages"
-    pages.mkdir()
+    # The letter comes first (its first page speaks to the person); how to check it comes last.
+    first_page = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(tmp_path / "letter.pdf"), "-"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "Dear requester" in first_page and "Signed checkpoint" not in first_page
+    assert "About this document" in words and "Signed checkpoint" in words
+    pages = ARTIFACTS / "access-letter"  # kept for a person to look at
+    shutil.rmtree(pages, ignore_errors=True)
+    pages.mkdir(parents=True)
     (tmp_path / "letter.pdf").write_bytes(letter.pdf)
     subprocess.run(["pdftoppm", "-r", "60", "-png", str(tmp_path / "letter.pdf"), str(pages / "p")], check=True,
                    timeout=120)  # fmt: skip
-    assert len(list(pages.glob("p-*.png"))) >= 2  # the cover and the letter
+    assert len(list(pages.glob("p-*.png"))) >= 2
 
 
 def test_a_ccpa_know_letter_names_the_agency_and_completes_the_request(found: dict[str, Any], tmp_path: Path) -> None:
