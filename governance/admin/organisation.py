@@ -35,6 +35,7 @@ SERVICE_OWN_MEASURES = (
     "role-based access per project; approvals under separation of duties; an append-only signed ledger; "
     "personal data in the ledger sealed per data subject; content-addressed artifact storage"
 )
+_SAVED = "_organisation_profile_saved"
 _REFUSED = "_organisation_profile_refused"
 
 
@@ -128,6 +129,7 @@ class OrganisationProfileAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Through the service, never the default save: it checks the actor and writes the ledger."""
         fields = {name: form.cleaned_data[name] for name in OrganisationProfile.EDITABLE}
+        before = OrganisationProfile.objects.filter(pk=1).values_list("ledger_index", flat=True).first()
         try:
             profile = organisation_profile_update(actor=request.user, **fields)
         except DomainError as exc:
@@ -136,6 +138,7 @@ class OrganisationProfileAdmin(admin.ModelAdmin):
             messages.error(request, exc.message)
             return
         obj.pk = profile.pk
+        setattr(request, _SAVED, (profile.ledger_index != before, profile))
 
     def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:
         # The ledger is the record of each change; the admin's own log would also claim a refused one.
@@ -145,10 +148,27 @@ class OrganisationProfileAdmin(admin.ModelAdmin):
         return None
 
     def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
-        return self._refused_response(request) or super().response_add(request, obj, post_url_continue)
+        return self._refused_response(request) or self._saved_response(request)
 
     def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
-        return self._refused_response(request) or super().response_change(request, obj)
+        return self._refused_response(request) or self._saved_response(request)
+
+    def _saved_response(self, request: HttpRequest) -> HttpResponse:
+        """The true outcome, instead of the admin's "changed successfully": what was recorded (or
+        that nothing changed), and whether the reports still lack something."""
+        changed, profile = getattr(request, _SAVED)
+        if changed:
+            messages.success(request, f"The organisation profile was changed: ledger entry #{profile.ledger_index}.")
+        else:
+            messages.info(
+                request, "Nothing changed: the profile already held these values; no ledger entry was written."
+            )
+        missing = profile.missing_for_reports()
+        if missing:
+            messages.warning(
+                request, f'Reports stay marked "DRAFT - incomplete" until the profile has {", ".join(missing)}.'
+            )
+        return HttpResponseRedirect(reverse("admin:governance_organisationprofile_change", args=[profile.pk]))
 
     def _refused_response(self, request: HttpRequest) -> HttpResponse | None:
         """Back to the form, without the admin's "changed successfully", when the service refused."""

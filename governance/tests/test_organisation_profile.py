@@ -205,6 +205,14 @@ def test_the_admin_page_saves_through_the_service(people: dict[str, Any], root: 
     assert "nothing: the reports have what they need" in page
     assert f'href="{reverse("admin:ledger_entry_change", args=[entry["index"]])}"' in page and "by root" in page
 
+    # The true outcome, not the admin's "changed successfully".
+    profile.refresh_from_db()
+    page = client.post(change, _form(profile), follow=True).content.decode()
+    assert "Nothing changed" in page and "successfully" not in page
+    assert len(_bodies(start)) == 2  # no entry written
+    page = client.post(change, _form(profile, security_measures=""), follow=True).content.decode()
+    assert f"ledger entry #{entry['index'] + 1}" in page and "DRAFT - incomplete" in page
+
 
 def test_a_refusal_of_the_service_is_shown_and_nothing_is_saved(root: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The admin's permission check comes first, so only a race reaches a refusal: stand one in.
