@@ -89,6 +89,8 @@ class Chart:
     # (regular, bold): fonts registered with reportlab, for a chart drawn into a PDF that embeds
     # them (the reports). None: Helvetica, as the SVG and PNG outputs expect.
     fonts: tuple[str, str] | None = None
+    # The values are counts: ticks on whole numbers only (a step of at least 1).
+    counts: bool = False
 
 
 def _clean(text: object) -> str:
@@ -112,12 +114,14 @@ def _check(chart: Chart) -> list[list[float | None]]:
     return rows
 
 
-def nice_ticks(low: float, high: float, count: int = 7) -> tuple[list[float], int]:
+def nice_ticks(low: float, high: float, count: int = 7, *, whole: bool = False) -> tuple[list[float], int]:
     """Round tick values covering [low, high] (steps of 1, 2 or 5 times a power of ten), at most
-    ``count`` of them, and the number of decimals their labels need."""
+    ``count`` of them, and the number of decimals their labels need; ``whole``: steps of at least 1."""
     if high <= low:
         high = low + (abs(low) or 1.0)
     raw = (high - low) / (count - 1)
+    if whole:
+        raw = max(raw, 1.0)
     power = 10 ** math.floor(math.log10(raw))
     step = next(multiple * power for multiple in (1, 2, 5, 10) if multiple * power >= raw)
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
@@ -186,7 +190,7 @@ def drawing(chart: Chart) -> Drawing:
     top = canvas.height - title_height
 
     high = max(values) if chart.y_max is None else max(chart.y_max, *values)
-    ticks, decimals = nice_ticks(min(0.0, *values), high)
+    ticks, decimals = nice_ticks(min(0.0, *values), high, whole=chart.counts)
     tick_labels = [f"{tick:,.{decimals}f}" for tick in ticks]
     left = 10 + max(stringWidth(label, font, fs) for label in tick_labels) + (fs * 1.8 if chart.y_label else 0)
     plot: Any = VerticalBarChart() if chart.kind == "bar" else HorizontalLineChart()

@@ -133,3 +133,12 @@ def test_the_fonts_option_leaves_the_default_outputs_alone() -> None:
     assert _fonts_of(charts.drawing(replace(BARS, fonts=("Courier", "Courier-Bold")))) == {"Courier", "Courier-Bold"}
     empty = charts.Chart("bar", [], {}, title="nothing", fonts=("Courier", "Courier-Bold"))
     assert _fonts_of(charts.drawing(empty)) == {"Courier", "Courier-Bold"}
+
+
+def test_counts_get_whole_number_ticks() -> None:
+    from common.charts import nice_ticks
+
+    assert nice_ticks(0, 1) == ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1)  # a measure: fractions are fine
+    assert nice_ticks(0, 1, whole=True) == ([0, 1], 0)  # a count of one: no 0.5 of a thing
+    assert nice_ticks(0, 3, whole=True) == ([0, 1, 2, 3], 0)
+    assert nice_ticks(0, 40, whole=True)[0] == [0, 10, 20, 30, 40]

@@ -61,6 +61,11 @@ class _Chart(Flowable):
         _FallbackRenderer().draw(renderPDF.renderScaledDrawing(self._drawing), self.canv, 0, 0)
 
 
+def _whole(series: dict[str, list[float]]) -> bool:
+    """Every value a whole number (the reports' charts count things): whole-number ticks."""
+    return all(value is None or float(value).is_integer() for values in series.values() for value in values)
+
+
 def chart_flowables(chart: BarChart | LineChart, available: float, styles: dict[str, ParagraphStyle]) -> list[Flowable]:
     kind = "bar" if isinstance(chart, BarChart) else "line"
     labels = [str(label) for label in (chart.categories if isinstance(chart, BarChart) else chart.x_labels)]
@@ -68,7 +73,7 @@ def chart_flowables(chart: BarChart | LineChart, available: float, styles: dict[
         drawing = charts.drawing(
             charts.Chart(
                 kind, labels, chart.series, width=available, height=_CHART_HEIGHT, font_size=7,
-                fonts=(SANS, SANS_BOLD),
+                fonts=(SANS, SANS_BOLD), counts=_whole(chart.series),
             )
         )  # fmt: skip
     except ValueError as exc:
