@@ -23,12 +23,16 @@ from common.errors import DomainError
 from common.security_log import refusal
 from governance.models import Project
 from governance.selectors import project_list
+from registry.models import ModelVersion
 
 
 class GenerateForm(forms.Form):
     kind = forms.ChoiceField(choices=ReportKind.choices)
     project = forms.ModelChoiceField(queryset=Project.objects.none())
-    model_version = forms.IntegerField(required=False, help_text="for Annex IV and DPIA: the model version's id")
+    model_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False,
+        help_text="for Annex IV and DPIA: the model version documented (of the project chosen)",
+    )  # fmt: skip
     period_start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     period_end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
 
@@ -88,22 +92,24 @@ class ReportRunAdmin(ReadOnlyAdmin):
 
     def generate_view(self, request: HttpRequest) -> HttpResponse:
         from audits.reports.services import report_request
-        from registry.models import ModelVersion
 
         projects = project_list(user=request.user, roles=READERS)
         if not projects.exists():
             raise PermissionDenied("Only compliance officers and auditors generate reports.")
         form = GenerateForm(request.POST or None)
         form.fields["project"].queryset = projects
+        versions = ModelVersion.objects.filter(model__project__in=projects).select_related("model__project")
+        form.fields["model_version"].queryset = versions.order_by("model__project__slug", "model__slug", "-number")
+        form.fields["model_version"].label_from_instance = lambda v: (
+            f"{v.model.project.slug} / {v.model.slug} v{v.number} ({v.model.name})"
+        )
         today = timezone.now().date()
         form.initial = {"period_start": today.replace(day=1), "period_end": today}
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            version = None
-            if data["model_version"]:
-                version = ModelVersion.objects.filter(pk=data["model_version"], model__project=data["project"]).first()
-                if version is None:
-                    form.add_error("model_version", f"no model version {data['model_version']} in {data['project']}")
+            version = data["model_version"]
+            if version is not None and version.model.project_id != data["project"].pk:
+                form.add_error("model_version", f"{version.model.slug} v{version.number} is not of {data['project']}")
             if not form.errors:
                 try:
                     run = report_request(
@@ -114,7 +120,9 @@ class ReportRunAdmin(ReadOnlyAdmin):
                     refusal(request, exc, report_kind=data["kind"])
                     form.add_error(None, exc.message)
                 else:
-                    messages.success(request, f"Report {run.report_id} queued; its progress shows below.")
+                    messages.success(
+                        request, f"{run.get_kind_display()} queued (report {run.report_id}); its progress shows below."
+                    )
                     return HttpResponseRedirect(reverse("admin:reports_reportrun_changelist"))
         context = {**self.admin_site.each_context(request), "form": form, "title": "Generate a report"}
         return TemplateResponse(request, "admin/reports/generate.html", context)

@@ -178,6 +178,7 @@ def test_a_report_edited_and_signed_again_fails_verify_naming_the_fact(world: di
     holds, the checkpoint holds, and ``report verify`` names the claim the ledger contradicts."""
     from audits.reports.services import report_generate, report_request
 
+    _admin_form_offers_the_model_versions_by_name(world)
     day = world["trained"].created_at.date()
     run = report_request(actor=world["compliance_officer"], kind=ReportKind.ANNEX_IV, model_version=world["trained"],
                          period_start=day, period_end=day)  # fmt: skip
@@ -216,3 +217,23 @@ def test_report_generate_refuses_bad_input_and_changes_nothing(people: dict[str,
                      "--out", str(tmp_path / "missing" / "x.pdf"))  # fmt: skip
     assert ReportRun.objects.count() == before
     assert not (tmp_path / "x.pdf").exists()
+
+
+def _admin_form_offers_the_model_versions_by_name(world: dict[str, Any]) -> None:
+    """No ids to look up: the form lists the project's model versions by name, and the report
+    asked for from it documents the version chosen (this world is dear: the tamper test calls it)."""
+    from django.test import Client
+
+    from common.testing import admin_login
+
+    client = Client()
+    admin_login(client, world["compliance_officer"])
+    url = "/admin/reports/reportrun/generate/"
+    trained = world["trained"]
+    assert f"assistant / helpdesk v{trained.number} (Helpdesk)" in client.get(url).content.decode()
+    day = trained.created_at.date().isoformat()
+    form = {"kind": "annex_iv", "project": world["project"].pk, "period_start": day, "period_end": day}
+    refused = client.post(url, form).content.decode()
+    assert "documents one model version: choose one" in refused and not ReportRun.objects.exists()
+    assert client.post(url, {**form, "model_version": trained.pk}).status_code == 302
+    assert ReportRun.objects.get().model_version_id == trained.pk
