@@ -165,7 +165,7 @@ def embedded_certificate(private_key: SigningKey, *, origin: str, now: datetime)
         private_key,
         common_name=origin[: 64 - len(suffix)] + suffix,
         organisation="not issued by a certificate authority (embedded default)",
-        unit=f"set {KEY_SETTING} and {CERTIFICATE_SETTING}"[:64],
+        unit="replace it with a certificate from your CA",  # how: docs/configuration.md (64 characters at most)
         valid_from=now - timedelta(days=1),
         valid_to=now + timedelta(days=365 * CERTIFICATE_YEARS),
     )
