@@ -119,7 +119,8 @@ def test_every_report_kind_from_the_command_complete_and_verified(world: dict[st
     from governance.services.organisation import organisation_profile_update
     from registry.services import dataset_version_erase_records
 
-    require_tool("pdftotext", "pdftoppm")
+    tools = ("pdftotext", "pdftoppm", "pdfsig")
+    require_tool(all(shutil.which(tool) for tool in tools), "poppler-utils (pdftotext, pdftoppm, pdfsig)")
     dataset_version_erase_records(actor=world["compliance_officer"], version=world["version"], record_numbers={1},
                                   reason="GDPR Art. 17 request")  # fmt: skip
 
@@ -144,6 +145,9 @@ def test_every_report_kind_from_the_command_complete_and_verified(world: dict[st
         pages = _pages(out)
         assert not any("DRAFT" in page for page in pages), kind
         assert "not configured" not in "".join(pages)
+        # Poppler's pdfsig (NSS) validates the signature as a reader would; pyHanko (report verify) agrees.
+        pdfsig = subprocess.run(["pdfsig", str(out)], capture_output=True, text=True, check=False).stdout
+        assert "Signature Validation: Signature is Valid." in pdfsig, (kind, pdfsig)
         verified = _verify(out)
         claims = int(verified.rsplit(" claims borne out", 1)[0].rsplit(" ", 1)[-1])
         assert claims > 0, (kind, verified)
