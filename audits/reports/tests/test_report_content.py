@@ -62,12 +62,11 @@ def _copy_with_marker(source: Path, target: Path, marker: str) -> Path:
 @pytest.fixture
 def world(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     from registry.services import model_create, model_version_register_folder
-    from registry.tiny_model import build_tiny_gpt2
     from serving.services import deployment_request
 
     engineer = ready["ml_engineer"]
     imports = tmp_path / "imports"
-    folder = build_tiny_gpt2(imports / "second")
+    folder = Path(ready["base"].source)  # the base's own files: copies with a marker are new weights
     with override_settings(REGISTRY_ALLOWED_ROOTS=[imports.resolve()]):
         model = model_create(actor=engineer, project=ready["project"], slug="helpdesk", name="Helpdesk",
                              description="Drafts answers to support tickets for human agents to edit.")  # fmt: skip
@@ -176,13 +175,16 @@ def test_every_report_kind_from_the_command_complete_and_verified(world: dict[st
     assert "likelihood" in dpia and "severity" in dpia
     assert "each was reviewed by a data steward" not in dpia
 
+    # The same world (dear to build) serves two more stories.
+    _a_report_edited_and_signed_again_fails_verify_naming_the_fact(world)
+    _admin_form_offers_the_model_versions_by_name(world)
 
-def test_a_report_edited_and_signed_again_fails_verify_naming_the_fact(world: dict[str, Any]) -> None:
+
+def _a_report_edited_and_signed_again_fails_verify_naming_the_fact(world: dict[str, Any]) -> None:
     """An embedded claim changed, the PDF signed again with the service's own key: the signature
     holds, the checkpoint holds, and ``report verify`` names the claim the ledger contradicts."""
     from audits.reports.services import report_generate, report_request
 
-    _admin_form_offers_the_model_versions_by_name(world)
     day = world["trained"].created_at.date()
     run = report_request(actor=world["compliance_officer"], kind=ReportKind.ANNEX_IV, model_version=world["trained"],
                          period_start=day, period_end=day)  # fmt: skip
@@ -225,7 +227,7 @@ def test_report_generate_refuses_bad_input_and_changes_nothing(people: dict[str,
 
 def _admin_form_offers_the_model_versions_by_name(world: dict[str, Any]) -> None:
     """No ids to look up: the form lists the project's model versions by name, and the report
-    asked for from it documents the version chosen (this world is dear: the tamper test calls it)."""
+    asked for from it documents the version chosen."""
     from django.test import Client
 
     from common.testing import admin_login
@@ -237,7 +239,8 @@ def _admin_form_offers_the_model_versions_by_name(world: dict[str, Any]) -> None
     assert f"assistant / helpdesk v{trained.number} (Helpdesk)" in client.get(url).content.decode()
     day = trained.created_at.date().isoformat()
     form = {"kind": "annex_iv", "project": world["project"].pk, "period_start": day, "period_end": day}
+    before = ReportRun.objects.count()
     refused = client.post(url, form).content.decode()
-    assert "documents one model version: choose one" in refused and not ReportRun.objects.exists()
+    assert "documents one model version: choose one" in refused and ReportRun.objects.count() == before
     assert client.post(url, {**form, "model_version": trained.pk}).status_code == 302
-    assert ReportRun.objects.get().model_version_id == trained.pk
+    assert ReportRun.objects.order_by("-pk").first().model_version_id == trained.pk
