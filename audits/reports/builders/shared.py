@@ -66,7 +66,7 @@ def index_of(entry: Any) -> int | None:
 
 def descendants(model_versions: Iterable[Any]) -> dict[int, list[Any]]:
     """Per model version given: every model version built on it through ``base``, at any depth
-    (fine-tunes of fine-tunes), each with the chain of bases that links them."""
+    (fine-tunes of fine-tunes), one query per level."""
     from registry.models import ModelVersion
 
     roots = {mv.pk for mv in model_versions}
