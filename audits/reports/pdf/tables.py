@@ -65,6 +65,21 @@ class Frames:
         return self.portrait if orientation == "portrait" else self.landscape
 
 
+def _table_style(font: str, size: float, leading: float) -> list[tuple[Any, ...]]:
+    """The look every report table shares: the cell font, padding, a shaded header, a frame."""
+    return [
+        ("FONT", (0, 0), (-1, -1), font, size, leading),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
+        ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
+        ("TOPPADDING", (0, 0), (-1, -1), 2),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde3ea")),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.HexColor("#44546a")),
+        ("BOX", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
+    ]
+
+
 class DigestIndex:
     """The digests printed short, each with the reference under which the report's appendix
     lists it in full (D1, D2, ...; one reference per distinct digest)."""
@@ -94,17 +109,7 @@ class DigestIndex:
         header: list[object] = [RLParagraph("ref", styles["head"]), RLParagraph("digest", styles["head"])]
         rows: list[list[object]] = [[reference, value] for value, reference in self.references.items()]
         heights = [styles["head"].leading + 4] + [size + 5] * len(rows)
-        commands: list[tuple[Any, ...]] = [
-            ("FONT", (0, 0), (-1, -1), MONO, size, size + 3),
-            ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-            ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-            ("TOPPADDING", (0, 0), (-1, -1), 2),
-            ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde3ea")),
-            ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.HexColor("#44546a")),
-            ("BOX", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
-        ]
+        commands = _table_style(MONO, size, size + 3)
         table = _PagedTable(header, rows, heights, [reference_width, available - reference_width], commands)
         intro = (
             "Digests too long for their table column are printed there as a prefix and a reference "
@@ -363,17 +368,7 @@ def table_flowables(
     if not rows:
         cells.append([RLParagraph("<i>no rows</i>", style)] + [""] * (len(columns) - 1))
         heights.append(style.leading + padding)
-    commands: list[tuple[Any, ...]] = [
-        ("FONT", (0, 0), (-1, -1), CELL_FONT, style.fontSize, style.leading),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-        ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-        ("TOPPADDING", (0, 0), (-1, -1), 2),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde3ea")),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.HexColor("#44546a")),
-        ("BOX", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
-    ]
+    commands = _table_style(CELL_FONT, style.fontSize, style.leading)
     if table.citations is not None:
         commands.append(("ALIGN", (0, 1), (0, -1), "RIGHT"))
     commands += [("FONT", (i, 1), (i, -1), MONO, DIGEST_FONT_SIZE, style.leading) for i in sorted(mono)]
