@@ -375,6 +375,7 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
         check.reason = f"checkpoint: the ledger never signed a checkpoint of size {cited.size} with this root"
         return check
     say(f"checkpoint: size {cited.size}, signed by the ledger and stored")
+    bodies: dict[int, bytes] = {}  # the proven entries' bytes, which the claims are checked against
     for index in info.cited_indexes:
         if not 0 <= index < cited.size:
             check.reason = f"entry {index}: outside the checkpoint's tree of {cited.size} entries"
@@ -384,7 +385,8 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
             check.reason = f"entry {index}: not in the ledger"
             return check
         # The entry's own bytes are what the checkpoint vouches for: prove those, not the stored hash.
-        leaf = merkle.leaf_hash(bytes(row[0]))
+        bodies[index] = bytes(row[0])
+        leaf = merkle.leaf_hash(bodies[index])
         if leaf != bytes(row[1]):
             check.reason = f"entry {index}: its bytes do not hash to its stored leaf hash: it was changed"
             return check
@@ -396,8 +398,6 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
     say(f"cited entries: {len(info.cited_indexes)}, each included in the checkpoint")
     from audits.reports.claims import first_false_claim
 
-    bodies = {index: bytes(body) for index, body in Entry.objects.filter(index__in=info.cited_indexes)
-              .values_list("index", "body")}  # fmt: skip
     false = first_false_claim(info.claims, bodies)
     if false is not None:
         check.reason = false
