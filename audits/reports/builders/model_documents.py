@@ -240,6 +240,7 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
                        ("bias evaluations", f["evaluations"])) for a in audits)  # fmt: skip
     outcomes = sorted({outcome for _, outcome in verdicts}) or ["none yet"]
     waivers = _waivers(f)
+    legal_bases = _legal_basis_rows(f["evaluations"])
     lineage = ", ".join(model_name(b) for b in f["ancestors"]) or "none: registered from its source"
     method: list[tuple[str, object]]
     if ft is not None:
@@ -305,11 +306,11 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
         Table(["evaluation", "group", "records", "minimum group size", "enough to conclude"],
               _group_rows(f["evaluations"])),
         Paragraph("Special categories of personal data processed for bias detection (EU AI Act Art. 10(5)), "
-                  + ("with the legal basis and the safeguards (a)-(f) confirmed:" if _legal_basis_rows(f["evaluations"])
+                  + ("with the legal basis and the safeguards (a)-(f) confirmed:" if legal_bases
                      else "none: no evaluation of this model version used a feature marked as special-category "
                      "data.")),
         Table(["evaluation", "sensitive feature", "special category (GDPR Art. 9)", "legal basis", "safeguards"],
-              _legal_basis_rows(f["evaluations"])),
+              legal_bases),
         Paragraph(f"Deployments of this model version: {len(deployments)}."),
         Table(["deployment", "name", "environment", "state", "runtime", "device", "guard", "started", "stopped"],
               deployments),
