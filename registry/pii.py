@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -212,6 +212,23 @@ class Scanner:
         else:
             found = [(text, self.scan(text)) for text in todo]
         return {text: hits for text, hits in found if hits}
+
+    def scan_iter(self, texts: Iterable[str], *, processes: int = 1, window: int = 5000) -> Iterator[list[Hit]]:
+        """The findings of each text, in order, as a stream: ``window`` texts are held at a time,
+        so memory does not grow with the number of texts."""
+        batch: list[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) >= window:
+                yield from self._scan_window(batch, processes)
+                batch = []
+        if batch:
+            yield from self._scan_window(batch, processes)
+
+    def _scan_window(self, texts: list[str], processes: int) -> Iterator[list[Hit]]:
+        found = self.analyze_many(texts, processes=processes)
+        for text in texts:
+            yield found.get(text, [])
 
 
 _WORKER_SCANNER: Scanner | None = None
