@@ -347,3 +347,53 @@ class OrganisationProfile(models.Model):
             self.supervisory_authority_website,
         )
         return ", ".join(" ".join(part.split()) for part in parts if part)
+
+
+class PiiListKind(models.TextChoices):
+    ALLOW = "allow", "allow (not personal data)"
+    DENY = "deny", "deny (report as personal data)"
+
+
+class PiiListMatch(models.TextChoices):
+    VALUE = "value", "a value, by its keyed hash"
+    PATTERN = "pattern", "a regular expression"
+    TERM = "term", "a term (whole word, any case)"
+
+
+class PiiListEntry(models.Model):
+    """One rule of a project's PII lists, applied to every scan of the project's datasets
+    (``registry.pii_lists``): an allow entry drops findings whose value is a given one (only its
+    keyed hash is kept, HMAC with ``DATA_SUBJECT_INDEX_KEY``) or matches a regular expression whole,
+    for one entity type or for all (``entity`` blank); a deny entry reports a term or what a
+    regular expression matches as ``entity``. Governed: written only by
+    ``governance.services.pii_list_entry_add`` and ``pii_list_entry_remove``, each ledgered."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="pii_list_entries")
+    kind = models.CharField(max_length=8, choices=PiiListKind.choices)
+    match = models.CharField(max_length=8, choices=PiiListMatch.choices)
+    entity = models.CharField(max_length=64, blank=True, help_text="the entity type; blank: every type (allow only)")
+    pattern = models.CharField(max_length=200, blank=True, help_text="the regular expression or the term")
+    value_hash = models.CharField(max_length=64, blank=True, help_text="HMAC-SHA256 of the normalised value")
+    reason = models.TextField(max_length=1000)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    ledger_index = models.BigIntegerField(help_text="the ledger entry that added it (pii_list.entry_added)")
+
+    class Meta:
+        ordering = ["project", "kind", "entity", "match", "pattern", "value_hash"]
+        verbose_name = "PII list entry"
+        verbose_name_plural = "PII list entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind", "match", "entity", "pattern", "value_hash"], name="pii_list_entry_once"
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(match="value") & ~models.Q(value_hash="") & models.Q(pattern=""))
+                | (~models.Q(match="value") & models.Q(value_hash="") & ~models.Q(pattern="")),
+                name="pii_list_entry_one_rule",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        rule = f"value {self.value_hash[:12]}…" if self.match == PiiListMatch.VALUE else f"{self.match} {self.pattern}"
+        return f"{self.kind} {self.entity or 'any type'}: {rule}"

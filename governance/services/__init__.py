@@ -9,7 +9,8 @@ One module per sub-domain; every public name is importable from here, as it alwa
 - ``approvals``: approval requests submitted, withdrawn, expired;
 - ``decisions``: approvals and rejections, under separation of duties;
 - ``break_glass``: emergency approvals and their review;
-- ``organisation``: the organisation profile the reports print.
+- ``organisation``: the organisation profile the reports print;
+- ``pii_lists``: a project's PII allow-list and deny-list entries.
 
 Rules that change nothing live in ``governance.rules`` and reads in ``governance.selectors``; the
 ones callers have always named here are re-exported. A test that replaces a name replaces it in
@@ -39,12 +40,19 @@ from governance.services.auditors import organisation_auditor_grant, organisatio
 from governance.services.break_glass import approval_break_glass, break_glass_review_close
 from governance.services.decisions import approval_request_decide
 from governance.services.organisation import organisation_profile_update
+from governance.services.pii_lists import (
+    allow_value_hash,
+    pii_list_entry_add,
+    pii_list_entry_remove,
+    pii_rule_validate,
+)
 from governance.services.projects import project_create, project_role_grant, project_role_revoke
 
 __all__ = [
     "REQUESTER_ROLES",
     "SEPARATION_OF_DUTIES_CODES",
     "PolicyViolation",
+    "allow_value_hash",
     "api_token_authenticate",
     "api_token_create",
     "api_token_create_for_service_account",
@@ -61,6 +69,9 @@ __all__ = [
     "organisation_auditor_grant",
     "organisation_auditor_revoke",
     "organisation_profile_update",
+    "pii_list_entry_add",
+    "pii_list_entry_remove",
+    "pii_rule_validate",
     "project_create",
     "project_role_grant",
     "project_role_revoke",

@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from audits.ledger.services import ledger_append
 from common.errors import Conflict, DomainError
+from governance.models import PiiListKind, PiiListMatch
 from governance.permissions import require_project_role
 from governance.roles import Role
+from governance.services.pii_lists import compile_pattern, pii_list_entry_add
 from registry.models import DatasetVersion, FindingState, PiiFindingMark, PiiScan, ScanStatus
 from registry.records import RecordError, read_records
 from registry.rules import Finding, scan_findings
@@ -62,6 +64,26 @@ def _location(scan: PiiScan, finding: Finding) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _flagged_record(version: DatasetVersion, scan: PiiScan, finding: Finding) -> tuple[Any, str]:
+    """The record behind ``finding`` and its flagged field's text, read from the version's stored
+    bytes now (checked against their SHA-256); refused when the version was erased or its bytes
+    are gone, changed, or no longer hold the finding."""
+    if version.erased_at is not None:
+        raise Conflict("version_erased", f"{version} was erased ({version.erased_reason}); its records are gone")
+    data = dataset_version_bytes(version)
+    try:
+        record = next((r for r in read_records(data, version.format) if r.number == finding.record), None)
+    except RecordError as exc:
+        raise Conflict("record_unreadable", f"{version}: {exc}") from None
+    text = record.fields.get(finding.field) if record is not None else None
+    if text is None or not 0 <= finding.start < finding.end <= len(text):
+        raise Conflict(
+            "finding_not_in_record",
+            f"finding {finding.number} of scan {scan.pk} (record {finding.record}) does not match the stored bytes",
+        )
+    return record, text
+
+
 def pii_finding_view(*, actor: Any, scan: PiiScan, number: int) -> FindingPreview:
     """The record behind finding ``number`` of ``scan``, for a data steward of the project.
 
@@ -75,19 +97,7 @@ def pii_finding_view(*, actor: Any, scan: PiiScan, number: int) -> FindingPrevie
     version = DatasetVersion.objects.select_related("dataset__project").get(pk=scan.version_id)
     require_project_role(actor, version.dataset.project, STEWARDS, "viewing a flagged record")
     finding = _finding(scan, number)
-    if version.erased_at is not None:
-        raise Conflict("version_erased", f"{version} was erased ({version.erased_reason}); its records are gone")
-    data = dataset_version_bytes(version)
-    try:
-        record = next((r for r in read_records(data, version.format) if r.number == finding.record), None)
-    except RecordError as exc:
-        raise Conflict("record_unreadable", f"{version}: {exc}") from None
-    text = record.fields.get(finding.field) if record is not None else None
-    if text is None or not 0 <= finding.start < finding.end <= len(text):
-        raise Conflict(
-            "finding_not_in_record",
-            f"finding {number} of scan {scan.pk} (record {finding.record}) does not match the stored bytes",
-        )
+    record, text = _flagged_record(version, scan, finding)
     with transaction.atomic():
         viewed = ledger_append(
             actor=actor, action="pii_finding.viewed", subject=_version_subject(version),
@@ -103,7 +113,12 @@ def pii_finding_view(*, actor: Any, scan: PiiScan, number: int) -> FindingPrevie
     )
 
 
-def pii_finding_mark(*, actor: Any, scan: PiiScan, number: int, state: str) -> tuple[PiiFindingMark, bool]:
+ALLOW_OPTIONS = ("", "value", "pattern")
+
+
+def pii_finding_mark(
+    *, actor: Any, scan: PiiScan, number: int, state: str, allow: str = "", allow_pattern: str = ""
+) -> tuple[PiiFindingMark, bool]:
     """A data steward marks finding ``number`` of ``scan`` as ``false_positive`` (not personal
     data) or ``personal_data``; returns (mark, changed). Marking again with another state changes
     the mark; with the same state it changes and records nothing.
@@ -112,16 +127,53 @@ def pii_finding_mark(*, actor: Any, scan: PiiScan, number: int, state: str) -> t
     are no longer what the version's verdict is about. The marks are the steward's reasons for the
     version's review (``dataset_version_review``), which refuses ``false_positive`` while a
     finding is marked personal data. Ledger: ``pii_finding.marked`` with the finding's location
-    and the state before and after."""
-    version = scan.version
-    require_project_role(actor, version.dataset.project, STEWARDS, "marking a PII finding")
+    and the state before and after.
+
+    A false positive can also go on the project's allow-list, so the same noise is not reviewed
+    twice: ``allow="value"`` adds the finding's value (read from the stored record now, kept and
+    ledgered as its keyed hash only), ``allow="pattern"`` adds ``allow_pattern``, which must match
+    the finding's whole value; either for the finding's entity type, through
+    ``governance.services.pii_list_entry_add`` in the same transaction (its own
+    ``pii_list.entry_added`` entry, citing the scan and finding). ``changed`` is then also true when
+    only the list changed. Refused, with nothing changed, when the record can no longer be read
+    (erased, bytes gone) or the pattern does not match the value."""
+    # Read afresh: an erasure committed since the caller loaded the scan must refuse an allow.
+    version = DatasetVersion.objects.select_related("dataset__project").get(pk=scan.version_id)
+    project = version.dataset.project
+    require_project_role(actor, project, STEWARDS, "marking a PII finding")
     if state not in FindingState.values:
         raise DomainError(
             "invalid_input",
             f"state must be one of {', '.join(FindingState.values)}",
             fields={"state": [f"got {state!r}"]},
         )
+    if allow not in ALLOW_OPTIONS:
+        raise DomainError(
+            "invalid_input", "allow must be value, pattern or blank", fields={"allow": [f"got {allow!r}"]}
+        )
+    if allow and state != FindingState.FALSE_POSITIVE:
+        raise DomainError(
+            "invalid_input",
+            "only a finding marked false_positive goes on the allow-list",
+            fields={"allow": [f"not with state {state!r}"]},
+        )
+    if allow_pattern and allow != "pattern":
+        raise DomainError(
+            "invalid_input", "allow_pattern is given with allow=pattern", fields={"allow_pattern": ["not asked for"]}
+        )
     finding = _finding(scan, number)
+    value = None
+    if allow:
+        _, text = _flagged_record(version, scan, finding)
+        value = text[finding.start : finding.end]
+        if allow == "pattern":
+            compiled = compile_pattern(allow_pattern, field="allow_pattern")
+            if compiled.fullmatch(value) is None:
+                raise DomainError(
+                    "invalid_input",
+                    f"the pattern does not match the whole value of finding {number}: it would not allow it",
+                    fields={"allow_pattern": ["does not match the finding's value"]},
+                )
     with transaction.atomic():
         latest = latest_completed_scan(version)
         if latest is None or latest.pk != scan.pk:
@@ -132,8 +184,7 @@ def pii_finding_mark(*, actor: Any, scan: PiiScan, number: int, state: str) -> t
             )
         mark = PiiFindingMark.objects.select_for_update().filter(scan=scan, finding=number).first()
         previous = mark.state if mark is not None else None
-        if previous == state:
-            return mark, False
+        changed = previous != state
         now = timezone.now()
         if mark is None:
             try:
@@ -144,14 +195,24 @@ def pii_finding_mark(*, actor: Any, scan: PiiScan, number: int, state: str) -> t
             except IntegrityError:
                 taken = f"finding {number} was marked by someone else just now; retry"
                 raise Conflict("concurrent_mark", taken) from None
-        else:
+        elif changed:
             mark.state, mark.marked_by, mark.marked_at = state, actor, now
             mark.save(update_fields=["state", "marked_by", "marked_at"])
-        ledger_append(
-            actor=actor, action="pii_finding.marked", subject=_version_subject(version),
-            payload={**_location(scan, finding), "state": state, "previous_state": previous},
-        )  # fmt: skip
-    return mark, True
+        if changed:
+            ledger_append(
+                actor=actor, action="pii_finding.marked", subject=_version_subject(version),
+                payload={**_location(scan, finding), "state": state, "previous_state": previous},
+            )  # fmt: skip
+        if allow and value is not None:
+            _, added = pii_list_entry_add(
+                actor=actor, project=project, kind=PiiListKind.ALLOW,
+                match=PiiListMatch.VALUE if allow == "value" else PiiListMatch.PATTERN,
+                text=value if allow == "value" else allow_pattern, entity=finding.entity,
+                reason=f"finding {number} of scan {scan.pk} marked a false positive",
+                source={"scan": scan.pk, "finding": number, "dataset_version": version.pk},
+            )  # fmt: skip
+            changed = changed or added
+    return mark, changed
 
 
 def findings_marked_personal(scan: PiiScan) -> list[int]:

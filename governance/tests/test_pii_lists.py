@@ -1,0 +1,129 @@
+"""A project's PII lists (issue 28 item 5): entries added and removed only by a data steward or a
+platform admin of the project, each change one ledger entry in the same transaction; a value kept
+as its keyed hash only; bad input refused naming the field, with nothing changed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from audits.ledger.models import Entry
+from common.errors import DomainError, PermissionDenied
+from governance.models import PiiListEntry
+from governance.roles import Role
+from governance.services import (
+    allow_value_hash,
+    pii_list_entry_add,
+    pii_list_entry_remove,
+    pii_rule_validate,
+    project_role_grant,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _bodies(start: int) -> list[dict[str, Any]]:
+    return [json.loads(bytes(e.body)) for e in Entry.objects.filter(index__gte=start).order_by("index")]
+
+
+def test_a_steward_adds_a_value_kept_as_its_keyed_hash_and_ledgered(people: dict[str, Any]) -> None:
+    steward, project = people["data_steward"], people["project"]
+    start = Entry.objects.count()
+    entry, added = pii_list_entry_add(
+        actor=steward, project=project, kind="allow", match="value", text="  Billing ",
+        entity="LOCATION", reason="a team's name, not a place",
+    )  # fmt: skip
+    assert added and entry.value_hash == allow_value_hash("billing") and entry.pattern == ""
+    assert len(entry.value_hash) == 64 and entry.value_hash != allow_value_hash("billing", secret="another key")
+    (body,) = _bodies(start)
+    assert body["action"] == "pii_list.entry_added" and body["actor"]["name"] == steward.username
+    assert body["subject"]["type"] == "project" and body["subject"]["id"] == project.slug
+    assert body["payload"] == {"kind": "allow", "match": "value", "entity": "LOCATION", "pattern": "",
+                               "value_hash": entry.value_hash, "reason": "a team's name, not a place"}  # fmt: skip
+    assert entry.ledger_index == start
+    assert b"illing" not in bytes(Entry.objects.get(index=start).body)
+    # The same rule again (another case and spacing of the same value): nothing added, nothing ledgered.
+    again, added = pii_list_entry_add(
+        actor=steward, project=project, kind="allow", match="value", text="BILLING", entity="LOCATION", reason="x"
+    )
+    assert (again.pk, added) == (entry.pk, False) and Entry.objects.count() == start + 1
+
+
+def test_patterns_terms_and_removal_by_a_platform_admin(people: dict[str, Any]) -> None:
+    steward, project = people["data_steward"], people["project"]
+    deny, _ = pii_list_entry_add(
+        actor=steward, project=project, kind="deny", match="pattern", text=r"CUST-\d{6}",
+        entity="CUSTOMER_CODE", reason="our customer numbers",
+    )  # fmt: skip
+    # An allow entry may name a type the project's own deny entries report.
+    allow, _ = pii_list_entry_add(
+        actor=steward, project=project, kind="allow", match="pattern", text=r"CUST-000000",
+        entity="CUSTOMER_CODE", reason="the test customer",
+    )  # fmt: skip
+    term, _ = pii_list_entry_add(
+        actor=steward, project=project, kind="deny", match="term", text="Project  Nightingale",
+        entity="PERSON", reason="a patient cohort's code name",
+    )  # fmt: skip
+    assert term.pattern == "Project Nightingale"
+    admin = get_user_model().objects.create_user(username="project-admin")
+    project_role_grant(
+        actor=people["system"], project=project, user=admin, role=Role.PLATFORM_ADMIN, reason="test setup"
+    )
+    start = Entry.objects.count()
+    pii_list_entry_remove(actor=admin, entry=allow, reason="the test customer was deleted")
+    (body,) = _bodies(start)
+    assert body["action"] == "pii_list.entry_removed"
+    assert body["payload"]["entry"] == allow.pk and body["payload"]["added_at_index"] == allow.ledger_index
+    assert body["payload"]["reason"] == "the test customer was deleted"
+    assert list(PiiListEntry.objects.filter(project=project).order_by("pk")) == [deny, term]
+
+
+def test_other_roles_are_refused_and_nothing_changes(people: dict[str, Any]) -> None:
+    project = people["project"]
+    entry, _ = pii_list_entry_add(
+        actor=people["data_steward"], project=project, kind="allow", match="pattern", text="[0-9a-f]{12}",
+        reason="request ids",
+    )  # fmt: skip
+    start, rows = Entry.objects.count(), PiiListEntry.objects.count()
+    for role in ("ml_engineer", "compliance_officer", "auditor"):
+        with pytest.raises(PermissionDenied, match="changing the project's PII lists needs the data_steward or "):
+            pii_list_entry_add(
+                actor=people[role], project=project, kind="allow", match="value", text="x", reason="noise"
+            )
+        with pytest.raises(PermissionDenied):
+            pii_list_entry_remove(actor=people[role], entry=entry, reason="not noise")
+    assert (Entry.objects.count(), PiiListEntry.objects.count()) == (start, rows)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"kind": "maybe"}, "kind", "one of allow, deny"),
+        ({"match": "term"}, "match", "an allow entry matches one of value, pattern"),
+        ({"text": "   "}, "pattern", "may not be blank"),
+        ({"text": "[0-9"}, "pattern", "not a regular expression"),
+        ({"text": "a*"}, "pattern", "matches the empty string"),
+        ({"text": "a" * 201}, "pattern", "at most 200 characters"),
+        ({"entity": "person"}, "entity", "written in capitals"),
+        ({"entity": "CUSTOMER_CODE"}, "entity", "CUSTOMER_CODE is not a type this project's scans report"),
+        ({"kind": "deny", "match": "term", "entity": ""}, "entity", "a deny entry names the entity type"),
+        ({"reason": " "}, "reason", "a list entry needs a reason"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(
+    people: dict[str, Any], fields: dict[str, str], field: str, problem: str
+) -> None:
+    start = Entry.objects.count()
+    call = {"kind": "allow", "match": "pattern", "text": "[0-9a-f]{12}", "entity": "PERSON", "reason": "ids"} | fields
+    with pytest.raises(DomainError, match=f"the PII list was not changed: {field}: .*{problem}") as refused:
+        pii_list_entry_add(actor=people["data_steward"], project=people["project"], **call)
+    assert refused.value.code == "invalid_input" and list(refused.value.fields) == [field]
+    assert Entry.objects.count() == start and not PiiListEntry.objects.exists()
+
+
+def test_the_pure_rule_needs_no_database() -> None:
+    rule = pii_rule_validate(kind="allow", match="value", text="Checkout", entity="PERSON", secret="k")
+    assert (rule.pattern, rule.value_hash) == ("", allow_value_hash(" checkout ", secret="k"))
