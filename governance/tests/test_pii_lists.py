@@ -127,3 +127,74 @@ def test_bad_input_is_refused_naming_the_field(
 def test_the_pure_rule_needs_no_database() -> None:
     rule = pii_rule_validate(kind="allow", match="value", text="Checkout", entity="PERSON", secret="k")
     assert (rule.pattern, rule.value_hash) == ("", allow_value_hash(" checkout ", secret="k"))
+
+
+# The API and the admin page, mounted as config/urls.py will mount them (governance/tests/pii_lists_urls.py).
+URLS = "governance.tests.pii_lists_urls"
+
+
+@pytest.mark.urls(URLS)
+def test_the_api_lists_adds_and_removes_through_the_services(people: dict[str, Any]) -> None:
+    from rest_framework.test import APIClient
+
+    project = people["project"]
+    steward, engineer = APIClient(), APIClient()
+    steward.force_authenticate(people["data_steward"])
+    engineer.force_authenticate(people["ml_engineer"])
+    url = f"/api/v1/projects/{project.slug}/pii-lists/"
+    body = {"kind": "allow", "match": "value", "text": "Checkout", "entity": "PERSON", "reason": "a page's name"}
+    start = Entry.objects.count()
+    added = steward.post(url, body, format="json")
+    assert added.status_code == 201, added.content
+    assert added.json()["value_hash"] == allow_value_hash("checkout") and b"Checkout" not in added.content
+    assert steward.post(url, body, format="json").status_code == 200  # held already: nothing added
+    assert Entry.objects.count() == start + 1
+    refused = steward.post(url, {**body, "match": "pattern", "text": "(unclosed"}, format="json")
+    assert refused.status_code == 400 and list(refused.json()["error"]["fields"]) == ["pattern"]
+    unknown = steward.post(url, {**body, "value_hash": "0" * 64}, format="json")
+    assert unknown.status_code == 400 and "value_hash" in unknown.json()["error"]["fields"]
+    assert engineer.post(url, body, format="json").status_code == 403
+    listed = engineer.get(url)  # every member reads the lists
+    assert listed.status_code == 200 and [e["entity"] for e in listed.json()["results"]] == ["PERSON"]
+    outsider = APIClient()
+    outsider.force_authenticate(get_user_model().objects.create_user(username="outsider"))
+    assert outsider.get(url).status_code == 404
+    entry_id = listed.json()["results"][0]["id"]
+    remove = f"/api/v1/pii-list-entries/{entry_id}/remove"
+    assert outsider.post(remove, {"reason": "x"}, format="json").status_code == 404
+    assert engineer.post(remove, {"reason": "x"}, format="json").status_code == 403
+    assert steward.post(remove, {}, format="json").status_code == 400
+    removed = steward.post(remove, {"reason": "the page was renamed"}, format="json")
+    assert removed.status_code == 200 and removed.json()["id"] == entry_id
+    assert not PiiListEntry.objects.exists() and _bodies(start)[-1]["action"] == "pii_list.entry_removed"
+
+
+@pytest.mark.urls(URLS)
+def test_the_admin_page_adds_and_removes_an_entry(client: Any, people: dict[str, Any]) -> None:
+    from common.testing import admin_login
+
+    project = people["project"]
+    admin_login(client, people["data_steward"])
+    form = {"project": project.slug, "kind": "deny", "match": "pattern", "text": r"CUST-\d{6}",
+            "entity": "CUSTOMER_CODE", "reason": "our customer numbers"}  # fmt: skip
+    page = client.get("/admin/governance/piilistentry/add/")
+    assert page.status_code == 200 and b"Add a PII list entry" in page.content
+    bad = client.post("/admin/governance/piilistentry/add/", {**form, "text": "a*"})
+    assert bad.status_code == 200 and b"matches the empty string" in bad.content and not PiiListEntry.objects.exists()
+    done = client.post("/admin/governance/piilistentry/add/", form)
+    assert done.status_code == 302
+    entry = PiiListEntry.objects.get()
+    listed = client.get("/admin/governance/piilistentry/")
+    assert listed.status_code == 200 and b"CUST-\\d{6}" in listed.content and b"Remove" in listed.content
+    confirm = client.get(f"/admin/governance/piilistentry/{entry.pk}/remove/")
+    assert confirm.status_code == 200 and b"our customer numbers" in confirm.content
+    assert client.post(f"/admin/governance/piilistentry/{entry.pk}/remove/", {"reason": ""}).status_code == 302
+    assert PiiListEntry.objects.exists()  # refused without a reason
+    client.post(f"/admin/governance/piilistentry/{entry.pk}/remove/", {"reason": "numbers changed"})
+    assert not PiiListEntry.objects.exists()
+    # An auditor reads the page but may not add.
+    pii_list_entry_add(actor=people["data_steward"], project=project, reason="x", **{k: form[k] for k in
+                       ("kind", "match", "text", "entity")})  # fmt: skip
+    admin_login(client, people["auditor"])
+    assert client.get("/admin/governance/piilistentry/").status_code == 200
+    assert client.get("/admin/governance/piilistentry/add/").status_code == 403

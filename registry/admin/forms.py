@@ -90,6 +90,24 @@ class ReviewForm(forms.Form):
 
 class MarkForm(forms.Form):
     state = forms.ChoiceField(choices=FindingState.choices)
+    # A false positive can also go on the project's allow-list (registry.services.pii_finding_mark).
+    allow = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "no"),
+            ("value", "this value (kept as its keyed hash)"),
+            ("pattern", "values matching the pattern below"),
+        ],
+        label="Also allow, for this entity type",
+        help_text="only with false positive: the project's next scans do not report it again",
+    )
+    allow_pattern = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Pattern",
+        help_text="a regular expression that matches this finding's whole value, e.g. [0-9a-f]{8,16}",
+        widget=forms.TextInput(attrs={"size": 40, "autocomplete": "off"}),
+    )
 
 
 class SubmitForm(forms.Form):
