@@ -85,12 +85,16 @@ def test_precision_and_recall_on_a_set_known_by_hand() -> None:
     assert (figures["ALL"]["precision"], figures["ALL"]["recall"]) == (0.4, round(2 / 3, 4))
     assert targets_met(figures) == {"PERSON": False, "LOCATION": False, "PHONE_NUMBER": False}
     # The steward marks the three false positives: each value's hash for its type (the order
-    # number's pattern needs two false positives to be adopted), and the lists remove exactly those.
+    # number's pattern needs two false positives to be adopted), and the place found as a person
+    # also becomes a deny term of its own type; the lists then remove exactly the three and find Medan.
     rules = steward_rules([record], [hits], KEY)
-    assert [(r.match, r.entity) for r in rules] == [("value", "PERSON"), ("value", "LOCATION"),
-                                                     ("value", "PHONE_NUMBER")]  # fmt: skip
+    assert [(r.kind, r.match, r.entity, r.pattern) for r in rules] == [
+        ("allow", "value", "PERSON", ""), ("allow", "value", "LOCATION", ""), ("allow", "value", "PHONE_NUMBER", ""),
+        ("deny", "term", "LOCATION", "Medan"),
+    ]  # fmt: skip
     after = from_rules(rules, secret=KEY).apply(text, hits)
-    assert after == [hits[0], hits[2]] and score([record], [after])["ALL"]["precision"] == 1.0
+    assert after == [hits[0], Hit("LOCATION", 22, 27, 1.0), hits[2]]
+    assert (score([record], [after])["ALL"]["precision"], score([record], [after])["ALL"]["recall"]) == (1.0, 1.0)
 
 
 PATTERN_ONLY = {"PII_NLP_MODEL": "blank", "PII_ENTITIES": ["EMAIL_ADDRESS"], "PII_SCAN_PROCESSES": 1}
