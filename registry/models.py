@@ -123,6 +123,11 @@ class PiiScan(models.Model):
     # reaper last queued it again: a scan whose worker died is taken over, not left running.
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Progress while it runs: the sum of its shards' records done, as of ``progress_at``.
+    shard_count = models.PositiveIntegerField(default=0)
+    records_total = models.PositiveIntegerField(default=0)
+    records_done = models.PositiveIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -130,6 +135,54 @@ class PiiScan(models.Model):
 
     def __str__(self) -> str:
         return f"scan {self.pk} of {self.version} ({self.status})"
+
+    @property
+    def rate(self) -> float | None:
+        """Records scanned per second since it started (all its shards together)."""
+        until = self.finished_at or self.progress_at
+        if self.started_at is None or until is None:
+            return None
+        seconds = (until - self.started_at).total_seconds()
+        done = self.records_scanned if self.status == ScanStatus.SUCCEEDED else self.records_done
+        return round(done / seconds, 1) if seconds > 0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far, while it runs."""
+        rate = self.rate
+        if self.status != ScanStatus.RUNNING or not rate:
+            return None
+        return round(max(0, self.records_total - self.records_done) / rate, 1)
+
+
+class PiiScanShard(models.Model):
+    """One range of a scan's records (by position: ``first_record`` up to, not including,
+    ``end_record``; the last shard reads to the end of the file), scanned by one Celery task
+    (``registry.pii_scan_shard``). ``result`` is its part of the findings (counts, the number of
+    records each type was found in, the first samples), kept until the last shard ends and the
+    scan's summary is merged from all of them."""
+
+    scan = models.ForeignKey(PiiScan, on_delete=models.PROTECT, related_name="shards")
+    index = models.PositiveIntegerField()
+    first_record = models.PositiveIntegerField()
+    end_record = models.PositiveIntegerField()
+    last = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    # The worker scanning it (common.claims), renewed with each progress update.
+    claimed_by = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    records_done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["scan_id", "index"]
+        verbose_name = "PII scan shard"
+        constraints = [models.UniqueConstraint(fields=["scan", "index"], name="registry_scan_shard_unique_index")]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of scan {self.scan_id} ({self.status})"
 
 
 class FindingState(models.TextChoices):

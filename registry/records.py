@@ -8,9 +8,12 @@ nested JSON) to its text. A malformed file raises ``RecordError`` naming the lin
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
+import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,17 +54,53 @@ def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
         out[prefix or "value"] = str(value)
 
 
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise RecordError("not valid UTF-8", line=line) from None
+class _Raw(io.RawIOBase):
+    """Any object with ``read(size)`` (such as ``artifacts.VerifiedReader``) as a raw stream, so
+    ``io.BufferedReader`` can split it into lines at C speed. Closing it leaves the source open."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
-def _jsonl(data: bytes) -> Iterator[Record]:
-    for number, line in enumerate(_decode(data).splitlines(), start=1):
+def _lines(handle: Any) -> Iterator[str]:
+    """The decoded lines, exactly as ``str.splitlines`` of the whole decoded file gives them, one
+    physical line at a time (split at ``\n`` first: no UTF-8 sequence holds that byte)."""
+    for number, raw in enumerate(io.BufferedReader(_Raw(handle), 1 << 20), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise RecordError("not valid UTF-8", line=number) from None
+        yield from text.splitlines()
+
+
+# How a text stream opened with ``newline=""`` splits lines (what ``csv`` expects).
+_CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _csv_lines(handle: Any) -> Iterator[str]:
+    for number, raw in enumerate(io.BufferedReader(_Raw(handle), 1 << 20), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise RecordError("not valid UTF-8", line=number) from None
+        yield from _CSV_LINE.findall(text)
+
+
+def _jsonl(handle: Any, skip: int) -> Iterator[Record]:
+    position = 0
+    for number, line in enumerate(_lines(handle), start=1):
         if not line.strip():
+            continue
+        position += 1
+        if position <= skip:  # another shard's record: counted, not parsed
             continue
         try:
             value = json.loads(line)
@@ -74,8 +113,8 @@ def _jsonl(data: bytes) -> Iterator[Record]:
         yield Record(number, fields)
 
 
-def _csv(data: bytes) -> Iterator[Record]:
-    reader = csv.reader(io.StringIO(_decode(data), newline=""), strict=True)
+def _csv(handle: Any, skip: int) -> Iterator[Record]:
+    reader = csv.reader(_csv_lines(handle), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -84,7 +123,7 @@ def _csv(data: bytes) -> Iterator[Record]:
         raise RecordError(f"malformed CSV header ({exc})", line=1) from None
     if not header or len(set(header)) != len(header) or any(not name.strip() for name in header):
         raise RecordError("the CSV header needs distinct, non-empty column names", line=1)
-    number = 0
+    number = position = 0
     while True:
         try:
             row = next(reader)
@@ -95,36 +134,70 @@ def _csv(data: bytes) -> Iterator[Record]:
         number += 1
         if not row:
             continue
+        position += 1
+        if position <= skip:
+            continue
         if len(row) != len(header):
             raise RecordError(f"{len(row)} fields where the header has {len(header)}", line=reader.line_num)
         yield Record(number, {name: value for name, value in zip(header, row, strict=True) if value})
 
 
-def _parquet(data: bytes) -> Iterator[Record]:
+def _parquet(handle: Any, skip: int) -> Iterator[Record]:
+    """Row group by row group (whole groups before ``skip`` are not read): memory holds a batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        parquet = pq.ParquetFile(handle)
+        groups, offset = [], 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            if offset + rows > skip or groups:
+                groups.append(group)
+            else:
+                offset += rows
+        batches = parquet.iter_batches(batch_size=10_000, row_groups=groups) if groups else iter(())
+        number = offset
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                if number <= skip:
+                    continue
+                fields: dict[str, str] = {}
+                _flatten(row, "", fields)
+                yield Record(number, fields)
     except (pa.ArrowInvalid, OSError) as exc:
         raise RecordError(f"not a readable Parquet file ({exc})") from None
-    for number, row in enumerate(table.to_pylist(), start=1):
-        fields: dict[str, str] = {}
-        _flatten(row, "", fields)
-        yield Record(number, fields)
 
 
-def _text(data: bytes) -> Iterator[Record]:
-    for number, line in enumerate(_decode(data).splitlines(), start=1):
+def _text(handle: Any, skip: int) -> Iterator[Record]:
+    position = 0
+    for number, line in enumerate(_lines(handle), start=1):
         if line.strip():
-            yield Record(number, {"text": line})
+            position += 1
+            if position > skip:
+                yield Record(number, {"text": line})
 
 
-READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "text": _text}
+_STREAMS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "text": _text}
+
+
+def iter_records(handle: Any, fmt: str, *, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+    """The records of an open file, read as a stream: memory holds one line (JSONL, CSV, text) or
+    one batch of rows (Parquet), whatever the file's size. ``handle`` needs only ``read(size)``
+    (Parquet: a seekable file). ``start``/``stop`` select records by position (0-based, in file
+    order, as a slice does); those before ``start`` are skipped cheaply (JSONL and text lines are
+    counted, not parsed; Parquet row groups are not read), and are not checked either."""
+    records = _STREAMS[fmt](handle, start)
+    return records if stop is None else itertools.islice(records, max(0, stop - start))
 
 
 def read_records(data: bytes, fmt: str) -> Iterator[Record]:
-    return READERS[fmt](data)
+    return iter_records(io.BytesIO(data), fmt)
+
+
+# Readers of a whole file's bytes, by format.
+READERS = {fmt: functools.partial(read_records, fmt=fmt) for fmt in _STREAMS}
 
 
 def record_key(record: Record) -> str:

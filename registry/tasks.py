@@ -17,9 +17,19 @@ def pii_scan(scan_id: int) -> str | None:
     return scan.status if scan else None
 
 
+@shared_task(name="registry.pii_scan_shard", acks_late=True)
+def pii_scan_shard(shard_id: int) -> str | None:
+    """One shard of a large scan: every worker on the scan queue takes some."""
+    from registry.services import pii_scan_shard_run
+
+    system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+    shard = pii_scan_shard_run(shard_id=shard_id, actor=system)
+    return shard.status if shard else None
+
+
 @shared_task(name="registry.reap")
 def reap() -> int:
-    """Queue again the scans whose worker was lost (beat runs this every minute)."""
+    """Queue again the scans and scan shards whose worker was lost (beat runs this every minute)."""
     from registry.services import pii_scans_reap
 
     return pii_scans_reap()

@@ -397,6 +397,9 @@ PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
 PII_SCAN_LEASE_S = env_int("PII_SCAN_LEASE_S", 1800, minimum=10)
 # The Celery queue of PII scans and of the anonymised copies made from their findings.
 PII_SCAN_QUEUE = env_str("PII_SCAN_QUEUE", "cpu")
+# A version with more records is scanned in shards of this many records, each a Celery task on
+# PII_SCAN_QUEUE: every worker on that queue takes shards. A shard is the unit of take-over.
+PII_SCAN_SHARD_RECORDS = env_int("PII_SCAN_SHARD_RECORDS", 50_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

@@ -117,6 +117,7 @@ class DatasetVersionAdmin(ProjectScopedAdmin):
             "scan_step": STEPS.get(scan.status, 0) if scan else 0,
             "scan_pending": scan is not None and scan.status in (ScanStatus.QUEUED, ScanStatus.RUNNING),
             "scan_seconds": _seconds(scan),
+            "scan_progress": progress_text(scan) if scan else "",
             "completed": completed,
             "findings": [(f, marks.get(f.number)) for f in findings],
             "unlisted": unlisted_findings(completed.findings or {}) if completed else 0,
@@ -232,6 +233,21 @@ def _clip(text: str) -> str:
     return text if len(text) <= CONTEXT_CHARS else text[:CONTEXT_CHARS] + "…"
 
 
+def progress_text(scan: PiiScan) -> str:
+    """Records done of total, rate and time left, in words (empty before the scan starts)."""
+    if not scan.records_total or scan.status == ScanStatus.QUEUED:
+        return ""
+    done = scan.records_scanned if scan.status == ScanStatus.SUCCEEDED else scan.records_done
+    words = f"{done:,} of {scan.records_total:,} records ({100 * done // scan.records_total}%)"
+    if scan.rate:
+        words += f", {scan.rate:,.0f} records/s"
+    if scan.eta_s is not None:
+        words += f", about {int(scan.eta_s):,} s left"
+    if scan.shard_count > 1:
+        words += f"; {scan.shard_count} shards"
+    return words
+
+
 def _seconds(scan: PiiScan | None) -> int | None:
     """How long the scan has been waiting or running, or took, in whole seconds."""
     if scan is None:
@@ -247,8 +263,12 @@ class PiiScanAdmin(ProjectScopedAdmin):
     list_display = ["id", "version", "status", "requested_at", "finished_at", "records_scanned"]
     list_filter = ["status"]
     list_select_related = ["version__dataset__project"]
-    fields = ["version", "status", "requested_at", "started_at", "finished_at", "records_scanned", "error",
-              "engine_shown", "findings_shown"]  # fmt: skip
-    readonly_fields = ["engine_shown", "findings_shown"]
+    fields = ["version", "status", "requested_at", "started_at", "finished_at", "records_scanned", "progress",
+              "error", "engine_shown", "findings_shown"]  # fmt: skip
+    readonly_fields = ["progress", "engine_shown", "findings_shown"]
     engine_shown = readable_field("engine", "engine")
     findings_shown = readable_field("findings", "findings (types, counts, locations; never the values)")
+
+    @admin.display(description="progress")
+    def progress(self, scan: PiiScan) -> str:
+        return progress_text(scan)

@@ -39,6 +39,11 @@ class DatasetCreateSerializer(serializers.Serializer):
 
 
 class PiiScanSerializer(serializers.ModelSerializer):
+    rate = serializers.FloatField(read_only=True, allow_null=True, help_text="records scanned per second so far")
+    eta_s = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="seconds left at the rate so far, while it runs"
+    )
+
     class Meta:
         model = PiiScan
         fields = [
@@ -51,6 +56,12 @@ class PiiScanSerializer(serializers.ModelSerializer):
             "records_scanned",
             "findings",
             "engine",
+            "shard_count",
+            "records_total",
+            "records_done",
+            "progress_at",
+            "rate",
+            "eta_s",
         ]
         read_only_fields = fields
 

@@ -37,7 +37,13 @@ from registry.services.derived import (
 from registry.services.mlflow_mirror import mlflow_model_name, model_version_mirror_to_mlflow
 from registry.services.model_versions import model_create, model_version_materialise, model_version_register_folder
 from registry.services.pii_findings import pii_finding_mark, pii_finding_view
-from registry.services.pii_scans import dataset_version_review, pii_scan_request, pii_scan_run, pii_scans_reap
+from registry.services.pii_scans import (
+    dataset_version_review,
+    pii_scan_request,
+    pii_scan_run,
+    pii_scan_shard_run,
+    pii_scans_reap,
+)
 from registry.services.prompts import prompt_template_register
 
 __all__ = [
@@ -63,6 +69,7 @@ __all__ = [
     "pii_finding_view",
     "pii_scan_request",
     "pii_scan_run",
+    "pii_scan_shard_run",
     "pii_scans_reap",
     "prompt_template_register",
     "use_status",

@@ -1,23 +1,43 @@
 """PII scans of dataset versions (Presidio, in the worker), their reaper, and the data steward's
-review of what they found."""
+review of what they found.
+
+A scan is split into shards of ``PII_SCAN_SHARD_RECORDS`` records, each a Celery task on
+``PII_SCAN_QUEUE``, so a large version is scanned by as many workers as are running. Each shard
+reads its records as a stream from the blob and keeps only a bounded summary, so a scan's memory
+does not grow with the version's size; the last shard to end merges the summaries and writes the
+verdict. Progress (records done of total, rate, time left) is on the scan while it runs."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from audits.ledger.services import ledger_append
 from common import artifacts
 from common.claims import ClaimedJobs, worker_identity
 from common.errors import Conflict, DomainError
+from common.tasks import dispatch_on_commit
 from governance.permissions import require_project_role
 from governance.roles import Role
-from registry.models import DatasetVersion, DataSubjectIndexEntry, PiiScan, PiiVerdict, Review, ScanStatus
-from registry.records import RecordError
+from registry.models import (
+    DatasetVersion,
+    DataSubjectIndexEntry,
+    PiiScan,
+    PiiScanShard,
+    PiiVerdict,
+    Review,
+    ScanStatus,
+)
+from registry.records import Record, RecordError, iter_records
 from registry.selectors import latest_completed_scan
 from registry.services.datasets import WRITERS, _scan_request, _version_subject
 from registry.services.pii_findings import findings_marked_personal
@@ -34,25 +54,17 @@ def pii_scan_request(*, actor: Any, version: DatasetVersion) -> PiiScan:
         return _scan_request(actor=actor, version=version)
 
 
-def _summarise(findings: list[tuple[int, str, Any]], samples: int) -> dict[str, Any]:
-    summary: dict[str, dict[str, Any]] = {}
-    for record, field, hit in findings:
-        entry = summary.setdefault(hit.entity, {"count": 0, "records": set(), "samples": []})
-        entry["count"] += 1
-        entry["records"].add(record)
-        if len(entry["samples"]) < samples:
-            entry["samples"].append(
-                {"record": record, "field": field, "start": hit.start, "end": hit.end, "score": hit.score}
-            )
-    return {
-        entity: {"count": e["count"], "records": len(e["records"]), "samples": e["samples"]}
-        for entity, e in sorted(summary.items())
-    }
-
-
 _PII_SCAN_JOBS = ClaimedJobs(
     PiiScan, "status", ScanStatus.QUEUED, ScanStatus.RUNNING, "requested_at", "PII_SCAN_LEASE_S"
 )
+# A shard's claim is renewed by its progress updates (``heartbeat_at``), so a long shard whose
+# worker lives is never taken over, and one whose worker died is (same lease as scans).
+_SHARD_JOBS = ClaimedJobs(
+    PiiScanShard, "status", ScanStatus.QUEUED, ScanStatus.RUNNING, "queued_at", "PII_SCAN_LEASE_S",
+    beat="heartbeat_at",
+)  # fmt: skip
+PROGRESS_EVERY_S = 2.0  # a shard records its progress (one cheap UPDATE) at most this often
+_INDEX_BATCH = 5000  # identifiers held before they are written to the data-subject index
 
 
 def _pii_scan_claim(scan_id: int, me: str) -> bool:
@@ -68,11 +80,238 @@ def _pii_scan_claim(scan_id: int, me: str) -> bool:
 
 
 def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
-    """Run one scan (called by the Celery task). Claims the scan by a conditional update, so a
-    second delivery does nothing while its worker lives, and takes it over when that worker died;
-    only the current claimant records the result. A blob that vanished fails the scan visibly, and
-    so does any unexpected error (its type and message on record, the traceback in the log): a
-    scan left ``running`` would be taken over and fail again, for ever.
+    """Run one scan (called by the ``registry.pii_scan`` task; returns ``None`` when there was
+    nothing to do). Claims the scan by a conditional update, so a second delivery does nothing
+    while its worker lives, and takes it over when that worker died.
+
+    The scan is split into shards of ``PII_SCAN_SHARD_RECORDS`` records (``_shards_plan``, once),
+    each scanned as a stream by ``pii_scan_shard_run``. A scan of several shards sends a
+    ``registry.pii_scan_shard`` task for each, so every running worker on ``PII_SCAN_QUEUE`` takes
+    part; this worker scans the shards still queued too, and returns when none is left (the
+    scan is then finished, or running on other workers). A scan of one shard runs here, whole.
+    The last shard to end writes the verdict (``_scan_finish``)."""
+    me = worker_identity()
+    if not _pii_scan_claim(scan_id, me):
+        logger.info("pii scan %s is not queued (claimed by a live worker, done, or gone); nothing to do", scan_id)
+        return None
+    scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
+    _shards_plan(scan)
+    queued = PiiScanShard.objects.filter(scan_id=scan_id, status=ScanStatus.QUEUED).order_by("index")
+    while (shard_id := queued.values_list("pk", flat=True).first()) is not None:
+        pii_scan_shard_run(shard_id=shard_id, actor=actor)
+    _scan_finish(scan_id, actor)  # shards may have ended while the scan was queued again
+    scan.refresh_from_db()
+    return scan
+
+
+def _shards_plan(scan: PiiScan) -> None:
+    """Split the scan into shards by record position, once (a scan taken over keeps its shards),
+    and send a task for each when there are several."""
+    size, total = settings.PII_SCAN_SHARD_RECORDS, scan.version.record_count
+    count = max(1, -(-total // size))
+    try:
+        with transaction.atomic():
+            if PiiScanShard.objects.filter(scan=scan).exists():
+                return
+            shards = PiiScanShard.objects.bulk_create(
+                [
+                    PiiScanShard(
+                        scan=scan,
+                        index=i,
+                        first_record=i * size,
+                        end_record=min(total, (i + 1) * size),
+                        last=i == count - 1,
+                    )
+                    for i in range(count)
+                ]
+            )
+            PiiScan.objects.filter(pk=scan.pk).update(shard_count=count, records_total=total, records_done=0)
+            if count > 1:
+                for shard in shards:
+                    dispatch_on_commit("registry.pii_scan_shard", args=(shard.pk,), queue=settings.PII_SCAN_QUEUE)
+    except IntegrityError:  # planned meanwhile by a worker that took the scan over
+        return
+
+
+def _shard_claim(shard_id: int, me: str) -> bool:
+    if _SHARD_JOBS.claim(shard_id, me, records_done=0):
+        return True
+    lost = _SHARD_JOBS.take_over(shard_id, me, records_done=0)
+    if lost is not None:
+        logger.warning("pii scan shard %s taken over from %s (its worker is gone)", shard_id, lost or "?")
+    return lost is not None
+
+
+class _ClaimLost(Exception):
+    """Another worker took this shard over: this one stops and records nothing."""
+
+
+def pii_scan_shard_run(*, shard_id: int, actor: Any) -> PiiScanShard | None:
+    """Scan one shard (called by the ``registry.pii_scan_shard`` task, and by ``pii_scan_run``).
+    Claimed by a conditional update, so a redelivered shard does nothing twice; a shard whose
+    worker died is taken over and scanned again from its first record. Its result is recorded
+    only while this worker still holds the claim; then, if it was the last, the scan is finished.
+    A shard that fails (unreadable or changed file, malformed record, a bug) fails the scan, once.
+    Returns the shard, or ``None`` when there was nothing to do or the claim was lost."""
+    me = worker_identity()
+    if not _shard_claim(shard_id, me):
+        logger.info("pii scan shard %s is not queued (claimed by a live worker, or done); nothing to do", shard_id)
+        return None
+    shard = PiiScanShard.objects.select_related("scan__version__dataset").get(pk=shard_id)
+    scan = shard.scan
+    if scan.status not in (ScanStatus.QUEUED, ScanStatus.RUNNING):  # the scan failed meanwhile
+        _shard_rows(shard, me).update(status=ScanStatus.FAILED, finished_at=timezone.now())
+        return None
+    try:
+        result = _shard_scan(shard, me)
+    except _ClaimLost:
+        logger.warning("pii scan shard %s: this worker lost its claim; the claimant records the result", shard.pk)
+        return None
+    except (artifacts.ArtifactMissing, RecordError, OSError, ValueError) as exc:
+        return _shard_fail(shard, actor, f"{type(exc).__name__}: {exc}", me)
+    except Exception as exc:
+        # A bug, not the data: the traceback goes to the log only (it may quote record content).
+        logger.exception("pii scan %s, shard %s: unexpected error", scan.pk, shard.index)
+        return _shard_fail(shard, actor, f"unexpected error: {type(exc).__name__}: {exc}", me)
+    with transaction.atomic():
+        if not _shard_rows(shard, me).update(
+            status=ScanStatus.SUCCEEDED, finished_at=timezone.now(), records_done=result["records"],
+            heartbeat_at=timezone.now(), result=result,
+        ):  # fmt: skip
+            logger.warning("pii scan shard %s: this worker lost its claim; the claimant records the result", shard.pk)
+            return None
+        _scan_progress(scan.pk)
+    _scan_finish(scan.pk, actor)
+    shard.refresh_from_db()
+    return shard
+
+
+def _shard_rows(shard: PiiScanShard, me: str) -> Any:
+    return PiiScanShard.objects.filter(pk=shard.pk, status=ScanStatus.RUNNING, claimed_by=me)
+
+
+def _scan_progress(scan_id: int) -> None:
+    """The scan's records done: the sum over its shards. The scan's claim is renewed with it: a
+    scan is alive while any of its shards is."""
+    now = timezone.now()
+    done = PiiScanShard.objects.filter(scan_id=scan_id).aggregate(n=Sum("records_done"))["n"] or 0
+    PiiScan.objects.filter(pk=scan_id, status=ScanStatus.RUNNING).update(
+        records_done=done, progress_at=now, claimed_at=now
+    )
+
+
+def _index_write(version: DatasetVersion, keys: set[tuple[str, str]]) -> None:
+    DataSubjectIndexEntry.objects.bulk_create(
+        [DataSubjectIndexEntry(key_hash=key, kind=kind, version=version) for kind, key in sorted(keys)],
+        ignore_conflicts=True,
+    )
+    keys.clear()
+
+
+@contextmanager
+def _shard_records(version: DatasetVersion, shard: PiiScanShard) -> Iterator[Iterator[Record]]:
+    """The shard's records, streamed from the blob. JSONL, CSV and text are read through
+    ``artifacts.open_reader`` and then to the end of the file, so the bytes scanned are the bytes
+    checked against the digest (``ArtifactCorrupt`` otherwise, also ahead of a malformed record
+    the changed bytes hold); Parquet, which needs a seekable file, is checked first
+    (``open_blob``)."""
+    stop = None if shard.last else shard.end_record
+    if version.format == "parquet":
+        with artifacts.open_blob(version.sha256).open("rb") as handle:
+            yield iter_records(handle, "parquet", start=shard.first_record, stop=stop)
+        return
+    with artifacts.open_reader(version.sha256) as reader:
+        try:
+            yield iter_records(reader, version.format, start=shard.first_record, stop=stop)
+        except RecordError:
+            while reader.read(artifacts.CHUNK):
+                pass
+            raise
+        while reader.read(artifacts.CHUNK):
+            pass
+
+
+def _shard_scan(shard: PiiScanShard, me: str) -> dict[str, Any]:
+    """Scan the shard's records as a stream and return its part of the findings.
+
+    Memory holds the scanner's window of texts, one entry per entity type and at most
+    ``PII_SAMPLE_LOCATIONS`` samples each, and at most ``_INDEX_BATCH`` identifiers before they
+    are written to the data-subject index: none of it grows with the number of records. The
+    identifiers are indexed as they are found, before the shard's result is recorded: each is in
+    the version whether or not the scan ends well (``ignore_conflicts``: written once)."""
+    from registry import pii
+
+    version = shard.scan.version
+    scanner = pii.configured_scanner()
+    secret, most = settings.DATA_SUBJECT_INDEX_KEY, settings.PII_SAMPLE_LOCATIONS
+    entities: dict[str, dict[str, Any]] = {}
+    keys: set[tuple[str, str]] = set()
+    pending: deque[tuple[int, int, str, str]] = deque()  # (position, record, field, text) in flight
+    read = 0
+
+    def texts(records: Iterator[Record]) -> Iterator[str]:
+        nonlocal read
+        for record in records:
+            read += 1
+            for name, value in record.fields.items():
+                pending.append((read, record.number, name, value))
+                yield value
+
+    beat = time.monotonic()
+    with _shard_records(version, shard) as records:
+        for hits in scanner.scan_iter(texts(records), processes=settings.PII_SCAN_PROCESSES):
+            position, number, field, text = pending.popleft()
+            for hit in hits:
+                entry = entities.setdefault(hit.entity, {"count": 0, "records": 0, "samples": [], "last": 0})
+                entry["count"] += 1
+                if entry["last"] != number:  # records come in order: a new record for this type
+                    entry["records"], entry["last"] = entry["records"] + 1, number
+                if len(entry["samples"]) < most:
+                    entry["samples"].append(
+                        {"record": number, "field": field, "start": hit.start, "end": hit.end, "score": hit.score}
+                    )
+                kind = pii.SUBJECT_KINDS.get(hit.entity)
+                if kind:
+                    keys.add((kind, pii.subject_key(kind, text[hit.start : hit.end], secret)))
+            if len(keys) >= _INDEX_BATCH:
+                _index_write(version, keys)
+            if time.monotonic() - beat >= PROGRESS_EVERY_S:
+                beat = time.monotonic()
+                with transaction.atomic():
+                    if not _shard_rows(shard, me).update(records_done=position - 1, heartbeat_at=timezone.now()):
+                        raise _ClaimLost
+                    _scan_progress(shard.scan_id)
+    _index_write(version, keys)
+    for entry in entities.values():
+        del entry["last"]
+    return {"records": read, "entities": entities, "engine": scanner.describe()}
+
+
+def _shard_fail(shard: PiiScanShard, actor: Any, reason: str, me: str) -> PiiScanShard | None:
+    with transaction.atomic():
+        if not _shard_rows(shard, me).update(status=ScanStatus.FAILED, finished_at=timezone.now()):
+            return None
+        _scan_fail(shard.scan, actor, f"shard {shard.index}: {reason}" if shard.scan.shard_count > 1 else reason)
+    shard.refresh_from_db()
+    return shard
+
+
+def _merge(results: list[dict[str, Any]], most: int) -> dict[str, Any]:
+    """The shards' findings as one scan's: counts and record counts add up (shards hold disjoint
+    records), samples are the first ``most`` in record order, as one pass would have kept."""
+    merged: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for entity, part in result["entities"].items():
+            entry = merged.setdefault(entity, {"count": 0, "records": 0, "samples": []})
+            entry["count"] += part["count"]
+            entry["records"] += part["records"]
+            entry["samples"].extend(part["samples"][: max(0, most - len(entry["samples"]))])
+    return dict(sorted(merged.items()))
+
+
+def _scan_finish(scan_id: int, actor: Any) -> bool:
+    """Once every shard has succeeded, merge their results and record the scan: one caller does
+    it (a conditional update), whichever ended last.
 
     When the findings (entity types and their counts) differ from those of the version's previous
     completed scan, the steward's review no longer covers them: it is reset to ``unreviewed`` in
@@ -83,53 +322,22 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
     far. Caveat: a steward who reviews the new findings with the same decision as before gives
     the version its earlier digest back, and approvals given to it count again; the steward's
     review is the judgement of the new findings, as it was of the old."""
-    from registry import pii
-    from registry.records import read_records
-
-    me = worker_identity()
-    if not _pii_scan_claim(scan_id, me):
-        logger.info("pii scan %s is not queued (claimed by a live worker, done, or gone); nothing to do", scan_id)
-        return None
-    scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
-    version = scan.version
-    try:
-        data = artifacts.read_blob(version.sha256)
-        texts = [
-            (r.number, name, value) for r in read_records(data, version.format) for name, value in r.fields.items()
-        ]
-        scanner = pii.configured_scanner()
-        found = scanner.analyze_many((text for _, _, text in texts), processes=settings.PII_SCAN_PROCESSES)
-        findings = [(record, field, hit) for record, field, text in texts for hit in found.get(text, [])]
-        subject_keys: set[tuple[str, str]] = set()
-        for text, hits in found.items():  # distinct texts: each identifier is hashed once
-            for hit in hits:
-                kind = pii.SUBJECT_KINDS.get(hit.entity)
-                if kind:
-                    subject_keys.add(
-                        (kind, pii.subject_key(kind, text[hit.start : hit.end], settings.DATA_SUBJECT_INDEX_KEY))
-                    )
-        summary = _summarise(findings, settings.PII_SAMPLE_LOCATIONS)
-        engine = scanner.describe()
-    except (artifacts.ArtifactMissing, RecordError, OSError, ValueError) as exc:
-        return _scan_fail(scan, actor, f"{type(exc).__name__}: {exc}", claimed_by=me)
-    except Exception as exc:
-        # A bug, not the data: the traceback goes to the log only (it may quote record content).
-        logger.exception("pii scan %s: unexpected error", scan.pk)
-        return _scan_fail(scan, actor, f"unexpected error: {type(exc).__name__}: {exc}", claimed_by=me)
-    verdict = PiiVerdict.FOUND if findings else PiiVerdict.NONE
+    shards = list(PiiScanShard.objects.filter(scan_id=scan_id).order_by("index"))
+    if not shards or any(s.status != ScanStatus.SUCCEEDED for s in shards):
+        return False
+    summary = _merge([s.result for s in shards], settings.PII_SAMPLE_LOCATIONS)
+    records = sum(s.result["records"] for s in shards)
+    verdict = PiiVerdict.FOUND if summary else PiiVerdict.NONE
     counts = {entity: e["count"] for entity, e in summary.items()}
+    now = timezone.now()
     with transaction.atomic():
-        if not PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=me).update(
-            status=ScanStatus.SUCCEEDED, finished_at=timezone.now(), findings=summary,
-            records_scanned=version.record_count, engine=engine,
+        if not PiiScan.objects.filter(pk=scan_id, status__in=[ScanStatus.QUEUED, ScanStatus.RUNNING]).update(
+            status=ScanStatus.SUCCEEDED, finished_at=now, findings=summary, records_scanned=records,
+            records_done=records, progress_at=now, engine=shards[0].result["engine"],
         ):  # fmt: skip
-            logger.warning("pii scan %s: this worker lost its claim; the claimant records the result", scan.pk)
-            return None
-        DataSubjectIndexEntry.objects.bulk_create(
-            [DataSubjectIndexEntry(key_hash=key, kind=kind, version=version) for kind, key in sorted(subject_keys)],
-            ignore_conflicts=True,
-        )
-        version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+            return False
+        scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)
+        version = DatasetVersion.objects.select_for_update().get(pk=scan.version_id)
         previous = (
             PiiScan.objects.filter(version=version, status=ScanStatus.SUCCEEDED)
             .exclude(pk=scan.pk)
@@ -160,42 +368,47 @@ def pii_scan_run(*, scan_id: int, actor: Any) -> PiiScan | None:
                 "verdict": verdict,
                 "counts": counts,
                 "records": version.record_count,
-                "indexed_identifiers": len(subject_keys),
+                # The version's identifiers in the index: its shards wrote them as they found them.
+                "indexed_identifiers": DataSubjectIndexEntry.objects.filter(version=version).count(),
                 "review_reset": review_reset,
             },
         )
-    scan.refresh_from_db()
-    return scan
+    return True
 
 
-def _scan_fail(scan: PiiScan, actor: Any, reason: str, *, claimed_by: str) -> PiiScan | None:
+def _scan_fail(scan: PiiScan, actor: Any, reason: str) -> None:
+    """Fail the scan once (a conditional update), and its shards still to do with it."""
     logger.error("pii scan %s failed: %s", scan.pk, reason)
-    with transaction.atomic():
-        if not PiiScan.objects.filter(pk=scan.pk, status=ScanStatus.RUNNING, claimed_by=claimed_by).update(
-            status=ScanStatus.FAILED, finished_at=timezone.now(), error=reason
-        ):
-            return None
-        version = scan.version
-        version.pii_verdict = PiiVerdict.FAILED
-        version.save(update_fields=["pii_verdict"])
-        ledger_append(
-            actor=actor,
-            action="pii_scan.failed",
-            subject=_version_subject(version),
-            payload={"scan": scan.pk, "reason": reason[:500]},
-        )
-    scan.refresh_from_db()
-    return scan
+    now = timezone.now()
+    if not PiiScan.objects.filter(pk=scan.pk, status__in=[ScanStatus.QUEUED, ScanStatus.RUNNING]).update(
+        status=ScanStatus.FAILED, finished_at=now, error=reason
+    ):
+        return
+    PiiScanShard.objects.filter(scan=scan, status__in=[ScanStatus.QUEUED, ScanStatus.RUNNING]).update(
+        status=ScanStatus.FAILED, finished_at=now
+    )
+    version = scan.version
+    version.pii_verdict = PiiVerdict.FAILED
+    version.save(update_fields=["pii_verdict"])
+    ledger_append(
+        actor=actor,
+        action="pii_scan.failed",
+        subject=_version_subject(version),
+        payload={"scan": scan.pk, "reason": reason[:500]},
+    )
 
 
 def pii_scans_reap(*, stale_queued_s: float | None = None) -> int:
-    """Put back the scans whose worker was lost: running under an abandoned claim (see
-    ``common.claims``), or queued for longer than ``stale_queued_s`` (default
+    """Put back the scans and shards whose worker was lost: running under an abandoned claim
+    (see ``common.claims``), or queued for longer than ``stale_queued_s`` (default
     ``PII_SCAN_LEASE_S``: their message was lost with a worker that died holding it). Each is sent
-    again through the outbox; a scan is idempotent, so one that was only slow is not recorded
-    twice. Returns how many."""
-    return _PII_SCAN_JOBS.reap(
+    again through the outbox; scans and shards are idempotent, so one that was only slow is not
+    recorded twice (a shard put back is scanned again from its first record). Returns how many."""
+    scans = _PII_SCAN_JOBS.reap(
         task="registry.pii_scan", queue=settings.PII_SCAN_QUEUE, stale_queued_s=stale_queued_s, started_at=None
+    )
+    return scans + _SHARD_JOBS.reap(
+        task="registry.pii_scan_shard", queue=settings.PII_SCAN_QUEUE, stale_queued_s=stale_queued_s, records_done=0
     )
 
 

@@ -19,7 +19,7 @@ from audits.ledger.models import Entry
 from common.claims import worker_identity
 from common.outbox.models import OutboxJob
 from registry import pii
-from registry.models import DatasetVersion, PiiScan, ScanStatus
+from registry.models import DatasetVersion, PiiScan, PiiScanShard, ScanStatus
 from registry.services import dataset_version_upload, pii_scan_run, pii_scans_reap
 from registry.tests.conftest import make_dataset
 
@@ -87,14 +87,16 @@ def test_a_worker_that_lost_its_claim_records_nothing(people: dict[str, Any], mo
     scan = _scan(people, "lost")
     real = pii.configured_scanner
 
-    def taken_over_meanwhile() -> Any:  # another worker takes the scan over while this one reads
-        PiiScan.objects.filter(pk=scan.pk).update(claimed_by="elsewhere:1")
+    def taken_over_meanwhile() -> Any:  # another worker takes the shard over while this one reads
+        PiiScanShard.objects.filter(scan=scan).update(claimed_by="elsewhere:1")
         return real()
 
     monkeypatch.setattr(pii, "configured_scanner", taken_over_meanwhile)
-    assert pii_scan_run(scan_id=scan.pk, actor=people["system"]) is None
-    stored = PiiScan.objects.get(pk=scan.pk)
-    assert (stored.status, stored.claimed_by, stored.findings) == (ScanStatus.RUNNING, "elsewhere:1", {})
+    ran = pii_scan_run(scan_id=scan.pk, actor=people["system"])
+    assert ran is not None and ran.status == ScanStatus.RUNNING  # the shard's claimant records it
+    shard = PiiScanShard.objects.get(scan=scan)
+    assert (shard.status, shard.claimed_by, shard.result) == (ScanStatus.RUNNING, "elsewhere:1", {})
+    assert PiiScan.objects.get(pk=scan.pk).findings == {}
     assert "pii_scan.succeeded" not in _entries(scan)
     assert DatasetVersion.objects.get(pk=scan.version_id).pii_verdict != "found"
 
