@@ -366,7 +366,8 @@ class PiiListEntry(models.Model):
     keyed hash is kept, HMAC with ``DATA_SUBJECT_INDEX_KEY``) or matches a regular expression whole,
     for one entity type or for all (``entity`` blank); a deny entry reports a term or what a
     regular expression matches as ``entity``. Governed: written only by
-    ``governance.services.pii_list_entry_add`` and ``pii_list_entry_remove``, each ledgered."""
+    ``governance.services.pii_list_entry_add`` and ``pii_list_entry_remove``, each ledgered; a
+    removed entry keeps its row (``removed_at``) and is no longer applied."""
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="pii_list_entries")
     kind = models.CharField(max_length=8, choices=PiiListKind.choices)
@@ -378,6 +379,15 @@ class PiiListEntry(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     ledger_index = models.BigIntegerField(help_text="the ledger entry that added it (pii_list.entry_added)")
+    # A removed entry stays, no longer applied: who removed it, when and why, as the ledger says.
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    removal_reason = models.TextField(max_length=1000, blank=True)
+    removal_ledger_index = models.BigIntegerField(
+        null=True, blank=True, help_text="the ledger entry that removed it (pii_list.entry_removed)"
+    )
 
     class Meta:
         ordering = ["project", "kind", "entity", "match", "pattern", "value_hash"]
@@ -385,7 +395,9 @@ class PiiListEntry(models.Model):
         verbose_name_plural = "PII list entries"
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "kind", "match", "entity", "pattern", "value_hash"], name="pii_list_entry_once"
+                fields=["project", "kind", "match", "entity", "pattern", "value_hash"],
+                condition=models.Q(removed_at__isnull=True),
+                name="pii_list_entry_live_once",
             ),
             models.CheckConstraint(
                 condition=(models.Q(match="value") & ~models.Q(value_hash="") & models.Q(pattern=""))

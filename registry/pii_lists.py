@@ -125,8 +125,8 @@ def from_rules(rules: Iterable[Rule], secret: str | None = None) -> PiiLists:
 
 
 def project_rules(project: Project) -> list[Rule]:
-    """The rules of ``project``'s lists, in one query."""
-    rows = PiiListEntry.objects.filter(project=project).order_by("pk")
+    """The rules of ``project``'s lists (its entries not removed), in one query."""
+    rows = PiiListEntry.objects.filter(project=project, removed_at__isnull=True).order_by("pk")
     return [
         Rule(kind, match, entity, pattern, value_hash)
         for kind, match, entity, pattern, value_hash in rows.values_list(

@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -80,10 +81,25 @@ def rule_shown(entry: PiiListEntry) -> str:
     return format_html("{} <code>{}</code>", entry.match, entry.pattern)
 
 
+class InForceFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("in_force", "in force"), ("removed", "removed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[PiiListEntry]) -> QuerySet[PiiListEntry]:
+        if self.value() == "in_force":
+            return queryset.filter(removed_at__isnull=True)
+        if self.value() == "removed":
+            return queryset.filter(removed_at__isnull=False)
+        return queryset
+
+
 class PiiListEntryAdmin(ProjectScopedAdmin):
     list_display = ["project", "kind", "entity_shown", rule_shown, "reason", "created_by", "created_at", "remove_link"]
     list_display_links = None
-    list_filter = ["kind", "match", "project"]
+    list_filter = [InForceFilter, "kind", "match", "project"]
     list_select_related = ["project", "created_by"]
     search_fields = ["entity", "pattern", "reason"]
 
@@ -104,6 +120,8 @@ class PiiListEntryAdmin(ProjectScopedAdmin):
 
     @admin.display(description="")
     def remove_link(self, entry: PiiListEntry) -> str:
+        if entry.removed_at is not None:
+            return format_html("removed {}: {}", f"{entry.removed_at:%Y-%m-%d %H:%M}", entry.removal_reason)
         url = reverse("admin:governance_piilistentry_remove", args=[entry.pk])
         return format_html('<a href="{}" class="remove-link">Remove…</a>', url)
 
@@ -144,6 +162,9 @@ class PiiListEntryAdmin(ProjectScopedAdmin):
         if entry is None:
             raise Http404("no such PII list entry among your projects'")
         changelist = reverse("admin:governance_piilistentry_changelist")
+        if entry.removed_at is not None:
+            messages.info(request, f"Entry {entry.pk} was removed already, at {entry.removed_at:%Y-%m-%d %H:%M} UTC.")
+            return HttpResponseRedirect(changelist)
         if request.method == "POST":
             try:
                 pii_list_entry_remove(actor=request.user, entry=entry, reason=request.POST.get("reason", ""))

@@ -41,6 +41,8 @@ class PiiListEntrySerializer(serializers.Serializer):
     created_by = serializers.CharField(source="created_by.username")
     created_at = serializers.DateTimeField()
     ledger_index = serializers.IntegerField()
+    removed_at = serializers.DateTimeField(allow_null=True)
+    removal_reason = serializers.CharField()
 
 
 class PiiListEntryAddSerializer(serializers.Serializer):
@@ -63,7 +65,7 @@ def _project(user: Any, slug: str) -> Project:
 
 
 class PiiListEntriesView(ListView):
-    """The PII list entries of a project you hold a role in; ``POST`` adds one (data steward or
+    """The PII list entries in force in a project you hold a role in; ``POST`` adds one (data steward or
     platform admin of the project): ``kind`` allow or deny, ``match`` value, pattern or term."""
 
     serializer_class = PiiListEntrySerializer
@@ -72,7 +74,8 @@ class PiiListEntriesView(ListView):
 
     def get_queryset(self) -> QuerySet[PiiListEntry]:
         project = _project(self.request.user, self.kwargs["slug"])
-        return PiiListEntry.objects.filter(project=project).select_related("project", "created_by").order_by("pk")
+        entries = PiiListEntry.objects.filter(project=project, removed_at__isnull=True)
+        return entries.select_related("project", "created_by").order_by("pk")
 
     @extend_schema(
         operation_id="pii_lists_add",
@@ -94,7 +97,8 @@ class PiiListEntriesView(ListView):
 
 class PiiListEntryRemoveView(CommandView):
     """Remove an entry from its project's PII lists (data steward or platform admin of the
-    project), with a ``reason``; answers the entry as it was."""
+    project), with a ``reason``; answers the entry, now with ``removed_at``. 409 if it was removed
+    already."""
 
     operation_id = "pii_list_entries_remove"
     input_serializer = ReasonInputSerializer
@@ -102,6 +106,7 @@ class PiiListEntryRemoveView(CommandView):
     errors = {
         403: OpenApiResponse(description="needs the data_steward or platform_admin role in the project"),
         404: OpenApiResponse(description="no such entry, or not in a project of yours"),
+        409: OpenApiResponse(description="the entry was removed already"),
     }
 
     def target(self, request: Request, pk: int) -> PiiListEntry:
@@ -115,12 +120,7 @@ class PiiListEntryRemoveView(CommandView):
         return entry
 
     def run(self, request: Request, entry: PiiListEntry, data: dict[str, Any]) -> PiiListEntry:
-        shown = PiiListEntrySerializer(entry).data
-        pii_list_entry_remove(actor=request.user, entry=entry, reason=data["reason"])
-        return shown  # type: ignore[return-value]
-
-    def answer(self, result: Any) -> Any:
-        return result
+        return pii_list_entry_remove(actor=request.user, entry=entry, reason=data["reason"])
 
 
 urlpatterns = [

@@ -27,9 +27,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
-from common.errors import DomainError
+from common.errors import Conflict, DomainError
 from governance.models import PiiListEntry, PiiListKind, PiiListMatch, Project
 from governance.permissions import require_project_role
 from governance.roles import Role
@@ -138,7 +139,8 @@ def pii_rule_validate(*, kind: str, match: str, text: str, entity: str = "", sec
 
 
 def _known_entities(project: Project) -> set[str]:
-    own = PiiListEntry.objects.filter(project=project, kind=PiiListKind.DENY).values_list("entity", flat=True)
+    own = PiiListEntry.objects.filter(project=project, kind=PiiListKind.DENY, removed_at__isnull=True)
+    own = own.values_list("entity", flat=True)
     return set(settings.PII_ENTITIES) | set(own)
 
 
@@ -175,7 +177,7 @@ def pii_list_entry_add(
             raise _invalid("entity", f"{rule.entity} is not a type this project's scans report ({known})")
         fields = {"kind": rule.kind, "match": rule.match, "entity": rule.entity,
                   "pattern": rule.pattern, "value_hash": rule.value_hash}  # fmt: skip
-        found = PiiListEntry.objects.filter(project=project, **fields).first()
+        found = PiiListEntry.objects.filter(project=project, removed_at__isnull=True, **fields).first()
         if found is not None:
             return found, False
         entry = ledger_append(
@@ -190,11 +192,12 @@ def pii_list_entry_add(
     return row, True
 
 
-def pii_list_entry_remove(*, actor: AbstractBaseUser, entry: PiiListEntry, reason: str) -> None:
+def pii_list_entry_remove(*, actor: AbstractBaseUser, entry: PiiListEntry, reason: str) -> PiiListEntry:
     """Remove ``entry`` from its project's lists: a data steward or a platform admin of the
-    project, with a reason. The row goes; a ``pii_list.entry_removed`` entry records the rule, the
-    entry that added it and why it was removed. Scans made before keep the lists' digest they ran
-    with (``registry.pii_lists.PiiLists.describe``)."""
+    project, with a reason. The row stays, marked removed (who, when, why, and the
+    ``pii_list.entry_removed`` entry that records it with the rule and the entry that added it),
+    and is no longer applied; 409 if it was removed already. Scans made before keep the lists'
+    digest they ran with (``registry.pii_lists.PiiLists.describe``)."""
     project = entry.project
     require_project_role(actor, project, LIST_KEEPERS, "changing the project's PII lists")
     if not isinstance(reason, str) or not reason.strip():
@@ -202,15 +205,17 @@ def pii_list_entry_remove(*, actor: AbstractBaseUser, entry: PiiListEntry, reaso
     if len(reason) > REASON_MAX_CHARS or "\x00" in reason:
         raise _invalid("reason", f"at most {REASON_MAX_CHARS} characters, no NUL")
     with transaction.atomic():
-        row = PiiListEntry.objects.select_for_update().filter(pk=entry.pk).first()
-        if row is None:
-            from common.errors import NotFound
-
-            raise NotFound("not_found", f"PII list entry {entry.pk} was removed already")
+        row = PiiListEntry.objects.select_for_update().get(pk=entry.pk)
+        if row.removed_at is not None:
+            when = f"{row.removed_at:%Y-%m-%d %H:%M} UTC"
+            raise Conflict("already_removed", f"PII list entry {row.pk} was removed already, at {when}")
         payload = {"entry": row.pk, "kind": row.kind, "match": row.match, "entity": row.entity,
                    "pattern": row.pattern, "value_hash": row.value_hash, "added_at_index": row.ledger_index,
                    "reason": reason.strip()}  # fmt: skip
-        ledger_append(
+        removed = ledger_append(
             actor=actor, action="pii_list.entry_removed", subject=Subject("project", project.slug), payload=payload
         )
-        row.delete()
+        row.removed_at, row.removed_by, row.removal_reason = timezone.now(), actor, reason.strip()
+        row.removal_ledger_index = removed.index
+        row.save(update_fields=["removed_at", "removed_by", "removal_reason", "removal_ledger_index"])
+    return row

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from audits.ledger.models import Entry
-from common.errors import DomainError, PermissionDenied
+from common.errors import Conflict, DomainError, PermissionDenied
 from governance.models import PiiListEntry
 from governance.roles import Role
 from governance.services import (
@@ -78,7 +78,22 @@ def test_patterns_terms_and_removal_by_a_platform_admin(people: dict[str, Any]) 
     assert body["action"] == "pii_list.entry_removed"
     assert body["payload"]["entry"] == allow.pk and body["payload"]["added_at_index"] == allow.ledger_index
     assert body["payload"]["reason"] == "the test customer was deleted"
-    assert list(PiiListEntry.objects.filter(project=project).order_by("pk")) == [deny, term]
+    allow.refresh_from_db()  # kept, marked removed, no longer applied
+    assert (allow.removed_by, allow.removal_reason, allow.removal_ledger_index) == (
+        admin,
+        "the test customer was deleted",
+        start,
+    )
+    live = PiiListEntry.objects.filter(project=project, removed_at__isnull=True).order_by("pk")
+    assert list(live) == [deny, term]
+    with pytest.raises(Conflict, match=f"PII list entry {allow.pk} was removed already"):
+        pii_list_entry_remove(actor=admin, entry=allow, reason="again")
+    # The same rule may be added again once removed: a new entry.
+    again, added = pii_list_entry_add(
+        actor=steward, project=project, kind="allow", match="pattern", text=r"CUST-000000",
+        entity="CUSTOMER_CODE", reason="the test customer is back",
+    )  # fmt: skip
+    assert added and again.pk != allow.pk and Entry.objects.count() == start + 2
 
 
 def test_other_roles_are_refused_and_nothing_changes(people: dict[str, Any]) -> None:
@@ -165,8 +180,10 @@ def test_the_api_lists_adds_and_removes_through_the_services(people: dict[str, A
     assert engineer.post(remove, {"reason": "x"}, format="json").status_code == 403
     assert steward.post(remove, {}, format="json").status_code == 400
     removed = steward.post(remove, {"reason": "the page was renamed"}, format="json")
-    assert removed.status_code == 200 and removed.json()["id"] == entry_id
-    assert not PiiListEntry.objects.exists() and _bodies(start)[-1]["action"] == "pii_list.entry_removed"
+    assert removed.status_code == 200 and removed.json()["removal_reason"] == "the page was renamed"
+    assert _bodies(start)[-1]["action"] == "pii_list.entry_removed" and steward.get(url).json()["count"] == 0
+    assert steward.post(remove, {"reason": "again"}, format="json").status_code == 409
+    assert engineer.post(remove, {"reason": "x"}, format="json").status_code == 403  # the role, before the state
 
 
 @pytest.mark.urls(URLS)
@@ -189,9 +206,12 @@ def test_the_admin_page_adds_and_removes_an_entry(client: Any, people: dict[str,
     confirm = client.get(f"/admin/governance/piilistentry/{entry.pk}/remove/")
     assert confirm.status_code == 200 and b"our customer numbers" in confirm.content
     assert client.post(f"/admin/governance/piilistentry/{entry.pk}/remove/", {"reason": ""}).status_code == 302
-    assert PiiListEntry.objects.exists()  # refused without a reason
+    entry.refresh_from_db()
+    assert entry.removed_at is None  # refused without a reason
     client.post(f"/admin/governance/piilistentry/{entry.pk}/remove/", {"reason": "numbers changed"})
-    assert not PiiListEntry.objects.exists()
+    entry.refresh_from_db()
+    assert entry.removal_reason == "numbers changed"
+    assert b"removed " in client.get("/admin/governance/piilistentry/?state=removed").content
     # An auditor reads the page but may not add.
     pii_list_entry_add(actor=people["data_steward"], project=project, reason="x", **{k: form[k] for k in
                        ("kind", "match", "text", "entity")})  # fmt: skip
