@@ -63,6 +63,18 @@ CLEAN = (
     "Translate the following product description into formal English for the catalogue.",
     "The assistant should apologise for the inconvenience and offer a replacement item.",
     "{Word} settings were reset; the user could not find the export button afterwards.",
+    "Explain in two sentences why the subscription renewal failed and what the user should do next.",
+    "The reply should be friendly, short, and avoid promising a delivery date we cannot keep.",
+    "Write a haiku about autumn rain falling on a quiet harbour town.",
+    "Classify the sentiment of this review as positive, negative or neutral.",
+    "The agent confirmed that the warranty covers the screen but not accidental water damage.",
+    "Rewrite the paragraph below so that a ten year old can understand it.",
+    "Customers often ask how to change the delivery address after the order is placed.",
+    "The support macro for lost passwords links to the reset page and expires after one hour.",
+    "Summarise the main complaint and list the steps the agent already tried.",
+    "The chatbot must not give legal or medical advice and should suggest a professional instead.",
+    "Answer the question using only the information in the knowledge base article.",
+    "A good response acknowledges the problem, explains the cause and offers a clear next step.",
 )  # fmt: skip
 WORDS = ("Billing", "Checkout", "Shipping", "Account", "Payments", "Login", "Inventory", "Refunds")
 PERSONAL = (
@@ -146,7 +158,7 @@ def _record(rng: random.Random, personal: bool) -> LabelledRecord:
     if not personal:
         # Two or three sentences, each with its own values: few records repeat exactly.
         parts = []
-        for _ in range(rng.choice((2, 2, 3))):
+        for _ in range(rng.choice((2, 3))):
             values |= {
                 "Word": (rng.choice(WORDS), None),
                 "order": (f"#{_digits(rng, 6)}", None),
