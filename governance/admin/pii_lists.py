@@ -120,6 +120,7 @@ class PiiListEntryAdmin(ProjectScopedAdmin):
 
     @admin.display(description="")
     def remove_link(self, entry: PiiListEntry) -> str:
+        # Shown to every reader; the page behind it opens for the project's list keepers only.
         if entry.removed_at is not None:
             return format_html("removed {}: {}", f"{entry.removed_at:%Y-%m-%d %H:%M}", entry.removal_reason)
         url = reverse("admin:governance_piilistentry_remove", args=[entry.pk])
@@ -161,6 +162,8 @@ class PiiListEntryAdmin(ProjectScopedAdmin):
         entry = self.get_object(request, object_id)
         if entry is None:
             raise Http404("no such PII list entry among your projects'")
+        if entry.project not in keeper_projects(request.user):
+            raise DjangoPermissionDenied
         changelist = reverse("admin:governance_piilistentry_changelist")
         if entry.removed_at is not None:
             messages.info(request, f"Entry {entry.pk} was removed already, at {entry.removed_at:%Y-%m-%d %H:%M} UTC.")

@@ -218,3 +218,5 @@ def test_the_admin_page_adds_and_removes_an_entry(client: Any, people: dict[str,
     admin_login(client, people["auditor"])
     assert client.get("/admin/governance/piilistentry/").status_code == 200
     assert client.get("/admin/governance/piilistentry/add/").status_code == 403
+    live = PiiListEntry.objects.get(removed_at__isnull=True)
+    assert client.get(f"/admin/governance/piilistentry/{live.pk}/remove/").status_code == 403
