@@ -104,9 +104,10 @@ def test_an_unexpected_error_fails_the_scan_on_record(
     secret = f"only-in-the-record-{uuid.uuid4().hex}"
 
     class BrokenScanner:
-        def analyze_many(self, texts: Any, processes: int = 1) -> dict[str, Any]:
+        def scan_iter(self, texts: Any, processes: int = 1) -> Any:
             list(texts)
             raise RuntimeError("recognizer exploded")
+            yield  # a generator, as the engine's is
 
     monkeypatch.setattr(pii, "configured_scanner", lambda: BrokenScanner())
     version = _upload(people, [{"text": secret}])
