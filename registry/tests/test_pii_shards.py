@@ -25,6 +25,7 @@ from audits.ledger.models import Entry
 from common import artifacts
 from common.claims import worker_identity
 from common.outbox.models import OutboxJob
+from common.testing import admin_login
 from conftest import start_celery_worker, stop_celery_worker
 from governance.services import api_token_create
 from registry.models import DatasetVersion, DataSubjectIndexEntry, PiiScan, PiiScanShard, ScanStatus
@@ -110,6 +111,22 @@ def test_shards_give_the_findings_verdict_and_ledger_entry_of_one_pass(people: d
     }
     assert indexed[whole.pk] == indexed[sharded.pk]
 
+    # Parquet (read by row groups, the file checked first) and CSV shards find the same.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    columns = {name: [r.get(name) for r in RECORDS] for name in ("text", "note")}
+    pq.write_table(pa.table(columns), buffer, row_group_size=2)
+    csv_data = "text,note\n" + "".join(f'"{r["text"]}",{r.get("note", "")}\n' for r in RECORDS)
+    for name, data in (("t.parquet", buffer.getvalue()), ("t.csv", csv_data.encode())):
+        other, _ = dataset_version_upload(
+            actor=people["ml_engineer"], dataset=make_dataset(people, slug=name[2:]), filename=name, data=data
+        )
+        with override_settings(PII_SCAN_SHARD_RECORDS=3):
+            scanned = pii_scan_run(scan_id=PiiScan.objects.get(version=other).pk, actor=people["system"])
+        assert scanned is not None and scanned.shard_count == 4 and scanned.findings == one.findings, name
+
     # Redelivered shards, and the scan's own message again, change nothing.
     for shard in PiiScanShard.objects.filter(scan=many):
         assert pii_scan_shard_run(shard_id=shard.pk, actor=people["system"]) is None
@@ -148,6 +165,10 @@ def test_a_shard_whose_worker_died_is_taken_over_and_the_scan_finishes_once(
     assert (latest["status"], latest["shard_count"], latest["records_total"]) == ("running", 4, 11)
     assert latest["records_done"] == 3 + 2 + 3 + 2  # three shards done, two records of the dead one's
     assert latest["rate"] > 0 and latest["eta_s"] >= 0
+    admin_login(client, people["data_steward"])  # and on the version's page in the admin
+    page = client.get(f"/admin/registry/datasetversion/{version.pk}/change/").content.decode()
+    shown = page.split('<span id="scan-progress">')[1].split("</span>")[0]
+    assert '<progress max="11" value="10"' in shown and "10 of 11 records (90%)" in shown and "; 4 shards" in shown
 
     # The reaper puts the shard back; its message is delivered twice: scanned once, recorded once.
     assert pii_scans_reap() == 1
