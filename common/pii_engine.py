@@ -69,8 +69,8 @@ def set_offline_environment() -> None:
         os.environ.setdefault(name, value)
 
 
-# Components known not to set lemmas, or whose lemmas the candidates below cover.
-_LEMMA_AWARE = {"tok2vec", "tagger", "parser", "senter", "morphologizer", "attribute_ruler", "lemmatizer"}
+# Token attributes that only the tokenizer sets, unless an attribute ruler says otherwise.
+_LEXICAL = {"ORTH", "LOWER", "NORM", "PREFIX", "SUFFIX", "SHAPE"}
 
 
 class EngineError(ValueError):
@@ -337,30 +337,54 @@ class Engine:
         return {mapping.get(label, label) for label in labels}
 
     def _plan_pipeline(self, *, ner_wanted: bool) -> None:
-        """Split the pipeline into what every text needs and what only lemma-needing texts do."""
-        from spacy.pipeline import Lemmatizer
+        """Split the pipeline into what every text needs (``_first``) and what only the texts
+        whose lemmas matter do (``_rest``); or leave it whole where the split's reasoning (module
+        docstring, 3) does not hold."""
+        from spacy.pipeline import (
+            AttributeRuler,
+            DependencyParser,
+            EntityRecognizer,
+            Lemmatizer,
+            Morphologizer,
+            SentenceRecognizer,
+            Tagger,
+            Tok2Vec,
+        )
 
         pipeline = list(self.nlp.pipeline)
-        names = [name for name, _ in pipeline]
         self._first: list[Any] = [proc for _, proc in pipeline]
         self._rest: list[Any] = []
         self._lemma_sources: set[str] | None = None  # None: lemmas cannot be bounded
-        if not pipeline:
+        self._lemmatizers: list[Any] = []
+        if not pipeline or not isinstance(pipeline[-1][1], EntityRecognizer):
             return
-        ner = self.nlp.get_pipe("ner") if "ner" in names else None
-        listens = ner is not None and any("listener" in node.name for node in ner.model.walk())
-        if ner is None or names[-1] != "ner" or listens or not set(names[:-1]) <= _LEMMA_AWARE:
-            return  # run whole: the reasoning in the module docstring does not hold
+        ner, before = pipeline[-1][1], [proc for _, proc in pipeline[:-1]]
+        nodes = list(ner.model.walk())
+        if any("listener" in node.name for node in nodes):
+            return  # it reads another component's output
+        if any(set(node.attrs.get("columns", ())) - _LEXICAL for node in nodes if node.name.startswith("extract")):
+            return  # it reads features that an earlier component may set
+        known = (Tok2Vec, Tagger, DependencyParser, SentenceRecognizer, Morphologizer, AttributeRuler, Lemmatizer)
         lemma_values: set[str] = set()
-        for name, proc in pipeline[:-1]:
-            if name == "attribute_ruler":
-                lemma_values |= {p["attrs"]["LEMMA"].lower() for p in proc.patterns if "LEMMA" in p["attrs"]}
-            if isinstance(proc, Lemmatizer):
-                if proc.mode not in ("rule", "lookup") or type(proc).rule_lemmatize is not Lemmatizer.rule_lemmatize:
+        lemmatizers: list[Any] = []
+        for proc in before:
+            if not isinstance(proc, known):
+                return
+            if isinstance(proc, AttributeRuler):
+                attrs = [p["attrs"] for p in proc.patterns]
+                if any(set(a) & _LEXICAL for a in attrs):
                     return
-                self._lemmatizers = [*getattr(self, "_lemmatizers", []), proc]
+                lemma_values |= {a["LEMMA"].lower() for a in attrs if "LEMMA" in a}
+            if isinstance(proc, Lemmatizer):
+                overridden = type(proc).rule_lemmatize is not Lemmatizer.rule_lemmatize or (
+                    type(proc).lookup_lemmatize is not Lemmatizer.lookup_lemmatize
+                )
+                if proc.mode not in ("rule", "lookup") or overridden:
+                    return
+                lemmatizers.append(proc)
+        self._lemmatizers = lemmatizers
         self._first = [ner] if ner_wanted else []
-        self._rest = [proc for _, proc in pipeline[:-1]]
+        self._rest = before
         self._lemma_sources = lemma_values
 
     # --- lemmas: which texts need them ------------------------------------------------------
@@ -369,7 +393,7 @@ class Engine:
         """Every lemma the pipeline's lemmatizers could give a token with this text, lower-cased."""
         lower = text.lower()
         forms = {lower}
-        for lemmatizer in getattr(self, "_lemmatizers", []):
+        for lemmatizer in self._lemmatizers:
             tables = lemmatizer.lookups
             if lemmatizer.mode == "lookup":
                 found = tables.get_table("lemma_lookup", {}).get(text, text)
