@@ -390,6 +390,8 @@ PII_ENTITIES = env_list(
     ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION"],
 )
 PII_SCORE_THRESHOLD = float(env_str("PII_SCORE_THRESHOLD", "0.4"))
+# Processes one worker scans a shard with. In scale mode set it to 1 and add workers (each with
+# --concurrency 1) on PII_SCAN_QUEUE: the workers are then the unit of parallelism.
 PII_SCAN_PROCESSES = env_int("PII_SCAN_PROCESSES", 2, minimum=1)
 PII_SAMPLE_LOCATIONS = env_int("PII_SAMPLE_LOCATIONS", 20, minimum=0)
 # A running scan whose claim is older than this is taken over (a claimant on this host whose
