@@ -156,6 +156,10 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/privacy/legal-holds/<int:pk>/release", "POST"): (["compliance_officer"], True),
     ("api/v1/privacy/model-reviews/", "GET"): (AUTHENTICATED, False),
     ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): (["compliance_officer"], True),
+    # A project's PII lists: every member reads them; its data stewards and platform admins change them.
+    ("api/v1/projects/<slug:slug>/pii-lists/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/pii-lists/", "POST"): (["data_steward", "platform_admin"], True),
+    ("api/v1/pii-list-entries/<int:pk>/remove", "POST"): (["data_steward", "platform_admin"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -237,6 +241,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/privacy/requests/<int:pk>/complete", "POST"): {"nature": "answered by email"},
     ("api/v1/privacy/legal-holds/<int:pk>/release", "POST"): {"reason": "case closed"},
     ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): {"outcome": "kept", "note": "negligible share"},
+    ("api/v1/projects/<slug:slug>/pii-lists/", "POST"): {
+        "kind": "allow",
+        "match": "pattern",
+        "text": "[0-9a-f]{16}",
+        "entity": "PERSON",
+        "reason": "commit hashes",
+    },
+    ("api/v1/pii-list-entries/<int:pk>/remove", "POST"): {"reason": "no longer needed"},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 # Where a member whose role may not act does not see the object either: 404 rather than 403.
@@ -361,7 +373,18 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
     from audits.ledger.models import Entry
 
     entry = Entry.objects.get(action="approval.requested", subject_id=str(version.pk), subject_type="dataset_version")
+    from governance.services import pii_list_entry_add
+
+    pii_list_entry, _ = pii_list_entry_add(
+        actor=owner_roles["data_steward"],
+        project=project,
+        kind="allow",
+        match="pattern",
+        text="[0-9a-f]{12}",
+        reason="request ids",
+    )
     return {
+        "pii_list_entry": pii_list_entry.pk,
         "entry": entry.index, "client_credential": credential.pk,
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
@@ -428,6 +451,7 @@ def _privacy_scenario(project: Any, people: dict[str, Any], owner_roles: dict[st
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "pii_list_entry" if "pii-list-entries/<int" in route else
         "client_credential" if "client-credentials/<int" in route else
         "report" if "reports/<int" in route else
         "dsr" if "privacy/requests/<int" in route else

@@ -3,8 +3,7 @@ a platform admin of the project adds one (a form) and removes one (after a confi
 reason). Both go through ``governance.services.pii_list_entry_add`` / ``pii_list_entry_remove``,
 as the API's do, which check the rules and write the ledger.
 
-Registered on the admin site by ``governance/admin/__init__.py`` (``admin.site.register(PiiListEntry,
-PiiListEntryAdmin)``)."""
+"""
 
 from __future__ import annotations
 
@@ -96,6 +95,7 @@ class InForceFilter(admin.SimpleListFilter):
         return queryset
 
 
+@admin.register(PiiListEntry)
 class PiiListEntryAdmin(ProjectScopedAdmin):
     list_display = ["project", "kind", "entity_shown", rule_shown, "reason", "created_by", "created_at", "remove_link"]
     list_display_links = None

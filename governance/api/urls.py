@@ -1,5 +1,6 @@
 from django.urls import path
 
+from governance.api.pii_lists import urlpatterns as pii_list_urlpatterns
 from governance.api.views import (
     ApiTokenListView,
     ApiTokenRevokeView,
@@ -34,3 +35,5 @@ urlpatterns = [
     # A prefix is 12 hex digits; another slug names no token (404), anything else no endpoint (404).
     path("tokens/<slug:prefix>/revoke", ApiTokenRevokeView.as_view(), name="api-token-revoke"),
 ]
+# A project's PII lists (allow and deny entries): governance/api/pii_lists.py.
+urlpatterns += pii_list_urlpatterns

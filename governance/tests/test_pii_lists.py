@@ -144,11 +144,6 @@ def test_the_pure_rule_needs_no_database() -> None:
     assert (rule.pattern, rule.value_hash) == ("", allow_value_hash(" checkout ", secret="k"))
 
 
-# The API and the admin page, mounted as config/urls.py will mount them (governance/tests/pii_lists_urls.py).
-URLS = "governance.tests.pii_lists_urls"
-
-
-@pytest.mark.urls(URLS)
 def test_the_api_lists_adds_and_removes_through_the_services(people: dict[str, Any]) -> None:
     from rest_framework.test import APIClient
 
@@ -186,7 +181,6 @@ def test_the_api_lists_adds_and_removes_through_the_services(people: dict[str, A
     assert engineer.post(remove, {"reason": "x"}, format="json").status_code == 403  # the role, before the state
 
 
-@pytest.mark.urls(URLS)
 def test_the_admin_page_adds_and_removes_an_entry(client: Any, people: dict[str, Any]) -> None:
     from common.testing import admin_login
 
