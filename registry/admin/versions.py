@@ -203,6 +203,7 @@ class DatasetVersionAdmin(ProjectScopedAdmin):
             "after": preview.after[:CONTEXT_CHARS] + ("…" if len(preview.after) > CONTEXT_CHARS else ""),
             "mark": mark,
             "states": FindingState.choices,
+            "mark_form": MarkForm(),
             "latest": latest_completed_scan(version) == pii_scan,
             "ledger_index": preview.ledger_index,
         }
@@ -216,14 +217,21 @@ class DatasetVersionAdmin(ProjectScopedAdmin):
         if not form.is_valid():
             messages.error(request, f"Finding {number} not marked: choose {' or '.join(FindingState.values)}.")
             return HttpResponseRedirect(back)
-        state = form.cleaned_data["state"]
+        state, allow = form.cleaned_data["state"], form.cleaned_data["allow"]
         try:
-            _, changed = pii_finding_mark(actor=request.user, scan=pii_scan, number=number, state=state)
+            _, changed = pii_finding_mark(
+                actor=request.user, scan=pii_scan, number=number, state=state,
+                allow=allow, allow_pattern=form.cleaned_data["allow_pattern"],
+            )  # fmt: skip
         except DomainError as exc:
             return refused(request, exc, back, dataset_version=version.pk, finding=number)
         label = FindingState(state).label
+        allowed = {
+            "value": "; its value is on the project's allow-list",
+            "pattern": "; the pattern is on the project's allow-list",
+        }
         if changed:
-            messages.success(request, f"Finding {number} marked {label}.")
+            messages.success(request, f"Finding {number} marked {label}{allowed.get(allow, '')}.")
         else:
             messages.info(request, f"Finding {number} was already marked {label}.")
         return HttpResponseRedirect(back)

@@ -239,10 +239,13 @@ def _shard_scan(shard: PiiScanShard, me: str) -> dict[str, Any]:
     are written to the data-subject index: none of it grows with the number of records. The
     identifiers are indexed as they are found, before the shard's result is recorded: each is in
     the version whether or not the scan ends well (``ignore_conflicts``: written once)."""
-    from registry import pii
+    from registry import pii, pii_lists
 
     version = shard.scan.version
     scanner = pii.configured_scanner()
+    # The project's allow and deny lists, as they stand when the shard starts: an allowed value is
+    # neither counted nor indexed as a data subject's identifier.
+    lists = pii_lists.for_project(version.dataset.project)
     secret, most = settings.DATA_SUBJECT_INDEX_KEY, settings.PII_SAMPLE_LOCATIONS
     entities: dict[str, dict[str, Any]] = {}
     keys: set[tuple[str, str]] = set()
@@ -261,7 +264,7 @@ def _shard_scan(shard: PiiScanShard, me: str) -> dict[str, Any]:
     with _shard_records(version, shard) as records:
         for hits in scanner.scan_iter(texts(records), processes=settings.PII_SCAN_PROCESSES):
             position, number, field, text = pending.popleft()
-            for hit in hits:
+            for hit in lists.apply(text, hits):
                 entry = entities.setdefault(hit.entity, {"count": 0, "records": 0, "samples": [], "last": 0})
                 entry["count"] += 1
                 if entry["last"] != number:  # records come in order: a new record for this type
@@ -284,7 +287,7 @@ def _shard_scan(shard: PiiScanShard, me: str) -> dict[str, Any]:
     _index_write(version, keys)
     for entry in entities.values():
         del entry["last"]
-    return {"records": read, "entities": entities, "engine": scanner.describe()}
+    return {"records": read, "entities": entities, "engine": {**scanner.describe(), "pii_lists": lists.describe()}}
 
 
 def _shard_fail(shard: PiiScanShard, actor: Any, reason: str, me: str) -> PiiScanShard | None:
@@ -307,6 +310,16 @@ def _merge(results: list[dict[str, Any]], most: int) -> dict[str, Any]:
             entry["records"] += part["records"]
             entry["samples"].extend(part["samples"][: max(0, most - len(entry["samples"]))])
     return dict(sorted(merged.items()))
+
+
+def _engine_record(shards: list[PiiScanShard]) -> dict[str, Any]:
+    """The engine the shards ran; when the project's lists changed while they ran, which lists
+    each shard applied (a finding is then traceable to the lists it was made under)."""
+    engine = dict(shards[0].result["engine"])
+    lists = [s.result["engine"].get("pii_lists") for s in shards]
+    if any(entry != lists[0] for entry in lists):
+        engine["pii_lists_by_shard"] = lists
+    return engine
 
 
 def _scan_finish(scan_id: int, actor: Any) -> bool:
@@ -333,7 +346,7 @@ def _scan_finish(scan_id: int, actor: Any) -> bool:
     with transaction.atomic():
         if not PiiScan.objects.filter(pk=scan_id, status__in=[ScanStatus.QUEUED, ScanStatus.RUNNING]).update(
             status=ScanStatus.SUCCEEDED, finished_at=now, findings=summary, records_scanned=records,
-            records_done=records, progress_at=now, engine=shards[0].result["engine"],
+            records_done=records, progress_at=now, engine=_engine_record(shards),
         ):  # fmt: skip
             return False
         scan = PiiScan.objects.select_related("version__dataset").get(pk=scan_id)

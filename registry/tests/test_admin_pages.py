@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 
 from audits.ledger.models import Entry
 from common.testing import admin_login
-from governance.models import ApprovalRequest
+from governance.models import ApprovalRequest, PiiListEntry
 from governance.services import project_create
 from registry.models import Dataset, DatasetVersion, FindingState, PiiFindingMark, PiiScan, Review, ScanStatus
 from registry.services import dataset_version_upload, pii_scan_run
@@ -307,7 +307,16 @@ def test_marks_and_the_review_go_through_the_services(client: Client, people: di
         "confirmed or anonymisation_required"
     ]
     assert DatasetVersion.objects.get(pk=version.pk).review == Review.UNREVIEWED
-    client.post(base + "mark/", {"state": FindingState.FALSE_POSITIVE}, follow=True)  # its message read here
+    page = client.post(base + "preview/").content.decode()
+    assert 'name="allow"' in page and 'name="allow_pattern"' in page  # the allow-list, where the mark is made
+    allowed = client.post(base + "mark/", {"state": FindingState.FALSE_POSITIVE, "allow": "value"}, follow=True)
+    assert _messages(allowed) == ["Finding 1 marked not personal data; its value is on the project's allow-list."]
+    (entry,) = PiiListEntry.objects.filter(project=people["project"])
+    assert entry.kind == "allow" and entry.entity == "EMAIL_ADDRESS" and entry.value_hash
+    assert (
+        ADDRESS not in json.dumps([entry.pattern, entry.reason])
+        and not Entry.objects.filter(body__contains=ADDRESS.encode()).exists()
+    )
     reviewed = client.post(
         f"{VERSIONS}{version.pk}/review/", {"decision": "false_positive", "note": "a test address"}, follow=True
     )
@@ -316,8 +325,10 @@ def test_marks_and_the_review_go_through_the_services(client: Client, people: di
     ]
     version.refresh_from_db()
     assert (version.review, version.reviewed_by, version.review_note) == ("false_positive", steward, "a test address")
-    assert [e["action"] for e in _entries(start)] == ["pii_finding.marked", "pii_finding.marked",
-                                                      "dataset_version.reviewed"]  # fmt: skip
+    assert [e["action"] for e in _entries(start)] == [
+        "pii_finding.marked", "pii_finding.viewed", "pii_finding.marked", "pii_list.entry_added",
+        "dataset_version.reviewed",
+    ]  # fmt: skip
     assert PiiFindingMark.objects.get().state == FindingState.FALSE_POSITIVE
     bad = client.post(f"{VERSIONS}{version.pk}/review/", {"decision": "fine"}, follow=True)
     assert _messages(bad)[0].startswith("No review recorded: decision: Select a valid choice.")

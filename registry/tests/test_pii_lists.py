@@ -171,3 +171,26 @@ def test_for_project_reads_the_projects_rows(people: dict[str, Any]) -> None:
         entity="CUSTOMER_CODE", reason="customer numbers",
     )  # fmt: skip
     assert for_project(project).apply(TEXT, []) == [_hit("CUSTOMER_CODE", "CUST-123456", 1.0)]
+
+
+@pytest.mark.django_db
+def test_the_next_scan_applies_the_lists_and_records_them(people: dict[str, Any]) -> None:
+    """The same noise is not reviewed twice: after the steward allows finding 1's value, a rescan
+    of the version no longer reports it; a deny entry's term is reported under its type."""
+    from registry.services import pii_scan_request
+
+    steward, project = people["data_steward"], people["project"]
+    version, scan = _scanned(people)
+    assert scan.findings["EMAIL_ADDRESS"]["count"] == 2
+    pii_finding_mark(actor=steward, scan=scan, number=1, state="false_positive", allow="value")
+    pii_list_entry_add(
+        actor=steward, project=project, kind="deny", match="term", text="late parcel", entity="COMPLAINT",
+        reason="complaints are kept apart",
+    )  # fmt: skip
+    rescan = pii_scan_request(actor=steward, version=version)
+    with override_settings(**PATTERN_ONLY):
+        pii_scan_run(scan_id=rescan.pk, actor=people["system"])
+    rescan.refresh_from_db()
+    assert {entity: f["count"] for entity, f in rescan.findings.items()} == {"COMPLAINT": 1, "EMAIL_ADDRESS": 1}
+    assert rescan.findings["EMAIL_ADDRESS"]["samples"][0]["record"] == 2  # bo@..., not the allowed noreply@...
+    assert rescan.engine["pii_lists"] == for_project(project).describe()
