@@ -42,11 +42,12 @@ PLACES = (
     "Chicago", "Seattle", "Paris", "Warsaw", "Stockholm", "Osaka", "Seoul", "Singapore", "Cairo",
 )  # fmt: skip
 DOMAINS = ("example.com", "example.org", "mail.example.net", "example.co.id")
-# Phone formats (national conventions); each "#" becomes a digit. All are numbers of valid length.
+# Phone formats (national conventions); each "#" becomes a digit, each "N" a digit from 1 to 9.
+# All are numbers python-phonenumbers calls valid (no reserved fictional ranges).
 PHONES = (
-    "+62 812-####-####", "+62 21 ### ####", "0812########", "+44 20 7946 ####", "+44 7700 900###",
+    "+62 812-####-####", "+62 21 ### ####", "0812########", "+44 20 7946 ####", "+44 7812 ######",
     "(212) 555-0###", "+1 415 555 0###", "+49 30 901820##", "+91 98##0 #####", "+234 803 ### ####",
-    "+81 3-####-####", "+33 1 ## ## ## ##",
+    "+81 3-N###-####", "+33 1 ## ## ## ##",
 )  # fmt: skip
 IBAN_LAYOUTS = {"DE": 18, "GB": (4, 14), "FR": 23, "NL": (4, 10), "ES": 20, "PL": 24}
 
@@ -123,7 +124,8 @@ def iban(rng: random.Random) -> str:
 
 
 def phone(rng: random.Random) -> str:
-    return "".join(rng.choice(string.digits) if ch == "#" else ch for ch in rng.choice(PHONES))
+    digits = {"#": string.digits, "N": string.digits[1:]}
+    return "".join(rng.choice(digits[ch]) if ch in digits else ch for ch in rng.choice(PHONES))
 
 
 def _fill(template: str, values: dict[str, tuple[str, str | None]]) -> LabelledRecord:
