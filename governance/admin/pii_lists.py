@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from common.admin import PROJECT_FILTER
 from common.api import LEDGERED_TEXT_HELP
 from common.errors import DomainError
 from common.security_log import refusal
@@ -99,7 +100,7 @@ class InForceFilter(admin.SimpleListFilter):
 class PiiListEntryAdmin(ProjectScopedAdmin):
     list_display = ["project", "kind", "entity_shown", rule_shown, "reason", "created_by", "created_at", "remove_link"]
     list_display_links = None
-    list_filter = [InForceFilter, "kind", "match", "project"]
+    list_filter = [InForceFilter, "kind", "match", PROJECT_FILTER]
     list_select_related = ["project", "created_by"]
     search_fields = ["entity", "pattern", "reason"]
 
