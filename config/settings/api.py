@@ -36,6 +36,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "common.api_schema.add_error_responses",
     ],
+    # Choice sets whose field name ("kind", "match") other components use too: named by their model.
+    "ENUM_NAME_OVERRIDES": {
+        "PiiListKindEnum": "governance.models.PiiListKind",
+        "PiiListMatchEnum": "governance.models.PiiListMatch",
+    },
 }
 # The API's input boundary (common/parsers.py, issue 26): the largest JSON body in bytes (a larger
 # one is a 413) and the deepest nesting of arrays and objects in it (deeper is a 400); whether
