@@ -33,7 +33,8 @@ only how spaCy is run and which types Presidio is asked about:
    recent texts (a system prompt repeated in every record of a chat dataset is analysed once).
 4. **Processes that load the model once.** ``scan_iter(processes=N)`` forks N children that
    inherit the loaded engine, and feeds them batches with a bounded number in flight: memory does
-   not grow with the number of texts, and findings come back in input order.
+   not grow with the number of texts, and findings come back in input order. Each batch runs in a
+   spaCy memory zone, so the strings it meets are not kept either.
 
 ``bench.pii`` checks every finding of every record against plain ``analyze`` and against
 Presidio's ``BatchAnalyzerEngine``.
@@ -476,7 +477,11 @@ class Engine:
                 entities = self.entities_possible_in(text)
                 if entities:
                     todo[text] = entities
-        found = dict(zip(todo, self._analyze_batch(list(todo.items())), strict=True))
+        # spaCy keeps every new string it meets (ids, numbers, addresses) for the life of the
+        # process: in a memory zone those of this batch are freed after it, so a worker scanning
+        # millions of records, or a server checking prompts for months, does not grow.
+        with self.nlp.memory_zone():
+            found = dict(zip(todo, self._analyze_batch(list(todo.items())), strict=True))
         out = []
         for text in texts:
             hits = found.get(text)

@@ -102,3 +102,11 @@ def test_the_gate_skips_regions_that_cannot_match() -> None:
     assert gated.regions_for("version 1.2.3, 42 items") == ()
     assert gated.regions_for("order 047556") == ("DE",)  # six digits, no plus: only Germany's short numbers
     assert set(gated.regions_for("+44 20 7946 0958")) == set(gated.supported_regions)
+
+
+def test_the_strings_a_batch_meets_are_not_kept(engine: Engine) -> None:
+    """spaCy would keep every new token string for the life of the process (a worker scanning a
+    million records of ids and addresses would grow): each batch runs in a memory zone."""
+    before = len(engine.nlp.vocab.strings)
+    engine.scan_batch([f"order x{n}q7 from user{n}zz@example.org, ref K{n}Q" for n in range(200)])
+    assert len(engine.nlp.vocab.strings) == before
