@@ -43,6 +43,7 @@ from bench.scale import (
     ROOT,
     _drop_database,
     _flush_redis,
+    _fresh_database,
     _redis_url,
     _servers,
     _start_worker,
@@ -53,22 +54,6 @@ RECORDS = int(os.environ.get("BENCH_PII_DATASET_RECORDS", "1000000"))
 WORKERS = [int(n) for n in os.environ.get("BENCH_PII_WORKERS", "1,2").split(",")]
 SHARD_RECORDS = int(os.environ.get("BENCH_PII_SHARD_RECORDS", "0")) or max(1000, min(50_000, RECORDS // 16))
 SAMPLE_EVERY_S = 2.0
-
-
-def _fresh_database(server_url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
-    parts = urlsplit(server_url)
-    name = f"{parts.path.lstrip('/') or 'governance'}_bench_pii_dataset"
-    with psycopg.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password,
-        dbname="postgres", autocommit=True,
-    ) as conn:  # fmt: skip
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _write_corpus(path: Path) -> int:
@@ -216,7 +201,7 @@ def main() -> None:
     run_started = time.monotonic()
     server_url, broker, started_servers = _servers()
     var_dir = tempfile.mkdtemp(prefix="gov-bench-pii-dataset-")
-    database_url = _fresh_database(server_url)
+    database_url = _fresh_database(server_url, "bench_pii_dataset")
     env = dict(os.environ, GOV_VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="config.settings", LOG_LEVEL="WARNING")
     env.pop("DATABASE_URL_FILE", None)
     env.update(

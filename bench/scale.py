@@ -81,12 +81,12 @@ def _servers() -> tuple[str, str, bool]:
     return exported["DATABASE_URL"], exported["CELERY_BROKER_URL"], not running
 
 
-def _fresh_database(server_url: str) -> str:
-    """Make ``<name>_bench_scale`` anew on the server of ``server_url``; returns its URL."""
+def _fresh_database(server_url: str, suffix: str = "bench_scale") -> str:
+    """Make ``<name>_<suffix>`` anew on the server of ``server_url``; returns its URL."""
     import psycopg
 
     parts = urlsplit(server_url)
-    name = f"{parts.path.lstrip('/') or 'governance'}_bench_scale"
+    name = f"{parts.path.lstrip('/') or 'governance'}_{suffix}"
     with psycopg.connect(
         host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password,
         dbname="postgres", autocommit=True,

@@ -141,11 +141,6 @@ def phone_length_bounds(regions: Iterable[str], leniency: int) -> tuple[dict[str
     return national, fewest_international
 
 
-def fewest_phone_digits(regions: Iterable[str], leniency: int) -> int:
-    national, international = phone_length_bounds(regions, leniency)
-    return min([*national.values(), international])
-
-
 @cache
 def _presidio_extensions() -> tuple[type, type, type]:
     """Subclasses of Presidio's classes with the same findings (module docstring, 2 and 5)."""
