@@ -68,6 +68,8 @@ urlpatterns = [
     path("api/v1/privacy/requests/<int:pk>/access-letter", AccessLetterView.as_view(), name="api-privacy-letter"),
     path("api/v1/privacy/", include("audits.privacy.api.urls")),
     path("api/v1/reports/", include("audits.reports.api.urls")),
+    path("api/v1/", include("audits.reports.inventory.urls")),
+    path("witness/", include("audits.ledger.witness.urls")),
 ]
 if settings.OIDC_ENABLED:  # single sign-on to the admin (governance/oidc.py)
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

@@ -511,6 +511,11 @@ LEDGER_ORIGIN = env_str("LEDGER_ORIGIN", "localhost/llmops-governance/ledger")
 LEDGER_TRUSTED_KEYS_FILE = env_path("LEDGER_TRUSTED_KEYS_FILE", LEDGER_SIGNING_KEY_FILE.with_suffix(".pub"))
 LEDGER_ERASURE_JOURNAL = env_path("LEDGER_ERASURE_JOURNAL", LEDGER_CHECKPOINT_LOG.with_name("ledger-erasures.jsonl"))
 
+# Witnesses of the checkpoints, and the logs this service witnesses: config/settings/witness.py.
+# The vault's key-encryption key (a file, or a PKCS#11 token): config/settings/vault.py.
+from config.settings.vault import *  # noqa: E402, F403
+from config.settings.witness import *  # noqa: E402, F403
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -1,0 +1,3 @@
+"""``GET /api/v1/inventory?at=TIME``."""
+
+urlpatterns: list = []
