@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import connection
+from django.db import connection, transaction
 
 from audits.ledger.services import checkpoint_create, sqlite_wal_purge
+from audits.ledger.witness.submit import WitnessUnavailable, witness_latest, witnessing_pending
+from common.tasks import dispatch_on_commit
 
 logger = logging.getLogger("audits.ledger")
 
@@ -28,4 +30,25 @@ def checkpoint_if_grown() -> int | None:
             connection.settings_dict["NAME"],
         )
     checkpoint = checkpoint_create()
+    witness_if_pending()
     return checkpoint.tree_size if checkpoint else None
+
+
+def witness_if_pending() -> bool:
+    """Send ``ledger.witness`` (through the outbox) when a configured witness has not co-signed the
+    latest checkpoint: after a new one, and on each later run until every witness has answered,
+    so a witness that was down gets it once it is back."""
+    if not witnessing_pending():
+        return False
+    with transaction.atomic():
+        dispatch_on_commit("ledger.witness")
+    return True
+
+
+@shared_task(
+    name="ledger.witness", autoretry_for=(WitnessUnavailable,), max_retries=3, retry_backoff=5, retry_backoff_max=60
+)
+def witness_checkpoint() -> dict[str, str]:
+    """Have the configured witnesses co-sign the latest checkpoint (C2SP tlog-witness); retried
+    when one cannot be reached (beat's next ``ledger.checkpoint`` sends it again after that)."""
+    return witness_latest()

@@ -2,8 +2,15 @@
 
 A bundle (``manage.py ledger export DIR``) holds ``entries.jsonl`` (each entry's exact hashed bytes,
 the leaf hash the server stored and a decoded copy), ``checkpoints/*.note`` (signed checkpoints),
-``keys.txt`` (the log's verifier keys) and ``bundle.json`` (its origin). The first fault found
+``keys.txt`` (the log's verifier keys), ``bundle.json`` (its origin) and, when the log has witnesses,
+``witnessed/*.note`` (checkpoints with their witnesses' co-signature lines, C2SP tlog-cosignature)
+and ``witnesses.txt`` (the witnesses' keys the log was configured with). The first fault found
 raises ``VerificationFailed`` naming the file, line, entry or checkpoint at fault.
+
+Co-signed checkpoints are checked like any other (the log's signature, their roots against the
+entries) and then against the witness policy (``cosignature.check_quorum``): with ``quorum`` above
+zero, at least one checkpoint must carry that many co-signatures of the pinned witnesses, and no
+two co-signed trees of one size may differ.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmops_ledger_verify.cosignature import CosignerKey, check_quorum
 from llmops_ledger_verify.keys import KeyFileError, VerifierKey
 from llmops_ledger_verify.replay import VerificationFailed, check_notes, replay
 
@@ -52,8 +60,23 @@ def _text(path: Path, label: str) -> str:
         raise VerificationFailed(label, f"cannot be read ({exc.strerror})") from None
 
 
+def _bundle_witnesses(directory: Path) -> list[CosignerKey]:
+    path = directory / "witnesses.txt"
+    if not path.exists():
+        return []
+    try:
+        return [CosignerKey.decode(line) for line in _text(path, "witnesses.txt").splitlines() if line.strip()]
+    except KeyFileError as exc:
+        raise VerificationFailed("witnesses.txt", str(exc)) from None
+
+
 def verify_bundle(
-    directory: Path, pinned: list[VerifierKey], origin: str | None, earlier: list[Path] | None = None
+    directory: Path,
+    pinned: list[VerifierKey],
+    origin: str | None,
+    earlier: list[Path] | None = None,
+    witnesses: list[CosignerKey] | None = None,
+    quorum: int = 0,
 ) -> dict[str, object]:
     for name in ("entries.jsonl", "keys.txt", "checkpoints"):
         if not (directory / name).exists():
@@ -81,12 +104,24 @@ def verify_bundle(
         raise VerificationFailed("checkpoints/", "the bundle holds no signed checkpoint")
     # Checkpoints seen before: each must verify with the same keys and match the bundle's entries.
     notes += [(f"--checkpoint {path}", _text(path, f"--checkpoint {path}")) for path in earlier or []]
-    signed = check_notes(notes, keys, origin)
+    # Co-signed checkpoints: the log's signature and the roots are checked with the others.
+    witnessed = [
+        (f"witnessed/{p.name}", _text(p, f"witnessed/{p.name}"))
+        for p in sorted((directory / "witnessed").glob("*.note"))
+    ]
+    witnesses_from_bundle = not witnesses
+    witness_keys = witnesses or _bundle_witnesses(directory)
+    signed = check_notes(notes + witnessed, keys, origin)
     result = replay(lambda: _entries(directory / "entries.jsonl"), signed)
+    policy = check_quorum(notes + witnessed, witness_keys, quorum)
     return {
         "tree_size": result.tree_size,
         "checkpoints": result.checkpoints_checked,
         "root": base64.b64encode(result.root).decode(),
         "unsigned_entries": result.tree_size - max(s.checkpoint.size for s in signed),
         "keys_from_bundle": trusted_from_bundle,
+        "witness_keys_from_bundle": witnesses_from_bundle and bool(witness_keys),
+        "witnessed_size": policy.witnessed_size,
+        "witnessed_by": policy.witnessed_by,
+        "unwitnessed_entries": result.tree_size - max(policy.witnessed_size, 0) if witness_keys else None,
     }

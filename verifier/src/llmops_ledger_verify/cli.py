@@ -15,6 +15,13 @@ bundle's own ``keys.txt`` is trusted, and the verifier says so. Pass checkpoints
 (``GET /api/v1/ledger/checkpoint``) with ``--checkpoint FILE``: the bundle must hold their trees,
 so a history rewritten and signed again since (by the operator's own key, which the signatures
 alone cannot tell from the first) is caught.
+
+Witnesses: ``--witness VKEY`` (repeatable; a witness's C2SP cosignature/v1 verifier key, from the
+witness operator) and ``--witness-quorum K``: at least one checkpoint of the bundle (or of those
+given with ``--checkpoint``) must carry valid co-signatures of K of the witnesses given, and no two
+co-signed trees of one size may differ; a co-signed root that the entries do not reproduce fails
+like any other signed root. The entries after the last witnessed checkpoint are named. Without
+``--witness`` the bundle's ``witnesses.txt`` is used to report co-signatures, never to meet a quorum.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 from llmops_ledger_verify import __version__
 from llmops_ledger_verify.bundle import verify_bundle
+from llmops_ledger_verify.cosignature import CosignerKey
 from llmops_ledger_verify.keys import KeyFileError, VerifierKey
 from llmops_ledger_verify.proof import read_proof_file, verify_proof
 from llmops_ledger_verify.replay import VerificationFailed
@@ -43,6 +51,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--checkpoint", action="append", default=[], type=Path,
         help="a signed checkpoint saved earlier, whose tree the bundle must hold (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--witness", action="append", default=[], help="a witness's cosignature/v1 verifier key to trust (repeatable)"
+    )
+    parser.add_argument(
+        "--witness-quorum", type=int, default=0, metavar="K",
+        help="require a checkpoint co-signed by K of the --witness keys (default 0: none required)",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -56,6 +71,20 @@ def main(argv: list[str] | None = None, prog: str = "ledger-verify") -> int:
     except KeyFileError as exc:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: --key: {exc}", file=sys.stderr)
+        return USAGE
+    try:
+        witnesses = [CosignerKey.decode(k) for k in args.witness]
+    except KeyFileError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: --witness: {exc}", file=sys.stderr)
+        return USAGE
+    if not 0 <= args.witness_quorum <= len(witnesses):
+        parser.print_usage(sys.stderr)
+        print(
+            f"{prog}: error: --witness-quorum {args.witness_quorum} needs at least that many --witness keys "
+            f"({len(witnesses)} given)",
+            file=sys.stderr,
+        )
         return USAGE
     if args.bundle.is_file():
         if args.checkpoint:
@@ -72,7 +101,9 @@ def main(argv: list[str] | None = None, prog: str = "ledger-verify") -> int:
         return USAGE
     try:
         try:
-            outcome = verify_bundle(args.bundle, pinned, args.origin, args.checkpoint)
+            outcome = verify_bundle(
+                args.bundle, pinned, args.origin, args.checkpoint, witnesses=witnesses, quorum=args.witness_quorum
+            )
         except OSError as exc:  # say, a folder where a file belongs, or unreadable files
             raise VerificationFailed(exc.filename or str(args.bundle), f"cannot be read ({exc.strerror})") from None
     except VerificationFailed as failure:
@@ -84,6 +115,18 @@ def main(argv: list[str] | None = None, prog: str = "ledger-verify") -> int:
         print(
             f"note: the last {outcome['unsigned_entries']} entries follow the last checkpoint; no signature covers them"
         )
+    if outcome["unwitnessed_entries"] is not None:
+        if outcome["witness_keys_from_bundle"]:
+            print("note: witness keys taken from the bundle's witnesses.txt; pin them with --witness")
+        if outcome["witnessed_size"] < 0:
+            print("note: no checkpoint carries a co-signature of a known witness")
+        else:
+            print(
+                f"witnessed: the tree of size {outcome['witnessed_size']} is co-signed by "
+                f"{', '.join(outcome['witnessed_by'])}"
+                + (f"; the last {outcome['unwitnessed_entries']} entries are not witnessed yet"
+                   if outcome["unwitnessed_entries"] else "")
+            )  # fmt: skip
     print(f"OK {outcome['tree_size']} entries, {outcome['checkpoints']} checkpoints verified; root {outcome['root']}")
     return OK
 
