@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from audits.ledger.witness.submit import (
     witness_submit,
 )
 from audits.ledger.witness.verify import check_quorum
+from conftest import ROOT, subprocess_env
 
 pytestmark = pytest.mark.django_db
 URL = "/witness/add-checkpoint"
@@ -346,29 +349,57 @@ def test_the_offline_verifier_refuses_a_quorum_it_cannot_check(tmp_path: Path, a
 # --- Configuration -------------------------------------------------------------------------
 
 
-def test_witness_settings_are_parsed_and_bad_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from config.env import SettingError
-    from config.settings import witness as witness_settings
+SETTINGS_PROBE = """
+import json, os, sys
+from django.conf import settings
+from config.env import SettingError
+from config.settings import witness
+outcome = {"good": [settings.LEDGER_WITNESSES, sorted(settings.LEDGER_WITNESSED_LOGS)], "bad": []}
+for variable, value in json.loads(sys.argv[1]):
+    os.environ[variable] = value
+    parse = witness._witnesses if variable == "LEDGER_WITNESSES" else witness._witnessed_logs
+    try:
+        parse(variable)
+        outcome["bad"].append("accepted")
+    except SettingError as exc:
+        outcome["bad"].append(str(exc))
+print(json.dumps(outcome))
+"""
 
+
+def test_witness_settings_are_parsed_and_bad_ones_named() -> None:
+    """In a process of its own: the settings are read at start-up, from the environment."""
     key = WitnessKey.generate("w.example/1").verifier().encode()
     log_key = signer().verifier().encode()
-    monkeypatch.setenv("LEDGER_WITNESSES", f"{key} https://w.example/1/ ")
-    assert witness_settings._witnesses("LEDGER_WITNESSES") == [{"key": key, "url": "https://w.example/1"}]
-    monkeypatch.setenv("LEDGER_WITNESSED_LOGS", f"a.example/log {log_key}, b.example/log {log_key} {log_key}")
-    assert set(witness_settings._witnessed_logs("LEDGER_WITNESSED_LOGS")) == {"a.example/log", "b.example/log"}
-    for variable, value, message in [
+    bad = [
         ("LEDGER_WITNESSES", key, "each witness is"),
         ("LEDGER_WITNESSES", f"{log_key} https://w", "type byte 0x04"),
         ("LEDGER_WITNESSES", f"{key} ftp://w", "each witness is"),
         ("LEDGER_WITNESSES", f"{key} https://a, {key} https://b", "listed twice"),
         ("LEDGER_WITNESSED_LOGS", "a.example/log", "each log is"),
         ("LEDGER_WITNESSED_LOGS", f"a.example/log {key}", "not an Ed25519 key"),
-    ]:
-        monkeypatch.setenv(variable, value)
-        parse = witness_settings._witnesses if variable == "LEDGER_WITNESSES" else witness_settings._witnessed_logs
-        with pytest.raises(SettingError, match=message) as caught:
-            parse(variable)
-        assert variable in str(caught.value)
+    ]
+    env = subprocess_env(
+        LEDGER_WITNESSES=f"{key} https://w.example/1/ ",
+        LEDGER_WITNESSED_LOGS=f"a.example/log {log_key}, b.example/log {log_key} {log_key}",
+        LEDGER_WITNESS_QUORUM="1",
+    )
+    cases = json.dumps([(variable, value) for variable, value, _ in bad])
+    run = subprocess.run(
+        [sys.executable, "-c", SETTINGS_PROBE, cases], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    outcome = json.loads(run.stdout)
+    assert outcome["good"] == [[{"key": key, "url": "https://w.example/1"}], ["a.example/log", "b.example/log"]]
+    for (variable, _, message), error in zip(bad, outcome["bad"], strict=True):
+        assert error.startswith(f"configuration error: {variable}: ") and message in error, error
+
+    too_many = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.LEDGER_WITNESSES"],
+        cwd=ROOT, env={**env, "LEDGER_WITNESS_QUORUM": "2"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert too_many.returncode != 0
+    assert "configuration error: LEDGER_WITNESS_QUORUM: 2 is more than the 1 LEDGER_WITNESSES" in too_many.stderr
 
 
 def test_the_checkpoint_task_sends_witnessing_through_the_outbox(
