@@ -153,11 +153,16 @@ class PublishedKey(models.Model):
 
 
 class DataSubjectKey(models.Model):
-    """The vault: one AES-256-GCM key per data subject. Erasure destroys the key (crypto-shredding);
-    the row stays, with ``erased_at``, so the erasure itself remains visible."""
+    """The vault: one AES-256-GCM key per data subject, stored wrapped (RFC 3394) by a
+    key-encryption key held outside the database (``audits/ledger/kek.py``). Erasure destroys the
+    wrapped key (crypto-shredding); the row stays, with ``erased_at``, so the erasure itself
+    remains visible."""
 
     ref = models.CharField(max_length=64, unique=True, help_text="opaque reference to the data subject")
-    key = models.BinaryField(null=True)
+    key = models.BinaryField(null=True, help_text="the subject's key wrapped by the KEK kek_id names; NULL once erased")
+    kek_id = models.CharField(
+        max_length=200, blank=True, default="", help_text="the KEK that wrapped the key (file:... or pkcs11:...)"
+    )
     created_at = models.DateTimeField()
     erased_at = models.DateTimeField(null=True, blank=True)
 

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audits.ledger import merkle, notes, scopes
+from audits.ledger import kek, merkle, notes, scopes
 from audits.ledger.keys import KeyFileError, load_signer_keys
 from audits.ledger.models import Checkpoint, DataSubjectKey, PublishedKey
 from common.errors import Conflict, DomainError
@@ -409,20 +409,34 @@ def vault_seal(*, subject_ref: str, value: Any) -> dict[str, str]:
         plaintext = rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise LedgerError("payload_not_json", f"the sealed value is not JSON-serialisable: {exc}") from None
-    with transaction.atomic(savepoint=False):
-        row, _ = DataSubjectKey.objects.get_or_create(
-            ref=subject_ref, defaults={"key": AESGCM.generate_key(bit_length=256), "created_at": timezone.now()}
+    # Refusals come before any write, so they leave the caller's transaction usable.
+    row, key, created = DataSubjectKey.objects.filter(ref=subject_ref).first(), b"", False
+    if row is None:
+        key = AESGCM.generate_key(bit_length=256)
+        wrapped, kek_id = _vault_kek(kek.key_wrap, key)
+        row, created = DataSubjectKey.objects.get_or_create(
+            ref=subject_ref, defaults={"key": wrapped, "kek_id": kek_id, "created_at": timezone.now()}
         )
-        if row.key is None:
-            raise Conflict("subject_erased", f"the data of subject {subject_ref} was erased; nothing new is sealed")
-        nonce = os.urandom(12)
-        ciphertext = AESGCM(bytes(row.key)).encrypt(nonce, plaintext, subject_ref.encode())
+    if row.key is None:
+        raise Conflict("subject_erased", f"the data of subject {subject_ref} was erased; nothing new is sealed")
+    if not created:  # an existing key, or one made at the same moment by another seal
+        key = _vault_kek(kek.key_unwrap, bytes(row.key), row.kek_id)
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(key).encrypt(nonce, plaintext, subject_ref.encode())
     return {
         SEALED_MARK: "aes-256-gcm",
         "subject": subject_ref,
         "nonce": base64.b64encode(nonce).decode(),
         "ciphertext": base64.b64encode(ciphertext).decode(),
     }
+
+
+def _vault_kek(operation: Any, *args: Any) -> Any:
+    """A KEK operation; a KEK that cannot be had is a 503 naming the setting, never a 500."""
+    try:
+        return operation(*args)
+    except kek.KekError as exc:
+        raise LedgerError("vault_kek_unavailable", f"the vault's key-encryption key: {exc}", status_code=503) from None
 
 
 def is_sealed(value: Any) -> bool:
@@ -436,7 +450,8 @@ def vault_open(sealed: dict[str, str]) -> Any:
     row = DataSubjectKey.objects.filter(ref=sealed["subject"]).first()
     if row is None or row.key is None:
         return ERASED
-    plaintext = AESGCM(bytes(row.key)).decrypt(
+    key = _vault_kek(kek.key_unwrap, bytes(row.key), row.kek_id)
+    plaintext = AESGCM(key).decrypt(
         base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]), sealed["subject"].encode()
     )
     return json.loads(plaintext)
@@ -444,6 +459,9 @@ def vault_open(sealed: dict[str, str]) -> Any:
 
 def data_subject_erase(*, actor: Any, subject_ref: str, reason: str) -> Appended:
     """Crypto-shred a data subject (GDPR Art. 17): destroy the key, record the erasure.
+
+    The row's wrapped key is destroyed (set NULL); its KEK is not needed and stays as it is, so
+    an erasure works with the KEK unreachable, and no KEK rotation can bring the key back.
 
     Every entry that holds the subject's sealed data keeps its bytes, so every hash, proof and
     checkpoint still verifies; the sealed values can no longer be read by any path. The erasure is

@@ -11,6 +11,10 @@
   keys only) and consistency step; exit 0 when all holds, 1 naming the first entry or checkpoint
   that fails. A key published in the database that is not trusted is named.
 - ``export DIR``: write a bundle that ``python -m audits.verify DIR`` checks without the service.
+- ``rotate-kek [--new-key] [--batch-size N]``: re-wrap every live vault key under the current
+  key-encryption key (``LEDGER_VAULT_KEK``), batch by batch; rerun it to resume. ``--new-key`` first
+  makes a new KEK (a new line of the key file, or a key in the token under
+  ``LEDGER_PKCS11_KEY_LABEL``). No ledger entry is touched.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from audits.ledger.keys import KeyFileError, SignerKey, load_signer_keys, trust_
 
 
 class Command(BaseCommand):
-    help = "Administer the ledger: keygen, rotate-key, retire-key, checkpoint, verify, export."
+    help = "Administer the ledger: keygen, rotate-key, retire-key, checkpoint, verify, export, rotate-kek."
     # keygen must run before anything else exists, including a valid key for the system check.
     requires_system_checks: list[str] = []
 
@@ -43,6 +47,11 @@ class Command(BaseCommand):
         sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
         export = sub.add_parser("export", help="write a bundle for offline verification")
         export.add_argument("directory", type=Path)
+        rotate_kek = sub.add_parser(
+            "rotate-kek", help="re-wrap every live vault key under the current key-encryption key (resumable)"
+        )
+        rotate_kek.add_argument("--new-key", action="store_true", help="first make a new KEK, which wraps from now on")
+        rotate_kek.add_argument("--batch-size", type=int, default=500, help="keys re-wrapped per transaction")
         grant = sub.add_parser(
             "grant-app-role",
             help="PostgreSQL: give the application's role what it needs, and no UPDATE, DELETE or TRUNCATE "
@@ -166,6 +175,25 @@ class Command(BaseCommand):
                 f"warning: key {line} is published in the database but is not among the trusted keys: no "
                 "checkpoint counts on its signature alone (add it to LEDGER_TRUSTED_KEYS_FILE if it is yours)"
             )
+
+    def _rotate_kek(self, *, new_key: bool, batch_size: int, **_: Any) -> None:
+        from audits.ledger.kek import KekError, kek_ids_in_use, kek_new, kek_rotate
+
+        if batch_size < 1:
+            raise CommandError(f"--batch-size must be at least 1, got {batch_size}")
+        try:
+            if new_key:
+                self.stdout.write(f"New key-encryption key {kek_new().id}; it wraps every key from now on.")
+            done, target = kek_rotate(
+                batch_size=batch_size, progress=lambda n: self.stdout.write(f"{n} key(s) re-wrapped so far")
+            )
+        except KekError as exc:
+            raise CommandError(f"{exc} (keys re-wrapped before this stay so; rerun to resume)") from None
+        in_use = kek_ids_in_use()
+        self.stdout.write(
+            f"Re-wrapped {done} key(s); all {in_use.get(target, 0)} live key(s) of the vault are wrapped by {target}. "
+            "Keep the older KEKs as long as a backup taken before now may be restored: its keys are wrapped by them."
+        )
 
     def _export(self, *, directory: Path, **_: Any) -> None:
         from audits.ledger.export import ExportError, ledger_export
