@@ -136,7 +136,7 @@ def test_the_witness_cosigns_moves_forward_and_keeps_its_state(witness: WitnessK
 
 
 def test_the_witness_answers_each_refusal_with_the_specs_status(
-    witness: WitnessKey, append: Callable[..., Any]
+    witness: WitnessKey, append: Callable[..., Any], settings: Any
 ) -> None:
     append(4)
     checkpoint = checkpoint_create()
@@ -159,6 +159,10 @@ def test_the_witness_answers_each_refusal_with_the_specs_status(
         assert response.status_code == status, (case, response.content)
         assert response.content.endswith(b"\n") and b"Traceback" not in response.content
     assert Client().get(URL).status_code == 405
+    settings.LEDGER_WITNESS_KEY_FILE.chmod(0o644)  # a key others can read is refused, not used
+    unusable = post(request_body(0, [], checkpoint.note))
+    assert unusable.status_code == 503 and b"key is unavailable" in unusable.content
+    settings.LEDGER_WITNESS_KEY_FILE.chmod(0o600)
     assert not WitnessedLog.objects.filter(size__gt=0).exists()
 
     assert post(request_body(0, [], checkpoint.note)).status_code == 200

@@ -18,13 +18,6 @@ def witnessed_notes() -> list[tuple[str, str]]:
     """Every co-signed checkpoint as ``(label, note with its co-signature lines)``, by tree size.
     Built from the co-signature rows alone (each keeps the note it co-signed), not the checkpoints."""
     grouped: dict[str, list[str]] = {}
-    sizes: dict[str, int] = {}
-    for note, line, size in WitnessCosignature.objects.order_by("tree_size", "id").values_list(
-        "note", "line", "tree_size"
-    ):
+    for note, line in WitnessCosignature.objects.order_by("tree_size", "id").values_list("note", "line"):
         grouped.setdefault(note, []).append(line)
-        sizes[note] = size
-    return [
-        (f"co-signed checkpoint {number} (size {sizes[note]})", note + "".join(lines))
-        for number, (note, lines) in enumerate(grouped.items(), start=1)
-    ]
+    return [(f"co-signed checkpoint {n}", note + "".join(lines)) for n, (note, lines) in enumerate(grouped.items(), 1)]

@@ -5,9 +5,10 @@ lines, an empty line, the signed checkpoint) and answers as the spec says: 200 w
 line; 400 malformed; 404 an origin not in ``LEDGER_WITNESSED_LOGS``; 403 no valid signature by the
 log's configured keys; 409 (body: the size co-signed last, ``text/x.tlog.size``) when the old size
 is not the one last co-signed, or the same size comes with a different root; 422 when the
-consistency proof does not hold. The check and the move of the log's state happen under the
-state row's lock, in one transaction, and the state is committed before the co-signature is
-returned; so two different trees of one size are never co-signed, and the state never moves back.
+consistency proof does not hold; 503 when this witness's own key cannot be read. The check and
+the move of the log's state happen under the state row's lock, in one transaction, and the state
+is committed before the co-signature is returned; so two different trees of one size are never
+co-signed, and the state never moves back.
 
 Nothing here is a governed write: a witness's state is protocol bookkeeping and is not appended to
 this service's own ledger (two services witnessing each other would otherwise append forever).
@@ -27,6 +28,7 @@ from llmops_ledger_verify.cosignature import cosign, note_body
 from llmops_ledger_verify.keys import VerifierKey
 
 from audits.ledger import merkle, notes
+from audits.ledger.keys import KeyFileError
 from audits.ledger.models_witness import WitnessConflict, WitnessedLog
 from audits.ledger.witness.keys import witness_key
 
@@ -120,7 +122,11 @@ def witness_add_checkpoint(*, body: bytes) -> WitnessAnswer:
         return WitnessAnswer(400, f"the old size {request.old_size} is above the checkpoint's {checkpoint.size}\n")
     if request.old_size == 0 and request.proof:
         return WitnessAnswer(400, "the consistency proof must be empty when the old size is 0\n")
-    signer = witness_key()
+    try:
+        signer = witness_key()
+    except (KeyFileError, OSError) as exc:
+        logger.error("witness: the witness key is unavailable: %s", exc)
+        return WitnessAnswer(503, "this witness cannot sign now: its key is unavailable\n")
     WitnessedLog.objects.get_or_create(origin=checkpoint.origin)
     with transaction.atomic():
         state = WitnessedLog.objects.select_for_update().get(origin=checkpoint.origin)

@@ -68,10 +68,12 @@ def check_quorum(
         cutoff = timezone.now() - timedelta(seconds=settings.LEDGER_WITNESS_GRACE_S)
         due = Checkpoint.objects.filter(created_at__lte=cutoff).order_by("-tree_size").first()
         if due is not None and outcome.witnessed_size < due.tree_size:
+            size = outcome.witnessed_size
+            witnessed = f"witnessed up to size {size}" if size >= 0 else "none witnessed yet"
             raise VerificationFailed(
                 "witness quorum",
                 f"the checkpoint of size {due.tree_size}, signed at {due.created_at:%Y-%m-%d %H:%M:%S} UTC, is not "
-                f"covered by a checkpoint co-signed by {quorum} of the {len(witnesses)} witnesses (witnessed up to "
-                f"size {max(outcome.witnessed_size, 0)}; LEDGER_WITNESS_GRACE_S={settings.LEDGER_WITNESS_GRACE_S})",
+                f"covered by a checkpoint co-signed by {quorum} of the {len(witnesses)} witnesses ({witnessed}; "
+                f"LEDGER_WITNESS_GRACE_S={settings.LEDGER_WITNESS_GRACE_S})",
             )
     return outcome
