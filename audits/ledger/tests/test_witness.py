@@ -302,7 +302,8 @@ def test_a_split_view_is_refused_by_the_witness_the_service_and_the_offline_veri
     pinned = ["--key", signer().verifier().encode(), "--witness", witness.verifier().encode(), "--witness-quorum", "1"]
     code, output = verify_offline(export(tmp_path, "honest"), *pinned)
     assert code == 0, output
-    assert "witnessed: the tree of size 6 is co-signed by witness.test/w1" in output
+    assert "OK 6 entries, 1 checkpoints verified" in output
+    assert "witnessed: 1 co-signed checkpoints verified; the tree of size 6 is co-signed by witness.test/w1" in output
     assert check_quorum().witnessed_size == 6
 
     # The operator shows another tree of the same size: the witness refuses to co-sign it.

@@ -116,11 +116,12 @@ def verify_bundle(
     policy = check_quorum(notes + witnessed, witness_keys, quorum)
     return {
         "tree_size": result.tree_size,
-        "checkpoints": result.checkpoints_checked,
+        "checkpoints": result.checkpoints_checked - len(witnessed),  # co-signed copies counted apart
         "root": base64.b64encode(result.root).decode(),
         "unsigned_entries": result.tree_size - max(s.checkpoint.size for s in signed),
         "keys_from_bundle": trusted_from_bundle,
         "witness_keys_from_bundle": witnesses_from_bundle and bool(witness_keys),
+        "witnessed_notes": len(witnessed),
         "witnessed_size": policy.witnessed_size,
         "witnessed_by": policy.witnessed_by,
         "unwitnessed_entries": result.tree_size - max(policy.witnessed_size, 0) if witness_keys else None,

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None, prog: str = "ledger-verify") -> int:
             print("note: no checkpoint carries a co-signature of a known witness")
         else:
             print(
-                f"witnessed: the tree of size {outcome['witnessed_size']} is co-signed by "
+                f"witnessed: {outcome['witnessed_notes']} co-signed checkpoints verified; "
+                f"the tree of size {outcome['witnessed_size']} is co-signed by "
                 f"{', '.join(outcome['witnessed_by'])}"
                 + (f"; the last {outcome['unwitnessed_entries']} entries are not witnessed yet"
                    if outcome["unwitnessed_entries"] else "")
