@@ -409,6 +409,23 @@ def kek_check() -> Kek:
     return target
 
 
+def kek_startup_problem() -> str | None:
+    """What is wrong with the vault's KEK, for a process's start-up (None when nothing is): the
+    token is opened and a key round-trips through it; a file KEK must be readable and private, or
+    absent with no live key needing it (it is then made at the first wrap)."""
+    try:
+        if settings.LEDGER_VAULT_KEK == "pkcs11" or settings.LEDGER_VAULT_KEK_FILE.exists():
+            kek_check()
+        else:
+            from audits.ledger.models import DataSubjectKey
+
+            if DataSubjectKey.objects.filter(kek_id__startswith=FILE_PREFIX, key__isnull=False).exists():
+                return f"LEDGER_VAULT_KEK_FILE: {settings.LEDGER_VAULT_KEK_FILE} does not exist, and keys need it"
+    except KekError as exc:
+        return str(exc)
+    return None
+
+
 def kek_rotate(*, batch_size: int = 500, progress: Any = None) -> tuple[int, str]:
     """Re-wrap every live key not wrapped by the current KEK under it, ``batch_size`` rows a
     transaction; returns (keys re-wrapped, the current KEK's id).

@@ -315,3 +315,15 @@ def test_the_migration_wraps_clear_keys_and_its_reverse_unwraps_them(kek_file: P
     migration.unwrap_keys(apps, editor)
     row = DataSubjectKey.objects.get(ref=SUBJECTS[0])
     assert (bytes(row.key), row.kek_id) == (clear, "")
+
+
+def test_the_startup_probe_names_the_problem(hsm_settings: Any, kek_file: Path) -> None:
+    assert kek.kek_startup_problem() is None  # no file yet, and no key needs one
+    vault_seal(subject_ref=SUBJECTS[0], value="x")
+    assert kek.kek_startup_problem() is None
+    kek_file.chmod(0o644)
+    assert "readable by others" in (kek.kek_startup_problem() or "")
+    hsm_settings.LEDGER_VAULT_KEK = "pkcs11"
+    assert "LEDGER_PKCS11_KEY_LABEL: token 'vault-test' holds no AES key" in (kek.kek_startup_problem() or "")
+    kek.pkcs11_kek_create(TOKEN, hsm_settings.LEDGER_PKCS11_KEY_LABEL)
+    assert kek.kek_startup_problem() is None
