@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from django.conf import settings
+from django.db import DatabaseError
 
 KEY_BYTES = 32
 FILE_PREFIX = "file:"
@@ -423,6 +424,8 @@ def kek_startup_problem() -> str | None:
                 return f"LEDGER_VAULT_KEK_FILE: {settings.LEDGER_VAULT_KEK_FILE} does not exist, and keys need it"
     except KekError as exc:
         return str(exc)
+    except DatabaseError:
+        return None  # not migrated yet: the first wrap says what is wrong, if anything
     return None
 
 
