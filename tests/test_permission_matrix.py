@@ -71,6 +71,9 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     # entry (the list's scoping: test_ledger_lists_only_the_callers_projects below).
     ("api/v1/ledger/entries/", "GET"): (["auditor", "compliance_officer"], False),
     ("api/v1/ledger/entries/<int:index>", "GET"): (["auditor", "compliance_officer"], True),
+    # The inventory at a time: who reads the ledger's entries, each their projects' facts
+    # (audits/reports/inventory/, scoping in audits/reports/tests/test_inventory.py).
+    ("api/v1/inventory", "GET"): (["auditor", "compliance_officer"], False),
     ("api/v1/projects/<slug:slug>/datasets/", "GET"): (MEMBERS, True),
     ("api/v1/projects/<slug:slug>/datasets/", "POST"): (["data_steward"], True),
     ("api/v1/projects/<slug:slug>/data-subjects/lookup", "POST"): (["compliance_officer"], True),

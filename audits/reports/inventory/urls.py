@@ -1,3 +1,7 @@
 """``GET /api/v1/inventory?at=TIME``."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from audits.reports.inventory.api import InventoryView
+
+urlpatterns = [path("inventory", InventoryView.as_view(), name="inventory")]
