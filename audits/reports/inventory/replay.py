@@ -6,8 +6,8 @@ it. Links between subjects come from the payloads:
 
 - a deployment's model version: ``deployment.requested`` names the weights' digest, which is the
   ``model_version.registered`` entry's subject digest (the payload names no model version id; where
-  two registered model versions share those weights, the one of the deployment's project is taken,
-  then the first, and the link says ``ambiguous``);
+  two registered model versions share those weights, the one of the deployment's project is taken;
+  where that still leaves more than one, the first, and the link says ``ambiguous``);
 - a model version's datasets: ``model_version.registered`` names dataset version digests and, for
   a fine-tune output, ``lineage.fine_tune_run``; ``fine_tune_run.requested`` names its dataset
   version digests; a digest is resolved to the dataset version whose entries carried it;
@@ -81,7 +81,8 @@ def actions_read() -> list[str]:
 @dataclass
 class Link:
     """A reference from one fact to a subject: its id when resolved (``None`` when no entry read
-    carried that digest), the digest the payload names, and whether more than one subject fits."""
+    carried that digest), the digest the payload names, and whether more than one subject of the
+    citing entry's project (or of any project) fits."""
 
     id: str | None
     digest: str | None

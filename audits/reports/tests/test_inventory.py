@@ -55,7 +55,7 @@ from serving.services import deployment_request, deployment_retire, deployment_r
 from serving.services import start as start_module
 from serving.tests.conftest import own_serving_root, staging_policies  # noqa: F401  (fixtures)
 from training.models import FineTuneRun
-from training.tests.conftest import PATTERN_ONLY, approve_run, request_run
+from training.tests.conftest import PATTERN_ONLY, approve_run, elsewhere, request_run  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_serving_root", "staging_policies")]
 
@@ -365,6 +365,61 @@ def test_the_endpoint_answers_readers_of_the_ledger_with_their_projects_facts(re
     assert future.status_code == 400 and "in the future" in future.json()["error"]["message"]
     past = client.get("/api/v1/inventory", {"at": "2020-01-01T00:00:00Z"}).json()
     assert past["deployments"] == [] and past["entries_read"] == 0
+
+
+def test_each_reader_sees_their_projects_facts_and_shared_weights_link_within_the_project(
+    ready: dict[str, Any],
+    elsewhere: dict[str, Any],  # noqa: F811  (the fixture)
+) -> None:
+    """``elsewhere`` registered the same tiny model's files: both projects' model versions have
+    one weights digest, which is all a deployment's entry names."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from governance.roles import Role
+    from governance.services import project_role_grant
+
+    assert elsewhere["model_version"].weights_digest == ready["base"].weights_digest
+    ours = deployment_request(
+        actor=ready["ml_engineer"], model_version=ready["base"], name="assistant", environment="staging",
+        target=TARGET, guard=GUARD,
+    )  # fmt: skip
+    theirs = deployment_request(
+        actor=elsewhere["owner"], model_version=elsewhere["model_version"], name="secret", environment="staging",
+        target=TARGET, guard=GUARD,
+    )  # fmt: skip
+    users = get_user_model().objects
+    their_auditor = users.create_user(username="elsewhere-auditor")
+    project_role_grant(
+        actor=ready["system"], project=elsewhere["project"], user=their_auditor, role=Role.AUDITOR, reason="setup"
+    )
+    organisation = users.create_superuser(username="organisation-auditor")
+    checkpoint_create()
+
+    def seen(user: Any) -> dict[str, tuple[str | None, bool]]:
+        answer = inventory_at(user=user, at=timezone.now()).as_dict()
+        return {d["id"]: (d["model_version"]["id"], d["model_version"]["ambiguous"]) for d in answer["deployments"]}
+
+    base, other = str(ready["base"].pk), str(elsewhere["model_version"].pk)
+    assert seen(ready["auditor"]) == {str(ours.pk): (base, False)}
+    assert seen(users.get(pk=their_auditor.pk)) == {str(theirs.pk): (other, False)}
+    # Reading both projects, each deployment still links to its own project's version.
+    assert seen(organisation) == {str(ours.pk): (base, False), str(theirs.pk): (other, False)}
+
+    # The queries do not grow with the facts: one read of the entries, one of the checkpoint, the
+    # stored hashes in batches of 500, the reader's projects.
+    with CaptureQueriesContext(connection) as few:
+        inventory_at(user=organisation, at=timezone.now())
+    for name in ("helper", "helper-2", "helper-3"):
+        deployment_request(
+            actor=ready["ml_engineer"], model_version=ready["base"], name=name, environment="staging",
+            target=TARGET, guard=GUARD,
+        )  # fmt: skip
+    checkpoint_create()
+    with CaptureQueriesContext(connection) as more:
+        assert len(inventory_at(user=organisation, at=timezone.now()).state.deployments) == 5
+    assert len(more) == len(few), [q["sql"][:80] for q in more.captured_queries]
 
 
 # --- The admin page ---------------------------------------------------------------------------------
