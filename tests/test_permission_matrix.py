@@ -71,6 +71,8 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     # entry (the list's scoping: test_ledger_lists_only_the_callers_projects below).
     ("api/v1/ledger/entries/", "GET"): (["auditor", "compliance_officer"], False),
     ("api/v1/ledger/entries/<int:index>", "GET"): (["auditor", "compliance_officer"], True),
+    # Who reads an entry gets its receipt; 404 otherwise (audits/ledger/receipts.py).
+    ("api/v1/ledger/entries/<int:index>/receipt", "GET"): (["auditor", "compliance_officer"], True),
     # The inventory at a time: who reads the ledger's entries, each their projects' facts
     # (audits/reports/inventory/, scoping in audits/reports/tests/test_inventory.py).
     ("api/v1/inventory", "GET"): (["auditor", "compliance_officer"], False),
@@ -258,7 +260,10 @@ MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 HIDDEN_FROM_OTHER_ROLES = {("api/v1/tokens/<slug:prefix>/revoke", "POST")}
 # Where a role that may not act is refused before any object is looked up (403 for any object):
 # only the roles allowed get 404 for another project's object.
-REFUSED_BEFORE_LOOKUP = {("api/v1/ledger/entries/<int:index>", "GET")}
+REFUSED_BEFORE_LOOKUP = {
+    ("api/v1/ledger/entries/<int:index>", "GET"),
+    ("api/v1/ledger/entries/<int:index>/receipt", "GET"),
+}
 SKIP_METHODS = {"OPTIONS", "HEAD"}
 
 

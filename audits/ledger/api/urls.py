@@ -7,6 +7,7 @@ urlpatterns = [
     path("keys", views.KeysView.as_view(), name="ledger-keys"),
     path("entries/", views.EntryListView.as_view(), name="ledger-entries"),
     path("entries/<int:index>", views.EntryDetailView.as_view(), name="ledger-entry"),
+    path("entries/<int:index>/receipt", views.EntryReceiptView.as_view(), name="ledger-entry-receipt"),
     path("proofs/inclusion", views.InclusionProofView.as_view(), name="ledger-inclusion-proof"),
     path("proofs/consistency", views.ConsistencyProofView.as_view(), name="ledger-consistency-proof"),
 ]

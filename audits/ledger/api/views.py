@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from audits.ledger import scopes, selectors
+from audits.ledger import receipts, scopes, selectors
 from audits.ledger.models import Entry
 from audits.ledger.services import LedgerError
 from audits.ledger.verification import known_verifiers
@@ -248,3 +248,40 @@ class EntryDetailView(APIView):
         if entry is None:
             raise NotFound("not_found", f"no entry with index {index}")
         return Response(selectors.entry_decoded(entry))
+
+
+class EntryReceiptView(APIView):
+    """The SCITT receipt of one entry (RFC 9942 COSE receipt, ``audits/ledger/receipts.py``)."""
+
+    permission_classes = [CanReadEntries]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The receipt is COSE, not a rendered body: ``Accept: application/cose`` must not be
+        # refused (406) for want of a renderer; errors still answer in JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="ledger_entry_receipt",
+        responses={
+            (200, receipts.MEDIA_TYPE): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="a tagged COSE_Sign1 (CBOR tag 18): alg EdDSA, kid, CWT claims iss/sub/iat, typ, "
+                "vds 395 = RFC9162_SHA256 in the protected header; vdp 396 with one inclusion proof (-1) and "
+                "the signed checkpoint of that tree size ('llmops-governance/checkpoint') in the unprotected "
+                "header; the payload (the tree's root) detached",
+            ),
+            404: OpenApiResponse(description="no such entry, or not one the caller reads"),
+            409: OpenApiResponse(description="the entry is not yet in a signed checkpoint (the message says when)"),
+        },
+    )
+    def get(self, request: Request, index: int) -> HttpResponse:
+        """The receipt proving entry ``index`` is in the tree of the latest signed checkpoint, for
+        whoever reads the entry (another project's entry answers as no entry does). An entry past
+        that checkpoint has none yet (409). Verify it offline with ``llmops_ledger_verify.receipt``
+        or any COSE library, given the entry's bytes (``body_b64``) and the log's key."""
+        entry = selectors.entry_readable(request.user, index) if index <= MAX_INDEX else None
+        if entry is None:
+            raise NotFound("not_found", f"no entry with index {index}")
+        response = HttpResponse(receipts.entry_receipt(entry), content_type=receipts.MEDIA_TYPE)
+        response["Content-Disposition"] = f'attachment; filename="ledger-entry-{index}.receipt.cose"'
+        return response
