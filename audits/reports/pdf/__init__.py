@@ -7,8 +7,12 @@ shown in a "ledger #" column. The machine-readable side travels as an embedded f
 ``report.json`` (``/Names /EmbeddedFiles`` in the catalog): format, kind, id, title, scope, period,
 generation time, the checkpoint text, the sorted list of cited ledger indexes, the claims (each
 fact with the entry and field that say it) and the draft notice. Further attachments (a letter's
-JSON annex) lie beside it. They lie in the revision that the signature covers, so ``read_pdf``
-reads back what was signed, provided ``verify_pdf_signature`` says the file was not changed after.
+JSON annex) lie beside it, and the SCITT receipts (RFC 9942 COSE receipts) of cited entries,
+``ledger-receipt-<index>.cose``: at most ``RECEIPTS_LIMIT`` (100, about 1 KB each), those the
+claims rest on first, then the lowest cited indexes (``receipt_indexes``); ``report.json`` lists
+them under ``ledger_receipts`` with how many cited entries have none (``read_receipts``). They
+lie in the revision that the signature covers, so ``read_pdf`` reads back what was signed,
+provided ``verify_pdf_signature`` says the file was not changed after.
 
 Caveats:
 
@@ -34,6 +38,7 @@ from audits.reports.pdf.document import (
     METADATA_FILENAME,
     METADATA_FORMAT,
     PRODUCER,
+    RECEIPTS_LIMIT,
     VERIFY_COMMAND,
     Attachment,
     BarChart,
@@ -49,6 +54,8 @@ from audits.reports.pdf.document import (
     Section,
     Table,
     cited_indexes,
+    receipt_filename,
+    receipt_indexes,
     report_metadata,
 )
 from audits.reports.pdf.render import build_pdf
@@ -64,6 +71,7 @@ from audits.reports.pdf.verification import (
     SignatureCheck,
     read_attachment,
     read_pdf,
+    read_receipts,
     verify_pdf_signature,
 )
 
@@ -74,6 +82,7 @@ __all__ = [
     "MODIFIED_AFTER_SIGNING",
     "NO_SIGNATURE",
     "PRODUCER",
+    "RECEIPTS_LIMIT",
     "SIGNATURE_FIELD",
     "SIGNATURE_INVALID",
     "TIMESTAMP_INVALID",
@@ -98,6 +107,9 @@ __all__ = [
     "cited_indexes",
     "read_attachment",
     "read_pdf",
+    "read_receipts",
+    "receipt_filename",
+    "receipt_indexes",
     "report_metadata",
     "service_certificate",
     "sign_pdf",

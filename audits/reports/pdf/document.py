@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,6 +12,14 @@ METADATA_FORMAT = "llmops-governance/report/v1"
 METADATA_FILENAME = "report.json"
 VERIFY_COMMAND = "python manage.py report verify FILE.pdf"
 PRODUCER = "llmops-governance reports"
+# Receipts embedded per report (one a cited entry, about 1 KB each at a million entries): a report
+# citing 10,000 entries grows by some 100 KB, not by megabytes. Which entries: ``receipt_indexes``.
+RECEIPTS_LIMIT = 100
+RECEIPT_MIME_TYPE = "application/cose"
+
+
+def receipt_filename(index: int) -> str:
+    return f"ledger-receipt-{index}.cose"
 
 
 class ReportPdfError(ValueError):
@@ -118,6 +126,10 @@ class Report:
     attachments: Sequence[Attachment] = field(default_factory=tuple)
     # A letter to a person: its first page is the letter; the checkpoint and how to verify come last.
     proof_last: bool = False
+    # SCITT receipts (RFC 9942 COSE, ``audits.ledger.receipts``) of cited entries in the tree of
+    # ``checkpoint_text``, by ledger index: at most RECEIPTS_LIMIT, chosen by ``receipt_indexes``.
+    # Embedded as ledger-receipt-<index>.cose in the signed revision; report.json lists them.
+    receipts: Mapping[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,7 @@ class ReportInfo:
     cited_indexes: tuple[int, ...]
     claims: tuple[Claim, ...] = ()
     draft_notice: str = ""
+    receipt_indexes: tuple[int, ...] = ()  # the cited entries whose receipts are embedded
 
 
 def cited_indexes(report: Report) -> tuple[int, ...]:
@@ -152,6 +165,18 @@ def cited_indexes(report: Report) -> tuple[int, ...]:
     return tuple(sorted(cited))
 
 
+def receipt_indexes(report: Report, limit: int = RECEIPTS_LIMIT) -> tuple[int, ...]:
+    """The cited entries that get a receipt, at most ``limit``: those the claims rest on first
+    (the facts ``report verify`` checks), then the other cited entries from the lowest index up.
+    Sorted."""
+    claimed = sorted({claim.entry for claim in report.claims})
+    chosen = claimed[:limit]
+    if len(chosen) < limit:
+        taken = set(chosen)
+        chosen += [index for index in cited_indexes(report) if index not in taken][: limit - len(chosen)]
+    return tuple(sorted(chosen))
+
+
 def report_metadata(report: Report, report_id: str, cited: tuple[int, ...], generated_at: datetime) -> dict[str, Any]:
     """``report.json``: what ``read_pdf`` gives back as a ``ReportInfo``."""
     return {
@@ -168,7 +193,12 @@ def report_metadata(report: Report, report_id: str, cited: tuple[int, ...], gene
         "draft": bool(report.draft_notice),
         "draft_notice": report.draft_notice,
         "claims": [{"fact": c.fact, "entry": c.entry, "field": c.field, "value": c.value} for c in report.claims],
-    }
+        # Present only when receipts are embedded, so reports without them keep their bytes.
+        **({"ledger_receipts": {"format": "RFC 9942 COSE receipt (SCITT, RFC 9943), RFC9162_SHA256",
+                                "files": {str(i): receipt_filename(i) for i in sorted(report.receipts)},
+                                "cited_without_receipt": len(cited) - len(report.receipts)}}
+           if report.receipts else {}),
+    }  # fmt: skip
 
 
 def utc(moment: datetime, what: str) -> datetime:

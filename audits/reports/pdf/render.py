@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from llmops_ledger_verify.receipt import parse_receipt
+from llmops_ledger_verify.replay import VerificationFailed
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
@@ -37,6 +39,8 @@ from audits.reports.pdf.charts import chart_flowables
 from audits.reports.pdf.document import (
     METADATA_FILENAME,
     PRODUCER,
+    RECEIPT_MIME_TYPE,
+    RECEIPTS_LIMIT,
     VERIFY_COMMAND,
     Attachment,
     BarChart,
@@ -49,6 +53,7 @@ from audits.reports.pdf.document import (
     Section,
     Table,
     cited_indexes,
+    receipt_filename,
     report_metadata,
     utc,
 )
@@ -232,6 +237,32 @@ def _embed_files(canvas: Canvas, payload: bytes, attachments: Sequence[Attachmen
     canvas.setCatalogEntry("Names", PDFDictionary({"EmbeddedFiles": PDFDictionary({"Names": PDFArray(names)})}))
 
 
+def _receipt_attachments(report: Report, checkpoint: Checkpoint, cited: tuple[int, ...]) -> list[Attachment]:
+    """The report's receipts as attachments, each checked to be a receipt of its cited entry in
+    the report's own checkpoint (its signature is the ledger's to check, ``verify_receipt``)."""
+    if len(report.receipts) > RECEIPTS_LIMIT:
+        raise ReportPdfError(f"{len(report.receipts)} receipts: a report embeds at most {RECEIPTS_LIMIT}")
+    attachments = []
+    for index in sorted(report.receipts):
+        if index not in cited:
+            raise ReportPdfError(f"a receipt of ledger entry {index}, which the report does not cite")
+        try:
+            receipt = parse_receipt(report.receipts[index])
+        except VerificationFailed as exc:
+            raise ReportPdfError(f"the receipt of ledger entry {index} is malformed: {exc}") from None
+        if (receipt.index, receipt.tree_size, receipt.checkpoint) != (index, checkpoint.size, report.checkpoint_text):
+            raise ReportPdfError(
+                f"the receipt given for ledger entry {index} proves entry {receipt.index} in a tree of size "
+                f"{receipt.tree_size}, not in the report's checkpoint (size {checkpoint.size})"
+            )
+        description = (
+            f"SCITT receipt (RFC 9942 COSE_Sign1, RFC9162_SHA256) of ledger entry {index} "
+            f"in the checkpoint of tree size {checkpoint.size}"
+        )
+        attachments.append(Attachment(receipt_filename(index), report.receipts[index], RECEIPT_MIME_TYPE, description))
+    return attachments
+
+
 def build_pdf(report: Report) -> bytes:
     """Render ``report`` as a PDF: a cover page naming the checkpoint it was built from, then its
     sections. The same report gives the same bytes. Raises ``ReportPdfError`` for a malformed
@@ -243,6 +274,7 @@ def build_pdf(report: Report) -> bytes:
         raise ReportPdfError(
             f"the report cites ledger entry {cited[-1]}, beyond the checkpoint's tree size {checkpoint.size}"
         )
+    attachments = [*report.attachments, *_receipt_attachments(report, checkpoint, cited)]
     report_id = report.report_id or _default_id(report)
     metadata = report_metadata(report, report_id, cited, generated_at)
     payload = json.dumps(metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
@@ -273,7 +305,7 @@ def build_pdf(report: Report) -> bytes:
         report_canvas = cast(_ReportCanvas, canvas)
         if canvas.getPageNumber() == 1:
             canvas.setDateFormatter(lambda *_: _pdf_date(generated_at))
-            _embed_files(canvas, payload, report.attachments, generated_at)
+            _embed_files(canvas, payload, attachments, generated_at)
         report_canvas.footer_left = footer
         report_canvas.draft = bool(report.draft_notice)
         report_canvas.draw_footer()
@@ -358,8 +390,21 @@ def _cover(
                 f'Rows with a "{LEDGER_COLUMN}" cite ledger entries by index; each lies inside the checkpoint '
                 "and can be proven against it with an inclusion proof. The checkpoint and the cited indexes "
                 f"are also embedded, machine-readable, as the attachment {METADATA_FILENAME}."
+                + _receipts_sentence(report)
             ),
             styles["body"],
         )
     )
     return head, story
+
+
+def _receipts_sentence(report: Report) -> str:
+    if not report.receipts:
+        return ""
+    count = len(report.receipts)
+    which = "every cited entry" if count == len(cited_indexes(report)) else f"{count} of the cited entries"
+    return (
+        f" SCITT receipts (RFC 9942 COSE receipts) of {which}, in the checkpoint above, are embedded as "
+        "ledger-receipt-<index>.cose: each proves its entry to anyone holding the entry's bytes and the "
+        "ledger's public key, without this service."
+    )

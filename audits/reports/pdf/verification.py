@@ -18,7 +18,15 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import EmbeddedPdfSignature, SignatureCoverageLevel, validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from audits.reports.pdf.document import METADATA_FILENAME, METADATA_FORMAT, Claim, ReportInfo, ReportPdfError, utc
+from audits.reports.pdf.document import (
+    METADATA_FILENAME,
+    METADATA_FORMAT,
+    Claim,
+    ReportInfo,
+    ReportPdfError,
+    receipt_filename,
+    utc,
+)
 from audits.reports.pdf.signing import asn1_certificate
 
 # The reasons verify_pdf_signature gives, each followed by ": <detail>" where there is one.
@@ -76,6 +84,23 @@ def read_attachment(pdf: bytes, filename: str) -> bytes | None:
         raise ReportPdfError(f"{UNREADABLE}: {exc}") from None
 
 
+def read_receipts(pdf: bytes) -> dict[int, bytes]:
+    """The SCITT receipts embedded in ``pdf``, by ledger index, as its ``report.json`` lists them;
+    unchecked, like ``read_pdf`` (``llmops_ledger_verify.receipt.verify_receipt`` checks each)."""
+    info = read_pdf(pdf)
+    found: dict[int, bytes] = {}
+    try:
+        reader = _reader(pdf)
+        files = {index: _embedded_file(reader, receipt_filename(index)) for index in info.receipt_indexes}
+    except (PdfError, KeyError, TypeError, ValueError) as exc:
+        raise ReportPdfError(f"{UNREADABLE}: {exc}") from None
+    for index, data in files.items():
+        if data is None:
+            raise ReportPdfError(f"{METADATA_FILENAME} lists a receipt of entry {index}, but the PDF holds none")
+        found[index] = data
+    return found
+
+
 def read_pdf(pdf: bytes) -> ReportInfo:
     """The report metadata embedded in ``pdf``. It reads the latest revision and checks nothing:
     call ``verify_pdf_signature`` first to know the metadata is what the service signed."""
@@ -106,6 +131,7 @@ def read_pdf(pdf: bytes) -> ReportInfo:
                 for c in data.get("claims", ())
             ),
             draft_notice=str(data.get("draft_notice", "")),
+            receipt_indexes=tuple(sorted(int(i) for i in data.get("ledger_receipts", {}).get("files", {}))),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, ReportPdfError):
