@@ -12,7 +12,10 @@ it. Links between subjects come from the payloads:
   a fine-tune output, ``lineage.fine_tune_run``; ``fine_tune_run.requested`` names its dataset
   version digests; a digest is resolved to the dataset version whose entries carried it;
 - scans and evaluations: ``*.requested`` names the weights' digest (and an evaluation's dataset
-  version digest);
+  version digest), resolved as a deployment's are;
+
+A payload that names the model version by id (``deployment.requested``'s ``model_version``, a
+check's ``model_version_id``: not written today) is taken at its word.
 - approvals: the entry's subject (type, id, digest) and ``payload.request``.
 
 States follow the services' own transitions, so that they equal the rows' states at the same time
@@ -46,6 +49,7 @@ RUN_STATES = {
     "fine_tune_run.failed": "failed",
     "fine_tune_run.cancelled": "cancelled",
 }
+SEALED_MARK = "$sealed"  # audits.ledger.services.SEALED_MARK: this module imports no Django code
 CHECK_KINDS = ("security_scan", "bias_evaluation")
 CHECK_STATES = {
     "requested": "requested", "queued": "queued", "started": "running", "completed": "completed",
@@ -339,9 +343,7 @@ def _deployment(
 ) -> None:  # fmt: skip
     if action == "deployment.requested":
         weights = payload.get("weights")
-        link = resolve.link("model_version", weights, project)
-        if payload.get("model_version") is not None:  # payloads that name it (see the module's docstring)
-            link = Link(id=str(payload["model_version"]), digest=weights if isinstance(weights, str) else None)
+        link = _named_or_resolved(resolve, payload.get("model_version"), weights, project)
         state.deployments[subject_id] = DeploymentFact(
             id=subject_id, name=str(payload.get("name", "")), environment=str(payload.get("environment", "")),
             runtime=str(payload.get("runtime", "")), requested_entry=index, weights=weights, project=project,
@@ -376,7 +378,7 @@ def _approval(
         decision = "approve" if action == "approval.break_glass" else str(payload.get("decision", ""))
         reason = payload.get("justification") if action == "approval.break_glass" else payload.get("reason")
         approval.decisions.append(
-            Decision(decider=actor, role=role, decision=decision, reason=str(reason or ""), entry=index)
+            Decision(decider=actor, role=role, decision=decision, reason=_text(reason), entry=index)
         )
     if action == "approval.break_glass_reviewed":
         approval.break_glass_review, approval.break_glass_review_entry = str(payload.get("outcome", "")), index
@@ -384,6 +386,14 @@ def _approval(
     new_state = APPROVAL_STATES.get(action)
     if new_state is not None and new_state != approval.state:
         approval.state, approval.entry = new_state, index
+
+
+def _text(value: Any) -> str:
+    """A free-text field as text; sealed personal data (``{"$sealed": ...}``) is never opened or
+    shown here, not even as ciphertext."""
+    if isinstance(value, str):
+        return value
+    return "[sealed]" if isinstance(value, dict) and SEALED_MARK in value else ""
 
 
 def _run(
@@ -414,9 +424,10 @@ def _check(
     kind, _, suffix = action.partition(".")
     key = (kind, subject_id)
     if suffix == "requested":
+        weights = payload.get("model_version")
         state.checks[key] = CheckFact(
             kind=kind, id=subject_id, profile=str(payload.get("profile", "")), requested_entry=index,
-            model_version=resolve.link("model_version", payload.get("model_version"), project),
+            model_version=_named_or_resolved(resolve, payload.get("model_version_id"), weights, project),
             dataset_version=resolve.link("dataset_version", payload["dataset_version"], project)
             if kind == "bias_evaluation" and payload.get("dataset_version") else None,
             entry=index,
@@ -430,6 +441,14 @@ def _check(
     if suffix in ("completed", "failed"):
         check.verdict = payload.get("verdict") or None
         check.reasons = [str(r) for r in payload.get("reasons") or []]
+
+
+def _named_or_resolved(resolve: _Resolver, named: Any, weights: Any, project: int | None) -> Link:
+    """The model version a payload names by id (see the module's docstring), else the one its
+    weights' digest resolves to."""
+    if named is not None:
+        return Link(id=str(named), digest=weights if isinstance(weights, str) else None)
+    return resolve.link("model_version", weights, project)
 
 
 def _model_version(
