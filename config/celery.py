@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
@@ -57,6 +60,35 @@ def _sweep_training_folders(**_: Any) -> None:
         logging.getLogger("training").exception("sweeping the training folders at worker start failed")
     finally:
         connection.close()  # pool processes forked later must not share this connection
+
+
+_integrator: subprocess.Popen[bytes] | None = None
+
+
+@signals.worker_ready.connect
+def _start_integrator(**_: Any) -> None:
+    """Deferred sequencing (PostgreSQL): each worker starts the ledger's integrator beside itself, a
+    process of its own (``manage.py ledger integrate --follow``) that ends with the worker. Several
+    workers' integrators take turns on the head's row lock; one suffices, more stand by."""
+    global _integrator
+    from django.conf import settings
+
+    if settings.LEDGER_SEQUENCING != "deferred" or _integrator is not None:
+        return
+    manage = Path(settings.BASE_DIR) / "manage.py"
+    _integrator = subprocess.Popen(
+        [sys.executable, str(manage), "ledger", "integrate", "--follow", "--parent", str(os.getpid())]
+    )
+
+
+@signals.worker_shutdown.connect
+def _stop_integrator(**_: Any) -> None:
+    if _integrator is not None and _integrator.poll() is None:
+        _integrator.terminate()
+        try:
+            _integrator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _integrator.kill()
 
 
 @signals.task_prerun.connect

@@ -160,12 +160,17 @@ def _lock_head(cursor: Any) -> merkle.CompactRange:
 
 
 def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
-    """Append entries in order, inside the caller's transaction (or one of its own)."""
+    """Append entries in order, inside the caller's transaction (or one of its own).
+
+    Inline sequencing (SQLite, and PostgreSQL when configured) locks the ledger head and adds the
+    entries to the tree here; deferred sequencing (``_append_deferred``) only records them."""
     if not requests:
         return []
     payloads = [_validate(request) for request in requests]
     projects = _attribute(requests)  # before the lock: reads of the subjects' rows, not of the ledger
     now = timezone.now()
+    if settings.LEDGER_SEQUENCING == "deferred" and connection.vendor == "postgresql":
+        return _append_deferred(requests, payloads, projects, now)
     adapt = connection.ops.adapt_datetimefield_value
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         tree = _lock_head(cursor)
@@ -176,28 +181,107 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
             body = canonical_body(index, now, request, payload)
             leaf = merkle.leaf_hash(body)
             node_rows.extend((node_key(level, pos), digest) for (level, pos), digest in tree.append(leaf))
-            subject = request.subject
-            entry_rows.append(
-                (
-                    index, body, leaf, adapt(now), request.action, request.actor.id[:64], request.actor.name[:150],
-                    subject.type[:64] if subject else "", subject.id[:128] if subject else "",
-                    (request.request_id or "")[:128],
-                )
-            )  # fmt: skip
+            entry_rows.append(_entry_row(index, body, leaf, adapt(now), request))
             appended.append(Appended(index=index, leaf_hash=leaf, body=body))
-        cursor.executemany(
-            'INSERT INTO ledger_entry ("index", body, leaf_hash, created_at, action, actor_id, actor_name, '
-            "subject_type, subject_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            entry_rows,
-        )
+        cursor.executemany(_INSERT_ENTRY, entry_rows)
         cursor.executemany(
             "INSERT INTO ledger_entryscope (entry_index, project_id) VALUES (%s, %s)",
             [(item.index, project) for item, project in zip(appended, projects, strict=True)],
         )
-        if node_rows:
-            cursor.executemany('INSERT INTO ledger_node ("key", hash) VALUES (%s, %s)', node_rows)
-        cursor.execute("UPDATE ledger_ledgerhead SET size = %s, frontier = %s WHERE id = 1", [tree.size, tree.encode()])
+        _write_tree(cursor, tree, node_rows)
     return appended
+
+
+_INSERT_ENTRY = (
+    'INSERT INTO ledger_entry ("index", body, leaf_hash, created_at, action, actor_id, actor_name, '
+    "subject_type, subject_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _entry_row(index: int, body: bytes, leaf: bytes, created_at: Any, request: AppendRequest) -> tuple[Any, ...]:
+    subject = request.subject
+    return (
+        index, body, leaf, created_at, request.action, request.actor.id[:64], request.actor.name[:150],
+        subject.type[:64] if subject else "", subject.id[:128] if subject else "", (request.request_id or "")[:128],
+    )  # fmt: skip
+
+
+def _write_tree(cursor: Any, tree: merkle.CompactRange, node_rows: list[tuple[int, bytes]]) -> None:
+    if node_rows:
+        cursor.executemany('INSERT INTO ledger_node ("key", hash) VALUES (%s, %s)', node_rows)
+    cursor.execute("UPDATE ledger_ledgerhead SET size = %s, frontier = %s WHERE id = 1", [tree.size, tree.encode()])
+
+
+# --- Deferred sequencing (PostgreSQL) ---------------------------------------------------------------
+#
+# The append takes its indexes from a sequence and holds a transaction-scoped advisory lock on each
+# until its transaction ends: no lock is shared between writers, so commits (and their fsyncs) of
+# concurrent governed changes overlap. An index whose transaction rolled back is never written; the
+# integrator sees the hole, takes the index's advisory lock (free once that transaction has ended),
+# and fills it with a ``ledger.index_void`` entry, so the tree stays gapless.
+
+INDEX_SEQUENCE = "ledger_entry_index_seq"
+INDEX_LOCK_BASE = 0x4C44_0000_0000_0000  # advisory-lock keys of reserved indexes: base + index
+VOID_ACTION = "ledger.index_void"
+VOID_ACTOR = Actor(id="ledger", name="ledger integrator")
+_RESERVE_CHUNK = 1000  # rows per INSERT statement (PostgreSQL takes at most 65,535 parameters)
+
+
+def _reserve(cursor: Any, count: int) -> list[int]:
+    cursor.execute(
+        f"SELECT v, pg_advisory_xact_lock(%s + v) FROM (SELECT nextval('{INDEX_SEQUENCE}') AS v "  # noqa: S608
+        "FROM generate_series(1, %s)) reserved",
+        [INDEX_LOCK_BASE, count],
+    )
+    return sorted(int(row[0]) for row in cursor.fetchall())
+
+
+def _insert_new(cursor: Any, rows: list[tuple[Any, ...]], projects: list[int | None]) -> set[int]:
+    """Insert entries whose index no row holds yet, with their scope rows, in one statement;
+    returns the indexes written (an index a row already holds is skipped, not an error)."""
+    written: set[int] = set()
+    for start in range(0, len(rows), _RESERVE_CHUNK):
+        chunk, scopes_chunk = rows[start : start + _RESERVE_CHUNK], projects[start : start + _RESERVE_CHUNK]
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+        scope_values = ", ".join(["(%s::bigint, %s::bigint)"] * len(chunk))
+        params = [value for row in chunk for value in row]
+        params += [value for row, project in zip(chunk, scopes_chunk, strict=True) for value in (row[0], project)]
+        sql = (
+            f'WITH e AS ({_INSERT_ENTRY.partition(" VALUES")[0]} VALUES {values} ON CONFLICT ("index") DO NOTHING '  # noqa: S608
+            'RETURNING "index") INSERT INTO ledger_entryscope (entry_index, project_id) SELECT e."index", s.p FROM e '
+            f'JOIN (VALUES {scope_values}) AS s(i, p) ON s.i = e."index" RETURNING entry_index'
+        )
+        cursor.execute(sql, params)  # only placeholders are formatted in: the values are parameters
+        written.update(int(row[0]) for row in cursor.fetchall())
+    return written
+
+
+def _append_deferred(
+    requests: Sequence[AppendRequest], payloads: list[bytes], projects: list[int | None], now: datetime
+) -> list[Appended]:
+    adapt = connection.ops.adapt_datetimefield_value
+    appended: dict[int, Appended] = {}
+    todo = list(range(len(requests)))
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        while todo:
+            indexes = _reserve(cursor, len(todo))
+            rows, made = [], []
+            for position, index in zip(todo, indexes, strict=True):
+                body = canonical_body(index, now, requests[position], payloads[position])
+                leaf = merkle.leaf_hash(body)
+                rows.append(_entry_row(index, body, leaf, adapt(now), requests[position]))
+                made.append((position, Appended(index=index, leaf_hash=leaf, body=body)))
+            written = _insert_new(cursor, rows, [projects[position] for position in todo])
+            for position, item in made:
+                if item.index in written:
+                    appended[position] = item
+            todo = [position for position in todo if position not in appended]
+            if todo:  # indexes an inline append took, or that the integrator voided: move past them
+                cursor.execute(
+                    f"SELECT setval('{INDEX_SEQUENCE}', GREATEST(nextval('{INDEX_SEQUENCE}'), "  # noqa: S608
+                    'COALESCE((SELECT MAX("index") + 1 FROM ledger_entry), 0)))'
+                )
+    return [appended[position] for position in range(len(requests))]
 
 
 def _attribute(requests: Sequence[AppendRequest]) -> list[int | None]:

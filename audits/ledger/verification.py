@@ -31,6 +31,7 @@ from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load
 from audits.ledger.models import Checkpoint, PublishedKey, VerificationRun
 from audits.ledger.replay import ReplayResult, VerificationFailed, check_notes, replay
 from audits.ledger.selectors import consistency_proof, head_tree
+from audits.ledger.services import INDEX_SEQUENCE, LedgerIntegrityError
 
 CHUNK = 20_000
 
@@ -143,6 +144,13 @@ def checkpoints_then_log() -> tuple[list[Checkpoint], list[tuple[str, str]]]:
 
 
 def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
+    if settings.LEDGER_SEQUENCING == "deferred":
+        from audits.ledger.integrator import integrate_all
+
+        try:
+            integrate_all()  # verify what has committed so far
+        except LedgerIntegrityError as exc:
+            raise VerificationFailed("integration", str(exc)) from None
     rows, logged = checkpoints_then_log()
     try:
         verifiers = trusted_verifiers()
@@ -196,14 +204,27 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
             ) from None
     if head.size != result.tree_size or head.root() != result.root:
         raise VerificationFailed("ledger head", "its size or right edge disagrees with the entries")
-    # Entries past the head's size at the start are appends made since, which moved the head on;
-    # rows past the head's size now were written around the service.
+    # Entries past the head's size at the start are appends made since, which moved the head on
+    # (inline), or entries recorded and not integrated yet (deferred: below the index sequence);
+    # rows past that bound were written around the service.
     with connection.cursor() as cursor:
         cursor.execute('SELECT MAX("index") FROM ledger_entry')
         (last,) = cursor.fetchone()
-    if last is not None and last >= head_tree().size:
+    if last is not None and last >= _index_bound():
         raise VerificationFailed(f"entry {last}", "it lies past the ledger head: written around the service")
     return result
+
+
+def _index_bound() -> int:
+    """One past the highest index the service has given out: the head's size (inline), or the
+    index sequence's next value (deferred sequencing, PostgreSQL)."""
+    size = head_tree().size
+    if connection.vendor != "postgresql":
+        return size
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT last_value, is_called FROM {INDEX_SEQUENCE}")  # noqa: S608 (a constant)
+        last_value, is_called = cursor.fetchone()
+    return max(size, last_value + 1 if is_called else last_value)
 
 
 def ledger_verify(*, progress: Callable[[int], None] | None = None) -> ReplayResult:

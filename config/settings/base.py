@@ -504,6 +504,19 @@ LEDGER_CHECKPOINT_LOG = env_path("LEDGER_CHECKPOINT_LOG", VAR_DIR / "ledger-chec
 LEDGER_CHECKPOINT_EVERY_S = env_int("LEDGER_CHECKPOINT_EVERY_S", 60, minimum=1)
 # The log's identity: the first line of every checkpoint and the name of its signing keys.
 LEDGER_ORIGIN = env_str("LEDGER_ORIGIN", "localhost/llmops-governance/ledger")
+# How entries get their place in the tree. "inline": the append locks the ledger head in the
+# governed transaction and integrates there (one writer at a time, as SQLite has anyway).
+# "deferred" (PostgreSQL only; its default there): the append takes its index from a sequence, with
+# no lock shared between writers, and the integrator (a process each Celery worker starts, or
+# `manage.py ledger integrate --follow`) adds committed entries to the tree in batches.
+LEDGER_SEQUENCING = env_str("LEDGER_SEQUENCING", "inline" if _db.engine == "sqlite" else "deferred")
+if LEDGER_SEQUENCING not in {"inline", "deferred"}:
+    raise SettingError("LEDGER_SEQUENCING", f"expected inline or deferred, got {LEDGER_SEQUENCING!r}")
+if LEDGER_SEQUENCING == "deferred" and _db.engine == "sqlite":
+    raise SettingError("LEDGER_SEQUENCING", "deferred sequencing needs PostgreSQL; SQLite runs inline")
+# Entries the integrator adds to the tree per transaction, and how long it waits when idle.
+LEDGER_INTEGRATE_BATCH = env_int("LEDGER_INTEGRATE_BATCH", 5000, minimum=1)
+LEDGER_INTEGRATE_IDLE_MS = env_int("LEDGER_INTEGRATE_IDLE_MS", 20, minimum=1)
 
 # Trust anchors kept outside the database (issue 26): the verifier keys `ledger verify`, report
 # verification and `restore` trust (default: the public half of the signing key, written beside it

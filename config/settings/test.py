@@ -13,3 +13,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # them down with override_settings (tests/test_approval_request_limits.py).
 API_RATE_LIMITS = {group: "1000000/m" for group in API_RATE_LIMITS}  # noqa: F405
 API_TOKEN_LOCKOUT_FAILURES = 1000000
+
+# The suite's tests read the tree right after a governed change, in transactions that roll back:
+# the ledger integrates inline. The sequencing tests (audits/ledger/tests/test_sequencing.py) run
+# the deferred sequencer and its integrator against PostgreSQL, with real concurrent writers.
+LEDGER_SEQUENCING = "inline"

@@ -10,6 +10,8 @@
 - ``verify``: re-hash every entry, rebuild every root, check every checkpoint (under the trusted
   keys only) and consistency step; exit 0 when all holds, 1 naming the first entry or checkpoint
   that fails. A key published in the database that is not trusted is named.
+- ``integrate [--follow]``: add the entries recorded by deferred sequencing to the tree (PostgreSQL);
+  with ``--follow``, keep doing it as they come (what each Celery worker starts beside itself).
 - ``export DIR``: write a bundle that ``python -m audits.verify DIR`` checks without the service.
 - ``rotate-kek [--new-key] [--batch-size N]``: re-wrap every live vault key under the current
   key-encryption key (``LEDGER_VAULT_KEK``), batch by batch; rerun it to resume. ``--new-key`` first
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,9 @@ class Command(BaseCommand):
         checkpoint = sub.add_parser("checkpoint", help="sign a checkpoint of the current tree")
         checkpoint.add_argument("--force", action="store_true", help="sign even if the tree has not grown")
         sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
+        integrate = sub.add_parser("integrate", help="add the entries recorded since to the tree (deferred sequencing)")
+        integrate.add_argument("--follow", action="store_true", help="keep integrating as entries come")
+        integrate.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
         export = sub.add_parser("export", help="write a bundle for offline verification")
         export.add_argument("directory", type=Path)
         rotate_kek = sub.add_parser(
@@ -134,10 +140,30 @@ class Command(BaseCommand):
         PublishedKey.objects.filter(key_id=key_id.lower(), retired_at__isnull=True).update(retired_at=timezone.now())
         self.stdout.write(f"Retired key {key_id}; it no longer signs and stays published for verification.")
 
+    def _integrate(self, *, follow: bool, parent: int | None, **_: Any) -> None:
+        from audits.ledger.integrator import follow as follow_entries
+        from audits.ledger.integrator import integrate_all, pending_count
+        from audits.ledger.services import LedgerIntegrityError
+
+        if settings.LEDGER_SEQUENCING != "deferred":
+            self.stdout.write("Sequencing is inline: every entry joins the tree in its own transaction.")
+            return
+        try:
+            if follow:
+                follow_entries(parent=parent)
+                return
+            added = integrate_all()
+        except LedgerIntegrityError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Integrated {added} entries; {pending_count()} recorded wait for a transaction still open.")
+
     def _checkpoint(self, *, force: bool, **_: Any) -> None:
+        from audits.ledger.integrator import integrate_all
         from audits.ledger.services import LedgerError, LedgerIntegrityError, checkpoint_create
 
         try:
+            if settings.LEDGER_SEQUENCING == "deferred":
+                integrate_all()  # sign what has committed so far
             checkpoint = checkpoint_create(force=force)
         except (LedgerError, LedgerIntegrityError) as exc:
             raise CommandError(str(exc)) from None
