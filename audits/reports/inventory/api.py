@@ -165,7 +165,8 @@ class _Proof(serializers.Serializer):
 
 class InventorySerializer(serializers.Serializer):
     at = serializers.DateTimeField()
-    entries_read = serializers.IntegerField()
+    entries_read = serializers.IntegerField(help_text="the entries replayed (of the actions the inventory reads)")
+    integrated = serializers.IntegerField(help_text="the ledger's integrated size when read: entries below it only")
     last_entry = serializers.IntegerField(allow_null=True)
     checkpoint = _Checkpoint(allow_null=True)
     deployments = _Deployment(many=True)

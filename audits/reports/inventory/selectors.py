@@ -1,6 +1,6 @@
-"""The inventory at a past time: the ledger's entries read (those the reader may read, made at or
-before that time, in index order), replayed (``replay.py``) and each cited entry given its RFC 9162
-inclusion proof against the latest signed checkpoint.
+"""The inventory at a past time: the ledger's entries read (those the reader may read, integrated
+into the tree, made at or before that time, in index order), replayed (``replay.py``) and each
+cited entry given its RFC 9162 inclusion proof against the latest signed checkpoint.
 
 The proofs are computed together: the stored subtree hashes every path needs are fetched in a few
 ``IN`` queries (``audits.ledger.selectors.fetch_nodes``), and each path is checked against the
@@ -21,7 +21,7 @@ from typing import Any
 
 from audits.ledger import merkle
 from audits.ledger.models import Checkpoint, Entry
-from audits.ledger.selectors import entries_scoped, fetch_nodes, latest_checkpoint
+from audits.ledger.selectors import entries_scoped, fetch_nodes, latest_checkpoint, tree_size
 from audits.ledger.services import is_sealed
 from audits.reports.inventory.replay import Replayed, actions_read, replay
 
@@ -59,6 +59,7 @@ class Inventory:
     state: Replayed
     checkpoint: Checkpoint | None
     proofs: dict[int, EntryProof]
+    integrated: int = 0  # the tree's size when read: the entries at or past it were not read
 
     def deployment_rows(self) -> list[dict[str, Any]]:
         """One row per deployment, with what it rests on: the model version, the approvals of the
@@ -101,6 +102,7 @@ class Inventory:
             {
                 "at": self.at.isoformat(),
                 "entries_read": state.entries_read,
+                "integrated": self.integrated,
                 "last_entry": state.last_index,
                 "checkpoint": None if self.checkpoint is None else {
                     "tree_size": self.checkpoint.tree_size, "root": _b64(bytes(self.checkpoint.root)),
@@ -186,11 +188,12 @@ def inventory_at(*, user: Any, at: datetime) -> Inventory:
     """The inventory as the ledger tells it at ``at``, from the entries ``user`` reads (a
     project's readers: their projects' facts; readers of every entry: all)."""
     checkpoint = latest_checkpoint()
-    queryset = entries_scoped(
-        Entry.objects.filter(action__in=actions_read(), created_at__lte=at).order_by("index"), user
-    ).values_list("index", "body", "scope__project_id")
+    # Integrated entries only (below the head's size): their order is final and has no gap, so an
+    # answer about the past never changes when a transaction that began earlier commits later.
+    integrated = tree_size()
+    entries = Entry.objects.filter(action__in=actions_read(), created_at__lte=at, index__lt=integrated)
+    queryset = entries_scoped(entries.order_by("index"), user).values_list("index", "body", "scope__project_id")
     rows = ((index, json.loads(bytes(body)), project) for index, body, project in queryset.iterator(_READ_CHUNK))
     state = replay(rows)
-    return Inventory(
-        at=at, state=state, checkpoint=checkpoint, proofs=inclusion_proofs(cited_entries(state), checkpoint)
-    )
+    proofs = inclusion_proofs(cited_entries(state), checkpoint)
+    return Inventory(at=at, state=state, checkpoint=checkpoint, proofs=proofs, integrated=integrated)

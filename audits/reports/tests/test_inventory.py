@@ -31,6 +31,7 @@ from llmops_ledger_verify import notes as offline_notes
 from audits.checks import garak_scan
 from audits.checks.models import BiasEvaluation, SecurityScan
 from audits.checks.services import bias_evaluation_request, security_scan_execute, security_scan_request
+from audits.ledger.selectors import tree_size
 from audits.ledger.services import checkpoint_create
 from audits.ledger.verification import known_verifiers
 from audits.privacy.services import dsr_erase
@@ -172,8 +173,9 @@ def _inventory_rows(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _facts(answer: dict[str, Any]) -> dict[str, Any]:
-    """The answer without what depends on the checkpoint it is proved against."""
-    return {k: v for k, v in answer.items() if k not in ("proofs", "checkpoint")}
+    """The answer without what depends on when it was asked: the checkpoint it is proved against
+    and the ledger's size then."""
+    return {k: v for k, v in answer.items() if k not in ("proofs", "checkpoint", "integrated")}
 
 
 def _build(ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
@@ -365,6 +367,7 @@ def test_the_endpoint_answers_readers_of_the_ledger_with_their_projects_facts(re
     assert future.status_code == 400 and "in the future" in future.json()["error"]["message"]
     past = client.get("/api/v1/inventory", {"at": "2020-01-01T00:00:00Z"}).json()
     assert past["deployments"] == [] and past["entries_read"] == 0
+    assert answer["integrated"] == tree_size() and answer["last_entry"] < tree_size()
 
 
 def test_each_reader_sees_their_projects_facts_and_shared_weights_link_within_the_project(
