@@ -27,7 +27,12 @@ def check_signing_key(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
 
 
 def require_signing_key() -> None:
-    """For long-running processes (web, worker): stop at start-up with one line if the key is bad."""
+    """For long-running processes (web, worker): stop at start-up with one line if the signing key
+    or the vault's key-encryption key is bad."""
     problem = signing_key_problem()
     if problem is not None:
         raise SystemExit(f"configuration error: LEDGER_SIGNING_KEY_FILE: {problem}")
+    from audits.ledger.kek import kek_startup_problem
+
+    if (problem := kek_startup_problem()) is not None:
+        raise SystemExit(f"configuration error: the vault's key-encryption key: {problem}")

@@ -32,6 +32,7 @@ from audits.ledger.models import Checkpoint, PublishedKey, VerificationRun
 from audits.ledger.replay import ReplayResult, VerificationFailed, check_notes, replay
 from audits.ledger.selectors import consistency_proof, head_tree
 from audits.ledger.services import INDEX_SEQUENCE, LedgerIntegrityError
+from audits.ledger.witness.verify import check_quorum, witnessed_notes
 
 CHUNK = 20_000
 
@@ -162,10 +163,13 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
             f"no trusted verifier key: {settings.LEDGER_TRUSTED_KEYS_FILE} is missing and there is no signing key "
             "(`ledger keygen --if-missing` writes the signing key's public half there)",
         )
+    # Co-signed checkpoints (each row keeps the note its witness co-signed), read before the head:
+    # their roots are held against the entries with the others', and the witness policy after.
+    witnessed = witnessed_notes()
     # Read after every checkpoint: the head only grows, so its size covers them all. Entries
     # appended after this moment are left to the next verification.
     head = head_tree()
-    stored = [(f"checkpoint {row.pk}", row.note) for row in rows]
+    stored = [(f"checkpoint {row.pk}", row.note) for row in rows] + witnessed
     for row in rows:
         try:
             parsed, _ = notes.parse(row.note)
@@ -191,6 +195,7 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
     except VerificationFailed as failure:
         raise explain_untrusted(failure, untrusted_published_keys(verifiers)) from None
     result = replay(lambda: stream_entries(below=head.size), signed, progress=progress)
+    check_quorum(witnessed, verifiers=verifiers)  # the k-of-n witness policy; a split view fails here
 
     sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0})
     roots = {s.checkpoint.size: s.checkpoint.root for s in signed}

@@ -17,6 +17,7 @@ from audits.ledger import receipts, scopes, selectors
 from audits.ledger.models import Entry
 from audits.ledger.services import LedgerError
 from audits.ledger.verification import known_verifiers
+from audits.ledger.witness.selectors import cosigned_note
 from common.api import ListView
 from common.errors import DomainError, NotFound
 from common.pagination import Pagination
@@ -80,11 +81,13 @@ class CheckpointView(APIView):
         responses={(200, "text/plain"): OpenApiTypes.STR, 404: OpenApiResponse(description="no checkpoint yet")},
     )
     def get(self, request: Request) -> HttpResponse:
-        """The latest signed checkpoint, as a C2SP signed note."""
+        """The latest signed checkpoint, as a C2SP signed note, with its witnesses' co-signatures."""
         latest = selectors.latest_checkpoint()
         if latest is None:
             raise NotFound("no_checkpoint", "no checkpoint has been signed yet")
-        return HttpResponse(latest.note, content_type="text/plain; charset=utf-8")
+        # With the witnesses' co-signature lines it has (C2SP tlog-cosignature); readers that do
+        # not know a witness's key ignore its line, as signed notes require.
+        return HttpResponse(cosigned_note(latest), content_type="text/plain; charset=utf-8")
 
 
 class KeysView(APIView):

@@ -21,6 +21,7 @@ from audits.ledger.backup.layout import (
     PG_DUMP_FILE,
     SIGNING_KEY_NOTE,
     SQLITE_FILE,
+    VAULT_KEK_NOTE,
     BackupError,
     Say,
     _BackupDir,
@@ -88,7 +89,7 @@ def _report_certificates_into(out: _BackupDir, notes_: list[str]) -> list[str]:
 def _backup_into(out: _BackupDir, say: Say) -> dict[str, Any]:
     from audits.ledger.backup.journal import journal_complete
 
-    notes_: list[str] = [SIGNING_KEY_NOTE]
+    notes_: list[str] = [SIGNING_KEY_NOTE, VAULT_KEK_NOTE]
     # The journal lives outside the backup; it must name every erasure this backup could bring back.
     if added := journal_complete():
         say(f"erasure journal {settings.LEDGER_ERASURE_JOURNAL}: {added} erasure(s) it lacked added")

@@ -31,6 +31,12 @@ SIGNING_KEY_NOTE = (
     "restore it from its own secure storage (the key file kept apart, or the KMS/HSM)."
 )
 
+VAULT_KEK_NOTE = (
+    "The vault's key-encryption key is NOT in this backup (the data subjects' keys in it are wrapped by it): "
+    "restore LEDGER_VAULT_KEK_FILE from where it is kept apart, or reach the same PKCS#11 token, including any "
+    "older KEK a rotation left (`ledger rotate-kek`); without it no sealed value of this backup can be read."
+)
+
 Say = Callable[[str], None]
 
 

@@ -12,6 +12,9 @@
   that fails. A key published in the database that is not trusted is named.
 - ``integrate [--follow]``: add the entries recorded by deferred sequencing to the tree (PostgreSQL);
   with ``--follow``, keep doing it as they come (what each Celery worker starts beside itself).
+- ``witness-key``: print this service's witness verifier key (C2SP cosignature/v1), creating the
+  witness key file (``LEDGER_WITNESS_KEY_FILE``, mode 0600) if missing; give it to the operators of
+  the logs this service witnesses (``LEDGER_WITNESSED_LOGS``).
 - ``export DIR``: write a bundle that ``python -m audits.verify DIR`` checks without the service.
 - ``rotate-kek [--new-key] [--batch-size N]``: re-wrap every live vault key under the current
   key-encryption key (``LEDGER_VAULT_KEK``), batch by batch; rerun it to resume. ``--new-key`` first
@@ -51,6 +54,7 @@ class Command(BaseCommand):
         integrate = sub.add_parser("integrate", help="add the entries recorded since to the tree (deferred sequencing)")
         integrate.add_argument("--follow", action="store_true", help="keep integrating as entries come")
         integrate.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
+        sub.add_parser("witness-key", help="print this service's witness verifier key (made if missing)")
         export = sub.add_parser("export", help="write a bundle for offline verification")
         export.add_argument("directory", type=Path)
         rotate_kek = sub.add_parser(
@@ -82,6 +86,15 @@ class Command(BaseCommand):
             for sql in app_role_grants(role, connection.settings_dict["NAME"]):
                 cursor.execute(sql)
         self.stdout.write(f"{role}: read and write on the service's tables; append only on the ledger's")
+
+    def _witness_key(self, **_: Any) -> None:
+        from audits.ledger.witness.keys import witness_key
+
+        try:
+            key = witness_key()
+        except (KeyFileError, OSError) as exc:
+            raise CommandError(f"witness key file {settings.LEDGER_WITNESS_KEY_FILE}: {exc}") from None
+        self.stdout.write(key.verifier().encode())
 
     def _signers(self) -> list[SignerKey]:
         try:
