@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.utils import timezone
@@ -106,8 +106,10 @@ def access_letter_issue(*, actor: Any, request: DataSubjectRequest) -> IssuedLet
     raises the service's ``DomainError`` (403, 404, 409) and nothing is issued."""
     import hashlib
 
+    from audits.ledger.receipts import entry_receipts
     from audits.ledger.selectors import latest_checkpoint
     from audits.ledger.services import checkpoint_create
+    from audits.reports.pdf import receipt_indexes
     from audits.reports.services import sign_report_pdf
 
     # The package's service checks the role, the kind (access or know) and the state, in that order.
@@ -121,6 +123,7 @@ def access_letter_issue(*, actor: Any, request: DataSubjectRequest) -> IssuedLet
         request=request, package=package, package_sha256=package_sha256, package_entry=issued_entry,
         checkpoint_text=checkpoint.note, generated_at=generated_at,
     )  # fmt: skip
+    document = replace(document, receipts=entry_receipts(receipt_indexes(document), checkpoint=checkpoint))
     pdf = sign_report_pdf(
         build_pdf(document), reason=f"answer to data-subject request {request.reference}", signed_at=generated_at
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +263,11 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
     second delivery does nothing, unless the worker that claimed it died (then it is taken over
     and generated from the start: nothing is recorded before the final transaction). A failure
     leaves the run failed with the reason, on record."""
+    from audits.ledger.receipts import entry_receipts
     from audits.ledger.selectors import latest_checkpoint
     from audits.ledger.services import checkpoint_create
     from audits.reports import builders
-    from audits.reports.pdf import build_pdf, cited_indexes
+    from audits.reports.pdf import build_pdf, cited_indexes, receipt_indexes
 
     if not _claim(report_pk):
         return None
@@ -279,6 +280,9 @@ def report_generate(*, report_pk: int) -> ReportRun | None:
         document = builders.build(
             run, checkpoint=checkpoint, progress=lambda percent, step: _progress(run, percent, step)
         )
+        # The SCITT receipts of the cited entries (at most RECEIPTS_LIMIT, the claims' first), in the
+        # report's own checkpoint, embedded in the signed revision.
+        document = replace(document, receipts=entry_receipts(receipt_indexes(document), checkpoint=checkpoint))
         _progress(run, 80, "rendering the PDF")
         pdf = build_pdf(document)
         _progress(run, 90, "signing the PDF")
@@ -396,6 +400,29 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
             check.reason = f"entry {index}: not included in the checkpoint ({exc})"
             return check
     say(f"cited entries: {len(info.cited_indexes)}, each included in the checkpoint")
+    from llmops_ledger_verify.receipt import verify_receipt
+    from llmops_ledger_verify.replay import VerificationFailed
+
+    from audits.reports.pdf import read_receipts
+
+    try:
+        receipts = read_receipts(pdf)
+    except ReportPdfError as exc:
+        check.reason = f"receipts: {exc}"
+        return check
+    for index, receipt in receipts.items():
+        if index not in bodies:
+            check.reason = f"receipt of entry {index}: the report does not cite that entry"
+            return check
+        try:
+            proven = verify_receipt(receipt, known_verifiers(), entry=bodies[index], origin=settings.LEDGER_ORIGIN)
+        except VerificationFailed as exc:
+            check.reason = f"receipt of entry {index}: {exc}"
+            return check
+        if proven["tree_size"] != cited.size:
+            check.reason = f"receipt of entry {index}: for tree size {proven['tree_size']}, not the report's"
+            return check
+    say(f"receipts: {len(receipts)} embedded (RFC 9942 COSE), each verified with the ledger's key")
     from audits.reports.claims import first_false_claim
 
     false = first_false_claim(info.claims, bodies)

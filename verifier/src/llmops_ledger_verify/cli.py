@@ -10,6 +10,11 @@ RFC 9162 roots, checks every checkpoint's Ed25519 signatures and that each signe
 the entries. Exit status 0 when all holds; 1 with the first failing file, entry or checkpoint
 named; 2 when the command line is wrong (no such folder, a malformed ``--key``, a missing file).
 
+``ledger-verify RECEIPT.cose --entry ENTRY --key KEY [--origin ORIGIN]`` verifies an entry's SCITT
+receipt (RFC 9942 COSE receipt, ``GET /api/v1/ledger/entries/{index}/receipt``, or embedded in a
+report as ``ledger-receipt-<index>.cose``; see ``receipt``) against the entry's exact bytes (the
+decoded ``body_b64`` of the entry); a receipt carries no keys, so ``--key`` is required.
+
 Pin the log's keys with ``--key`` (obtained from the log operator out of band); without it the
 bundle's own ``keys.txt`` is trusted, and the verifier says so. Pass checkpoints you saved earlier
 (``GET /api/v1/ledger/checkpoint``) with ``--checkpoint FILE``: the bundle must hold their trees,
@@ -35,6 +40,7 @@ from llmops_ledger_verify.bundle import verify_bundle
 from llmops_ledger_verify.cosignature import CosignerKey
 from llmops_ledger_verify.keys import KeyFileError, VerifierKey
 from llmops_ledger_verify.proof import read_proof_file, verify_proof
+from llmops_ledger_verify.receipt import COSE_SIGN1_TAG, verify_receipt
 from llmops_ledger_verify.replay import VerificationFailed
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -58,6 +64,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--witness-quorum", type=int, default=0, metavar="K",
         help="require a checkpoint co-signed by K of the --witness keys (default 0: none required)",
     )  # fmt: skip
+    parser.add_argument("--entry", type=Path, help="with a receipt: the file of the entry's exact bytes")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -86,6 +93,14 @@ def main(argv: list[str] | None = None, prog: str = "ledger-verify") -> int:
             file=sys.stderr,
         )
         return USAGE
+    if args.bundle.is_file() and args.bundle.read_bytes()[:1] == bytes([0xC0 | COSE_SIGN1_TAG]):
+        problems = [] if pinned else ["--key is required: a receipt carries no keys"]
+        problems += [] if args.entry and args.entry.is_file() else ["--entry FILE (the entry's bytes) is required"]
+        if problems:
+            parser.print_usage(sys.stderr)
+            print(f"{prog}: error: {'; '.join(problems)}", file=sys.stderr)
+            return USAGE
+        return _receipt(args.bundle, args.entry, pinned, args.origin)
     if args.bundle.is_file():
         if args.checkpoint:
             parser.print_usage(sys.stderr)
@@ -146,5 +161,21 @@ def _proof(path: Path, pinned: list[VerifierKey], origin: str | None) -> int:
     print(
         f"OK entry {outcome['index']} is included in the checkpoint of tree size {outcome['tree_size']} "
         f"signed by {', '.join(outcome['signed_by'])}; root {outcome['root']}"
+    )
+    return OK
+
+
+def _receipt(path: Path, entry: Path, pinned: list[VerifierKey], origin: str | None) -> int:
+    try:
+        try:
+            outcome = verify_receipt(path.read_bytes(), pinned, entry=entry.read_bytes(), origin=origin)
+        except OSError as exc:
+            raise VerificationFailed(exc.filename or str(path), f"cannot be read ({exc.strerror})") from None
+    except VerificationFailed as failure:
+        print(f"FAIL {failure.where}: {failure.why}", file=sys.stderr)
+        return FAILED
+    print(
+        f"OK receipt: entry {outcome['index']} is included in the checkpoint of tree size {outcome['tree_size']} "
+        f"of {outcome['origin']}, signed by {outcome['signed_by']}; root {outcome['root']}"
     )
     return OK
