@@ -225,6 +225,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "registry_prompttemplate_delete": NOBODY,
     "registry_prompttemplate_history": ALL,
     "reports_factsheet": ALL,
+    "reports_inventory": ("compliance_officer", "auditor"),
     "reports_reportrun_add": NOBODY,
     "reports_reportrun_change": ("compliance_officer", "auditor"),
     "reports_reportrun_changelist": ("compliance_officer", "auditor", "platform_admin"),

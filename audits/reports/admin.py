@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from audits.reports.factsheet_admin import attach_factsheet_column, factsheet_urls
+from audits.reports.inventory.admin import inventory_urls
 from audits.reports.models import ReportKind, ReportRun, ReportState
 from audits.reports.selectors import READERS
 from common.admin import PROJECT_FILTER, ReadOnlyAdmin
@@ -55,6 +56,7 @@ class ReportRunAdmin(ReadOnlyAdmin):
             path("generate/", self.admin_site.admin_view(self.generate_view), name="reports_reportrun_generate"),
             path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="reports_reportrun_pdf"),
             *factsheet_urls(self.admin_site),  # a model version's factsheet: factsheet_admin.py
+            *inventory_urls(self.admin_site),  # the inventory at a time: inventory/admin.py
         ]
         return own + super().get_urls()
 

@@ -64,7 +64,7 @@ def deployment_request(
         ledger_append(
             actor=actor, action="deployment.requested", subject=deployment_subject(deployment),
             payload={"name": name, "environment": environment, "weights": model_version.weights_digest,
-                     "runtime": runtime, "target": target, "guard": guard},
+                     "model_version": str(model_version.pk), "runtime": runtime, "target": target, "guard": guard},
         )  # fmt: skip
     return deployment
 

@@ -155,7 +155,8 @@ def bias_evaluation_request(
             sensitive_feature=sensitive_feature, label_mapping=label_mapping, special_category=special_category,
             legal_basis=legal_basis, safeguards_confirmed=safeguards,
         )  # fmt: skip
-        payload: dict[str, Any] = {"model_version": model_version.weights_digest, "profile": profile_name,
+        payload: dict[str, Any] = {"model_version": model_version.weights_digest,
+                                   "model_version_id": str(model_version.pk), "profile": profile_name,
                                    "dataset_version": dataset_version_digest(dataset_version), "records": len(records),
                                    "prompt_template": prompt_template.content_digest,
                                    "sensitive_feature": sensitive_feature, "label_field": label_field,

@@ -52,8 +52,8 @@ def security_scan_request(
         )  # fmt: skip
         ledger_append(
             actor=actor, action="security_scan.requested", subject=_subject(scan),
-            payload={"model_version": model_version.weights_digest, "profile": profile_name,
-                     "probes": profile["probes"], "trigger": trigger},
+            payload={"model_version": model_version.weights_digest, "model_version_id": str(model_version.pk),
+                     "profile": profile_name, "probes": profile["probes"], "trigger": trigger},
         )  # fmt: skip
         _queue_or_wait(scan, actor)
     return scan

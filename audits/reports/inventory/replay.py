@@ -5,7 +5,7 @@ each governed subject, what the entries say of it: its state and the index of th
 it. Links between subjects come from the payloads:
 
 - a deployment's model version: ``deployment.requested`` names the weights' digest, which is the
-  ``model_version.registered`` entry's subject digest (the payload names no model version id; where
+  ``model_version.registered`` entry's subject digest (for entries that name no model version id; where
   two registered model versions share those weights, the one of the deployment's project is taken;
   where that still leaves more than one, the first, and the link says ``ambiguous``);
 - a model version's datasets: ``model_version.registered`` names dataset version digests and, for
@@ -15,7 +15,8 @@ it. Links between subjects come from the payloads:
   version digest), resolved as a deployment's are;
 
 A payload that names the model version by id (``deployment.requested``'s ``model_version``, a
-check's ``model_version_id``: not written today) is taken at its word.
+check's ``model_version_id``, written since issue 29) is taken at its word; older entries are
+resolved by their weights digest as above.
 - approvals: the entry's subject (type, id, digest) and ``payload.request``.
 
 States follow the services' own transitions, so that they equal the rows' states at the same time
