@@ -4,6 +4,9 @@ Runs on the embedded default (SQLite, WAL, ``SQLITE_SYNCHRONOUS=FULL``: every co
 in a fresh temporary var/; set ``SQLITE_SYNCHRONOUS=NORMAL`` to measure that mode. Prints one JSON
 object. ``BENCH_LEDGER_SIZE`` sets the tree size for the verification and proof figures (default
 1,000,000); ``BENCH_LEDGER_RATE_S`` the seconds each append-rate measurement runs (default 10).
+After the full verification, 10,000 entries are appended and checkpointed and verified
+incrementally (``ledger verify --incremental``): ``incremental_verify_s``. Concurrent writers on
+PostgreSQL: ``bench.ledger_scale``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ def main() -> None:
     result = ledger_verify()
     verify_s = time.perf_counter() - started
 
+    # Incremental verification: 10,000 entries appended and checkpointed after the full run.
+    ledger_append_many(requests(5000))
+    ledger_append_many(requests(5000))
+    checkpoint_create()
+    started = time.perf_counter()
+    incremental = ledger_verify(incremental=True)
+    incremental_s = time.perf_counter() - started
+    assert incremental.verified_from == size and incremental.tree_size == size + 10_000, incremental
+
     rng = random.Random(9162)  # noqa: S311 (picks sample indexes, not secrets)
     inclusion_ms, consistency_ms, queries = [], [], []
     for _ in range(300):
@@ -91,6 +103,8 @@ def main() -> None:
         "tree_size": result.tree_size,
         "fill_s": round(fill_s, 1),
         "verify_s": round(verify_s, 2),
+        "incremental_new_entries": incremental.tree_size - incremental.verified_from,
+        "incremental_verify_s": round(incremental_s, 3),
         "inclusion_proof_ms_median": round(statistics.median(inclusion_ms), 3),
         "inclusion_proof_ms_p99": p99(inclusion_ms),
         "inclusion_proof_queries": max(queries),

@@ -30,7 +30,7 @@ from audits.ledger import merkle, notes
 from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load_verifier_keys
 from audits.ledger.models import Checkpoint, PublishedKey, VerificationRun
 from audits.ledger.replay import ReplayResult, VerificationFailed, check_notes, replay
-from audits.ledger.selectors import consistency_proof, head_tree
+from audits.ledger.selectors import consistency_proof, fetch_nodes, head_tree
 from audits.ledger.services import INDEX_SEQUENCE, LedgerIntegrityError
 from audits.ledger.witness.verify import check_quorum, witnessed_notes
 
@@ -99,14 +99,15 @@ def read_checkpoint_log(path: Path) -> list[tuple[str, str]]:
     return texts
 
 
-def stream_entries(below: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """Every entry in index order (only those with ``index < below`` when given), straight from
-    the DB-API cursor in chunks: the ORM would build a model instance per row, and verification
-    time grows with the log."""
-    sql, params = 'SELECT "index", body, leaf_hash FROM ledger_entry ORDER BY "index"', []
-    if below is not None:  # the raw DB-API cursor: SQLite's paramstyle is qmark, psycopg's format
-        mark = "?" if connection.vendor == "sqlite" else "%s"
-        sql, params = sql.replace(" ORDER", f' WHERE "index" < {mark} ORDER'), [below]
+def stream_entries(below: int | None = None, start: int = 0) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """Every entry in index order (only those with ``start <= index < below`` when given),
+    straight from the DB-API cursor in chunks: the ORM would build a model instance per row, and
+    verification time grows with the log."""
+    mark = "?" if connection.vendor == "sqlite" else "%s"  # the raw DB-API cursor's paramstyle
+    sql, params = f'SELECT "index", body, leaf_hash FROM ledger_entry WHERE "index" >= {mark}', [start]  # noqa: S608
+    if below is not None:
+        sql, params = sql + f' AND "index" < {mark}', [start, below]
+    sql += ' ORDER BY "index"'
     connection.ensure_connection()
     cursor = connection.connection.cursor()
     try:
@@ -144,7 +145,59 @@ def checkpoints_then_log() -> tuple[list[Checkpoint], list[tuple[str, str]]]:
     return rows, logged
 
 
-def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
+def _stored_range(size: int) -> merkle.CompactRange:
+    """The tree's right edge at ``size``, from the stored subtree hashes (``log2(size)`` of them)."""
+    keys, offset = [], 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            keys.append((level, offset >> level))
+            offset += 1 << level
+    found = fetch_nodes(set(keys))
+    return merkle.CompactRange(size, [found[key] for key in keys])
+
+
+def _anchor(rows: list[Checkpoint], verifiers: list[VerifierKey]) -> merkle.CompactRange | None:
+    """Where an incremental verification starts: the last checkpoint that the latest verification
+    (which passed) covered, its tree's right edge rebuilt from the stored subtree hashes and held
+    against the checkpoint's signed root. ``None`` (verify everything) when there is no such run."""
+    last = VerificationRun.objects.order_by("-finished_at", "-id").first()
+    if last is None or not last.ok:
+        return None
+    covered = [row for row in rows if 0 < row.tree_size <= last.tree_size]
+    if not covered:
+        return None
+    row = covered[-1]
+    try:
+        signed = notes.verify(row.note, verifiers, origin=settings.LEDGER_ORIGIN)
+    except notes.NoteError as exc:
+        raise VerificationFailed(f"checkpoint {row.pk}", str(exc)) from None
+    try:
+        start = _stored_range(signed.size)
+    except merkle.ProofError as exc:
+        raise VerificationFailed(f"checkpoint {row.pk}", f"the stored tree at its size: {exc}") from None
+    if start.root() != signed.root:
+        raise VerificationFailed(
+            f"checkpoint {row.pk}", "the stored subtree hashes at its size do not give its signed root"
+        )
+    return start
+
+
+def _from_size(texts: list[tuple[str, str]], size: int) -> list[tuple[str, str]]:
+    """The notes of checkpoints of ``size`` entries or more (a note that does not parse is kept, to
+    be reported)."""
+    kept = []
+    for label, text in texts:
+        try:
+            parsed, _ = notes.parse(text)
+        except notes.NoteError:
+            kept.append((label, text))
+            continue
+        if parsed.size >= size:
+            kept.append((label, text))
+    return kept
+
+
+def _verify(progress: Callable[[int], None] | None, incremental: bool = False) -> ReplayResult:
     if settings.LEDGER_SEQUENCING == "deferred":
         from audits.ledger.integrator import integrate_all
 
@@ -190,15 +243,21 @@ def _verify(progress: Callable[[int], None] | None) -> ReplayResult:
         raise VerificationFailed(
             str(settings.LEDGER_CHECKPOINT_LOG), "the checkpoint log outside the database is missing"
         )
+    # Incremental: from the last checkpoint a passing verification covered; only what follows it
+    # (entries, checkpoints, consistency steps) is checked again.
+    start = _anchor(rows, verifiers) if incremental else None
+    since = start.size if start else 0
     try:
-        signed = check_notes(stored + logged, verifiers, settings.LEDGER_ORIGIN)
+        signed = check_notes(_from_size(stored + logged, since), verifiers, settings.LEDGER_ORIGIN)
     except VerificationFailed as failure:
         raise explain_untrusted(failure, untrusted_published_keys(verifiers)) from None
-    result = replay(lambda: stream_entries(below=head.size), signed, progress=progress)
+    result = replay(lambda: stream_entries(below=head.size, start=since), signed, progress=progress, start=start)
     check_quorum(witnessed, verifiers=verifiers)  # the k-of-n witness policy; a split view fails here
 
-    sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0})
+    sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0} | ({since} if since else set()))
     roots = {s.checkpoint.size: s.checkpoint.root for s in signed}
+    if start is not None:
+        roots[since] = start.root()
     for first, second in pairwise(sizes):
         try:
             proof = consistency_proof(first, second)
@@ -232,11 +291,15 @@ def _index_bound() -> int:
     return max(size, last_value + 1 if is_called else last_value)
 
 
-def ledger_verify(*, progress: Callable[[int], None] | None = None) -> ReplayResult:
-    """Verify everything; raises ``VerificationFailed`` naming the first fault. Records the run."""
+def ledger_verify(*, progress: Callable[[int], None] | None = None, incremental: bool = False) -> ReplayResult:
+    """Verify everything; raises ``VerificationFailed`` naming the first fault. Records the run.
+
+    ``incremental``: start from the last checkpoint that the latest verification (which passed)
+    covered, in time proportional to what came since; everything when there is no such run. Run
+    the full verification as well, less often: the incremental one trusts the earlier run."""
     started = timezone.now()
     try:
-        result = _verify(progress)
+        result = _verify(progress, incremental)
     except VerificationFailed as failure:
         VerificationRun.objects.create(
             started_at=started, finished_at=timezone.now(), ok=False, tree_size=head_tree().size,

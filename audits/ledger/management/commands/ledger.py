@@ -7,9 +7,10 @@
   Its public half is added to the trusted keys file.
 - ``retire-key KEY_ID``: stop signing with a key; its public key stays published and trusted.
 - ``checkpoint [--force]``: sign a checkpoint of the current tree now.
-- ``verify``: re-hash every entry, rebuild every root, check every checkpoint (under the trusted
+- ``verify [--incremental]``: re-hash every entry, rebuild every root, check every checkpoint (under the trusted
   keys only) and consistency step; exit 0 when all holds, 1 naming the first entry or checkpoint
-  that fails. A key published in the database that is not trusted is named.
+  that fails. A key published in the database that is not trusted is named. With
+  ``--incremental``, only what follows the last checkpoint the latest passing run covered.
 - ``integrate [--follow]``: add the entries recorded by deferred sequencing to the tree (PostgreSQL);
   with ``--follow``, keep doing it as they come (what each Celery worker starts beside itself).
 - ``witness-key``: print this service's witness verifier key (C2SP cosignature/v1), creating the
@@ -50,7 +51,11 @@ class Command(BaseCommand):
         retire.add_argument("key_id", help="the 8 hex digits of the key id")
         checkpoint = sub.add_parser("checkpoint", help="sign a checkpoint of the current tree")
         checkpoint.add_argument("--force", action="store_true", help="sign even if the tree has not grown")
-        sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
+        verify = sub.add_parser("verify", help="verify every entry, root, checkpoint and consistency step")
+        verify.add_argument(
+            "--incremental", action="store_true",
+            help="only what follows the last checkpoint that the latest (passing) verification covered",
+        )  # fmt: skip
         integrate = sub.add_parser("integrate", help="add the entries recorded since to the tree (deferred sequencing)")
         integrate.add_argument("--follow", action="store_true", help="keep integrating as entries come")
         integrate.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
@@ -185,7 +190,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(checkpoint.note)
 
-    def _verify(self, **_: Any) -> None:
+    def _verify(self, *, incremental: bool, **_: Any) -> None:
         from tqdm import tqdm
 
         from audits.ledger.replay import VerificationFailed
@@ -199,13 +204,14 @@ class Command(BaseCommand):
                 bar.update(done - bar.n)
 
             try:
-                result = ledger_verify(progress=progress)
+                result = ledger_verify(progress=progress, incremental=incremental)
             except VerificationFailed as failure:
                 bar.close()
                 self.stderr.write(f"FAIL {failure.where}: {failure.why}")
                 sys.exit(1)
+        since = f" from entry {result.verified_from} (the earlier ones verified before)" if result.verified_from else ""
         self.stdout.write(
-            f"OK {result.tree_size} entries re-hashed, {result.checkpoints_checked} checkpoint signatures and "
+            f"OK {result.tree_size} entries re-hashed{since}, {result.checkpoints_checked} checkpoint signatures and "
             f"every consistency step verified, under the trusted keys ({settings.LEDGER_TRUSTED_KEYS_FILE} and "
             "the signing key's public half)."
         )
