@@ -224,16 +224,7 @@ INDEX_SEQUENCE = "ledger_entry_index_seq"
 INDEX_LOCK_BASE = 0x4C44_0000_0000_0000  # advisory-lock keys of reserved indexes: base + index
 VOID_ACTION = "ledger.index_void"
 VOID_ACTOR = Actor(id="ledger", name="ledger integrator")
-_RESERVE_CHUNK = 1000  # rows per INSERT statement (PostgreSQL takes at most 65,535 parameters)
-
-
-def _reserve(cursor: Any, count: int) -> list[int]:
-    cursor.execute(
-        f"SELECT v, pg_advisory_xact_lock(%s + v) FROM (SELECT nextval('{INDEX_SEQUENCE}') AS v "  # noqa: S608
-        "FROM generate_series(1, %s)) reserved",
-        [INDEX_LOCK_BASE, count],
-    )
-    return sorted(int(row[0]) for row in cursor.fetchall())
+_RESERVE_CHUNK = 1000  # rows per statement (PostgreSQL takes at most 65,535 parameters)
 
 
 def _insert_new(cursor: Any, rows: list[tuple[Any, ...]], projects: list[int | None]) -> set[int]:
@@ -256,25 +247,69 @@ def _insert_new(cursor: Any, rows: list[tuple[Any, ...]], projects: list[int | N
     return written
 
 
+_RECORD = f"""
+WITH r AS MATERIALIZED (
+    SELECT v, row_number() OVER (ORDER BY v) AS k, pg_advisory_xact_lock(%s + v) AS locked
+    FROM (SELECT nextval('{INDEX_SEQUENCE}') AS v FROM generate_series(1, %s)) AS taken
+), d (k, head, tail, created_at, action, actor_id, actor_name, subject_type, subject_id, request_id, project) AS (
+    VALUES {{values}}
+), b AS MATERIALIZED (
+    SELECT r.v, d.*, d.head || convert_to(r.v::text, 'UTF8') || d.tail AS body FROM r JOIN d USING (k)
+), e AS (
+    INSERT INTO ledger_entry ("index", body, leaf_hash, created_at, action, actor_id, actor_name, subject_type,
+                              subject_id, request_id)
+    SELECT v, body, sha256('\\x00'::bytea || body), created_at, action, actor_id, actor_name, subject_type,
+           subject_id, request_id FROM b
+    ON CONFLICT ("index") DO NOTHING RETURNING "index"
+), s AS (
+    INSERT INTO ledger_entryscope (entry_index, project_id) SELECT e."index", b.project FROM e JOIN b ON b.v = e."index"
+)
+SELECT b.k, b.v, e."index" IS NOT NULL FROM b LEFT JOIN e ON e."index" = b.v
+"""  # noqa: S608 (constants only; the values are parameters)
+_RECORD_ROW = "(%s::bigint, %s::bytea, %s::bytea, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s::bigint)"
+_INDEX_MARK = b',"index":0,"payload":'
+
+
+def _record_deferred(
+    cursor: Any, requests: list[AppendRequest], payloads: list[bytes], projects: list[int | None], now: datetime
+) -> dict[int, Appended]:
+    """Take indexes for ``requests`` and record them, in one statement: the sequence gives the
+    indexes (in ascending order, in the requests' order), each is locked for the transaction, and
+    the database assembles each entry's bytes around its index and hashes them. Returns, by
+    position, the entries written; an index a row already held leaves its request out."""
+    created_at = connection.ops.adapt_datetimefield_value(now)
+    params: list[Any] = [INDEX_LOCK_BASE, len(requests)]
+    parts = []
+    for k, (request, payload, project) in enumerate(zip(requests, payloads, projects, strict=True), start=1):
+        head, _, tail = canonical_body(0, now, request, payload).partition(_INDEX_MARK)
+        head, tail = head + b',"index":', b',"payload":' + tail
+        parts.append((head, tail))
+        row = _entry_row(0, b"", b"", created_at, request)
+        params += [k, head, tail, created_at, *row[4:], project]
+    cursor.execute(_RECORD.format(values=", ".join([_RECORD_ROW] * len(requests))), params)
+    written = {}
+    for k, index, inserted in cursor.fetchall():
+        if inserted:
+            head, tail = parts[k - 1]
+            body = head + b"%d" % index + tail
+            written[k - 1] = Appended(index=int(index), leaf_hash=merkle.leaf_hash(body), body=body)
+    return written
+
+
 def _append_deferred(
     requests: Sequence[AppendRequest], payloads: list[bytes], projects: list[int | None], now: datetime
 ) -> list[Appended]:
-    adapt = connection.ops.adapt_datetimefield_value
     appended: dict[int, Appended] = {}
     todo = list(range(len(requests)))
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         while todo:
-            indexes = _reserve(cursor, len(todo))
-            rows, made = [], []
-            for position, index in zip(todo, indexes, strict=True):
-                body = canonical_body(index, now, requests[position], payloads[position])
-                leaf = merkle.leaf_hash(body)
-                rows.append(_entry_row(index, body, leaf, adapt(now), requests[position]))
-                made.append((position, Appended(index=index, leaf_hash=leaf, body=body)))
-            written = _insert_new(cursor, rows, [projects[position] for position in todo])
-            for position, item in made:
-                if item.index in written:
-                    appended[position] = item
+            for start in range(0, len(todo), _RESERVE_CHUNK):
+                chunk = todo[start : start + _RESERVE_CHUNK]
+                written = _record_deferred(
+                    cursor, [requests[p] for p in chunk], [payloads[p] for p in chunk], [projects[p] for p in chunk],
+                    now,
+                )  # fmt: skip
+                appended.update((chunk[k], item) for k, item in written.items())
             todo = [position for position in todo if position not in appended]
             if todo:  # indexes an inline append took, or that the integrator voided: move past them
                 cursor.execute(
