@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -23,7 +23,7 @@ from django.utils.html import format_html
 
 from audits.ledger.inclusion import entry_inclusion_proof
 from audits.ledger.models import Checkpoint, Entry, PublishedKey, VerificationRun
-from audits.ledger.selectors import entries_scoped, entry_decoded
+from audits.ledger.selectors import entries_scoped, entry_decoded, tree_size
 from common.admin import ReadOnlyAdmin
 
 MAX_INDEX = 2**63 - 1  # indexes are 64-bit signed integers in the database
@@ -31,15 +31,26 @@ MAX_INDEX = 2**63 - 1  # indexes are 64-bit signed integers in the database
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
-    list_display = ["index", "created_at", "action", "actor_name", "subject_type", "subject_id", "request_id"]
+    list_display = [
+        "index", "created_at", "action", "actor_name", "subject_type", "subject_id", "request_id", "in_tree",
+    ]  # fmt: skip
     list_filter = ["action", "subject_type"]
     search_fields = ["=index", "action", "actor_name", "subject_id", "request_id"]
-    fields = ["index", "created_at", "action", "actor_name", "leaf_hash_b64", "inclusion_proof", "decoded"]
+    fields = ["index", "created_at", "action", "actor_name", "in_tree", "leaf_hash_b64", "inclusion_proof", "decoded"]
     readonly_fields = fields
     show_full_result_count = False  # a count(*) over millions of rows per page view is not free
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Entry]:
-        return entries_scoped(super().get_queryset(request), request.user)
+        # The tree's size, read once: under deferred sequencing the entries at or past it are
+        # recorded and wait for the integrator (audits/ledger/integrator.py).
+        queryset = super().get_queryset(request).annotate(tree_size=Value(tree_size()))
+        return entries_scoped(queryset, request.user)
+
+    @admin.display(description="in the tree")
+    def in_tree(self, obj: Entry) -> str:
+        if obj.index < getattr(obj, "tree_size", 0):
+            return "yes"
+        return "recorded, not yet integrated"
 
     def get_urls(self) -> list[URLPattern]:
         # Before the default URLs: their "<object_id>/" pattern would take "<index>/proof/" too.
