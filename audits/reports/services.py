@@ -349,8 +349,9 @@ class ReportCheck:
 def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) -> ReportCheck:
     """Check a report PDF: the signature is the service's and covers the whole file unchanged; the
     checkpoint it cites is one the ledger signed (a known key's signature, and a stored checkpoint
-    with that size and root); each cited entry's stored bytes, hashed anew, are included in that
-    checkpoint's tree."""
+    with that size and root); with witnesses configured, the witness policy holds (no co-signed
+    tree the ledger does not hold, the quorum met); each cited entry's stored bytes, hashed anew,
+    are included in that checkpoint's tree."""
     from audits.ledger import merkle, notes
     from audits.ledger.models import Checkpoint, Entry
     from audits.ledger.selectors import inclusion_proof
@@ -379,6 +380,17 @@ def report_verify(pdf: bytes, *, progress: Callable[[str], None] | None = None) 
         check.reason = f"checkpoint: the ledger never signed a checkpoint of size {cited.size} with this root"
         return check
     say(f"checkpoint: size {cited.size}, signed by the ledger and stored")
+    if settings.LEDGER_WITNESSES:  # the witness policy, as ledger verify applies it
+        from llmops_ledger_verify.replay import VerificationFailed as WitnessFailure
+
+        from audits.ledger.witness.verify import check_quorum
+
+        try:
+            outcome = check_quorum()
+        except WitnessFailure as exc:
+            check.reason = f"witnesses: {exc}"
+            return check
+        say(f"witnesses: co-signed checkpoints agree with the ledger, up to size {outcome.witnessed_size}")
     bodies: dict[int, bytes] = {}  # the proven entries' bytes, which the claims are checked against
     for index in info.cited_indexes:
         if not 0 <= index < cited.size:
