@@ -51,6 +51,12 @@ class ReportRunAdmin(ReadOnlyAdmin):
 
         return report_list(user=request.user)
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from audits.reports.inventory.admin import may_view_inventory
+
+        extra_context = {**(extra_context or {}), "may_view_inventory": may_view_inventory(request)}
+        return super().changelist_view(request, extra_context)
+
     def get_urls(self) -> list[Any]:
         own = [
             path("generate/", self.admin_site.admin_view(self.generate_view), name="reports_reportrun_generate"),

@@ -27,6 +27,11 @@ def inventory_urls(admin_site: admin.AdminSite) -> list[URLPattern]:
     return [path("inventory/", admin_site.admin_view(inventory_view), name="reports_inventory")]
 
 
+def may_view_inventory(request: HttpRequest) -> bool:
+    """Whether ``request``'s user may open the page (the report runs' list links it for them)."""
+    return _entries_admin_allows(request)
+
+
 def _entries_admin_allows(request: HttpRequest) -> bool:
     from audits.ledger.models import Entry
 

@@ -470,3 +470,45 @@ def _entry(action: str) -> Any:
     from audits.ledger.models import Entry
 
     return Entry.objects.filter(action=action).order_by("-index").first()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_auditor_finds_the_inventory_from_the_report_runs_and_follows_a_fact_to_its_proof(
+    ready: dict[str, Any], live_server: Any
+) -> None:
+    """In a real browser: from the report runs' list to "Inventory at a time", a deployment with
+    its decider, then the fact's ledger entry and its inclusion proof; an earlier time shows none."""
+    from playwright.sync_api import expect
+
+    from serving.tests.deploying import approve
+    from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_time
+
+    require_chromium()
+    deployment = approve(ready, deployment_request(
+        actor=ready["ml_engineer"], model_version=ready["base"], name="assistant", environment="staging",
+        target=TARGET, guard=GUARD,
+    ))  # fmt: skip
+    checkpoint_create()
+    requested = json.loads(bytes(_entry("deployment.requested").body))["index"]
+    auditor = ready["auditor"]
+    auditor.set_password(PASSWORD)
+    auditor.save()
+    with browser(live_server.url, "auditor-inventory") as pages:
+        page = pages.page
+        sign_in_first_time(pages, auditor.username)
+        pages.goto("/admin/reports/reportrun/")
+        page.click("#inventory-link")
+        page.wait_for_selector("#inventory-summary")
+        row = page.locator(f"#deployment-{deployment.pk}")
+        expect(row).to_contain_text("assistant")
+        expect(row).to_contain_text("platform-admin")  # the decider of the approval
+        pages.shot("inventory-now")
+        row.locator(f"a[href='/admin/ledger/entry/{requested}/proof/']").first.click()
+        page.wait_for_url(f"**/admin/ledger/entry/{requested}/proof/")
+        expect(page.locator("#content")).to_contain_text(f"entry {requested}")
+        pages.shot("inventory-fact-proof")
+        page.go_back()
+        page.fill("#id_at", "2020-01-01T00:00:00")
+        page.click("#inventory-form [type=submit]")
+        page.wait_for_selector("#inventory-empty")
+        pages.shot("inventory-before")
