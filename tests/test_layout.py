@@ -10,7 +10,7 @@ from conftest import ROOT
 
 LIMIT = 600
 # Each stays one module on purpose; docs/layout.md says why, and this test holds it to that.
-WHOLE = {"serving/server.py", "serving/manifests.py"}
+WHOLE = {"serving/server.py", "serving/manifests.py", "audits/ledger/services.py", "config/settings/base.py"}
 
 
 def _modules() -> dict[str, int]:

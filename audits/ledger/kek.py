@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import stat
 import threading
@@ -45,6 +46,8 @@ from django.db import DatabaseError
 KEY_BYTES = 32
 FILE_PREFIX = "file:"
 PKCS11_PREFIX = "pkcs11:"
+
+logger = logging.getLogger("audits.ledger")
 
 
 class KekError(Exception):
@@ -223,8 +226,8 @@ def _pkcs11_forget() -> None:
         for key in [k for k in _pkcs11_sessions if k[0] == os.getpid()]:
             try:
                 _pkcs11_sessions.pop(key).close()
-            except Exception:  # noqa: S110  (a session of a token that went away)
-                pass
+            except Exception as exc:  # a session of a token that went away: nothing left to close
+                logger.debug("closing a PKCS#11 session failed: %r", exc)
 
 
 @dataclass(frozen=True)

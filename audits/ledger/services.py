@@ -479,6 +479,10 @@ def checkpoint_create(*, force: bool = False) -> Checkpoint | None:
         signers = load_signer_keys(settings.LEDGER_SIGNING_KEY_FILE)
     except KeyFileError as exc:
         raise LedgerError("signing_key_unavailable", str(exc)) from None
+    if settings.LEDGER_SEQUENCING == "deferred" and connection.vendor == "postgresql":
+        from audits.ledger.integrator import integrate_all
+
+        integrate_all()  # sign what has committed so far
     with transaction.atomic():
         tree = head_tree(lock=True)
         last = Checkpoint.objects.order_by("-tree_size", "-id").first()

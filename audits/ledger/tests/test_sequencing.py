@@ -121,7 +121,10 @@ def test_concurrent_writers_record_without_a_shared_lock_and_the_integrator_keep
     rows = _rows(deferred_env, 'SELECT "index", action, body FROM ledger_entry ORDER BY "index"')
     assert [row[0] for row in rows] == list(range(len(rows)))  # gapless
     actions = [row[1] for row in rows]
-    assert actions.count("ledger.index_void") == aborted  # each rolled-back index filled, once
+    # Each rolled-back index followed by a committed entry is filled, once; one rolled back after
+    # the last committed entry leaves no hole (at most one per aborting worker: its last transaction).
+    voids = actions.count("ledger.index_void")
+    assert aborted - WORKERS // 2 <= voids <= aborted
     assert "load.aborted" not in actions
     seen: dict[int, list[int]] = {}
     for _, action, body in rows:

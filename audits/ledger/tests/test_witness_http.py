@@ -21,7 +21,7 @@ from audits.ledger.witness.submit import http_post, request_body, witness_latest
 from audits.ledger.witness.verify import check_quorum
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_services_witness_each_other_over_http(
     live_server: Any, settings: Any, tmp_path: Path, append: Callable[..., Any]
 ) -> None:

@@ -185,7 +185,8 @@ def _build(ready: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         moments.append((name, timezone.now(), _rows()))
 
     moment("before")
-    contacts = _approved_version(ready, "contacts", CONTACTS)
+    # A row of its own, so its blob is not the privacy tests' (an erasure there rewrites theirs).
+    contacts = _approved_version(ready, "contacts", [*CONTACTS, {"text": "the inventory's copy", "channel": "web"}])
     run = approve_run(ready, request_run(ready, name="contacts-tone", dataset_versions=[contacts]))
     assert run.state == "queued"
     moment("run approved")

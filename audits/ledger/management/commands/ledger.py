@@ -176,12 +176,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Integrated {added} entries; {pending_count()} recorded wait for a transaction still open.")
 
     def _checkpoint(self, *, force: bool, **_: Any) -> None:
-        from audits.ledger.integrator import integrate_all
         from audits.ledger.services import LedgerError, LedgerIntegrityError, checkpoint_create
 
         try:
-            if settings.LEDGER_SEQUENCING == "deferred":
-                integrate_all()  # sign what has committed so far
             checkpoint = checkpoint_create(force=force)
         except (LedgerError, LedgerIntegrityError) as exc:
             raise CommandError(str(exc)) from None
