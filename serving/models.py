@@ -13,6 +13,7 @@ from django.db import models
 
 from governance.models import Project
 from registry.models import ModelVersion, PromptTemplate
+from systems.models import AISystem
 
 
 class Environment(models.TextChoices):
@@ -25,6 +26,7 @@ class DeploymentState(models.TextChoices):
     STARTING = "starting", "granted, the server is starting"
     HANDED_OFF = "handed_off", "granted, manifests rendered for the serving platform"
     LIVE = "live", "live"
+    PAUSED = "paused", "paused by its monitoring (a threshold was crossed)"
     REFUSED = "refused", "the server refused to start"
     FAILED = "failed", "failed"
     EXPIRED = "expired", "grant expired"
@@ -42,6 +44,16 @@ class Deployment(models.Model):
     guard = models.JSONField(help_text="mode (off, redact, block) and entities")
     prompt_template = models.ForeignKey(
         PromptTemplate, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments"
+    )
+    ai_system = models.ForeignKey(
+        AISystem, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments",
+        help_text="the AI system this deployment is part of",
+    )  # fmt: skip
+    transparency = models.JSONField(
+        default=dict, blank=True, help_text="how completions are marked as AI-generated (Art. 50)"
+    )
+    keep_transcripts = models.BooleanField(
+        default=False, help_text="keep prompts and completions, as the guard left them, for feedback datasets"
     )
     state = models.CharField(max_length=16, choices=DeploymentState.choices, default=DeploymentState.REQUESTED)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -131,6 +143,7 @@ class InferenceFeedback(models.Model):
     request_id = models.UUIDField()
     rating = models.PositiveSmallIntegerField(help_text="1 (bad) to 5 (good)")
     category = models.CharField(max_length=16, choices=FeedbackCategory.choices)
+    correction = models.TextField(blank=True, help_text="a better answer the rater suggests")
     given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

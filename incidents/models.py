@@ -1,0 +1,1 @@
+"""Incidents of AI systems and deployments (EU AI Act Art. 73)."""

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SystemsConfig(AppConfig):
+    name = "systems"
+    label = "systems"
+    verbose_name = "AI systems"
