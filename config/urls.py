@@ -65,6 +65,8 @@ urlpatterns = [
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("audits.checks.api.urls")),
     path("api/v1/", include("serving.api.urls")),
+    path("api/v1/", include("incidents.api.urls")),
+    path("api/v1/", include("systems.api.urls")),
     path("api/v1/privacy/requests/<int:pk>/access-letter", AccessLetterView.as_view(), name="api-privacy-letter"),
     path("api/v1/privacy/", include("audits.privacy.api.urls")),
     path("api/v1/reports/", include("audits.reports.api.urls")),

@@ -17,6 +17,10 @@ A policy may declare ``context``: fields the requester names with the request (a
 scope: ``environment``, ``deployment``, ``use``), each required or not, with the values or the
 pattern it admits; a request without a required one, or with a value it does not admit, is refused.
 
+A monitoring policy (action ``<subject>.monitor``: ``deployment.monitor``) has rules of
+``thresholds`` (bounds per metric, ``MONITOR_METRICS``), ``on_breach`` (review, notify, pause) and
+``window_minutes`` instead of approvals; see ``serving.services.alerts``.
+
 A malformed file is refused with its file, line and field; the service does not start with it.
 The policy-set hash (SHA-256 over every file's name and bytes, in name order) is written with
 every decision.
@@ -37,7 +41,107 @@ from jsonschema import Draft202012Validator
 
 from governance.roles import Role
 
-CONTEXT_KEYS = ("project", "environment", "risk_tier", "resource_tier")
+# risk_class: the EU AI Act class of the AI system a subject belongs to (systems.governed).
+CONTEXT_KEYS = ("project", "environment", "risk_tier", "resource_tier", "risk_class")
+
+_WHEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {key: {"type": "string", "minLength": 1} for key in CONTEXT_KEYS},
+}
+
+APPROVAL_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["approvals"],
+    "properties": {
+        "when": _WHEN_SCHEMA,
+        "approvals": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["role", "count"],
+                "properties": {
+                    "role": {"enum": [role.value for role in Role if role != Role.AUDITOR]},
+                    "count": {"type": "integer", "minimum": 1, "maximum": 10},
+                },
+            },
+        },
+        "separation_of_duties": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "requester_may_approve": {"const": False},
+                "one_slot_per_person": {"type": "boolean"},
+            },
+        },
+        "evidence": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "object",
+                        "required": ["check"],
+                        "properties": {"check": {"type": "string", "minLength": 1}},
+                        "additionalProperties": {"type": ["string", "integer", "number"]},
+                    },
+                ]
+            },
+        },
+        "expires_after_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+    },
+}
+
+# Monitoring policies (action ``<subject>.monitor``, e.g. ``deployment.monitor``): per rule, the
+# bounds a deployment's traffic must stay within, per window, and what a crossing does. The metric
+# names are those of ``serving.monitoring`` (``prompt_chars_psi`` is its drift statistic, the PSI
+# of prompt lengths against the baseline window); a bound is the largest value that is still fine.
+MONITOR_ACTION_PATTERN = r"\.monitor$"
+MONITOR_METRICS: tuple[str, ...] = (
+    "prompt_chars_psi", "error_rate", "latency_p95_ms", "guard_hit_rate", "negative_feedback_share",
+)  # fmt: skip
+_RATE: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+MONITOR_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["thresholds", "on_breach"],
+    "properties": {
+        "when": _WHEN_SCHEMA,
+        "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
+        "thresholds": {
+            "type": "object",
+            "propertyNames": {"enum": [*MONITOR_METRICS, "min_requests", "min_ratings"]},
+            "properties": {
+                "prompt_chars_psi": {"type": "number", "minimum": 0},
+                "error_rate": _RATE,
+                "latency_p95_ms": {"type": "number", "minimum": 0},
+                "guard_hit_rate": _RATE,
+                "negative_feedback_share": _RATE,
+                "min_requests": {"type": "integer", "minimum": 1},
+                "min_ratings": {"type": "integer", "minimum": 1},
+            },
+        },
+        "on_breach": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["review"],
+            "properties": {
+                # Every crossing is reviewed; notify and pause say what else it does.
+                "review": {"const": True},
+                "notify": {
+                    "type": "array",
+                    "uniqueItems": True,
+                    "items": {"enum": [role.value for role in Role]},
+                },
+                "pause": {"type": "boolean"},
+            },
+        },
+    },
+}
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -50,7 +154,10 @@ SCHEMA: dict[str, Any] = {
         # what it may hold. Validated on submission, kept with the request and in its ledger entry.
         "context": {
             "type": "object",
-            "propertyNames": {"pattern": r"^[a-z][a-z_]*$", "not": {"enum": ["project", "risk_tier", "resource_tier"]}},
+            "propertyNames": {
+                "pattern": r"^[a-z][a-z_]*$",
+                "not": {"enum": ["project", "risk_tier", "resource_tier", "risk_class"]},
+            },
             "additionalProperties": {
                 "type": "object",
                 "additionalProperties": False,
@@ -63,60 +170,12 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "rules": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["approvals"],
-                "properties": {
-                    "when": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {key: {"type": "string", "minLength": 1} for key in CONTEXT_KEYS},
-                    },
-                    "approvals": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["role", "count"],
-                            "properties": {
-                                "role": {"enum": [role.value for role in Role if role != Role.AUDITOR]},
-                                "count": {"type": "integer", "minimum": 1, "maximum": 10},
-                            },
-                        },
-                    },
-                    "separation_of_duties": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "requester_may_approve": {"const": False},
-                            "one_slot_per_person": {"type": "boolean"},
-                        },
-                    },
-                    "evidence": {
-                        "type": "array",
-                        "uniqueItems": True,
-                        "items": {
-                            "oneOf": [
-                                {"type": "string", "minLength": 1},
-                                {
-                                    "type": "object",
-                                    "required": ["check"],
-                                    "properties": {"check": {"type": "string", "minLength": 1}},
-                                    "additionalProperties": {"type": ["string", "integer", "number"]},
-                                },
-                            ]
-                        },
-                    },
-                    "expires_after_days": {"type": "integer", "minimum": 1, "maximum": 3650},
-                },
-            },
-        },
+        "rules": {"type": "array", "minItems": 1},
     },
+    # A monitoring policy (``<subject>.monitor``) has rules of thresholds; any other, rules of approvals.
+    "if": {"required": ["action"], "properties": {"action": {"pattern": MONITOR_ACTION_PATTERN}}},
+    "then": {"properties": {"rules": {"items": MONITOR_RULE_SCHEMA}}},
+    "else": {"properties": {"rules": {"items": APPROVAL_RULE_SCHEMA}}},
 }
 
 
@@ -137,11 +196,21 @@ class Rule:
     one_slot_per_person: bool
     evidence: tuple[str | dict[str, Any], ...]
     expires_after_days: int | None
+    # Monitoring rules only (``<subject>.monitor``): bounds by metric name (``min_requests`` and
+    # ``min_ratings`` included), what a crossing does, and the window the metrics are taken over.
+    thresholds: dict[str, float] = field(default_factory=dict)
+    on_breach: dict[str, Any] = field(default_factory=dict)
+    window_s: int = 3600
 
     def matches(self, context: dict[str, str]) -> bool:
         return all(context.get(key) == value for key, value in self.when.items())
 
     def describe(self) -> dict[str, Any]:
+        if self.thresholds:
+            return {
+                "when": self.when, "window_s": self.window_s, "thresholds": self.thresholds,
+                "on_breach": self.on_breach,
+            }  # fmt: skip
         return {
             "when": self.when,
             "approvals": [{"role": s.role.value, "count": s.count} for s in self.slots],
@@ -253,6 +322,8 @@ def parse_policy(
         error = errors[0]
         path = list(error.absolute_path)
         raise PolicyError(f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: {error.message}")
+    if re.search(MONITOR_ACTION_PATTERN, document["action"]):
+        return _monitor_policy(name, node, document)
     if known_actions is not None and document["action"] not in known_actions:
         admitted = ", ".join(sorted(known_actions)) or "none"
         raise PolicyError(
@@ -301,6 +372,34 @@ def parse_policy(
         for key, spec in sorted((document.get("context") or {}).items())
     )  # fmt: skip
     return Policy(action=document["action"], file=name, rules=tuple(rules), context=fields)
+
+
+def _monitor_policy(name: str, node: Any, document: dict[str, Any]) -> Policy:
+    """A monitoring policy (its schema already checked): each rule bounds at least one metric.
+    Monitoring is not an approval action: no subject type needs to admit it."""
+    if document.get("context"):
+        path = ["context"]
+        raise PolicyError(
+            f"{name}, line {_line_of(node, path)}, field context: a monitoring policy takes no requester context"
+        )
+    rules = []
+    for index, raw in enumerate(document["rules"]):
+        if not set(raw["thresholds"]) & set(MONITOR_METRICS):
+            path = ["rules", index, "thresholds"]
+            raise PolicyError(
+                f"{name}, line {_line_of(node, path)}, field {_field_name(path)}: bounds no metric; "
+                f"name at least one of {', '.join(MONITOR_METRICS)}"
+            )
+        rules.append(
+            Rule(
+                when=dict(raw.get("when", {})), slots=(), one_slot_per_person=True, evidence=(),
+                expires_after_days=None, thresholds=dict(raw["thresholds"]),
+                on_breach={"review": raw["on_breach"]["review"], "notify": list(raw["on_breach"].get("notify", [])),
+                           "pause": raw["on_breach"].get("pause", False)},
+                window_s=60 * raw.get("window_minutes", 60),
+            )
+        )  # fmt: skip
+    return Policy(action=document["action"], file=name, rules=tuple(rules))
 
 
 def load_policy_set(

@@ -131,6 +131,8 @@ def rule_in_words(rule: dict[str, Any]) -> str:
     """A request's rule (``Rule.describe()``, as stored with the request) in one sentence:
     ``2 approvals: a data steward and a compliance officer; evidence: training data approved;
     expires after 30 days``."""
+    if rule.get("thresholds"):
+        return monitor_rule_in_words(rule)
     slots = rule.get("approvals", [])
     total = sum(slot["count"] for slot in slots)
     who = _joined([slot_in_words(slot["role"], slot["count"]) for slot in slots]) if slots else "nobody"
@@ -138,6 +140,24 @@ def rule_in_words(rule: dict[str, Any]) -> str:
     days = rule.get("expires_after_days")
     expiry = f"expires after {days} day{'s' if days != 1 else ''}" if days else "does not expire"
     return f"{total} approval{'s' if total != 1 else ''}: {who}; evidence: {evidence}; {expiry}"
+
+
+def monitor_rule_in_words(rule: dict[str, Any]) -> str:
+    """A monitoring rule (``deployment.monitor``) in one sentence: ``per 60-minute window of at
+    least 20 requests: error rate above 0.1, ...; a crossing opens a review, notifies platform
+    admins and pauses the deployment``."""
+    bounds = dict(rule["thresholds"])
+    least = [f"{bounds.pop(key)} {what}" for key, what in (("min_requests", "requests"), ("min_ratings", "ratings"))
+             if key in bounds]  # fmt: skip
+    said = ", ".join(f"{metric.replace('_', ' ')} above {bound:g}" for metric, bound in sorted(bounds.items()))
+    breach = rule.get("on_breach") or {}
+    acts = ["opens a review"]
+    if breach.get("notify"):
+        acts.append("notifies " + _joined([f"{role_in_words(role)}s" for role in breach["notify"]]))
+    acts.append("pauses the deployment" if breach.get("pause") else "leaves the deployment serving")
+    minutes = int(rule.get("window_s", 3600)) // 60
+    window = f"per {minutes}-minute window" + (f" of at least {' and '.join(least)}" if least else "")
+    return f"{window}: {said}; a crossing {_joined(acts)}"
 
 
 def open_slots_in_words(slots: list[dict[str, Any]], filled: dict[str, int]) -> str:

@@ -5,3 +5,10 @@ class IncidentsConfig(AppConfig):
     name = "incidents"
     label = "incidents"
     verbose_name = "Incidents"
+
+    def ready(self) -> None:
+        from audits.ledger.scopes import project_by_field, register_subject_project
+        from incidents.models import Incident
+
+        # The ledger attributes an incident's entries to its project (its reads are scoped by it).
+        register_subject_project("incident", project_by_field(Incident, "project_id"))

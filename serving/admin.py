@@ -25,9 +25,11 @@ from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
 from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
 from registry.models import ModelVersion, PromptTemplate
-from serving.grants import GUARD_MODES, RUNTIMES
-from serving.models import Deployment, Environment
+from serving.grants import DEFAULT_DISCLOSURE, DISCLOSURE_MAX_CHARS, GUARD_MODES, RUNTIMES
+from serving.models import Deployment, DeploymentAlert, Environment
+from serving.rules import transparency_effective
 from serving.specs import GUARD_ENTITIES
+from systems.models import AISystem
 
 
 class DeploymentRequestForm(forms.Form):
@@ -51,6 +53,18 @@ class DeploymentRequestForm(forms.Form):
         choices=[(e, e) for e in GUARD_ENTITIES], initial=list(GUARD_ENTITIES), required=False,
         widget=forms.CheckboxSelectMultiple, label="Guarded entity types",
     )  # fmt: skip
+    # Worded as exceptions, so that a form without them (an unticked box is absent) asks for marking.
+    transparency_unmarked = forms.BooleanField(
+        required=False, label="Serve unmarked output",
+        help_text="Completions carry no ai_generated metadata and no header (EU AI Act Art. 50): staging only.",
+    )  # fmt: skip
+    transparency_no_header = forms.BooleanField(
+        required=False, label="Without the AI-Generated headers", help_text="Marked in the response metadata only."
+    )
+    transparency_disclosure = forms.CharField(
+        required=False, max_length=DISCLOSURE_MAX_CHARS, initial=DEFAULT_DISCLOSURE, label="Disclosure",
+        help_text="The statement for people the metadata carries (one line; blank: the default).",
+    )  # fmt: skip
     comment = comment_field()
 
     def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
@@ -65,6 +79,12 @@ class DeploymentRequestForm(forms.Form):
             required=False, label="Prompt template", empty_label="none",
         )  # fmt: skip
         self.fields["gpu_type"] = gpu_type_field()
+        self.fields["ai_system"] = forms.ModelChoiceField(
+            AISystem.objects.filter(project__in=projects).select_related("project").order_by("project__slug", "slug"),
+            required=False, label="AI system", empty_label="none",
+            help_text="The registered AI system this deployment is part of (approved classification, not "
+            "prohibited); a high-risk system's production deployment asks for more approvals.",
+        )  # fmt: skip
         self.order_fields(
             [
                 "name",
@@ -72,12 +92,16 @@ class DeploymentRequestForm(forms.Form):
                 "environment",
                 "runtime",
                 "prompt_template",
+                "ai_system",
                 "replicas",
                 "gpu_count",
                 "gpu_type",
                 "max_tokens",
                 "guard_mode",
                 "guard_entities",
+                "transparency_unmarked",
+                "transparency_no_header",
+                "transparency_disclosure",
                 "comment",
             ]
         )
@@ -98,15 +122,26 @@ class ClientCredentialForm(forms.Form):
 
 @admin.register(Deployment)
 class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
-    list_display = ["id", "name", "environment", "project", "model_version", "state", "url", "started_at"]
+    list_display = [
+        "id", "name", "environment", "project", "model_version", "ai_system", "state", "url", "started_at",
+    ]  # fmt: skip
     # Only the projects of deployments this admin may see (a plain filter lists every project).
     list_filter = ["state", "environment", PROJECT_FILTER, "created_at"]
-    list_select_related = ["project", "model_version__model"]
+    list_select_related = ["project", "model_version__model", "ai_system__project"]
     # Where it runs and its guard in words rather than the admin's JSON.
-    exclude = ["target", "guard"]
+    exclude = ["target", "guard", "transparency", "ai_system"]
     readonly_fields = [
-        "target_shown", "guard_shown", "grant_list", "client_credentials", "log_summary", "monitoring_charts",
+        "ai_system_shown", "target_shown", "guard_shown", "transparency_shown", "grant_list", "client_credentials",
+        "log_summary", "monitoring_charts",
     ]  # fmt: skip
+
+    @admin.display(description="AI system")
+    def ai_system_shown(self, deployment: Deployment) -> str:
+        system = deployment.ai_system
+        if system is None:
+            return "none: not part of a registered AI system"
+        page = reverse("admin:systems_aisystem_change", args=[system.pk])
+        return format_html('<a href="{}">{}</a> ({}), {}', page, system.name, system, system.get_risk_class_display())
 
     @admin.display(description="target")
     def target_shown(self, deployment: Deployment) -> str:
@@ -119,7 +154,15 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
         entities = ", ".join(guard.get("entities") or []) or "no entity type"
         return f"{guard.get('mode', 'off')} on {entities}"
 
-    actions = ["retire"]
+    @admin.display(description="marking of AI-generated output")
+    def transparency_shown(self, deployment: Deployment) -> str:
+        marking = transparency_effective(deployment.transparency)
+        if not marking["mark"]:
+            return "not marked (staging only: completions carry no ai_generated metadata and no header)"
+        header = "and the AI-Generated headers" if marking["header"] else "without the headers"
+        return f"marked: ai_generated metadata {header}; disclosure: {marking['disclosure']}"
+
+    actions = ["retire", "pause", "resume"]
 
     request_form = DeploymentRequestForm
     request_what, request_title, request_submit = "Deployment", "Request a deployment", "Request the deployment"
@@ -128,7 +171,10 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
         "for staging a platform admin and a recent security scan; for production a compliance officer too, a bias "
         "evaluation and approved training data), to exactly what you ask here."
     )
-    request_field_aliases = {"guard.mode": "guard_mode", "guard.entities": "guard_entities"}
+    request_field_aliases = {
+        "guard.mode": "guard_mode", "guard.entities": "guard_entities", "transparency.mark": "transparency_unmarked",
+        "transparency.header": "transparency_no_header", "transparency.disclosure": "transparency_disclosure",
+    }  # fmt: skip
 
     def submit_request(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, Any]:
         """The deployment and its approval request, through ``deployment_request_submit``."""
@@ -139,7 +185,10 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
             environment=data["environment"], runtime=data["runtime"],
             target={key: data[key] for key in ("replicas", "gpu_count", "gpu_type", "max_tokens")},
             guard={"mode": data["guard_mode"], "entities": data["guard_entities"]},
-            prompt_template=data["prompt_template"],
+            transparency={"mark": not data["transparency_unmarked"],
+                          "header": not (data["transparency_unmarked"] or data["transparency_no_header"]),
+                          "disclosure": data["transparency_disclosure"] or DEFAULT_DISCLOSURE},
+            prompt_template=data["prompt_template"], ai_system=data.get("ai_system"),
         )  # fmt: skip
 
     @admin.display(description="grants")
@@ -280,4 +329,48 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
             request, queryset,
             lambda d: deployment_retire(actor=request.user, deployment=d, reason="retired in the admin"),
             name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk}, each={DONE: "retired"},
+        )  # fmt: skip
+
+    @admin.action(description="Pause the selected deployments (stop serving)")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        from serving.services import deployment_pause
+
+        call_service_for_each(
+            request, queryset,
+            lambda d: deployment_pause(actor=request.user, deployment=d, reason="paused in the admin"),
+            name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk}, each={DONE: "paused"},
+        )  # fmt: skip
+
+    @admin.action(description="Resume the selected paused deployments (their alerts resolved)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        from serving.services import deployment_resume
+
+        call_service_for_each(
+            request, queryset,
+            lambda d: deployment_resume(actor=request.user, deployment=d, reason="resumed in the admin"),
+            name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk},
+            each={DONE: "starting again on its grant"},
+        )  # fmt: skip
+
+
+@admin.register(DeploymentAlert)
+class DeploymentAlertAdmin(ProjectScopedAdmin):
+    """Reviews opened by monitoring thresholds (``policies/deployment.monitor.yaml``). Acknowledging
+    calls the same service as the API; resolving needs a reason in words, given through the API
+    (``POST /api/v1/deployment-alerts/{id}/resolve``)."""
+
+    project_path = "deployment__project"
+    list_display = ["id", "deployment", "metric", "observed", "threshold", "window_start", "state", "paused"]
+    list_filter = ["state", "metric", "paused", "opened_at"]
+    list_select_related = ["deployment__project"]
+    actions = ["acknowledge"]
+
+    @admin.action(description="Acknowledge the selected alerts (someone looks into them)")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[DeploymentAlert]) -> None:
+        from serving.services import deployment_alert_acknowledge
+
+        call_service_for_each(
+            request, queryset,
+            lambda a: deployment_alert_acknowledge(actor=request.user, alert=a, reason="acknowledged in the admin"),
+            name=lambda a: f"alert {a.pk}", refusal_fields=lambda a: {"alert": a.pk}, each={DONE: "acknowledged"},
         )  # fmt: skip

@@ -17,7 +17,11 @@ def _deployment(pk: str) -> Any:
     text = str(pk)
     if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         return None
-    return Deployment.objects.select_related("project", "model_version__model").filter(pk=int(text)).first()
+    return (
+        Deployment.objects.select_related("project", "model_version__model", "ai_system__classification")
+        .filter(pk=int(text))
+        .first()
+    )
 
 
 def _describe(deployment: Any) -> dict[str, Any]:
@@ -52,6 +56,12 @@ def _deployment_facts(deployment: Any) -> list[Fact]:
     ]
     if deployment.previous_id:
         facts.append(Fact("replaces", str(deployment.previous), link=deployment.previous))
+    system = deployment.ai_system
+    if system is None:
+        facts.append(Fact("AI system", "none named: not part of a registered AI system"))
+    else:
+        tone = {"high": "warning", "prohibited": "bad", "unclassified": "bad"}.get(system.risk_class, "")
+        facts.append(Fact("AI system", f"{system.name} ({system}): {system.get_risk_class_display()}", system, tone))
     lineage = lineage_of_model_version(version)
     facts += [
         Fact("trained on", str(dataset_version), link=dataset_version)
@@ -60,8 +70,25 @@ def _deployment_facts(deployment: Any) -> list[Fact]:
     return facts
 
 
+def _deployment_context(deployment: Any) -> dict[str, str]:
+    """The environment, and the risk class of the deployment's AI system (``systems.governed``):
+    a high-risk system's production deployment matches the stricter rule."""
+    from systems.governed import deployment_risk_context
+
+    return {"environment": deployment.environment, **deployment_risk_context(deployment)}
+
+
 def _waiver_scope(deployment: Any) -> dict[str, str]:
     return {"environment": deployment.environment, "deployment": str(deployment.pk)}
+
+
+def _on_approved(deployment: Any, action: str, actor: Any) -> None:
+    """Each action's hook: a deployment starts; an approved feedback export goes to the worker."""
+    from serving.services import on_deployment_approved
+    from serving.services.preference import on_feedback_export_approved
+
+    on_deployment_approved(deployment, action, actor)
+    on_feedback_export_approved(deployment, action, actor)
 
 
 def register() -> None:
@@ -69,13 +96,13 @@ def register() -> None:
     from serving.models import Deployment
     from serving.rules import deployment_digest
     from serving.selectors import training_data_approved
-    from serving.services import on_deployment_approved
 
     register_subject_type(
         SubjectType(
             name="deployment", get=_deployment, project=lambda d: d.project, digest=deployment_digest,
-            describe=_describe, actions=("deployment.deploy",), context=lambda d: {"environment": d.environment},
-            on_approved=on_deployment_approved,
+            describe=_describe, actions=("deployment.deploy", "deployment.export_feedback"),
+            context=_deployment_context,
+            on_approved=_on_approved,
             authors=lambda d: [d.requested_by_id], authors_by_id=authors_by_field(Deployment, "requested_by"),
         )
     )  # fmt: skip

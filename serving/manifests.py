@@ -35,7 +35,8 @@ Caveats:
   ``--max-model-len`` is ``max_prompt_chars + max_tokens`` (a token holds at least one character
   for the usual tokenizers), which bounds but does not equal the grant's per-request limits; put a
   gateway in front to enforce ``max_tokens`` and ``max_prompt_chars`` exactly. vLLM runs no PII
-  guard either, so ``render_vllm`` refuses a grant whose guard is not ``off``.
+  guard either, so ``render_vllm`` refuses a grant whose guard is not ``off``, nor does it mark
+  completions as AI-generated, so it refuses a grant whose ``transparency`` says ``mark``.
 - After the grant expires vLLM keeps running; its readiness probe compares the clock with
   ``expires_at``, so the pod leaves the Service's endpoints at expiry. Replace the Deployment with
   one for a fresh grant.
@@ -279,7 +280,10 @@ def _gpu_scheduling(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
 PLATFORMS = ("kserve", "vllm")
 
 
-def platform_refusal(platform: str, runtime: str, target: dict[str, Any], guard: dict[str, Any]) -> str | None:
+def platform_refusal(
+    platform: str, runtime: str, target: dict[str, Any], guard: dict[str, Any],
+    *, transparency: dict[str, Any] | None = None,
+) -> str | None:  # fmt: skip
     """Why ``platform`` cannot serve a deployment so configured (``field: reason``), or ``None``.
     The service asks this when a deployment is requested, long before a grant exists."""
     if platform not in PLATFORMS:
@@ -294,6 +298,11 @@ def platform_refusal(platform: str, runtime: str, target: dict[str, Any], guard:
         return (
             f"guard.mode: the deployment requires the PII guard ({guard.get('mode')}); vLLM runs none, "
             "serve it with KServe (the governed server runs the guard) or deploy without a guard"
+        )
+    if transparency is not None and transparency.get("mark"):
+        return (
+            "transparency.mark: vLLM does not mark completions as AI-generated; serve it with KServe "
+            "(the governed server marks them) or, in staging, deploy with marking off"
         )
     if not target.get("gpu_count"):
         return "target.gpu_count: vLLM serves on GPUs; a deployment for 0 GPUs cannot run there"
@@ -410,14 +419,19 @@ def render_vllm(
 
     Raises ``ManifestError`` (a ``ValueError``) naming the field, as ``render_kserve`` does, and
     also for the ``onnx`` runtime (vLLM serves transformers checkpoints), a guard other than
-    ``off`` (vLLM has no PII guard) and a target without GPUs (the vLLM image needs CUDA).
+    ``off`` (vLLM has no PII guard), a grant whose ``transparency`` marks output (vLLM adds no
+    ``ai_generated`` metadata or header; a grant without the member, from before it existed,
+    renders as before) and a target without GPUs (the vLLM image needs CUDA).
     """
     _check_grant(statement, grant_text, now)
     _check_names(name, namespace, storage_uri, image)
     for field, value in (("vllm_image", vllm_image), ("storage_initializer_image", storage_initializer_image)):
         if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
             raise ManifestError(f"{field}: {value!r} is not a container image reference")
-    refusal = platform_refusal("vllm", statement["runtime"], statement["target"], statement["guard"])
+    refusal = platform_refusal(
+        "vllm", statement["runtime"], statement["target"], statement["guard"],
+        transparency=statement.get("transparency"),
+    )  # fmt: skip
     if refusal:
         raise ManifestError(refusal)
     target = statement["target"]

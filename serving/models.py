@@ -217,3 +217,55 @@ class DeploymentClientCredential(models.Model):
         if self.expires_at <= timezone.now():
             return "expired"
         return "live"
+
+
+class AlertState(models.TextChoices):
+    OPEN = "open", "open (waiting for a review)"
+    ACKNOWLEDGED = "acknowledged", "acknowledged (under review)"
+    RESOLVED = "resolved", "resolved"
+
+
+class DeploymentAlert(models.Model):
+    """A review opened because a deployment's traffic crossed a bound of its monitoring policy
+    (``policies/deployment.monitor.yaml``) in a window. One is open per deployment and metric at a
+    time: a later crossing of the same metric updates it (``windows`` lists every window it
+    covers) instead of opening another. Rows change only through ``serving.services.alerts``."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="alerts")
+    metric = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=AlertState.choices, default=AlertState.OPEN)
+    observed = models.FloatField(help_text="the metric's value in the latest window that crossed the bound")
+    threshold = models.FloatField(help_text="the bound of the policy rule (the largest value still fine)")
+    window_start = models.DateTimeField(help_text="the latest window that crossed the bound")
+    window_end = models.DateTimeField()
+    requests = models.PositiveIntegerField(help_text="requests in that window")
+    windows = models.JSONField(default=list, help_text="start of every window the review covers (ISO 8601)")
+    policy_hash = models.CharField(max_length=80)
+    rule = models.JSONField(help_text="the monitoring rule that applied")
+    paused = models.BooleanField(default=False, help_text="whether the crossing paused the deployment")
+    notified = models.JSONField(default=list, help_text="ids of the users mailed when it opened")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.TextField(blank=True)
+    ledger_index = models.BigIntegerField(help_text="the ledger entry that opened it")
+
+    class Meta:
+        ordering = ["-opened_at"]
+        verbose_name = "deployment alert"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "metric"], condition=~models.Q(state="resolved"),
+                name="serving_alert_one_open_per_metric",
+            )
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.metric} above {self.threshold:g} on {self.deployment} ({self.state})"

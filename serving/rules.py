@@ -4,9 +4,12 @@ query and no write here; the services and selectors apply them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from audits.ledger.services import Subject
 from common.digests import canonical_digest
 from governance.roles import Role
+from serving.grants import DEFAULT_TRANSPARENCY
 from serving.models import Deployment, DeploymentState
 
 ACTION = "deployment.deploy"
@@ -40,8 +43,36 @@ def deployment_digest(deployment: Deployment) -> str:
             "target": deployment.target,
             "guard": deployment.guard,
             "prompt_template": deployment.prompt_template.content_digest if deployment.prompt_template else None,
+            **({"keep_transcripts": True} if deployment.keep_transcripts else {}),  # earlier digests unchanged
+            **_transparency_member(deployment.transparency),
+            **_ai_system_member(deployment),
         }
     )
+
+
+def _ai_system_member(deployment: Deployment) -> dict[str, Any]:
+    """The digest's ``ai_system`` key, only for a deployment of a registered AI system: the system
+    and the number of its approved classification, so an approval given under one class stops
+    counting once another classification is approved (the digests of other deployments unchanged)."""
+    if deployment.ai_system_id is None:
+        return {}
+    system = deployment.ai_system
+    number = system.classification.number if system.classification_id else None
+    return {"ai_system": {"id": system.pk, "classification": number}}
+
+
+def transparency_effective(transparency: dict[str, Any] | None) -> dict[str, Any]:
+    """How a deployment's output is marked (``serving.grants.TRANSPARENCY_FIELDS``): its setting,
+    or the defaults (marked, with the header) for one requested before the setting existed."""
+    return {**DEFAULT_TRANSPARENCY, **(transparency or {})}
+
+
+def _transparency_member(transparency: dict[str, Any] | None) -> dict[str, Any]:
+    """The digest's ``transparency`` key, only where the marking differs from the defaults: the
+    digests of deployments marked as by default (those requested before the setting, and a
+    promotion's twin) stay what they were, and any change to the marking changes the digest."""
+    effective = transparency_effective(transparency)
+    return {} if effective == DEFAULT_TRANSPARENCY else {"transparency": effective}
 
 
 def deployment_subject(deployment: Deployment) -> Subject:

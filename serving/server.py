@@ -43,6 +43,12 @@ answers 503 ``grant_expired``; the server prints ``expired``, keeps answering 50
 ``EXPIRED_DRAIN_S`` seconds so clients get a clear answer rather than a refused connection, then
 stops with exit code 4.
 
+Marking (EU AI Act Art. 50), as the grant's ``transparency`` says (marked, with headers, when the
+grant has none): every 200 completion, redacted or not, carries ``ai_generated`` (who generated it,
+``watermark: "none"`` and the disclosure) and, with ``header``, ``AI-Generated: true`` and
+``X-AI-Generated-By``. Answers without generated text (errors, 422 blocks) carry neither. The
+text itself carries no watermark: the marking is metadata a caller can strip.
+
 Inference log (EU AI Act Art. 12): one JSON line per completion request of an authenticated caller,
 appended and flushed under a lock, to ``--log`` (standard error without it). It holds the time,
 request id, deployment, environment, grant id, the caller's credential prefix (``client``), weights
@@ -51,6 +57,14 @@ length, max_tokens, the guard's action and entity counts for each side it checke
 ``completion``), HTTP status, error code and latency: never the prompt or the completion. Caveat:
 an unkeyed hash of a short or guessable prompt can be confirmed by whoever guesses it; the log is
 access-controlled evidence, not a place to publish.
+
+Transcripts: when the grant says ``keep_transcripts`` (the deployment asked for it, and its
+approval vouched for it), each answered request (status 200) also appends one JSON line to
+``<log stem>.transcripts.jsonl`` beside ``--log`` (a grant that keeps transcripts refuses a start
+without ``--log``): time, request id, deployment, and the prompt and completion as the guard left
+them (its redactions applied). A blocked side is never answered, so never kept. Like the log, the
+file is appended to and not rotated; each line is bounded by the grant's ``max_prompt_chars`` and
+``max_tokens``. Caveat: it holds whatever personal data the guard did not catch.
 """
 
 from __future__ import annotations
@@ -71,11 +85,12 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import quote
 
 from audits.ledger.keys import KeyFileError, VerifierKey
 from audits.ledger.keys import load_verifier_keys as read_verifier_keys
 from serving.clients import AuthError, Caller, ClientList, RateLimiter, parse_rate, security_event
-from serving.grants import GrantError, folder_weights_digest, parse_utc, verify_grant
+from serving.grants import DEFAULT_TRANSPARENCY, GrantError, folder_weights_digest, parse_utc, verify_grant
 from serving.guard import Guard, GuardResult, set_offline_environment
 
 if TYPE_CHECKING:
@@ -227,6 +242,39 @@ class InferenceLog:
                 self._handle.close()
 
 
+def transcript_path(log: Path) -> Path:
+    """Where a server whose inference log is ``log`` keeps its transcripts: beside it."""
+    return log.with_name(f"{log.stem}.transcripts.jsonl")
+
+
+def ai_generated_marking(grant: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The ``ai_generated`` member of every completion and the headers sent with it, exactly as
+    the grant's ``transparency`` says (its defaults, marked with headers, when the grant has none):
+    ``(None, {})`` only for a grant that says ``mark: false``."""
+    transparency = {**DEFAULT_TRANSPARENCY, **grant.get("transparency", {})}
+    if not transparency["mark"]:
+        return None, {}
+    methods = ["metadata", "header"] if transparency["header"] else ["metadata"]
+    marking = {
+        "generated": True,
+        "by": {
+            "deployment": grant["deployment"], "environment": grant["environment"],
+            "model_version": grant["model_version"], "model_weights": grant["weights_digest"],
+            "grant_id": grant["grant_id"],
+        },
+        "methods": methods,
+        "watermark": "none",
+        "statement": transparency["disclosure"],
+    }  # fmt: skip
+    if not transparency["header"]:
+        return marking, {}
+    by = "; ".join(
+        f"{name}={quote(str(grant[key]), safe='')}"
+        for name, key in (("deployment", "deployment"), ("model-version", "model_version"), ("grant", "grant_id"))
+    )
+    return marking, {"AI-Generated": "true", "X-AI-Generated-By": by}
+
+
 def _guard_record(result: GuardResult) -> dict[str, Any]:
     return {"action": result.action, "entities": result.entities}
 
@@ -253,6 +301,8 @@ class ModelServer:
             raise Refused(str(exc)) from None
         self._grant_text = grant_text
         self._keys = keys
+        self.transparency = {**DEFAULT_TRANSPARENCY, **self.grant.get("transparency", {})}
+        self.marking, self.marking_headers = ai_generated_marking(self.grant)
         self.clients: ClientList | None = None
         if args.client_credentials is not None:
             try:
@@ -283,6 +333,11 @@ class ModelServer:
 
         self.device = choose_device(self.target, args.device, args.allow_cpu_fallback)
         self.log = InferenceLog(args.log)
+        self.transcripts: InferenceLog | None = None
+        if self.grant.get("keep_transcripts"):
+            if args.log is None:
+                raise Refused("the grant keeps transcripts, which are written beside --log; give --log")
+            self.transcripts = InferenceLog(transcript_path(args.log))
         guard = self.grant["guard"]
         try:  # before the model, whose load may take minutes
             self.guard = Guard(guard["mode"], guard["entities"], nlp_model=args.nlp_model)
@@ -370,6 +425,7 @@ class ModelServer:
             "expires_at": self.grant["expires_at"],
             "device": self.device,
             "guard": self.guard.describe(),
+            "transparency": self.transparency,
         }
 
     def authorize(self, authorization: str | None, client_ip: str | None) -> Caller | None:
@@ -504,6 +560,11 @@ class ModelServer:
                 "model_digest": self.weights_digest,
                 "guard": {"prompt": checked_prompt.action, "completion": checked_completion.action},
             }
+            if self.transcripts is not None:  # before the answer, like the log line
+                self.transcripts.write({
+                    "time": record["time"], "request_id": request_id, "deployment": self.grant["deployment"],
+                    "prompt": checked_prompt.text, "completion": checked_completion.text,
+                })  # fmt: skip
         except RequestError as exc:
             status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message}}
         except Exception as exc:  # the client gets a stable error; the operator gets the type
@@ -516,6 +577,8 @@ class ModelServer:
             self.log.write(record)
         if status == 200:
             payload["latency_ms"] = latency_ms
+            if self.marking is not None:  # every answer that carries generated text, as the grant says
+                payload["ai_generated"] = self.marking
         return status, payload, request_id
 
 
@@ -572,7 +635,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(length)
         status, payload, request_id = self.app.complete(body, error, caller)
-        self._send(status, payload, request_id)
+        self._send(status, payload, request_id, self.app.marking_headers if status == 200 else None)
 
     def _body_limits(self) -> tuple[int, int]:
         """The most a body may hold, and its ``Content-Length`` (-1 when absent or not a number).
@@ -696,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     httpd.shutdown()
     httpd.server_close()
     app.log.close()
+    if app.transcripts is not None:
+        app.transcripts.close()
     if exit_code[0] == 0:
         emit({"event": "stopped", "reason": "signal", "exit_code": 0})
     return exit_code[0]

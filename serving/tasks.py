@@ -31,3 +31,13 @@ def summarise_logs() -> int:
     from serving.services import inference_logs_summarise
 
     return inference_logs_summarise()
+
+
+@shared_task(name="serving.export_feedback", acks_late=True)
+def export_feedback(deployment_id: int, approval_request_id: int) -> int | None:
+    """Build the preference dataset version an approved ``deployment.export_feedback`` asks for;
+    the dataset version's id, or None when the export failed (the failure is in the ledger)."""
+    from serving.services.preference import deployment_feedback_export_run
+
+    version = deployment_feedback_export_run(deployment_id=deployment_id, approval_request_id=approval_request_id)
+    return version.pk if version is not None else None

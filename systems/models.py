@@ -30,6 +30,9 @@ class AISystem(models.Model):
     name = models.CharField(max_length=200)
     purpose = models.TextField(help_text="the intended purpose (Art. 3(12))")
     description = models.TextField(blank=True)
+    human_oversight = models.TextField(
+        blank=True, help_text="how people oversee the system, and who may stop it (Art. 14, Art. 26(2))"
+    )
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     deployers = models.JSONField(default=list, blank=True, help_text="who uses the system under their authority")
     risk_class = models.CharField(

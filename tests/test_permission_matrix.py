@@ -42,6 +42,7 @@ from registry.tests.conftest import make_dataset
 ROLES = ["anonymous", *[r.value for r in Role]]
 MEMBERS = [r.value for r in Role]
 PUBLIC, AUTHENTICATED = "public", "authenticated"
+AI_SYSTEM_REGISTRARS = ["ml_engineer", "compliance_officer", "platform_admin"]  # systems.services.REGISTRAR_ROLES
 
 # (route, method) -> (roles allowed in their own project, whether another project's object is hidden)
 MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
@@ -126,6 +127,13 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/deployments/<int:pk>/feedback", "POST"): ([r for r in MEMBERS if r != "auditor"], True),
     ("api/v1/deployments/<int:pk>/monitoring", "GET"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/manifests", "GET"): (MEMBERS, True),
+    # Monitoring thresholds: platform admins pause and resume; they and compliance officers review.
+    ("api/v1/deployments/<int:pk>/pause", "POST"): (["platform_admin"], True),
+    ("api/v1/deployments/<int:pk>/resume", "POST"): (["platform_admin"], True),
+    ("api/v1/deployment-alerts/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/deployment-alerts/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/deployment-alerts/<int:pk>/acknowledge", "POST"): (["platform_admin", "compliance_officer"], True),
+    ("api/v1/deployment-alerts/<int:pk>/resolve", "POST"): (["platform_admin", "compliance_officer"], True),
     ("api/v1/reports/", "GET"): (AUTHENTICATED, False),
     ("api/v1/reports/", "POST"): (["auditor", "compliance_officer"], False),
     ("api/v1/reports/<int:pk>", "GET"): (["auditor", "compliance_officer"], True),
@@ -161,10 +169,31 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/privacy/legal-holds/<int:pk>/release", "POST"): (["compliance_officer"], True),
     ("api/v1/privacy/model-reviews/", "GET"): (AUTHENTICATED, False),
     ("api/v1/privacy/model-reviews/<int:pk>/close", "POST"): (["compliance_officer"], True),
+    # Incidents (EU AI Act Art. 73): every member reads them and all but auditors register and link
+    # them; compliance officers and platform admins classify, report and close.
+    ("api/v1/incidents/", "GET"): (AUTHENTICATED, False),
+    ("api/v1/projects/<slug:slug>/incidents/", "POST"): ([r for r in MEMBERS if r != "auditor"], True),
+    ("api/v1/incidents/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/incidents/<int:pk>/link", "POST"): ([r for r in MEMBERS if r != "auditor"], True),
+    **{
+        (f"api/v1/incidents/<int:pk>/{command}", "POST"): (["compliance_officer", "platform_admin"], True)
+        for command in ("classify", "report", "close")
+    },
     # A project's PII lists: every member reads them; its data stewards and platform admins change them.
     ("api/v1/projects/<slug:slug>/pii-lists/", "GET"): (MEMBERS, True),
     ("api/v1/projects/<slug:slug>/pii-lists/", "POST"): (["data_steward", "platform_admin"], True),
     ("api/v1/pii-list-entries/<int:pk>/remove", "POST"): (["data_steward", "platform_admin"], True),
+    # AI systems (EU AI Act): every member reads them; ML engineers, compliance officers and platform
+    # admins register, update and classify them; submitting a classification is a requester's (an
+    # ML engineer or platform admin: governance.rules.REQUESTER_ROLES), a compliance officer approves.
+    ("api/v1/ai-systems/questionnaire", "GET"): (AUTHENTICATED, False),
+    ("api/v1/projects/<slug:slug>/ai-systems/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/ai-systems/", "POST"): (AI_SYSTEM_REGISTRARS, True),
+    ("api/v1/ai-systems/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/ai-systems/<int:pk>/update", "POST"): (AI_SYSTEM_REGISTRARS, True),
+    ("api/v1/ai-systems/<int:pk>/classifications/", "GET"): (MEMBERS, True),
+    ("api/v1/ai-systems/<int:pk>/classifications/", "POST"): (AI_SYSTEM_REGISTRARS, True),
+    ("api/v1/ai-system-classifications/<int:pk>/submit", "POST"): (["ml_engineer", "platform_admin"], True),
 }
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -224,6 +253,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("api/v1/deployments/<int:pk>/rollback", "POST"): {"reason": "worse answers"},
     ("api/v1/deployments/<int:pk>/retire", "POST"): {"reason": "end of the pilot"},
+    ("api/v1/deployments/<int:pk>/pause", "POST"): {"reason": "answers look wrong"},
+    ("api/v1/deployments/<int:pk>/resume", "POST"): {"reason": "reviewed"},
+    ("api/v1/deployment-alerts/<int:pk>/acknowledge", "POST"): {"reason": "looking into it"},
+    ("api/v1/deployment-alerts/<int:pk>/resolve", "POST"): {"reason": "expected traffic"},
     ("api/v1/deployments/<int:pk>/feedback", "POST"): {
         "request_id": "9b2f5f0e-8a4c-4d7e-9a51-0c3f2b1d6e7a",
         "rating": 4,
@@ -254,6 +287,18 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "reason": "commit hashes",
     },
     ("api/v1/pii-list-entries/<int:pk>/remove", "POST"): {"reason": "no longer needed"},
+    ("api/v1/projects/<slug:slug>/incidents/", "POST"): {
+        "title": "t",
+        "description": "d",
+        "aware_at": "2026-01-05T10:00:00+00:00",
+    },
+    ("api/v1/incidents/<int:pk>/classify", "POST"): {"serious": False},
+    ("api/v1/incidents/<int:pk>/report", "POST"): {"reported_at": "2026-01-06T10:00:00+00:00", "reference": "R-1"},
+    ("api/v1/incidents/<int:pk>/close", "POST"): {"root_cause": "a filter", "corrective_action": "fixed"},
+    ("api/v1/projects/<slug:slug>/ai-systems/", "POST"): {"slug": "s", "name": "S", "purpose": "ranks applications"},
+    ("api/v1/ai-systems/<int:pk>/update", "POST"): {"deployers": ["HR"]},
+    # Unanswered: a 400 naming every question, past authorisation (tests/test_ai_systems.py classifies).
+    ("api/v1/ai-systems/<int:pk>/classifications/", "POST"): {"answers": {}},
 }
 MULTIPART = {("api/v1/datasets/<int:pk>/versions/", "POST")}
 # Where a member whose role may not act does not see the object either: 404 rather than 403.
@@ -392,6 +437,8 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         reason="request ids",
     )
     return {
+        **_ai_system(project, owner_roles),
+        "incident": _incident(project, owner_roles), "deployment_alert": _deployment_alert(deployment),
         "pii_list_entry": pii_list_entry.pk,
         "entry": entry.index, "client_credential": credential.pk,
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
@@ -399,6 +446,55 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
         "evaluation": evaluation.pk, "report": _report(project, owner_roles), "token": _ci_token(project, people), **_privacy_scenario(project, people, owner_roles),
     }  # fmt: skip
+
+
+def _deployment_alert(deployment: Any) -> int:
+    """A review opened by the shipped staging monitoring rule: the deployment live, its prompts
+    drifting from a baseline hour (log lines as the server writes them)."""
+    import json
+    import uuid
+
+    from serving.models import Deployment
+    from serving.selectors import inference_log_path
+    from serving.services import deployment_monitor_check
+
+    Deployment.objects.filter(pk=deployment.pk).update(state="live")
+    path = inference_log_path(deployment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as log:
+        for hour, chars in (("00", 10), ("01", 300)):
+            for i in range(20):
+                log.write(json.dumps({"time": f"2025-01-01T{hour}:00:{i:02d}Z", "request_id": str(uuid.uuid4()),
+                                      "status": 200, "latency_ms": 3.0, "prompt_chars": chars, "guard": {}}) + "\n")  # fmt: skip
+    [alert] = deployment_monitor_check(deployment_id=deployment.pk)
+    return alert.pk
+
+
+def _ai_system(project: Any, owner_roles: dict[str, Any]) -> dict[str, int]:
+    """An AI system of the project, registered by its ML engineer, and a draft classification of it."""
+    from systems.rules import QUESTIONS
+    from systems.services import ai_system_classification_create, ai_system_register
+
+    engineer = owner_roles["ml_engineer"]
+    system = ai_system_register(
+        actor=engineer, project=project, slug="hiring", name="H", purpose="ranks applications", owner=engineer
+    )
+    answers: dict[str, Any] = {q.id: False for q in QUESTIONS if q.kind == "yes_no"}
+    answers.update(annex_iii_areas=[], art_6_3_exception="none")
+    classification = ai_system_classification_create(actor=engineer, system=system, answers=answers)
+    return {"ai_system": system.pk, "ai_system_classification": classification.pk}
+
+
+def _incident(project: Any, owner_roles: dict[str, Any]) -> int:
+    """An incident of the project, registered by its ML engineer and not classified yet."""
+    import datetime as dt
+
+    from incidents.services import incident_register
+
+    return incident_register(
+        actor=owner_roles["ml_engineer"], project=project, title="t", description="d",
+        aware_at=dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC),
+    ).pk  # fmt: skip
 
 
 def _ci_token(project: Any, people: dict[str, Any]) -> str:
@@ -459,8 +555,12 @@ def _privacy_scenario(project: Any, people: dict[str, Any], owner_roles: dict[st
 
 def _path(route: str, objects: dict[str, Any]) -> str:
     kind = (
+        "ai_system" if "ai-systems/<int" in route else
+        "ai_system_classification" if "ai-system-classifications/<int" in route else
+        "incident" if "incidents/<int" in route else
         "pii_list_entry" if "pii-list-entries/<int" in route else
         "client_credential" if "client-credentials/<int" in route else
+        "deployment_alert" if "deployment-alerts/<int" in route else
         "report" if "reports/<int" in route else
         "dsr" if "privacy/requests/<int" in route else
         "hold" if "legal-holds/<int" in route else

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "dpo")
+# DPO's beta (how far the tuned policy may move from the reference model): TRL's default is 0.1;
+# beyond these bounds the loss is flat or the run collapses onto the reference.
+DPO_BETA_BOUNDS = (0.01, 5.0)
+DPO_BETA_DEFAULT = 0.1
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 # A tokenizer that never learnt its limit reports this sentinel (about 1e30); saving it as is would
 # tell every later reader that the model takes prompts of any length.
@@ -39,12 +44,13 @@ class Hyperparameters:
     learning_rate: float
     batch_size: int
     seed: int
-    method: str  # "full" or "lora"
+    method: str  # "full", "lora" or "dpo" (preference pairs, TRL's DPOTrainer, all weights)
     epochs: int | None = None  # exactly one of epochs / max_steps is set
     max_steps: int | None = None
     lora_r: int = 8
     lora_alpha: int = 16
     max_length: int = 128  # tokens per example, longer texts are truncated
+    beta: float | None = None  # dpo only: None takes DPO_BETA_DEFAULT
 
     def validate(self, n_examples: int) -> None:
         """Raise ``ValueError`` naming the first field that cannot train on ``n_examples`` texts.
@@ -73,6 +79,13 @@ class Hyperparameters:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}: must be a whole number of at least 1, not {value!r}")
+        if self.beta is not None and self.method != "dpo":
+            raise ValueError(f"beta: only method dpo takes a beta, not method {self.method}")
+        low, high = DPO_BETA_BOUNDS
+        if self.beta is not None and (
+            not _is_number(self.beta) or not math.isfinite(self.beta) or not low <= self.beta <= high
+        ):
+            raise ValueError(f"beta: must be a number from {low} to {high}, not {self.beta!r}")
 
 
 def validate_device(device: str) -> None:
@@ -100,7 +113,7 @@ class TrainResult:
 def train(
     *,
     base_folder: Path,
-    texts: list[str],
+    texts: list[Any],
     params: Hyperparameters,
     device: str,
     output_folder: Path,
@@ -108,6 +121,12 @@ def train(
 ) -> TrainResult:
     """Fine-tune the causal LM in ``base_folder`` on ``texts`` and save it with its tokenizer to
     ``output_folder`` (safetensors; a LoRA run is merged first, so the output is a plain model).
+
+    For ``method == "dpo"`` each item of ``texts`` is a preference pair, a dict with non-empty
+    ``prompt``, ``chosen`` and ``rejected`` (see :func:`check_pairs`), trained with TRL's
+    ``DPOTrainer`` against a frozen copy of the base as the reference model; the step metrics then
+    carry TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies`` and
+    ``rewards/margins``, and ``loss`` is the DPO loss.
 
     ``on_step(step, total_steps, metrics)`` runs after every optimizer step with the step's
     ``loss`` and ``learning_rate``; returning ``False`` stops training and raises
@@ -129,6 +148,11 @@ def train(
     """
     params.validate(len(texts))
     validate_device(device)
+    if params.method == "dpo":
+        return _train_dpo(
+            base_folder=base_folder, pairs=texts, params=params, device=device, output_folder=output_folder,
+            on_step=on_step,
+        )  # fmt: skip
     if any(not text.strip() for text in texts):
         raise ValueError("texts: every training text must contain something besides whitespace")
     if output_folder.exists() and (not output_folder.is_dir() or any(output_folder.iterdir())):
@@ -225,6 +249,98 @@ def train(
         )
 
 
+def check_pairs(pairs: list[Any]) -> None:
+    """Raise ``ValueError`` naming the first item that is not a preference pair (a dict with
+    non-empty text ``prompt``, ``chosen`` and ``rejected``). Cheap: no torch."""
+    for number, pair in enumerate(pairs, start=1):
+        if not isinstance(pair, dict):
+            raise ValueError(f"pairs: item {number} is not an object with {', '.join(PAIR_FIELDS)}")
+        missing = [name for name in PAIR_FIELDS if not isinstance(pair.get(name), str) or not pair[name].strip()]
+        if missing:
+            raise ValueError(f"pairs: item {number} lacks a non-empty {', '.join(missing)}")
+
+
+def _train_dpo(
+    *,
+    base_folder: Path,
+    pairs: list[dict[str, str]],
+    params: Hyperparameters,
+    device: str,
+    output_folder: Path,
+    on_step: StepCallback | None,
+) -> TrainResult:
+    """:func:`train` for ``method == "dpo"`` (checked by it): TRL's DPOTrainer on the pairs."""
+    check_pairs(pairs)
+    if output_folder.exists() and (not output_folder.is_dir() or any(output_folder.iterdir())):
+        raise ValueError(f"output_folder: {output_folder} must be absent or an empty folder")
+    _check_device_exists(device)
+
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    started = time.monotonic()
+    output_folder.parent.mkdir(parents=True, exist_ok=True)
+    datasets.disable_progress_bars()  # they would go to stderr, the training log, once per map
+    set_seed(params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True, dtype=torch.float32)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and params.max_length > positions:
+        raise ValueError(f"max_length: the base model reads at most {positions} tokens, not {params.max_length}")
+    train_dataset = datasets.Dataset.from_list([{name: pair[name] for name in PAIR_FIELDS} for pair in pairs])
+    recorder = _StepRecorder(on_step)
+    with tempfile.TemporaryDirectory(prefix=f".{output_folder.name}-", dir=output_folder.parent) as workspace:
+        args = DPOConfig(
+            output_dir=str(Path(workspace) / "trainer"),
+            per_device_train_batch_size=params.batch_size,
+            num_train_epochs=float(params.epochs or 1),
+            max_steps=params.max_steps if params.max_steps is not None else -1,
+            learning_rate=params.learning_rate,
+            beta=params.beta if params.beta is not None else DPO_BETA_DEFAULT,
+            max_length=params.max_length,
+            seed=params.seed,
+            data_seed=params.seed,
+            use_cpu=device == "cpu",
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="steps",
+            logging_steps=1,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        # No ref_model: DPOTrainer keeps a frozen copy of the base as the reference.
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+            callbacks=[recorder.as_callback()],
+        )  # fmt: skip
+        # Standard output carries the training process's JSON lines; the Trainer's own prints go.
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        if recorder.cancelled:
+            raise TrainingCancelled(f"cancelled after step {trainer.state.global_step} of {trainer.state.max_steps}")
+        if trainer.is_world_process_zero():
+            staging = Path(workspace) / "model"
+            trainer.model.save_pretrained(staging)
+            _bound_model_max_length(tokenizer, positions or params.max_length)
+            tokenizer.save_pretrained(staging)
+            if output_folder.exists():
+                output_folder.rmdir()
+            staging.rename(output_folder)
+        return TrainResult(
+            steps=trainer.state.global_step,
+            epochs_completed=float(trainer.state.epoch or 0.0),
+            final_loss=recorder.history[-1]["loss"] if recorder.history else math.nan,
+            history=recorder.history,
+            device=str(args.device),
+            seconds=time.monotonic() - started,
+        )
+
+
 class _StepRecorder:
     """Keeps one history row per optimizer step and asks ``on_step`` whether to go on."""
 
@@ -248,6 +364,8 @@ class _StepRecorder:
                 if logs is None or "loss" not in logs or "train_loss" in logs:
                     return control
                 row = {"step": state.global_step, "loss": logs["loss"], "learning_rate": logs["learning_rate"]}
+                # DPO's rewards (TRL logs them per step), kept in the history beside the loss.
+                row.update({k: float(v) for k, v in logs.items() if k.startswith("rewards/") and _is_number(v)})
                 recorder.history.append(row)
                 if recorder.on_step is not None:
                     metrics = {key: float(value) for key, value in logs.items() if _is_number(value)}

@@ -1,4 +1,5 @@
-"""Training's governed subject (``fine_tune_run``) and evidence check, plugged into governance."""
+"""Training's governed subjects (``fine_tune_run``, ``optimisation_run``) and evidence checks,
+plugged into governance."""
 
 from __future__ import annotations
 
@@ -63,6 +64,52 @@ def _lineage_facts(run: Any) -> list[Fact]:
     return facts
 
 
+def _optimisation_run(pk: str) -> Any:
+    from training.models import OptimisationRun
+
+    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
+        return None
+    related = ("project", "source__model", "evaluation_set__dataset")
+    return OptimisationRun.objects.select_related(*related).filter(pk=int(pk)).first()
+
+
+def _describe_optimisation(run: Any) -> dict[str, Any]:
+    from training.services.optimisation import evaluation_set_approved
+
+    holds, detail = evaluation_set_approved(run)
+    return {
+        "method": run.method,
+        "source": f"{run.source.model} v{run.source.number} ({run.source.weights_digest})",
+        "evaluation_set": f"{run.evaluation_set.dataset} v{run.evaluation_set.number}",
+        "text_field": run.text_field,
+        "max_length": run.max_length,
+        "evaluation_set_approved": holds,
+        "evaluation_set_detail": detail,
+    }
+
+
+def _optimisation_facts(run: Any) -> list[Fact]:
+    """What the run would quantise and measure on, and, once done, what it measured."""
+    from training.services.optimisation import evaluation_set_approved
+
+    holds, detail = evaluation_set_approved(run)
+    facts = [
+        Fact("state", run.get_state_display()),
+        Fact("method", run.get_method_display()),
+        Fact("source model version", f"{run.source} ({run.source.weights_digest})", link=run.source),
+        Fact("evaluation set", f"{run.evaluation_set}: {detail}", link=run.evaluation_set,
+             tone="ok" if holds else "bad"),
+    ]  # fmt: skip
+    if run.metrics:
+        m = run.metrics
+        facts.append(Fact("perplexity", f"int8 {m['int8']['perplexity']:.4f}, fp32 {m['fp32']['perplexity']:.4f} "
+                                        f"({m['perplexity_delta']:+.4%})"))  # fmt: skip
+        facts.append(Fact("size", f"int8 {m['int8']['size_bytes']} bytes, fp32 {m['fp32']['size_bytes']} bytes"))
+    if run.output_id:
+        facts.append(Fact("output", str(run.output), link=run.output))
+    return facts
+
+
 def register() -> None:
     from training.models import FineTuneRun
     from training.rules import datasets_approved, fine_tune_run_digest, resource_tier
@@ -84,3 +131,31 @@ def register() -> None:
     )
     register_check("datasets_approved", "fine_tune_run", datasets_approved)
     register_summary("fine_tune_run", _lineage_facts)
+
+    from training.models import OptimisationRun
+    from training.services.optimisation import (
+        OPTIMISATION_ACTION,
+        evaluation_set_approved,
+        on_optimisation_run_approved,
+        optimisation_run_digest,
+        quantisation_within_bounds,
+    )
+
+    register_subject_type(
+        SubjectType(
+            name="optimisation_run", get=_optimisation_run, project=lambda run: run.project,
+            digest=optimisation_run_digest, describe=_describe_optimisation, actions=(OPTIMISATION_ACTION,),
+            on_approved=on_optimisation_run_approved, authors=lambda run: [run.requested_by_id],
+            authors_by_id=authors_by_field(OptimisationRun, "requested_by"),
+        )
+    )  # fmt: skip
+    register_check("evaluation_set_approved", "optimisation_run", evaluation_set_approved)
+    register_summary("optimisation_run", _optimisation_facts)
+    # A quantised version's measured quality loss against the policy's bound: asked of the model
+    # version, and of a deployment through its model version.
+    bound = {"max_perplexity_increase": float}
+    register_check("quantisation_within_bounds", "model_version", quantisation_within_bounds, bound)
+    register_check(
+        "quantisation_within_bounds", "deployment",
+        lambda d, **p: quantisation_within_bounds(d.model_version, **p), bound,
+    )  # fmt: skip

@@ -100,3 +100,50 @@ class FineTuneRun(models.Model):
     @staticmethod
     def new_idempotency_key() -> uuid.UUID:
         return uuid.uuid4()
+
+
+class OptimisationMethod(models.TextChoices):
+    ONNX_DYNAMIC_INT8 = "onnx_dynamic_int8", "ONNX Runtime dynamic int8 quantisation"
+
+
+class OptimisationRun(models.Model):
+    """A governed optimisation of an approved model version (``optimisation_run``): the source
+    weights are exported to ONNX and quantised on a worker, the quality lost is measured on an
+    evaluation set approved for evaluation, and the result is registered as a new version of the
+    same model. Rows change only through ``training.services``."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="optimisation_runs")
+    source = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="optimisation_runs")
+    method = models.CharField(
+        max_length=32, choices=OptimisationMethod.choices, default=OptimisationMethod.ONNX_DYNAMIC_INT8
+    )
+    evaluation_set = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="optimisation_runs")
+    text_field = models.CharField(max_length=200, default="text", help_text="the record field that is measured on")
+    max_length = models.PositiveIntegerField(default=128, help_text="tokens per evaluation record, at most")
+    state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.REQUESTED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # Execution: one delivery claims the run by this key; the others find it taken.
+    idempotency_key = models.UUIDField(null=True, blank=True, unique=True, default=None)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    failure_reason = models.TextField(blank=True)
+    output = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="produced_by_optimisations"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "optimisation run"
+
+    def __str__(self) -> str:
+        return f"optimisation {self.pk} of {self.source} in {self.project.slug}"
+
+    @staticmethod
+    def new_idempotency_key() -> uuid.UUID:
+        return uuid.uuid4()

@@ -90,6 +90,7 @@ HYPERPARAMETERS: dict[str, tuple[type, Any]] = {
     "lora_r": (int, 8),
     "lora_alpha": (int, 16),
     "max_length": (int, 128),
+    "beta": (float, "unset"),  # method dpo only: DPO's beta, engine.DPO_BETA_BOUNDS
 }
 
 

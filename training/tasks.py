@@ -29,3 +29,13 @@ def reap() -> int:
     reaped = fine_tune_runs_reap(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
     fine_tune_workdirs_sweep()
     return reaped
+
+
+@shared_task(name="training.optimise", acks_late=True)
+def optimise(run_id: int, idempotency_key: str) -> str | None:
+    """Quantise and measure a queued optimisation run once; a second delivery finds it claimed."""
+    from training.services import optimisation_run_execute
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    done = optimisation_run_execute(run_id=run_id, idempotency_key=idempotency_key, worker=worker)
+    return done.state if done else None

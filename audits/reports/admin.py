@@ -25,6 +25,7 @@ from common.security_log import refusal
 from governance.models import Project
 from governance.selectors import project_list
 from registry.models import ModelVersion
+from systems.models import AISystem
 
 
 class GenerateForm(forms.Form):
@@ -33,6 +34,10 @@ class GenerateForm(forms.Form):
     model_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.none(), required=False,
         help_text="for Annex IV and DPIA: the model version documented (of the project chosen)",
+    )  # fmt: skip
+    ai_system = forms.ModelChoiceField(
+        queryset=AISystem.objects.none(), required=False, label="AI system",
+        help_text="for the Annex IV of an AI system: the system documented (of the project chosen)",
     )  # fmt: skip
     period_start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     period_end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
@@ -111,6 +116,9 @@ class ReportRunAdmin(ReadOnlyAdmin):
         form.fields["model_version"].label_from_instance = lambda v: (
             f"{v.model.project.slug} / {v.model.slug} v{v.number} ({v.model.name})"
         )
+        systems = AISystem.objects.filter(project__in=projects).select_related("project")
+        form.fields["ai_system"].queryset = systems.order_by("project__slug", "slug")
+        form.fields["ai_system"].label_from_instance = lambda s: f"{s.project.slug} / {s.slug} ({s.name})"
         today = timezone.now().date()
         form.initial = {"period_start": today.replace(day=1), "period_end": today}
         if request.method == "POST" and form.is_valid():
@@ -118,11 +126,14 @@ class ReportRunAdmin(ReadOnlyAdmin):
             version = data["model_version"]
             if version is not None and version.model.project_id != data["project"].pk:
                 form.add_error("model_version", f"{version.model.slug} v{version.number} is not of {data['project']}")
+            system = data["ai_system"]
+            if system is not None and system.project_id != data["project"].pk:
+                form.add_error("ai_system", f"{system.slug} is not of {data['project']}")
             if not form.errors:
                 try:
                     run = report_request(
                         actor=request.user, kind=data["kind"], project=data["project"], model_version=version,
-                        period_start=data["period_start"], period_end=data["period_end"],
+                        ai_system=system, period_start=data["period_start"], period_end=data["period_end"],
                     )  # fmt: skip
                 except DomainError as exc:
                     refusal(request, exc, report_kind=data["kind"])

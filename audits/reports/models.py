@@ -21,6 +21,7 @@ class ReportKind(models.TextChoices):
     ANNEX_IV = "annex_iv", "Technical documentation (EU AI Act Annex IV) of a model version"
     DPIA = "dpia", "Data protection impact assessment draft (GDPR Art. 35(7)) of a model version"
     CCPA_REQUEST_LOG = "ccpa_request_log", "CCPA request log (§7101)"
+    AI_SYSTEM_ANNEX_IV = "ai_system_annex_iv", "Technical documentation (EU AI Act Annex IV) of an AI system"
 
 
 class ReportState(models.TextChoices):
@@ -35,6 +36,7 @@ class ReportRun(models.Model):
     kind = models.CharField(max_length=32, choices=ReportKind.choices)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     model_version_id = models.IntegerField(null=True, blank=True)
+    ai_system_id = models.IntegerField(null=True, blank=True)
     period_start = models.DateField()
     period_end = models.DateField()
     state = models.CharField(max_length=16, choices=ReportState.choices, default=ReportState.QUEUED)

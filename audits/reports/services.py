@@ -34,6 +34,7 @@ from governance.roles import Role
 
 READERS = {Role.COMPLIANCE_OFFICER, Role.AUDITOR}
 MODEL_KINDS = (ReportKind.ANNEX_IV, ReportKind.DPIA)
+SYSTEM_KINDS = (ReportKind.AI_SYSTEM_ANNEX_IV,)
 CERTIFICATE_YEARS = 10
 
 
@@ -64,9 +65,12 @@ def report_request(
     period_end: dt.date,
     project: Project | None = None,
     model_version: Any = None,
+    ai_system: Any = None,
 ) -> ReportRun:
     """Ask for a report (compliance officers and auditors of the project; platform admins for the
-    whole organisation). It is generated on the worker; the row shows its progress."""
+    whole organisation). It is generated on the worker; the row shows its progress. A model
+    version's documents name ``model_version``; an AI system's name ``ai_system`` (an
+    ``systems.models.AISystem``), and the project is theirs."""
     if kind not in ReportKind.values:
         raise _invalid("kind", f"one of {', '.join(ReportKind.values)}, got {kind!r}")
     for name, value in (("period_start", period_start), ("period_end", period_end)):
@@ -85,16 +89,26 @@ def report_request(
         project = model_version.model.project
     elif model_version is not None:
         raise _invalid("model_version", f"a {kind} report is not about one model version")
+    if kind in SYSTEM_KINDS:
+        if ai_system is None:
+            raise _invalid("ai_system", f"{ReportKind(kind).label} documents one AI system: choose one")
+        if project is not None and ai_system.project_id != project.pk:
+            raise _invalid("ai_system", f"AI system {ai_system.slug} belongs to another project")
+        project = ai_system.project
+    elif ai_system is not None:
+        raise _invalid("ai_system", f"a {kind} report is not about one AI system")
     _require_reader(actor, project)
     with transaction.atomic():
         run = ReportRun.objects.create(
             kind=kind, project=project, model_version_id=model_version.pk if model_version else None,
-            period_start=period_start, period_end=period_end, requested_by=actor,
+            ai_system_id=ai_system.pk if ai_system else None, period_start=period_start, period_end=period_end,
+            requested_by=actor,
         )  # fmt: skip
+        about = {"ai_system": run.ai_system_id} if run.ai_system_id is not None else {}
         ledger_append(
             actor=actor, action="report.requested", subject=_subject(run),
             payload={"kind": kind, "project": project.slug if project else None, "model_version": run.model_version_id,
-                     "period_start": period_start.isoformat(), "period_end": period_end.isoformat()},
+                     **about, "period_start": period_start.isoformat(), "period_end": period_end.isoformat()},
         )  # fmt: skip
         dispatch_on_commit("reports.generate", args=(run.pk,), queue=settings.REPORTS_QUEUE)
     return run

@@ -616,3 +616,9 @@ CELERY_BEAT_SCHEDULE["privacy-flag-deadlines"] = {
     "schedule": 3600.0,
     "options": {"expires": 3600.0},
 }
+# The EU AI Act Art. 73 clocks of serious incidents (the shortest is 2 days): every 15 minutes.
+CELERY_BEAT_SCHEDULE["incidents-check-clocks"] = {
+    "task": "incidents.check_clocks",
+    "schedule": 900.0,
+    "options": {"expires": 900.0},
+}

@@ -14,7 +14,15 @@ from governance.rules import open_slots_in_words, outcome_in_words, rule_in_word
 
 SCAN = "security scan passed (baseline profile, within 30 days)"
 BIAS = "bias within bounds (default profile, within 90 days)"
+QUANT = "quantisation within bounds (max perplexity increase 0.05)"
 SHIPPED = {
+    ("ai_system_classification.approve", (("risk_tier", "prohibited"),)): (
+        "2 approvals: a compliance officer and a platform admin; evidence: none; expires after 30 days"
+    ),
+    ("ai_system_classification.approve", (("risk_tier", "exempted"),)): (
+        "2 approvals: a compliance officer and a platform admin; evidence: none; expires after 30 days"
+    ),
+    ("ai_system_classification.approve", ()): "1 approval: a compliance officer; evidence: none; expires after 30 days",
     ("bias_evaluation.waive", ()): "1 approval: a fairness reviewer; evidence: none; expires after 30 days",
     ("dataset_version.use_for_evaluation", ()): (
         "1 approval: a data steward; evidence: personal data reviewed; expires after 365 days"
@@ -25,18 +33,41 @@ SHIPPED = {
     ("dataset_version.use_for_training", ()): (
         "1 approval: a data steward; evidence: personal data reviewed; expires after 180 days"
     ),
+    ("deployment.deploy", (("environment", "production"), ("risk_class", "high"))): (
+        "4 approvals: a platform admin, a compliance officer, a security reviewer and a fairness reviewer; "
+        f"evidence: ai system classified, {SCAN}, {BIAS}, training data approved, {QUANT}; expires after 30 days"
+    ),
     ("deployment.deploy", (("environment", "production"),)): (
-        f"2 approvals: a platform admin and a compliance officer; evidence: {SCAN}, {BIAS}, training data "
-        "approved; expires after 90 days"
+        f"2 approvals: a platform admin and a compliance officer; evidence: ai system classified, {SCAN}, {BIAS}, "
+        f"training data approved, {QUANT}; expires after 90 days"
     ),
     ("deployment.deploy", (("environment", "staging"),)): (
-        f"1 approval: a platform admin; evidence: {SCAN}; expires after 30 days"
+        f"1 approval: a platform admin; evidence: ai system classified, {SCAN}, {QUANT}; expires after 30 days"
+    ),
+    ("deployment.export_feedback", (("environment", "production"),)): (
+        "2 approvals: a data steward and a compliance officer; evidence: none; expires after 7 days"
+    ),
+    ("deployment.export_feedback", ()): "1 approval: a data steward; evidence: none; expires after 7 days",
+    ("deployment.monitor", (("environment", "production"),)): (
+        "per 60-minute window of at least 50 requests and 10 ratings: error rate above 0.05, guard hit rate above "
+        "0.2, latency p95 ms above 5000, negative feedback share above 0.3, prompt chars psi above 0.25; a crossing "
+        "opens a review, notifies platform admins and compliance officers and pauses the deployment"
+    ),
+    ("deployment.monitor", (("environment", "staging"),)): (
+        "per 60-minute window of at least 20 requests and 5 ratings: error rate above 0.1, guard hit rate above "
+        "0.5, latency p95 ms above 10000, negative feedback share above 0.5, prompt chars psi above 0.25; a crossing "
+        "opens a review, notifies platform admins and leaves the deployment serving"
     ),
     ("fine_tune_run.execute", (("resource_tier", "multi_gpu"),)): (
         "2 approvals: an ML engineer and a platform admin; evidence: datasets approved; expires after 14 days"
     ),
     ("fine_tune_run.execute", ()): "1 approval: an ML engineer; evidence: datasets approved; expires after 30 days",
-    ("model_version.deploy", ()): (f"1 approval: a platform admin; evidence: {SCAN}, {BIAS}; expires after 30 days"),
+    ("model_version.deploy", ()): (
+        f"1 approval: a platform admin; evidence: {SCAN}, {BIAS}, {QUANT}; expires after 30 days"
+    ),
+    ("optimisation_run.execute", ()): (
+        "1 approval: an ML engineer; evidence: evaluation set approved; expires after 30 days"
+    ),
     ("security_scan.waive", ()): "1 approval: a security reviewer; evidence: none; expires after 30 days",
 }
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from common.api import id_field, ledgered_text
+from serving.rules import transparency_effective
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
@@ -12,6 +15,20 @@ class DeploymentCreateSerializer(serializers.Serializer):
     target = serializers.DictField(required=False, default=dict)
     guard = serializers.DictField(required=False, default=lambda: {"mode": "redact"})
     runtime = serializers.ChoiceField(choices=["transformers", "onnx"], required=False, default="transformers")
+    keep_transcripts = serializers.BooleanField(
+        required=False, default=False,
+        help_text="keep each answered prompt and completion, as the guard left them, for a preference dataset",
+    )  # fmt: skip
+    transparency = serializers.DictField(
+        required=False, default=dict,
+        help_text="marking of AI-generated output (EU AI Act Art. 50): mark (default true; false only in "
+        "staging), header (default as mark), disclosure (one line, at most 300 characters)",
+    )  # fmt: skip
+    ai_system = serializers.CharField(
+        required=False, max_length=100,
+        help_text="the registered AI system this deployment is part of (its id or slug, in the same project), with "
+        "an approved risk classification that is not prohibited; its class decides the policy rule",
+    )  # fmt: skip
 
 
 class GrantSerializer(serializers.Serializer):
@@ -39,8 +56,12 @@ class DeploymentSerializer(serializers.Serializer):
     weights_digest = serializers.CharField(source="model_version.weights_digest")
     environment = serializers.CharField()
     runtime = serializers.CharField()
+    keep_transcripts = serializers.BooleanField()
     target = serializers.JSONField()
     guard = serializers.JSONField()
+    transparency = serializers.SerializerMethodField(
+        help_text="how the server marks completions as AI-generated: mark, header, disclosure"
+    )
     state = serializers.CharField()
     previous = serializers.IntegerField(source="previous_id", allow_null=True)
     url = serializers.CharField()
@@ -51,6 +72,9 @@ class DeploymentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     stopped_at = serializers.DateTimeField(allow_null=True)
+
+    def get_transparency(self, deployment: Any) -> dict[str, Any]:
+        return transparency_effective(deployment.transparency)
 
 
 class DeploymentDetailSerializer(DeploymentSerializer):
@@ -64,6 +88,10 @@ class FeedbackInputSerializer(serializers.Serializer):
     category = serializers.CharField(
         max_length=16, help_text="helpful, incorrect, harmful, personal_data, unhelpful or other"
     )
+    correction = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=4000,
+        help_text="a better answer (at most 4000 characters); kept for a preference dataset, never in the ledger",
+    )  # fmt: skip
 
 
 class FeedbackSerializer(serializers.Serializer):
@@ -72,9 +100,13 @@ class FeedbackSerializer(serializers.Serializer):
     request_id = serializers.UUIDField()
     rating = serializers.IntegerField()
     category = serializers.CharField()
+    has_correction = serializers.SerializerMethodField()
     given_by = serializers.CharField(source="given_by.username")
     created_at = serializers.DateTimeField()
     ledger_index = serializers.IntegerField()
+
+    def get_has_correction(self, feedback: Any) -> bool:
+        return bool(feedback.correction)
 
 
 class MonitoringQuerySerializer(serializers.Serializer):
@@ -129,3 +161,29 @@ class ClientCredentialIssueSerializer(serializers.Serializer):
 
 class ClientCredentialIssuedSerializer(ClientCredentialSerializer):
     credential = serializers.CharField(help_text="shown once: send it as Authorization: Bearer <credential>")
+
+
+class AlertSerializer(serializers.Serializer):
+    """A review opened by a monitoring threshold (``policies/deployment.monitor.yaml``)."""
+
+    id = serializers.IntegerField()
+    deployment = serializers.IntegerField(source="deployment_id")
+    metric = serializers.CharField()
+    state = serializers.CharField()
+    observed = serializers.FloatField()
+    threshold = serializers.FloatField()
+    window_start = serializers.DateTimeField()
+    window_end = serializers.DateTimeField()
+    requests = serializers.IntegerField()
+    windows = serializers.ListField(child=serializers.CharField())
+    policy_hash = serializers.CharField()
+    rule = serializers.JSONField()
+    paused = serializers.BooleanField()
+    opened_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField(source="resolved_by.username", default=None)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    resolution = serializers.CharField()
+    ledger_index = serializers.IntegerField()

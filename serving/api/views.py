@@ -17,6 +17,7 @@ from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 from serving import selectors, services
 from serving.api.serializers import (
+    AlertSerializer,
     ClientCredentialIssuedSerializer,
     ClientCredentialIssueSerializer,
     ClientCredentialSerializer,
@@ -29,7 +30,7 @@ from serving.api.serializers import (
     MonitoringQuerySerializer,
     MonitoringSerializer,
 )
-from serving.models import Deployment, DeploymentClientCredential, DeploymentManifest
+from serving.models import Deployment, DeploymentAlert, DeploymentClientCredential, DeploymentManifest
 
 ERRORS = {
     400: OpenApiResponse(description="invalid input"),
@@ -66,6 +67,8 @@ class ProjectDeploymentsView(ListView):
         deployment = services.deployment_request(
             actor=request.user, model_version=version, name=data["name"], environment=data["environment"],
             target=data["target"], guard=data["guard"], runtime=data["runtime"],
+            keep_transcripts=data["keep_transcripts"], transparency=data.get("transparency"),
+            ai_system=data.get("ai_system"),
         )  # fmt: skip
         return Response(DeploymentDetailSerializer(deployment).data, status=status.HTTP_201_CREATED)
 
@@ -132,7 +135,7 @@ class DeploymentFeedbackView(_DeploymentCommand):
     def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Any:
         return services.deployment_feedback_give(
             actor=request.user, deployment=deployment, request_id=data["request_id"], rating=data["rating"],
-            category=data["category"],
+            category=data["category"], correction=data["correction"],
         )  # fmt: skip
 
 
@@ -209,3 +212,74 @@ class ClientCredentialRevokeView(CommandView):
     def run(self, request: Request, credential: DeploymentClientCredential, data: dict[str, Any]) -> Any:
         services.deployment_client_credential_revoke(actor=request.user, credential=credential)
         return credential
+
+
+class DeploymentPauseView(_DeploymentCommand):
+    """Pause a live deployment (platform admins): its server stops until it is resumed (409
+    ``not_live`` otherwise)."""
+
+    operation_id = "deployments_pause"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Deployment:
+        return services.deployment_pause(actor=request.user, deployment=deployment, reason=data["reason"])
+
+
+class DeploymentResumeView(_DeploymentCommand):
+    """Serve a paused deployment again on its grant (platform admins), once its alerts are
+    resolved: 409 ``alerts_open`` naming them, ``grant_expired`` or ``not_approved`` when a new
+    deployment request is needed, ``not_paused``."""
+
+    operation_id = "deployments_resume"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Deployment:
+        return services.deployment_resume(actor=request.user, deployment=deployment, reason=data["reason"])
+
+
+class DeploymentAlertsView(ListView):
+    """Alerts (reviews opened by monitoring thresholds) of the deployments you may see, newest
+    first; ``?deployment=``, ``?state=`` (open, acknowledged, resolved) and ``?metric=`` filter."""
+
+    serializer_class = AlertSerializer
+    list_operation_id = "deployment_alerts_list"
+    filters = {"deployment": "deployment_id", "state": "state", "metric": "metric"}
+
+    def get_queryset(self) -> QuerySet[DeploymentAlert]:
+        return services.deployment_alert_list(user=self.request.user)
+
+
+class DeploymentAlertDetailView(APIView):
+    @extend_schema(operation_id="deployment_alerts_retrieve", responses={200: AlertSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        """One alert: the metric, its value and bound, the windows, the rule and its review."""
+        return Response(AlertSerializer(services.deployment_alert_get(user=request.user, pk=pk)).data)
+
+
+class _AlertCommand(CommandView):
+    output_serializer = AlertSerializer
+    errors = ERRORS
+    input_serializer = ReasonInputSerializer
+
+    def target(self, request: Request, pk: int) -> DeploymentAlert:
+        return services.deployment_alert_get(user=request.user, pk=pk)
+
+
+class DeploymentAlertAcknowledgeView(_AlertCommand):
+    """Say that you look into an open alert (platform admins and compliance officers of the
+    project; 409 ``alert_not_open`` once acknowledged or resolved)."""
+
+    operation_id = "deployment_alerts_acknowledge"
+
+    def run(self, request: Request, alert: DeploymentAlert, data: dict[str, Any]) -> DeploymentAlert:
+        return services.deployment_alert_acknowledge(actor=request.user, alert=alert, reason=data["reason"])
+
+
+class DeploymentAlertResolveView(_AlertCommand):
+    """Close an alert with what was found and done (platform admins and compliance officers of the
+    project; 409 ``alert_resolved``). A paused deployment is resumed separately (``…/resume``)."""
+
+    operation_id = "deployment_alerts_resolve"
+
+    def run(self, request: Request, alert: DeploymentAlert, data: dict[str, Any]) -> DeploymentAlert:
+        return services.deployment_alert_resolve(actor=request.user, alert=alert, reason=data["reason"])

@@ -6,7 +6,8 @@ The services live in modules by sub-domain: ``requests`` (asking for a deploymen
 worker), ``start`` (starting the model server on the worker), ``supervision`` (its process, and
 live deployments whose server stopped), ``lifecycle`` (promotion, retirement, rollback),
 ``inference_log`` (the log's segments on the ledger), ``feedback`` (ratings of outputs) and
-``clients`` (client credentials of the model servers, and the signed lists they read). The
+``clients`` (client credentials of the model servers, and the signed lists they read) and
+``alerts`` (monitoring thresholds: reviews of crossings, pausing and resuming). The
 rules they apply are in ``serving.rules`` and ``serving.specs`` (the declared schemas of a
 target and a guard); what they read is in ``serving.selectors``.
 """
@@ -20,6 +21,15 @@ from serving.rules import (
     deployment_digest,
 )
 from serving.selectors import training_data_approved
+from serving.services.alerts import (
+    deployment_alert_acknowledge,
+    deployment_alert_get,
+    deployment_alert_list,
+    deployment_alert_resolve,
+    deployment_monitor_check,
+    deployment_pause,
+    deployment_resume,
+)
 from serving.services.clients import (
     client_credential_may_manage,
     client_list_write,
@@ -50,15 +60,22 @@ __all__ = [
     "client_credential_may_manage",
     "client_list_write",
     "client_lists_refresh",
+    "deployment_alert_acknowledge",
+    "deployment_alert_get",
+    "deployment_alert_list",
+    "deployment_alert_resolve",
     "deployment_client_credential_issue",
     "deployment_client_credential_revoke",
     "deployment_digest",
     "deployment_export_onnx",
     "deployment_feedback_give",
     "deployment_manifests_render",
+    "deployment_monitor_check",
+    "deployment_pause",
     "deployment_promote",
     "deployment_request",
     "deployment_request_submit",
+    "deployment_resume",
     "deployment_retire",
     "deployment_rollback",
     "deployment_start",

@@ -25,10 +25,12 @@ logger = logging.getLogger(__name__)
 def deployment_export_onnx(*, deployment_id: int) -> Deployment:
     """On the worker, for an approved ``onnx`` deployment: copy out the approved weights (checked
     against their digest), export them to ONNX, record the export's digest next to the source's,
-    sign the grant for the export, and start the server on it. A second delivery finds the grant
-    and only starts. A failed export refuses the deployment, on record."""
+    sign the grant for the export, and start the server on it. A model version that is an ONNX
+    export already (``model.onnx`` beside its tokenizer: a quantised version) is copied out and
+    served as it is; the grant then names its own weights digest. A second delivery finds the
+    grant and only starts. A failed export refuses the deployment, on record."""
     from serving.grants import folder_weights_digest
-    from serving.onnx_model import OnnxModelError, export_onnx
+    from serving.onnx_model import MODEL_FILE, OnnxModelError, export_onnx
 
     me = worker_identity()
     claimed = _export_claim(deployment_id, me)
@@ -42,8 +44,12 @@ def deployment_export_onnx(*, deployment_id: int) -> Deployment:
     for stale in (source, weights):
         shutil.rmtree(stale, ignore_errors=True)
     try:
-        model_version_materialise(deployment.model_version, source)
-        export_onnx(source, weights)
+        if MODEL_FILE in deployment.model_version.files:
+            # Already an ONNX export (a quantised version): served as registered, not exported again.
+            model_version_materialise(deployment.model_version, weights)
+        else:
+            model_version_materialise(deployment.model_version, source)
+            export_onnx(source, weights)
         digest = folder_weights_digest(weights)
     except (DomainError, OnnxModelError) as exc:
         return deployment_refuse(

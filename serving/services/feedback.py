@@ -1,5 +1,8 @@
 """Feedback on a deployment's outputs (post-market monitoring): a rating per person and served
-request, recorded in the ledger with the request id, never the text."""
+request, recorded in the ledger with the request id, never the text. A rater may add a
+``correction`` (a better answer): free text that may hold personal data, so the ledger records
+only that there is one and its length; it is kept on the row for a preference dataset
+(``serving.services.preference``), where it passes the dataset rules (PII scan, review)."""
 
 from __future__ import annotations
 
@@ -16,8 +19,12 @@ from serving.rules import FEEDBACK_ROLES, SERVED_STATES, deployment_subject
 from serving.selectors import deployment_served_request
 from serving.specs import invalid_input
 
+CORRECTION_MAX_CHARS = 4000
 
-def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: str, rating: int, category: str) -> Any:
+
+def deployment_feedback_give(
+    *, actor: Any, deployment: Deployment, request_id: str, rating: int, category: str, correction: str = ""
+) -> Any:
     """Rate one completion of a deployment: any member of its project except an auditor (auditors
     are read-only: 403 naming the roles that may). One rating per person and request; the ledger
     records it with the request id, never the text.
@@ -45,6 +52,10 @@ def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: 
         raise invalid_input("rating", f"a whole number from 1 to 5, got {rating!r}")
     if category not in FeedbackCategory.values:
         raise invalid_input("category", f"one of {', '.join(FeedbackCategory.values)}, got {category!r}")
+    if not isinstance(correction, str) or len(correction) > CORRECTION_MAX_CHARS:
+        length = len(correction) if isinstance(correction, str) else type(correction).__name__
+        raise invalid_input("correction", f"a text of at most {CORRECTION_MAX_CHARS} characters, got {length}")
+    correction = correction.strip()
     if deployment.state not in SERVED_STATES:
         raise Conflict("not_served", f"deployment {deployment.pk} has not served any request ({deployment.state})")
     if not deployment_served_request(deployment, request_uuid):
@@ -55,13 +66,15 @@ def deployment_feedback_give(*, actor: Any, deployment: Deployment, request_id: 
             raise given
         entry = ledger_append(
             actor=actor, action="deployment.feedback", subject=deployment_subject(deployment),
-            payload={"request_id": str(request_uuid), "rating": rating, "category": category},
+            payload={"request_id": str(request_uuid), "rating": rating, "category": category,
+                     **({"correction_chars": len(correction)} if correction else {})},
         )  # fmt: skip
         try:
             with transaction.atomic():  # a twin request may insert between the check and here
                 feedback = InferenceFeedback.objects.create(
-                    deployment=deployment, request_id=request_uuid, rating=rating, category=category, given_by=actor
-                )
+                    deployment=deployment, request_id=request_uuid, rating=rating, category=category,
+                    correction=correction, given_by=actor,
+                )  # fmt: skip
         except IntegrityError:
             raise given from None
     feedback.ledger_index = entry.index

@@ -16,7 +16,7 @@ from common.digests import canonical_digest
 from common.errors import Conflict
 from common.tasks import dispatch_on_commit
 from serving.models import Deployment, DeploymentGrant, DeploymentState
-from serving.rules import ACTION, deployment_subject
+from serving.rules import ACTION, deployment_subject, transparency_effective
 
 
 def signer_keys() -> list[Any]:
@@ -50,6 +50,11 @@ def grant_issue(deployment: Deployment, actor: Any, *, weights_digest: str | Non
         "runtime": deployment.runtime, "target": deployment.target, "guard": deployment.guard,
         "issued_at": now.isoformat(), "expires_at": expires.isoformat(),
     }  # fmt: skip
+    if deployment.keep_transcripts:  # absent otherwise: grants of other deployments read as before
+        statement["keep_transcripts"] = True
+    # Always stated, so the signed grant says how the server marks its output (Art. 50); a
+    # deployment requested before the setting existed gets the defaults (marked).
+    statement["transparency"] = transparency_effective(deployment.transparency)
     text = sign_grant(statement, signer_keys())
     entry = ledger_append(
         actor=actor, action="deployment.granted", subject=deployment_subject(deployment),

@@ -24,17 +24,33 @@ def inference_logs_summarise() -> int:
     ``serving.monitoring.read_log_skipping_unreadable``) is counted in ``unreadable_lines``, not
     in the requests; its bytes are still in the segment and its hash, so it is read once. A log
     that cannot be read at all is logged and left for the next run; the other deployments' logs
-    are summarised all the same."""
+    are summarised all the same.
+
+    Each deployment with a new segment then has its log judged against its monitoring policy
+    (``serving.services.alerts.deployment_monitor_check``: reviews, mail, pause); a failure of
+    that judgement is logged and leaves the segment recorded."""
     made = 0
     for deployment in Deployment.objects.exclude(state=DeploymentState.REQUESTED):
         try:
-            made += _inference_log_summarise(deployment)
+            recorded = _inference_log_summarise(deployment)
+            made += recorded
+            if recorded:
+                _monitor(deployment)
         except OSError:
             logger.exception("inference log of deployment %s: cannot be read; left for the next run", deployment.pk)
         except IntegrityError:
             # A concurrent run recorded this segment first (its transaction rolled back, entry included).
             logger.info("inference log of deployment %s: already summarised by another run", deployment.pk)
     return made
+
+
+def _monitor(deployment: Deployment) -> None:
+    from serving.services.alerts import deployment_monitor_check
+
+    try:
+        deployment_monitor_check(deployment_id=deployment.pk)
+    except Exception:  # the segment is on record; the next segment judges the log again
+        logger.exception("monitoring of deployment %s failed; judged again with its next segment", deployment.pk)
 
 
 def _inference_log_summarise(deployment: Deployment) -> int:

@@ -23,6 +23,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=200)),
                 ('purpose', models.TextField(help_text='the intended purpose (Art. 3(12))')),
                 ('description', models.TextField(blank=True)),
+                ('human_oversight', models.TextField(blank=True, help_text='how people oversee the system, and who may stop it (Art. 14, Art. 26(2))')),
                 ('deployers', models.JSONField(blank=True, default=list, help_text='who uses the system under their authority')),
                 ('risk_class', models.CharField(choices=[('unclassified', 'not classified yet'), ('prohibited', 'prohibited practice (Art. 5)'), ('high', 'high-risk (Art. 6, Annex III)'), ('limited', 'transparency obligations (Art. 50)'), ('minimal', 'minimal risk')], default='unclassified', help_text='the class of the latest approved classification', max_length=16)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),

@@ -214,7 +214,8 @@ def fine_tune_run_execute(*, run_id: int, idempotency_key: str, worker: str) -> 
             )
         registered = True
         _mlflow_log_output(mlflow_run_id, workdir / "output")
-        metrics = {"final_loss": result["final_loss"], "steps": result["steps"], "seconds": result["seconds"]}
+        metrics = {"final_loss": result["final_loss"], "steps": result["steps"], "seconds": result["seconds"],
+                   **result.get("rewards", {})}  # fmt: skip
         return _finish(run, RunState.SUCCEEDED, output=output, metrics=metrics, mlflow_run_id=mlflow_run_id)
     finally:
         _workdir_scrub(workdir, keep_output=registered)
@@ -228,7 +229,7 @@ def _train(run: FineTuneRun, workdir: Path, device: str, note: str) -> tuple[dic
         shutil.rmtree(workdir)
     model_version_materialise(run.base, workdir / "base")
     versions = sorted(run.dataset_versions.all(), key=lambda v: v.pk)
-    texts = _examples(versions, run.text_field, run.prompt_template)
+    texts = _examples(versions, run.text_field, run.prompt_template, method=run.hyperparameters.get("method", "full"))
     (workdir / "texts.json").write_text(json.dumps(texts))
     job = {"hyperparameters": run.hyperparameters, "device": device}
     (workdir / "job.json").write_text(json.dumps(job))
@@ -301,6 +302,7 @@ def _watch(run: FineTuneRun, command: list[str], workdir: Path, client: Any, mlf
     reached: set[int] = set()
     last_beat = 0.0
     progress: dict[str, Any] = {}
+    rewards: dict[str, float] = {}  # a DPO run's last step's rewards (TRL's rewards/*)
     system = _system()
     try:
         while True:
@@ -313,6 +315,9 @@ def _watch(run: FineTuneRun, command: list[str], workdir: Path, client: Any, mlf
             if event.get("event") == "step":
                 progress = {k: event[k] for k in ("step", "total_steps", "loss", "learning_rate") if k in event}
                 client.log_metric(mlflow_id, "loss", event["loss"], step=event["step"])
+                rewards = {k: float(v) for k, v in event.items() if k.startswith("rewards/")}
+                for key, value in rewards.items():
+                    client.log_metric(mlflow_id, key, value, step=event["step"])
                 percent = int(100 * event["step"] / max(1, event["total_steps"]))
                 for milestone in MILESTONES:
                     if percent >= milestone and milestone not in reached:
@@ -325,7 +330,7 @@ def _watch(run: FineTuneRun, command: list[str], workdir: Path, client: Any, mlf
                             payload={"percent": milestone, **progress},
                         )  # fmt: skip
             elif event.get("event") == "done":
-                result = event
+                result = {**event, "rewards": rewards}
             if time.monotonic() - last_beat >= 1.0 or event.get("event") == "done":
                 last_beat = time.monotonic()
                 if not _ours(run).update(heartbeat_at=timezone.now(), progress=progress):

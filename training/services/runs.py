@@ -31,9 +31,15 @@ def _subject(run: FineTuneRun) -> Subject:
     return Subject("fine_tune_run", str(run.pk), fine_tune_run_digest(run))
 
 
-def _examples(versions: list[DatasetVersion], text_field: str, template: PromptTemplate | None) -> list[str]:
+def _examples(
+    versions: list[DatasetVersion], text_field: str, template: PromptTemplate | None, *, method: str = "full"
+) -> list[Any]:
     """The training texts: each record's ``text_field`` (through the prompt template, whose
-    ``{field}`` placeholders take the record's fields), in dataset-version order."""
+    ``{field}`` placeholders take the record's fields), in dataset-version order. For ``method``
+    ``dpo``: the preference pairs, ``{"prompt", "chosen", "rejected"}`` of every record
+    (``_preference_pairs``)."""
+    if method == "dpo":
+        return _preference_pairs(versions)
     texts = []
     for version in versions:
         data = dataset_version_bytes(version)
@@ -51,6 +57,31 @@ def _examples(versions: list[DatasetVersion], text_field: str, template: PromptT
         except RecordError as exc:
             raise DomainError("invalid_dataset", f"dataset version {version.pk}: {exc}") from None
     return texts
+
+
+def _preference_pairs(versions: list[DatasetVersion]) -> list[dict[str, str]]:
+    """Every record as a preference pair; 400 ``invalid_dataset`` naming the version and the
+    record that lacks a non-empty ``prompt``, ``chosen`` or ``rejected``."""
+    from training.engine import PAIR_FIELDS
+
+    pairs = []
+    for version in versions:
+        data = dataset_version_bytes(version)
+        try:
+            for record in read_records(data, version.format):
+                missing = [name for name in PAIR_FIELDS if not record.fields.get(name, "").strip()]
+                if missing:
+                    raise DomainError(
+                        "invalid_dataset",
+                        f"dataset version {version.pk} ({version.dataset} v{version.number}), record {record.number}: "
+                        f"a preference fine-tune (method dpo) needs {', '.join(PAIR_FIELDS)} in every record; "
+                        f"it lacks {', '.join(missing)}",
+                        fields={"dataset_versions": [f"record {record.number} of {version.pk} lacks {missing[0]}"]},
+                    )
+                pairs.append({name: record.fields[name] for name in PAIR_FIELDS})
+        except RecordError as exc:
+            raise DomainError("invalid_dataset", f"dataset version {version.pk}: {exc}") from None
+    return pairs
 
 
 def fine_tune_run_request(
@@ -99,10 +130,12 @@ def fine_tune_run_request(
     hours = _decimal("gpu_hours_estimate", gpu_hours_estimate, minimum=Decimal(0))
     if gpu_count and hours <= 0:
         raise _invalid("gpu_hours_estimate", "a GPU request needs an estimate of its GPU-hours above 0")
-    texts = _examples(dataset_versions, text_field, prompt_template)
+    params = _hyperparameters(hyperparameters)
+    if params.method == "dpo" and prompt_template is not None:
+        raise _invalid("prompt_template", "a preference fine-tune (method dpo) trains on the pairs as they are")
+    texts = _examples(dataset_versions, text_field, prompt_template, method=params.method)
     if not texts:
         raise _invalid("text_field", f"no record of the dataset versions has a non-empty field {text_field!r}")
-    params = _hyperparameters(hyperparameters)
     try:
         params.validate(len(texts))
     except ValueError as exc:

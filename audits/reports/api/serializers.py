@@ -15,6 +15,7 @@ class ReportRequestSerializer(serializers.Serializer):
         help_text="the project's slug; omitted: the organisation (platform admins)",
     )
     model_version = id_field(required=False, allow_null=True, default=None, help_text="for annex_iv and dpia")
+    ai_system = id_field(required=False, allow_null=True, default=None, help_text="for ai_system_annex_iv")
     period_start = serializers.DateField()
     period_end = serializers.DateField()
 
@@ -25,6 +26,7 @@ class ReportRunSerializer(serializers.Serializer):
     kind = serializers.CharField()
     project = serializers.CharField(source="project.slug", allow_null=True, default=None)
     model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
+    ai_system = serializers.IntegerField(source="ai_system_id", allow_null=True)
     period_start = serializers.DateField()
     period_end = serializers.DateField()
     state = serializers.CharField()

@@ -23,11 +23,14 @@ from common.security_log import refusal
 from governance.selectors import project_list
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
+from systems.models import AISystem
 
 ERRORS = {
     400: OpenApiResponse(description="invalid input"),
     403: OpenApiResponse(description="your role in the project does not allow this"),
-    404: OpenApiResponse(description="no such report, project or model version, or not in a project of yours"),
+    404: OpenApiResponse(
+        description="no such report, project, model version or AI system, or not in a project of yours"
+    ),
     409: OpenApiResponse(description="the report's current state does not allow this"),
     422: OpenApiResponse(description="a policy or domain rule forbids it (the message names the rule)"),
 }
@@ -59,8 +62,16 @@ class ReportListView(ListView):
             if version is None or (project and version.model.project_id != project.pk):
                 raise DomainError("invalid_input", f"model_version: no model version {data['model_version']}",
                                   fields={"model_version": ["unknown"]})  # fmt: skip
+        system = None
+        if data["ai_system"] is not None:
+            # The same for an AI system: one of another project is answered like one that does not exist.
+            visible_systems = AISystem.objects.filter(project__in=project_list(user=request.user))
+            system = visible_systems.filter(pk=data["ai_system"]).select_related("project").first()
+            if system is None or (project and system.project_id != project.pk):
+                raise DomainError("invalid_input", f"ai_system: no AI system {data['ai_system']}",
+                                  fields={"ai_system": ["unknown"]})  # fmt: skip
         run = services.report_request(
-            actor=request.user, kind=data["kind"], project=project, model_version=version,
+            actor=request.user, kind=data["kind"], project=project, model_version=version, ai_system=system,
             period_start=data["period_start"], period_end=data["period_end"],
         )  # fmt: skip
         return Response(ReportRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from audits.reports.builders.ai_systems import system_annex_iv
 from audits.reports.builders.approvals import governance_audit
 from audits.reports.builders.consumer_requests import ccpa_request_log
 from audits.reports.builders.model_documents import annex_iv, dpia
@@ -22,7 +23,16 @@ from audits.reports.claims import Claims
 from audits.reports.models import ReportKind, ReportRun
 from audits.reports.pdf import Report
 
-__all__ = ["Progress", "annex_iv", "build", "ccpa_request_log", "dpia", "governance_audit", "records_of_processing"]
+__all__ = [
+    "Progress",
+    "annex_iv",
+    "build",
+    "ccpa_request_log",
+    "dpia",
+    "governance_audit",
+    "records_of_processing",
+    "system_annex_iv",
+]
 
 
 def build(run: ReportRun, *, checkpoint: Any, progress: Progress) -> Report:
@@ -32,6 +42,7 @@ def build(run: ReportRun, *, checkpoint: Any, progress: Progress) -> Report:
         ReportKind.ANNEX_IV: annex_iv,
         ReportKind.DPIA: dpia,
         ReportKind.CCPA_REQUEST_LOG: ccpa_request_log,
+        ReportKind.AI_SYSTEM_ANNEX_IV: system_annex_iv,
     }[ReportKind(run.kind)]
     claims = Claims()
     org, missing = organisation(checkpoint.tree_size, claims)

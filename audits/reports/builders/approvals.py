@@ -1,5 +1,6 @@
 """The governance audit report: approval requests and decisions, separation-of-duties refusals,
-break-glass approvals and their reviews, waivers, role changes and overdue items, with a full
+break-glass approvals and their reviews, waivers, role changes, the AI systems and their risk
+class, the incidents of the period with their Art. 73 clock, and overdue items, with a full
 ledger verification at generation time."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from audits.reports.builders.ai_systems import overdue_incident_rows, period_incidents, systems_sections
 from audits.reports.builders.shared import Progress, day, entries, payload, period, waiver_table
 from audits.reports.claims import Claims
 from audits.reports.models import ReportRun
@@ -112,7 +114,7 @@ def governance_audit(run: ReportRun, size: int, progress: Progress, claims: Clai
                        "payload.justification", review.justification)  # fmt: skip
     waivers = [r for r in requests if r.action.endswith(".waive")]
 
-    progress(60, "reading role grants and overdue items")
+    progress(60, "reading role grants, AI systems, incidents and overdue items")
     role_entries = entries(
         size, action__in=["project.role_granted", "project.role_revoked"], created_at__gte=start, created_at__lt=end
     )
@@ -144,6 +146,7 @@ def governance_audit(run: ReportRun, size: int, progress: Progress, claims: Clai
         [["approval request", r.pk, r.action, day(r.expires_at)] for r in overdue]
         + [["break-glass review", b.request_id, "review by a compliance officer", day(b.due_at)] for b in open_reviews]
         + [["data-subject request", r.pk, f"{r.regime} {r.kind}: answer", day(r.respond_by)] for r in late_requests]
+        + overdue_incident_rows(run, now)
     )  # fmt: skip
     review_opened = {
         e.subject_id: e.index for e in entries(size, action="model_review.opened").only("index", "subject_id")
@@ -199,6 +202,8 @@ def governance_audit(run: ReportRun, size: int, progress: Progress, claims: Clai
         waiver_table(waivers, size, claims),
         Heading("Role grants and revocations"),
         Table(["change", "by", "user", "role", "project", "reason", "at"], role_rows, role_citations),
+        *systems_sections(run, size, claims),
+        *period_incidents(run, size, claims, start, end, now),
         Heading("Overdue items at generation time (past their due time)"),
         Table(["item", "id", "what", "was due"], overdue_rows),
         Heading("Open model reviews (no deadline applies)"),

@@ -220,21 +220,72 @@ def _datasets_table(f: dict[str, Any], size: int, claims: Claims) -> Table:
                   "purpose", "lawful basis"], rows, citations)  # fmt: skip
 
 
-def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any) -> tuple[str, list[Any]]:
-    """Technical documentation of one model version, in the nine points of the EU AI Act's Annex IV."""
-    progress(20, "reading the model version, its data, audits and deployments")
-    f = _model_facts(run, size)
+def scan_rows(f: dict[str, Any]) -> list[list[object]]:
+    """One row per security scan of the model version: profile, verdict, reasons, OWASP categories."""
+    return [[s.pk, s.profile_name, s.state, s.verdict or "none yet", "; ".join(map(str, s.reasons)) or "none",
+             _owasp(s), Digest(s.weights_digest), day(s.finished_at)] for s in f["scans"]]  # fmt: skip
+
+
+SCAN_COLUMNS = ["scan", "profile", "state", "verdict", "reasons", "OWASP LLM 2025", "weights", "finished"]
+
+
+def development_method(f: dict[str, Any], size: int, claims: Claims) -> list[tuple[str, object]]:
+    """How the model version was made (Annex IV 2(a)-(c)): the fine-tune run that trained it, or
+    the source it was registered from; claims its weights digest, its base and the run's
+    hyperparameters against their entries."""
     v, ft = f["version"], f["run"]
     registration = first_entries(size, "model_version.registered", "model_version", [v.pk]).get(str(v.pk))
     claims.add(f"{model_name(v)}: weights digest", index_of(registration), "subject.digest", v.weights_digest)
     if v.base is not None:
         claims.add(f"{model_name(v)}: base model", index_of(registration), "payload.base", v.base.weights_digest)
     run_entry = first_entries(size, "fine_tune_run.requested", "fine_tune_run", [ft.pk]).get(str(ft.pk)) if ft else None
-    if ft is not None:
-        claims.add(f"fine-tune run {ft.pk}: hyperparameters", index_of(run_entry), "payload.hyperparameters",
-                   ft.hyperparameters)  # fmt: skip
-    scans = [[s.pk, s.profile_name, s.state, s.verdict or "none yet", "; ".join(map(str, s.reasons)) or "none",
-              _owasp(s), Digest(s.weights_digest), day(s.finished_at)] for s in f["scans"]]  # fmt: skip
+    if ft is None:
+        return [("method", f"not trained by this service: registered from {v.source}; the provider's own "
+                 "documentation of its training applies")]  # fmt: skip
+    claims.add(f"fine-tune run {ft.pk}: hyperparameters", index_of(run_entry), "payload.hyperparameters",
+               ft.hyperparameters)  # fmt: skip
+    return [("method", f"supervised fine-tune (causal language modelling) of {model_name(ft.base)} by fine-tune "
+             f"run {ft.pk} ({ft.name}), trained on the record field {ft.text_field!r}"),
+            ("hyperparameters", json.dumps(ft.hyperparameters, sort_keys=True)),
+            ("training code version", ft.code_version or "not recorded"),
+            ("computational resources", f"{ft.device or 'device not recorded'}"
+             + (f", {ft.gpu_count} x {ft.gpu_type}" if ft.gpu_count else ", CPU only")
+             + f", estimated {ft.gpu_hours_estimate} GPU hours"),
+            ("training metrics",
+             json.dumps(ft.metrics, sort_keys=True) if ft.metrics else "none recorded")]  # fmt: skip
+
+
+def development_sections(f: dict[str, Any], size: int, claims: Claims) -> list[Any]:
+    """Annex IV point 2 of one model version, as the system document repeats it per version: the
+    lineage and method, the architecture, the training data and the security scans."""
+    lineage = ", ".join(model_name(b) for b in f["ancestors"]) or "none: registered from its source"
+    return [
+        KeyValues([("(a) base models (nearest first)", lineage), *development_method(f, size, claims)]),
+        KeyValues(_architecture(f["version"])),
+        Paragraph("(d) Training data: the dataset versions this model holds, directly or through its base models."),
+        _datasets_table(f, size, claims),
+        Paragraph("(g) Validation and testing: security scans (garak probes by OWASP Top 10 for LLM Applications "
+                  f"2025 category): {len(f['scans'])}; bias evaluations: {len(f['evaluations'])} (point 3)."),
+        Table(SCAN_COLUMNS, scan_rows(f)),
+    ]  # fmt: skip
+
+
+STANDARDS = ("None applied: this document does not claim conformity with a harmonised standard published in the "
+             "Official Journal under Regulation (EU) 2024/1689. The technical specifications this service "
+             "applies to its own evidence: RFC 9162 (Merkle tree of the ledger), C2SP signed notes and "
+             "tlog-checkpoint (its checkpoints), ETSI EN 319 142 PAdES (this document's signature), RFC 3161 "
+             "(signature timestamps, where configured), OWASP Top 10 for LLM Applications 2025 (scan "
+             "categories).")  # fmt: skip
+DECLARATION = ("Not held by this service: the provider draws up and signs the declaration after the conformity "
+               "assessment; this document is part of the technical documentation that assessment reads.")  # fmt: skip
+
+
+def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org: Any) -> tuple[str, list[Any]]:
+    """Technical documentation of one model version, in the nine points of the EU AI Act's Annex IV."""
+    progress(20, "reading the model version, its data, audits and deployments")
+    f = _model_facts(run, size)
+    v, ft = f["version"], f["run"]
+    scans = scan_rows(f)
     segments = [s for d in f["deployments"] for s in d.log_segments.all()]
     verdicts = Counter((kind, a.verdict or a.state) for kind, audits in (("security scans", f["scans"]),
                        ("bias evaluations", f["evaluations"])) for a in audits)  # fmt: skip
@@ -242,20 +293,7 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
     waivers = _waivers(f)
     legal_bases = _legal_basis_rows(f["evaluations"])
     lineage = ", ".join(model_name(b) for b in f["ancestors"]) or "none: registered from its source"
-    method: list[tuple[str, object]]
-    if ft is not None:
-        method = [("method", f"supervised fine-tune (causal language modelling) of {model_name(ft.base)} by fine-tune "
-                   f"run {ft.pk} ({ft.name}), trained on the record field {ft.text_field!r}"),
-                  ("hyperparameters", json.dumps(ft.hyperparameters, sort_keys=True)),
-                  ("training code version", ft.code_version or "not recorded"),
-                  ("computational resources", f"{ft.device or 'device not recorded'}"
-                   + (f", {ft.gpu_count} x {ft.gpu_type}" if ft.gpu_count else ", CPU only")
-                   + f", estimated {ft.gpu_hours_estimate} GPU hours"),
-                  ("training metrics",
-                   json.dumps(ft.metrics, sort_keys=True) if ft.metrics else "none recorded")]  # fmt: skip
-    else:
-        method = [("method", f"not trained by this service: registered from {v.source}; the provider's own "
-                   "documentation of its training applies")]  # fmt: skip
+    method = development_method(f, size, claims)
     deployments = [[d.pk, d.name, d.environment, d.state, d.runtime, d.device or "not started",
                     (d.guard or {}).get("mode", "off"), day(d.started_at), day(d.stopped_at)]
                    for d in f["deployments"]]  # fmt: skip
@@ -297,7 +335,7 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
         Paragraph("(g) Validation and testing: the security scans and bias evaluations below. (h) Cybersecurity: "
                   "garak probes grouped by OWASP Top 10 for LLM Applications (2025) category."),
         *chart,
-        Table(["scan", "profile", "state", "verdict", "reasons", "OWASP LLM 2025", "weights", "finished"], scans),
+        Table(SCAN_COLUMNS, scans),
         Heading("3. Monitoring, functioning and control"),
         Paragraph("Fairness across groups, per metric, with the confidence interval the evaluation computed and the "
                   "bound its profile sets:"),
@@ -327,15 +365,9 @@ def annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claims, org:
         Table(["action", "by", "at"], [[e.action, e.actor_name, day(e.created_at)] for e in f["history"]],
               [e.index for e in f["history"]]),
         Heading("7. Harmonised standards applied"),
-        Paragraph("None applied: this document does not claim conformity with a harmonised standard published in the "
-                  "Official Journal under Regulation (EU) 2024/1689. The technical specifications this service "
-                  "applies to its own evidence: RFC 9162 (Merkle tree of the ledger), C2SP signed notes and "
-                  "tlog-checkpoint (its checkpoints), ETSI EN 319 142 PAdES (this document's signature), RFC 3161 "
-                  "(signature timestamps, where configured), OWASP Top 10 for LLM Applications 2025 (scan "
-                  "categories)."),
+        Paragraph(STANDARDS),
         Heading("8. EU declaration of conformity (Art. 47)"),
-        Paragraph("Not held by this service: the provider draws up and signs the declaration after the conformity "
-                  "assessment; this document is part of the technical documentation that assessment reads."),
+        Paragraph(DECLARATION),
         Heading("9. Post-market monitoring (Art. 72)"),
         Paragraph(f"Inference logs are summarised into the ledger every {settings.SERVING_LOG_SUMMARY_EVERY_S} s "
                   f"({len(segments)} summaries so far); latency, error rates, prompt-length drift (PSI against the "

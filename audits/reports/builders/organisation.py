@@ -16,6 +16,7 @@ _CONTROLLER_KINDS = {
     ReportKind.RECORDS_OF_PROCESSING,
     ReportKind.DPIA,
     ReportKind.ANNEX_IV,
+    ReportKind.AI_SYSTEM_ANNEX_IV,
     ReportKind.GOVERNANCE_AUDIT,
 }
 
@@ -60,7 +61,8 @@ def organisation_sections(profile: Any, kind: str) -> list[Any]:
         if profile.updated_at and profile.updated_by
         else "never filled in"
     )
-    who = "Provider (EU AI Act Art. 3(3))" if kind == ReportKind.ANNEX_IV else "Controller (GDPR Art. 30(1)(a))"
+    providers = (ReportKind.ANNEX_IV, ReportKind.AI_SYSTEM_ANNEX_IV)
+    who = "Provider (EU AI Act Art. 3(3))" if kind in providers else "Controller (GDPR Art. 30(1)(a))"
     return [
         Heading(who),
         KeyValues([

@@ -133,7 +133,8 @@ def test_every_report_kind_from_the_command_complete_and_verified(world: dict[st
 
     organisation_profile_update(actor=world["system"], **PROFILE)
     written = {}
-    for kind in ReportKind.values:
+    # An AI system's Annex IV needs a system: test_ai_system_reports.py generates it.
+    for kind in [k for k in ReportKind.values if k != ReportKind.AI_SYSTEM_ANNEX_IV]:
         out = tmp_path / f"{kind}.pdf"
         extra = ("--model-version", str(world["trained"].pk)) if kind in (ReportKind.ANNEX_IV, ReportKind.DPIA) else ()
         said = _generate(world, kind, out, *extra)

@@ -1,6 +1,6 @@
 """Compliance reports from the command line, for a scheduled job or an auditor's script.
 
-``python manage.py report generate KIND --as USER [--project SLUG] [--model-version ID]
+``python manage.py report generate KIND --as USER [--project SLUG] [--model-version ID] [--ai-system ID]
 [--from DATE] [--to DATE] --out FILE``: request a report as USER (the same permission checks and
 ledger entries as the admin and the API), generate and sign it here, and write the PDF. A worker
 that claims it first generates it instead; the command then waits for it.
@@ -44,6 +44,7 @@ class Command(BaseCommand):
         generate.add_argument("--as", dest="username", required=True, help="the user who asks for it (permissions)")
         generate.add_argument("--project", help="the project's slug (default: the whole organisation)")
         generate.add_argument("--model-version", type=int, help="the model version (annex_iv and dpia)")
+        generate.add_argument("--ai-system", type=int, help="the AI system's id (ai_system_annex_iv)")
         generate.add_argument("--from", dest="start", help="first day of the period (default: 30 days ago)")
         generate.add_argument("--to", dest="end", help="last day of the period (default: today)")
         generate.add_argument("--out", type=Path, required=True, help="where to write the signed PDF")
@@ -102,6 +103,13 @@ class Command(BaseCommand):
             )
             if model_version is None:
                 raise CommandError(f"--model-version: no model version {options['model_version']}")
+        ai_system = None
+        if options.get("ai_system") is not None:
+            from systems.models import AISystem
+
+            ai_system = AISystem.objects.select_related("project").filter(pk=options["ai_system"]).first()
+            if ai_system is None:
+                raise CommandError(f"--ai-system: no AI system {options['ai_system']}")
         end = _date(options["end"]) if options["end"] else timezone.localdate()
         start = _date(options["start"]) if options["start"] else end - dt.timedelta(days=30)
         out: Path = options["out"]
@@ -110,7 +118,7 @@ class Command(BaseCommand):
         try:
             run = report_request(
                 actor=user, kind=options["kind"], period_start=start, period_end=end, project=project,
-                model_version=model_version,
+                model_version=model_version, ai_system=ai_system,
             )  # fmt: skip
         except DomainError as exc:
             raise CommandError(f"refused: {exc.message}") from None
