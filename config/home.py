@@ -2,15 +2,16 @@
 
 Panels: the decisions waiting for them (the requests they may decide now, by the decision
 service's own rules), data-subject requests near or past their deadline (for compliance
-officers), open model reviews and break-glass reviews, failed or stuck jobs of their projects, and
-the ledger's last signed checkpoint and last verification.
+officers), open incidents by their Art. 73 clock, open monitoring alerts, open model reviews and
+break-glass reviews, failed or stuck jobs of their projects, and the ledger's last signed
+checkpoint and last verification.
 
 Each panel reads its rows through the admin page that lists them (``has_view_permission`` and that
 page's ``get_queryset``), so it shows a person exactly the rows that page would show them, and
 each link opens. A panel whose page the person may not open is not shown.
 
-This reads governance, the registry, training, serving, the audits, privacy, reports and the
-ledger: no app may import all of them, so it lives on the top floor. ``home_context`` (a template
+This reads governance, the registry, training, serving, incidents, the audits, privacy, reports
+and the ledger: no app may import all of them, so it lives on the top floor. ``home_context`` (a template
 context processor) hands it to the index template (config/templates/admin/home.html) only on the
 admin's index, and lazily.
 """
@@ -151,6 +152,68 @@ def deadlines_panel(request: HttpRequest) -> Panel | None:
         id="deadlines", title="Data-subject requests near their deadline", rows=rows, count=due.count(),
         empty=f"No open request is due within {DEADLINE_WINDOW_DAYS} days.",
         more_href=_changelist(DataSubjectRequest), more_text="All data-subject requests",
+    )  # fmt: skip
+
+
+# --- Incidents and monitoring alerts ------------------------------------------------------------
+
+
+def incidents_panel(request: HttpRequest) -> Panel | None:
+    """Open incidents, the serious ones first by their EU AI Act Art. 73 deadline (overdue first),
+    then those not classified yet (their clock cannot start until they are)."""
+    from incidents.models import Incident, IncidentState
+    from incidents.rules import describe, is_overdue
+
+    visible = _visible(request, Incident)
+    if visible is None:
+        return None
+    now = timezone.now()
+    open_ = visible.exclude(state=IncidentState.CLOSED).exclude(serious=False).select_related("project")
+    ordered = sorted(open_, key=lambda i: (i.report_due_at is None, i.report_due_at or now, i.pk))
+    rows = []
+    for incident in ordered[:PANEL_ROWS]:
+        late = is_overdue(incident.report_due_at, incident.authority_reported_at, now)
+        unclassified = incident.serious is None
+        rows.append(
+            Row(
+                text=f"Incident {incident.project.slug}#{incident.number}: {incident.title}",
+                href=_change(incident),
+                note=f"{incident.get_state_display()}; "
+                + ("not classified yet: is it serious?" if unclassified else describe(
+                    incident.report_due_at, incident.authority_reported_at, now)),
+                flag="overdue" if late else ("to classify" if unclassified else ""),
+                tone="bad" if late else "warning",
+            )
+        )  # fmt: skip
+    return Panel(
+        id="incidents", title="Open incidents", rows=rows, count=len(ordered),
+        empty="No incident is open that is serious or waits for its classification.",
+        more_href=_changelist(Incident), more_text="All incidents",
+    )  # fmt: skip
+
+
+def alerts_panel(request: HttpRequest) -> Panel | None:
+    """Monitoring reviews a crossed threshold opened and nobody has resolved yet."""
+    from serving.models import AlertState, DeploymentAlert
+
+    visible = _visible(request, DeploymentAlert)
+    if visible is None:
+        return None
+    open_ = visible.exclude(state=AlertState.RESOLVED).select_related("deployment__project").order_by("opened_at")
+    rows = [
+        Row(
+            text=f"{alert.deployment}: {alert.metric.replace('_', ' ')} {alert.observed:g} above {alert.threshold:g}",
+            href=_change(alert),
+            note=f"{alert.get_state_display()}; opened {_ago(alert.opened_at)}",
+            flag="deployment paused" if alert.paused else "",
+            tone="bad" if alert.paused else "warning",
+        )
+        for alert in open_[:PANEL_ROWS]
+    ]
+    return Panel(
+        id="alerts", title="Monitoring alerts to review", rows=rows, count=open_.count(),
+        empty="No monitoring alert is open.", more_href=_changelist(DeploymentAlert),
+        more_text="All monitoring alerts",
     )  # fmt: skip
 
 
@@ -335,7 +398,15 @@ class Home:
 
     @cached_property
     def panels(self) -> list[Panel]:
-        makers = (decisions_panel, deadlines_panel, reviews_panel, jobs_panel, ledger_panel)
+        makers = (
+            decisions_panel,
+            deadlines_panel,
+            incidents_panel,
+            alerts_panel,
+            reviews_panel,
+            jobs_panel,
+            ledger_panel,
+        )
         return [panel for make in makers if (panel := make(self.request)) is not None]
 
 

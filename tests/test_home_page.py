@@ -1,5 +1,5 @@
 """The admin's home page per person (config/home.py): the decisions waiting for them, data-subject
-requests near their deadline for compliance officers, reviews, failed or stuck jobs, the ledger's
+requests near their deadline for compliance officers, open incidents by their clock, reviews, failed or stuck jobs, the ledger's
 last checkpoint and verification; each panel only for those who may open its rows, each link
 opening; Django's list of pages below."""
 
@@ -22,6 +22,7 @@ from common import artifacts
 from common.testing import admin_login
 from governance.roles import Role
 from governance.services import approval_break_glass, approval_request_decide, project_role_grant
+from incidents.services import incident_classify, incident_register
 from registry.models import PiiScan
 from registry.services import pii_scan_run
 from tests.decisions import clean_version, training_request
@@ -110,6 +111,35 @@ def test_reviews_and_failed_or_stuck_jobs(client: Any, people: dict[str, Any]) -
     page = _home(client, outsider)
     assert _panel(page, "jobs") == "Failed or stuck jobs (0) No job failed in the last 14 days, and none is stuck."
     assert _panel(page, "reviews") == "Reviews awaiting a decision (0) No model review or break-glass review is open."
+
+
+def test_open_incidents_by_their_art_73_clock(client: Any, people: dict[str, Any]) -> None:
+    officer, project, now = people["compliance_officer"], people["project"], timezone.now()
+
+    def incident(title: str, days_ago: int, serious: bool | None, kind: str = "") -> Any:
+        made = incident_register(actor=officer, project=project, title=title, description="what happened",
+                                 aware_at=now - timedelta(days=days_ago))  # fmt: skip
+        return made if serious is None else incident_classify(actor=officer, incident=made, serious=serious,
+                                                              serious_kind=kind)  # fmt: skip
+
+    late = incident("A death the model's advice contributed to", 11, True, "death")  # 10 days: overdue
+    soon = incident("Harm to a patient's health", 3, True, "health")  # 15 days: 12 left
+    unclassified = incident("Answers about a person's loan", 1, None)
+    incident("A typo in an answer", 1, False)  # not serious: no clock, not shown
+    page = _home(client, officer)
+    panel = _panel(page, "incidents")
+    assert panel is not None and panel.startswith("Open incidents (3)")
+    order = [panel.index(f"#{i.number}:") for i in (late, soon, unclassified)]
+    assert order == sorted(order)  # the most urgent first; the unclassified after every clock
+    assert "overdue" in panel[order[0] : order[1]] and "OVERDUE by 1 day(s)" in panel
+    assert "11 day(s) left" in panel[order[1] : order[2]] and "to classify" in panel[order[2] :]
+    assert "typo" not in panel
+    assert f'href="/admin/incidents/incident/{late.pk}/change/"' in page
+    outsider = get_user_model().objects.create_user(username="outsider", is_staff=True)
+    outsider.groups.add(*officer.groups.all())
+    assert _panel(_home(client, outsider), "incidents") == (
+        "Open incidents (0) No incident is open that is serious or waits for its classification."
+    )
 
 
 def test_the_ledger_panel_and_the_list_of_pages(client: Any, people: dict[str, Any]) -> None:
