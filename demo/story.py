@@ -61,6 +61,9 @@ from registry.services import (
 )
 from serving.models import Deployment
 from serving.services import deployment_request
+from systems.models import AISystem, ClassificationState
+from systems.rules import QUESTIONS
+from systems.services import ai_system_classification_create, ai_system_register
 from training import tasks as training_tasks
 from training.models import FineTuneRun, RunState
 from training.services import fine_tune_run_request
@@ -73,6 +76,14 @@ MODEL = "tiny-gpt2"
 RUN = "support-tone"
 TEMPLATE = "refund-decision"
 DEPLOYMENT = "support-assistant"
+SYSTEM = "support-chat"
+# The support assistant talks to customers and writes text, on a language model: limited risk
+# (Art. 50 transparency duties), in no Annex III area, nothing prohibited.
+SYSTEM_ANSWERS: dict[str, Any] = {
+    **{question.id: False for question in QUESTIONS if question.kind == "yes_no"},
+    "annex_iii_areas": [], "art_6_3_exception": "none",
+    "interacts_with_people": True, "generates_synthetic_content": True, "uses_gpai_model": True,
+}  # fmt: skip
 # The person whose e-mail address is planted in the tickets: the data-subject request is hers.
 PERSON = "maria.rossi@example.org"
 PLANTED = [
@@ -299,14 +310,41 @@ def step_bias_evaluation(cast: Cast) -> str:
     return f"{evaluation}: {evaluation.state} {evaluation.verdict}" + (f" ({why})" if why else "")
 
 
+def step_ai_system(cast: Cast) -> str:
+    """The AI system the deployment belongs to: registered by the ML engineer, its risk
+    classification questionnaire answered (limited risk: a chatbot writing text) and approved by
+    the compliance officer."""
+    engineer = cast[Role.ML_ENGINEER]
+    system = AISystem.objects.filter(project=cast.project, slug=SYSTEM).first()
+    system = system or ai_system_register(
+        actor=engineer, project=cast.project, slug=SYSTEM, name="Customer support chat",
+        purpose="answers customers' questions about orders, deliveries and refunds", owner=engineer,
+        deployers=["the customer support team"], description="the support assistant's chat on the help page",
+        human_oversight="a support agent reads every conversation flagged by the customer or the guard",
+    )  # fmt: skip
+    classification = system.classifications.exclude(state=ClassificationState.WITHDRAWN).order_by("-number").first()
+    classification = classification or ai_system_classification_create(
+        actor=engineer, system=system, answers=SYSTEM_ANSWERS
+    )
+    _approved(
+        cast, subject=classification, subject_type="ai_system_classification",
+        action="ai_system_classification.approve", requester=engineer, deciders=[cast[Role.COMPLIANCE_OFFICER]],
+        why="a chatbot that writes text: Art. 50 duties",
+    )  # fmt: skip
+    system.refresh_from_db()
+    cast.made["system"] = system
+    return f"AI system {system}: {system.get_risk_class_display()} (classification {classification.number})"
+
+
 def step_deployment(cast: Cast) -> str:
-    """A staging deployment of the fine-tuned version, approved by the platform admin (its evidence:
-    the passed scan). Its model server is started by the worker (see the module's docstring)."""
+    """A staging deployment of the fine-tuned version, part of the AI system, approved by the
+    platform admin (its evidence: the passed scan). Its model server is started by the worker (see
+    the module's docstring)."""
     output = cast.made["output"]
     deployment = Deployment.objects.filter(model_version=output, name=DEPLOYMENT).order_by("pk").first()
     deployment = deployment or deployment_request(
         actor=cast[Role.ML_ENGINEER], model_version=output, name=DEPLOYMENT, environment="staging", target=TARGET,
-        guard=GUARD,
+        guard=GUARD, ai_system=cast.made["system"],
     )  # fmt: skip
     _approved(
         cast, subject=deployment, subject_type="deployment", action="deployment.deploy",
@@ -363,6 +401,7 @@ STEPS: list[tuple[str, Callable[[Cast], str]]] = [
     ("fine-tune", step_fine_tune),
     ("security scan", step_security_scan),
     ("bias evaluation", step_bias_evaluation),
+    ("AI system and its risk class", step_ai_system),
     ("deployment", step_deployment),
     ("data-subject request", step_data_subject_request),
     ("report", step_report),
