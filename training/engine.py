@@ -199,23 +199,7 @@ def train(
     ]
     recorder = _StepRecorder(on_step)
     with tempfile.TemporaryDirectory(prefix=f".{output_folder.name}-", dir=output_folder.parent) as workspace:
-        args = TrainingArguments(
-            output_dir=str(Path(workspace) / "trainer"),
-            per_device_train_batch_size=params.batch_size,
-            num_train_epochs=float(params.epochs or 1),
-            max_steps=params.max_steps if params.max_steps is not None else -1,
-            learning_rate=params.learning_rate,
-            seed=params.seed,
-            data_seed=params.seed,
-            use_cpu=device == "cpu",
-            report_to="none",
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="steps",
-            logging_steps=1,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
+        args = TrainingArguments(output_dir=str(Path(workspace) / "trainer"), **_trainer_arguments(params, device))
         trainer = Trainer(
             model=model,
             args=args,
@@ -296,22 +280,9 @@ def _train_dpo(
     with tempfile.TemporaryDirectory(prefix=f".{output_folder.name}-", dir=output_folder.parent) as workspace:
         args = DPOConfig(
             output_dir=str(Path(workspace) / "trainer"),
-            per_device_train_batch_size=params.batch_size,
-            num_train_epochs=float(params.epochs or 1),
-            max_steps=params.max_steps if params.max_steps is not None else -1,
-            learning_rate=params.learning_rate,
             beta=params.beta if params.beta is not None else DPO_BETA_DEFAULT,
             max_length=params.max_length,
-            seed=params.seed,
-            data_seed=params.seed,
-            use_cpu=device == "cpu",
-            report_to="none",
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="steps",
-            logging_steps=1,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
+            **_trainer_arguments(params, device),
         )
         # No ref_model: DPOTrainer keeps a frozen copy of the base as the reference.
         trainer = DPOTrainer(
@@ -375,6 +346,28 @@ class _StepRecorder:
                 return control
 
         return _Callback()
+
+
+def _trainer_arguments(params: Any, device: str) -> dict[str, Any]:
+    """The Trainer's arguments both methods share (``TrainingArguments`` and TRL's ``DPOConfig``,
+    its subclass): the run's hyperparameters, the device, and nothing saved, logged elsewhere or
+    printed but each step's metrics."""
+    return {
+        "per_device_train_batch_size": params.batch_size,
+        "num_train_epochs": float(params.epochs or 1),
+        "max_steps": params.max_steps if params.max_steps is not None else -1,
+        "learning_rate": params.learning_rate,
+        "seed": params.seed,
+        "data_seed": params.seed,
+        "use_cpu": device == "cpu",
+        "report_to": "none",
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
 
 
 def _check_device_exists(device: str) -> None:

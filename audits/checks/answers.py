@@ -1,7 +1,9 @@
 """The model under audit answers each record of an evaluation set through a prompt template.
 
-Pure module, no Django: the bias worker calls it. torch and transformers are imported inside
-:func:`generate_answers` only, so importing this module costs nothing.
+Pure module, no Django: the bias worker calls it. torch and transformers (and onnxruntime) are
+imported inside :func:`generate_answers` only, so importing this module costs nothing. A folder
+holding ``model.onnx`` (an ONNX export or an int8 quantisation) answers under ONNX Runtime, so an
+evaluation of it measures those weights, not the source's.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def generate_answers(
     On CPU the weights are loaded in float32 whatever the checkpoint holds; on CUDA in the
     checkpoint's own dtype. A prompt that leaves no room for ``max_new_tokens`` within the model's
     context is refused rather than truncated, because truncation would change the question.
+
+    A folder holding ``model.onnx`` (``serving.onnx_model.MODEL_FILE``) answers through
+    ``serving.onnx_model.OnnxCausalLM``, greedily, one prompt at a time and without padding (so
+    ``batch_size`` changes nothing there), on ``cpu`` or ``cuda`` (``cuda:N`` is refused; ``cuda``
+    needs the onnxruntime-gpu build). ONNX Runtime's rounding, and int8 weights, can make its
+    answers differ from those of the transformers model the folder was exported from; no
+    ``generation_config.json`` setting beyond the end-of-sequence token is applied there.
     """
     if not model_folder.is_dir():
         raise ValueError(f"model_folder: {model_folder} is not a folder")
@@ -101,6 +110,10 @@ def generate_answers(
             raise ValueError(f"prompts: prompt {index} (counting from 0) is empty or not a string")
     if not prompts:
         return []
+    from serving.onnx_model import MODEL_FILE
+
+    if (model_folder / MODEL_FILE).is_file():
+        return _onnx_answers(model_folder=model_folder, prompts=prompts, max_new_tokens=max_new_tokens, device=device)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -145,3 +158,22 @@ def generate_answers(
             )
         answers.extend(tokenizer.batch_decode(output[:, width:], skip_special_tokens=True))
     return answers
+
+
+def _onnx_answers(*, model_folder: Path, prompts: list[str], max_new_tokens: int, device: str) -> list[str]:
+    """Greedy answers of the ONNX model in ``model_folder``, with ``generate_answers``' checks."""
+    from serving.onnx_model import OnnxCausalLM
+
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: an ONNX model answers on 'cpu' or 'cuda', not {device!r}")
+    model = OnnxCausalLM(model_folder, device=device)
+    encoded = [model.encode(prompt) for prompt in prompts]
+    for index, tokens in enumerate(encoded):
+        if not tokens:
+            raise ValueError(f"prompts: prompt {index} (counting from 0) is no token at all for the tokenizer")
+        if len(tokens) + max_new_tokens > model.max_positions:
+            raise ValueError(
+                f"prompts: prompt {index} (counting from 0) is {len(tokens)} tokens long, which with "
+                f"max_new_tokens={max_new_tokens} exceeds the model's {model.max_positions} positions"
+            )
+    return [model.decode(model.generate(tokens, max_new_tokens)) for tokens in encoded]

@@ -9,6 +9,11 @@ garak reports many failures as success: a probe whose detector needs a model fro
 with exit code 0 and nothing evaluated, an unknown probe prints an error and exits 0 without a
 report, and a model whose context is too short answers every prompt with nothing (``nones``) while
 garak prints PASS or SKIP. ``verdict`` treats all of these as a failed scan, with the reason.
+
+A folder holding ``model.onnx`` (an ONNX export or an int8 quantisation, see ``training.optimise``)
+cannot be loaded by garak's transformers pipeline; it is scanned through garak's ``function``
+generator and ``audits.checks.garak_onnx`` instead, under ONNX Runtime, so the scan judges the
+weights in the folder (its caveats, greedy decoding among them, are in that module).
 """
 
 from __future__ import annotations
@@ -132,6 +137,14 @@ def _probe_classes(family: str) -> frozenset[str] | None:
     )
 
 
+def is_onnx_folder(model_folder: Path) -> bool:
+    """Whether ``model_folder`` holds an ONNX model (``serving.onnx_model.MODEL_FILE``), which the
+    checks run under ONNX Runtime rather than transformers."""
+    from serving.onnx_model import MODEL_FILE
+
+    return (model_folder / MODEL_FILE).is_file()
+
+
 def scan_command(
     *,
     model_folder: Path,
@@ -146,20 +159,32 @@ def scan_command(
     """The garak command line that scans ``model_folder`` (a Hugging Face model folder, loaded by
     garak's ``huggingface.Pipeline`` generator) with ``probes``. The report lands at
     ``<report_prefix>.report.jsonl``; garak does not create the prefix's folder. ``device`` None lets
-    garak pick (CUDA when there is one)."""
+    garak pick (CUDA when there is one).
+
+    A folder holding ``model.onnx`` is scanned by ``audits.checks.garak_onnx.complete`` through
+    garak's ``function.Multiple`` generator instead, greedily, with the same ``max_new_tokens``;
+    the folder and the device (``cpu``, the default, or ``cuda``) reach it through ``scan_env``."""
     validate_probes(probes)
     if not model_folder.is_absolute() or not report_prefix.is_absolute():
         # garak puts a relative prefix under its data folder, and a relative name on the hub.
         raise ValueError("model_folder and report_prefix must be absolute paths")
     if generations < 1 or max_new_tokens < 1:
         raise ValueError("generations and max_new_tokens must be at least 1")
-    hf_args: dict[str, Any] = {} if device is None else {"device": device}
-    # Generator options are nested by generator module and class, as in garak's config files.
-    options = {"huggingface": {"Pipeline": {"max_tokens": max_new_tokens, "hf_args": hf_args}}}
+    if is_onnx_folder(model_folder):
+        from audits.checks.garak_onnx import TARGET
+
+        _onnx_device(device)
+        target_type, target_name = "function.Multiple", TARGET
+        options: dict[str, Any] = {"function": {"Multiple": {"kwargs": {"max_new_tokens": max_new_tokens}}}}
+    else:
+        hf_args: dict[str, Any] = {} if device is None else {"device": device}
+        target_type, target_name = "huggingface", str(model_folder)
+        # Generator options are nested by generator module and class, as in garak's config files.
+        options = {"huggingface": {"Pipeline": {"max_tokens": max_new_tokens, "hf_args": hf_args}}}
     return [
         python, "-m", "garak",
-        "--target_type", "huggingface",
-        "--target_name", str(model_folder),
+        "--target_type", target_type,
+        "--target_name", target_name,
         "--spec", ",".join(f"probes.{probe}" for probe in probes),
         "--generations", str(generations),
         "--seed", str(seed),
@@ -168,10 +193,19 @@ def scan_command(
     ]  # fmt: skip
 
 
-def scan_env(workdir: Path) -> dict[str, str]:
+def _onnx_device(device: str | None) -> str:
+    """The ONNX Runtime device for a scan's ``device``: ``cpu`` unless ``cuda`` is asked for."""
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device: an ONNX model is scanned on 'cpu' or 'cuda', not {device!r}")
+    return device or "cpu"
+
+
+def scan_env(workdir: Path, *, model_folder: Path | None = None, device: str | None = None) -> dict[str, str]:
     """``os.environ`` for a garak run that stays offline and writes only under ``workdir``: garak's
     data, cache (NLTK data, plugin cache) and config folders follow the XDG variables, and so does
-    the Hugging Face cache when ``HF_HOME`` is not set."""
+    the Hugging Face cache when ``HF_HOME`` is not set. For a ``model_folder`` holding
+    ``model.onnx``, also the folder and ``device`` for ``audits.checks.garak_onnx``, and this
+    project on ``PYTHONPATH`` so that garak can import that module."""
     xdg = workdir / "xdg"
     env = dict(os.environ)
     env.update(
@@ -189,6 +223,13 @@ def scan_env(workdir: Path) -> dict[str, str]:
             "PYTHONIOENCODING": "utf-8",
         }
     )
+    if model_folder is not None and is_onnx_folder(model_folder):
+        from audits.checks.garak_onnx import DEVICE_VARIABLE, MODEL_FOLDER_VARIABLE
+
+        project = str(Path(__file__).resolve().parents[2])
+        env[MODEL_FOLDER_VARIABLE] = str(model_folder.resolve())
+        env[DEVICE_VARIABLE] = _onnx_device(device)
+        env["PYTHONPATH"] = os.pathsep.join([project, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -262,8 +303,9 @@ def run_scan(
     for leftover in ("report.jsonl", "report.html", "hitlog.jsonl"):
         # A report from an earlier run in this folder must not pass for this run's.
         (report_dir / f"{REPORT_NAME}.{leftover}").unlink(missing_ok=True)
+    model_folder = model_folder.resolve()
     command = scan_command(
-        model_folder=model_folder.resolve(), probes=probes, report_prefix=report_prefix, generations=generations,
+        model_folder=model_folder, probes=probes, report_prefix=report_prefix, generations=generations,
         seed=seed, max_new_tokens=max_new_tokens, device=device,
     )  # fmt: skip
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
@@ -272,8 +314,9 @@ def run_scan(
     with (workdir / "garak-output.txt").open("w", encoding="utf-8") as output:
         # Text mode splits on "\r" too, so each progress bar update arrives as a line of its own.
         process = subprocess.Popen(
-            command, cwd=workdir, env=scan_env(workdir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", start_new_session=True,
+            command, cwd=workdir, env=scan_env(workdir, model_folder=model_folder, device=device),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+            errors="replace", start_new_session=True,
         )  # fmt: skip
 
         def kill_on_timeout() -> None:
