@@ -120,6 +120,24 @@ class ClientCredentialForm(forms.Form):
     )  # fmt: skip
 
 
+class FeedbackExportForm(forms.Form):
+    """What ``deployment_feedback_export_request`` takes: a dataset of the deployment's project
+    (the service checks it again) and a comment for the approvers."""
+
+    comment = comment_field()
+
+    def __init__(self, *args: Any, deployment: Deployment, **kwargs: Any) -> None:
+        from registry.models import Dataset
+
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"] = forms.ModelChoiceField(
+            Dataset.objects.filter(project=deployment.project).select_related("project").order_by("slug"),
+            label="Dataset",
+            help_text="Gets the preference pairs as a new version (scanned and reviewed like any upload).",
+        )  # fmt: skip
+        self.order_fields(["dataset", "comment"])
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
     list_display = [
@@ -132,7 +150,7 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
     exclude = ["target", "guard", "transparency", "ai_system"]
     readonly_fields = [
         "ai_system_shown", "target_shown", "guard_shown", "transparency_shown", "grant_list", "client_credentials",
-        "log_summary", "monitoring_charts",
+        "feedback_export", "log_summary", "monitoring_charts",
     ]  # fmt: skip
 
     @admin.display(description="AI system")
@@ -210,12 +228,61 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
         url = reverse("admin:serving_deployment_client_credentials", args=[deployment.pk])
         return format_html('{}<br><a href="{}" id="client-credentials-link">Issue or revoke…</a>', listed, url)
 
+    @admin.display(description="feedback as training data")
+    def feedback_export(self, deployment: Deployment) -> str:
+        url = reverse("admin:serving_deployment_export_feedback", args=[deployment.pk])
+        kept = "keeps transcripts" if deployment.keep_transcripts else "keeps no transcripts: nothing to export"
+        link = '<a href="{}" id="export-feedback-link">Export feedback as a preference dataset…</a> ({})'
+        return format_html(link, url, kept)
+
     def get_urls(self) -> list[Any]:
         page = path(
             "<path:object_id>/client-credentials/", self.admin_site.admin_view(self.client_credentials_view),
             name="serving_deployment_client_credentials",
         )  # fmt: skip
-        return [page, *super().get_urls()]
+        export = path(
+            "<path:object_id>/export-feedback/", self.admin_site.admin_view(self.export_feedback_view),
+            name="serving_deployment_export_feedback",
+        )  # fmt: skip
+        return [page, export, *super().get_urls()]
+
+    def export_feedback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Ask to export the deployment's feedback as a preference dataset version (its ML
+        engineers and data stewards): the approval request of ``deployment.export_feedback``,
+        through the service the API calls; a refusal shows on the form, nothing made."""
+        from governance.admin.request_forms import TEMPLATE, show_refusal
+        from governance.permissions import is_platform_admin, project_roles_held
+        from serving.services.preference import EXPORTERS, deployment_feedback_export_request
+
+        deployment = self.get_object(request, object_id)
+        if deployment is None:
+            raise Http404("no such deployment among your projects'")
+        if not (is_platform_admin(request.user) or project_roles_held(request.user, deployment.project) & EXPORTERS):
+            raise DjangoPermissionDenied
+        form = FeedbackExportForm(request.POST or None, deployment=deployment)
+        if request.method == "POST" and form.is_valid():
+            try:
+                approval = deployment_feedback_export_request(
+                    actor=request.user, deployment=deployment, dataset=form.cleaned_data["dataset"],
+                    comment=form.cleaned_data["comment"],
+                )  # fmt: skip
+            except DomainError as exc:
+                show_refusal(request, form, exc, {})
+            else:
+                slots = " and ".join(f"{s['count']} {s['role'].replace('_', ' ')}" for s in approval.rule["approvals"])
+                said = f"Feedback export requested: approval request #{approval.pk} waits for {slots}."
+                messages.success(request, said)
+                return HttpResponseRedirect(reverse("admin:serving_deployment_change", args=[deployment.pk]))
+        context = {
+            **self.admin_site.each_context(request), "opts": self.opts, "form": form,
+            "title": f"Export the feedback on {deployment.name} ({deployment.environment}) as a preference dataset",
+            "intro": "The prompts and answers the servers of this deployment's name kept, with the ratings and "
+            "corrections given, become pairs (prompt, chosen, rejected) in a new version of the dataset once a data "
+            "steward approves (and a compliance officer, for production); the version is then scanned and reviewed "
+            "like any upload.",
+            "submit": "Request the export",
+        }  # fmt: skip
+        return TemplateResponse(request, TEMPLATE, context)
 
     def client_credentials_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The credentials of the deployment's name and environment: issue one (shown once, on

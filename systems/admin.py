@@ -23,7 +23,7 @@ from governance.admin.request_forms import TEMPLATE, show_refusal
 from governance.models import Project
 from governance.selectors import project_list
 from systems.models import AISystem, AISystemClassification
-from systems.rules import ANY_OF, ONE_OF, QUESTIONS, YES_NO
+from systems.rules import ANY_OF, ONE_OF, QUESTIONS, YES_NO, answer_in_words
 from systems.services import REGISTRAR_ROLES
 
 
@@ -67,12 +67,16 @@ def questionnaire_form(data: Any = None) -> forms.Form:
     for question in QUESTIONS:
         label = f"{question.article}: {question.text}"
         if question.kind == YES_NO:
+            # No answer ticked beforehand: each question is answered on purpose, or the form says which is not.
             fields[question.id] = forms.TypedChoiceField(
                 label=label, choices=[("no", "no"), ("yes", "yes")], coerce=lambda v: v == "yes",
-                widget=forms.RadioSelect, initial="no",
+                widget=forms.RadioSelect, error_messages={"required": "Answer yes or no."},
             )  # fmt: skip
         elif question.kind == ONE_OF:
-            fields[question.id] = forms.ChoiceField(label=label, choices=question.choices, initial="none")
+            fields[question.id] = forms.ChoiceField(
+                label=label, choices=[("", "choose one"), *question.choices],
+                error_messages={"required": "Choose one answer."},
+            )  # fmt: skip
         elif question.kind == ANY_OF:
             fields[question.id] = forms.MultipleChoiceField(
                 label=label, choices=question.choices, required=False, widget=forms.CheckboxSelectMultiple
@@ -245,7 +249,7 @@ class AISystemClassificationAdmin(ProjectScopedAdmin):
         rows = []
         for question in QUESTIONS:
             value = classification.answers.get(question.id)
-            shown = ("yes" if value else "no") if isinstance(value, bool) else (", ".join(value) or "none")
+            shown = answer_in_words(question, value)
             rows.append((question.article, question.text, shown))
         return format_html_join(mark_safe("<br>"), "{} {} <b>{}</b>", rows)
 

@@ -115,6 +115,16 @@ QUESTIONS: tuple[Question, ...] = (
 
 QUESTIONS_BY_ID: dict[str, Question] = {question.id: question for question in QUESTIONS}
 
+
+def answer_in_words(question: Question, value: Any) -> str:
+    """An answer as a reader should see it: yes or no, or the words of the choices it names."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    words = dict(question.choices)
+    chosen = [value] if isinstance(value, str) else list(value or [])
+    return "; ".join(words.get(choice, choice) for choice in chosen) or "none"
+
+
 TRANSPARENCY_IDS = (
     "interacts_with_people", "generates_synthetic_content", "emotion_recognition_or_biometric_categorisation",
     "deep_fake",

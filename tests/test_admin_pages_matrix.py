@@ -253,6 +253,8 @@ PAGES: dict[str, tuple[str, ...]] = {
     "serving_deployment_changelist": ALL,
     "serving_deployment_client_credentials": ("platform_admin",),
     "serving_deployment_delete": NOBODY,
+    # A preference dataset from the deployment's feedback: its ML engineers and data stewards ask.
+    "serving_deployment_export_feedback": ("data_steward", "ml_engineer"),
     "serving_deploymentalert_add": NOBODY,
     "serving_deploymentalert_change": ALL,
     "serving_deploymentalert_changelist": ALL,
@@ -287,6 +289,11 @@ PAGES: dict[str, tuple[str, ...]] = {
     ),
     "training_gpuquota_delete": NOBODY,
     "training_gpuquota_history": NOBODY,
+    "training_optimisationrun_add": ("ml_engineer",),
+    "training_optimisationrun_change": ALL,
+    "training_optimisationrun_changelist": ALL,
+    "training_optimisationrun_delete": NOBODY,
+    "training_optimisationrun_history": ALL,
     "view_on_site": NOBODY,
 }
 
@@ -313,6 +320,7 @@ OBJECT_OF_MODEL = {
     "registry_prompttemplate": "prompt_template",
     "training_finetunerun": "fine_tune_run",
     "training_gpuquota": "gpu_quota",
+    "training_optimisationrun": "optimisation_run",
     "serving_deployment": "deployment",
     "serving_deploymentalert": "deployment_alert",
     "checks_securityscan": "scan",

@@ -106,6 +106,12 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/fine-tune-runs/<int:pk>/start", "POST"): (["ml_engineer"], True),
     ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): (["ml_engineer", "platform_admin"], True),
     ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
+    # Optimisation (int8 quantisation) runs: ML engineers request and start them again.
+    ("api/v1/projects/<slug:slug>/optimisation-runs/", "GET"): (MEMBERS, True),
+    ("api/v1/projects/<slug:slug>/optimisation-runs/", "POST"): (["ml_engineer"], True),
+    ("api/v1/optimisation-runs/<int:pk>", "GET"): (MEMBERS, True),
+    ("api/v1/optimisation-runs/<int:pk>/start", "POST"): (["ml_engineer"], True),
+    ("api/v1/optimisation-runs/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
     ("api/v1/model-versions/<int:pk>/security-scans/", "GET"): (MEMBERS, True),
     ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): (["ml_engineer", "security_reviewer"], True),
     ("api/v1/model-versions/<int:pk>/bias-evaluations/", "GET"): (MEMBERS, True),
@@ -125,6 +131,8 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/deployments/<int:pk>/rollback", "POST"): (["platform_admin"], True),
     ("api/v1/deployments/<int:pk>/retire", "POST"): (["platform_admin"], True),
     ("api/v1/deployments/<int:pk>/feedback", "POST"): ([r for r in MEMBERS if r != "auditor"], True),
+    # A preference dataset from its feedback: ML engineers and data stewards ask (serving.services.preference).
+    ("api/v1/deployments/<int:pk>/export-feedback", "POST"): (["data_steward", "ml_engineer"], True),
     ("api/v1/deployments/<int:pk>/monitoring", "GET"): (MEMBERS, True),
     ("api/v1/deployments/<int:pk>/manifests", "GET"): (MEMBERS, True),
     # Monitoring thresholds: platform admins pause and resume; they and compliance officers review.
@@ -232,6 +240,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/projects/<slug:slug>/gpu-quota", "PUT"): {"gpu_hours": 5, "reason": "the pilot"},
     ("api/v1/fine-tune-runs/<int:pk>/cancel", "POST"): {"reason": "not needed"},
     ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): {"action": "fine_tune_run.execute"},
+    ("api/v1/projects/<slug:slug>/optimisation-runs/", "POST"): {"source": 999999, "evaluation_set": 999999},
+    ("api/v1/optimisation-runs/<int:pk>/submit", "POST"): {"action": "optimisation_run.execute"},
+    ("api/v1/deployments/<int:pk>/export-feedback", "POST"): {"dataset": 999999},
     ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): {"profile": "smoke"},
     ("api/v1/model-versions/<int:pk>/bias-evaluations/", "POST"): {
         "profile": "default",
@@ -408,6 +419,12 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         prompt_template=PromptTemplate.objects.get(project=project, slug="p"), label_field="y",
         sensitive_feature="g", label_mapping={"yes": "1"}, profile_name="default",
     )  # fmt: skip
+    from training.services import optimisation_run_request
+
+    optimisation = optimisation_run_request(
+        actor=owner_roles["ml_engineer"], project=project, source=model_version, evaluation_set=evaluation_data,
+        text_field="t",
+    )  # fmt: skip
     from serving.services import deployment_request
 
     deployment = deployment_request(
@@ -443,6 +460,7 @@ def _scenario(project_slug: str, people: dict[str, Any], owner_roles: dict[str, 
         "entry": entry.index, "client_credential": credential.pk,
         "slug": project.slug, "dataset": dataset.pk, "version": version.pk, "model": model.pk,
         "model_version": model_version.pk if model_version else 0, "approval": approval.pk,
+        "optimisation_run": optimisation.pk,
         "review": emergency.break_glass.pk, "fine_tune_run": run.pk, "scan": scan.pk, "deployment": deployment.pk,
         "evaluation": evaluation.pk, "report": _report(project, owner_roles), "token": _ci_token(project, people), **_privacy_scenario(project, people, owner_roles),
     }  # fmt: skip
@@ -566,6 +584,7 @@ def _path(route: str, objects: dict[str, Any]) -> str:
         "hold" if "legal-holds/<int" in route else
         "model_review" if "model-reviews/<int" in route else
         "fine_tune_run" if "fine-tune-runs/<int" in route else
+        "optimisation_run" if "optimisation-runs/<int" in route else
         "deployment" if "deployments/<int" in route else
         "scan" if "security-scans/<int" in route else
         "evaluation" if "bias-evaluations/<int" in route else

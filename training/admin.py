@@ -1,7 +1,8 @@
-"""Admin pages of training: runs (live state, metrics, approvals, output) and GPU quotas.
-Rows change only through services: an ML engineer requests a run on "Request a fine-tune run"
-(the run and its approval request, as the API's two calls make them), and a run is cancelled
-through the same service as the API."""
+"""Admin pages of training: runs (live state, metrics, approvals, output), optimisation runs
+(int8 quantisations with their measured figures) and GPU quotas. Rows change only through
+services: an ML engineer requests a run on "Request a fine-tune run" or "Request a quantisation"
+(the run and its approval request, as the API makes them), and a run is cancelled or started
+again through the same service as the API."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from common.admin import DONE, PROJECT_FILTER, call_service_for_each
 from governance.admin import ProjectScopedAdmin
 from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
 from registry.models import DatasetVersion, ModelVersion
-from training.models import FineTuneRun, GpuQuota
+from training.models import FineTuneRun, GpuQuota, OptimisationMethod, OptimisationRun
 
 
 class RunRequestForm(forms.Form):
@@ -198,3 +199,144 @@ class GpuQuotaAdmin(ProjectScopedAdmin):
     @admin.display(description="available")
     def available(self, quota: GpuQuota) -> Any:
         return self._usage(quota)["available"]
+
+
+class OptimisationRequestForm(forms.Form):
+    """What ``optimisation_run_request`` takes, for the projects where the person is an ML
+    engineer; the service checks the values again (the source not an ONNX export, the evaluation
+    set of the same project and usable, text in the field)."""
+
+    method = forms.ChoiceField(choices=OptimisationMethod.choices, initial=OptimisationMethod.ONNX_DYNAMIC_INT8)
+    text_field = forms.CharField(
+        max_length=200, initial="text", help_text="The field of each evaluation record that holds the text."
+    )
+    max_length = forms.IntegerField(
+        min_value=2, max_value=1024, initial=128, label="Max length", help_text="Tokens per evaluation record, at most."
+    )
+    comment = comment_field()
+
+    def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sources = ModelVersion.objects.filter(model__project__in=projects).select_related("model__project")
+        versions = DatasetVersion.objects.filter(dataset__project__in=projects).select_related("dataset__project")
+        self.fields["source"] = forms.ModelChoiceField(
+            sources.order_by("model__project__slug", "model__slug", "-number"), label="Source model version",
+            help_text="The weights to quantise (not an ONNX export); the run belongs to its project.",
+        )  # fmt: skip
+        self.fields["evaluation_set"] = forms.ModelChoiceField(
+            versions.order_by("dataset__project__slug", "dataset__slug", "-number"), label="Evaluation set",
+            help_text="A dataset version of the same project, approved for dataset_version.use_for_evaluation "
+            "before the run starts: the perplexity of both models is measured on it.",
+        )  # fmt: skip
+        self.order_fields(["source", "evaluation_set", "method", "text_field", "max_length", "comment"])
+
+
+def _figure(run: OptimisationRun, *keys: str) -> Any:
+    """One measured figure (``metrics["int8"]["perplexity"]``), ``None`` before the run measured it."""
+    value: Any = run.metrics
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _number(value: Any, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+@admin.register(OptimisationRun)
+class OptimisationRunAdmin(RequestAddMixin, ProjectScopedAdmin):
+    list_display = ["id", "project", "state", "source", "output", "perplexity_fp32", "perplexity_int8",
+                    "perplexity_delta", "sizes", "latency", "requested_by", "created_at"]  # fmt: skip
+    list_filter = ["state", PROJECT_FILTER, "method", "created_at"]
+    list_select_related = ["project", "source__model__project", "output__model__project", "requested_by"]
+    search_fields = ["failure_reason"]
+    # The figures in words rather than the admin's JSON.
+    exclude = ["metrics"]
+    readonly_fields = ["figures", "run_digest", "approvals"]
+    actions = ["start_again"]
+
+    request_form = OptimisationRequestForm
+    request_what, request_title, request_submit = (
+        "Optimisation run", "Request a quantisation", "Request the quantisation",
+    )  # fmt: skip
+    request_intro = (
+        "The source is exported to ONNX and its weights quantised to int8 (ONNX Runtime dynamic quantisation) once "
+        "the approvals its policy asks for are given (optimisation_run.execute: another ML engineer, with the "
+        "evaluation set approved for evaluation); the perplexity of both models is measured on the evaluation set "
+        "and the int8 model registered as a new version of the same model."
+    )
+
+    def submit_request(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, Any]:
+        """The run and its approval request, through ``optimisation_run_request_submit``."""
+        from training.services import optimisation_run_request_submit
+
+        return optimisation_run_request_submit(
+            actor=request.user, comment=data["comment"], project=data["source"].model.project,
+            source=data["source"], evaluation_set=data["evaluation_set"], method=data["method"],
+            text_field=data["text_field"], max_length=data["max_length"],
+        )  # fmt: skip
+
+    @admin.display(description="perplexity fp32")
+    def perplexity_fp32(self, run: OptimisationRun) -> str:
+        return _number(_figure(run, "fp32", "perplexity"), "{:.4f}")
+
+    @admin.display(description="perplexity int8")
+    def perplexity_int8(self, run: OptimisationRun) -> str:
+        return _number(_figure(run, "int8", "perplexity"), "{:.4f}")
+
+    @admin.display(description="perplexity delta")
+    def perplexity_delta(self, run: OptimisationRun) -> str:
+        return _number(_figure(run, "perplexity_delta"), "{:+.2%}")
+
+    @admin.display(description="size fp32 → int8")
+    def sizes(self, run: OptimisationRun) -> str:
+        fp32, int8 = _figure(run, "fp32", "size_bytes"), _figure(run, "int8", "size_bytes")
+        if fp32 is None or int8 is None:
+            return "-"
+        return f"{fp32 / 1e6:.2f} → {int8 / 1e6:.2f} MB"
+
+    @admin.display(description="latency p50 fp32 → int8")
+    def latency(self, run: OptimisationRun) -> str:
+        fp32, int8 = _figure(run, "fp32", "latency_ms_p50"), _figure(run, "int8", "latency_ms_p50")
+        if fp32 is None or int8 is None:
+            return "-"
+        return f"{fp32:.2f} → {int8:.2f} ms"
+
+    @admin.display(description="measured figures")
+    def figures(self, run: OptimisationRun) -> str:
+        if _figure(run, "perplexity_delta") is None:
+            return "-"
+        return (
+            f"perplexity {self.perplexity_fp32(run)} (fp32) → {self.perplexity_int8(run)} (int8), "
+            f"{self.perplexity_delta(run)}; size {self.sizes(run)}; latency p50 {self.latency(run)} "
+            f"(this worker's machine); {_number(_figure(run, 'records'), '{}')} records, "
+            f"{_number(_figure(run, 'fp32', 'tokens'), '{}')} tokens"
+        )
+
+    @admin.display(description="digest")
+    def run_digest(self, run: OptimisationRun) -> str:
+        from training.services import optimisation_run_digest
+
+        return optimisation_run_digest(run)
+
+    @admin.display(description="approval requests")
+    def approvals(self, run: OptimisationRun) -> str:
+        from training.selectors import optimisation_run_approvals
+
+        rows = [
+            (reverse("admin:governance_approvalrequest_change", args=[r.pk]), r.pk, r.state,
+             f"{r.created_at:%Y-%m-%d %H:%M}")
+            for r in optimisation_run_approvals(run)
+        ]  # fmt: skip
+        items = format_html_join("", '<li><a href="{}">#{}</a> {} ({})</li>', rows)
+        return format_html('<ul class="run-approvals" style="margin: 0; padding: 0">{}</ul>', items) if rows else "-"
+
+    @admin.action(description="Start the selected failed runs again (their approval still holding)")
+    def start_again(self, request: HttpRequest, queryset: QuerySet[OptimisationRun]) -> None:
+        from training.services import optimisation_run_start
+
+        call_service_for_each(
+            request, queryset, lambda run: optimisation_run_start(actor=request.user, run=run),
+            name=lambda run: f"optimisation run {run.pk}", refusal_fields=lambda run: {"optimisation_run": run.pk},
+            each={DONE: lambda run: f"queued (attempt {run.attempt})"},
+        )  # fmt: skip

@@ -12,7 +12,7 @@ from django.db.models import QuerySet, Sum
 from common.errors import NotFound
 from governance.models import Project
 from governance.selectors import project_list
-from training.models import TERMINAL_STATES, FineTuneRun, GpuQuota
+from training.models import TERMINAL_STATES, FineTuneRun, GpuQuota, OptimisationRun
 
 
 def run_list(*, user: Any, project: Project | None = None) -> QuerySet[FineTuneRun]:
@@ -31,14 +31,42 @@ def run_get(*, user: Any, pk: int) -> FineTuneRun:
 
 def run_approvals(run: FineTuneRun) -> list[Any]:
     """The approval requests about the run, newest first."""
+    return _approvals("fine_tune_run", run.pk)
+
+
+def _approvals(subject_type: str, pk: int) -> list[Any]:
     from governance.models import ApprovalRequest
 
     return list(
-        ApprovalRequest.objects.filter(subject_type="fine_tune_run", subject_id=str(run.pk))
+        ApprovalRequest.objects.filter(subject_type=subject_type, subject_id=str(pk))
         .select_related("project", "requester")
         .prefetch_related("decisions__approver")
         .order_by("-created_at")
     )
+
+
+def optimisation_run_list(*, user: Any, project: Project | None = None) -> QuerySet[OptimisationRun]:
+    """The optimisation runs of the projects ``user`` holds a role in, with what their digests and
+    answers read (the source, the evaluation set with its dataset, the output)."""
+    runs = OptimisationRun.objects.filter(project__in=project_list(user=user))
+    if project is not None:
+        runs = runs.filter(project=project)
+    return runs.select_related(
+        "project", "source__model__project", "evaluation_set__dataset__project", "requested_by",
+        "output__model__project",
+    )  # fmt: skip
+
+
+def optimisation_run_get(*, user: Any, pk: int) -> OptimisationRun:
+    run = optimisation_run_list(user=user).filter(pk=pk).first()
+    if run is None:
+        raise NotFound("not_found", f"no optimisation run {pk}")
+    return run
+
+
+def optimisation_run_approvals(run: OptimisationRun) -> list[Any]:
+    """The approval requests about the optimisation run, newest first."""
+    return _approvals("optimisation_run", run.pk)
 
 
 def gpu_usage(project: Project) -> dict[str, Decimal]:

@@ -31,6 +31,11 @@ class DeploymentCreateSerializer(serializers.Serializer):
     )  # fmt: skip
 
 
+class FeedbackExportInputSerializer(serializers.Serializer):
+    dataset = id_field(help_text="the dataset (of the same project) that gets the preference pairs as a version")
+    comment = ledgered_text(required=False, allow_blank=True, default="", max_length=4000)
+
+
 class GrantSerializer(serializers.Serializer):
     grant_id = serializers.UUIDField()
     issued_at = serializers.DateTimeField()
@@ -181,9 +186,9 @@ class AlertSerializer(serializers.Serializer):
     paused = serializers.BooleanField()
     opened_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", allow_null=True, default=None)
     acknowledged_at = serializers.DateTimeField(allow_null=True)
-    resolved_by = serializers.CharField(source="resolved_by.username", default=None)
+    resolved_by = serializers.CharField(source="resolved_by.username", allow_null=True, default=None)
     resolved_at = serializers.DateTimeField(allow_null=True)
     resolution = serializers.CharField()
     ledger_index = serializers.IntegerField()

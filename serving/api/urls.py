@@ -24,6 +24,11 @@ urlpatterns = [
         name="api-deployment-alert-resolve",
     ),
     path("deployments/<int:pk>/feedback", views.DeploymentFeedbackView.as_view(), name="api-deployment-feedback"),
+    path(
+        "deployments/<int:pk>/export-feedback",
+        views.DeploymentExportFeedbackView.as_view(),
+        name="api-deployment-export-feedback",
+    ),
     path("deployments/<int:pk>/manifests", views.DeploymentManifestsView.as_view(), name="api-deployment-manifests"),
     path("deployments/<int:pk>/monitoring", views.DeploymentMonitoringView.as_view(), name="api-deployment-monitoring"),
     path(

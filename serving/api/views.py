@@ -4,13 +4,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import CommandView, ListView, ReasonInputSerializer, validated
-from common.errors import DomainError
+from common.api import MAX_ID, CommandView, ListView, ReasonInputSerializer, validated
+from common.errors import DomainError, NotFound
+from governance.api.serializers import ApprovalRequestSerializer
 from governance.permissions import require_project_role
 from governance.roles import Role
 from registry import selectors as registry_selectors
@@ -24,6 +25,7 @@ from serving.api.serializers import (
     DeploymentCreateSerializer,
     DeploymentDetailSerializer,
     DeploymentSerializer,
+    FeedbackExportInputSerializer,
     FeedbackInputSerializer,
     FeedbackSerializer,
     ManifestSerializer,
@@ -139,6 +141,38 @@ class DeploymentFeedbackView(_DeploymentCommand):
         )  # fmt: skip
 
 
+class DeploymentExportFeedbackView(_DeploymentCommand):
+    """Ask to export the feedback on this deployment (and on the deployments of its name) as a
+    preference dataset version of ``dataset``, a dataset of the same project (ML engineers and
+    data stewards): answers the approval request for ``deployment.export_feedback`` (a data
+    steward approves, and a compliance officer too in production); once approved the worker
+    registers the pairs. 409 ``no_transcripts`` for a deployment that keeps no transcripts."""
+
+    operation_id = "deployments_export_feedback"
+    input_serializer = FeedbackExportInputSerializer
+    output_serializer = ApprovalRequestSerializer
+    status_code = status.HTTP_201_CREATED
+
+    def run(self, request: Request, deployment: Deployment, data: dict[str, Any]) -> Any:
+        from serving.services.preference import EXPORTERS, deployment_feedback_export_request
+
+        # The role first, as the service checks it: who may not export learns nothing of datasets.
+        require_project_role(request.user, deployment.project, EXPORTERS, "exporting feedback")
+        try:
+            dataset = registry_selectors.dataset_get(user=request.user, pk=data["dataset"])
+        except NotFound:
+            message = f"no dataset {data['dataset']} in project {deployment.project.slug}"
+            raise DomainError("invalid_input", f"dataset: {message}", fields={"dataset": [message]}) from None
+        return deployment_feedback_export_request(
+            actor=request.user, deployment=deployment, dataset=dataset, comment=data["comment"]
+        )
+
+    def answer(self, approval: Any) -> Any:
+        from governance.selectors import approval_get
+
+        return ApprovalRequestSerializer(approval_get(user=self.request.user, pk=approval.pk)).data
+
+
 class DeploymentMonitoringView(APIView):
     @extend_schema(
         operation_id="deployments_monitoring", parameters=[MonitoringQuerySerializer],
@@ -246,6 +280,9 @@ class DeploymentAlertsView(ListView):
     filters = {"deployment": "deployment_id", "state": "state", "metric": "metric"}
 
     def get_queryset(self) -> QuerySet[DeploymentAlert]:
+        deployment = self.request.query_params.get("deployment") or ""
+        if deployment and not (deployment.isascii() and deployment.isdigit() and 1 <= int(deployment) <= MAX_ID):
+            raise exceptions.ValidationError({"deployment": [f"must be a deployment id (1 to {MAX_ID})"]})
         return services.deployment_alert_list(user=self.request.user)
 
 

@@ -14,4 +14,18 @@ urlpatterns = [
         SubjectSubmitView.as_view(subject_type="fine_tune_run"),
         name="api-fine-tune-run-submit",
     ),
+    path(
+        "projects/<slug:slug>/optimisation-runs/",
+        views.ProjectOptimisationRunsView.as_view(),
+        name="api-optimisation-runs",
+    ),
+    path("optimisation-runs/<int:pk>", views.OptimisationRunDetailView.as_view(), name="api-optimisation-run"),
+    path(
+        "optimisation-runs/<int:pk>/start", views.OptimisationRunStartView.as_view(), name="api-optimisation-run-start"
+    ),
+    path(
+        "optimisation-runs/<int:pk>/submit",
+        SubjectSubmitView.as_view(subject_type="optimisation_run"),
+        name="api-optimisation-run-submit",
+    ),
 ]

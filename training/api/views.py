@@ -19,11 +19,14 @@ from training import selectors, services
 from training.api.serializers import (
     GpuQuotaSerializer,
     GpuQuotaSetSerializer,
+    OptimisationRunCreateSerializer,
+    OptimisationRunDetailSerializer,
+    OptimisationRunSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
     RunSerializer,
 )
-from training.models import FineTuneRun
+from training.models import FineTuneRun, OptimisationRun
 
 ERRORS = {
     400: OpenApiResponse(description="invalid input"),
@@ -143,3 +146,92 @@ class GpuQuotaView(APIView):
         data = validated(GpuQuotaSetSerializer, request)
         services.gpu_quota_set(actor=request.user, project=project, gpu_hours=data["gpu_hours"], reason=data["reason"])
         return Response(GpuQuotaSerializer({"project": project.slug, **services.gpu_usage(project)}).data)
+
+
+OPTIMISATION_ERRORS = {
+    **ERRORS,
+    404: OpenApiResponse(description="no such optimisation run or project, or not in a project of yours"),
+    409: OpenApiResponse(description="the optimisation run's current state does not allow this, or no approval holds"),
+}
+
+
+def _optimisation_detail(run: OptimisationRun) -> dict[str, object]:
+    run.approvals_loaded = selectors.optimisation_run_approvals(run)  # type: ignore[attr-defined]
+    return OptimisationRunDetailSerializer(run).data
+
+
+def _named(request: Request, get: Callable[..., Any], pk: int, field: str) -> Any:
+    """The object a body's field names, through a selector of what the caller may see: one in a
+    project the caller holds no role in answers exactly like one that does not exist (400)."""
+    try:
+        return get(user=request.user, pk=pk)
+    except NotFound:
+        raise DomainError("invalid_input", f"{field}: no such object {pk}", fields={field: [f"no {pk}"]}) from None
+
+
+class ProjectOptimisationRunsView(ListView):
+    """The project's optimisation runs (int8 quantisations of its model versions), newest first,
+    with their measured figures once succeeded."""
+
+    serializer_class = OptimisationRunSerializer
+    list_operation_id = "optimisation_runs_list"
+
+    def get_queryset(self) -> QuerySet[OptimisationRun]:
+        project = registry_selectors.project_get(user=self.request.user, slug=self.kwargs["slug"])
+        return selectors.optimisation_run_list(user=self.request.user, project=project)
+
+    @extend_schema(
+        operation_id="optimisation_runs_create", request=OptimisationRunCreateSerializer,
+        responses={201: OptimisationRunDetailSerializer, **OPTIMISATION_ERRORS},
+    )  # fmt: skip
+    def post(self, request: Request, slug: str) -> Response:
+        """Request an optimisation run (ML engineers): ONNX Runtime dynamic int8 quantisation of a
+        model version, measured on an evaluation set. With ``submit: true`` its approval request
+        (``optimisation_run.execute``) is opened in the same transaction (a refusal of either
+        leaves neither); otherwise submit it next (``…/submit``). It is queued when approved."""
+        project = registry_selectors.project_get(user=request.user, slug=slug)
+        require_project_role(request.user, project, {Role.ML_ENGINEER}, "requesting an optimisation run")
+        data = validated(OptimisationRunCreateSerializer, request)
+        arguments = {
+            "actor": request.user, "project": project,
+            "source": _named(request, registry_selectors.model_version_get, data["source"], "source"),
+            "evaluation_set": _named(request, registry_selectors.version_get, data["evaluation_set"], "evaluation_set"),
+            "method": data["method"], "text_field": data["text_field"], "max_length": data["max_length"],
+        }  # fmt: skip
+        if data["submit"]:
+            run, _ = services.optimisation_run_request_submit(comment=data["comment"], **arguments)
+        else:
+            run = services.optimisation_run_request(**arguments)
+        answer = _optimisation_detail(selectors.optimisation_run_get(user=request.user, pk=run.pk))
+        return Response(answer, status=status.HTTP_201_CREATED)
+
+
+class OptimisationRunDetailView(APIView):
+    @extend_schema(
+        operation_id="optimisation_runs_retrieve",
+        responses={200: OptimisationRunDetailSerializer, 404: OPTIMISATION_ERRORS[404]},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        """An optimisation run with its approvals, state, measured figures (perplexity fp32 and
+        int8, their relative delta, sizes, latency) and the quantised version it registered."""
+        return Response(_optimisation_detail(selectors.optimisation_run_get(user=request.user, pk=pk)))
+
+
+class OptimisationRunStartView(CommandView):
+    """Queue an approved optimisation run again after a failure (ML engineers; a new attempt under a
+    new idempotency key): 409 ``run_not_startable`` unless requested or failed, ``not_approved``
+    when no approval holds for the run as it is now."""
+
+    operation_id = "optimisation_runs_start"
+    output_serializer = OptimisationRunDetailSerializer
+    errors = OPTIMISATION_ERRORS
+
+    def target(self, request: Request, pk: int) -> OptimisationRun:
+        return selectors.optimisation_run_get(user=request.user, pk=pk)
+
+    def run(self, request: Request, run: OptimisationRun, data: dict[str, Any]) -> OptimisationRun:
+        services.optimisation_run_start(actor=request.user, run=run)
+        return run
+
+    def answer(self, run: OptimisationRun) -> Any:
+        return _optimisation_detail(selectors.optimisation_run_get(user=self.request.user, pk=run.pk))

@@ -12,10 +12,11 @@ data) and a lineage naming the run, the method, the digests and the figures.
 
 Caveats: the work runs in the worker's own process (no heartbeat, no cancellation: it takes seconds
 to minutes, not hours); a worker killed mid-run leaves the run ``running`` (no reaper covers
-optimisation runs yet). There is no API or admin page for the runs yet: they are requested
-through these services and approved through the approval API and pages. The quantised version
-is an ONNX export: only the model server's ``onnx`` runtime serves it, and audits that load
-weights with transformers (security scans, bias evaluations) cannot load it.
+optimisation runs yet). They are requested through these services, the
+API (``/api/v1/projects/{slug}/optimisation-runs/``) or the admin's page, and approved through the
+approval API and pages. The quantised version
+is an ONNX export: only the model server's ``onnx`` runtime serves it, and security scans and
+bias evaluations of it run the int8 weights under ONNX Runtime (``audits.checks.garak_onnx``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from incidents.rules import describe
 from serving.models import Deployment, DeploymentAlert, InferenceFeedback
 from serving.rules import transparency_effective
 from systems.models import AISystem, RiskClass
-from systems.rules import QUESTIONS
+from systems.rules import QUESTIONS, answer_in_words
 
 NOT_HELD = "not held by this service"
 
@@ -106,19 +106,6 @@ def _claim_decisions(claims: Claims, what: str, decisions: list[Any]) -> int | N
     return decisions[-1].ledger_index if decisions else None
 
 
-def _questions() -> dict[str, str]:
-    """The classification questionnaire's text per question id."""
-    return {question.id: question.text for question in QUESTIONS}
-
-
-def _reason_text(reason: object) -> str:
-    if isinstance(reason, dict):
-        article = reason.get("article") or reason.get("ref") or ""
-        text = reason.get("text") or reason.get("reason") or reason.get("why") or _json(reason)
-        return f"{article}: {text}" if article else str(text)
-    return str(reason)
-
-
 def incident_clock(incident: Any, now: Any) -> str:
     """Where the incident's Art. 73 clock stands, in words (``incidents.rules.describe``)."""
     if incident.serious is None:
@@ -150,10 +137,10 @@ def incident_rows(incidents: list[Any], size: int, claims: Claims, now: Any) -> 
         serious = {None: "not classified yet", False: "not serious"}.get(i.serious) or (
             f"SERIOUS: {i.get_serious_kind_display()}" if i.serious_kind else "SERIOUS"
         )
-        reported = (f"{day(i.authority_reported_at)}" + (f" ({i.authority_reference})" if i.authority_reference else "")
-                    if i.authority_reported_at else "not reported")  # fmt: skip
+        report = (f"{day(i.authority_reported_at)}" + (f" ({i.authority_reference})" if i.authority_reference else "")
+                  if i.authority_reported_at else "not reported")  # fmt: skip
         rows.append([i.reference, i.title, serious, day(i.occurred_at) or "not known", day(i.aware_at),
-                     day(i.report_due_at) or "no clock", reported, incident_clock(i, now), i.get_state_display(),
+                     day(i.report_due_at) or "no clock", report, incident_clock(i, now), i.get_state_display(),
                      i.root_cause or "not established yet", i.corrective_action or "none recorded yet"])  # fmt: skip
         citations.append(index_of(latest.get(key)))
     return rows, citations
@@ -233,12 +220,10 @@ def system_annex_iv(run: ReportRun, size: int, progress: Progress, claims: Claim
     if not purpose:
         claims.missing.append(f"the intended purpose of AI system {system.slug}")
     provider = getattr(org, "controller_name", "") or "MISSING (see the draft notice)"
-    questions = _questions()
     answers = (current.answers or {}) if current else {}
-    answer_rows = [[questions.get(str(k), str(k)), _list(v) if isinstance(v, list) else
-                    {True: "yes", False: "no", None: "not answered"}.get(v, str(v)) if not isinstance(v, dict)
-                    else _json(v)] for k, v in answers.items()]  # fmt: skip
-    reasons = [_reason_text(r) for r in ((current.reasons or []) if current else [])]
+    answer_rows = [[q.text, answer_in_words(q, answers[q.id]) if q.id in answers else "not answered"]
+                   for q in QUESTIONS]  # fmt: skip
+    reasons = [f"{r['article']}: {r['text']}" for r in ((current.reasons or []) if current else [])]
     deployment_requested = first_entries(size, "deployment.requested", "deployment", [d.pk for d in deployments])
     deployment_rows, deployment_citations = [], []
     for d in deployments:

@@ -35,6 +35,8 @@ DEPLOYMENT_STATES = {
     "deployment.granted": "starting",
     "deployment.manifests_rendered": "handed_off",
     "deployment.live": "live",
+    "deployment.paused": "paused",
+    "deployment.resumed": "starting",
     "deployment.refused": "refused",
     "deployment.failed": "failed",
     "deployment.expired": "expired",

@@ -59,9 +59,8 @@ def _system(world: dict[str, Any]) -> Any:
 @pytest.fixture
 def world(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     from governance.services.organisation import organisation_profile_update
-    from incidents.services import incident_classify, incident_register
+    from incidents.services import incident_classify, incident_register, incident_report_to_authority
     from registry.services import model_version_register_folder
-    from serving.models import Deployment
     from serving.services import deployment_request
 
     engineer = ready["ml_engineer"]
@@ -72,15 +71,15 @@ def world(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
             actor=engineer, model=ready["base"].model, folder=str(folder), base=ready["base"],
             dataset_versions=[ready["version"]],
         )  # fmt: skip
+    system = _system(ready)
     deployments = [
         deployment_request(
-            actor=engineer, model_version=version, name=name, environment="staging", target={}, guard={"mode": "redact"}
+            actor=engineer, model_version=version, name=name, environment="staging", target={},
+            guard={"mode": "redact"}, ai_system=system,
         )
         for name, version in (("triage-eu", ready["base"]), ("triage-next", trained))
-    ]
-    system = _system(ready)
-    # Until the serving service names a deployment's AI system, the link is set on the rows.
-    Deployment.objects.filter(pk__in=[d.pk for d in deployments]).update(ai_system=system)
+    ]  # fmt: skip
+    assert all(d.ai_system == system for d in deployments)
     incident = incident_register(
         actor=engineer, project=ready["project"], title="Answer disclosed another customer's order",
         description="A drafted answer quoted an order of another customer.",
@@ -88,6 +87,20 @@ def world(ready: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     )  # fmt: skip
     incident = incident_classify(actor=ready["compliance_officer"], incident=incident, serious=True,
                                  serious_kind="fundamental_rights")  # fmt: skip
+    # Two incidents reported to the authority (an initial report, then the complete one), so the
+    # report's rows are written for more than one reported incident.
+    for number, kind in ((1, "health"), (2, "property_or_environment")):
+        reported = incident_register(
+            actor=engineer, project=ready["project"], title=f"Reported incident {number}",
+            description="A wrong dosage answer reached a customer.", aware_at=timezone.now() - dt.timedelta(days=3),
+            ai_systems=[system.pk],
+        )  # fmt: skip
+        reported = incident_classify(actor=ready["compliance_officer"], incident=reported, serious=True,
+                                     serious_kind=kind)  # fmt: skip
+        for complete in (False, True):
+            incident_report_to_authority(actor=ready["compliance_officer"], incident=reported,
+                                         reported_at=timezone.now(), reference=f"MSA-2026-{number}",
+                                         complete=complete)  # fmt: skip
     organisation_profile_update(actor=ready["system"], **PROFILE)
     return {**ready, "trained": trained, "deployments": deployments, "system": system, "incident": incident}
 
@@ -144,8 +157,11 @@ def test_ai_system_annex_iv_and_governance_audit(world: dict[str, Any], tmp_path
     shutil.copy(out, folder / "report.pdf")
     assert "INC-1" in text and "SERIOUS" in text
     due = f"{incident.report_due_at:%Y-%m-%d}"  # the Art. 73 due date (its time wraps in the cell)
-    assert f"due {due}" in text and text.count(due) >= 2
+    start = text.find("INC-1 ")  # the last row (by awareness); its cells wrap, so their words interleave
+    row = text[start : text.find("page", start)]
+    assert row.count(due) >= 2 and "day(s) left" in row
     assert "not reported" in text
+    assert "INC-2" in text and "INC-3" in text and "(MSA-2026-1)" in text and "(MSA-2026-2)" in text
     assert text.count("marked (") == 2  # both deployments mark their output (the defaults)
     assert "declaration" in text and "Not held by this service" in text
     subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(out), str(folder / "page")], check=True)
