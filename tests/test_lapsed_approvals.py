@@ -162,5 +162,5 @@ def test_a_policy_for_an_action_no_subject_type_admits_is_refused_at_load(tmp_pa
         "action: dataset_version.waive\nrules:\n  - approvals:\n      - {role: security_reviewer, count: 1}\n"
     )
     with pytest.raises(PolicyError, match=r"dataset_version.waive.yaml, line 1, field action: no governed subject "
-                       r"type admits 'dataset_version.waive'; admitted: bias_evaluation.run, "):  # fmt: skip
+                       r"type admits 'dataset_version.waive'; admitted: ai_system_classification.approve, bias_evaluation.run, "):  # fmt: skip
         load_policy_set(tmp_path / "policies", known_checks(), set(subject_actions()))
