@@ -23,7 +23,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from common.admin import DONE, PROJECT_FILTER, ReadOnlyAdmin, call_service_for_each
@@ -309,9 +309,13 @@ class IncidentAdmin(ReadOnlyAdmin):
             ("Occurred", f"{obj.occurred_at:%Y-%m-%d %H:%M} UTC" if obj.occurred_at else "not known"),
             ("Aware since", f"{obj.aware_at:%Y-%m-%d %H:%M} UTC"),
             ("Description", obj.description),
-            ("AI systems", ", ".join(str(s) for s in obj.ai_systems.all()) or "none linked"),
-            ("Deployments", ", ".join(f"{d.name} ({d.environment}, id {d.pk})" for d in obj.deployments.all())
-             or "none linked"),
+            ("AI systems", format_html_join(", ", '<a href="{}">{}</a>', (
+                (reverse("admin:systems_aisystem_change", args=[s.pk]), f"{s.name} ({s})") for s in obj.ai_systems.all()
+            )) or "none linked"),
+            ("Deployments", format_html_join(", ", '<a href="{}">{}</a>', (
+                (reverse("admin:serving_deployment_change", args=[d.pk]), f"{d.name} ({d.environment}, id {d.pk})")
+                for d in obj.deployments.all()
+            )) or "none linked"),
             ("Serious", seriousness_text(obj)),
             ("Art. 73 clock", clock_html(obj)),
         ]  # fmt: skip

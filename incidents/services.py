@@ -216,7 +216,8 @@ def incident_classify(*, actor: Any, incident: Incident, serious: bool, serious_
     if not isinstance(serious, bool):
         raise invalid("serious", f"true or false, got {serious!r}")
     if serious and serious_kind not in SeriousKind.values:
-        raise invalid("serious_kind", f"a serious incident needs one of {', '.join(SeriousKind.values)}")
+        kinds = "; ".join(f"{value} ({label})" for value, label in SeriousKind.choices)
+        raise invalid("serious_kind", f"a serious incident needs what makes it serious, one of: {kinds}")
     if not serious and serious_kind:
         raise invalid("serious_kind", "leave it empty for an incident that is not serious")
     with transaction.atomic():

@@ -65,6 +65,12 @@ class DeploymentRequestForm(forms.Form):
         required=False, max_length=DISCLOSURE_MAX_CHARS, initial=DEFAULT_DISCLOSURE, label="Disclosure",
         help_text="The statement for people the metadata carries (one line; blank: the default).",
     )  # fmt: skip
+    keep_transcripts = forms.BooleanField(
+        required=False, label="Keep transcripts",
+        help_text="The server keeps each answered prompt and completion, as the guard left them, so that its "
+        "rated answers can be exported as a preference dataset (on approval). They may hold personal data the "
+        "guard did not catch.",
+    )  # fmt: skip
     comment = comment_field()
 
     def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
@@ -102,6 +108,7 @@ class DeploymentRequestForm(forms.Form):
                 "transparency_unmarked",
                 "transparency_no_header",
                 "transparency_disclosure",
+                "keep_transcripts",
                 "comment",
             ]
         )
@@ -207,6 +214,7 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
                           "header": not (data["transparency_unmarked"] or data["transparency_no_header"]),
                           "disclosure": data["transparency_disclosure"] or DEFAULT_DISCLOSURE},
             prompt_template=data["prompt_template"], ai_system=data.get("ai_system"),
+            keep_transcripts=data["keep_transcripts"],
         )  # fmt: skip
 
     @admin.display(description="grants")

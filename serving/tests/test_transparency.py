@@ -284,10 +284,11 @@ def test_the_admin_request_form_sets_the_marking_and_the_page_shows_it(
     assert not Deployment.objects.exists() and Entry.objects.count() == before
 
     answer = client.post(
-        "/admin/serving/deployment/add/", {**form, "environment": "staging", "transparency_no_header": "on"}
+        "/admin/serving/deployment/add/",
+        {**form, "environment": "staging", "transparency_no_header": "on", "keep_transcripts": "on"},
     )
     assert answer.status_code == 302, answer.content.decode()[-2000:]
     deployment = Deployment.objects.get()
-    assert deployment.transparency == {**DEFAULT_TRANSPARENCY, "header": False}
+    assert deployment.transparency == {**DEFAULT_TRANSPARENCY, "header": False} and deployment.keep_transcripts
     page = client.get(f"/admin/serving/deployment/{deployment.pk}/change/").content.decode()
     assert "marked: ai_generated metadata without the headers" in page
