@@ -118,7 +118,8 @@ def test_scan_and_evaluation_gate_a_deployment(
     assert allowed.status_code == 201, allowed.content
     evidence = [e for e in Entry.objects.filter(action="approval.requested", subject_type="model_version")]
     payload = json.loads(bytes(evidence[-1].body))["payload"]
-    assert [o["holds"] for o in payload["evidence"]] == [True, True]
+    # The scan (passed), the evaluation (waived) and the quantisation bound (not a quantised version).
+    assert [o["holds"] for o in payload["evidence"]] == [True, True, True]
     assert ledger_verify().tree_size == Entry.objects.count()
 
 
