@@ -289,6 +289,10 @@ class IncidentAdmin(ReadOnlyAdmin):
                     continue
                 if name == "report" and (not obj.serious or obj.authority_completed_at):
                     continue
+                # Only what the service would take: an incident closes once classified, and a serious
+                # one once its complete report is recorded.
+                if name == "close" and (obj.serious is None or (obj.serious and not obj.authority_completed_at)):
+                    continue
                 form = bound[1] if bound and bound[0] == name else spec.form(incident=obj)
                 url = reverse("admin:incidents_incident_step", args=[obj.pk, name])
                 steps.append({"name": name, "label": spec.label, "form": form, "url": url})

@@ -39,6 +39,7 @@ def test_a_compliance_officer_runs_an_incident_in_the_admin(world: dict[str, Any
     incident = Incident.objects.get()
     page = officer.get(sent["Location"])
     assert page.status_code == 200 and b"not classified yet" in page.content and b'id="step-classify"' in page.content
+    assert b'id="step-close"' not in page.content  # offered once the service would take it
 
     step = f"{LIST}{incident.pk}/step"
     kindless = officer.post(f"{step}/classify/", {"serious": "true", "serious_kind": ""}, follow=True)
@@ -52,6 +53,7 @@ def test_a_compliance_officer_runs_an_incident_in_the_admin(world: dict[str, Any
     closing = officer.post(f"{step}/close/", {"root_cause": "r", "corrective_action": "c"}, follow=True)
     assert b"report it to the authority before closing" in closing.content
     officer.post(f"{step}/report/", {"reported_at": _local(0.1), "reference": "MSA-7", "complete": "on"})
+    assert b'id="step-close"' in officer.get(f"{LIST}{incident.pk}/change/").content
     officer.post(f"{step}/close/", {"root_cause": "a filter was off", "corrective_action": "turned it on"})
     incident.refresh_from_db()
     assert incident.state == IncidentState.CLOSED and incident.authority_reference == "MSA-7"
