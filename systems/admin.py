@@ -55,9 +55,12 @@ class AISystemRegisterForm(forms.Form):
         help_text="Who uses the system under their authority, one a line (Art. 26).",
     )  # fmt: skip
 
-    def __init__(self, *args: Any, projects: QuerySet[Any], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, projects: QuerySet[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].queryset = projects.order_by("slug")
+        if projects is None:  # updating a registered system: its project and slug stay
+            del self.fields["project"], self.fields["slug"]
+        else:
+            self.fields["project"].queryset = projects.order_by("slug")
 
 
 def questionnaire_form(data: Any = None) -> forms.Form:
@@ -98,7 +101,7 @@ class AISystemAdmin(ProjectScopedAdmin):
     search_fields = ["slug", "name", "purpose"]
     exclude = ["deployers", "classification"]
     readonly_fields = ["deployers_shown", "classification_shown", "deployments_shown", "classifications_shown",
-                       "classify_link"]  # fmt: skip
+                       "classify_link", "update_link"]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AISystem]:
         return (
@@ -158,6 +161,12 @@ class AISystemAdmin(ProjectScopedAdmin):
         url = reverse("admin:systems_aisystem_classify", args=[system.pk])
         return format_html('<a href="{}" id="classify-link">Fill the classification questionnaire…</a>', url)
 
+    @admin.display(description="register entry")
+    def update_link(self, system: AISystem) -> str:
+        url = reverse("admin:systems_aisystem_update", args=[system.pk])
+        return format_html('<a href="{}" id="update-link">Update the purpose, description, oversight or deployers…</a>',
+                           url)  # fmt: skip
+
     # Registering: the add page is a form that calls the service.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return registrar_projects(request).exists()
@@ -197,7 +206,36 @@ class AISystemAdmin(ProjectScopedAdmin):
             self.admin_site.admin_view(self.classify_view),
             name="systems_aisystem_classify",
         )
-        return [classify, *super().get_urls()]
+        update = path(
+            "<path:object_id>/update/", self.admin_site.admin_view(self.update_view), name="systems_aisystem_update"
+        )
+        return [classify, update, *super().get_urls()]
+
+    def update_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The register's entry of one system, changed through ``ai_system_update`` (ledgered)."""
+        from systems.services import ai_system_update
+
+        system = self.get_object(request, object_id)
+        if system is None:
+            raise Http404("no such AI system")
+        if not registrar_projects(request).filter(pk=system.project_id).exists():
+            raise DjangoPermissionDenied
+        now = {"name": system.name, "purpose": system.purpose, "description": system.description,
+               "human_oversight": system.human_oversight, "deployers": "\n".join(system.deployers)}  # fmt: skip
+        form = AISystemRegisterForm(request.POST or None, initial=now)
+        if request.method == "POST" and form.is_valid():
+            data = dict(form.cleaned_data)
+            data["deployers"] = [line.strip() for line in data["deployers"].splitlines() if line.strip()]
+            try:
+                ai_system_update(actor=request.user, system=system, **data)
+            except DomainError as exc:
+                show_refusal(request, form, exc, {})
+            else:
+                messages.success(request, f"AI system {system} updated.")
+                return HttpResponseRedirect(reverse("admin:systems_aisystem_change", args=[system.pk]))
+        return self._form_page(request, form, f"Update AI system {system}", "Save the changes",
+                               "The changes are recorded in the ledger; the risk class changes only through a new "
+                               "classification.")  # fmt: skip
 
     def classify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The questionnaire of one system: a new classification (``ai_system_classification_create``)

@@ -265,6 +265,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "systems_aisystem_change": ALL,
     "systems_aisystem_changelist": ALL,
     "systems_aisystem_classify": ("ml_engineer", "compliance_officer", "platform_admin"),
+    "systems_aisystem_update": ("ml_engineer", "compliance_officer", "platform_admin"),
     "systems_aisystem_delete": NOBODY,
     "systems_aisystem_history": ALL,
     "systems_aisystemclassification_add": NOBODY,

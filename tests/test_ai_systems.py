@@ -284,6 +284,10 @@ def test_admin_register_and_classify_as_a_compliance_officer(client: Client, cas
     filled = {q.id: "no" for q in QUESTIONS if q.kind == "yes_no"} | {
         "annex_iii_areas": ["employment"], "art_6_3_exception": "none", "submit_for_approval": "on",
     }  # fmt: skip
+    unanswered = {k: v for k, v in filled.items() if k != "profiles_natural_persons"}  # nothing is ticked for you
+    page = client.post(f"/admin/systems/aisystem/{system.pk}/classify/", unanswered)
+    assert page.status_code == 200 and b"Answer yes or no." in page.content
+    assert not AISystemClassification.objects.filter(system=system).exists()
     page = client.post(f"/admin/systems/aisystem/{system.pk}/classify/", filled, follow=True)
     classification = AISystemClassification.objects.get(system=system)
     assert classification.risk_class == "high" and classification.state == "draft"  # a compliance officer
@@ -295,6 +299,17 @@ def test_admin_register_and_classify_as_a_compliance_officer(client: Client, cas
     assert detail.status_code == 200 and b"classify-link" in detail.content
     shown = client.get(f"/admin/systems/aisystemclassification/{classification.pk}/change/")
     assert shown.status_code == 200 and b"Annex III point 4" in shown.content
+    assert b"<b>no exception claimed</b>" in shown.content  # answers in words, not codes
+
+    assert b"update-link" in detail.content
+    changed = {"name": "CV screening", "purpose": "ranks applications", "human_oversight": "a recruiter reads each",
+               "deployers": "HR\n"}  # fmt: skip
+    page = client.post(f"/admin/systems/aisystem/{system.pk}/update/", changed)
+    assert page.status_code == 302, page.content.decode()[-1500:]
+    system.refresh_from_db()
+    assert system.deployers == ["HR"] and system.human_oversight == "a recruiter reads each"
+    updated = Entry.objects.filter(action="ai_system.updated", subject_id=str(system.pk)).get()
+    assert set(json.loads(bytes(updated.body))["payload"]) == {"human_oversight", "deployers"}
 
     client.logout()
     admin_login(client, cast["ml_engineer"])
@@ -307,3 +322,4 @@ def test_admin_register_and_classify_as_a_compliance_officer(client: Client, cas
     admin_login(client, cast["auditor"])
     assert client.get("/admin/systems/aisystem/add/").status_code == 403
     assert client.get(f"/admin/systems/aisystem/{system.pk}/classify/").status_code == 403
+    assert client.get(f"/admin/systems/aisystem/{system.pk}/update/").status_code == 403
