@@ -101,8 +101,11 @@ def _breach_record(deployment_id: int, breach: Any, rule: Any, policy_hash: str)
             return None  # a review of this window was resolved: it is not opened again
         payload = {**breach.describe(), "rule": rule.describe()}
         if current is not None:
-            if window in current.windows and (current.observed, current.requests) == (breach.observed, breach.requests):
-                return None  # judged before, as it is now
+            if window in current.windows and (
+                current.window_start != breach.window_start  # an earlier window: it is not judged again
+                or (current.observed, current.requests) == (breach.observed, breach.requests)  # judged as it is now
+            ):
+                return None
             current.observed, current.threshold, current.requests = breach.observed, breach.threshold, breach.requests
             current.window_start, current.window_end = breach.window_start, breach.window_end
             current.windows = [*current.windows, window] if window not in current.windows else current.windows

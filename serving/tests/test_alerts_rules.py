@@ -4,6 +4,7 @@ and the policy loader's refusals of bad monitoring documents (file, line and fie
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,40 @@ def test_a_monitoring_document_loads_without_an_approval_action() -> None:
     [rule] = policy.rules
     assert rule.window_s == 900 and rule.thresholds == {"prompt_chars_psi": 0.25}
     assert rule.on_breach == {"review": True, "notify": [], "pause": False} and rule.slots == ()
+
+
+@pytest.mark.django_db
+def test_an_open_review_is_updated_by_its_latest_window_only(ready: dict[str, Any]) -> None:
+    """Each check re-judges every window of the log: earlier windows the open review already
+    covers leave it as it is, so a log with two crossing windows does not append an update per
+    window per check."""
+    from audits.ledger.models import Entry
+    from governance.policy import current_policy_set
+    from serving.models import DeploymentAlert
+    from serving.monitoring.thresholds import Breach
+    from serving.services import deployment_request
+    from serving.services.alerts import MONITOR_ACTION, _breach_record
+
+    deployment = deployment_request(
+        actor=ready["ml_engineer"], model_version=ready["base"], name="watched", environment="staging",
+        target={"max_tokens": 8}, guard={"mode": "off"},
+    )  # fmt: skip
+    policies = current_policy_set()
+    rule = policies.rule_for(MONITOR_ACTION, {"environment": "staging"})
+    hour = datetime(2026, 12, 1, tzinfo=UTC)
+    first, second = (
+        Breach("error_rate", observed, 0.1, hour + timedelta(hours=n), hour + timedelta(hours=n + 1), 40)
+        for n, observed in ((0, 0.3), (1, 0.5))
+    )
+
+    def check(*found: Breach) -> list[str]:
+        before = Entry.objects.count()
+        for breach in found:
+            _breach_record(deployment.pk, breach, rule, policies.hash)
+        return list(Entry.objects.filter(index__gte=before).values_list("action", flat=True))
+
+    assert check(first) == ["deployment_alert.opened"]
+    assert check(first, second) == ["deployment_alert.updated"]  # the new window only
+    assert check(first, second) == []  # nothing new: nothing appended, however many windows cross
+    alert = DeploymentAlert.objects.get(deployment=deployment)
+    assert alert.observed == 0.5 and alert.window_start == second.window_start and len(alert.windows) == 2
