@@ -81,6 +81,17 @@ def _served(deployment: Deployment, at: datetime, chars: int, count: int) -> Non
             log.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+def _hour_with_room(margin_s: int = 120) -> datetime:
+    """The start of the current hour, once at least ``margin_s`` of it remain: the policy's windows
+    are whole hours, and the live requests must fall in one of them (near the hour's end, this
+    waits for the next one)."""
+    now = datetime.now(UTC)
+    left = 3600 - (now.minute * 60 + now.second)
+    if left < margin_s:
+        time.sleep(left + 1)
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def test_a_drift_alert_opens_a_review_pauses_and_resumes(ready: dict[str, Any], worker: Path) -> None:
     for name in ("ml_engineer", "platform-admin"):
         ready[name].email = f"{name}@example.org"
@@ -90,7 +101,7 @@ def test_a_drift_alert_opens_a_review_pauses_and_resumes(ready: dict[str, Any], 
     _, credential = deployment_client_credential_issue(
         actor=ready["platform-admin"], deployment=deployment, name="tests", expires_in_days=1
     )
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hour = _hour_with_room()
     _served(deployment, hour - timedelta(hours=2), chars=12, count=6)  # the baseline: short prompts
     for i in range(6):  # now: long prompts, through the real server
         _complete(deployment.url, f"question {i}: " + "tell me more about the weather " * 9, credential)
@@ -117,7 +128,8 @@ def test_a_drift_alert_opens_a_review_pauses_and_resumes(ready: dict[str, Any], 
 
     # The next beat: nothing new, nothing changes; a new line still drifting updates the review.
     assert summarise_logs.delay().get(timeout=60) == 0
-    _served(deployment, datetime.now(UTC).replace(microsecond=0), chars=300, count=1)
+    late = min(datetime.now(UTC), alert.window_end - timedelta(seconds=1)).replace(microsecond=0)
+    _served(deployment, late, chars=300, count=1)  # in the review's window, whatever the clock says now
     assert summarise_logs.delay().get(timeout=60) == 1
     [alert] = DeploymentAlert.objects.filter(deployment=deployment)
     assert alert.requests == 7 and actions(deployment)[-1] == "deployment_alert.updated"
