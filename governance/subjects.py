@@ -36,6 +36,9 @@ class SubjectType:
     context: Callable[[Any], dict[str, str]] | None = None
     # Called in the transaction that approves a request about the subject: (object, action, actor).
     on_approved: Callable[[Any, str, Any], None] | None = None
+    # Called in the transaction that closes a request about the subject without approving it
+    # (rejected, withdrawn or expired): (object, action, the request's new state, actor).
+    on_closed: Callable[[Any, str, str, Any], None] | None = None
     # The user ids of who made the subject (its uploader, its requester): under separation of
     # duties they never decide on a request about it, whoever submitted the request.
     authors: Callable[[Any], Iterable[int]] | None = None

@@ -97,13 +97,14 @@ def register() -> None:
         classification_digest,
         classification_not_now,
         on_classification_approved,
+        on_classification_closed,
     )
 
     register_subject_type(
         SubjectType(
             name="ai_system_classification", get=_classification, project=lambda c: c.system.project,
             digest=classification_digest, describe=_describe, actions=(APPROVE_ACTION,),
-            context=classification_context, on_approved=on_classification_approved,
+            context=classification_context, on_approved=on_classification_approved, on_closed=on_classification_closed,
             authors=lambda c: [c.created_by_id], authors_by_id=authors_by_field(AISystemClassification, "created_by"),
             not_now=classification_not_now,
         )

@@ -227,3 +227,25 @@ def on_classification_approved(classification: AISystemClassification, action: s
         payload={"classification": classification.number, "risk_class": classification.risk_class,
                  "previous_risk_class": previous.risk_class if previous else RiskClass.UNCLASSIFIED.value},
     )  # fmt: skip
+
+
+# A classification whose request closed unapproved: rejected or withdrawn it says so; a request
+# that expired leaves it a draft, to submit again. Each may be submitted again (a new request).
+CLOSED_STATES = {"rejected": ClassificationState.REJECTED, "withdrawn": ClassificationState.WITHDRAWN,
+                 "expired": ClassificationState.DRAFT}  # fmt: skip
+
+
+def on_classification_closed(classification: AISystemClassification, action: str, state: str, actor: Any) -> None:
+    """In the transaction that closes its request without approval: a pending classification
+    becomes rejected, withdrawn or (the request expired) a draft again, ledgered; the system's
+    class is unchanged."""
+    classification = AISystemClassification.objects.select_for_update().get(pk=classification.pk)
+    if classification.state != ClassificationState.PENDING:
+        return
+    classification.state = CLOSED_STATES[state]
+    classification.save(update_fields=["state"])
+    ledger_append(
+        actor=actor, action=f"ai_system_classification.{state}", subject=classification_subject(classification),
+        payload={"system": str(classification.system_id), "number": classification.number,
+                 "risk_class": classification.risk_class, "state": classification.state},
+    )  # fmt: skip

@@ -10,13 +10,21 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from audits.ledger.models import Entry
 from common.errors import DomainError
 from common.testing import admin_login
 from governance.models import ApprovalRequest
 from governance.roles import Role
-from governance.services import api_token_create, approval_request_decide, project_create, project_role_grant
+from governance.services import (
+    api_token_create,
+    approval_request_decide,
+    approval_request_withdraw,
+    approval_requests_expire_due,
+    project_create,
+    project_role_grant,
+)
 from systems.models import AISystem, AISystemClassification
 from systems.rules import QUESTIONS, answers_clean, classify
 from systems.services import (
@@ -177,6 +185,38 @@ def test_an_exception_or_a_prohibited_finding_needs_the_platform_admin_too(cast:
     banned = register(cast, slug="scoring")
     _, request = classified(cast, banned, ("compliance_officer", "platform_admin"), social_scoring=True)
     assert request.state == "approved" and AISystem.objects.get(pk=banned.pk).risk_class == "prohibited"
+
+
+def test_a_request_closed_unapproved_says_so_on_the_classification(cast: dict[str, Any]) -> None:
+    """Rejected or withdrawn, the classification says so (and is ledgered); an expired request leaves
+    a draft. The system's class does not change, and the classification may be submitted again."""
+    system = register(cast)
+    engineer = cast["ml_engineer"]
+    classification = ai_system_classification_create(
+        actor=engineer, system=system, answers=answers(annex_iii_areas=["employment"])
+    )
+    closings = (
+        ("rejected", lambda r: approval_request_decide(
+            actor=cast["compliance_officer"], request_id=r.pk, decision="reject", reason="employment is wrong")),
+        ("withdrawn", lambda r: approval_request_withdraw(actor=engineer, request_id=r.pk, reason="answers to redo")),
+        ("draft", lambda r: (ApprovalRequest.objects.filter(pk=r.pk).update(expires_at=timezone.now()),
+                             approval_requests_expire_due(actor=cast["system"]))),
+    )  # fmt: skip
+    for state, close in closings:
+        request = ai_system_classification_submit(actor=engineer, classification=classification)
+        assert AISystemClassification.objects.get(pk=classification.pk).state == "pending"
+        close(request)
+        assert AISystemClassification.objects.get(pk=classification.pk).state == state
+        assert AISystem.objects.get(pk=system.pk).risk_class == "unclassified"
+    closed = Entry.objects.filter(subject_id=str(classification.pk), action__startswith="ai_system_classification.")
+    assert [e.action.split(".")[1] for e in closed.order_by("index")] == [
+        "created", "submitted", "rejected", "submitted", "withdrawn", "submitted", "expired",
+    ]  # fmt: skip
+    assert _payload(closed.get(action="ai_system_classification.rejected"))["state"] == "rejected"
+    # After all that, it is still approved the ordinary way.
+    request = ai_system_classification_submit(actor=engineer, classification=classification)
+    approval_request_decide(actor=cast["compliance_officer"], request_id=request.pk, decision="approve", reason="ok")
+    assert AISystem.objects.get(pk=system.pk).risk_class == "high"
 
 
 def test_who_may_do_what_and_the_refusals(cast: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from governance.rules import (
     slots_filled,
 )
 from governance.selectors import parties_of
-from governance.services.approvals import lapses_kept
+from governance.services.approvals import approval_closed_hook_run, lapses_kept
 from governance.services.policy_sets import policy_set_in_force
 
 User = get_user_model()
@@ -211,6 +211,8 @@ def _approval_request_decide(
             rows.update(request, ["state", "closed_at"])
             if new_state == ApprovalState.APPROVED:
                 approval_hook_run(request, actor)
+            else:
+                approval_closed_hook_run(request, actor)
     # The answer shows the decisions: hand them over as a filled prefetch cache (what
     # prefetch_related leaves behind) rather than read them again; built after the commit, so
     # the next decision's transaction does not wait for it.
