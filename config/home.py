@@ -89,6 +89,7 @@ def _ago(moment: datetime | None) -> str:
 def decisions_panel(request: HttpRequest) -> Panel | None:
     from governance.models import ApprovalRequest
     from governance.selectors import approvals_waiting_for
+    from governance.subjects import request_in_words
 
     if _visible(request, ApprovalRequest) is None:
         return None
@@ -96,7 +97,7 @@ def decisions_panel(request: HttpRequest) -> Panel | None:
     soon = timezone.now() + timedelta(days=2)
     rows = [
         Row(
-            text=f"#{approval.pk} {approval.action} on {approval.subject_type} {approval.subject_id}",
+            text=f"#{approval.pk} {request_in_words(approval.action, approval.subject_type, approval.subject_id)}",
             href=_change(approval),
             note=f"{approval.project.slug}; asked by {approval.requester.get_username()} {_ago(approval.created_at)}"
             + (f"; expires in {timeuntil(approval.expires_at)}" if approval.expires_at else ""),

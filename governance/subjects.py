@@ -95,6 +95,17 @@ def subject_types() -> list[str]:
     return sorted(_TYPES)
 
 
+def request_in_words(action: str, subject_type: str, subject_id: str) -> str:
+    """What a request asks, as a person reads it: the action's verb and the subject by its own name
+    ("use for training: assistant/tickets v1"); a subject that no longer exists by its type and id."""
+    verb = action.partition(".")[2].replace("_", " ") or action
+    kind = _TYPES.get(subject_type)
+    obj = kind.get(subject_id) if kind is not None else None
+    if obj is None:
+        return f"{verb}: {subject_type.replace('_', ' ')} {subject_id} (no longer exists)"
+    return f"{verb}: {obj}"
+
+
 def subject_actions() -> dict[str, str]:
     """Every admitted approval action and the subject type that admits it."""
     return {action: kind.name for kind in _TYPES.values() for action in kind.actions}

@@ -23,7 +23,7 @@ from common.testing import admin_login
 from governance.roles import Role
 from governance.services import approval_break_glass, approval_request_decide, project_role_grant
 from incidents.services import incident_classify, incident_register
-from registry.models import PiiScan
+from registry.models import DatasetVersion, PiiScan
 from registry.services import pii_scan_run
 from tests.decisions import clean_version, training_request
 
@@ -50,7 +50,8 @@ def test_decisions_waiting_for_me_are_those_i_may_decide(client: Any, people: di
     page = _home(client, people["compliance_officer"])
     officer = _panel(page, "decisions")
     assert officer is not None and officer.startswith("Decisions waiting for me (1)")
-    assert f"#{both.pk} dataset_version.use_for_training on dataset_version {both.subject_id}" in officer
+    version = DatasetVersion.objects.get(pk=both.subject_id)  # the request in words, the version by its name
+    assert f"#{both.pk} use for training: {version.dataset.project.slug}/{version.dataset.slug} v1" in officer
     assert f'href="/admin/governance/approvalrequest/{both.pk}/change/"' in page
     assert f"#{stewards.pk} " not in officer
     steward = _panel(_home(client, people["data_steward"]), "decisions")
