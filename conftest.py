@@ -37,19 +37,46 @@ OWN_SERVICE = (
 )
 
 
+PURE = (
+    "pure: the test's module uses none of what the passes differ in (the database, the broker, the cache), "
+    "so it runs in the embedded pass only: in scale mode it would run the very same code again"
+)
+# What a test that uses the database asks for; a test marked pure asking for one is a mistake.
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", OWN_SERVICE)
+    config.addinivalue_line("markers", PURE)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In scale mode (``DATABASE_URL`` set), skip the tests marked ``own_service`` and those that use
-    ``fresh_env``: what they run does not depend on the pass."""
+    ``fresh_env``, and the tests marked ``pure``: what they run does not depend on the pass. A test
+    marked ``pure`` that asks for the database is refused in both passes (in the embedded pass,
+    pytest-django also refuses any database access of a test not marked ``django_db``)."""
+    for item in items:
+        if item.get_closest_marker("pure") and (
+            item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            raise pytest.UsageError(f"{item.nodeid} is marked pure but uses the database")
     if not os.environ.get("DATABASE_URL"):
         return
-    skip = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
+    own = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
+    pure = pytest.mark.skip(
+        reason="pure: uses neither the database, the broker nor the cache; the embedded pass runs it"
+    )
     for item in items:
         if item.get_closest_marker("own_service") or "fresh_env" in getattr(item, "fixturenames", ()):
-            item.add_marker(skip)
+            item.add_marker(own)
+        elif item.get_closest_marker("pure"):
+            item.add_marker(pure)
 
 
 def require_tool(present: bool, what: str) -> None:

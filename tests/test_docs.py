@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 import pytest
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ROOT = Path(__file__).resolve().parent.parent
 README_MAX_LINES = 250
 

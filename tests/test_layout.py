@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
 
 LIMIT = 600
 # Each stays one module on purpose; docs/layout.md says why, and this test holds it to that.

@@ -12,6 +12,8 @@ import pytest
 
 from bench import loadgen
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.messages import constants
 from django.contrib.messages.storage.cookie import CookieStorage
@@ -13,6 +14,8 @@ from django.test import RequestFactory
 
 from common.admin import DONE, REFUSED, call_service_for_each
 from common.errors import Conflict, DomainError, PermissionDenied
+
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
 
 
 def _request() -> Any:

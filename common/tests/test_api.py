@@ -14,6 +14,8 @@ from rest_framework.views import APIView
 
 from common.api import ReasonInputSerializer, validated
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 
 class _ReasonView(APIView):
     authentication_classes: list[Any] = []

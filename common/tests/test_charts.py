@@ -15,6 +15,8 @@ from reportlab.graphics.shapes import Drawing, Group, String, UserNode
 
 from common import charts
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 SVG = "{http://www.w3.org/2000/svg}"
 
 BARS = charts.Chart(

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from bench.pii_corpus import corpus
 from common.pii_engine import Engine, _presidio_extensions
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION"]
 
 # Texts where the shortcuts could go wrong: context words (in other forms than the context

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from common.admin import readable, readable_field
+
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
 
 
 def test_plain_values_lists_and_objects() -> None:

@@ -14,6 +14,8 @@ from config.env import (
     parse_database_url,
 )
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 
 def test_sqlite_urls_relative_and_absolute() -> None:
     assert parse_database_url("DATABASE_URL", "sqlite:///var/db.sqlite3").name == "var/db.sqlite3"

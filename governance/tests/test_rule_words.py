@@ -7,10 +7,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from django.conf import settings
 
 from governance.policy import load_policy_set
 from governance.rules import open_slots_in_words, outcome_in_words, rule_in_words
+
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
 
 SCAN = "security scan passed (baseline profile, within 30 days)"
 BIAS = "bias within bounds (default profile, within 90 days)"

@@ -9,6 +9,8 @@ import pytest
 from incidents import rules
 from incidents.models import SeriousKind
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 AWARE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 EXPECTED = {

@@ -32,6 +32,8 @@ from serving.manifests import (
     validate,
 )
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
 GPU_TARGET = {

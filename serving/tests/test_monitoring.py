@@ -32,6 +32,8 @@ from serving.monitoring import (
     window_stats,
 )
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"
 

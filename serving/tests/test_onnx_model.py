@@ -20,6 +20,8 @@ from serving.grants import folder_weights_digest
 from serving.onnx_model import MODEL_FILE, OnnxCausalLM, OnnxModelError, export_onnx
 from serving.tests.test_server import Server, statement
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 PROMPTS = [
     "the customer asked about the refund",
     "orders ship within two days and",

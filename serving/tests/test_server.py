@@ -31,6 +31,8 @@ from audits.ledger.keys import SignerKey
 from serving.clients import credential_digest, credential_new, sign_client_list
 from serving.grants import GrantError, folder_weights_digest, sign_grant, utc_timestamp, verify_grant
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ROOT = Path(__file__).resolve().parents[2]
 PII_PROMPT = "mail ana@example.org, card 4111 1111 1111 1111"
 TARGET = {"gpu_type": "", "gpu_count": 0, "replicas": 1, "max_batch": 4, "max_tokens": 24, "max_prompt_chars": 300}

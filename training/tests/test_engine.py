@@ -13,6 +13,8 @@ import pytest
 from registry.tiny_model import build_tiny_gpt2
 from training.engine import Hyperparameters, TrainingCancelled, train, validate_device
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ROOT = Path(__file__).resolve().parents[2]
 SUBJECTS = ["refund", "order", "ticket", "return", "delivery", "invoice", "password", "account"]
 VERBS = ["was approved", "ships today", "is closed", "needs a receipt", "is late"]

@@ -41,6 +41,8 @@ from audits.checks.bias import (
 )
 from registry.tiny_model import build_tiny_gpt2
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ROOT = Path(__file__).resolve().parents[3]
 EXACT = 1e-12
 YES_NO = LabelMapping({"yes": "1", "no": "0"})

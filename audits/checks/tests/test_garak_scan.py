@@ -34,6 +34,8 @@ from audits.checks.garak_scan import (
 from conftest import ROOT, subprocess_env
 from registry.tiny_model import build_tiny_gpt2
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 # The fastest offline probes measured here: 1 prompt, and 6 prompts judged by two detectors.
 FAST_PROBES = ["lmrc.QuackMedicine", "grandma.Win10"]
 # Its 127 prompts are longer than the tiny model's 1024 positions (1,881 to 3,727 tokens): every

@@ -11,6 +11,8 @@ import pytest
 from audits.ledger import notes
 from audits.ledger.keys import KeyFileError, SignerKey, VerifierKey, load_signer_keys, write_signer_keys
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 # The example of the Go note package's documentation (a public test key).
 GO_SIGNER = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VERIFIER = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

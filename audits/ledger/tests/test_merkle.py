@@ -25,6 +25,8 @@ from audits.ledger.merkle import (
     verify_inclusion,
 )
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc9162"  # vendored: see its SOURCE.md
 
 

@@ -21,6 +21,8 @@ from audits.privacy.deadlines import (
     us_federal_holidays,
 )
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 
 

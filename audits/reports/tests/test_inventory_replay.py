@@ -8,10 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from audits.ledger.services import SEALED_MARK
 from audits.reports.inventory import replay as replay_module
 from audits.reports.inventory.replay import replay
 from audits.reports.inventory.selectors import Inventory, cited_entries
+
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
 
 W1, W2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 

@@ -24,6 +24,8 @@ from audits.ledger.notes import Checkpoint, sign
 from audits.reports.pdf import BarChart, Digest, Heading, KeyValues, Paragraph, Report, Table, build_pdf
 from conftest import require_tool
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "reports-layout"
 ORIGIN = "layout.test/ledger"
 DRAFT = "DRAFT - incomplete"

@@ -48,6 +48,8 @@ from audits.reports.pdf import (
 )
 from conftest import require_tool
 
+pytestmark = pytest.mark.pure  # the embedded pass runs it (conftest.PURE)
+
 ORIGIN = "reports.test/ledger"
 TREE_SIZE = 1000
 ROOT = hashlib.sha256(b"root").digest()
