@@ -23,6 +23,7 @@ from common.admin import DONE, PROJECT_FILTER, call_service_for_each
 from common.errors import DomainError
 from common.security_log import refusal
 from governance.admin import ProjectScopedAdmin
+from governance.admin.approvals import DecisionActionForm
 from governance.admin.request_forms import RequestAddMixin, comment_field, gpu_type_field
 from registry.models import ModelVersion, PromptTemplate
 from serving.grants import DEFAULT_DISCLOSURE, DISCLOSURE_MAX_CHARS, GUARD_MODES, RUNTIMES
@@ -188,6 +189,7 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
         return f"marked: ai_generated metadata {header}; disclosure: {marking['disclosure']}"
 
     actions = ["retire", "pause", "resume"]
+    action_form = DecisionActionForm  # the reason, next to the action, goes into the ledger
 
     request_form = DeploymentRequestForm
     request_what, request_title, request_submit = "Deployment", "Request a deployment", "Request the deployment"
@@ -402,7 +404,7 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
 
         call_service_for_each(
             request, queryset,
-            lambda d: deployment_retire(actor=request.user, deployment=d, reason="retired in the admin"),
+            lambda d: deployment_retire(actor=request.user, deployment=d, reason=_reason(request, "retired")),
             name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk}, each={DONE: "retired"},
         )  # fmt: skip
 
@@ -412,7 +414,7 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
 
         call_service_for_each(
             request, queryset,
-            lambda d: deployment_pause(actor=request.user, deployment=d, reason="paused in the admin"),
+            lambda d: deployment_pause(actor=request.user, deployment=d, reason=_reason(request, "paused")),
             name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk}, each={DONE: "paused"},
         )  # fmt: skip
 
@@ -422,30 +424,53 @@ class DeploymentAdmin(RequestAddMixin, ProjectScopedAdmin):
 
         call_service_for_each(
             request, queryset,
-            lambda d: deployment_resume(actor=request.user, deployment=d, reason="resumed in the admin"),
+            lambda d: deployment_resume(actor=request.user, deployment=d, reason=_reason(request, "resumed")),
             name=lambda d: f"deployment {d.pk}", refusal_fields=lambda d: {"deployment": d.pk},
             each={DONE: "starting again on its grant"},
         )  # fmt: skip
 
 
+def _reason(request: HttpRequest, done: str) -> str:
+    """The reason typed next to a list's action, or a note naming who did it in the admin."""
+    return request.POST.get("reason", "").strip() or f"{done} in the admin by {request.user.get_username()}"
+
+
 @admin.register(DeploymentAlert)
 class DeploymentAlertAdmin(ProjectScopedAdmin):
     """Reviews opened by monitoring thresholds (``policies/deployment.monitor.yaml``). Acknowledging
-    calls the same service as the API; resolving needs a reason in words, given through the API
-    (``POST /api/v1/deployment-alerts/{id}/resolve``)."""
+    and resolving call the same services as the API, with the reason typed next to the action;
+    resolving needs one (what was found and done)."""
 
     project_path = "deployment__project"
     list_display = ["id", "deployment", "metric", "observed", "threshold", "window_start", "state", "paused"]
     list_filter = ["state", "metric", "paused", "opened_at"]
     list_select_related = ["deployment__project"]
-    actions = ["acknowledge"]
+    actions = ["acknowledge", "resolve"]
+    action_form = DecisionActionForm
 
     @admin.action(description="Acknowledge the selected alerts (someone looks into them)")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[DeploymentAlert]) -> None:
         from serving.services import deployment_alert_acknowledge
 
+        reason = _reason(request, "acknowledged")
         call_service_for_each(
-            request, queryset,
-            lambda a: deployment_alert_acknowledge(actor=request.user, alert=a, reason="acknowledged in the admin"),
+            request, queryset, lambda a: deployment_alert_acknowledge(actor=request.user, alert=a, reason=reason),
             name=lambda a: f"alert {a.pk}", refusal_fields=lambda a: {"alert": a.pk}, each={DONE: "acknowledged"},
+        )  # fmt: skip
+
+    @admin.action(description="Resolve the selected alerts (write what was found and done as the reason)")
+    def resolve(self, request: HttpRequest, queryset: QuerySet[DeploymentAlert]) -> None:
+        from serving.services import deployment_alert_resolve
+
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            self.message_user(
+                request, "Nothing resolved: resolving an alert needs what was found and done, written in the Reason "
+                "field next to the action.", messages.ERROR,
+            )  # fmt: skip
+            return
+        call_service_for_each(
+            request, queryset, lambda a: deployment_alert_resolve(actor=request.user, alert=a, reason=reason),
+            name=lambda a: f"alert {a.pk}", refusal_fields=lambda a: {"alert": a.pk},
+            each={DONE: "resolved (a paused deployment is resumed from the deployments list)"},
         )  # fmt: skip

@@ -1,8 +1,10 @@
-"""Monitoring thresholds without a database: each metric against its bound, the minimum counts,
-and the policy loader's refusals of bad monitoring documents (file, line and field named)."""
+"""Monitoring thresholds: each metric against its bound, the minimum counts, and the policy
+loader's refusals of bad monitoring documents (file, line and field named), without a database;
+then, with one, how an open review is updated and how the admin list acknowledges and resolves."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,3 +140,54 @@ def test_an_open_review_is_updated_by_its_latest_window_only(ready: dict[str, An
     assert check(first, second) == []  # nothing new: nothing appended, however many windows cross
     alert = DeploymentAlert.objects.get(deployment=deployment)
     assert alert.observed == 0.5 and alert.window_start == second.window_start and len(alert.windows) == 2
+
+
+@pytest.mark.django_db
+def test_the_admin_list_acknowledges_and_resolves_with_the_reason_typed(ready: dict[str, Any]) -> None:
+    """A platform admin finishes a review in the admin: the reason typed next to the action goes
+    to the service and into the ledger; resolving without one changes nothing and says why."""
+    from django.test import Client
+
+    from audits.ledger.models import Entry
+    from common.testing import admin_login
+    from governance.policy import current_policy_set
+    from serving.models import AlertState, DeploymentAlert
+    from serving.monitoring.thresholds import Breach
+    from serving.services import deployment_request
+    from serving.services.alerts import MONITOR_ACTION, _breach_record
+
+    deployment = deployment_request(
+        actor=ready["ml_engineer"], model_version=ready["base"], name="watched", environment="staging",
+        target={"max_tokens": 8}, guard={"mode": "off"},
+    )  # fmt: skip
+    policies = current_policy_set()
+    rule = policies.rule_for(MONITOR_ACTION, {"environment": "staging"})
+    hour = datetime(2026, 12, 1, tzinfo=UTC)
+    alert = _breach_record(
+        deployment.pk, Breach("error_rate", 0.3, 0.1, hour, hour + timedelta(hours=1), 40), rule, policies.hash
+    )
+    client = Client()
+    admin_login(client, ready["platform-admin"])
+
+    def act(action: str, reason: str) -> str:
+        page = client.post(
+            "/admin/serving/deploymentalert/", {"action": action, "_selected_action": [alert.pk], "reason": reason},
+            follow=True,
+        )  # fmt: skip
+        assert page.status_code == 200
+        return " ".join(str(m) for m in page.context["messages"])
+
+    said = act("resolve", "  ")
+    assert "Nothing resolved" in said and "Reason" in said
+    assert DeploymentAlert.objects.get(pk=alert.pk).state == AlertState.OPEN
+    assert f"alert {alert.pk}: acknowledged" in act("acknowledge", "the new client retries on errors")
+    assert f"alert {alert.pk}: resolved" in act("resolve", "client fixed its retry loop")
+    alert.refresh_from_db()
+    assert alert.state == AlertState.RESOLVED and alert.resolved_by == ready["platform-admin"]
+    reasons = [
+        json.loads(bytes(body))["payload"]["reason"]
+        for body in Entry.objects.filter(action__in=["deployment_alert.acknowledged", "deployment_alert.resolved"])
+        .order_by("index")
+        .values_list("body", flat=True)
+    ]
+    assert reasons == ["the new client retries on errors", "client fixed its retry loop"]
