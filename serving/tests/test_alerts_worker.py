@@ -39,14 +39,21 @@ rules:
 """
 
 
+# This test's worker has a queue of its own, and its tasks go there: the suite's shared worker
+# (conftest.celery_worker_process), alive once an earlier test started it, judges logs against the
+# shipped policies and would take half of them.
+QUEUE = "alerts-test"
+
+
 @pytest.fixture
-def worker(staging_policies: Path, tmp_path: Path) -> Any:
+def worker(staging_policies: Path, tmp_path: Path, settings: Any) -> Any:
     (staging_policies / "deployment.monitor.yaml").write_text(MONITOR)
     mail = tmp_path / "mail"
     mail.mkdir()
+    settings.TRAINING_CPU_QUEUE = QUEUE  # where this process sends the deployment's starts
     proc = start_celery_worker(
-        POLICY_DIR=str(staging_policies), EMAIL_BACKEND="serving.tests.alerts_mailbox.FolderBackend",
-        ALERTS_TEST_MAIL_DIR=str(mail),
+        QUEUE, POLICY_DIR=str(staging_policies), TRAINING_CPU_QUEUE=QUEUE,
+        EMAIL_BACKEND="serving.tests.alerts_mailbox.FolderBackend", ALERTS_TEST_MAIL_DIR=str(mail),
     )  # fmt: skip
     try:
         yield mail
@@ -106,7 +113,7 @@ def test_a_drift_alert_opens_a_review_pauses_and_resumes(ready: dict[str, Any], 
     for i in range(6):  # now: long prompts, through the real server
         _complete(deployment.url, f"question {i}: " + "tell me more about the weather " * 9, credential)
 
-    assert summarise_logs.delay().get(timeout=120) == 1
+    assert summarise_logs.apply_async(queue=QUEUE).get(timeout=120) == 1
     [alert] = DeploymentAlert.objects.filter(deployment=deployment)
     assert alert.metric == "prompt_chars_psi" and alert.observed > 0.25 and alert.threshold == 0.25
     assert alert.state == AlertState.OPEN and alert.paused and alert.requests == 6
@@ -127,10 +134,10 @@ def test_a_drift_alert_opens_a_review_pauses_and_resumes(ready: dict[str, Any], 
     assert "ml_engineer@example.org" in mail and "platform-admin@example.org" in mail
 
     # The next beat: nothing new, nothing changes; a new line still drifting updates the review.
-    assert summarise_logs.delay().get(timeout=60) == 0
+    assert summarise_logs.apply_async(queue=QUEUE).get(timeout=60) == 0
     late = min(datetime.now(UTC), alert.window_end - timedelta(seconds=1)).replace(microsecond=0)
     _served(deployment, late, chars=300, count=1)  # in the review's window, whatever the clock says now
-    assert summarise_logs.delay().get(timeout=60) == 1
+    assert summarise_logs.apply_async(queue=QUEUE).get(timeout=60) == 1
     [alert] = DeploymentAlert.objects.filter(deployment=deployment)
     assert alert.requests == 7 and actions(deployment)[-1] == "deployment_alert.updated"
     assert actions(deployment).count("deployment_alert.opened") == 1 and len(list(worker.iterdir())) == 1
