@@ -41,18 +41,29 @@ RECORDS = [
 NOTE = "the refunds desk's published address, not a person's"
 COMMENT = "for the FAQ fine-tune"
 WIDTH = 1280
+SCAN_QUEUE = "steward-walk"
 
 
 @pytest.fixture(scope="module")
 def celery_worker_process(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
     """This walk's worker scans with Presidio's pattern recognizers for e-mail addresses only: a
     scan takes a second rather than loading a spaCy pipeline. The settings reach the worker as
-    environment variables (settings changed in this process would not)."""
-    proc = start_celery_worker(PII_NLP_MODEL="blank", PII_ENTITIES="EMAIL_ADDRESS", PII_SCAN_PROCESSES="1")
+    environment variables (settings changed in this process would not). Its scans come on a queue
+    of its own (``_scans_to_this_walks_worker``): the suite's shared worker, alive once an earlier
+    test started it, scans with the full pipeline and every entity type."""
+    proc = start_celery_worker(
+        f"{SCAN_QUEUE},default,cpu", PII_SCAN_QUEUE=SCAN_QUEUE, PII_NLP_MODEL="blank", PII_ENTITIES="EMAIL_ADDRESS",
+        PII_SCAN_PROCESSES="1",
+    )  # fmt: skip
     try:
         yield proc
     finally:
         stop_celery_worker(proc)
+
+
+@pytest.fixture(autouse=True)
+def _scans_to_this_walks_worker(settings: Any) -> None:
+    settings.PII_SCAN_QUEUE = SCAN_QUEUE  # where the live server sends the uploads' scans
 
 
 @pytest.fixture(autouse=True)
