@@ -5,6 +5,7 @@ then, with one, how an open review is updated and how the admin list acknowledge
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,6 +178,14 @@ def test_the_admin_list_acknowledges_and_resolves_with_the_reason_typed(ready: d
         assert page.status_code == 200
         return " ".join(str(m) for m in page.context["messages"])
 
+    def home_panel() -> str:
+        page = client.get("/admin/").content.decode()
+        found = re.search(r'<section[^>]*id="home-alerts".*?</section>', page, re.S)
+        assert found is not None, "the home page shows no monitoring-alerts panel to a platform admin"
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(0))).strip()
+
+    panel = home_panel()
+    assert panel.startswith("Monitoring alerts to review (1)") and f"{deployment}: error rate 0.3 above 0.1" in panel
     said = act("resolve", "  ")
     assert "Nothing resolved" in said and "Reason" in said
     assert DeploymentAlert.objects.get(pk=alert.pk).state == AlertState.OPEN
@@ -184,6 +193,7 @@ def test_the_admin_list_acknowledges_and_resolves_with_the_reason_typed(ready: d
     assert f"alert {alert.pk}: resolved" in act("resolve", "client fixed its retry loop")
     alert.refresh_from_db()
     assert alert.state == AlertState.RESOLVED and alert.resolved_by == ready["platform-admin"]
+    assert home_panel() == "Monitoring alerts to review (0) No monitoring alert is open."
     reasons = [
         json.loads(bytes(body))["payload"]["reason"]
         for body in Entry.objects.filter(action__in=["deployment_alert.acknowledged", "deployment_alert.resolved"])
