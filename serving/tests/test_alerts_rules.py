@@ -106,15 +106,13 @@ def test_a_monitoring_document_loads_without_an_approval_action() -> None:
     assert rule.on_breach == {"review": True, "notify": [], "pause": False} and rule.slots == ()
 
 
-@pytest.mark.django_db
-def test_an_open_review_is_updated_by_its_latest_window_only(ready: dict[str, Any]) -> None:
-    """Each check re-judges every window of the log: earlier windows the open review already
-    covers leave it as it is, so a log with two crossing windows does not append an update per
-    window per check."""
-    from audits.ledger.models import Entry
+HOUR = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _watched(ready: dict[str, Any]) -> Any:
+    """A requested staging deployment, and a way to record a crossing of its monitoring rule as the
+    worker's check does (``_breach_record`` under the shipped staging rule)."""
     from governance.policy import current_policy_set
-    from serving.models import DeploymentAlert
-    from serving.monitoring.thresholds import Breach
     from serving.services import deployment_request
     from serving.services.alerts import MONITOR_ACTION, _breach_record
 
@@ -124,16 +122,28 @@ def test_an_open_review_is_updated_by_its_latest_window_only(ready: dict[str, An
     )  # fmt: skip
     policies = current_policy_set()
     rule = policies.rule_for(MONITOR_ACTION, {"environment": "staging"})
-    hour = datetime(2026, 12, 1, tzinfo=UTC)
+    return deployment, lambda breach: _breach_record(deployment.pk, breach, rule, policies.hash)
+
+
+@pytest.mark.django_db
+def test_an_open_review_is_updated_by_its_latest_window_only(ready: dict[str, Any]) -> None:
+    """Each check re-judges every window of the log: earlier windows the open review already
+    covers leave it as it is, so a log with two crossing windows does not append an update per
+    window per check."""
+    from audits.ledger.models import Entry
+    from serving.models import DeploymentAlert
+    from serving.monitoring.thresholds import Breach
+
+    deployment, record = _watched(ready)
     first, second = (
-        Breach("error_rate", observed, 0.1, hour + timedelta(hours=n), hour + timedelta(hours=n + 1), 40)
+        Breach("error_rate", observed, 0.1, HOUR + timedelta(hours=n), HOUR + timedelta(hours=n + 1), 40)
         for n, observed in ((0, 0.3), (1, 0.5))
     )
 
     def check(*found: Breach) -> list[str]:
         before = Entry.objects.count()
         for breach in found:
-            _breach_record(deployment.pk, breach, rule, policies.hash)
+            record(breach)
         return list(Entry.objects.filter(index__gte=before).values_list("action", flat=True))
 
     assert check(first) == ["deployment_alert.opened"]
@@ -151,22 +161,11 @@ def test_the_admin_list_acknowledges_and_resolves_with_the_reason_typed(ready: d
 
     from audits.ledger.models import Entry
     from common.testing import admin_login
-    from governance.policy import current_policy_set
     from serving.models import AlertState, DeploymentAlert
     from serving.monitoring.thresholds import Breach
-    from serving.services import deployment_request
-    from serving.services.alerts import MONITOR_ACTION, _breach_record
 
-    deployment = deployment_request(
-        actor=ready["ml_engineer"], model_version=ready["base"], name="watched", environment="staging",
-        target={"max_tokens": 8}, guard={"mode": "off"},
-    )  # fmt: skip
-    policies = current_policy_set()
-    rule = policies.rule_for(MONITOR_ACTION, {"environment": "staging"})
-    hour = datetime(2026, 12, 1, tzinfo=UTC)
-    alert = _breach_record(
-        deployment.pk, Breach("error_rate", 0.3, 0.1, hour, hour + timedelta(hours=1), 40), rule, policies.hash
-    )
+    deployment, record = _watched(ready)
+    alert = record(Breach("error_rate", 0.3, 0.1, HOUR, HOUR + timedelta(hours=1), 40))
     client = Client()
     admin_login(client, ready["platform-admin"])
 
