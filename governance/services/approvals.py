@@ -183,20 +183,26 @@ def approval_request_withdraw(*, actor: AbstractBaseUser, request_id: int, reaso
             actor=actor, action="approval.withdrawn", subject=approval_subject(request),
             payload={"request": request.pk, "reason": reason},
         )  # fmt: skip
-        approval_closed_hook_run(request, actor)
+        approval_hook_run(request, actor)
     return request
 
 
-def approval_closed_hook_run(request: Any, actor: AbstractBaseUser) -> None:
-    """Run the subject type's hook for a request closed without approval (rejected, withdrawn,
-    expired), in the closing transaction."""
+def approval_hook_run(request: Any, actor: AbstractBaseUser) -> None:
+    """Run the subject type's hook for the request's new state, in the transaction that set it:
+    ``on_approved`` once approved, ``on_closed`` once rejected, withdrawn or expired."""
+    from governance.models import ApprovalState
     from governance.subjects import subject_type as get_type
 
     kind = get_type(request.subject_type)
-    if kind.on_closed is not None:
-        obj = kind.get(request.subject_id)
-        if obj is not None:
-            kind.on_closed(obj, request.action, request.state, actor)
+    approved = request.state == ApprovalState.APPROVED
+    hook = kind.on_approved if approved else kind.on_closed
+    obj = kind.get(request.subject_id) if hook is not None else None
+    if obj is None:
+        return
+    if approved:
+        kind.on_approved(obj, request.action, actor)
+    else:
+        kind.on_closed(obj, request.action, request.state, actor)
 
 
 def subject_pending_requests_withdraw(*, subject_type: str, subject_id: str, reason: str) -> list[int]:
@@ -236,7 +242,7 @@ def approval_requests_expire_due(*, actor: AbstractBaseUser) -> int:
                 actor=actor, action="approval.expired", subject=approval_subject(request),
                 payload={"request": request.pk},
             )  # fmt: skip
-            approval_closed_hook_run(request, actor)
+            approval_hook_run(request, actor)
             expired += 1
     return expired
 

@@ -14,7 +14,8 @@ from governance.permissions import can_administer
 from governance.roles import Role
 from governance.rules import SEPARATION_OF_DUTIES_CODES, PolicyViolation, approval_subject, refuse_own_party
 from governance.selectors import parties_of
-from governance.services.decisions import approval_hook_run, record_duties_refusal
+from governance.services.approvals import approval_hook_run
+from governance.services.decisions import record_duties_refusal
 from governance.services.policy_sets import policy_set_in_force
 
 

@@ -24,7 +24,7 @@ from governance.rules import (
     slots_filled,
 )
 from governance.selectors import parties_of
-from governance.services.approvals import approval_closed_hook_run, lapses_kept
+from governance.services.approvals import approval_hook_run, lapses_kept
 from governance.services.policy_sets import policy_set_in_force
 
 User = get_user_model()
@@ -209,10 +209,7 @@ def _approval_request_decide(
         if new_state != request.state:
             request.state, request.closed_at = new_state, timezone.now()
             rows.update(request, ["state", "closed_at"])
-            if new_state == ApprovalState.APPROVED:
-                approval_hook_run(request, actor)
-            else:
-                approval_closed_hook_run(request, actor)
+            approval_hook_run(request, actor)
     # The answer shows the decisions: hand them over as a filled prefetch cache (what
     # prefetch_related leaves behind) rather than read them again; built after the commit, so
     # the next decision's transaction does not wait for it.
@@ -220,14 +217,3 @@ def _approval_request_decide(
     loaded._result_cache, loaded._prefetch_done = decisions, True
     request._prefetched_objects_cache = {"decisions": loaded}
     return request
-
-
-def approval_hook_run(request: Any, actor: AbstractBaseUser) -> None:
-    """Run the subject type's approval hook, in the approving transaction."""
-    from governance.subjects import subject_type as get_type
-
-    kind = get_type(request.subject_type)
-    if kind.on_approved is not None:
-        obj = kind.get(request.subject_id)
-        if obj is not None:
-            kind.on_approved(obj, request.action, actor)
