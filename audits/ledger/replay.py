@@ -6,6 +6,7 @@ service and an auditor's standalone verifier over an exported bundle replay with
 
 from llmops_ledger_verify.replay import (
     ReplayResult,
+    Segmented,
     SignedCheckpoint,
     VerificationFailed,
     body_index,
@@ -13,4 +14,4 @@ from llmops_ledger_verify.replay import (
     replay,
 )
 
-__all__ = ["ReplayResult", "SignedCheckpoint", "VerificationFailed", "body_index", "check_notes", "replay"]
+__all__ = ["ReplayResult", "Segmented", "SignedCheckpoint", "VerificationFailed", "body_index", "check_notes", "replay"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from itertools import pairwise
 from pathlib import Path
 
@@ -29,12 +30,13 @@ from django.utils import timezone
 from audits.ledger import merkle, notes
 from audits.ledger.keys import KeyFileError, VerifierKey, load_signer_keys, load_verifier_keys
 from audits.ledger.models import Checkpoint, PublishedKey, VerificationRun
-from audits.ledger.replay import ReplayResult, VerificationFailed, check_notes, replay
+from audits.ledger.replay import ReplayResult, Segmented, VerificationFailed, check_notes, replay
 from audits.ledger.selectors import consistency_proof, fetch_nodes, head_tree
 from audits.ledger.services import INDEX_SEQUENCE, LedgerIntegrityError
 from audits.ledger.witness.verify import check_quorum, witnessed_notes
 
 CHUNK = 20_000
+SEGMENT_MIN = 65_536  # entries a process replays at least, when a full replay is split
 
 
 def trusted_verifiers() -> list[VerifierKey]:
@@ -120,7 +122,8 @@ def stream_entries(below: int | None = None, start: int = 0) -> Iterator[tuple[i
                 for index, body, leaf in rows:
                     yield index, bytes(body), bytes(leaf)
     finally:
-        cursor.close()
+        with suppress(connection.Database.Error):  # closed already, with its connection (before a fork)
+            cursor.close()
 
 
 def _wait_for_writers() -> None:
@@ -251,7 +254,10 @@ def _verify(progress: Callable[[int], None] | None, incremental: bool = False) -
         signed = check_notes(_from_size(stored + logged, since), verifiers, settings.LEDGER_ORIGIN)
     except VerificationFailed as failure:
         raise explain_untrusted(failure, untrusted_published_keys(verifiers)) from None
-    result = replay(lambda: stream_entries(below=head.size, start=since), signed, progress=progress, start=start)
+    result = replay(
+        lambda: stream_entries(below=head.size, start=since), signed, progress=progress, start=start,
+        segmented=_segmented(head.size) if start is None else None,
+    )  # fmt: skip
     check_quorum(witnessed, verifiers=verifiers)  # the k-of-n witness policy; a split view fails here
 
     sizes = sorted({s.checkpoint.size for s in signed if s.checkpoint.size > 0} | ({since} if since else set()))
@@ -277,6 +283,18 @@ def _verify(progress: Callable[[int], None] | None, incremental: bool = False) -
     if last is not None and last >= _index_bound():
         raise VerificationFailed(f"entry {last}", "it lies past the ledger head: written around the service")
     return result
+
+
+def _segmented(size: int) -> Segmented | None:
+    """A full replay in ``LEDGER_VERIFY_PROCESSES`` processes at once, each replaying at least
+    ``SEGMENT_MIN`` entries; none inside a transaction, whose rows the children could not see."""
+    processes = min(settings.LEDGER_VERIFY_PROCESSES, size // SEGMENT_MIN)
+    if processes < 2 or connection.in_atomic_block:
+        return None
+    return Segmented(
+        entries=lambda lo, hi: stream_entries(below=hi, start=lo), size=size, processes=processes,
+        before_fork=connection.close,
+    )  # fmt: skip
 
 
 def _index_bound() -> int:

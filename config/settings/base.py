@@ -519,6 +519,8 @@ if LEDGER_SEQUENCING == "deferred" and _db.engine == "sqlite":
 # Entries the integrator adds to the tree per transaction, and how long it waits when idle.
 LEDGER_INTEGRATE_BATCH = env_int("LEDGER_INTEGRATE_BATCH", 5000, minimum=1)
 LEDGER_INTEGRATE_IDLE_MS = env_int("LEDGER_INTEGRATE_IDLE_MS", 20, minimum=1)
+# Processes a full `ledger verify` replays the log in at once (segments of 65,536 entries or more).
+LEDGER_VERIFY_PROCESSES = env_int("LEDGER_VERIFY_PROCESSES", os.cpu_count() or 1, minimum=1)
 
 # Trust anchors kept outside the database (issue 26): the verifier keys `ledger verify`, report
 # verification and `restore` trust (default: the public half of the signing key, written beside it

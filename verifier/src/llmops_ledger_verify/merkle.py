@@ -245,6 +245,21 @@ class CompactRange:
         self.size += 1
         return created
 
+    def extend(self, following: CompactRange) -> None:
+        """Add the range of the leaves that follow this one's, replayed as a tree of their own.
+        Its perfect subtrees are the whole tree's only where this size is a multiple of its
+        largest; ``ValueError`` otherwise."""
+        levels = [level for level in range(following.size.bit_length() - 1, -1, -1) if following.size >> level & 1]
+        if levels and self.size % (1 << levels[0]):
+            raise ValueError(f"a range of size {following.size} cannot follow one of size {self.size}")
+        for level, current in zip(levels, following.hashes, strict=True):
+            bits = self.size >> level
+            while bits & 1:
+                current = node_hash(self.hashes.pop(), current)
+                bits >>= 1
+            self.hashes.append(current)
+            self.size += 1 << level
+
     def root(self) -> bytes:
         return fold(self.hashes) if self.hashes else EMPTY_ROOT
 

@@ -8,8 +8,10 @@ found stops the replay with a ``VerificationFailed`` that names the entry or che
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from llmops_ledger_verify import merkle, notes
 from llmops_ledger_verify.keys import VerifierKey
@@ -70,12 +72,29 @@ def check_notes(
     return checked
 
 
+Entries = Iterable[tuple[int, bytes, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """How to replay a log of ``size`` entries in ``processes`` forked processes at once:
+    ``entries(lo, hi)`` yields the entries with ``lo <= index < hi`` in index order, in the child
+    that replays them; ``before_fork`` runs first (close what a fork must not share, such as a
+    database connection: each child opens its own)."""
+
+    entries: Callable[[int, int], Entries]
+    size: int
+    processes: int
+    before_fork: Callable[[], None] | None = None
+
+
 def replay(
-    entries: Callable[[], Iterable[tuple[int, bytes, bytes | None]]],
+    entries: Callable[[], Entries],
     checkpoints: Sequence[SignedCheckpoint],
     *,
     progress: Callable[[int], None] | None = None,
     start: merkle.CompactRange | None = None,
+    segmented: Segmented | None = None,
 ) -> ReplayResult:
     """Replay the log that ``entries()`` yields as ``(index, body, stored leaf hash or None)``.
 
@@ -87,10 +106,18 @@ def replay(
     only if a root does not match is the log read again, entry by entry, to name the first entry
     that differs from what was stored. Entries after the last checkpoint, which no signature
     covers yet, get the entry-by-entry checks at once.
+
+    With ``segmented`` (a full replay only), the log is replayed in segments by several processes
+    at once (``replay_segments``); should anything there fail, the replay runs again in this
+    process, which names the fault.
     """
     ordered = sorted(checkpoints, key=lambda c: c.checkpoint.size)
     begin = start or merkle.CompactRange()
     signed_up_to = ordered[-1].checkpoint.size if ordered else begin.size
+    if segmented is not None and start is None:
+        result = replay_segments(segmented, ordered, thorough_from=signed_up_to, progress=progress)
+        if result is not None:
+            return result
     try:
         return _replay(entries(), ordered, thorough_from=signed_up_to, progress=progress, start=begin)
     except VerificationFailed as failure:
@@ -100,13 +127,18 @@ def replay(
 
 
 def _replay(
-    entries: Iterable[tuple[int, bytes, bytes | None]],
+    entries: Entries,
     pending: Sequence[SignedCheckpoint],
     *,
     thorough_from: int,
     progress: Callable[[int], None] | None,
     start: merkle.CompactRange,
+    offset: int = 0,
+    edges: dict[int, list[bytes]] | None = None,
 ) -> ReplayResult:
+    """The replay loop. With ``offset``, ``entries`` start at that index and are replayed as a
+    tree of their own (a segment); then the right edge at each checkpoint's size is kept in
+    ``edges`` rather than checked, which needs the segments before it."""
     # Written out by hand, no helper call per entry: this loop runs once per entry of the log.
     sha256 = hashlib.sha256
     index_key = _INDEX_KEY
@@ -116,20 +148,23 @@ def _replay(
 
     def settle() -> int:
         nonlocal position
-        while position < len(pending) and pending[position].checkpoint.size == size:
+        while position < len(pending) and pending[position].checkpoint.size == size + offset:
             signed = pending[position]
-            if merkle.CompactRange(size, stack).root() != signed.checkpoint.root:
+            if edges is not None:
+                edges[size + offset] = list(stack)
+            elif merkle.CompactRange(size, stack).root() != signed.checkpoint.root:
                 raise VerificationFailed(
                     signed.label, f"the signed root does not match the root of entries 0..{size - 1}"
                 )
             position += 1
-        return pending[position].checkpoint.size if position < len(pending) else -1
+        return pending[position].checkpoint.size - offset if position < len(pending) else -1
 
     next_size = settle()
+    thorough_from -= offset
     for index, body, stored_leaf in entries:
-        if index != size:
-            if index > size:
-                raise VerificationFailed(f"entry {size}", f"missing (the next stored entry is {index})")
+        if index != size + offset:
+            if index > size + offset:
+                raise VerificationFailed(f"entry {size + offset}", f"missing (the next stored entry is {index})")
             raise VerificationFailed(f"entry {index}", "stored twice or out of order")
         leaf = sha256(b"\x00" + body).digest()
         if size >= thorough_from:
@@ -156,9 +191,87 @@ def _replay(
         raise VerificationFailed(
             pending[position].label, f"the log holds only {size} entries: entries were removed from its end"
         )
+    if edges is not None:
+        edges[size + offset] = list(stack)
     if progress is not None:
         progress(size)
     return ReplayResult(
         tree_size=size, root=merkle.CompactRange(size, stack).root(), checkpoints_checked=len(pending),
         verified_from=start.size,
     )  # fmt: skip
+
+
+def segment_bounds(size: int, parts: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges covering ``0..size`` in about ``parts`` equal pieces, each starting at a
+    multiple of the largest power of two not above its length: replayed as trees of their own,
+    their right edges add up to the whole tree's (``merkle.CompactRange.extend``)."""
+    bounds = [size]
+    for part in range(parts - 1, 0, -1):
+        target = size * part // parts
+        if not 0 < target < bounds[-1]:
+            continue
+        step = 1 << ((bounds[-1] - target).bit_length() - 1)
+        bounds.append(-(-target // step) * step)  # rounded up: still below the next bound
+    bounds.append(0)
+    return list(pairwise(reversed(bounds)))
+
+
+_SEGMENT_ENTRIES: Callable[[int, int], Entries] | None = None
+
+
+def _adopt(entries: Callable[[int, int], Entries]) -> None:
+    global _SEGMENT_ENTRIES
+    _SEGMENT_ENTRIES = entries
+
+
+def _replay_segment(job: tuple[int, int, list[SignedCheckpoint], int]) -> dict[int, list[bytes]] | None:
+    """In a child: a segment's right edge at each checkpoint inside it and at its end, or ``None``
+    on any fault (an exception does not cross back intact: the parent replays again instead)."""
+    lo, hi, pending, thorough_from = job
+    assert _SEGMENT_ENTRIES is not None
+    edges: dict[int, list[bytes]] = {}
+    try:
+        result = _replay(
+            _SEGMENT_ENTRIES(lo, hi), pending, thorough_from=thorough_from, progress=None,
+            start=merkle.CompactRange(), offset=lo, edges=edges,
+        )  # fmt: skip
+    except Exception:  # any fault: the replay in the parent names it
+        return None
+    return edges if result.tree_size == hi - lo else None
+
+
+def replay_segments(
+    segmented: Segmented,
+    ordered: Sequence[SignedCheckpoint],
+    *,
+    thorough_from: int,
+    progress: Callable[[int], None] | None,
+) -> ReplayResult | None:
+    """The full replay, its segments (``segment_bounds``) replayed by forked children at once and
+    their right edges added up here, each checkpoint's root checked on the sum. ``None`` where a
+    segment fails, comes short, or a checkpoint does not match (the caller replays in one process
+    then, and names the fault); or where this process may not have children (a daemonic one)."""
+    if multiprocessing.current_process().daemon or any(not 0 <= c.checkpoint.size <= segmented.size for c in ordered):
+        return None
+    bounds = segment_bounds(segmented.size, segmented.processes)
+    jobs = [(lo, hi, [c for c in ordered if lo < c.checkpoint.size <= hi], thorough_from) for lo, hi in bounds]
+    tree = merkle.CompactRange()
+    if any(c.checkpoint.root != tree.root() for c in ordered if c.checkpoint.size == 0):
+        return None
+    if segmented.before_fork is not None:
+        segmented.before_fork()
+    # With fork, the initializer's argument is inherited, not pickled.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(len(jobs), initializer=_adopt, initargs=(segmented.entries,)) as pool:
+        for (lo, hi, pending, _), edges in zip(jobs, pool.imap(_replay_segment, jobs), strict=True):
+            if edges is None:
+                return None
+            for signed in pending:
+                at = merkle.CompactRange(tree.size, tree.hashes)
+                at.extend(merkle.CompactRange(signed.checkpoint.size - lo, edges[signed.checkpoint.size]))
+                if at.root() != signed.checkpoint.root:
+                    return None
+            tree.extend(merkle.CompactRange(hi - lo, edges[hi]))
+            if progress is not None:
+                progress(tree.size)
+    return ReplayResult(tree_size=tree.size, root=tree.root(), checkpoints_checked=len(ordered))
