@@ -286,7 +286,7 @@ def _record_deferred(
         parts.append((head, tail))
         row = _entry_row(0, b"", b"", created_at, request)
         params += [k, head, tail, created_at, *row[4:], project]
-    cursor.execute(_RECORD.format(values=", ".join([_RECORD_ROW] * len(requests))), params)
+    cursor.execute(_RECORD.format(values=", ".join([_RECORD_ROW] * len(requests))), params, prepare=True)
     written = {}
     for k, index, inserted in cursor.fetchall():
         if inserted:
@@ -299,14 +299,24 @@ def _record_deferred(
 def _append_deferred(
     requests: Sequence[AppendRequest], payloads: list[bytes], projects: list[int | None], now: datetime
 ) -> list[Appended]:
+    import psycopg
+
     appended: dict[int, Appended] = {}
     todo = list(range(len(requests)))
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    # The record statement goes through a cursor that binds on the server, and is prepared once
+    # per connection and number of entries: PostgreSQL plans it in about 0.5 ms, longer than it
+    # takes to run, and every governed change would plan it again. Django's own cursors bind on
+    # the client, which cannot prepare.
+    with (
+        transaction.atomic(savepoint=False),
+        connection.cursor() as cursor,
+        psycopg.Cursor(connection.connection) as prepared,
+    ):
         while todo:
             for start in range(0, len(todo), _RESERVE_CHUNK):
                 chunk = todo[start : start + _RESERVE_CHUNK]
                 written = _record_deferred(
-                    cursor, [requests[p] for p in chunk], [payloads[p] for p in chunk], [projects[p] for p in chunk],
+                    prepared, [requests[p] for p in chunk], [payloads[p] for p in chunk], [projects[p] for p in chunk],
                     now,
                 )  # fmt: skip
                 appended.update((chunk[k], item) for k, item in written.items())
