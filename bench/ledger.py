@@ -5,8 +5,9 @@ in a fresh temporary var/; set ``SQLITE_SYNCHRONOUS=NORMAL`` to measure that mod
 object. ``BENCH_LEDGER_SIZE`` sets the tree size for the verification and proof figures (default
 1,000,000); ``BENCH_LEDGER_RATE_S`` the seconds each append-rate measurement runs (default 10).
 The full verification runs as configured (``LEDGER_VERIFY_PROCESSES``: the log replayed in
-segments by that many processes, by default one per core) and in one process, in turns, three
-times each: ``verify_s`` and ``verify_one_process_s`` are the medians. After it, 10,000 entries
+segments by that many processes, by default one per core) and in one process, in turns,
+``BENCH_LEDGER_VERIFY_TURNS`` times each (default 3): ``verify_s`` and ``verify_one_process_s`` are
+the medians. After it, 10,000 entries
 are appended and checkpointed and verified incrementally (``ledger verify --incremental``):
 ``incremental_verify_s``. Concurrent writers on PostgreSQL: ``bench.ledger_scale``.
 """
@@ -66,9 +67,9 @@ def main() -> None:
     size = tree_size()
 
     # The full verification as it runs (``LEDGER_VERIFY_PROCESSES``, by default every core) and
-    # in one process, taking turns three times: each is reported by its median.
+    # in one process, taking turns: each is reported by its median.
     verify_runs: dict[int, list[float]] = {settings.LEDGER_VERIFY_PROCESSES: [], 1: []}
-    for _ in range(3):
+    for _ in range(int(os.environ.get("BENCH_LEDGER_VERIFY_TURNS", "3"))):
         for processes, runs in verify_runs.items():
             with override_settings(LEDGER_VERIFY_PROCESSES=processes):
                 started = time.perf_counter()
