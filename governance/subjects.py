@@ -15,7 +15,7 @@ apps registered them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,9 @@ class SubjectType:
     # Why a request for an action on this object may not be opened or approved now, in words (a
     # waiver of a run that never reached a verdict); None when it may. Called with (object, action).
     not_now: Callable[[Any, str], str | None] | None = None
+    # Each subject's own name (subject id -> ``str`` of the object), for lists that name the
+    # subjects of many requests: one query instead of one ``get`` per request.
+    names_by_id: Callable[[list[str]], dict[str, str]] | None = None
 
     def admits(self, action: str) -> None:
         """Refuse (400, naming the action) an action this subject type does not admit."""
@@ -98,12 +101,35 @@ def subject_types() -> list[str]:
 def request_in_words(action: str, subject_type: str, subject_id: str) -> str:
     """What a request asks, as a person reads it: the action's verb and the subject by its own name
     ("use for training: assistant/tickets v1"); a subject that no longer exists by its type and id."""
-    verb = action.partition(".")[2].replace("_", " ") or action
-    kind = _TYPES.get(subject_type)
-    obj = kind.get(subject_id) if kind is not None else None
-    if obj is None:
-        return f"{verb}: {subject_type.replace('_', ' ')} {subject_id} (no longer exists)"
-    return f"{verb}: {obj}"
+    return requests_in_words([(action, subject_type, subject_id)])[0]
+
+
+def requests_in_words(requests: Sequence[tuple[str, str, str]]) -> list[str]:
+    """``request_in_words`` of each ``(action, subject type, subject id)``, the subjects of a type
+    named in one query where the type can (``names_by_id``)."""
+    wanted: dict[str, set[str]] = {}
+    for _, kind, pk in requests:
+        wanted.setdefault(kind, set()).add(pk)
+    names: dict[tuple[str, str], str] = {}
+    for kind, ids in wanted.items():
+        found = _TYPES.get(kind)
+        if found is None:
+            continue
+        if found.names_by_id is not None:
+            names.update(((kind, pk), name) for pk, name in found.names_by_id(sorted(ids)).items())
+            continue
+        for pk in ids:
+            obj = found.get(pk)
+            if obj is not None:
+                names[kind, pk] = str(obj)
+    out = []
+    for action, kind, pk in requests:
+        verb = action.partition(".")[2].replace("_", " ") or action
+        name = names.get((kind, pk))
+        out.append(
+            f"{verb}: {name}" if name is not None else f"{verb}: {kind.replace('_', ' ')} {pk} (no longer exists)"
+        )
+    return out
 
 
 def subject_actions() -> dict[str, str]:
@@ -124,6 +150,16 @@ def subject_summary(name: str, obj: Any) -> list[Fact]:
 def subject_ids(ids: Iterable[str]) -> list[int]:
     """The ids that can name a row (ASCII digits within the database's integers), as integers."""
     return [int(pk) for pk in map(str, ids) if pk.isascii() and pk.isdigit() and int(pk) < 2**63]
+
+
+def names_by_pk(model: Any, *related: str) -> Callable[[list[str]], dict[str, str]]:
+    """A ``names_by_id``: each row's ``str``, its ``related`` rows read in the same query."""
+
+    def names(ids: list[str]) -> dict[str, str]:
+        rows = model.objects.select_related(*related).filter(pk__in=subject_ids(ids))
+        return {str(row.pk): str(row) for row in rows}
+
+    return names
 
 
 def authors_by_field(model: Any, field: str) -> Callable[[list[str]], dict[str, list[int]]]:

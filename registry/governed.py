@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
+from governance.subjects import (
+    Fact,
+    SubjectType,
+    authors_by_field,
+    names_by_pk,
+    register_subject_type,
+    register_summary,
+)
 
 
 def _dataset_version(pk: str) -> Any:
@@ -175,6 +182,7 @@ def register() -> None:
             context=_dataset_version_context,
             authors=lambda version: [version.created_by_id],
             authors_by_id=authors_by_field(DatasetVersion, "created_by"),
+            names_by_id=names_by_pk(DatasetVersion, "dataset__project"),
         )
     )
     register_check("personal_data_reviewed", "dataset_version", _personal_data_reviewed)
@@ -191,6 +199,7 @@ def register() -> None:
             actions=("model_version.deploy",),
             authors=lambda version: [version.created_by_id],
             authors_by_id=authors_by_field(ModelVersion, "created_by"),
+            names_by_id=names_by_pk(ModelVersion, "model__project"),
         )
     )
     register_summary("model_version", _lineage_facts)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
+from governance.subjects import (
+    Fact,
+    SubjectType,
+    authors_by_field,
+    names_by_pk,
+    register_subject_type,
+    register_summary,
+)
 
 PARAMS = {"profile": str, "max_age_days": int}
 
@@ -104,6 +111,7 @@ def register() -> None:
             context=_deployment_context,
             on_approved=_on_approved,
             authors=lambda d: [d.requested_by_id], authors_by_id=authors_by_field(Deployment, "requested_by"),
+            names_by_id=names_by_pk(Deployment, "project"),
         )
     )  # fmt: skip
     register_summary("deployment", _deployment_facts)

@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
+from governance.subjects import (
+    Fact,
+    SubjectType,
+    authors_by_field,
+    names_by_pk,
+    register_subject_type,
+    register_summary,
+)
 
 
 def _classification(pk: str) -> Any:
@@ -106,6 +113,7 @@ def register() -> None:
             digest=classification_digest, describe=_describe, actions=(APPROVE_ACTION,),
             context=classification_context, on_approved=on_classification_approved, on_closed=on_classification_closed,
             authors=lambda c: [c.created_by_id], authors_by_id=authors_by_field(AISystemClassification, "created_by"),
+            names_by_id=names_by_pk(AISystemClassification, "system__project"),
             not_now=classification_not_now,
         )
     )  # fmt: skip

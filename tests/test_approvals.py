@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audits.ledger.models import Entry
@@ -363,6 +365,43 @@ def test_the_admin_inbox_decides_through_the_service(client: Any, people: dict[s
     )
     assert "deciding needs one of the roles data_steward" in response.content.decode()
     assert ApprovalRequest.objects.get(pk=other.pk).state == ApprovalState.PENDING
+
+
+@pytest.mark.django_db
+def test_the_inbox_says_what_each_request_asks_naming_subjects_a_type_at_a_time(
+    client: Any, people: dict[str, Any]
+) -> None:
+    versions = [_version(people) for _ in range(6)]
+    requests = [_submit(people, version) for version in versions]
+    admin_login(client, people["data_steward"])
+    page = "/admin/governance/approvalrequest/?state__exact=pending"
+    listing = client.get(page).content.decode()
+    for version in versions:
+        assert f'<td class="field-asks">use for training: {version}</td>' in listing  # "… assistant/d5 v1"
+    assert 'class="field-action"' not in listing and 'class="field-subject"' not in listing
+    with CaptureQueriesContext(connection) as six:
+        client.get(page)
+    _submit(people, _version(people))
+    with CaptureQueriesContext(connection) as seven:
+        client.get(page)
+    assert len(seven) == len(six)  # one more row, no more queries: the names come in one
+    title = client.get(f"/admin/governance/approvalrequest/{requests[0].pk}/change/").content.decode()
+    assert f"<title>Request #{requests[0].pk}: use for training: {versions[0]} |" in title
+
+
+@pytest.mark.django_db
+def test_every_subject_type_names_its_subjects_in_bulk_as_one_at_a_time(people: dict[str, Any]) -> None:
+    from governance.subjects import subject_type, subject_types
+    from tests.test_permission_matrix import MEMBERS, _scenario
+
+    members = {role: get_user_model().objects.create_user(username=f"m-{role}") for role in MEMBERS}
+    _scenario("own", people, members)
+    ids = [str(pk) for pk in range(1, 40)] + ["0", "x", "²", str(2**63)]
+    for name in subject_types():
+        kind = subject_type(name)
+        one_at_a_time = {pk: str(obj) for pk in ids if (obj := kind.get(pk)) is not None}
+        assert one_at_a_time, f"the scenario made no {name}"
+        assert kind.names_by_id is not None and kind.names_by_id(ids) == one_at_a_time, name
 
 
 @pytest.mark.django_db

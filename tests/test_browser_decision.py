@@ -7,13 +7,15 @@ evidence as it stands now and the subject's personal-data summary. On the first,
 slot is filled, the officer's approval approves it; on the second, nobody's slot is filled yet, so
 the approval fills the officer's slot and the page says the steward's stays open. The steward
 then signs in, finds that request waiting on their home page and fills the last slot. The
-database and the ledger then say what the pages said. Screenshots and accessibility checks of every page:
+database and the ledger then say what the pages said, and the inbox lists both requests by what
+they ask. Screenshots and accessibility checks of every page:
 tests/browser.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -121,10 +123,20 @@ def test_an_officer_decides_on_the_decision_page(people: dict[str, Any], live_se
         expect(page.locator("#slots tr.slot-open")).to_have_count(0)
         pages.shot("steward-approved")
 
+        # 5. The inbox lists every request by what it asks, the subject by its own name.
+        pages.goto("/admin/governance/approvalrequest/")
+        expect(page.locator("#changelist")).to_contain_text("0 approval requests")  # none waits for the steward
+        page.locator("#changelist-filter a[href='?waiting=all']").click()  # who may decide: All
+        asks = page.locator("#result_list td.field-asks")
+        expect(asks).to_have_count(2)
+        for cell in asks.all():
+            expect(cell).to_have_text(re.compile(r"^use for training: assistant/d\d+ v1$"))
+        pages.shot("inbox")
+
     assert pages.names() == [
         "01-login.png", "02-mfa-enrol.png", "03-mfa-enrolled.png", "04-home.png", "05-decision.png",
         "06-decision-dark.png", "07-approved.png", "08-slot-filled.png", "09-home-after.png", "10-login.png",
-        "11-mfa-enrol.png", "12-mfa-enrolled.png", "13-home.png", "14-steward-approved.png",
+        "11-mfa-enrol.png", "12-mfa-enrolled.png", "13-home.png", "14-steward-approved.png", "15-inbox.png",
     ]  # fmt: skip
     # What the pages said is what the database and the ledger hold.
     assert ApprovalRequest.objects.get(pk=steward_done.pk).state == ApprovalState.APPROVED

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
+from governance.subjects import (
+    Fact,
+    SubjectType,
+    authors_by_field,
+    names_by_pk,
+    register_subject_type,
+    register_summary,
+)
 
 
 def _run(pk: str) -> Any:
@@ -127,6 +134,7 @@ def register() -> None:
             on_approved=on_run_approved,
             authors=lambda run: [run.requested_by_id],
             authors_by_id=authors_by_field(FineTuneRun, "requested_by"),
+            names_by_id=names_by_pk(FineTuneRun, "project"),
         )
     )
     register_check("datasets_approved", "fine_tune_run", datasets_approved)
@@ -147,6 +155,7 @@ def register() -> None:
             digest=optimisation_run_digest, describe=_describe_optimisation, actions=(OPTIMISATION_ACTION,),
             on_approved=on_optimisation_run_approved, authors=lambda run: [run.requested_by_id],
             authors_by_id=authors_by_field(OptimisationRun, "requested_by"),
+            names_by_id=names_by_pk(OptimisationRun, "project", "source__model__project"),
         )
     )  # fmt: skip
     register_check("evaluation_set_approved", "optimisation_run", evaluation_set_approved)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from governance.evidence import register_check
-from governance.subjects import Fact, SubjectType, authors_by_field, register_subject_type, register_summary
+from governance.subjects import (
+    Fact,
+    SubjectType,
+    authors_by_field,
+    names_by_pk,
+    register_subject_type,
+    register_summary,
+)
 
 PARAMS = {"profile": str, "max_age_days": int}
 
@@ -101,6 +108,7 @@ def register() -> None:
                 name=name, get=_getter(model.__name__), project=lambda audit: audit.project, digest=audit_digest,
                 describe=_describe, actions=(f"{name}.run", f"{name}.waive"), on_approved=on_audit_approved,
                 authors=lambda audit: [audit.requested_by_id], authors_by_id=authors_by_field(model, "requested_by"),
+                names_by_id=names_by_pk(model, "model_version__model__project"),
                 not_now=audit_not_now,
             )
         )  # fmt: skip

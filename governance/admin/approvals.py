@@ -22,6 +22,7 @@ from governance.models import ApprovalRequest, ApprovalState
 from governance.rules import outcome_in_words
 from governance.selectors import approval_ids_waiting_for
 from governance.services import approval_request_decide
+from governance.subjects import request_in_words, requests_in_words
 
 
 class DecisionActionForm(ActionForm):
@@ -89,6 +90,15 @@ class InboxChangeList(ChangeList):
         waiting = Case(When(pk__in=ids, then=Value(True)), default=Value(False)) if ids else Value(False)
         return queryset.annotate(waiting=ExpressionWrapper(waiting, output_field=BooleanField()))
 
+    def get_results(self, request: HttpRequest) -> None:
+        """The page's rows, each with what it asks in words (its subjects named a type at a time)."""
+        super().get_results(request)
+        rows = list(self.result_list)
+        asked = requests_in_words([(row.action, row.subject_type, row.subject_id) for row in rows])
+        for row, words in zip(rows, asked, strict=True):
+            row.in_words = words
+        self.result_list = rows
+
 
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(ProjectScopedAdmin):
@@ -100,7 +110,7 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
 
     # Short columns: at 1280 px the list sits beside the filter panel, and a wider table scrolls (the
     # newest first; the filter panel picks by date asked).
-    list_display = ["id", "waiting_for_me", "state", "action", "subject", "project", "requester", "expires"]
+    list_display = ["id", "waiting_for_me", "state", "asks", "project", "requester", "expires"]
     list_filter = [WaitingForMeFilter, "state", PROJECT_FILTER, "subject_type", "created_at"]
     list_select_related = ["project", "requester"]
     search_fields = ["subject_id", "action", "comment"]
@@ -127,9 +137,12 @@ class ApprovalRequestAdmin(ProjectScopedAdmin):
     def waiting_for_me(self, obj: ApprovalRequest) -> bool:
         return bool(getattr(obj, "waiting", False))
 
-    @admin.display(description="subject", ordering="subject_type")
-    def subject(self, obj: ApprovalRequest) -> str:
-        return f"{obj.subject_type} {obj.subject_id}"
+    @admin.display(description="request", ordering="action")
+    def asks(self, obj: ApprovalRequest) -> str:
+        """What it asks and about which subject, by the subject's own name ("use for training:
+        assistant/tickets v1")."""
+        words = getattr(obj, "in_words", None)
+        return words if words is not None else request_in_words(obj.action, obj.subject_type, obj.subject_id)
 
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj: ApprovalRequest) -> str:

@@ -30,7 +30,7 @@ from governance.rules import evidence_in_words, outcome_in_words, role_in_words,
 from governance.selectors import approval_get, approval_ledger_entries, approval_may_decide
 from governance.services import approval_request_decide
 from governance.services.approvals import approval_request_recheck
-from governance.subjects import subject_summary, subject_type
+from governance.subjects import request_in_words, subject_summary, subject_type
 
 TEMPLATE = "admin/governance/approvalrequest/decision.html"
 
@@ -189,8 +189,9 @@ def decision_page(model_admin: ModelAdmin[Any], request: HttpRequest, object_id:
         else:
             messages.success(request, outcome_in_words(decided))
             return HttpResponseRedirect(request.path)
+    asks = request_in_words(approval.action, approval.subject_type, approval.subject_id)
     context = {
         **model_admin.admin_site.each_context(request), "opts": model_admin.opts,
-        "title": f"Request #{approval.pk}: {approval.action}", **decision_context(request, approval, form),
+        "title": f"Request #{approval.pk}: {asks}", **decision_context(request, approval, form),
     }  # fmt: skip
     return TemplateResponse(request, TEMPLATE, context)
