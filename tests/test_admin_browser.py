@@ -104,7 +104,7 @@ def test_officer_signs_in_with_mfa_approves_sees_the_ledger_and_downloads_a_repo
         link = f"a[href$='/approvalrequest/{approval.pk}/change/']"
         row = page.locator("#result_list tbody tr", has=page.locator(link))
         expect(row.locator("td.field-state")).to_have_text("Pending")
-        expect(row).to_contain_text("dataset_version.use_for_training")
+        expect(row.locator("td.field-asks")).to_have_text("use for training: assistant/tickets v1")
         pages.shot("inbox")
         row.locator(link).click()
         page.wait_for_selector("text=for the tone fine-tune")

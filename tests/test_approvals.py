@@ -396,9 +396,12 @@ def test_every_subject_type_names_its_subjects_in_bulk_as_one_at_a_time(people: 
 
     members = {role: get_user_model().objects.create_user(username=f"m-{role}") for role in MEMBERS}
     _scenario("own", people, members)
-    ids = [str(pk) for pk in range(1, 40)] + ["0", "x", "²", str(2**63)]
+    oddities = ["0", "x", "²", str(2**63)]
     for name in subject_types():
         kind = subject_type(name)
+        # Every subject the scenario made has its ledger entries (primary keys differ by database).
+        made = Entry.objects.filter(subject_type=name).values_list("subject_id", flat=True).distinct()
+        ids = [*made, *oddities]
         one_at_a_time = {pk: str(obj) for pk in ids if (obj := kind.get(pk)) is not None}
         assert one_at_a_time, f"the scenario made no {name}"
         assert kind.names_by_id is not None and kind.names_by_id(ids) == one_at_a_time, name
