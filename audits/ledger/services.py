@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -125,25 +126,75 @@ def entry_document(index: int, created_at: datetime, request: AppendRequest) -> 
     }
 
 
+def canonical_text(value: Any) -> bytes:
+    """``rfc8785.dumps`` of a string or None, without the general encoder. For strings, JSON's own
+    escaping with ``ensure_ascii`` off is RFC 8785's: the quote and the backslash, the short
+    escapes of backspace, form feed, newline, carriage return and tab, ``\\u00xx`` in lower case
+    for the other control characters, and nothing else. A lone surrogate fails to encode as UTF-8
+    and goes to rfc8785, which refuses it as before; so does any other type."""
+    if value is None:
+        return b"null"
+    if isinstance(value, str):
+        try:
+            return encode_basestring(value).encode()
+        except UnicodeEncodeError:
+            pass
+    return rfc8785.dumps(value)
+
+
 def canonical_body(index: int, created_at: datetime, request: AppendRequest, payload: bytes) -> bytes:
     """``rfc8785.dumps(entry_document(...))``, assembled from the already canonical payload bytes:
     RFC 8785 orders object keys by their UTF-16 code units, so the envelope's (ASCII) keys always
     come in this order, and the payload is canonicalised once instead of twice."""
-    document = entry_document(index, created_at, request)
-    dumps = rfc8785.dumps
+    text, actor, subject = canonical_text, request.actor, request.subject
     return b"".join(
         (
-            b'{"action":', dumps(document["action"]),
-            b',"actor":', dumps(document["actor"]),
-            b',"index":', b"%d" % index,
+            b'{"action":', text(request.action),
+            b',"actor":{"id":', text(actor.id), b',"name":', text(actor.name),
+            b'},"index":', b"%d" % index,
             b',"payload":', payload,
-            b',"policy_hash":', dumps(document["policy_hash"]),
-            b',"request_id":', dumps(document["request_id"]),
-            b',"subject":', dumps(document["subject"]),
-            b',"time":', dumps(document["time"]),
+            b',"policy_hash":', text(request.policy_hash),
+            b',"request_id":', text(request.request_id),
+            b',"subject":', b"null" if subject is None else b"".join((
+                b'{"digest":', text(subject.digest), b',"id":', text(subject.id),
+                b',"type":', text(subject.type), b"}",
+            )),
+            b',"time":', text(created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
             b',"v":', b"%d}" % ENTRY_VERSION,
         )
     )  # fmt: skip
+
+
+class _DriverCursor:
+    """The database driver's own cursor, its errors raised as Django's: the inline append is the
+    hottest write, and Django's cursor wrapper (execute hooks, placeholder rewriting per statement)
+    cost an embedded append about 15 % of its throughput. Statements are written with ``%s``."""
+
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        self.raw = connection.connection.cursor()
+        self.qmark = connection.vendor == "sqlite"
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%s", "?") if self.qmark else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with connection.wrap_database_errors:
+            self.raw.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with connection.wrap_database_errors:
+            self.raw.executemany(self._sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        with connection.wrap_database_errors:
+            return self.raw.fetchone()
+
+    def __enter__(self) -> _DriverCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
 
 
 def _lock_head(cursor: Any) -> merkle.CompactRange:
@@ -172,7 +223,7 @@ def ledger_append_many(requests: Sequence[AppendRequest]) -> list[Appended]:
     if settings.LEDGER_SEQUENCING == "deferred" and connection.vendor == "postgresql":
         return _append_deferred(requests, payloads, projects, now)
     adapt = connection.ops.adapt_datetimefield_value
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), _DriverCursor() as cursor:
         tree = _lock_head(cursor)
         appended: list[Appended] = []
         entry_rows, node_rows = [], []

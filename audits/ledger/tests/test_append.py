@@ -23,6 +23,7 @@ from audits.ledger.services import (
     LedgerError,
     Subject,
     canonical_body,
+    canonical_text,
     checkpoint_create,
     entry_document,
     ledger_append,
@@ -180,13 +181,23 @@ json_values = st.recursive(
 )
 
 
+# Every code point, the lone surrogates and the control characters included.
+any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
+
+
 @settings(max_examples=200, deadline=None)
-@given(payload=json_values, name=st.text(min_size=1, max_size=20), request_id=st.none() | st.text(max_size=20))
-def test_assembled_body_is_exactly_the_rfc8785_form(payload: object, name: str, request_id: str | None) -> None:
+@given(
+    payload=json_values, name=st.text(min_size=1, max_size=20), request_id=st.none() | st.text(max_size=20),
+    subject=st.none()
+    | st.builds(Subject, type=st.text(max_size=8), id=st.text(max_size=8), digest=st.none() | st.text(max_size=8)),
+)  # fmt: skip
+def test_assembled_body_is_exactly_the_rfc8785_form(
+    payload: object, name: str, request_id: str | None, subject: Subject | None
+) -> None:
     request = AppendRequest(
         actor=Actor(id="7", name=name),
         action="test.event",
-        subject=Subject(type="thing", id=name, digest=None),
+        subject=subject,
         payload=payload,
         policy_hash="sha256:00",
         request_id=request_id,
@@ -194,3 +205,17 @@ def test_assembled_body_is_exactly_the_rfc8785_form(payload: object, name: str, 
     when = datetime(2026, 11, 27, 23, 59, 59, 123456, tzinfo=UTC)
     expected = rfc8785.dumps(entry_document(41, when, request))
     assert canonical_body(41, when, request, rfc8785.dumps(payload)) == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=st.none() | any_text | st.sampled_from(["\ud800", "a\udfff", '\x00\x1f\x7f\u2028"\\\b\f\n\t', "é😀"]))
+def test_canonical_text_is_rfc8785_or_refused_alike(value: str | None) -> None:
+    """The envelope's strings skip the general encoder: byte for byte its output, and a string it
+    refuses (a lone surrogate) is refused with its error."""
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        with pytest.raises(type(exc)):
+            canonical_text(value)
+        return
+    assert canonical_text(value) == expected
