@@ -39,7 +39,8 @@ OWN_SERVICE = (
 
 PURE = (
     "pure: the test's module uses none of what the passes differ in (the database, the broker, the cache), "
-    "so it runs in the embedded pass only: in scale mode it would run the very same code again"
+    "so it runs in one pass only (PURE_TESTS_PASS, by default the embedded one): the other would run the same "
+    "code again"
 )
 # What a test that uses the database asks for; a test marked pure asking for one is a mistake.
 DATABASE_FIXTURES = {
@@ -58,7 +59,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In scale mode (``DATABASE_URL`` set), skip the tests marked ``own_service`` and those that use
-    ``fresh_env``, and the tests marked ``pure``: what they run does not depend on the pass. A test
+    ``fresh_env``; skip the tests marked ``pure`` in the pass that ``PURE_TESTS_PASS`` does not name
+    (by default the scale pass): what they run does not depend on the pass. A test
     marked ``pure`` that asks for the database is refused in both passes (in the embedded pass,
     pytest-django also refuses any database access of a test not marked ``django_db``)."""
     for item in items:
@@ -66,17 +68,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
         ):
             raise pytest.UsageError(f"{item.nodeid} is marked pure but uses the database")
-    if not os.environ.get("DATABASE_URL"):
-        return
-    own = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
+    # Which pass runs the pure tests: the embedded one, unless ``PURE_TESTS_PASS=scale`` (set by
+    # bin/test-both, where the scale pass is otherwise the shorter of the two side by side).
+    pure_pass = os.environ.get("PURE_TESTS_PASS", "embedded")
+    if pure_pass not in ("embedded", "scale"):
+        raise pytest.UsageError(f"PURE_TESTS_PASS is {pure_pass!r}; expected embedded or scale")
+    running = "scale" if os.environ.get("DATABASE_URL") else "embedded"
     pure = pytest.mark.skip(
-        reason="pure: uses neither the database, the broker nor the cache; the embedded pass runs it"
+        reason=f"pure: uses neither the database, the broker nor the cache; the {pure_pass} pass runs it"
     )
+    own = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
     for item in items:
-        if item.get_closest_marker("own_service") or "fresh_env" in getattr(item, "fixturenames", ()):
+        if item.get_closest_marker("pure"):
+            if running != pure_pass:
+                item.add_marker(pure)
+        elif running == "scale" and (
+            item.get_closest_marker("own_service") or "fresh_env" in getattr(item, "fixturenames", ())
+        ):
             item.add_marker(own)
-        elif item.get_closest_marker("pure"):
-            item.add_marker(pure)
 
 
 def require_tool(present: bool, what: str) -> None:
