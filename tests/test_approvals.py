@@ -376,9 +376,12 @@ def test_the_inbox_says_what_each_request_asks_naming_subjects_a_type_at_a_time(
     admin_login(client, people["data_steward"])
     page = "/admin/governance/approvalrequest/?state__exact=pending"
     listing = client.get(page).content.decode()
-    for version in versions:
+    for version, request in zip(versions, requests, strict=True):
         assert f'<td class="field-asks">use for training: {version}</td>' in listing  # "… assistant/d5 v1"
+        # The row's checkbox is named by the same words, for a screen reader.
+        assert f'aria-label="Select request #{request.pk}: use for training: {version}"' in listing
     assert 'class="field-action"' not in listing and 'class="field-subject"' not in listing
+    assert 'id="action-toggle"' in listing  # the column's select-all box stays
     with CaptureQueriesContext(connection) as six:
         client.get(page)
     _submit(people, _version(people))
