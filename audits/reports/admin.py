@@ -3,6 +3,7 @@ Generation goes through ``report_request`` like the API; rows are never edited h
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -43,6 +44,10 @@ class GenerateForm(forms.Form):
     period_end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
 
 
+# A label's parenthesised reference ("(GDPR Art. 30(1))", "(EU AI Act Annex IV)"), one level of nesting.
+_LEGAL_REFERENCE = re.compile(r" \((?:[^()]|\([^()]*\))*\)")
+
+
 @admin.register(ReportRun)
 class ReportRunAdmin(ReadOnlyAdmin):
     # Seven short columns, so the download stays on screen beside the filters at 1280 px.
@@ -74,7 +79,9 @@ class ReportRunAdmin(ReadOnlyAdmin):
     @admin.display(description="report", ordering="kind")
     def report(self, run: ReportRun) -> str:
         label = run.get_kind_display()
-        short = label.split(" (", 1)[0]  # "Records of processing (GDPR Art. 30(1))" -> "Records of processing"
+        # Without the legal reference, and what it documents kept: "Technical documentation of an
+        # AI system", not the model version's "Technical documentation of a model version".
+        short = _LEGAL_REFERENCE.sub("", label)
         return format_html('<span title="{}">{}</span> <span class="quiet">#{}</span>', label, short, run.pk)
 
     @admin.display(description="period", ordering="period_start")

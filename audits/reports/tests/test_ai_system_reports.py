@@ -208,3 +208,7 @@ def _requested_through_the_api_and_the_admin(world: dict[str, Any]) -> None:
     assert "documents one AI system: choose one" in refused
     assert client.post(url, {**form, "ai_system": system.pk}).status_code == 302
     assert ReportRun.objects.order_by("-pk").first().ai_system_id == system.pk
+    # The list names the kind without its legal reference, and says what it documents.
+    listing = client.get("/admin/reports/reportrun/").content.decode()
+    label = "Technical documentation (EU AI Act Annex IV) of an AI system"
+    assert f'<span title="{label}">Technical documentation of an AI system</span>' in listing
