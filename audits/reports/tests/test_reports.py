@@ -34,12 +34,12 @@ from governance.services import (
 
 pytestmark = pytest.mark.django_db
 TODAY = dt.date.today()
-WEEK = (TODAY - dt.timedelta(days=7), TODAY)
 
 
 def _generate(ready: dict[str, Any], kind: str, **extra: Any) -> ReportRun:
-    run = report_request(actor=ready["compliance_officer"], kind=kind, period_start=WEEK[0], period_end=WEEK[1],
-                         project=ready["project"], **extra)  # fmt: skip
+    today = dt.date.today()  # at the request, not at collection: a run may cross midnight
+    run = report_request(actor=ready["compliance_officer"], kind=kind, period_start=today - dt.timedelta(days=7),
+                         period_end=today, project=ready["project"], **extra)  # fmt: skip
     done = report_generate(report_pk=run.pk)  # what the reports.generate task runs
     assert done is not None and done.state == ReportState.DONE, done.error if done else "not claimed"
     assert report_generate(report_pk=run.pk) is None  # a second delivery does nothing
