@@ -44,6 +44,10 @@ class SeriousKind(models.TextChoices):
     WIDESPREAD_INFRINGEMENT = "widespread_infringement", "widespread infringement (Art. 3(61))"
 
 
+# The free text that may name the people harmed: sealed in the ledger, blanked by an erasure.
+FREE_TEXT_FIELDS = ("title", "description", "root_cause", "corrective_action")
+
+
 class Incident(models.Model):
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="incidents")
     number = models.PositiveIntegerField(help_text="the incident's number in its project (INC-<number>)")

@@ -9,7 +9,7 @@ classification are recorded in clear."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,13 +17,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from audits.ledger.services import Subject, ledger_append, vault_seal
+from audits.ledger.services import ERASED, Subject, data_subject_erase, ledger_append, vault_seal
 from common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from governance.models import Project
 from governance.permissions import is_platform_admin, project_roles_held, require_project_role
 from governance.roles import Role
 from incidents import rules
-from incidents.models import Incident, IncidentState, SeriousKind
+from incidents.models import FREE_TEXT_FIELDS, Incident, IncidentState, SeriousKind
 from serving.models import Deployment
 from systems.models import AISystem
 
@@ -331,6 +331,77 @@ def incident_close(*, actor: Any, incident: Incident, root_cause: str, correctiv
                      **_sealed(incident, root_cause=root_cause, corrective_action=corrective_action)},
         )  # fmt: skip
     return incident
+
+
+def _blanked(text: str, spans: list[tuple[int, int]], max_length: int) -> str:
+    for start, end in reversed(spans):  # from the end, so earlier spans keep their offsets
+        text = text[:start] + ERASED + text[end:]
+    return text[:max_length]
+
+
+def incident_text_erase(
+    *, actor: Any, incident: Incident, find: Callable[[str], list[tuple[int, int]]], reason: str
+) -> list[str]:
+    """Blank what ``find`` finds (a person's identifiers) in the incident's free text, for an
+    erasure (GDPR Art. 17): each span becomes ``[erased]`` on the row; the ledger's sealed copies
+    of the text, all under the incident's ``text_ref``, are crypto-shredded with that reference's
+    key (``data_subject_erase``, journalled, so a restore shreds it again); the blanked text is
+    sealed afresh under a new reference (``incident.text_erased``; a field blanked whole is
+    recorded as it reads), so the ledger still holds what the register says. Only a compliance
+    officer of the project (or a platform admin) may. Returns the fields changed; none changed,
+    nothing is written."""
+    _require_officer(actor, incident.project, "erasing personal data from an incident")
+    if not reason.strip():
+        raise invalid("reason", "may not be blank")
+    with transaction.atomic():
+        incident = _locked(incident)
+        texts = {name: getattr(incident, name) for name in FREE_TEXT_FIELDS}
+        changed = [name for name, text in texts.items() if find(text)]
+        if not changed:
+            return []
+        for name in changed:
+            texts[name] = _blanked(texts[name], find(texts[name]), MAX_TITLE if name == "title" else MAX_TEXT)
+            setattr(incident, name, texts[name])
+        shredded, incident.text_ref = incident.text_ref, f"incident-{uuid.uuid4().hex}"
+        incident.save(update_fields=[*changed, "text_ref"])
+        ledger_append(
+            actor=actor, action="incident.text_erased", subject=subject(incident),
+            payload={"fields": changed, "reason": reason, "previous_text_ref": shredded,
+                     # A text blanked whole names nobody: in clear (a restore blanks so without the vault's KEK).
+                     **{name: text for name, text in texts.items() if text == ERASED},
+                     **_sealed(incident, **{name: text for name, text in texts.items() if text and text != ERASED})},
+        )  # fmt: skip
+        data_subject_erase(actor=actor, subject_ref=shredded, reason=reason)
+    return changed
+
+
+RESTORE_REASON = "an erasure re-applied after a restore: the backup predates it"
+
+
+def incident_text_erase_restored(refs: set[str]) -> list[str]:
+    """A restore re-applies the erasure journal (``audits.ledger.backup.journal``): an incident
+    whose ``text_ref`` is among ``refs`` had its text blanked by an erasure after the backup was
+    taken, and the backup brought back the text from before it. The identifiers that erasure
+    blanked are shredded, so which words named the person can no longer be known: the whole of
+    the incident's free text is blanked, through ``incident_text_erase`` (the system account),
+    which shreds the reference's key again. Returns what it did, in words, for the restore."""
+    from django.contrib.auth import get_user_model
+
+    from governance.permissions import SYSTEM_USERNAME
+
+    incidents = list(Incident.objects.filter(text_ref__in=refs).select_related("project").order_by("pk"))
+    if not incidents:
+        return []
+    system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+    for incident in incidents:
+        incident_text_erase(
+            actor=system, incident=incident, find=lambda text: [(0, len(text))] if text else [], reason=RESTORE_REASON
+        )
+    names = ", ".join(str(incident) for incident in incidents)
+    return [
+        f"incidents: {len(incidents)} whose free text an erasure blanked after this backup was taken ({names}): "
+        "their free text is blanked whole (which words named the person is shredded with the erasure)"
+    ]
 
 
 def incident_clocks_check(*, actor: Any, now: datetime | None = None) -> dict[str, list[int]]:

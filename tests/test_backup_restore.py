@@ -220,6 +220,11 @@ from governance.permissions import SYSTEM_USERNAME
 system = get_user_model().objects.get(username=SYSTEM_USERNAME)
 sealed = vault_seal(subject_ref="drill-subject-1", value={"email": "ada@example.org"})
 ledger_append(actor=system, action="dataset_version.pii_found", payload={"who": sealed})
+from django.utils import timezone
+from governance.models import Project
+from incidents.services import incident_register
+incident_register(actor=system, project=Project.objects.get(slug="assistant"), title="Wrong invoice",
+                  description="Ada Lovelace was shown another customer's invoice.", aware_at=timezone.now())
 print(checkpoint_create().tree_size)
 """
 ERASE = """
@@ -233,6 +238,12 @@ from registry.models import DatasetVersion
 
 system = get_user_model().objects.get(username=SYSTEM_USERNAME)
 data_subject_erase(actor=system, subject_ref="drill-subject-1", reason="GDPR Art. 17")
+# What dsr_erase does to an incident naming the person (audits/privacy/tests cover that side).
+from incidents.models import Incident
+from incidents.services import incident_text_erase
+incident_text_erase(actor=system, incident=Incident.objects.get(), reason="GDPR Art. 17",
+                    find=lambda text: [(0, 12)] if text.startswith("Ada Lovelace") else [])
+assert Incident.objects.get().description == "[erased] was shown another customer's invoice."
 # What dsr_erase journals for a version whose records it removed (audits/privacy/tests cover that side).
 blob = DatasetVersion.objects.order_by("pk").first().sha256
 journal_append(blob=blob, erased_at=timezone.now())
@@ -250,8 +261,13 @@ sealed = next(
     json.loads(bytes(e.body))["payload"]["who"] for e in Entry.objects.filter(action="dataset_version.pii_found")
 )
 last = Entry.objects.filter(action="ledger.data_subject.erased").order_by("-index").first()
+from incidents.models import Incident
+incident = Incident.objects.get()
+registered = Entry.objects.get(action="incident.registered")
 print(json.dumps({"key": row.key is None, "erased_at": row.erased_at is not None, "open": vault_open(sealed) == ERASED,
-                  "reason": json.loads(bytes(last.body))["payload"]["reason"] == REAPPLIED_REASON}))
+                  "reason": json.loads(bytes(last.body))["payload"]["reason"] == REAPPLIED_REASON,
+                  "incident": [incident.title, incident.description],
+                  "incident_sealed": vault_open(json.loads(bytes(registered.body))["payload"]["description"])}))
 """
 
 
@@ -318,10 +334,14 @@ def test_restore_trusts_configured_keys_only_checks_blobs_by_name_and_reapplies_
     )
     out = _ok(restored)
     assert "OK restored and verified" in out
-    assert "erasures re-applied from the journal: 1 data subject key(s)" in out
+    assert "erasures re-applied from the journal: 2 data subject key(s)" in out
+    assert "incidents: 1 whose free text an erasure blanked after this backup was taken (assistant/INC-1)" in out
     assert "erased after it (the erasure journal names them) and are not restored" in restored.stderr
     state = json.loads(_ok(manage_in(target, "shell", "-c", ERASED_AGAIN)).splitlines()[-1])
-    assert state == {"key": True, "erased_at": True, "open": True, "reason": True}
+    # The backup held the incident's text from before the erasure: it comes back blanked whole (the
+    # words that named the person are shredded with the erasure), and its sealed copy unreadable.
+    assert state == {"key": True, "erased_at": True, "open": True, "reason": True,
+                     "incident": ["[erased]", "[erased]"], "incident_sealed": "[erased]"}  # fmt: skip
     assert not (target_var / "artifacts" / "sha256" / erased_blob[:2] / erased_blob[2:]).exists()
     assert len(_blobs(target_var)) == 2
     # The keys the operator named are trusted from now on: the restored service verifies.

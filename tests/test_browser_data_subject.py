@@ -3,12 +3,13 @@ live server, the services behind every button, a real Celery worker behind the s
 
 Before the browser opens, the test plants a person's e-mail in a dataset version (uploaded and
 scanned through the services), registers a model version trained on it and requests a deployment
-of that. A compliance officer then signs in for the first time (password and authenticator).
+of that, and registers an incident whose description names her. A compliance officer then signs in for the first time (password and authenticator).
 First a GDPR access request: filed, identity verified, searched, its package downloaded and the
 request completed. Then a CCPA request to delete (the erasure kind with a confirmation of
 receipt): filed, receipt confirmed, identity verified, searched, what was found reviewed, the
-erasure's confirmation page read (the exact list of changes), the reference typed, erased, the
-state "Erased" with what the erasure did, completed. The worker scans the version the erasure
+erasure's confirmation page read (the exact list of changes, the incident among them), the
+reference typed, erased, the state "Erased" with what the erasure did (her address blanked in the
+incident), completed. The worker scans the version the erasure
 left. An auditor's short walk shows the same pages without a button. Afterwards the database and
 the ledger must agree with what the pages said.
 """
@@ -129,6 +130,13 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
     contacts = planted_version(people, "contacts")
     model_version, deployment = trained_and_deployed(people, contacts)
     assert contacts.pii_verdict == "found" and contacts.record_count == len(CONTACTS)
+    from incidents.services import incident_register
+
+    incident = incident_register(
+        actor=people["ml_engineer"], project=people["project"], title="Invoice sent to the wrong customer",
+        description=f"The assistant sent {ANA}'s invoice to another customer.",
+        aware_at=timezone.now() - timedelta(hours=3),
+    )  # fmt: skip
     received = (timezone.now() - timedelta(hours=2)).astimezone(ZoneInfo(TZ))
     project_pk, username = people["project"].pk, officer.username
     seen: dict[str, str] = {}
@@ -165,6 +173,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["found_version"] = found.inner_text()
         seen["found_model"] = page.inner_text("#found-models tbody tr")
         seen["found_deployment"] = page.inner_text("#found-deployments tbody tr")
+        seen["found_incident"] = page.inner_text("#found-incidents tbody tr")
         pages.shot("searched")
 
         # 4. The confirmation page: exactly what the erasure will change.
@@ -174,6 +183,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["plan_review"] = page.inner_text("#plan-reviews tbody tr")
         seen["plan_deployment"] = page.inner_text("#plan-deployments tbody tr")
         seen["plan_keys"] = page.inner_text("#plan-keys")
+        seen["plan_incident"] = page.inner_text("#plan-incidents tbody tr")
         pages.shot("erase-confirm")
         page.fill("input[name=reference]", "DSR-0")
         page.click("input[name=erase]")
@@ -184,6 +194,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["state_erased"] = page.inner_text("#dsr-request tr:has(th:text-is('State')) td")
         seen["erased_version"] = page.inner_text("#erasure-versions tbody tr")
         seen["erased_review"] = page.inner_text("#erasure-reviews tbody tr")
+        seen["erased_incident"] = page.inner_text("#erasure-incidents tbody tr")
         seen["found_after"] = page.inner_text("#found-versions tbody tr")
         pages.shot("erased")
         page.emulate_media(color_scheme="dark")
@@ -267,6 +278,13 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         "1",
     ]
     assert seen["erased_review"].split("\t") == [f"review {review.pk}", str(model_version), "open"]
+    # The incident naming her: found by the search, listed for erasure, her address blanked.
+    assert seen["found_incident"].split("\t") == ["INC-1", str(incident.pk), "description"]
+    assert seen["plan_incident"].split("\t") == ["INC-1", str(incident.pk), "open", "description"]
+    assert seen["erased_incident"].split("\t") == ["INC-1", "description"]
+    incident.refresh_from_db()
+    assert incident.description == "The assistant sent [erased]'s invoice to another customer."
+    assert request.erasure["incidents"] == [{"id": incident.pk, "reference": "INC-1", "fields": ["description"]}]
     assert seen["found_after"].endswith(f"erased; replaced by {new} (id {new.pk})")
     assert seen["state_erased"].startswith("Erased: the person's data is gone")
     assert seen["state_completed"].startswith("Completed")

@@ -18,7 +18,7 @@ from django.conf import settings
 from common.errors import DomainError
 from registry import pii
 
-__all__ = ["ENTITY_OF_KIND", "IDENTIFIER_KINDS", "identifier_hashes", "matcher", "normalise_identifiers"]
+__all__ = ["ENTITY_OF_KIND", "IDENTIFIER_KINDS", "finder", "identifier_hashes", "matcher", "normalise_identifiers"]
 
 # The index's identifier kinds, accepted also under Presidio's entity names (EMAIL_ADDRESS, ...).
 IDENTIFIER_KINDS = {**{kind: kind for kind in pii.SUBJECT_KINDS.values()}, **pii.SUBJECT_KINDS}
@@ -80,6 +80,13 @@ def matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
     """Whether a text holds one of the identifiers, as a whole token, the way the scan that
     indexed it reads them (ana@x.org is not in hana@x.org nor in ana@x.org.uk; a name matches on
     word boundaries; a phone number by its digits)."""
+    find = finder(identifiers)
+    return lambda text: bool(find(text))
+
+
+def finder(identifiers: list[dict[str, str]]) -> Callable[[str], list[tuple[int, int]]]:
+    """Where a text holds the identifiers, as ``matcher`` reads them: the ``(start, end)`` spans,
+    in order, overlapping ones merged (what an erasure blanks in free text)."""
     patterns: list[re.Pattern[str]] = []
     emails: list[re.Pattern[str]] = []
     phones: set[str] = set()
@@ -94,13 +101,21 @@ def matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
             phones.add(pii.normalise_identifier("phone", value).lstrip("+"))
     phone_like = re.compile(r"\+?\d[\d\s().-]{4,}\d")
 
-    def matches(text: str) -> bool:
-        if any(p.search(text) for p in patterns):
-            return True
-        if any(_email_at(text, m.start()) for p in emails for m in p.finditer(text)):
-            return True
-        return bool(phones) and any(
-            pii.normalise_identifier("phone", m.group()).lstrip("+") in phones for m in phone_like.finditer(text)
-        )
+    def find(text: str) -> list[tuple[int, int]]:
+        spans = [m.span() for p in patterns for m in p.finditer(text)]
+        spans += [m.span() for p in emails for m in p.finditer(text) if _email_at(text, m.start())]
+        if phones:
+            spans += [
+                m.span()
+                for m in phone_like.finditer(text)
+                if pii.normalise_identifier("phone", m.group()).lstrip("+") in phones
+            ]
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
 
-    return matches
+    return find

@@ -19,6 +19,7 @@ from governance.models import Project
 from governance.permissions import is_platform_admin, project_roles_held, require_project_role
 from governance.roles import Role
 from governance.selectors import project_list
+from incidents.models import FREE_TEXT_FIELDS, Incident
 from registry.models import DatasetVersion, DataSubjectIndexEntry, ModelVersion, PiiVerdict
 from registry.records import read_records
 
@@ -236,3 +237,16 @@ def person_records(version: DatasetVersion, matches: Callable[[str], bool]) -> l
 
     data = dataset_version_bytes(version)
     return [r for r in read_records(data, version.format) if any(matches(text) for text in r.fields.values())]
+
+
+def incidents_naming(
+    project: Project, find: Callable[[str], list[tuple[int, int]]]
+) -> list[tuple[Incident, list[str]]]:
+    """The incidents of ``project`` whose free text holds the person (``identifiers.finder``),
+    each with the fields that do, by number."""
+    found = []
+    for incident in Incident.objects.filter(project=project).order_by("number"):
+        fields = [name for name in FREE_TEXT_FIELDS if find(getattr(incident, name))]
+        if fields:
+            found.append((incident, fields))
+    return found

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,17 @@ from django.utils import timezone
 from audits.ledger.backup.layout import BackupError, Say, _fsync_dir
 
 REAPPLIED_REASON = "re-applied from the erasure journal after a restore"
+
+# Apps above the ledger that keep clear text beside a vault reference, text whose erasure went with
+# the reference's key (an incident's free text and its ``text_ref``), register here at start-up
+# (``AppConfig.ready``). A restore calls each, in its transaction, with the references it is about
+# to erase again, before their keys go; each returns what it did, in words, for the restore to say.
+_before_reapply: list[Callable[[set[str]], list[str]]] = []
+
+
+def register_before_reapply(hook: Callable[[set[str]], list[str]]) -> None:
+    if hook not in _before_reapply:
+        _before_reapply.append(hook)
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,13 @@ def journal_reapply(*, say: Say) -> list[str]:
             .filter(ref__in=list(first), key__isnull=False)
             .values_list("ref", flat=True)
         )
+        done: list[str] = []
+        for hook in _before_reapply:
+            done += hook(set(live))
+        if done:  # a hook may have erased some of the keys itself, through its own service
+            still = DataSubjectKey.objects.filter(ref__in=list(live), key__isnull=False).values_list("ref", flat=True)
+            erased += sorted(live - set(still))
+            live &= set(still)
         actor = _system_actor()
         for ref, line in first.items():
             if ref not in live:
@@ -156,6 +175,8 @@ def journal_reapply(*, say: Say) -> list[str]:
                 payload={"reason": REAPPLIED_REASON, "erased_at": line.erased_at, "journal_entry": line.entry},
             )
             erased.append(ref)
+    for words in done:
+        say(words)
     if lines:
         say(
             f"erasure journal {journal_path()}: {len(first)} subject(s) named, {len(erased)} key(s) the backup "

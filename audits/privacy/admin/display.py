@@ -165,7 +165,17 @@ def findings(request: DataSubjectRequest) -> dict[str, Any]:
         "models": models,
         "deployments": found.get("deployments", []),
         "unscanned": found.get("unscanned_versions", []),
+        "incidents": _incident_rows(found.get("incidents", [])),
     }
+
+
+def _incident_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Incidents named by reference and the fields concerned, with a link to each."""
+    return [
+        {**row, "fields": ", ".join(f.replace("_", " ") for f in row["fields"]),
+         "url": reverse("admin:incidents_incident_change", args=[row["id"]])}
+        for row in rows
+    ]  # fmt: skip
 
 
 def erasure(request: DataSubjectRequest) -> dict[str, Any] | None:
@@ -188,6 +198,7 @@ def erasure(request: DataSubjectRequest) -> dict[str, Any] | None:
             for review in reviews.order_by("pk")
         ],
         "keys": len(done.get("vault_keys_shredded", [])),
+        "incidents": _incident_rows(done.get("incidents", [])),
     }
 
 

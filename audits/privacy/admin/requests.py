@@ -396,8 +396,10 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
                 messages.success(
                     request,
                     f"{erased.reference}: erased: {len(done['replaced'])} dataset version(s) replaced, "
-                    f"{len(done['model_reviews'])} model review(s) opened, {len(done['vault_keys_shredded'])} "
-                    "vault key(s) shredded. The request is now erased: complete it once the requester is told.",
+                    f"{len(done['model_reviews'])} model review(s) opened, "
+                    + (f"{len(done['incidents'])} incident(s) blanked, " if done["incidents"] else "")
+                    + f"{len(done['vault_keys_shredded'])} vault key(s) shredded. The request is now erased: "
+                    "complete it once the requester is told.",
                 )
                 return HttpResponseRedirect(self._page(erased))
         context = {

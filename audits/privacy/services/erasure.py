@@ -1,6 +1,7 @@
 """Erasure of a person (GDPR Art. 17, CCPA delete): their records leave every live dataset
-version, the model versions trained on those are put under review, and the sealed identifiers
-are crypto-shredded. Refused under an active legal hold.
+version, the model versions trained on those are put under review, their identifiers are blanked
+in the free text of the project's incidents, and the sealed identifiers are crypto-shredded.
+Refused under an active legal hold.
 
 Erasures are final across restores: the keys shredded (``data_subject_erase``) and the blobs the
 erasure deletes are appended to the erasure journal outside the database and its backups
@@ -18,7 +19,7 @@ from django.utils import timezone
 from audits.ledger.backup.journal import journal_append
 from audits.ledger.services import Subject, data_subject_erase, ledger_append
 from audits.privacy import selectors
-from audits.privacy.identifiers import matcher
+from audits.privacy.identifiers import finder
 from audits.privacy.models import (
     ERASURE_KINDS,
     OPEN_STATES,
@@ -39,6 +40,7 @@ from audits.privacy.services.shared import (
 )
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError
+from incidents.models import Incident
 from registry.models import DatasetVersion, ModelVersion
 
 
@@ -63,11 +65,24 @@ class VersionChange:
 
 
 @dataclass(frozen=True)
+class IncidentChange:
+    """An incident of the project whose free text names the person, and the fields that do."""
+
+    incident: Incident
+    fields: list[str]
+
+    @property
+    def fields_named(self) -> str:
+        return ", ".join(name.replace("_", " ") for name in self.fields)
+
+
+@dataclass(frozen=True)
 class ErasurePlan:
     """What ``dsr_erase`` changes, computed by the code it runs: the versions replaced (with the
     records removed), the model versions put under review (``models``: id -> {trained_on, via};
     ``reviews_open``: those already under review for this request), the deployments serving them
-    (left as they are: their reviews decide), and the vault keys shredded. ``hold``: the active
+    (left as they are: their reviews decide), the incidents whose free text names the person
+    (``incidents``: blanked there), and the vault keys shredded. ``hold``: the active
     legal hold that refuses the erasure (then nothing else is computed). ``digest`` names the
     plan, so an erasure can be bound to the summary its officer confirmed."""
 
@@ -79,6 +94,7 @@ class ErasurePlan:
     reviews_open: frozenset[int] = frozenset()
     deployments: list[Any] = field(default_factory=list)
     vault_refs: list[str] = field(default_factory=list)
+    incidents: list[IncidentChange] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -90,6 +106,7 @@ class ErasurePlan:
                 "models": {str(k): v for k, v in self.models.items()},
                 "deployments": [d.pk for d in self.deployments],
                 "vault_refs": self.vault_refs,
+                "incidents": [[c.incident.pk, c.fields] for c in self.incidents],
             }
         )
 
@@ -103,20 +120,25 @@ def _check_erasable(request: DataSubjectRequest) -> None:
 
 
 def _plan(request: DataSubjectRequest) -> ErasurePlan:
-    """What erasing the person of ``request`` changes now; refuses (changing nothing) when the
-    index finds nothing or a version indexed with the person has no record that is theirs."""
+    """What erasing the person of ``request`` changes now; refuses (changing nothing) when
+    neither the index nor the incidents' free text finds them, or a version indexed with the
+    person has no record that is theirs."""
     hold = _active_hold(request)
     if hold is not None:
         return ErasurePlan(request=request, hold=hold)
-    matches = matcher(identifiers_of(request))
+    find = finder(identifiers_of(request))
     index = selectors.index_versions(request.project, request.identifier_hashes)
-    if not index:
+    incidents = [IncidentChange(i, fields) for i, fields in selectors.incidents_naming(request.project, find)]
+    if not index and not incidents:
         raise Conflict(
             "nothing_to_erase",
-            f"no dataset version of project {request.project.slug} holds this person; nothing erased",
+            f"no dataset version nor incident of project {request.project.slug} holds this person; nothing erased",
         )
     versions = list(DatasetVersion.objects.filter(pk__in=index).select_related("dataset__project").order_by("pk"))
-    found = {version.pk: {r.number for r in selectors.person_records(version, matches)} for version in versions}
+    found = {
+        version.pk: {r.number for r in selectors.person_records(version, lambda text: bool(find(text)))}
+        for version in versions
+    }
     refuse_unmatched(request, [v for v in versions if not found[v.pk]], "the erasure")
     models = selectors.models_trained_on(request.project, [v.pk for v in versions])
     model_rows = ModelVersion.objects.filter(pk__in=models).select_related("model__project")
@@ -145,6 +167,7 @@ def _plan(request: DataSubjectRequest) -> ErasurePlan:
         reviews_open=frozenset(reviewed),
         deployments=list(selectors.deployments_serving(models).select_related("model_version__model")),
         vault_refs=[ref for ref in refs if ref in live],
+        incidents=incidents,
     )
 
 
@@ -169,6 +192,9 @@ def dsr_erase(*, actor: Any, request: DataSubjectRequest, confirmed_plan: str | 
       the transaction commits (``registry.services.dataset_version_erase_records``);
     - every model version trained on a replaced version (or fine-tuned from one) gets an open
       ``ModelReview``;
+    - the person's identifiers are blanked in the free text of every incident of the project that
+      names them, and the ledger's sealed copies of that text are shredded
+      (``incidents.services.incident_text_erase``);
     - the request's vault key is shredded: its sealed identifiers become unreadable;
     - the request is ``erased`` (open until its response is recorded by ``dsr_complete``).
 
@@ -180,6 +206,7 @@ def dsr_erase(*, actor: Any, request: DataSubjectRequest, confirmed_plan: str | 
     reason, is itself ledgered. Refused (changing nothing) when the index finds nothing.
     """
     from governance.services import PolicyViolation
+    from incidents.services import incident_text_erase
     from registry.services import dataset_version_erase_records
 
     require_officer(actor, request.project, "erasing a data subject")
@@ -206,13 +233,13 @@ def dsr_erase(*, actor: Any, request: DataSubjectRequest, confirmed_plan: str | 
                 "legal_hold", f"erasure refused: legal hold {hold.pk} on {scope} is active ({hold.reason})"
             )
         else:
-            _erase(actor, plan, dataset_version_erase_records)
+            _erase(actor, plan, dataset_version_erase_records, incident_text_erase)
     if refusal is not None:
         raise refusal
     return request
 
 
-def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any]) -> None:
+def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any], erase_text: Callable[..., Any]) -> None:
     request = plan.request
     reason = f"erasure of data-subject request {request.pk}"
     replaced: list[dict[str, Any]] = []
@@ -234,11 +261,18 @@ def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any]) -> 
                 payload={"review": review.pk, "request": request.pk, "dataset_versions": lineage["trained_on"],
                          "via": lineage["via"]},
             )  # fmt: skip
+    find = finder(identifiers_of(request))  # before the request's own key is shredded below
+    incidents = [
+        {"id": change.incident.pk, "reference": change.incident.reference,
+         "fields": erase_text(actor=actor, incident=change.incident, find=find, reason=reason)}
+        for change in plan.incidents
+    ]  # fmt: skip
     for ref in plan.vault_refs:
         data_subject_erase(actor=actor, subject_ref=ref, reason=reason)
     request.erased_at, request.state = timezone.now(), RequestState.ERASED
     request.erasure = {"replaced": replaced, "model_reviews": reviews,
-                       "model_versions": list(plan.models), "vault_keys_shredded": plan.vault_refs}  # fmt: skip
+                       "model_versions": list(plan.models), "vault_keys_shredded": plan.vault_refs,
+                       "incidents": incidents}  # fmt: skip
     request.save(update_fields=["erased_at", "state", "erasure"])
     ledger_append(actor=actor, action="data_subject_request.erased", subject=subject(request), payload=request.erasure)
 

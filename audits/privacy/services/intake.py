@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audits.ledger.services import ledger_append, vault_seal
 from audits.privacy import selectors
-from audits.privacy.identifiers import identifier_hashes, normalise_identifiers
+from audits.privacy.identifiers import finder, identifier_hashes, normalise_identifiers
 from audits.privacy.models import (
     KINDS_BY_REGIME,
     OPEN_STATES,
@@ -25,6 +25,7 @@ from audits.privacy.services.shared import (
     aware,
     deadline_payload,
     deadlines_of,
+    identifiers_of,
     invalid,
     locked,
     require_officer,
@@ -149,6 +150,13 @@ def dsr_search(*, actor: Any, request: DataSubjectRequest) -> DataSubjectRequest
             searchable.insert(0, RequestState.RECEIVED)
         require_state(request, searchable, "the search")
         findings = selectors.subject_findings(request.project, request.identifier_hashes)
+        # Incidents are read with the identifiers themselves (their free text is not indexed); the
+        # findings name each one by its reference and fields, never by its text.
+        incidents = selectors.incidents_naming(request.project, finder(identifiers_of(request)))
+        findings["incidents"] = [{"id": i.pk, "reference": i.reference, "fields": f} for i, f in incidents]
+        if incidents:
+            findings["message"] += f"; {len(incidents)} incident(s) of the project name them in their free text"
+            findings["found"] = True
         request.state, request.searched_at, request.findings = RequestState.SEARCHED, timezone.now(), findings
         request.save(update_fields=["state", "searched_at", "findings"])
         ledger_append(
@@ -157,6 +165,7 @@ def dsr_search(*, actor: Any, request: DataSubjectRequest) -> DataSubjectRequest
                      "dataset_versions": [v["id"] for v in findings["dataset_versions"]],
                      "model_versions": [m["id"] for m in findings["model_versions"]],
                      "deployments": [d["id"] for d in findings["deployments"]],
+                     "incidents": [i["id"] for i in findings["incidents"]],
                      "unscanned_versions": findings["unscanned_versions"]},
         )  # fmt: skip
     return request
