@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audits.ledger.services import ledger_append
 from audits.privacy import selectors
-from audits.privacy.identifiers import ENTITY_OF_KIND, matcher
+from audits.privacy.identifiers import ENTITY_OF_KIND, finder
 from audits.privacy.models import ACCESS_KINDS, DataSubjectRequest, Regime, RequestState
 from audits.privacy.services.shared import (
     identifiers_of,
@@ -69,9 +69,11 @@ def package_sha256(package: dict[str, Any]) -> str:
 
 def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict[str, Any], str]:
     """The GDPR Art. 15 / CCPA right-to-know package, as JSON: a copy of the person's records in
-    the current (not erased) dataset versions found, the purposes, categories of data, recipients,
-    storage periods, sources, third-country transfers, the model versions and deployments derived
-    from the data, the person's rights and the automated decision-making statement.
+    the current (not erased) dataset versions found and of the free text of the project's
+    incidents that names them (each field that does, whole, as a record is), the purposes,
+    categories of data, recipients, storage periods, sources, third-country transfers, the model
+    versions and deployments derived from the data, the person's rights and the automated
+    decision-making statement.
 
     Returns (package, SHA-256 of its RFC 8785 form). Only the digest is recorded, in the row and
     the ledger; the content goes to the caller alone. Records are the ones holding one of the
@@ -82,7 +84,7 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
         if request.kind not in ACCESS_KINDS:
             raise Conflict("wrong_kind", f"an access package answers an access or know request, not {request.kind}")
         require_state(request, [RequestState.SEARCHED], "an access package")
-        matches = matcher(identifiers_of(request))
+        find = finder(identifiers_of(request))
         findings = request.findings
         found_ids = [v["id"] for v in findings["dataset_versions"]]
         versions = list(
@@ -92,7 +94,7 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
         )
         records, version_rows = [], []
         indexed_now = selectors.index_versions(request.project, request.identifier_hashes)
-        held = {version.pk: selectors.person_records(version, matches) for version in versions}
+        held = {version.pk: selectors.person_records(version, lambda text: bool(find(text))) for version in versions}
         unmatched = [v for v in versions if v.pk in indexed_now and not held[v.pk]]
         refuse_unmatched(request, unmatched, "the access package")
         for version in versions:
@@ -104,6 +106,10 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
                  "record": r.number, "fields": r.fields}
                 for r in mine
             ]  # fmt: skip
+        incidents = [
+            {"id": incident.pk, "reference": incident.reference, "fields": {f: getattr(incident, f) for f in fields}}
+            for incident, fields in selectors.incidents_naming(request.project, find)
+        ]
         datasets = sorted({v.dataset for v in versions}, key=lambda d: d.slug)
         kinds = sorted(
             {k for v in findings["dataset_versions"] if v["id"] in {x.pk for x in versions} for k in v["kinds"]}
@@ -114,9 +120,10 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             "controller": _controller(),
             "project": {"slug": request.project.slug, "name": request.project.name},
             "generated_at": timezone.now().isoformat(),
-            "data_held": bool(records),
+            "data_held": bool(records or incidents),
             "dataset_versions": version_rows,
             "records": records,
+            "incidents": incidents,
             "purposes": [{"dataset": str(d), "purpose": d.purpose, "lawful_basis": d.lawful_basis} for d in datasets],
             "categories": {
                 "identifiers_found": [ENTITY_OF_KIND.get(k, k) for k in kinds],
@@ -138,7 +145,8 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             actor=actor, action="data_subject_request.access_package_issued", subject=subject(request),
             payload={"sha256": digest, "records": len(records), "dataset_versions": [v.pk for v in versions],
                      "model_versions": [m["id"] for m in findings["model_versions"]],
-                     "deployments": [d["id"] for d in findings["deployments"]]},
+                     "deployments": [d["id"] for d in findings["deployments"]],
+                     "incidents": [i["id"] for i in incidents]},
         )  # fmt: skip
     return package, digest
 

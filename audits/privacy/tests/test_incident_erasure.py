@@ -18,6 +18,7 @@ from audits.ledger.services import ERASED, vault_open
 from audits.ledger.verification import ledger_verify
 from audits.privacy.models import RequestState
 from audits.privacy.services import (
+    dsr_access_package,
     dsr_erase,
     dsr_erasure_plan,
     dsr_receive,
@@ -126,7 +127,7 @@ def test_the_search_names_the_incidents_and_the_erasure_blanks_them(
         assert vault_open(_payloads(incident)[0]["description"]) == incident.description
     assert "Ana Silvano" in Incident.objects.get(pk=other.pk).description
     bodies = b" ".join(bytes(e.body) for e in Entry.objects.all()).lower()
-    assert b"ana silva" not in bodies and ANA.encode() not in bodies and b"3456" not in bodies
+    assert b"ana silva" not in bodies and ANA.encode() not in bodies and b"812 3456" not in bodies
     assert ledger_verify().tree_size == Entry.objects.count()
 
     again = _searched(people, [{"kind": "email", "value": ANA}])
@@ -190,7 +191,7 @@ def test_the_officer_sees_the_incidents_in_the_admin_from_search_to_erasure(
     assert "Dataset versions to be replaced (0)" in words
     assert "Incidents whose free text names the person (1)" in words
     assert f"INC-1 {named.pk} closed description, root cause" in words
-    assert "Silva" not in words and "3456" not in words  # the page names the incident, not its text
+    assert "Silva" not in words and "812 3456" not in words  # the page names the incident, not its text
     plan = confirm.context["form"]["plan"].value()
 
     erased = client.post(f"{LIST}{request.pk}/erase/", {"reference": f"DSR-{request.pk}", "plan": plan}, follow=True)
@@ -204,3 +205,28 @@ def test_the_officer_sees_the_incidents_in_the_admin_from_search_to_erasure(
     incident_page = text(client.get(f"/admin/incidents/incident/{named.pk}/change/"))
     assert "[erased] ([erased], [erased]) was shown the invoice of another customer." in incident_page
     assert "Ana Silva" not in incident_page
+
+
+def test_the_access_package_holds_the_incident_text_that_names_the_person(
+    people: dict[str, Any], register: dict[str, Incident]
+) -> None:
+    officer, named = people["compliance_officer"], register["named"]
+    request = dsr_verify_identity(
+        actor=officer, request=dsr_receive(
+            actor=officer, project=people["project"], regime="gdpr", kind="access", channel="email",
+            received_at=timezone.now(), identifiers=[{"kind": "name", "value": "ana silva"}],
+        ), method="reply from the address on file",
+    )  # fmt: skip
+    request = dsr_search(actor=officer, request=request)
+    package, digest = dsr_access_package(actor=officer, request=request)
+    assert package["data_held"] is True and package["records"] == []
+    assert package["incidents"] == [
+        {"id": named.pk, "reference": "INC-1", "fields": {"description": named.description}}
+    ]  # the root cause names her by address only; "Ana Silvano" of INC-2 is someone else
+    issued = _payloads_of_request(request)[-1]
+    assert issued["sha256"] == digest and issued["incidents"] == [named.pk]
+
+
+def _payloads_of_request(request: Any) -> list[dict[str, Any]]:
+    entries = Entry.objects.filter(subject_type="data_subject_request", subject_id=str(request.pk)).order_by("index")
+    return [json.loads(bytes(e.body))["payload"] for e in entries]
