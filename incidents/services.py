@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from audits.ledger.models import DataSubjectKey
 from audits.ledger.services import ERASED, Subject, data_subject_erase, ledger_append, vault_seal
 from common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from governance.models import Project
@@ -371,7 +372,8 @@ def incident_text_erase(
                      **{name: text for name, text in texts.items() if text == ERASED},
                      **_sealed(incident, **{name: text for name, text in texts.items() if text and text != ERASED})},
         )  # fmt: skip
-        data_subject_erase(actor=actor, subject_ref=shredded, reason=reason)
+        if DataSubjectKey.objects.filter(ref=shredded, key__isnull=False).exists():  # not shredded before
+            data_subject_erase(actor=actor, subject_ref=shredded, reason=reason)
     return changed
 
 

@@ -230,3 +230,16 @@ def test_the_access_package_holds_the_incident_text_that_names_the_person(
 def _payloads_of_request(request: Any) -> list[dict[str, Any]]:
     entries = Entry.objects.filter(subject_type="data_subject_request", subject_id=str(request.pk)).order_by("index")
     return [json.loads(bytes(e.body))["payload"] for e in entries]
+
+
+def test_an_incident_whose_sealed_text_was_shredded_before_is_still_blanked(
+    people: dict[str, Any], register: dict[str, Incident]
+) -> None:
+    from audits.ledger.services import data_subject_erase
+
+    officer, named = people["compliance_officer"], register["named"]
+    data_subject_erase(actor=officer, subject_ref=named.text_ref, reason="the incident's text alone, earlier")
+    erased = dsr_erase(actor=officer, request=_searched(people))
+    named.refresh_from_db()
+    assert erased.erasure["incidents"][0]["fields"] == ["description", "root_cause"]
+    assert "Silva" not in named.description and "[erased]" in named.root_cause
