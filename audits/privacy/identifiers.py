@@ -3,7 +3,7 @@ record is matched against them. Rules only: no database, no clock.
 
 A request names the person by ``{kind, value}`` pairs (email, phone or name, also under Presidio's
 entity names). The subject index holds keyed hashes of normalised identifiers, so a request finds
-the dataset versions the PII scan indexed the person in; the matcher then singles out the records
+the dataset versions the PII scan indexed the person in; the finder then singles out the records
 that hold the identifiers the way that scan read them.
 """
 
@@ -18,7 +18,7 @@ from django.conf import settings
 from common.errors import DomainError
 from registry import pii
 
-__all__ = ["ENTITY_OF_KIND", "IDENTIFIER_KINDS", "finder", "identifier_hashes", "matcher", "normalise_identifiers"]
+__all__ = ["ENTITY_OF_KIND", "IDENTIFIER_KINDS", "finder", "identifier_hashes", "normalise_identifiers"]
 
 # The index's identifier kinds, accepted also under Presidio's entity names (EMAIL_ADDRESS, ...).
 IDENTIFIER_KINDS = {**{kind: kind for kind in pii.SUBJECT_KINDS.values()}, **pii.SUBJECT_KINDS}
@@ -76,17 +76,12 @@ def _email_at(text: str, start: int) -> bool:
     return True
 
 
-def matcher(identifiers: list[dict[str, str]]) -> Callable[[str], bool]:
-    """Whether a text holds one of the identifiers, as a whole token, the way the scan that
-    indexed it reads them (ana@x.org is not in hana@x.org nor in ana@x.org.uk; a name matches on
-    word boundaries; a phone number by its digits)."""
-    find = finder(identifiers)
-    return lambda text: bool(find(text))
-
-
 def finder(identifiers: list[dict[str, str]]) -> Callable[[str], list[tuple[int, int]]]:
-    """Where a text holds the identifiers, as ``matcher`` reads them: the ``(start, end)`` spans,
-    in order, overlapping ones merged (what an erasure blanks in free text)."""
+    """Where a text holds one of the identifiers, as a whole token, the way the scan that indexed
+    it reads them (ana@x.org is not in hana@x.org nor in ana@x.org.uk; a name matches on word
+    boundaries; a phone number by its digits): the ``(start, end)`` spans, in order, overlapping
+    ones merged. No span: the text does not hold the person (a record is not theirs); the spans
+    are what an erasure blanks in free text."""
     patterns: list[re.Pattern[str]] = []
     emails: list[re.Pattern[str]] = []
     phones: set[str] = set()

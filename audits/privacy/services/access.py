@@ -77,7 +77,7 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
 
     Returns (package, SHA-256 of its RFC 8785 form). Only the digest is recorded, in the row and
     the ledger; the content goes to the caller alone. Records are the ones holding one of the
-    identifiers as a whole token (see ``audits.privacy.identifiers.matcher``)."""
+    identifiers as a whole token (see ``audits.privacy.identifiers.finder``)."""
     require_officer(actor, request.project, "preparing an access package")
     with transaction.atomic():
         request = locked(request)
