@@ -357,11 +357,12 @@ def incident_text_erase(
     with transaction.atomic():
         incident = _locked(incident)
         texts = {name: getattr(incident, name) for name in FREE_TEXT_FIELDS}
-        changed = [name for name, text in texts.items() if find(text)]
+        spans = {name: found for name, text in texts.items() if (found := find(text))}
+        changed = list(spans)
         if not changed:
             return []
-        for name in changed:
-            texts[name] = _blanked(texts[name], find(texts[name]), MAX_TITLE if name == "title" else MAX_TEXT)
+        for name, found in spans.items():
+            texts[name] = _blanked(texts[name], found, MAX_TITLE if name == "title" else MAX_TEXT)
             setattr(incident, name, texts[name])
         shredded, incident.text_ref = incident.text_ref, f"incident-{uuid.uuid4().hex}"
         incident.save(update_fields=[*changed, "text_ref"])

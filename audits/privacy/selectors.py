@@ -230,13 +230,14 @@ def subject_findings(project: Project, hashes: list[dict[str, str]]) -> dict[str
     }
 
 
-def person_records(version: DatasetVersion, matches: Callable[[str], bool]) -> list[Any]:
-    """The records of ``version`` that hold the person; a 409 (which rolls the whole answer back)
-    when its bytes are gone from the store or no longer match its content hash."""
+def person_records(version: DatasetVersion, find: Callable[[str], list[tuple[int, int]]]) -> list[Any]:
+    """The records of ``version`` in which ``find`` (``identifiers.finder``) finds the person; a
+    409 (which rolls the whole answer back) when its bytes are gone from the store or no longer
+    match its content hash."""
     from registry.services import dataset_version_bytes
 
     data = dataset_version_bytes(version)
-    return [r for r in read_records(data, version.format) if any(matches(text) for text in r.fields.values())]
+    return [r for r in read_records(data, version.format) if any(find(text) for text in r.fields.values())]
 
 
 def incidents_naming(

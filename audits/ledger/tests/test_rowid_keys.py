@@ -42,6 +42,18 @@ def _rows() -> dict[str, list[tuple[object, ...]]]:
     return dumped
 
 
+def _schema_with_keys(key_type: str, *, own_index: bool) -> dict[str, tuple[str, list[str]]]:
+    """``_schema()``, checked: each key of ``key_type``, with or without an index of its own, and
+    the append-only triggers in place."""
+    found = _schema()
+    for table, key in TABLES.items():
+        create, others = found[table]
+        assert f"{key} {key_type} NOT NULL PRIMARY KEY" in create, create
+        assert (f"sqlite_autoindex_{table}_1" in others) == own_index, others
+        assert {f"{table}_no_update", f"{table}_no_delete"} <= set(others), others
+    return found
+
+
 def _migrate(target: str) -> None:
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
@@ -65,22 +77,13 @@ def test_keys_become_rowids_and_nothing_is_lost_either_way(actor: object, append
     assert len(rows["ledger_entry"]) == len(rows["ledger_entryscope"]) == 37 and rows["ledger_node"]
     try:
         _migrate("0006_vault_key_wrapping")
-        before = _schema()
-        for table, key in TABLES.items():
-            create, others = before[table]
-            assert f"{key} bigint NOT NULL PRIMARY KEY" in create, create
-            # The key's own index beside the hidden rowid: the B-tree an append no longer writes.
-            assert f"sqlite_autoindex_{table}_1" in others, others
-            assert {f"{table}_no_update", f"{table}_no_delete"} <= set(others), others
+        # Before: the key's own index beside the hidden rowid, the B-tree an append no longer writes.
+        before = _schema_with_keys("bigint", own_index=True)
         assert _rows() == rows and ledger_verify().root == root
     finally:
         _migrate("0007_rowid_keys")
-    after = _schema()
+    after = _schema_with_keys("integer", own_index=False)
     for table, key in TABLES.items():
-        create, others = after[table]
-        assert f"{key} integer NOT NULL PRIMARY KEY" in create, create
-        assert f"sqlite_autoindex_{table}_1" not in others, others
-        assert {f"{table}_no_update", f"{table}_no_delete"} <= set(others), others
         assert _refuses(f"DELETE FROM {table}") and _refuses(f"UPDATE {table} SET {key} = {key} + 1000")  # noqa: S608
     for table in TABLES:  # the admin's indexes and the triggers are all back
         assert after[table][1] == [name for name in before[table][1] if not name.startswith("sqlite_autoindex_")]

@@ -22,6 +22,7 @@ from audits.privacy.models import (
     ModelReview,
     RequestState,
 )
+from incidents.models import Incident
 from registry.models import DatasetVersion
 
 FLAG_CLASSES = {DeadlineFlag.ON_TIME: "dsr-ok", DeadlineFlag.DUE_SOON: "dsr-soon", DeadlineFlag.OVERDUE: "dsr-late"}
@@ -169,10 +170,15 @@ def findings(request: DataSubjectRequest) -> dict[str, Any]:
     }
 
 
+def incident_fields(fields: list[str]) -> str:
+    """An incident's free-text fields by their names on its page ("description, root cause")."""
+    return ", ".join(str(Incident._meta.get_field(name).verbose_name) for name in fields)
+
+
 def _incident_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Incidents named by reference and the fields concerned, with a link to each."""
     return [
-        {**row, "fields": ", ".join(f.replace("_", " ") for f in row["fields"]),
+        {**row, "fields": incident_fields(row["fields"]),
          "url": reverse("admin:incidents_incident_change", args=[row["id"]])}
         for row in rows
     ]  # fmt: skip

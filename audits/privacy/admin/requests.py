@@ -410,5 +410,7 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
                  "via": display.via(plan.models[mv.pk]["via"]), "open": mv.pk in plan.reviews_open}
                 for mv in plan.model_versions
             ],
+            "incident_rows": [{"incident": c.incident, "fields": display.incident_fields(c.fields)}
+                              for c in plan.incidents],
         }  # fmt: skip
         return TemplateResponse(request, "admin/privacy/datasubjectrequest/erase.html", context)

@@ -94,7 +94,7 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
         )
         records, version_rows = [], []
         indexed_now = selectors.index_versions(request.project, request.identifier_hashes)
-        held = {version.pk: selectors.person_records(version, lambda text: bool(find(text))) for version in versions}
+        held = {version.pk: selectors.person_records(version, find) for version in versions}
         unmatched = [v for v in versions if v.pk in indexed_now and not held[v.pk]]
         refuse_unmatched(request, unmatched, "the access package")
         for version in versions:

@@ -71,10 +71,6 @@ class IncidentChange:
     incident: Incident
     fields: list[str]
 
-    @property
-    def fields_named(self) -> str:
-        return ", ".join(name.replace("_", " ") for name in self.fields)
-
 
 @dataclass(frozen=True)
 class ErasurePlan:
@@ -135,10 +131,7 @@ def _plan(request: DataSubjectRequest) -> ErasurePlan:
             f"no dataset version nor incident of project {request.project.slug} holds this person; nothing erased",
         )
     versions = list(DatasetVersion.objects.filter(pk__in=index).select_related("dataset__project").order_by("pk"))
-    found = {
-        version.pk: {r.number for r in selectors.person_records(version, lambda text: bool(find(text)))}
-        for version in versions
-    }
+    found = {version.pk: {r.number for r in selectors.person_records(version, find)} for version in versions}
     refuse_unmatched(request, [v for v in versions if not found[v.pk]], "the erasure")
     models = selectors.models_trained_on(request.project, [v.pk for v in versions])
     model_rows = ModelVersion.objects.filter(pk__in=models).select_related("model__project")
