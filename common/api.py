@@ -65,6 +65,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         names = ", ".join(sorted(detail))
         body = error_body(code, f"invalid input: {names}", detail)
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        body = error_body(code, _media_type_message(context))
     else:
         body = error_body(code, str(exc.detail))
     headers = {}
@@ -74,6 +76,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
     security_log.api_refusal(context, status=exc.status_code, code=code, domain=False)
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def _media_type_message(context: dict[str, Any]) -> str:
+    """A 415 names the Content-Type the body came with (DRF's own message quotes an absent one as
+    ``""``) and the ones the operation takes."""
+    request = context.get("request")
+    given = getattr(request, "content_type", "") or ""
+    takes = ", ".join(sorted({parser.media_type for parser in getattr(request, "parsers", ())}))
+    came = (
+        f"a body of Content-Type {given.split(';')[0].strip()!r}" if given else "a body without a Content-Type header"
+    )
+    return f"this operation takes {takes or 'no body'}, not {came}"
 
 
 def body_refusal(exc: Exception) -> exceptions.APIException:

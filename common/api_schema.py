@@ -26,6 +26,7 @@ DESCRIPTIONS = {
     "404": "no such object, or not in a project of yours",
     "409": "the object's state forbids it (closed, changed, already done)",
     "413": "the body is larger than the API accepts (API_MAX_BODY_BYTES)",
+    "415": "the body's Content-Type is not one the operation takes (the message names them)",
     "422": "a policy rule forbids it (the message names the rule)",
     "429": "too many requests",
 }
@@ -44,6 +45,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                 codes.append("404")
             if method in ("post", "put", "patch", "delete"):
                 codes += ["409", "413", "422"]
+            if method in ("post", "put", "patch"):
+                codes.append("415")
             if operation.get("security") == [{}] or operation.get("security") == []:
                 codes.remove("401")
             else:  # the failed-token lockout (any operation) and the per-user rate limits

@@ -176,6 +176,35 @@ def test_bodies_past_djangos_own_limits_answer_the_json_error(client: Client, pe
     assert Entry.objects.count() == entries + 1  # the dataset made above, nothing else
 
 
+@pytest.mark.django_db
+def test_a_body_of_a_type_the_operation_does_not_take_is_a_415_naming_both(
+    client: Client, people: dict[str, Any]
+) -> None:
+    """Found by the fuzzing's second seed: an upload without a Content-Type header was a 415 the
+    schema did not document, saying only ``Unsupported media type "" in request.``."""
+    from registry.models import DatasetVersion
+    from registry.tests.conftest import make_dataset
+
+    user = people["ml_engineer"]
+    token = {"HTTP_AUTHORIZATION": f"Token {api_token_create(actor=user, user=user, name='t')[1]}"}
+    dataset = make_dataset(people, slug="typed")
+    entries = Entry.objects.count()
+    upload = f"/api/v1/datasets/{dataset.pk}/versions/"
+    models = f"/api/v1/projects/{people['project'].slug}/models/"
+    for url, body, content_type, message in (
+        (upload, b'{"t": "b"}', "", "this operation takes multipart/form-data, not a body without a Content-Type header"),
+        (upload, b'{"t": "b"}', "application/json", "this operation takes multipart/form-data, not a body of Content-Type 'application/json'"),
+        (models, b"slug=m", "text/plain; charset=utf-8", "this operation takes application/json, not a body of Content-Type 'text/plain'"),
+    ):  # fmt: skip
+        response = client.post(url, data=body, content_type=content_type, **token)
+        assert response.status_code == 415, response.content
+        assert response.json()["error"] == {"code": "unsupported_media_type", "message": message, "fields": {}}
+    assert Entry.objects.count() == entries and not DatasetVersion.objects.filter(dataset=dataset).exists()
+    document = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    for path in ("/api/v1/datasets/{id}/versions/", "/api/v1/projects/{slug}/models/"):
+        assert "Content-Type" in document["paths"][path]["post"]["responses"]["415"]["description"]
+
+
 def test_errors_django_answers_itself_under_the_api_are_json() -> None:
     factory = RequestFactory()
     answer = internal_error(factory.get("/api/v1/approvals/"))
