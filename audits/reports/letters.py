@@ -177,12 +177,13 @@ def access_letter_document(
     law = "Article 15 of the GDPR" if gdpr else "the California Consumer Privacy Act (CCPA §1798.110)"
     held = package["dataset_versions"]
     records = package["records"]
+    incidents = package.get("incidents", [])  # a package issued before they were searched has none
     missing = "MISSING (see the draft notice)"
     controller = org.controller_name or missing
     received = _day(request.received_at, request.tz)
     summary: list[tuple[str, object]] = [
         ("Your request", f"{request.reference}, received {received} ({request.get_kind_display()})"),
-        ("Do we hold data about you?", _held_summary(held, records)),
+        ("Do we hold data about you?", _held_summary(held, records, incidents)),
         ("Who we are", ", ".join(p for p in (controller, " ".join(org.controller_address.split())) if p)),
         ("How to reach us", (org.ccpa_request_email if not gdpr and org.ccpa_request_email else "")
          or org.controller_contact() or missing),
@@ -202,18 +203,21 @@ def access_letter_document(
         Heading("In short"),
         KeyValues(summary),
     ]
-    if not held:
+    if not held and not incidents:
         sections.append(
             Paragraph(
-                "We searched every dataset of this work that our scanner has indexed and found no personal data "
-                "about you, so the rest of this letter lists nothing. Your rights, below, still apply."
+                "We searched every dataset of this work that our scanner has indexed, and the reports in our "
+                "register of incidents, and found no personal data about you, so the rest of this letter lists "
+                "nothing. Your rights, below, still apply."
             )
         )
-    else:
+    if held:
         sections += _what_we_hold(package, held)
         sections += _why_and_who(package, gdpr)
         sections += _models(package)
         sections += _records(records)
+    if incidents:
+        sections += _incidents(incidents, held_elsewhere=bool(held))
     sections += _rights(package, request.regime, org)
     sections += [
         Heading("How to check this letter"),
@@ -340,6 +344,28 @@ def _records(records: list[dict[str, Any]]) -> list[Section]:
     ]
 
 
+def _incidents(incidents: list[dict[str, Any]], *, held_elsewhere: bool) -> list[Section]:
+    """The incident reports whose free text names the person, each part that does as written."""
+    from incidents.models import Incident
+
+    rows = []
+    for incident in incidents:
+        for name, text in incident["fields"].items():
+            part = str(Incident._meta.get_field(name).verbose_name).capitalize()
+            rows.append([incident["reference"], part, _cut(str(text))])
+    return [
+        Heading("Incident reports that mention you"),
+        Paragraph(
+            ("We also found you" if held_elsewhere else "We found you")
+            + " in our register of incidents: the reports we write when something goes wrong with this work's "
+            "AI systems, saying what happened, why, and what we did about it. We keep them to put things right "
+            "and, for a serious incident, to report it to the authorities as the EU AI Act (Art. 73) requires. "
+            "Here is each part of a report that mentions you, as we hold it (the attached file has the same text):"
+        ),
+        Table(["Incident", "Part of the report", "What it says"], rows),
+    ]
+
+
 def _rights(package: dict[str, Any], regime: str, org: Any) -> list[Section]:
     intro = "You have the right:" if regime == Regime.CCPA else "You have the right to:"
     contact = org.controller_contact() or "MISSING (see the draft notice)"
@@ -376,11 +402,16 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _held_summary(held: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
-    if not held:
+def _held_summary(held: list[dict[str, Any]], records: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> str:
+    parts = []
+    if held:
+        datasets = len({v["dataset"] for v in held})
+        parts.append(f"{_count(len(records), 'record')} in {_count(datasets, 'dataset')}")
+    if incidents:
+        parts.append(_count(len(incidents), "incident report"))
+    if not parts:
         return "No. We found no personal data about you."
-    datasets = len({v["dataset"] for v in held})
-    return f"Yes: {_count(len(records), 'record')} in {_count(datasets, 'dataset')}."
+    return f"Yes: {' and '.join(parts)}."
 
 
 def _basis(code: str) -> str:
@@ -420,7 +451,11 @@ def _fields(fields: Any) -> str:
     parts = []
     for key, value in fields.items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        if len(text) > FIELD_CHARS:
-            text = text[:FIELD_CHARS] + "… (cut here; whole in the attached file)"
-        parts.append(f"{key}: {text}")
+        parts.append(f"{key}: {_cut(text)}")
     return "\n".join(parts)
+
+
+def _cut(text: str) -> str:
+    if len(text) > FIELD_CHARS:
+        return text[:FIELD_CHARS] + "… (cut here; whole in the attached file)"
+    return text

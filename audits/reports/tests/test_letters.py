@@ -175,6 +175,51 @@ def test_a_ccpa_know_letter_names_the_agency_and_completes_the_request(found: di
     assert "What we hold about you" not in words
 
 
+def test_the_letter_lists_the_incident_reports_that_name_the_person(found: dict[str, Any], tmp_path: Path) -> None:
+    """Before, a person named only in an incident report was told "No. We found no personal data
+    about you." while the annex held the report's text."""
+    from datetime import timedelta
+
+    from incidents.services import incident_register
+
+    officer = found["compliance_officer"]
+    named = incident_register(
+        actor=found["ml_engineer"], project=found["project"], title="Invoice shown to the wrong customer",
+        description=f"{ANA} and bo.lim@example.net were shown each other's invoices for an hour.",
+        aware_at=timezone.now() - timedelta(hours=1),
+    )  # fmt: skip
+    letter = access_letter_issue(actor=officer, request=_searched(found, "gdpr", "access"))
+    assert [i["reference"] for i in letter.package["incidents"]] == [named.reference]
+    words = _pdftotext(letter.pdf, tmp_path)
+    for needed in (
+        "Yes: 1 record in 1 dataset and 1 incident report.",
+        "Incident reports that mention you",
+        "We also found you in our register of incidents",
+        f"{named.reference} Description {ANA} and bo.lim@example.net were shown",
+        str(found["version"].dataset),
+    ):
+        assert needed in words, needed
+    assert "Invoice shown to the wrong customer" not in words  # the title does not name her
+    pages = ARTIFACTS / "access-letter-incident"  # kept for a person to look at
+    shutil.rmtree(pages, ignore_errors=True)
+    pages.mkdir(parents=True)
+    subprocess.run(["pdftoppm", "-r", "60", "-png", str(tmp_path / "letter.pdf"), str(pages / "p")], check=True,
+                   timeout=120)  # fmt: skip
+
+    # Someone named in the report only: found there, and nowhere else.
+    bo = dsr_receive(
+        actor=officer, project=found["project"], regime="gdpr", kind="access", channel="email",
+        received_at=timezone.now(), identifiers=[{"kind": "email", "value": "BO.LIM@example.net"}],
+    )  # fmt: skip
+    bo = dsr_search(actor=officer, request=dsr_verify_identity(actor=officer, request=bo, method="reply"))
+    only = access_letter_issue(actor=officer, request=bo)
+    assert only.package["data_held"] is True and only.package["records"] == []
+    words = _pdftotext(only.pdf, tmp_path)
+    assert "Yes: 1 incident report." in words and "We found you in our register of incidents" in words
+    assert "found no personal data" not in words and "What we hold about you" not in words
+    assert verify_pdf_signature(only.pdf, trusted=trusted_certificates()).ok
+
+
 def test_the_letter_is_refused_clearly_and_records_nothing(found: dict[str, Any]) -> None:
     officer = found["compliance_officer"]
     early = dsr_receive(
