@@ -42,6 +42,12 @@ PURE = (
     "so it runs in one pass only (PURE_TESTS_PASS, by default the embedded one): the other would run the same "
     "code again"
 )
+SINGLE_WALK = (
+    "one_pass(name): a browser walk, whose screens are the same over both databases (what differs "
+    "under them, the queries and the locks, the admin pages matrix and the service tests run in both "
+    "passes): where make test runs the two passes side by side (PASSES_SIDE_BY_SIDE=1, set by "
+    "bin/test-both), only the named pass, embedded or scale, runs it; a pass run alone runs every walk"
+)
 # What a test that uses the database asks for; a test marked pure asking for one is a mistake.
 DATABASE_FIXTURES = {
     "db",
@@ -55,12 +61,14 @@ DATABASE_FIXTURES = {
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", OWN_SERVICE)
     config.addinivalue_line("markers", PURE)
+    config.addinivalue_line("markers", SINGLE_WALK)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In scale mode (``DATABASE_URL`` set), skip the tests marked ``own_service`` and those that use
     ``fresh_env``; skip the tests marked ``pure`` in the pass that ``PURE_TESTS_PASS`` does not name
-    (by default the scale pass): what they run does not depend on the pass. A test
+    (by default the scale pass): what they run does not depend on the pass; and, where both passes
+    run side by side, the browser walks marked ``one_pass`` in the pass they do not name. A test
     marked ``pure`` that asks for the database is refused in both passes (in the embedded pass,
     pytest-django also refuses any database access of a test not marked ``django_db``)."""
     for item in items:
@@ -78,7 +86,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason=f"pure: uses neither the database, the broker nor the cache; the {pure_pass} pass runs it"
     )
     own = pytest.mark.skip(reason="builds its own embedded-default service: the embedded pass runs it")
+    split_walks = os.environ.get("PASSES_SIDE_BY_SIDE") == "1"
     for item in items:
+        one_pass = item.get_closest_marker("one_pass")
+        if one_pass is not None:
+            named = one_pass.args[0] if one_pass.args else None
+            if named not in ("embedded", "scale"):
+                raise pytest.UsageError(f"{item.nodeid}: one_pass names {named!r}; expected embedded or scale")
+            if split_walks and running != named:
+                item.add_marker(pytest.mark.skip(reason=f"a browser walk: the {named} pass beside this one runs it"))
         if item.get_closest_marker("pure"):
             if running != pure_pass:
                 item.add_marker(pure)

@@ -35,7 +35,7 @@ from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_tim
 
 REASON = "reviewed the scan and the digest; fine for the tone fine-tune"
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("embedded")]
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ from conftest import ROOT
 from governance.services import organisation_auditor_grant, project_create
 from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_time
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("embedded")]
 
 
 @pytest.fixture(autouse=True)

@@ -39,7 +39,7 @@ from common.artifacts import read_blob
 from registry.models import DatasetVersion, DataSubjectIndexEntry, PiiScan, ScanStatus
 from tests.browser import PASSWORD, browser, require_chromium, sign_in_first_time
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("scale")]
 
 LIST = "/admin/privacy/datasubjectrequest/"
 TZ = "America/Los_Angeles"

@@ -31,7 +31,7 @@ LAST_SLOT = "the purpose matches the record of processing"
 FIRST_SLOT = "no personal data in the scan; the steward still has to look"
 STEWARD_SLOT = "looked at the records myself: no personal data"
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("embedded")]
 
 
 @pytest.fixture(autouse=True)

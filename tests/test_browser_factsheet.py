@@ -25,7 +25,7 @@ from audits.reports.tests import factsheet_world
 from tests.browser import PASSWORD, Pages, browser, require_chromium, sign_in_first_time
 from training.tests.conftest import ready  # noqa: F401  (the fixture, shared)
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("scale")]
 
 WIDTH = 1280
 

@@ -33,7 +33,7 @@ from tests.browser import PASSWORD, Pages, browser, require_chromium, sign_in_fi
 from training.models import FineTuneRun
 from training.tests.conftest import ready as ready_fixture  # noqa: F401  (fixture "ready": a base and a dataset version)
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("scale")]
 
 # The pages of the engineer's work the index must offer (changelists of their project's rows).
 ENGINEER_PAGES = {

@@ -30,7 +30,7 @@ from registry.models import Dataset, DatasetVersion, FindingState, PiiFindingMar
 from registry.rules import scan_findings
 from tests.browser import ARTIFACTS, PASSWORD, Pages, browser, require_chromium, sign_in_first_time
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.one_pass("embedded")]
 
 ADDRESS = "refunds@acme-support.com"
 RECORDS = [

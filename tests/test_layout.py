@@ -3,6 +3,7 @@ aside), except the few that docs/ names with the reason they stay whole."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 
@@ -40,3 +41,37 @@ def test_every_module_kept_whole_is_explained_and_still_needs_it() -> None:
     for path in WHOLE:
         assert f"`{path}`" in layout, f"docs/layout.md does not say why {path} stays one module"
         assert sizes[path] > LIMIT, f"{path} is back under {LIMIT} lines: drop it from WHOLE and docs/layout.md"
+
+
+def _marks_one_pass(decorators: list[ast.expr]) -> bool:
+    return any("one_pass" in ast.unparse(d) for d in decorators)
+
+
+def test_every_browser_walk_names_the_one_pass_that_runs_it() -> None:
+    """A walk (a test opening ``tests.browser.browser``) is marked ``one_pass``, on itself or its
+    module, so make test does not run its screens twice (conftest.SINGLE_WALK)."""
+    listed = subprocess.run(["git", "ls-files", "*test_*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    walks, unmarked = [], []
+    for path in listed.stdout.split():
+        if not (ROOT / path).exists():
+            continue
+        tree = ast.parse((ROOT / path).read_text())
+        module_marked = any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            and "one_pass" in ast.unparse(node.value)
+            for node in tree.body
+        )
+        for node in tree.body:
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                continue
+            opens = any(
+                isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "browser"
+                for call in ast.walk(node)
+            )
+            if opens:
+                walks.append(f"{path}::{node.name}")
+                if not (module_marked or _marks_one_pass(node.decorator_list)):
+                    unmarked.append(f"{path}::{node.name}")
+    assert len(walks) >= 10, f"found too few browser walks to trust the search: {walks}"
+    assert not unmarked, f"mark these one_pass('embedded' or 'scale'): {unmarked}"

@@ -117,6 +117,7 @@ def _events(security_events: list[dict[str, Any]], event: str) -> list[dict[str,
     return [e for e in security_events if e["event"] == event]
 
 
+@pytest.mark.one_pass("embedded")
 def test_a_staff_user_signs_in_with_the_provider_then_enrols_an_authenticator(
     people: dict[str, Any], sso: Provider, live_server: Any, security_events: list[dict[str, Any]]
 ) -> None:
@@ -149,6 +150,7 @@ def test_a_staff_user_signs_in_with_the_provider_then_enrols_an_authenticator(
     assert [e["step"] for e in _events(security_events, "auth.mfa.succeeded")] == ["enrol"]
 
 
+@pytest.mark.one_pass("embedded")
 def test_a_second_factor_asserted_by_the_provider_lands_on_the_admin_home(
     people: dict[str, Any], sso: Provider, live_server: Any, security_events: list[dict[str, Any]]
 ) -> None:
@@ -173,6 +175,7 @@ def test_a_second_factor_asserted_by_the_provider_lands_on_the_admin_home(
     assert not _events(security_events, "auth.mfa.succeeded")
 
 
+@pytest.mark.one_pass("embedded")
 def test_a_name_no_account_holds_is_refused_and_nothing_is_created(
     people: dict[str, Any], sso: Provider, live_server: Any, security_events: list[dict[str, Any]]
 ) -> None:
@@ -200,6 +203,7 @@ def test_a_name_no_account_holds_is_refused_and_nothing_is_created(
     assert not AccessAttempt.objects.exists()  # not a password guess: django-axes counts nothing
 
 
+@pytest.mark.one_pass("embedded")
 def test_a_deactivated_account_is_refused(
     people: dict[str, Any], sso: Provider, live_server: Any, security_events: list[dict[str, Any]]
 ) -> None:

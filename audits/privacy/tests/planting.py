@@ -70,13 +70,15 @@ def trained_and_deployed(people: dict[str, Any], version: DatasetVersion, slug: 
             actor=people["data_steward"], version=version, decision="confirmed", note="customer contacts, contract"
         )
 
-    weights = Path(tempfile.mkdtemp(prefix="dsr-weights-"))
-    (weights / "model.safetensors").write_bytes(b"weights of " + slug.encode())
     model = model_create(actor=people["ml_engineer"], project=people["project"], slug=slug, name=slug.title())
-    with override_settings(REGISTRY_ALLOWED_ROOTS=[weights.resolve()]):
-        model_version, _ = model_version_register_folder(
-            actor=people["ml_engineer"], model=model, folder=str(weights), dataset_versions=[version]
-        )
+    # The registry copies every file into its blob store, so the folder goes once registered.
+    with tempfile.TemporaryDirectory(prefix="dsr-weights-") as folder:
+        weights = Path(folder)
+        (weights / "model.safetensors").write_bytes(b"weights of " + slug.encode())
+        with override_settings(REGISTRY_ALLOWED_ROOTS=[weights.resolve()]):
+            model_version, _ = model_version_register_folder(
+                actor=people["ml_engineer"], model=model, folder=str(weights), dataset_versions=[version]
+            )
     deployment = deployment_request(
         actor=people["ml_engineer"], model_version=model_version, name=f"{slug}-assistant", environment="staging",
         target={"max_tokens": 16}, guard={"mode": "redact", "entities": ["EMAIL_ADDRESS"]},

@@ -473,6 +473,7 @@ def _entry(action: str) -> Any:
     return Entry.objects.filter(action=action).order_by("-index").first()
 
 
+@pytest.mark.one_pass("embedded")
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_auditor_finds_the_inventory_from_the_report_runs_and_follows_a_fact_to_its_proof(
     ready: dict[str, Any], live_server: Any
