@@ -312,6 +312,8 @@ JOBS = (
         "running": ("claimed_at",)}, "PII_SCAN_LEASE_S", "finished_at", "requested_at", "error"),
     Job("training.FineTuneRun", "Fine-tune run", "state", ("failed",), {"queued": ("queued_at", "heartbeat_at"),
         "running": ("heartbeat_at",)}, "TRAINING_HEARTBEAT_TIMEOUT_S", "finished_at", "created_at", "failure_reason"),
+    Job("training.OptimisationRun", "Optimisation run", "state", ("failed",), {"queued": ("queued_at",),
+        "running": ("started_at",)}, "OPTIMISATION_RUN_LEASE_S", "finished_at", "created_at", "failure_reason"),
     Job("checks.SecurityScan", "Security scan", "state", ("failed",), {"queued": ("created_at", "heartbeat_at"),
         "running": ("heartbeat_at",)}, "TRAINING_HEARTBEAT_TIMEOUT_S", "finished_at", "created_at", "failure_reason"),
     Job("checks.BiasEvaluation", "Bias evaluation", "state", ("failed",), {"queued": ("created_at", "heartbeat_at"),

@@ -111,6 +111,7 @@ MATRIX: dict[tuple[str, str], tuple[list[str] | str, bool]] = {
     ("api/v1/projects/<slug:slug>/optimisation-runs/", "POST"): (["ml_engineer"], True),
     ("api/v1/optimisation-runs/<int:pk>", "GET"): (MEMBERS, True),
     ("api/v1/optimisation-runs/<int:pk>/start", "POST"): (["ml_engineer"], True),
+    ("api/v1/optimisation-runs/<int:pk>/cancel", "POST"): (["ml_engineer", "platform_admin"], True),
     ("api/v1/optimisation-runs/<int:pk>/submit", "POST"): (["data_steward", "ml_engineer", "platform_admin"], True),
     ("api/v1/model-versions/<int:pk>/security-scans/", "GET"): (MEMBERS, True),
     ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): (["ml_engineer", "security_reviewer"], True),
@@ -242,6 +243,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("api/v1/fine-tune-runs/<int:pk>/submit", "POST"): {"action": "fine_tune_run.execute"},
     ("api/v1/projects/<slug:slug>/optimisation-runs/", "POST"): {"source": 999999, "evaluation_set": 999999},
     ("api/v1/optimisation-runs/<int:pk>/submit", "POST"): {"action": "optimisation_run.execute"},
+    ("api/v1/optimisation-runs/<int:pk>/cancel", "POST"): {"reason": "not needed"},
     ("api/v1/deployments/<int:pk>/export-feedback", "POST"): {"dataset": 999999},
     ("api/v1/model-versions/<int:pk>/security-scans/", "POST"): {"profile": "smoke"},
     ("api/v1/model-versions/<int:pk>/bias-evaluations/", "POST"): {

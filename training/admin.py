@@ -253,7 +253,7 @@ class OptimisationRunAdmin(RequestAddMixin, ProjectScopedAdmin):
     # The figures in words rather than the admin's JSON.
     exclude = ["metrics"]
     readonly_fields = ["figures", "run_digest", "approvals"]
-    actions = ["start_again"]
+    actions = ["start_again", "cancel"]
 
     request_form = OptimisationRequestForm
     request_what, request_title, request_submit = (
@@ -339,4 +339,15 @@ class OptimisationRunAdmin(RequestAddMixin, ProjectScopedAdmin):
             request, queryset, lambda run: optimisation_run_start(actor=request.user, run=run),
             name=lambda run: f"optimisation run {run.pk}", refusal_fields=lambda run: {"optimisation_run": run.pk},
             each={DONE: lambda run: f"queued (attempt {run.attempt})"},
+        )  # fmt: skip
+
+    @admin.action(description="Cancel the selected runs (until a worker starts them)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[OptimisationRun]) -> None:
+        from training.services import optimisation_run_cancel
+
+        call_service_for_each(
+            request, queryset,
+            lambda run: optimisation_run_cancel(actor=request.user, run=run, reason="cancelled in the admin"),
+            name=lambda run: f"optimisation run {run.pk}", refusal_fields=lambda run: {"optimisation_run": run.pk},
+            each={DONE: "cancelled"},
         )  # fmt: skip

@@ -23,10 +23,12 @@ def run(run_id: int, idempotency_key: str) -> str | None:
 
 @shared_task(name="training.reap")
 def reap() -> int:
-    """Fail the runs whose worker was lost, then scrub the working folders no live attempt owns."""
-    from training.services import fine_tune_runs_reap, fine_tune_workdirs_sweep
+    """Fail the runs (fine-tune and optimisation) whose worker was lost, then scrub the working
+    folders no live attempt owns."""
+    from training.services import fine_tune_runs_reap, fine_tune_workdirs_sweep, optimisation_runs_reap
 
-    reaped = fine_tune_runs_reap(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
+    system = get_user_model().objects.get(username=SYSTEM_USERNAME)
+    reaped = fine_tune_runs_reap(actor=system) + optimisation_runs_reap(actor=system)
     fine_tune_workdirs_sweep()
     return reaped
 

@@ -422,6 +422,9 @@ if TRAINING_LAUNCHER not in {"torchrun", "accelerate"}:
     raise SettingError("TRAINING_LAUNCHER", f"expected torchrun or accelerate, got {TRAINING_LAUNCHER!r}")
 # A running run whose worker has not beaten for this long is failed by the reaper (beat).
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 300, minimum=1)
+# An optimisation run running for longer than this is failed by the reaper (beat); one whose worker
+# process on this host is gone, at once. Its work runs in the worker's process, without a heartbeat.
+OPTIMISATION_RUN_LEASE_S = env_int("OPTIMISATION_RUN_LEASE_S", 3600, minimum=10)
 # Working folders of runs (the base weights, the texts, the output before it is registered).
 TRAINING_WORK_ROOT = _ensure_dir(env_path("TRAINING_WORK_ROOT", VAR_DIR / "training"), "TRAINING_WORK_ROOT")
 # GPU-hours a project without a quota row may request (0: GPUs need a quota set first).

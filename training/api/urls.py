@@ -24,6 +24,11 @@ urlpatterns = [
         "optimisation-runs/<int:pk>/start", views.OptimisationRunStartView.as_view(), name="api-optimisation-run-start"
     ),
     path(
+        "optimisation-runs/<int:pk>/cancel",
+        views.OptimisationRunCancelView.as_view(),
+        name="api-optimisation-run-cancel",
+    ),
+    path(
         "optimisation-runs/<int:pk>/submit",
         SubjectSubmitView.as_view(subject_type="optimisation_run"),
         name="api-optimisation-run-submit",

@@ -217,21 +217,37 @@ class OptimisationRunDetailView(APIView):
         return Response(_optimisation_detail(selectors.optimisation_run_get(user=request.user, pk=pk)))
 
 
-class OptimisationRunStartView(CommandView):
-    """Queue an approved optimisation run again after a failure (ML engineers; a new attempt under a
-    new idempotency key): 409 ``run_not_startable`` unless requested or failed, ``not_approved``
-    when no approval holds for the run as it is now."""
-
-    operation_id = "optimisation_runs_start"
+class _OptimisationCommand(CommandView):
     output_serializer = OptimisationRunDetailSerializer
     errors = OPTIMISATION_ERRORS
 
     def target(self, request: Request, pk: int) -> OptimisationRun:
         return selectors.optimisation_run_get(user=request.user, pk=pk)
 
+    def answer(self, run: OptimisationRun) -> Any:
+        return _optimisation_detail(selectors.optimisation_run_get(user=self.request.user, pk=run.pk))
+
+
+class OptimisationRunStartView(_OptimisationCommand):
+    """Queue an approved optimisation run again after a failure (ML engineers; a new attempt under a
+    new idempotency key): 409 ``run_not_startable`` unless requested or failed, ``not_approved``
+    when no approval holds for the run as it is now."""
+
+    operation_id = "optimisation_runs_start"
+
     def run(self, request: Request, run: OptimisationRun, data: dict[str, Any]) -> OptimisationRun:
         services.optimisation_run_start(actor=request.user, run=run)
         return run
 
-    def answer(self, run: OptimisationRun) -> Any:
-        return _optimisation_detail(selectors.optimisation_run_get(user=self.request.user, pk=run.pk))
+
+class OptimisationRunCancelView(_OptimisationCommand):
+    """Cancel an optimisation run that no worker has started (the requester, ML engineers or
+    platform admins, with a reason): 409 ``run_running`` while a worker runs it (it ends within
+    minutes, or the reaper fails it), ``run_closed`` once it has ended."""
+
+    operation_id = "optimisation_runs_cancel"
+    input_serializer = ReasonInputSerializer
+
+    def run(self, request: Request, run: OptimisationRun, data: dict[str, Any]) -> OptimisationRun:
+        services.optimisation_run_cancel(actor=request.user, run=run, reason=data["reason"])
+        return run

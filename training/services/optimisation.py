@@ -10,9 +10,11 @@ quantises and measures it (``training.optimise``) and registers the int8 export 
 the same model, with ``base`` the source, the source's dataset versions (it was trained on the same
 data) and a lineage naming the run, the method, the digests and the figures.
 
-Caveats: the work runs in the worker's own process (no heartbeat, no cancellation: it takes seconds
-to minutes, not hours); a worker killed mid-run leaves the run ``running`` (no reaper covers
-optimisation runs yet). They are requested through these services, the
+The work runs in the worker's own process, without a heartbeat (it takes seconds to minutes, not
+hours): a run can be cancelled (``optimisation_run_cancel``) until a worker starts it, not while it
+runs; the reaper (``optimisation_runs_reap``, the ``training.reap`` beat) fails a running run whose
+worker process on the same host is gone, and any run running for longer than
+``OPTIMISATION_RUN_LEASE_S``. A failed run can be started again. They are requested through these services, the
 API (``/api/v1/projects/{slug}/optimisation-runs/``) or the admin's page, and approved through the
 approval API and pages. The quantised version
 is an ONNX export: only the model server's ``onnx`` runtime serves it, and security scans and
@@ -33,6 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audits.ledger.services import Subject, ledger_append
+from common.claims import ClaimedJobs
 from common.digests import canonical_digest
 from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
@@ -49,7 +52,7 @@ from registry.services import (
     model_version_register_folder,
     use_status,
 )
-from training.models import OptimisationMethod, OptimisationRun, RunState
+from training.models import TERMINAL_STATES, OptimisationMethod, OptimisationRun, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +243,66 @@ def optimisation_run_start(*, actor: Any, run: OptimisationRun) -> OptimisationR
         ):  # fmt: skip
             raise Conflict("not_approved", f"no approval of {OPTIMISATION_ACTION} holds for run {run.pk} as it is now")
         return _queue(run, actor, "started again" if run.attempt else "started")
+
+
+def optimisation_run_cancel(*, actor: Any, run: OptimisationRun, reason: str) -> OptimisationRun:
+    """Cancel a run that no worker has started (requested or queued; a queued run's message then
+    finds it closed): the requester, an ML engineer or a platform admin, with a reason. A running
+    run is not stopped midway: it ends within minutes, or the reaper fails it."""
+    held = project_roles_held(actor, run.project)
+    if not (
+        is_platform_admin(actor) or actor.pk == run.requested_by_id or held & {Role.ML_ENGINEER, Role.PLATFORM_ADMIN}
+    ):
+        raise PermissionDenied("permission_denied", "cancelling needs the requester, ml_engineer or platform_admin")
+    if not reason.strip():
+        raise _invalid("reason", "may not be blank")
+    with transaction.atomic():
+        run = OptimisationRun.objects.select_for_update().get(pk=run.pk)
+        if run.state in TERMINAL_STATES:
+            raise Conflict("run_closed", f"optimisation run {run.pk} is {run.state}")
+        if run.state == RunState.RUNNING:
+            raise Conflict(
+                "run_running",
+                f"optimisation run {run.pk} is running on {run.claimed_by} and cannot be stopped midway: it ends "
+                f"on its own, or the reaper fails it after {settings.OPTIMISATION_RUN_LEASE_S} s "
+                "(OPTIMISATION_RUN_LEASE_S)",
+            )
+        run.state, run.finished_at = RunState.CANCELLED, timezone.now()
+        run.save(update_fields=["state", "finished_at"])
+        ledger_append(
+            actor=actor, action="optimisation_run.cancelled", subject=_subject(run),
+            payload={"attempt": run.attempt, "reason": reason},
+        )  # fmt: skip
+    return run
+
+
+# ``started_at`` is the claim's time (the run does not beat); a claim by a process on this host that
+# is gone is lost at once, any other after the lease.
+_OPTIMISATION_JOBS = ClaimedJobs(
+    OptimisationRun, "state", RunState.QUEUED, RunState.RUNNING, "queued_at", "OPTIMISATION_RUN_LEASE_S",
+    beat="started_at",
+)  # fmt: skip
+
+
+def optimisation_runs_reap(*, actor: Any) -> int:
+    """Fail the running runs whose worker is gone (a process on this host that no longer exists)
+    or that have run past ``OPTIMISATION_RUN_LEASE_S``: never ``running`` forever. The worker of
+    such a run, if it lives on, records nothing more (``_finish`` finds the run no longer its own)."""
+
+    def reason(run: OptimisationRun) -> str:
+        return (
+            f"worker lost: {run.claimed_by or 'the worker'} started it at {run.started_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"and is gone, or it ran past OPTIMISATION_RUN_LEASE_S ({settings.OPTIMISATION_RUN_LEASE_S} s)"
+        )
+
+    def record(run: OptimisationRun) -> None:
+        ledger_append(
+            actor=actor, action="optimisation_run.failed", subject=_subject(run),
+            payload={"attempt": run.attempt, "reason": run.failure_reason, "metrics": {}, "output": None,
+                     "reaped": True},
+        )  # fmt: skip
+
+    return _OPTIMISATION_JOBS.fail_lost(failed=RunState.FAILED, reason=reason, record=record)
 
 
 def _system() -> Any:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training.models import TERMINAL_STATES, FineTuneRun, RunState
+from training.models import TERMINAL_STATES, FineTuneRun, OptimisationRun, RunState
 
 logger = logging.getLogger(__name__)
 
 
 _WORKDIR_NAME = re.compile(r"^run-([0-9]+)-([0-9]+)$")
+_OPTIMISATION_WORKDIR_NAME = re.compile(r"^optimise-([0-9]+)-([0-9]+)$")
 
 
 def _workdir(run_id: int, attempt: int) -> Path:
@@ -28,17 +29,18 @@ def fine_tune_workdirs_sweep() -> int:
     weights and the unregistered output. Runs on each worker host (at worker start and with the
     reaper): ``TRAINING_WORK_ROOT`` is local disk. A folder is left alone while its attempt is the
     run's current one and still running; the registered output of a succeeded attempt stays.
-    Returns how many folders were scrubbed."""
+    Optimisation runs' folders (``optimise-<run>-<attempt>``) are scrubbed alike
+    (``_optimisation_workdirs_sweep``). Returns how many folders were scrubbed."""
     root = Path(settings.TRAINING_WORK_ROOT)
     if not root.is_dir():
         return 0
+    scrubbed = _optimisation_workdirs_sweep(root)
     found = {}
     for folder in root.iterdir():
         match = _WORKDIR_NAME.match(folder.name)
         if match and folder.is_dir():
             found[folder] = (int(match[1]), int(match[2]))
     runs = FineTuneRun.objects.in_bulk({run_id for run_id, _ in found.values()})
-    scrubbed = 0
     for folder, (run_id, attempt) in sorted(found.items()):
         run = runs.get(run_id)
         current = run is not None and run.attempt == attempt
@@ -52,6 +54,33 @@ def fine_tune_workdirs_sweep() -> int:
             continue
         _workdir_scrub(folder, keep_output=keep_output)
         logger.warning("training folder %s: scrubbed what its stopped attempt left behind", folder)
+        scrubbed += 1
+    return scrubbed
+
+
+def _optimisation_workdirs_sweep(root: Path) -> int:
+    """The same for optimisation runs, whose worker (killed outright) leaves ``source`` (a copy of
+    the source weights, trained on personal data perhaps since erased), ``fp32`` (its export) and an
+    unregistered ``int8``; a succeeded current attempt keeps ``int8``, its version's ``source``."""
+    found = {}
+    for folder in root.iterdir():
+        match = _OPTIMISATION_WORKDIR_NAME.match(folder.name)
+        if match and folder.is_dir():
+            found[folder] = (int(match[1]), int(match[2]))
+    runs = OptimisationRun.objects.in_bulk({run_id for run_id, _ in found.values()})
+    scrubbed = 0
+    for folder, (run_id, attempt) in sorted(found.items()):
+        run = runs.get(run_id)
+        current = run is not None and run.attempt == attempt
+        if current and run.state not in TERMINAL_STATES:
+            continue
+        keep_int8 = current and run.state == RunState.SUCCEEDED
+        leftovers = [folder / name for name in ("source", "fp32", *(() if keep_int8 else ("int8",)))]
+        if not any(path.exists() for path in leftovers):
+            continue
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        logger.warning("optimisation folder %s: scrubbed what its stopped attempt left behind", folder)
         scrubbed += 1
     return scrubbed
 

@@ -157,6 +157,33 @@ def test_start_again_queues_a_failed_run_and_refuses_an_unapproved_one(world: di
     assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_startable"
 
 
+def test_cancel_takes_a_reason_and_refuses_a_running_run_saying_why(world: dict[str, Any]) -> None:
+    running, requested = _post(world).json()["id"], _post(world).json()["id"]
+    OptimisationRun.objects.filter(pk=running).update(state=RunState.RUNNING, attempt=1, claimed_by="gpu-1:77")
+    before = Entry.objects.count()
+    for run_pk, body, status, code in (
+        (requested, {}, 400, "invalid_input"),
+        (requested, {"reason": 5}, 400, "invalid_input"),
+        (running, {"reason": "not needed"}, 409, "run_running"),
+    ):
+        response = world["engineer"].post(
+            f"/api/v1/optimisation-runs/{run_pk}/cancel", body, content_type="application/json"
+        )
+        assert response.status_code == status and response.json()["error"]["code"] == code, response.content
+    assert "gpu-1:77" in response.json()["error"]["message"] and Entry.objects.count() == before
+    assert (
+        _client(world, "auditor")
+        .post(f"/api/v1/optimisation-runs/{requested}/cancel", {"reason": "x"}, content_type="application/json")
+        .status_code
+        == 403
+    )
+    done = world["engineer"].post(
+        f"/api/v1/optimisation-runs/{requested}/cancel", {"reason": "not needed"}, content_type="application/json"
+    )
+    assert done.status_code == 200 and done.json()["state"] == "cancelled", done.content
+    assert actions(OptimisationRun.objects.get(pk=requested))[-1] == "optimisation_run.cancelled"
+
+
 def test_the_list_shows_the_figures_and_its_query_count_is_flat(world: dict[str, Any]) -> None:
     path = f"/api/v1/projects/{world['project'].slug}/optimisation-runs/"
     first = _post(world).json()["id"]
@@ -195,3 +222,24 @@ def test_the_admin_requests_a_quantisation_through_the_service_and_shows_its_fig
     listed = browser.get("/admin/training/optimisationrun/").content.decode()
     assert "10.1000" in listed and "+1.00%" in listed and "4.00 → 1.00 MB" in listed
     assert browser.get(f"/admin/training/optimisationrun/{run.pk}/change/").status_code == 200
+
+
+def test_the_admin_cancels_a_run_no_worker_started_and_says_why_it_cannot_cancel_a_running_one(
+    world: dict[str, Any],
+) -> None:
+    from common.testing import admin_login
+
+    waiting, running = _post(world).json()["id"], _post(world).json()["id"]
+    OptimisationRun.objects.filter(pk=running).update(state=RunState.RUNNING, attempt=1, claimed_by="gpu-1:77")
+    browser = Client()
+    admin_login(browser, world["ml_engineer"])
+    response = browser.post(
+        "/admin/training/optimisationrun/", {"action": "cancel", "_selected_action": [waiting, running]}, follow=True
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"optimisation run {running} is running on gpu-1:77 and cannot be stopped midway" in page
+    states = dict(OptimisationRun.objects.values_list("pk", "state"))
+    assert states == {waiting: "cancelled", running: "running"}
+    [entry] = Entry.objects.filter(action="optimisation_run.cancelled")
+    assert entry.subject_id == str(waiting)
