@@ -63,8 +63,10 @@ approval vouched for it), each answered request (status 200) also appends one JS
 ``<log stem>.transcripts.jsonl`` beside ``--log`` (a grant that keeps transcripts refuses a start
 without ``--log``): time, request id, deployment, and the prompt and completion as the guard left
 them (its redactions applied). A blocked side is never answered, so never kept. Like the log, the
-file is appended to and not rotated; each line is bounded by the grant's ``max_prompt_chars`` and
-``max_tokens``. Caveat: it holds whatever personal data the guard did not catch.
+file is not rotated; each line is bounded by the grant's ``max_prompt_chars`` and ``max_tokens``.
+Each line is appended under an exclusive ``flock`` of ``<transcripts>.lock``, with the file opened
+for that line: a data subject's erasure writes the file anew under the same lock and swaps it in
+(``TranscriptLog``). Caveat: it holds whatever personal data the guard did not catch.
 """
 
 from __future__ import annotations
@@ -247,6 +249,43 @@ def transcript_path(log: Path) -> Path:
     return log.with_name(f"{log.stem}.transcripts.jsonl")
 
 
+def transcript_lock_path(transcripts: Path) -> Path:
+    """The file whose exclusive ``flock`` a transcripts' writer and their erasure take in turn."""
+    return transcripts.with_name(f"{transcripts.name}.lock")
+
+
+class TranscriptLog:
+    """Appends one JSON line per answered request to the transcripts, opening the file for each
+    line under an exclusive ``flock`` of ``transcript_lock_path``: an erasure
+    (``serving.services.transcripts``) writes the file anew under the same lock and swaps it in,
+    so the next line goes to the new file and none is lost to the old one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lockfile = transcript_lock_path(path).open("a")
+        except OSError as exc:
+            raise Refused(f"cannot open the transcripts {path}: {exc.strerror or exc}") from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        import fcntl
+
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+            try:
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write(line)
+            finally:
+                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            self._lockfile.close()
+
+
 def ai_generated_marking(grant: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """The ``ai_generated`` member of every completion and the headers sent with it, exactly as
     the grant's ``transparency`` says (its defaults, marked with headers, when the grant has none):
@@ -333,11 +372,11 @@ class ModelServer:
 
         self.device = choose_device(self.target, args.device, args.allow_cpu_fallback)
         self.log = InferenceLog(args.log)
-        self.transcripts: InferenceLog | None = None
+        self.transcripts: TranscriptLog | None = None
         if self.grant.get("keep_transcripts"):
             if args.log is None:
                 raise Refused("the grant keeps transcripts, which are written beside --log; give --log")
-            self.transcripts = InferenceLog(transcript_path(args.log))
+            self.transcripts = TranscriptLog(transcript_path(args.log))
         guard = self.grant["guard"]
         try:  # before the model, whose load may take minutes
             self.guard = Guard(guard["mode"], guard["entities"], nlp_model=args.nlp_model)

@@ -251,3 +251,17 @@ def incidents_naming(
         if fields:
             found.append((incident, fields))
     return found
+
+
+def transcripts_naming(project: Project, find: Callable[[str], list[tuple[int, int]]]) -> list[tuple[Any, list[Any]]]:
+    """The deployments of ``project`` whose transcripts hold the person (``identifiers.finder``),
+    each with the turns that do (``serving.services.transcripts``), by deployment id."""
+    from serving.models import Deployment
+    from serving.services.transcripts import transcript_turns_naming
+
+    found = []
+    for deployment in Deployment.objects.filter(project=project).order_by("pk"):
+        turns = transcript_turns_naming(deployment, find)
+        if turns:
+            found.append((deployment, turns))
+    return found

@@ -178,12 +178,13 @@ def access_letter_document(
     held = package["dataset_versions"]
     records = package["records"]
     incidents = package.get("incidents", [])  # a package issued before they were searched has none
+    turns = package.get("transcripts", [])
     missing = "MISSING (see the draft notice)"
     controller = org.controller_name or missing
     received = _day(request.received_at, request.tz)
     summary: list[tuple[str, object]] = [
         ("Your request", f"{request.reference}, received {received} ({request.get_kind_display()})"),
-        ("Do we hold data about you?", _held_summary(held, records, incidents)),
+        ("Do we hold data about you?", _held_summary(held, records, incidents, turns)),
         ("Who we are", ", ".join(p for p in (controller, " ".join(org.controller_address.split())) if p)),
         ("How to reach us", (org.ccpa_request_email if not gdpr and org.ccpa_request_email else "")
          or org.controller_contact() or missing),
@@ -203,12 +204,12 @@ def access_letter_document(
         Heading("In short"),
         KeyValues(summary),
     ]
-    if not held and not incidents:
+    if not held and not incidents and not turns:
         sections.append(
             Paragraph(
-                "We searched every dataset of this work that our scanner has indexed, and the reports in our "
-                "register of incidents, and found no personal data about you, so the rest of this letter lists "
-                "nothing. Your rights, below, still apply."
+                "We searched every dataset of this work that our scanner has indexed, the reports in our "
+                "register of incidents and the conversations our AI services keep, and found no personal data "
+                "about you, so the rest of this letter lists nothing. Your rights, below, still apply."
             )
         )
     if held:
@@ -218,6 +219,8 @@ def access_letter_document(
         sections += _records(records)
     if incidents:
         sections += _incidents(incidents, held_elsewhere=bool(held))
+    if turns:
+        sections += _conversations(turns)
     sections += _rights(package, request.regime, org)
     sections += [
         Heading("How to check this letter"),
@@ -366,6 +369,22 @@ def _incidents(incidents: list[dict[str, Any]], *, held_elsewhere: bool) -> list
     ]
 
 
+def _conversations(turns: list[dict[str, Any]]) -> list[Section]:
+    """The turns of the AI services' transcripts that mention the person, as kept."""
+    rows = [[t["deployment"], t["time"][:16].replace("T", " ") + " UTC", _cut(t["prompt"]), _cut(t["completion"])]
+            for t in turns]  # fmt: skip
+    return [
+        Heading("Conversations with our AI services that mention you"),
+        Paragraph(
+            "Some of our AI services keep what they were asked and what they answered, to learn from the "
+            "feedback people give on the answers. These exchanges mention you; here they are as we keep them "
+            "(personal data our filter recognised was removed before they were kept; the attached file has the "
+            "same text):"
+        ),
+        Table(["Service", "When", "Question", "Answer"], rows),
+    ]
+
+
 def _rights(package: dict[str, Any], regime: str, org: Any) -> list[Section]:
     intro = "You have the right:" if regime == Regime.CCPA else "You have the right to:"
     contact = org.controller_contact() or "MISSING (see the draft notice)"
@@ -402,16 +421,20 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _held_summary(held: list[dict[str, Any]], records: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> str:
+def _held_summary(
+    held: list[dict[str, Any]], records: list[dict[str, Any]], incidents: list[dict[str, Any]], turns: list[Any]
+) -> str:
     parts = []
     if held:
         datasets = len({v["dataset"] for v in held})
         parts.append(f"{_count(len(records), 'record')} in {_count(datasets, 'dataset')}")
     if incidents:
         parts.append(_count(len(incidents), "incident report"))
+    if turns:
+        parts.append(_count(len(turns), "conversation") + " with our AI services")
     if not parts:
         return "No. We found no personal data about you."
-    return f"Yes: {' and '.join(parts)}."
+    return f"Yes: {_join(parts)}."
 
 
 def _basis(code: str) -> str:

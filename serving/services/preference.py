@@ -41,7 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from audits.ledger.services import Subject, ledger_append
+from audits.ledger.services import ERASED, Subject, ledger_append
 from common.errors import Conflict, DomainError, PermissionDenied
 from common.tasks import dispatch_on_commit
 from governance.permissions import is_platform_admin, project_roles_held
@@ -140,7 +140,8 @@ def transcript_path(deployment: Deployment) -> Path:
 
 
 def deployment_transcripts(deployment: Deployment) -> dict[str, Turn]:
-    """The deployment's transcript lines by request id; a torn or foreign line is skipped."""
+    """The deployment's transcript lines by request id; a torn or foreign line is skipped, and so
+    is a turn a data subject's erasure blanked (``serving.services.transcripts``)."""
     path = transcript_path(deployment)
     if not path.is_file():
         return {}
@@ -157,7 +158,7 @@ def deployment_transcripts(deployment: Deployment) -> dict[str, Turn]:
                 )  # fmt: skip
             except (ValueError, KeyError, TypeError):
                 continue
-            if turn.deployment == deployment.pk:
+            if turn.deployment == deployment.pk and turn.prompt != ERASED:
                 turns[turn.request_id] = turn
     return turns
 

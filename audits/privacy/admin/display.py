@@ -167,6 +167,7 @@ def findings(request: DataSubjectRequest) -> dict[str, Any]:
         "deployments": found.get("deployments", []),
         "unscanned": found.get("unscanned_versions", []),
         "incidents": _incident_rows(found.get("incidents", [])),
+        "transcripts": found.get("transcripts", []),
     }
 
 
@@ -205,6 +206,7 @@ def erasure(request: DataSubjectRequest) -> dict[str, Any] | None:
         ],
         "keys": len(done.get("vault_keys_shredded", [])),
         "incidents": _incident_rows(done.get("incidents", [])),
+        "transcripts": done.get("transcripts", []),
     }
 
 

@@ -398,6 +398,11 @@ class DataSubjectRequestAdmin(PrivacyAdmin):
                     f"{erased.reference}: erased: {len(done['replaced'])} dataset version(s) replaced, "
                     f"{len(done['model_reviews'])} model review(s) opened, "
                     + (f"{len(done['incidents'])} incident(s) blanked, " if done["incidents"] else "")
+                    + (
+                        f"{sum(t['turns'] for t in done['transcripts'])} transcript turn(s) erased, "
+                        if done.get("transcripts")
+                        else ""
+                    )
                     + f"{len(done['vault_keys_shredded'])} vault key(s) shredded. The request is now erased: "
                     "complete it once the requester is told.",
                 )

@@ -69,8 +69,9 @@ def package_sha256(package: dict[str, Any]) -> str:
 
 def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict[str, Any], str]:
     """The GDPR Art. 15 / CCPA right-to-know package, as JSON: a copy of the person's records in
-    the current (not erased) dataset versions found and of the free text of the project's
-    incidents that names them (each field that does, whole, as a record is), the purposes,
+    the current (not erased) dataset versions found, of the free text of the project's incidents
+    that names them (each field that does, whole, as a record is) and of the turns of its
+    deployments' transcripts that do (prompt and completion, as kept), the purposes,
     categories of data, recipients, storage periods, sources, third-country transfers, the model
     versions and deployments derived from the data, the person's rights and the automated
     decision-making statement.
@@ -110,6 +111,12 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             {"id": incident.pk, "reference": incident.reference, "fields": {f: getattr(incident, f) for f in fields}}
             for incident, fields in selectors.incidents_naming(request.project, find)
         ]
+        transcripts = [
+            {"deployment": deployment.name, "deployment_id": deployment.pk, "time": turn.time,
+             "request_id": turn.request_id, "prompt": turn.prompt, "completion": turn.completion}
+            for deployment, turns in selectors.transcripts_naming(request.project, find)
+            for turn in turns
+        ]  # fmt: skip
         datasets = sorted({v.dataset for v in versions}, key=lambda d: d.slug)
         kinds = sorted(
             {k for v in findings["dataset_versions"] if v["id"] in {x.pk for x in versions} for k in v["kinds"]}
@@ -120,10 +127,11 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             "controller": _controller(),
             "project": {"slug": request.project.slug, "name": request.project.name},
             "generated_at": timezone.now().isoformat(),
-            "data_held": bool(records or incidents),
+            "data_held": bool(records or incidents or transcripts),
             "dataset_versions": version_rows,
             "records": records,
             "incidents": incidents,
+            "transcripts": transcripts,
             "purposes": [{"dataset": str(d), "purpose": d.purpose, "lawful_basis": d.lawful_basis} for d in datasets],
             "categories": {
                 "identifiers_found": [ENTITY_OF_KIND.get(k, k) for k in kinds],
@@ -146,7 +154,7 @@ def dsr_access_package(*, actor: Any, request: DataSubjectRequest) -> tuple[dict
             payload={"sha256": digest, "records": len(records), "dataset_versions": [v.pk for v in versions],
                      "model_versions": [m["id"] for m in findings["model_versions"]],
                      "deployments": [d["id"] for d in findings["deployments"]],
-                     "incidents": [i["id"] for i in incidents]},
+                     "incidents": [i["id"] for i in incidents], "transcript_turns": len(transcripts)},
         )  # fmt: skip
     return package, digest
 

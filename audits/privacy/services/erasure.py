@@ -73,12 +73,21 @@ class IncidentChange:
 
 
 @dataclass(frozen=True)
+class TranscriptChange:
+    """A deployment of the project whose transcripts hold turns naming the person."""
+
+    deployment: Any
+    turns: list[str]  # request ids
+
+
+@dataclass(frozen=True)
 class ErasurePlan:
     """What ``dsr_erase`` changes, computed by the code it runs: the versions replaced (with the
     records removed), the model versions put under review (``models``: id -> {trained_on, via};
     ``reviews_open``: those already under review for this request), the deployments serving them
     (left as they are: their reviews decide), the incidents whose free text names the person
-    (``incidents``: blanked there), and the vault keys shredded. ``hold``: the active
+    (``incidents``: blanked there), the deployments whose transcripts hold turns naming them
+    (``transcripts``: those turns erased), and the vault keys shredded. ``hold``: the active
     legal hold that refuses the erasure (then nothing else is computed). ``digest`` names the
     plan, so an erasure can be bound to the summary its officer confirmed."""
 
@@ -91,6 +100,7 @@ class ErasurePlan:
     deployments: list[Any] = field(default_factory=list)
     vault_refs: list[str] = field(default_factory=list)
     incidents: list[IncidentChange] = field(default_factory=list)
+    transcripts: list[TranscriptChange] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -103,6 +113,7 @@ class ErasurePlan:
                 "deployments": [d.pk for d in self.deployments],
                 "vault_refs": self.vault_refs,
                 "incidents": [[c.incident.pk, c.fields] for c in self.incidents],
+                "transcripts": [[c.deployment.pk, c.turns] for c in self.transcripts],
             }
         )
 
@@ -117,7 +128,7 @@ def _check_erasable(request: DataSubjectRequest) -> None:
 
 def _plan(request: DataSubjectRequest) -> ErasurePlan:
     """What erasing the person of ``request`` changes now; refuses (changing nothing) when
-    neither the index nor the incidents' free text finds them, or a version indexed with the
+    neither the index, the incidents' free text nor the transcripts find them, or a version indexed with the
     person has no record that is theirs."""
     hold = _active_hold(request)
     if hold is not None:
@@ -125,10 +136,15 @@ def _plan(request: DataSubjectRequest) -> ErasurePlan:
     find = finder(identifiers_of(request))
     index = selectors.index_versions(request.project, request.identifier_hashes)
     incidents = [IncidentChange(i, fields) for i, fields in selectors.incidents_naming(request.project, find)]
-    if not index and not incidents:
+    transcripts = [
+        TranscriptChange(deployment, [turn.request_id for turn in turns])
+        for deployment, turns in selectors.transcripts_naming(request.project, find)
+    ]
+    if not index and not incidents and not transcripts:
         raise Conflict(
             "nothing_to_erase",
-            f"no dataset version nor incident of project {request.project.slug} holds this person; nothing erased",
+            f"no dataset version, incident nor transcript of project {request.project.slug} holds this person; "
+            "nothing erased",
         )
     versions = list(DatasetVersion.objects.filter(pk__in=index).select_related("dataset__project").order_by("pk"))
     found = {version.pk: {r.number for r in selectors.person_records(version, find)} for version in versions}
@@ -161,6 +177,7 @@ def _plan(request: DataSubjectRequest) -> ErasurePlan:
         deployments=list(selectors.deployments_serving(models).select_related("model_version__model")),
         vault_refs=[ref for ref in refs if ref in live],
         incidents=incidents,
+        transcripts=transcripts,
     )
 
 
@@ -188,6 +205,9 @@ def dsr_erase(*, actor: Any, request: DataSubjectRequest, confirmed_plan: str | 
     - the person's identifiers are blanked in the free text of every incident of the project that
       names them, and the ledger's sealed copies of that text are shredded
       (``incidents.services.incident_text_erase``);
+    - the turns of the project's deployments' transcripts that name them are erased, with the
+      raters' corrections of them (``serving.services.transcripts.deployment_transcripts_erase``,
+      last: a file swapped in is not put back should the transaction fail);
     - the request's vault key is shredded: its sealed identifiers become unreadable;
     - the request is ``erased`` (open until its response is recorded by ``dsr_complete``).
 
@@ -260,14 +280,20 @@ def _erase(actor: Any, plan: ErasurePlan, erase_records: Callable[..., Any], era
          "fields": erase_text(actor=actor, incident=change.incident, find=find, reason=reason)}
         for change in plan.incidents
     ]  # fmt: skip
+    transcripts = [{"id": c.deployment.pk, "name": c.deployment.name, "turns": len(c.turns)} for c in plan.transcripts]
     for ref in plan.vault_refs:
         data_subject_erase(actor=actor, subject_ref=ref, reason=reason)
     request.erased_at, request.state = timezone.now(), RequestState.ERASED
     request.erasure = {"replaced": replaced, "model_reviews": reviews,
                        "model_versions": list(plan.models), "vault_keys_shredded": plan.vault_refs,
-                       "incidents": incidents}  # fmt: skip
+                       "incidents": incidents, "transcripts": transcripts}  # fmt: skip
     request.save(update_fields=["erased_at", "state", "erasure"])
     ledger_append(actor=actor, action="data_subject_request.erased", subject=subject(request), payload=request.erasure)
+    # Last: a transcripts file, once swapped, is not put back by a rollback.
+    from serving.services.transcripts import deployment_transcripts_erase
+
+    for change in plan.transcripts:
+        deployment_transcripts_erase(actor=actor, deployment=change.deployment, find=find, reason=reason)
 
 
 def _journal_blob_unless_live(sha256: str) -> None:

@@ -152,10 +152,18 @@ def dsr_search(*, actor: Any, request: DataSubjectRequest) -> DataSubjectRequest
         findings = selectors.subject_findings(request.project, request.identifier_hashes)
         # Incidents are read with the identifiers themselves (their free text is not indexed); the
         # findings name each one by its reference and fields, never by its text.
-        incidents = selectors.incidents_naming(request.project, finder(identifiers_of(request)))
+        find = finder(identifiers_of(request))
+        incidents = selectors.incidents_naming(request.project, find)
         findings["incidents"] = [{"id": i.pk, "reference": i.reference, "fields": f} for i, f in incidents]
         if incidents:
             findings["message"] += f"; {len(incidents)} incident(s) of the project name them in their free text"
+            findings["found"] = True
+        # So are the deployments' transcripts: each deployment by id and name, with how many turns.
+        transcripts = selectors.transcripts_naming(request.project, find)
+        findings["transcripts"] = [{"id": d.pk, "name": d.name, "turns": len(turns)} for d, turns in transcripts]
+        if transcripts:
+            count = sum(len(turns) for _, turns in transcripts)
+            findings["message"] += f"; {count} turn(s) of {len(transcripts)} deployment(s)' transcripts name them"
             findings["found"] = True
         request.state, request.searched_at, request.findings = RequestState.SEARCHED, timezone.now(), findings
         request.save(update_fields=["state", "searched_at", "findings"])
@@ -166,6 +174,7 @@ def dsr_search(*, actor: Any, request: DataSubjectRequest) -> DataSubjectRequest
                      "model_versions": [m["id"] for m in findings["model_versions"]],
                      "deployments": [d["id"] for d in findings["deployments"]],
                      "incidents": [i["id"] for i in findings["incidents"]],
+                     "transcripts": [[t["id"], t["turns"]] for t in findings["transcripts"]],
                      "unscanned_versions": findings["unscanned_versions"]},
         )  # fmt: skip
     return request

@@ -365,8 +365,8 @@ def test_nothing_found_is_said_and_the_erasure_is_refused_as_a_message(people: d
     assert "erase" not in [a["name"] for a in shown.context["actions"]]
     assert "State Searched: nothing found; complete the request" in text(shown)
     refused = officer.get(f"{LIST}{request.pk}/erase/", follow=True)
-    assert told(refused) == [f"DSR-{request.pk}: erasure refused: no dataset version nor incident of project "
-                             "assistant holds this person; nothing erased"]  # fmt: skip
+    assert told(refused) == [f"DSR-{request.pk}: erasure refused: no dataset version, incident nor transcript of "
+                             "project assistant holds this person; nothing erased"]  # fmt: skip
 
 
 # --- who sees what -------------------------------------------------------------------------------
