@@ -107,6 +107,14 @@ def test_the_search_counts_the_turns_and_the_access_package_and_letter_hold_them
                                     check=True).stdout.split())  # fmt: skip
     assert "Conversations with our AI services that mention you" in words
     assert "2 conversations with our AI services" in words and "where is my refund?" in words
+    from audits.reports.tests.test_report_content import ARTIFACTS
+
+    pages = ARTIFACTS / "access-letter-transcripts"  # kept for a person to look at
+    pages.mkdir(parents=True, exist_ok=True)
+    for old in pages.glob("*.png"):
+        old.unlink()
+    subprocess.run(["pdftoppm", "-r", "60", "-png", str(tmp_path / "l.pdf"), str(pages / "p")], check=True,
+                   timeout=120)  # fmt: skip
 
 
 def test_the_erasure_blanks_the_turns_and_corrections_and_the_server_writes_on(served: dict[str, Any]) -> None:
