@@ -24,7 +24,12 @@ from registry.rules import use_status
 from registry.services import dataset_version_review
 from registry.tests.conftest import make_dataset
 from serving.models import Deployment, DeploymentState
-from serving.services import deployment_client_credential_issue, deployment_feedback_give, deployment_request
+from serving.services import (
+    deployment_client_credential_issue,
+    deployment_feedback_give,
+    deployment_request,
+    deployment_retire,
+)
 from serving.services.preference import deployment_feedback_export_request
 from serving.tests.conftest import staging_policies  # noqa: F401  (the fixture, shared)
 from training.models import RunState
@@ -154,3 +159,8 @@ def test_feedback_becomes_a_preference_dataset_and_a_dpo_run_trains_on_it(
     assert _actions("dataset_version", version.pk)[:3] == [
         "dataset_version.registered", "pii_scan.requested", "dataset_version.derived"
     ]  # fmt: skip
+    # The worker's last write for this test, the output's MLflow mirror (dispatched when the output
+    # registered), lands before the test's rows are flushed: once, on PostgreSQL, it came during
+    # the flush and deadlocked its TRUNCATE. The deployment's server stops too.
+    _until("the output's MLflow mirror", lambda: run.output.__class__.objects.get(pk=run.output.pk).mlflow_version)
+    deployment_retire(actor=people["platform-admin"], deployment=live, reason="end of test")
