@@ -21,6 +21,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,18 @@ def _access_walk(pages: Any, project_pk: int, contacts: DatasetVersion, tmp_path
 
 
 def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
-    people: dict[str, Any], celery_worker_process: subprocess.Popen[bytes], live_server: Any, tmp_path: Path
+    people: dict[str, Any],
+    celery_worker_process: subprocess.Popen[bytes],
+    live_server: Any,
+    tmp_path: Path,
+    settings: Any,
 ) -> None:
     from playwright.sync_api import expect
+
+    from serving.server import TranscriptLog
+    from serving.services.preference import deployment_transcripts, transcript_path
+
+    settings.SERVING_ROOT = tmp_path / "serving"  # the deployments' folders are this test's own
 
     officer = people["compliance_officer"]
     officer.set_password(PASSWORD)
@@ -137,6 +147,12 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         description=f"The assistant sent {ANA}'s invoice to another customer.",
         aware_at=timezone.now() - timedelta(hours=3),
     )  # fmt: skip
+    # Her deployment kept a conversation that names her (written by the model server's own writer).
+    turn = str(uuid.uuid4())
+    TranscriptLog(transcript_path(deployment)).write({
+        "time": "2026-12-08T09:00:00.000Z", "request_id": turn, "deployment": deployment.pk,
+        "prompt": f"I am {ANA}: where is my refund?", "completion": "It was sent on Monday.",
+    })  # fmt: skip
     received = (timezone.now() - timedelta(hours=2)).astimezone(ZoneInfo(TZ))
     project_pk, username = people["project"].pk, officer.username
     seen: dict[str, str] = {}
@@ -174,6 +190,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["found_model"] = page.inner_text("#found-models tbody tr")
         seen["found_deployment"] = page.inner_text("#found-deployments tbody tr")
         seen["found_incident"] = page.inner_text("#found-incidents tbody tr")
+        seen["found_transcripts"] = page.inner_text("#found-transcripts tbody tr")
         pages.shot("searched")
 
         # 4. The confirmation page: exactly what the erasure will change.
@@ -184,6 +201,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["plan_deployment"] = page.inner_text("#plan-deployments tbody tr")
         seen["plan_keys"] = page.inner_text("#plan-keys")
         seen["plan_incident"] = page.inner_text("#plan-incidents tbody tr")
+        seen["plan_transcripts"] = page.inner_text("#plan-transcripts tbody tr")
         pages.shot("erase-confirm")
         page.fill("input[name=reference]", "DSR-0")
         page.click("input[name=erase]")
@@ -195,6 +213,7 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
         seen["erased_version"] = page.inner_text("#erasure-versions tbody tr")
         seen["erased_review"] = page.inner_text("#erasure-reviews tbody tr")
         seen["erased_incident"] = page.inner_text("#erasure-incidents tbody tr")
+        seen["erased_transcripts"] = page.inner_text("#erasure-transcripts tbody tr")
         seen["found_after"] = page.inner_text("#found-versions tbody tr")
         pages.shot("erased")
         page.emulate_media(color_scheme="dark")
@@ -285,6 +304,17 @@ def test_an_officer_answers_an_access_and_an_erasure_request_in_the_browser(
     incident.refresh_from_db()
     assert incident.description == "The assistant sent [erased]'s invoice to another customer."
     assert request.erasure["incidents"] == [{"id": incident.pk, "reference": "INC-1", "fields": ["description"]}]
+    # The conversation naming her: counted by the search, listed for erasure, erased.
+    assert seen["found_transcripts"].split("\t") == [deployment.name, str(deployment.pk), "1"]
+    assert seen["plan_transcripts"].split("\t") == [
+        deployment.name,
+        str(deployment.pk),
+        "requested (waiting for approval)",
+        "1",
+    ]
+    assert seen["erased_transcripts"].split("\t") == [deployment.name, str(deployment.pk), "1"]
+    assert deployment_transcripts(deployment) == {}  # her only turn is erased
+    assert ANA not in transcript_path(deployment).read_text() and turn in transcript_path(deployment).read_text()
     assert seen["found_after"].endswith(f"erased; replaced by {new} (id {new.pk})")
     assert seen["state_erased"].startswith("Erased: the person's data is gone")
     assert seen["state_completed"].startswith("Completed")
