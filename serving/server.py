@@ -62,11 +62,12 @@ Transcripts: when the grant says ``keep_transcripts`` (the deployment asked for 
 approval vouched for it), each answered request (status 200) also appends one JSON line to
 ``<log stem>.transcripts.jsonl`` beside ``--log`` (a grant that keeps transcripts refuses a start
 without ``--log``): time, request id, deployment, and the prompt and completion as the guard left
-them (its redactions applied). A blocked side is never answered, so never kept. Like the log, the
-file is not rotated; each line is bounded by the grant's ``max_prompt_chars`` and ``max_tokens``.
-Each line is appended under an exclusive ``flock`` of ``<transcripts>.lock``, with the file opened
-for that line: a data subject's erasure writes the file anew under the same lock and swaps it in
-(``TranscriptLog``). Caveat: it holds whatever personal data the guard did not catch.
+them (its redactions applied). A blocked side is never answered, so never kept. Each line is
+bounded by the grant's ``max_prompt_chars`` and ``max_tokens``, and appended under an exclusive
+``flock`` of ``<transcripts>.lock``, with the file opened for that line: the service drops turns
+past their retention period and blanks those a data subject's erasure reaches by writing the file
+anew under the same lock and swapping it in (``TranscriptLog``). Caveat: it holds whatever
+personal data the guard did not catch.
 """
 
 from __future__ import annotations

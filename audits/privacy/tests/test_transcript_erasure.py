@@ -221,3 +221,36 @@ def test_no_line_the_server_writes_while_erasures_run_is_lost_or_torn(served: di
     ids = [r["request_id"] for r in lines]
     assert len(ids) == len(set(ids)) == 3 + 1 + 300 and set(written) <= set(ids), erasures
     assert erasures >= 2
+
+
+def test_turns_past_the_retention_period_are_dropped_daily_with_their_corrections(served: dict[str, Any]) -> None:
+    """Storage limitation: the beat's task drops the turns older than the retention period (the
+    fixture's turns are of 2026-12-08 09:00 UTC), keeps the newer ones byte for byte, and blanks the
+    corrections of those it dropped."""
+    from datetime import UTC, datetime
+
+    from django.contrib.auth import get_user_model
+
+    from serving.services.transcripts import transcripts_expire
+    from serving.tasks import expire_transcripts
+
+    deployment, log, path, ids = served["deployment"], served["log"], served["path"], served["ids"]
+    newer = str(uuid.uuid4())
+    log.write({"time": "2027-03-01T10:00:00.000Z", "request_id": newer, "deployment": deployment.pk,
+               "prompt": "a later question", "completion": "a later answer"})  # fmt: skip
+    kept = [line for line in path.read_bytes().splitlines(keepends=True) if newer.encode() in line or b"999999" in line]
+    system = get_user_model().objects.get(username="system")
+    with override_settings(SERVING_TRANSCRIPT_RETENTION_DAYS=0):
+        assert transcripts_expire(actor=system, now=datetime(2027, 3, 10, tzinfo=UTC)) == {}  # kept for good
+    with override_settings(SERVING_TRANSCRIPT_RETENTION_DAYS=30):
+        assert transcripts_expire(actor=system, now=datetime(2027, 3, 10, tzinfo=UTC)) == {deployment.pk: 3}
+        assert transcripts_expire(actor=system, now=datetime(2027, 3, 10, tzinfo=UTC)) == {}
+    with override_settings(SERVING_TRANSCRIPT_RETENTION_DAYS=36500):
+        assert expire_transcripts() == {}  # the beat's task, today, with a century's retention
+    assert path.read_bytes().splitlines(keepends=True) == kept  # the foreign line and the newer turn
+    assert set(deployment_transcripts(deployment)) == {newer}
+    assert InferenceFeedback.objects.get(request_id=ids["asks"]).correction == ERASED
+    [entry] = Entry.objects.filter(action="deployment.transcripts_expired")
+    assert json.loads(bytes(entry.body))["payload"] == {
+        "turns": 3, "corrections": 1, "before": "2027-02-08T00:00:00Z", "retention_days": 30
+    }  # fmt: skip
