@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -109,8 +110,14 @@ def _swap_in(path: Path, lines: list[bytes]) -> None:
 
 
 def _blank_corrections(deployment: Deployment, request_ids: list[str]) -> int:
+    rated = []
+    for request_id in request_ids:
+        try:
+            rated.append(uuid.UUID(request_id))
+        except ValueError:
+            continue  # not an id the server hands out: nobody can have rated it
     return (
-        InferenceFeedback.objects.filter(deployment=deployment, request_id__in=request_ids)
+        InferenceFeedback.objects.filter(deployment=deployment, request_id__in=rated)
         .exclude(correction="")
         .update(correction=ERASED)
     )
