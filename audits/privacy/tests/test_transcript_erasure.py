@@ -254,3 +254,15 @@ def test_turns_past_the_retention_period_are_dropped_daily_with_their_correction
     assert json.loads(bytes(entry.body))["payload"] == {
         "turns": 3, "corrections": 1, "before": "2027-02-08T00:00:00Z", "retention_days": 30
     }  # fmt: skip
+
+
+def test_a_turn_whose_request_id_is_not_the_servers_is_still_erased(served: dict[str, Any]) -> None:
+    deployment, path = served["deployment"], served["path"]
+    served["log"].write({"time": "2026-12-08T09:01:00.000Z", "request_id": "not-a-uuid", "deployment": deployment.pk,
+                         "prompt": f"{ANA} here", "completion": "ok"})  # fmt: skip
+    find = lambda text: [(0, len(text))] if ANA in text else []  # noqa: E731
+    erased = deployment_transcripts_erase(
+        actor=served["compliance_officer"], deployment=deployment, find=find, reason="r"
+    )
+    assert "not-a-uuid" in erased and len(erased) == 3
+    assert f"{ANA} here" not in path.read_text()
