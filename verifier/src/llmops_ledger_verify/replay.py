@@ -12,6 +12,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from llmops_ledger_verify import merkle, notes
 from llmops_ledger_verify.keys import VerifierKey
@@ -216,23 +217,24 @@ def segment_bounds(size: int, parts: int) -> list[tuple[int, int]]:
     return list(pairwise(reversed(bounds)))
 
 
-_SEGMENT_ENTRIES: Callable[[int, int], Entries] | None = None
+def _segment_child(entries: Callable[[int, int], Entries], job: Any, send: Any) -> None:
+    """A forked child's whole life: replay one segment and send its edges (or ``None``) back."""
+    try:
+        send.send(_replay_segment(entries, job))
+    finally:
+        send.close()
 
 
-def _adopt(entries: Callable[[int, int], Entries]) -> None:
-    global _SEGMENT_ENTRIES
-    _SEGMENT_ENTRIES = entries
-
-
-def _replay_segment(job: tuple[int, int, list[SignedCheckpoint], int]) -> dict[int, list[bytes]] | None:
+def _replay_segment(
+    entries: Callable[[int, int], Entries], job: tuple[int, int, list[SignedCheckpoint], int]
+) -> dict[int, list[bytes]] | None:
     """In a child: a segment's right edge at each checkpoint inside it and at its end, or ``None``
     on any fault (an exception does not cross back intact: the parent replays again instead)."""
     lo, hi, pending, thorough_from = job
-    assert _SEGMENT_ENTRIES is not None
     edges: dict[int, list[bytes]] = {}
     try:
         result = _replay(
-            _SEGMENT_ENTRIES(lo, hi), pending, thorough_from=thorough_from, progress=None,
+            entries(lo, hi), pending, thorough_from=thorough_from, progress=None,
             start=merkle.CompactRange(), offset=lo, edges=edges,
         )  # fmt: skip
     except Exception:  # any fault: the replay in the parent names it
@@ -260,10 +262,23 @@ def replay_segments(
         return None
     if segmented.before_fork is not None:
         segmented.before_fork()
-    # With fork, the initializer's argument is inherited, not pickled.
+    # One forked child per segment, each answering through a pipe of its own (the entries are
+    # inherited, not pickled). Not a multiprocessing.Pool: one left early (a segment failed) was
+    # terminated while its task thread still fed it, and that thread and the pool hung for good.
     context = multiprocessing.get_context("fork")
-    with context.Pool(len(jobs), initializer=_adopt, initargs=(segmented.entries,)) as pool:
-        for (lo, hi, pending, _), edges in zip(jobs, pool.imap(_replay_segment, jobs), strict=True):
+    children: list[tuple[Any, Any]] = []
+    try:
+        for job in jobs:
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_segment_child, args=(segmented.entries, job, send), daemon=True)
+            child.start()
+            send.close()  # the child's end: this one reads EOF once the child is gone
+            children.append((child, receive))
+        for (lo, hi, pending, _), (_, receive) in zip(jobs, children, strict=True):
+            try:
+                edges = receive.recv()
+            except EOFError:  # the child ended without an answer
+                return None
             if edges is None:
                 return None
             for signed in pending:
@@ -274,4 +289,10 @@ def replay_segments(
             tree.extend(merkle.CompactRange(hi - lo, edges[hi]))
             if progress is not None:
                 progress(tree.size)
+    finally:
+        for child, receive in children:
+            receive.close()
+            if child.is_alive():
+                child.terminate()
+            child.join()
     return ReplayResult(tree_size=tree.size, root=tree.root(), checkpoints_checked=len(ordered))
