@@ -543,7 +543,10 @@ class Engine:
             for chunk in chunks:
                 yield from self.scan_batch(chunk)
             return
-        with pool:
+        # Closed and joined, never terminated (``with pool`` would): a pool terminated while its
+        # task thread still feeds it can hang for good, as the ledger's segmented replay once did
+        # when a bad record or a consumer stopping early left batches queued. Those finish first.
+        try:
             pending: deque[Any] = deque()
             for chunk in chunks:
                 pending.append(pool.apply_async(_scan_in_child, (chunk,)))
@@ -551,6 +554,9 @@ class Engine:
                     yield from pending.popleft().get()
             while pending:
                 yield from pending.popleft().get()
+        finally:
+            pool.close()
+            pool.join()
 
 
 def _hits(results: Iterable[Any]) -> list[Hit]:

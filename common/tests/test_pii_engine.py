@@ -6,6 +6,8 @@ Real Presidio and the real spaCy pipeline: every fast finding is compared with a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,3 +114,21 @@ def test_the_strings_a_batch_meets_are_not_kept(engine: Engine) -> None:
     before = len(engine.nlp.vocab.strings)
     engine.scan_batch([f"order x{n}q7 from user{n}zz@example.org, ref K{n}Q" for n in range(200)])
     assert len(engine.nlp.vocab.strings) == before
+
+
+def test_a_forked_scan_that_stops_early_ends_its_children_and_does_not_hang(engine: Engine) -> None:
+    """A text source failing mid-way (a bad record) and a consumer that stops reading both leave
+    batches queued in the pool: the scan ends with the error or the stop, its children reaped."""
+    import multiprocessing
+
+    def failing() -> Iterator[str]:
+        yield from corpus(600, seed=5)
+        raise ValueError("record 601: not JSON")
+
+    with pytest.raises(ValueError, match="record 601"):
+        for _ in engine.scan_iter(failing(), processes=2, batch=16):
+            pass
+    stream = engine.scan_iter(corpus(2000, seed=6), processes=2, batch=16)
+    next(stream)
+    stream.close()  # the consumer stops after the first text
+    assert multiprocessing.active_children() == []
