@@ -9,7 +9,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from common.digests import canonical_digest
-from common.errors import DomainError
+from common.errors import DomainError, PermissionDenied
+from governance.permissions import is_platform_admin, project_roles_held
+from governance.roles import Role
 from governance.services import approval_holds
 from registry.rules import dataset_version_digest, use_status
 from training import engine
@@ -23,6 +25,18 @@ DATASET_ACTION = "dataset_version.use_for_training"
 
 def _invalid(field: str, message: str) -> DomainError:
     return DomainError("invalid_input", f"{field}: {message}", fields={field: [message]})
+
+
+def require_cancel(actor: Any, run: Any, reason: str) -> None:
+    """Who may cancel a run, fine-tune or optimisation, and with what: its requester, an ML
+    engineer or a platform admin of its project, with a reason that is not blank."""
+    held = project_roles_held(actor, run.project)
+    if not (
+        is_platform_admin(actor) or actor.pk == run.requested_by_id or held & {Role.ML_ENGINEER, Role.PLATFORM_ADMIN}
+    ):
+        raise PermissionDenied("permission_denied", "cancelling needs the requester, ml_engineer or platform_admin")
+    if not reason.strip():
+        raise _invalid("reason", "may not be blank")
 
 
 def fine_tune_run_digest(run: FineTuneRun) -> str:

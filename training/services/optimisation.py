@@ -53,6 +53,7 @@ from registry.services import (
     use_status,
 )
 from training.models import TERMINAL_STATES, OptimisationMethod, OptimisationRun, RunState
+from training.rules import require_cancel
 
 logger = logging.getLogger(__name__)
 
@@ -249,13 +250,7 @@ def optimisation_run_cancel(*, actor: Any, run: OptimisationRun, reason: str) ->
     """Cancel a run that no worker has started (requested or queued; a queued run's message then
     finds it closed): the requester, an ML engineer or a platform admin, with a reason. A running
     run is not stopped midway: it ends within minutes, or the reaper fails it."""
-    held = project_roles_held(actor, run.project)
-    if not (
-        is_platform_admin(actor) or actor.pk == run.requested_by_id or held & {Role.ML_ENGINEER, Role.PLATFORM_ADMIN}
-    ):
-        raise PermissionDenied("permission_denied", "cancelling needs the requester, ml_engineer or platform_admin")
-    if not reason.strip():
-        raise _invalid("reason", "may not be blank")
+    require_cancel(actor, run, reason)
     with transaction.atomic():
         run = OptimisationRun.objects.select_for_update().get(pk=run.pk)
         if run.state in TERMINAL_STATES:

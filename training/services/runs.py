@@ -23,7 +23,7 @@ from registry.models import DatasetVersion, ModelVersion, PromptTemplate
 from registry.records import RecordError, read_records
 from registry.services import dataset_version_bytes, dataset_version_digest, use_status
 from training.models import TERMINAL_STATES, FineTuneRun, RunState
-from training.rules import ACTION, _decimal, _hyperparameters, _invalid, fine_tune_run_digest
+from training.rules import ACTION, _decimal, _hyperparameters, _invalid, fine_tune_run_digest, require_cancel
 from training.services.quotas import _check_quota, _lock_quota
 
 
@@ -219,13 +219,7 @@ def fine_tune_run_start(*, actor: Any, run: FineTuneRun) -> FineTuneRun:
 
 def fine_tune_run_cancel(*, actor: Any, run: FineTuneRun, reason: str) -> FineTuneRun:
     """Cancel a run: at once when it has not started, else the worker stops it at its next beat."""
-    held = project_roles_held(actor, run.project)
-    if not (
-        is_platform_admin(actor) or actor.pk == run.requested_by_id or held & {Role.ML_ENGINEER, Role.PLATFORM_ADMIN}
-    ):
-        raise PermissionDenied("permission_denied", "cancelling needs the requester, ml_engineer or platform_admin")
-    if not reason.strip():
-        raise _invalid("reason", "may not be blank")
+    require_cancel(actor, run, reason)
     with transaction.atomic():
         run = FineTuneRun.objects.select_for_update().get(pk=run.pk)
         if run.state in TERMINAL_STATES:
