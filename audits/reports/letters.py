@@ -378,8 +378,7 @@ def _conversations(turns: list[dict[str, Any]]) -> list[Section]:
         Paragraph(
             "Some of our AI services keep what they were asked and what they answered, to learn from the "
             "feedback people give on the answers. These exchanges mention you; here they are as we keep them "
-            "(personal data our filter recognised was removed before they were kept; the attached file has the "
-            "same text):"
+            "(the attached file has the same text):"
         ),
         Table(["Service", "When", "Question", "Answer"], rows),
     ]
