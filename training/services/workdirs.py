@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -35,19 +37,8 @@ def fine_tune_workdirs_sweep() -> int:
     if not root.is_dir():
         return 0
     scrubbed = _optimisation_workdirs_sweep(root)
-    found = {}
-    for folder in root.iterdir():
-        match = _WORKDIR_NAME.match(folder.name)
-        if match and folder.is_dir():
-            found[folder] = (int(match[1]), int(match[2]))
-    runs = FineTuneRun.objects.in_bulk({run_id for run_id, _ in found.values()})
-    for folder, (run_id, attempt) in sorted(found.items()):
-        run = runs.get(run_id)
-        current = run is not None and run.attempt == attempt
-        if current and run.state not in TERMINAL_STATES:
-            continue
+    for folder, keep_output in _stopped_attempts(root, _WORKDIR_NAME, FineTuneRun):
         leftovers = [folder / "texts.json", folder / "base", *folder.glob(".output-*")]
-        keep_output = current and run.state == RunState.SUCCEEDED
         if not keep_output:
             leftovers.append(folder / "output")
         if not any(path.exists() for path in leftovers):
@@ -58,23 +49,29 @@ def fine_tune_workdirs_sweep() -> int:
     return scrubbed
 
 
+def _stopped_attempts(root: Path, name: re.Pattern[str], model: Any) -> Iterator[tuple[Path, bool]]:
+    """The folders under ``root`` named ``name`` (``<prefix>-<run>-<attempt>``) that no live attempt
+    owns (not the run's current attempt, or that attempt has ended), in order, each with whether
+    its registered output stays (the current attempt succeeded)."""
+    found = {}
+    for folder in root.iterdir():
+        match = name.match(folder.name)
+        if match and folder.is_dir():
+            found[folder] = (int(match[1]), int(match[2]))
+    runs = model.objects.in_bulk({run_id for run_id, _ in found.values()})
+    for folder, (run_id, attempt) in sorted(found.items()):
+        run = runs.get(run_id)
+        current = run is not None and run.attempt == attempt
+        if not (current and run.state not in TERMINAL_STATES):
+            yield folder, current and run.state == RunState.SUCCEEDED
+
+
 def _optimisation_workdirs_sweep(root: Path) -> int:
     """The same for optimisation runs, whose worker (killed outright) leaves ``source`` (a copy of
     the source weights, trained on personal data perhaps since erased), ``fp32`` (its export) and an
     unregistered ``int8``; a succeeded current attempt keeps ``int8``, its version's ``source``."""
-    found = {}
-    for folder in root.iterdir():
-        match = _OPTIMISATION_WORKDIR_NAME.match(folder.name)
-        if match and folder.is_dir():
-            found[folder] = (int(match[1]), int(match[2]))
-    runs = OptimisationRun.objects.in_bulk({run_id for run_id, _ in found.values()})
     scrubbed = 0
-    for folder, (run_id, attempt) in sorted(found.items()):
-        run = runs.get(run_id)
-        current = run is not None and run.attempt == attempt
-        if current and run.state not in TERMINAL_STATES:
-            continue
-        keep_int8 = current and run.state == RunState.SUCCEEDED
+    for folder, keep_int8 in _stopped_attempts(root, _OPTIMISATION_WORKDIR_NAME, OptimisationRun):
         leftovers = [folder / name for name in ("source", "fp32", *(() if keep_int8 else ("int8",)))]
         if not any(path.exists() for path in leftovers):
             continue
